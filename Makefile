@@ -1,0 +1,83 @@
+# moescope: `make` builds build/moescope; `make run` opens the sample; `make test` runs every test under
+# AddressSanitizer and UndefinedBehaviorSanitizer with -Werror. BUILD=dir puts everything in another directory
+# (lets several builds run side by side).
+
+BUILD   ?= build
+CC      ?= cc
+PREFIX  ?= /usr/local
+PKGS    := ncursesw openblas lapacke libcjson
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lpthread -lm
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) $(WARN) -MMD -MP
+CFLAGS  ?= -O2 -g
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_CFLAGS := -O1 -g $(SAN) -Werror
+
+IO_SRC   := $(wildcard io/*.c)
+AN_SRC   := $(wildcard analysis/*.c)
+SMP_SRC  := $(wildcard samples/*.c)
+TUI_SRC  := $(wildcard tui/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+# Objects below tui/ (no curses): what unit tests link.
+CORE_SRC := $(IO_SRC) $(AN_SRC) $(SMP_SRC)
+
+OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC) $(TUI_SRC))
+SAN_CORE := $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC))
+SAN_TUI  := $(patsubst %.c,$(BUILD)/san/%.o,$(TUI_SRC))
+TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+SAMPLE_DIR := $(BUILD)/samples
+SAMPLE     := $(SAMPLE_DIR)/mixtral-tiny
+
+.PHONY: all deps run test check-build clean install samples bench fuzz
+
+all: $(BUILD)/moescope
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/san/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -c $< -o $@
+
+$(BUILD)/moescope: $(OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/san/moescope: $(SAN_CORE) $(SAN_TUI)
+	$(CC) $(SAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/%: tests/%.c $(SAN_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(SAN_CORE) $(PKG_LIBS)
+
+$(SAMPLE_DIR)/.stamp: $(BUILD)/moescope
+	$(BUILD)/moescope samples $(SAMPLE_DIR)
+	@touch $@
+
+samples: $(SAMPLE_DIR)/.stamp
+
+run: deps
+	@$(MAKE) --no-print-directory $(BUILD)/moescope $(SAMPLE_DIR)/.stamp
+	$(BUILD)/moescope $(SAMPLE) $(SAMPLE)/calib.safetensors
+
+check-build: $(BUILD)/san/moescope $(TESTS) $(SAMPLE_DIR)/.stamp
+
+test: deps
+	@$(MAKE) --no-print-directory check-build
+	@MOESCOPE=$(BUILD)/san/moescope SAMPLES=$(SAMPLE_DIR) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+		UBSAN_OPTIONS=print_stacktrace=1 OPENBLAS_NUM_THREADS=1 tests/run.sh $(BUILD)
+
+install: $(BUILD)/moescope
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/moescope $(DESTDIR)$(PREFIX)/bin/moescope
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(OBJ:.o=.d) $(SAN_CORE:.o=.d) $(SAN_TUI:.o=.d) $(TESTS:=.d)

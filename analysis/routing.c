@@ -1,0 +1,100 @@
+#include "analysis/routing.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+
+ms_status route_logits(const float *x, int64_t T, int d, const float *router, int E, float *z)
+{
+	if (!x || !router || !z || T < 0 || d <= 0 || E <= 0)
+		return MS_ERR_ARG;
+	if (T == 0)
+		return MS_OK;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, E, d, 1.0f, x, d, router, d, 0.0f, z, E);
+	return MS_OK;
+}
+
+/* Inserts expert e with logit v into the descending top list (length k, filled n); ties keep the lower index
+ * first because experts arrive in index order and only a strictly larger logit moves ahead. */
+static void topk_insert(int *top, const float *row, int k, int *n, int e)
+{
+	float v = row[e];
+	int pos = *n < k ? *n : k;
+	if (pos == k && !(v > row[top[k - 1]]))
+		return;
+	if (pos == k)
+		pos = k - 1;
+	while (pos > 0 && v > row[top[pos - 1]]) {
+		top[pos] = top[pos - 1];
+		pos--;
+	}
+	top[pos] = e;
+	if (*n < k)
+		(*n)++;
+}
+
+ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int *idx, float *weight)
+{
+	if (!z || !r || !idx || T < 0 || E <= 0 || r->top_k <= 0 || r->top_k > E)
+		return MS_ERR_ARG;
+	const int k = r->top_k;
+	for (int64_t t = 0; t < T; t++) {
+		const float *row = z + t * E;
+		int *top = idx + t * k;
+		int n = 0;
+		for (int e = 0; e < E; e++)
+			topk_insert(top, row, k, &n, e);
+		if (!weight)
+			continue;
+		/* softmax over all E, in double for a stable denominator */
+		double mx = row[top[0]], sum = 0.0;
+		for (int e = 0; e < E; e++)
+			sum += exp((double)row[e] - mx);
+		double sel = 0.0;
+		for (int j = 0; j < k; j++)
+			sel += exp((double)row[top[j]] - mx);
+		double denom = r->renormalize ? sel : sum;
+		for (int j = 0; j < k; j++)
+			weight[t * k + j] = (float)(exp((double)row[top[j]] - mx) / denom * r->scale);
+	}
+	return MS_OK;
+}
+
+ms_status route_stats(const int *idx, int64_t T, int E, int k, double *frequency, double *coact,
+		      double *usage_entropy, double *cv)
+{
+	if (!idx || !frequency || T < 0 || E <= 0 || k <= 0)
+		return MS_ERR_ARG;
+	memset(frequency, 0, (size_t)E * sizeof *frequency);
+	if (coact)
+		memset(coact, 0, (size_t)E * (size_t)E * sizeof *coact);
+	for (int64_t t = 0; t < T; t++) {
+		const int *sel = idx + t * k;
+		for (int j = 0; j < k; j++) {
+			if (sel[j] < 0 || sel[j] >= E)
+				return MS_ERR_ARG;
+			frequency[sel[j]] += 1.0;
+			if (!coact)
+				continue;
+			for (int l = 0; l < k; l++)
+				coact[(size_t)sel[j] * E + sel[l]] += 1.0;
+		}
+	}
+	double total = (double)k * (double)T, mean = 0.0, var = 0.0, ent = 0.0;
+	for (int e = 0; e < E; e++) {
+		frequency[e] = total > 0 ? frequency[e] / total : 0.0;
+		mean += frequency[e];
+		if (frequency[e] > 0)
+			ent -= frequency[e] * log2(frequency[e]);
+	}
+	mean /= E;
+	for (int e = 0; e < E; e++)
+		var += (frequency[e] - mean) * (frequency[e] - mean);
+	var /= E;
+	if (usage_entropy)
+		*usage_entropy = ent;
+	if (cv)
+		*cv = mean > 0 ? sqrt(var) / mean : 0.0;
+	return MS_OK;
+}

@@ -1,0 +1,27 @@
+/* Routing: router logits, family-correct top-k selection and routing weights, usage statistics. */
+#ifndef ROUTE_ROUTING_H
+#define ROUTE_ROUTING_H
+
+#include <stdint.h>
+
+#include "io/error.h"
+#include "io/model.h"
+
+/* z [T, E] = x [T, d] router^T, router [E, d]; one GEMM. */
+ms_status route_logits(const float *x, int64_t T, int d, const float *router, int E, float *z);
+
+/* For every row of z [T, E]: the top-k experts (k = r->top_k) in descending logit order, ties to the lower index,
+ * into idx [T, k]; their routing weights into weight [T, k] (may be NULL): softmax over all E logits, taken at the
+ * selected experts, renormalised over them when r->renormalize, times r->scale. */
+ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int *idx, float *weight);
+
+/* Usage statistics from a selection idx [T, k]:
+ * frequency [E]: how often e is selected, divided by k T;
+ * coact [E, E] (may be NULL): coact[i E + j] = tokens selecting both i and j (i != j); diagonal = tokens
+ *   selecting i;
+ * *usage_entropy: entropy in bits of the frequency distribution (log2 E when balanced);
+ * *cv: coefficient of variation (population standard deviation / mean) of frequency. */
+ms_status route_stats(const int *idx, int64_t T, int E, int k, double *frequency, double *coact,
+		      double *usage_entropy, double *cv);
+
+#endif

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every unit test binary and every shell test, adds up their "N passed, M failed" lines and prints the
+# total as the last line. Usage: tests/run.sh BUILD_DIR
+set -u
+build=${1:-build}
+total_pass=0
+total_fail=0
+failed_suites=()
+log_dir="$build/test-logs"
+mkdir -p "$log_dir"
+
+run_suite() {
+	local name=$1
+	shift
+	local log="$log_dir/$name.log"
+	"$@" >"$log" 2>&1
+	local rc=$?
+	local line
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+	local p=0 f=0
+	if [ -n "$line" ]; then
+		p=${line%% passed*}
+		f=${line#*, }
+		f=${f%% failed*}
+	fi
+	# A suite that crashed or exited non-zero without counting a failure still fails once.
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	if [ -z "$line" ] && [ "$rc" -eq 0 ]; then
+		echo "$name: printed no summary line" >>"$log"
+		f=1
+	fi
+	total_pass=$((total_pass + p))
+	total_fail=$((total_fail + f))
+	if [ "$f" -ne 0 ]; then
+		failed_suites+=("$name")
+		printf '%-28s %4d passed, %d failed  (log: %s)\n' "$name" "$p" "$f" "$log"
+		grep -E 'FAIL|check failed|ERROR|Sanitizer|runtime error' "$log" | head -n 20 | sed 's/^/    /'
+	else
+		printf '%-28s %4d passed\n' "$name" "$p"
+	fi
+}
+
+for t in "$build"/tests/test_*; do
+	[ -x "$t" ] || continue
+	case "$t" in *.d|*.o) continue ;; esac
+	run_suite "$(basename "$t")" "$t"
+done
+for s in tests/cli/*.sh; do
+	[ -f "$s" ] || continue
+	run_suite "cli/$(basename "$s" .sh)" bash "$s" "$build"
+done
+
+echo
+if [ ${#failed_suites[@]} -ne 0 ]; then
+	echo "failed suites: ${failed_suites[*]}"
+fi
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

@@ -1,0 +1,103 @@
+#include "tui/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+int cli_report(const ms_error *err)
+{
+	fprintf(stderr, "moescope: %s\n", err && err->msg[0] ? err->msg : ms_status_text(err ? err->code : MS_OK));
+	return CLI_USER_ERROR;
+}
+
+static const cli_command *find_command(const char *cmd)
+{
+	for (int i = 0; i < cli_command_count; i++)
+		if (strcmp(cli_commands[i].name, cmd) == 0)
+			return &cli_commands[i];
+	return NULL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "moescope %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	const cli_command *c = find_command(cmd);
+	if (c)
+		fprintf(stderr, "usage: moescope %s\n", c->synopsis);
+	return CLI_USAGE;
+}
+
+int cli_help(const char *cmd)
+{
+	const cli_command *c = find_command(cmd);
+	if (!c)
+		return CLI_USAGE;
+	printf("usage: moescope %s\n\n%s\n", c->synopsis, c->summary);
+	return CLI_OK;
+}
+
+int cli_parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int cli_parse_double(const char *s, double lo, double hi, double *out)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || *end || !isfinite(v) || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int cli_parse_size(const char *s, uint64_t *out)
+{
+	static const struct { const char *suffix; uint64_t mult; } units[] = {
+		{"", 1}, {"B", 1}, {"KB", 1000ULL}, {"MB", 1000000ULL}, {"GB", 1000000000ULL},
+		{"KIB", 1ULL << 10}, {"MIB", 1ULL << 20}, {"GIB", 1ULL << 30},
+	};
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || !isfinite(v) || v <= 0)
+		return -1;
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		if (strcasecmp(end, units[i].suffix) == 0) {
+			double bytes = v * (double)units[i].mult;
+			if (bytes < 1 || bytes > 1e18)
+				return -1;
+			*out = (uint64_t)bytes;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int cli_progress_enabled(void)
+{
+	return isatty(STDERR_FILENO);
+}

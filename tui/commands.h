@@ -1,0 +1,9 @@
+/* The headless commands, one per file tui/cmd_*.c. argv[0] is the command name. Each returns an exit status
+ * (tui/cli.h) and handles --help. */
+#ifndef CMD_COMMANDS_H
+#define CMD_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_samples(int argc, char **argv);
+
+#endif

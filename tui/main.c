@@ -1,0 +1,42 @@
+/* moescope's entry point: the command table and dispatch. */
+#include <locale.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tui/cli.h"
+#include "tui/commands.h"
+
+const cli_command cli_commands[] = {
+	{"info", cmd_info, "info MODEL [--json]",
+	 "Describe a checkpoint: family, MoE blocks, experts, top-k, shapes, dtypes, bytes."},
+	{"samples", cmd_samples, "samples DIR",
+	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},
+};
+const int cli_command_count = (int)(sizeof cli_commands / sizeof cli_commands[0]);
+
+static void print_usage(FILE *out)
+{
+	fprintf(out, "usage: moescope COMMAND [ARGS]\n       moescope MODEL [CALIB]\n\ncommands:\n");
+	for (int i = 0; i < cli_command_count; i++)
+		fprintf(out, "  %-60s\n      %s\n", cli_commands[i].synopsis, cli_commands[i].summary);
+	fprintf(out, "\n`moescope COMMAND --help` describes one command.\n");
+}
+
+int main(int argc, char **argv)
+{
+	setlocale(LC_ALL, "");
+	if (argc < 2) {
+		print_usage(stderr);
+		return CLI_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		print_usage(stdout);
+		return CLI_OK;
+	}
+	for (int i = 0; i < cli_command_count; i++)
+		if (strcmp(argv[1], cli_commands[i].name) == 0)
+			return cli_commands[i].run(argc - 1, argv + 1);
+	/* Until the interactive application lands, `moescope MODEL [CALIB]` describes the model. */
+	char *info_argv[] = {"info", argv[1], NULL};
+	return cmd_info(2, info_argv);
+}
