@@ -67,25 +67,25 @@ static void planted_copy(test_expert *dst, const test_expert *src, const int *q,
 		}
 }
 
-/* Recovers the inverse of the planted permutation (weights uniform in [-1, 1): 1% noise is 0.01 absolute). */
-static void check_planted(mdl_act act, float noise, unsigned long long seed)
+/* Recovers the inverse of the planted permutation (weights uniform in [-1, 1): 1% noise is 0.01 absolute). Without
+ * noise the planted answer is the unique optimum by Cauchy-Schwarz. */
+static void check_planted(mdl_act act, int d, int f, float noise, unsigned long long seed)
 {
-	enum { D = 24, F = 64 };
 	unsigned long long s = seed;
 	test_expert ref, t;
-	int q[F], perm[F];
-	expert_random(&ref, D, F, act, &s);
-	random_permutation(q, F, &s);
+	int *q = malloc(sizeof(int) * (size_t)f), *perm = malloc(sizeof(int) * (size_t)f);
+	expert_random(&ref, d, f, act, &s);
+	random_permutation(q, f, &s);
 	planted_copy(&t, &ref, q, noise, &s);
 	CHECK(align_permutation(&ref.w, &t.w, perm) == MS_OK, "act %d noise %g", act, noise);
 	int wrong = 0;
-	for (int j = 0; j < F; j++)
+	for (int j = 0; j < f; j++)
 		wrong += perm[q[j]] != j;
-	CHECK(wrong == 0, "act %d noise %g: %d neurons misplaced", act, noise, wrong);
+	CHECK(wrong == 0, "act %d f %d noise %g: %d neurons misplaced", act, f, noise, wrong);
 	/* and once applied, the weights are the reference's again (up to the noise) */
-	CHECK(align_apply(perm, t.gate, t.up, t.down, D, F) == MS_OK, "apply");
+	CHECK(align_apply(perm, t.gate, t.up, t.down, d, f) == MS_OK, "apply");
 	double maxdiff = 0;
-	for (int k = 0; k < F * D; k++) {
+	for (int k = 0; k < f * d; k++) {
 		maxdiff = fmax(maxdiff, fabs(t.up[k] - ref.up[k]));
 		maxdiff = fmax(maxdiff, fabs(t.down[k] - ref.down[k]));
 		if (t.gate)
@@ -94,18 +94,27 @@ static void check_planted(mdl_act act, float noise, unsigned long long seed)
 	CHECK(maxdiff <= noise * 1.0001, "act %d: aligned weights differ from the reference by %g", act, maxdiff);
 	expert_free(&ref);
 	expert_free(&t);
+	free(q);
+	free(perm);
 }
 
 static void test_planted_exact(void)
 {
-	check_planted(MDL_ACT_SILU_GLU, 0.0f, 1);
-	check_planted(MDL_ACT_RELU, 0.0f, 2);
+	check_planted(MDL_ACT_SILU_GLU, 24, 64, 0.0f, 1);
+	check_planted(MDL_ACT_RELU, 24, 64, 0.0f, 2);
+}
+
+/* f spanning several ALIGN_ROW_CHUNK blocks of C, the last one partial. */
+static void test_planted_across_chunks(void)
+{
+	check_planted(MDL_ACT_SILU_GLU, 8, 2 * ALIGN_ROW_CHUNK + 37, 0.0f, 5);
+	check_planted(MDL_ACT_RELU, 8, ALIGN_ROW_CHUNK + 1, 0.0f, 6);
 }
 
 static void test_planted_noisy(void)
 {
-	check_planted(MDL_ACT_SILU_GLU, 0.01f, 3);
-	check_planted(MDL_ACT_RELU, 0.01f, 4);
+	check_planted(MDL_ACT_SILU_GLU, 24, 64, 0.01f, 3);
+	check_planted(MDL_ACT_RELU, 24, 64, 0.01f, 4);
 }
 
 /* max over tokens and outputs of |a - b|, relative to max |b| */
@@ -294,6 +303,7 @@ int main(void)
 	RUN(test_names);
 	RUN(test_planted_exact);
 	RUN(test_planted_noisy);
+	RUN(test_planted_across_chunks);
 	RUN(test_function_unchanged);
 	RUN(test_objective_is_maximal);
 	RUN(test_bad_input);
