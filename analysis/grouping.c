@@ -358,9 +358,10 @@ static ms_status reap_check_experts(const expert_weights *experts, int E, int64_
 ms_status grp_reap_saliency(const expert_weights *experts, int E, const float *x, int64_t T, const int *idx,
 			    const float *weight, int k, double *saliency)
 {
-	if (!experts || E < 1 || T < 0 || k < 1 || !saliency || (T > 0 && (!x || !idx || !weight)) ||
-	    T > INT64_MAX / 4 / k)
+	if (!experts || E < 1 || T < 0 || k < 1 || !saliency || (T > 0 && (!x || !idx || !weight)))
 		return MS_ERR_ARG;
+	if ((uint64_t)T > SIZE_MAX / sizeof(int64_t) / (uint64_t)k) /* the routes below hold T k entries */
+		return MS_ERR_NOMEM;
 	int64_t work_floats;
 	if (reap_check_experts(experts, E, &work_floats) != MS_OK)
 		return MS_ERR_ARG;

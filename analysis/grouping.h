@@ -72,7 +72,8 @@ ms_status grp_reap_saliency(const expert_weights *experts, int E, const float *x
  * counts as 1; in every block the most-used expert's counts as 1; of all these values sorted in descending
  * order, the N-th (0-based), N = G * (blocks merged) + E * (blocks not merged), minus 1 when G == E, is the
  * threshold, and a block's count is the number of its values above it. MS_ERR_ARG with a message in err (may be
- * NULL) when G is out of 1..E, the index N does not exist, or the threshold is 1 (too many groups asked for). */
+ * NULL) when G is out of 1..E, a frequency is outside 0..1 (NaN included), the index N does not exist, or the
+ * threshold is 1 (too many groups asked for). */
 ms_status grp_global_counts(int n_blocks, int E, const double *frequency, const unsigned char *merged, int G,
 			    int *counts, ms_error *err);
 
