@@ -1,0 +1,89 @@
+/* A whole MoE block: its forward pass (router, top-k, experts) and the evaluation of a merged block against the
+ * original on calibration tokens (DESIGN 3 "Layer evaluation").
+ *
+ * One configuration describes the original block and every merged layout: each router row dispatches to an
+ * expert slot, so several rows may share a slot (the aliased layout: every member of a group routes to the
+ * group's merged expert) and a row may be masked out of routing (an expert dropped by pruning).
+ *
+ *   original:  n_router = E,  slot[e] = e,         experts = the E experts
+ *   aliased:   n_router = E,  slot[e] = group[e],  experts = the G merged experts (slot -1: dropped)
+ *   compact:   n_router = E', slot[i] = i,         experts = the E' merged experts, router = the new rows
+ *
+ * Routing over the unmasked rows only: masked logits count as -inf, so they are never selected and take no part
+ * in the softmax; top_k is capped at the number of unmasked rows. Ties go to the lower row index. */
+#ifndef BLK_BLOCK_H
+#define BLK_BLOCK_H
+
+#include <stdint.h>
+
+#include "analysis/expert.h"
+#include "io/error.h"
+#include "io/model.h"
+
+typedef struct {
+	int n_router;
+	const float *router;            /* [n_router, d] */
+	const int *slot;                /* [n_router]: the expert slot each router row dispatches to, -1 = masked */
+	int n_slots;
+	const expert_weights *experts;  /* [n_slots], each with width d */
+	mdl_routing routing;
+	int d;
+} blk_config;
+
+/* Tokens per expert_forward call: bounds the gather buffers and the experts' work space (a Mixtral-sized expert
+ * needs about 60 MB for 512 tokens) while keeping each GEMM tall enough to run near peak. */
+#define BLK_BATCH 512
+
+/* Checks a configuration: sizes positive, pointers present, slots in -1..n_slots-1, at least one unmasked row,
+ * every expert of width d with the matrices its activation needs. MS_ERR_ARG with a message naming the row or
+ * slot otherwise. err may be NULL (as everywhere below). */
+ms_status blk_check(const blk_config *cfg, ms_error *err);
+
+/* The number of experts each token selects: routing.top_k capped at the unmasked rows (0 for a bad config). */
+int blk_top_k(const blk_config *cfg);
+
+/* Routing only: the selected router rows sel [T, k] (k = blk_top_k) in descending logit order and their routing
+ * weights w [T, k] (may be NULL). Non-finite router logits give MS_ERR_NONFINITE naming the token. */
+ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err);
+
+/* y [T, d] = the block's output on x [T, d]: for each token the sum over its k selected rows of the routing
+ * weight times the output of the row's expert slot (rows sharing a slot add their weights). Each slot runs one
+ * expert_forward per batch of up to BLK_BATCH of its gathered tokens; the results are added into y in slot
+ * order, then token order, so the sums do not depend on the thread count. sel [T, k] and w [T, k] (k =
+ * blk_top_k) receive the routing when not NULL. */
+ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y, int *sel, float *w,
+		      ms_error *err);
+
+/* Parameters of one expert: its gate (when present), up and down matrices. */
+int64_t blk_expert_params(const expert_weights *w);
+
+/* Parameters of a block: the router, n_router * d, plus each distinct expert once; slots whose weights are the
+ * same arrays (a compact layout padded with duplicates that share storage) count once. */
+int64_t blk_params(const blk_config *cfg);
+
+typedef struct {
+	int64_t tokens;            /* tokens evaluated after subsampling */
+	double rel_error;          /* |y - y'|_F / |y|_F; 0 when both are zero */
+	double routing_agreement;  /* fraction of tokens whose set of selected groups is unchanged */
+	int64_t params_before;     /* blk_params(orig) */
+	int64_t params_after;      /* blk_params(merged) */
+	/* Multiply-adds counted as 2 FLOPs, per token, mean over the evaluated tokens:
+	 *   2 * n_router * d  (the router's logits)  +  sum over the k selected rows of 2 * blk_expert_params(slot).
+	 * Element-wise work (softmax, activation, weighting) is left out: it is O(k f) against O(k f d). */
+	double flops_before;
+	double flops_after;
+} blk_eval_result;
+
+/* Evaluates merged against orig on x [T, d]: at most max_tokens tokens (all when max_tokens <= 0 or T <=
+ * max_tokens; otherwise the evenly spaced tokens floor(i T / max_tokens)), y = orig's output, y' = merged's.
+ *
+ * Routing agreement compares, per token, the set of groups the original selection reaches with the set the
+ * merged selection reaches: an original row r reaches group_of_orig[orig->slot[r]] (group_of_orig [orig->n_slots]:
+ * the plan's groups, -1 for a dropped expert, which the merged block can never reach); a merged row r reaches
+ * slot_group[merged->slot[r]], where slot_group [merged->n_slots] says which group each slot holds, or, when
+ * NULL, slot s holds group s (the aliased layout, and a compact layout without padding). */
+ms_status blk_eval(const blk_config *orig, const blk_config *merged, const int *group_of_orig,
+		   const int *slot_group, const float *x, int64_t T, int64_t max_tokens, blk_eval_result *out,
+		   ms_error *err);
+
+#endif

@@ -1,0 +1,58 @@
+/* MEO analysis (Merging Experts into One, He et al. 2023, arXiv 2310.09832): how far a block's output moves when
+ * the k experts a token selects are replaced by one expert whose weights are their routing-weighted sum.
+ *
+ * Token level: for token t with selected slots s_1..s_k and routing weights g_1..g_k (rows sharing a slot add
+ * their weights), the mixed expert has gate = sum_j g_j gate_{s_j}, and likewise up and down, and
+ *     error_t = |E_mixed(x_t) - y_t| / |y_t|,   y_t = sum_j g_j E_{s_j}(x_t)  (the block's routed output).
+ * The mixed weights are not normalised: with one selected expert of weight g the mixed expert is g W, which
+ * reproduces g E(x) only when g = 1 (a renormalised top-1); otherwise the error shows the scaling passing
+ * through the nonlinearity, which is what MEO would compute.
+ *
+ * Segment level (when segment ids are given): one expert per segment, its weights the mean over the segment's
+ * tokens of their routing-weighted sums, i.e. sum_e gbar_e W_e with gbar_e the mean routing weight of slot e over
+ * the segment (0 on tokens not selecting it), applied to every token of the segment; its error is
+ * |Y_mixed - Y|_F / |Y|_F over the segment's tokens.
+ *
+ * FLOPs per token (multiply-adds count 2; P = parameters of one expert, the router left out as it is the same
+ * each way; element-wise work left out):
+ *   k experts:       2 k P
+ *   token MEO:       2 P  +  (2 k - 1) P      (one expert, plus mixing k matrices: k scales, k - 1 additions)
+ *   segment MEO:     2 P  +  sum over segments of (2 n_s - 1) P  /  tokens, n_s = slots the segment uses
+ * so token-level MEO never saves work and segment-level MEO saves it once segments are long. All figures are
+ * means over the evaluated tokens. */
+#ifndef MEO_MEO_H
+#define MEO_MEO_H
+
+#include <stdint.h>
+
+#include "analysis/block.h"
+#include "io/error.h"
+
+/* Segments evaluated at most: when the evaluated tokens span more, this many are taken, evenly spaced in
+ * ascending segment id order. Each segment costs a mixing pass over the weights of the experts it uses. */
+#define MEO_MAX_SEGMENTS 64
+
+typedef struct {
+	int64_t tokens;             /* tokens evaluated */
+	int64_t segments;           /* segments evaluated; 0 without segment ids */
+	double token_error_mean;
+	double token_error_max;
+	double segment_error_mean;  /* 0 without segment ids */
+	double flops_experts;       /* per token, as above */
+	double flops_token_meo;
+	double flops_segment_meo;   /* 0 without segment ids */
+} meo_result;
+
+/* Runs the analysis for the block cfg (the original block, as blk_forward takes it; all experts of one shape) on
+ * x [T, d], with segment_ids [T] or NULL. At most max_tokens tokens are used (all when max_tokens <= 0),
+ * the evenly spaced tokens floor(i T / max_tokens) as in blk_eval; a segment's mean weights and its error come
+ * from its evaluated tokens. A token whose routed output is zero has error 0 when the mixed output is zero too.
+ *
+ * The token-level figure is computed without materialising a mixed expert per token: since the mixed gate and
+ * up act linearly, gate_mixed x = sum_j g_j (gate_{s_j} x), and down_mixed h = sum_j g_j (down_{s_j} h), so each
+ * slot runs batched GEMMs over its tokens as in blk_forward. The segment level mixes whole matrices (saxpy) once
+ * per segment and runs one expert over the segment's tokens. */
+ms_status meo_analyze(const blk_config *cfg, const float *x, int64_t T, const int32_t *segment_ids,
+		      int64_t max_tokens, meo_result *out, ms_error *err);
+
+#endif
