@@ -54,6 +54,33 @@ ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, 
 ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y, int *sel, float *w,
 		      ms_error *err);
 
+/* The tokens of a routing grouped by expert slot: slot s gets token[start[s] .. start[s + 1]) in ascending token
+ * order, each once, with weight = the sum of the token's routing weights over its rows that dispatch to s. */
+typedef struct {
+	int n_slots;
+	int64_t *start;   /* [n_slots + 1] */
+	int64_t *token;   /* [start[n_slots]] */
+	float *weight;    /* [start[n_slots]] */
+} blk_dispatch;
+
+/* Builds the dispatch of sel [T, k] and w [T, k] (as from blk_route) for cfg; free with blk_dispatch_free.
+ * MS_ERR_ARG for a selected row that is out of range or masked. */
+ms_status blk_dispatch_build(const blk_config *cfg, const int *sel, const float *w, int64_t T, int k,
+			     blk_dispatch *out, ms_error *err);
+void blk_dispatch_free(blk_dispatch *dp);
+
+/* Rows gathered and scattered by token index: dst [n, width] = the rows rows[0..n) of src [*, width]; and
+ * dst [*, width] rows[i] += weight[i] * src [n, width] row i, in order of i. */
+void blk_gather(const float *src, int64_t width, const int64_t *rows, int64_t n, float *dst);
+void blk_scatter_add(const float *src, int64_t width, const int64_t *rows, const float *weight, int64_t n,
+		     float *dst);
+
+/* The deterministic subsample shared by blk_eval and meo_analyze: blk_subsample_count gives the tokens kept, n =
+ * T when max_tokens <= 0 or T <= max_tokens, else max_tokens (at most INT32_MAX; -1 beyond); the i-th kept token
+ * is floor(i T / n), evenly spaced from token 0. */
+int64_t blk_subsample_count(int64_t T, int64_t max_tokens);
+int64_t blk_subsample_index(int64_t i, int64_t T, int64_t n);
+
 /* Parameters of one expert: its gate (when present), up and down matrices. */
 int64_t blk_expert_params(const expert_weights *w);
 
@@ -63,7 +90,7 @@ int64_t blk_params(const blk_config *cfg);
 
 typedef struct {
 	int64_t tokens;            /* tokens evaluated after subsampling */
-	double rel_error;          /* |y - y'|_F / |y|_F; 0 when both are zero */
+	double rel_error;          /* |y - y'|_F / |y|_F (the absolute |y - y'|_F when y is 0) */
 	double routing_agreement;  /* fraction of tokens whose set of selected groups is unchanged */
 	int64_t params_before;     /* blk_params(orig) */
 	int64_t params_after;      /* blk_params(merged) */

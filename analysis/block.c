@@ -1,0 +1,553 @@
+#include "analysis/block.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/routing.h"
+
+/* Tokens whose router logits are computed at once: bounds the logits buffer to ROUTE_CHUNK * n_router floats. */
+#define ROUTE_CHUNK 4096
+/* Evaluated tokens per pair of forward passes in blk_eval: its buffers stay a few times EVAL_CHUNK * d floats
+ * whatever max_tokens is, and a chunk is long enough to give every expert a tall GEMM. */
+#define EVAL_CHUNK 2048
+
+/* malloc of n elements, NULL when n is negative or the byte count overflows; never malloc(0). */
+static void *alloc_array(int64_t n, size_t size)
+{
+	if (n < 0 || (uint64_t)n > SIZE_MAX / size)
+		return NULL;
+	return malloc(n > 0 ? (size_t)n * size : 1);
+}
+
+static ms_status check_expert(const expert_weights *w, int d, int s, ms_error *err)
+{
+	if (w->d != d || w->f <= 0 || !w->up || !w->down)
+		return ms_fail(err, MS_ERR_ARG, "expert slot %d: width %d, intermediate size %d, up %s, down %s "
+			       "(the block's width is %d)", s, w->d, w->f, w->up ? "present" : "missing",
+			       w->down ? "present" : "missing", d);
+	if (w->act != MDL_ACT_SILU_GLU && w->act != MDL_ACT_RELU)
+		return ms_fail(err, MS_ERR_ARG, "expert slot %d: unknown activation %d", s, (int)w->act);
+	if (w->act == MDL_ACT_SILU_GLU && !w->gate)
+		return ms_fail(err, MS_ERR_ARG, "expert slot %d: gated expert without its gate matrix", s);
+	return MS_OK;
+}
+
+ms_status blk_check(const blk_config *cfg, ms_error *err)
+{
+	if (!cfg)
+		return ms_fail(err, MS_ERR_ARG, "block: no configuration");
+	if (cfg->n_router <= 0 || cfg->n_slots <= 0 || cfg->d <= 0 || !cfg->router || !cfg->slot || !cfg->experts)
+		return ms_fail(err, MS_ERR_ARG, "block: %d router rows, %d expert slots, width %d: sizes must be "
+			       "positive and the arrays present", cfg->n_router, cfg->n_slots, cfg->d);
+	if (cfg->routing.top_k <= 0 || !isfinite(cfg->routing.scale))
+		return ms_fail(err, MS_ERR_ARG, "block: top-k %d and routing scale %g: need top-k >= 1 and a finite "
+			       "scale", cfg->routing.top_k, (double)cfg->routing.scale);
+	int active = 0;
+	for (int r = 0; r < cfg->n_router; r++) {
+		if (cfg->slot[r] < -1 || cfg->slot[r] >= cfg->n_slots)
+			return ms_fail(err, MS_ERR_ARG, "block: router row %d dispatches to slot %d, outside -1..%d", r,
+				       cfg->slot[r], cfg->n_slots - 1);
+		active += cfg->slot[r] >= 0;
+	}
+	if (active == 0)
+		return ms_fail(err, MS_ERR_ARG, "block: every router row is masked out of routing");
+	for (int s = 0; s < cfg->n_slots; s++) {
+		ms_status st = check_expert(&cfg->experts[s], cfg->d, s, err);
+		if (st != MS_OK)
+			return st;
+	}
+	return MS_OK;
+}
+
+static int count_active(const blk_config *cfg)
+{
+	int active = 0;
+	for (int r = 0; r < cfg->n_router; r++)
+		active += cfg->slot[r] >= 0;
+	return active;
+}
+
+int blk_top_k(const blk_config *cfg)
+{
+	if (blk_check(cfg, NULL) != MS_OK)
+		return 0;
+	int active = count_active(cfg);
+	return cfg->routing.top_k < active ? cfg->routing.top_k : active;
+}
+
+/* The unmasked rows rows [n_active] and, when some are masked, a copy of just their router rows so that masked
+ * logits are never computed: softmax and top-k then see the unmasked rows only, as if masked logits were -inf. */
+static ms_status active_router(const blk_config *cfg, int *rows, int *n_active, float **owned, ms_error *err)
+{
+	int n = 0;
+	for (int r = 0; r < cfg->n_router; r++)
+		if (cfg->slot[r] >= 0)
+			rows[n++] = r;
+	*n_active = n;
+	*owned = NULL;
+	if (n == cfg->n_router)
+		return MS_OK;
+	*owned = alloc_array((int64_t)n * cfg->d, sizeof(float));
+	if (!*owned)
+		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory for %d router rows", n);
+	for (int i = 0; i < n; i++)
+		memcpy(*owned + (int64_t)i * cfg->d, cfg->router + (int64_t)rows[i] * cfg->d,
+		       (size_t)cfg->d * sizeof(float));
+	return MS_OK;
+}
+
+static ms_status check_logits(const float *z, int64_t n, int E, int64_t t0, const int *rows, ms_error *err)
+{
+	for (int64_t i = 0; i < n * E; i++)
+		if (!isfinite(z[i]))
+			return ms_fail(err, MS_ERR_NONFINITE, "block routing: token %lld: router row %d gives a "
+				       "logit that is not finite", (long long)(t0 + i / E), rows[i % E]);
+	return MS_OK;
+}
+
+static ms_status route_chunks(const blk_config *cfg, const float *router, const int *rows, int n_active,
+			      const float *x, int64_t T, int *sel, float *w, ms_error *err)
+{
+	const int d = cfg->d;
+	mdl_routing r = cfg->routing;
+	r.top_k = r.top_k < n_active ? r.top_k : n_active;
+	const int k = r.top_k;
+	float *z = alloc_array((int64_t)(T < ROUTE_CHUNK ? T : ROUTE_CHUNK) * n_active, sizeof(float));
+	if (!z)
+		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory for the router logits");
+	ms_status st = MS_OK;
+	for (int64_t t0 = 0; st == MS_OK && t0 < T; t0 += ROUTE_CHUNK) {
+		int64_t n = T - t0 < ROUTE_CHUNK ? T - t0 : ROUTE_CHUNK;
+		if (route_logits(x + t0 * d, n, d, router, n_active, z) != MS_OK) {
+			st = ms_fail(err, MS_ERR_ARG, "block routing: router logits of %d rows failed", n_active);
+			break;
+		}
+		st = check_logits(z, n, n_active, t0, rows, err);
+		if (st != MS_OK)
+			break;
+		if (route_topk(z, n, n_active, &r, sel + t0 * k, w ? w + t0 * k : NULL) != MS_OK) {
+			st = ms_fail(err, MS_ERR_ARG, "block routing: top-%d of %d rows failed", k, n_active);
+			break;
+		}
+		/* route_topk numbers the unmasked rows 0..n_active-1; give back the router's own row numbers */
+		for (int64_t i = 0; i < n * k; i++)
+			sel[t0 * k + i] = rows[sel[t0 * k + i]];
+	}
+	free(z);
+	return st;
+}
+
+ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err)
+{
+	ms_status st = blk_check(cfg, err);
+	if (st != MS_OK)
+		return st;
+	if (!x || !sel || T < 0)
+		return ms_fail(err, MS_ERR_ARG, "block routing: no input or no output for %lld tokens", (long long)T);
+	if (T == 0)
+		return MS_OK;
+	int *rows = alloc_array(cfg->n_router, sizeof(int));
+	if (!rows)
+		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory");
+	int n_active;
+	float *owned;
+	st = active_router(cfg, rows, &n_active, &owned, err);
+	if (st == MS_OK)
+		st = route_chunks(cfg, owned ? owned : cfg->router, rows, n_active, x, T, sel, w, err);
+	free(owned);
+	free(rows);
+	return st;
+}
+
+/* 1 when selection j of a token is the first of its selections (sel_row [k]) to reach its slot: later ones
+ * share that slot's single gathered copy of the token. */
+static int first_of_slot(const int *slot, const int *sel_row, int j)
+{
+	for (int i = 0; i < j; i++)
+		if (slot[sel_row[i]] == slot[sel_row[j]])
+			return 0;
+	return 1;
+}
+
+static ms_status count_dispatch(const blk_config *cfg, const int *sel, int64_t T, int k, int64_t *start,
+				ms_error *err)
+{
+	for (int64_t t = 0; t < T; t++) {
+		const int *row = sel + t * k;
+		for (int j = 0; j < k; j++) {
+			if (row[j] < 0 || row[j] >= cfg->n_router || cfg->slot[row[j]] < 0)
+				return ms_fail(err, MS_ERR_ARG, "block dispatch: token %lld selects router row %d, "
+					       "which is out of range or masked", (long long)t, row[j]);
+			if (first_of_slot(cfg->slot, row, j))
+				start[cfg->slot[row[j]] + 1]++;
+		}
+	}
+	for (int s = 0; s < cfg->n_slots; s++)
+		start[s + 1] += start[s];
+	return MS_OK;
+}
+
+static void fill_dispatch(const blk_config *cfg, const int *sel, const float *w, int64_t T, int k,
+			  blk_dispatch *dp, int64_t *cursor)
+{
+	memcpy(cursor, dp->start, (size_t)cfg->n_slots * sizeof *cursor);
+	for (int64_t t = 0; t < T; t++) {
+		const int *row = sel + t * k;
+		for (int j = 0; j < k; j++) {
+			if (!first_of_slot(cfg->slot, row, j))
+				continue;
+			const int s = cfg->slot[row[j]];
+			float g = 0.0f;
+			for (int i = j; i < k; i++)
+				if (cfg->slot[row[i]] == s)
+					g += w[t * k + i];
+			dp->token[cursor[s]] = t;
+			dp->weight[cursor[s]++] = g;
+		}
+	}
+}
+
+ms_status blk_dispatch_build(const blk_config *cfg, const int *sel, const float *w, int64_t T, int k,
+			     blk_dispatch *out, ms_error *err)
+{
+	if (!out)
+		return ms_fail(err, MS_ERR_ARG, "block dispatch: no output");
+	memset(out, 0, sizeof *out);
+	ms_status st = blk_check(cfg, err);
+	if (st != MS_OK)
+		return st;
+	if (!sel || !w || T < 0 || k <= 0)
+		return ms_fail(err, MS_ERR_ARG, "block dispatch: no routing for %lld tokens, top-k %d", (long long)T, k);
+	out->n_slots = cfg->n_slots;
+	out->start = calloc((size_t)cfg->n_slots + 1, sizeof *out->start);
+	int64_t *cursor = alloc_array(cfg->n_slots, sizeof *cursor);
+	if (!out->start || !cursor)
+		st = ms_fail(err, MS_ERR_NOMEM, "block dispatch: out of memory");
+	if (st == MS_OK)
+		st = count_dispatch(cfg, sel, T, k, out->start, err);
+	if (st == MS_OK) {
+		out->token = alloc_array(out->start[cfg->n_slots], sizeof *out->token);
+		out->weight = alloc_array(out->start[cfg->n_slots], sizeof *out->weight);
+		if (!out->token || !out->weight)
+			st = ms_fail(err, MS_ERR_NOMEM, "block dispatch: out of memory for %lld token routes",
+				     (long long)out->start[cfg->n_slots]);
+	}
+	if (st == MS_OK)
+		fill_dispatch(cfg, sel, w, T, k, out, cursor);
+	free(cursor);
+	if (st != MS_OK)
+		blk_dispatch_free(out);
+	return st;
+}
+
+void blk_dispatch_free(blk_dispatch *dp)
+{
+	if (!dp)
+		return;
+	free(dp->start);
+	free(dp->token);
+	free(dp->weight);
+	memset(dp, 0, sizeof *dp);
+}
+
+void blk_gather(const float *src, int64_t width, const int64_t *rows, int64_t n, float *dst)
+{
+	for (int64_t i = 0; i < n; i++)
+		memcpy(dst + i * width, src + rows[i] * width, (size_t)width * sizeof(float));
+}
+
+void blk_scatter_add(const float *src, int64_t width, const int64_t *rows, const float *weight, int64_t n,
+		     float *dst)
+{
+	for (int64_t i = 0; i < n; i++) {
+		const float g = weight[i];
+		const float *s = src + i * width;
+		float *o = dst + rows[i] * width;
+		for (int64_t c = 0; c < width; c++)
+			o[c] += g * s[c];
+	}
+}
+
+/* y [T, d] = sum over slots of the weighted expert outputs, slot by slot, batch by batch. */
+static ms_status run_experts(const blk_config *cfg, const blk_dispatch *dp, const float *x, int64_t T, float *y,
+			     ms_error *err)
+{
+	const int64_t d = cfg->d;
+	int64_t work_floats = 0;
+	for (int s = 0; s < cfg->n_slots; s++) {
+		int64_t n = expert_work_floats(&cfg->experts[s], BLK_BATCH);
+		work_floats = n > work_floats ? n : work_floats;
+	}
+	float *xg = alloc_array(BLK_BATCH * d, sizeof(float));   /* [BLK_BATCH, d] gathered inputs */
+	float *yg = alloc_array(BLK_BATCH * d, sizeof(float));   /* [BLK_BATCH, d] their expert outputs */
+	float *work = alloc_array(work_floats, sizeof(float));
+	ms_status st = xg && yg && work ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory");
+	if (st == MS_OK)
+		memset(y, 0, (size_t)(T * d) * sizeof(float));
+	for (int s = 0; st == MS_OK && s < cfg->n_slots; s++) {
+		for (int64_t b = dp->start[s]; st == MS_OK && b < dp->start[s + 1]; b += BLK_BATCH) {
+			int64_t n = dp->start[s + 1] - b < BLK_BATCH ? dp->start[s + 1] - b : BLK_BATCH;
+			blk_gather(x, d, dp->token + b, n, xg);
+			st = expert_forward(&cfg->experts[s], xg, n, 1.0f, 0, yg, work);
+			if (st != MS_OK)
+				ms_fail(err, st, "block forward: expert slot %d failed", s);
+			else
+				blk_scatter_add(yg, d, dp->token + b, dp->weight + b, n, y);
+		}
+	}
+	free(xg);
+	free(yg);
+	free(work);
+	return st;
+}
+
+ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y, int *sel, float *w,
+		      ms_error *err)
+{
+	ms_status st = blk_check(cfg, err);
+	if (st != MS_OK)
+		return st;
+	if (!x || !y || T < 0 || T > INT64_MAX / cfg->d)
+		return ms_fail(err, MS_ERR_ARG, "block forward: no input or output for %lld tokens", (long long)T);
+	const int k = blk_top_k(cfg);
+	if (T > INT64_MAX / k)
+		return ms_fail(err, MS_ERR_ARG, "block forward: %lld tokens is too many", (long long)T);
+	int *s_buf = sel ? sel : alloc_array(T * k, sizeof(int));       /* [T, k] */
+	float *w_buf = w ? w : alloc_array(T * k, sizeof(float));       /* [T, k] */
+	blk_dispatch dp = {0};
+	if (!s_buf || !w_buf)
+		st = ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory for the routing of %lld tokens",
+			     (long long)T);
+	if (st == MS_OK)
+		st = blk_route(cfg, x, T, s_buf, w_buf, err);
+	if (st == MS_OK)
+		st = blk_dispatch_build(cfg, s_buf, w_buf, T, k, &dp, err);
+	if (st == MS_OK)
+		st = run_experts(cfg, &dp, x, T, y, err);
+	blk_dispatch_free(&dp);
+	if (s_buf != sel)
+		free(s_buf);
+	if (w_buf != w)
+		free(w_buf);
+	return st;
+}
+
+int64_t blk_expert_params(const expert_weights *w)
+{
+	if (!w || w->d <= 0 || w->f <= 0)
+		return 0;
+	return (int64_t)w->d * w->f * (w->act == MDL_ACT_SILU_GLU ? 3 : 2);
+}
+
+/* 1 when slot s uses the same weight arrays as an earlier slot. */
+static int shares_storage(const blk_config *cfg, int s)
+{
+	const expert_weights *a = &cfg->experts[s];
+	for (int i = 0; i < s; i++) {
+		const expert_weights *b = &cfg->experts[i];
+		if (a->gate == b->gate && a->up == b->up && a->down == b->down && a->f == b->f)
+			return 1;
+	}
+	return 0;
+}
+
+int64_t blk_params(const blk_config *cfg)
+{
+	if (blk_check(cfg, NULL) != MS_OK)
+		return 0;
+	int64_t n = (int64_t)cfg->n_router * cfg->d;
+	for (int s = 0; s < cfg->n_slots; s++)
+		if (!shares_storage(cfg, s))
+			n += blk_expert_params(&cfg->experts[s]);
+	return n;
+}
+
+int64_t blk_subsample_count(int64_t T, int64_t max_tokens)
+{
+	if (T < 0)
+		return -1;
+	int64_t n = max_tokens <= 0 || T <= max_tokens ? T : max_tokens;
+	return n > INT32_MAX ? -1 : n;
+}
+
+int64_t blk_subsample_index(int64_t i, int64_t T, int64_t n)
+{
+	if (n <= 0 || n >= T)
+		return i;
+	/* floor(i T / n) without forming i T: T = q n + r, and i r < n^2 fits as n <= INT32_MAX */
+	const int64_t q = T / n, r = T % n;
+	return i * q + i * r / n;
+}
+
+/* Sorts a short list of group labels in place and drops repeats; returns the count left. */
+static int sorted_set(int *v, int n)
+{
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			int tmp = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = tmp;
+		}
+	int m = 0;
+	for (int i = 0; i < n; i++)
+		if (m == 0 || v[m - 1] != v[i])
+			v[m++] = v[i];
+	return m;
+}
+
+/* Work and buffers of one blk_eval run, sized for one chunk of evaluated tokens. */
+typedef struct {
+	const blk_config *orig, *merged;
+	const int *group_of_orig, *slot_group;
+	int ko, km;
+	int64_t chunk;
+	float *xs;        /* [chunk, d] the evaluated tokens */
+	float *y, *y2;    /* [chunk, d] original and merged outputs */
+	int *so, *sm;     /* [chunk, ko], [chunk, km] selected rows */
+	float *wo, *wm;   /* [chunk, ko], [chunk, km] routing weights */
+	int *ga, *gb;     /* [ko], [km] one token's groups */
+	double sum_y, sum_diff, agree, flops_o, flops_m;
+} eval_state;
+
+static void eval_free(eval_state *e)
+{
+	free(e->xs);
+	free(e->y);
+	free(e->y2);
+	free(e->so);
+	free(e->sm);
+	free(e->wo);
+	free(e->wm);
+	free(e->ga);
+	free(e->gb);
+}
+
+static ms_status eval_alloc(eval_state *e, int64_t d, ms_error *err)
+{
+	e->xs = alloc_array(e->chunk * d, sizeof(float));
+	e->y = alloc_array(e->chunk * d, sizeof(float));
+	e->y2 = alloc_array(e->chunk * d, sizeof(float));
+	e->so = alloc_array(e->chunk * e->ko, sizeof(int));
+	e->sm = alloc_array(e->chunk * e->km, sizeof(int));
+	e->wo = alloc_array(e->chunk * e->ko, sizeof(float));
+	e->wm = alloc_array(e->chunk * e->km, sizeof(float));
+	e->ga = alloc_array(e->ko, sizeof(int));
+	e->gb = alloc_array(e->km, sizeof(int));
+	if (e->xs && e->y && e->y2 && e->so && e->sm && e->wo && e->wm && e->ga && e->gb)
+		return MS_OK;
+	return ms_fail(err, MS_ERR_NOMEM, "block evaluation: out of memory for %lld tokens", (long long)e->chunk);
+}
+
+/* The router and the selected experts of one token, counting a multiply-add as 2 FLOPs. */
+static double token_flops(const blk_config *cfg, const int *sel, int k)
+{
+	double f = 2.0 * cfg->n_router * cfg->d;
+	for (int j = 0; j < k; j++)
+		f += 2.0 * (double)blk_expert_params(&cfg->experts[cfg->slot[sel[j]]]);
+	return f;
+}
+
+/* 1 when the token's original and merged selections reach the same set of groups. */
+static int same_groups(eval_state *e, const int *so, const int *sm)
+{
+	for (int j = 0; j < e->ko; j++)
+		e->ga[j] = e->group_of_orig[e->orig->slot[so[j]]];
+	for (int j = 0; j < e->km; j++) {
+		int s = e->merged->slot[sm[j]];
+		e->gb[j] = e->slot_group ? e->slot_group[s] : s;
+	}
+	int na = sorted_set(e->ga, e->ko), nb = sorted_set(e->gb, e->km);
+	return na == nb && memcmp(e->ga, e->gb, (size_t)na * sizeof(int)) == 0;
+}
+
+static void eval_tally(eval_state *e, int64_t n, int64_t d)
+{
+	for (int64_t i = 0; i < n * d; i++) {
+		double a = e->y[i], diff = (double)e->y[i] - e->y2[i];
+		e->sum_y += a * a;
+		e->sum_diff += diff * diff;
+	}
+	for (int64_t t = 0; t < n; t++) {
+		e->agree += same_groups(e, e->so + t * e->ko, e->sm + t * e->km);
+		e->flops_o += token_flops(e->orig, e->so + t * e->ko, e->ko);
+		e->flops_m += token_flops(e->merged, e->sm + t * e->km, e->km);
+	}
+}
+
+static ms_status eval_chunk(eval_state *e, const float *x, int64_t T, int64_t n, int64_t i0, int64_t nc,
+			    ms_error *err)
+{
+	const int64_t d = e->orig->d;
+	for (int64_t i = 0; i < nc; i++)
+		memcpy(e->xs + i * d, x + blk_subsample_index(i0 + i, T, n) * d, (size_t)d * sizeof(float));
+	ms_status st = blk_forward(e->orig, e->xs, nc, e->y, e->so, e->wo, err);
+	if (st != MS_OK) {
+		ms_error_prefix(err, "original block");
+		return st;
+	}
+	st = blk_forward(e->merged, e->xs, nc, e->y2, e->sm, e->wm, err);
+	if (st != MS_OK) {
+		ms_error_prefix(err, "merged block");
+		return st;
+	}
+	eval_tally(e, nc, d);
+	return MS_OK;
+}
+
+static ms_status eval_check(const blk_config *orig, const blk_config *merged, const int *group_of_orig,
+			    const float *x, int64_t T, blk_eval_result *out, ms_error *err)
+{
+	ms_status st = blk_check(orig, err);
+	if (st != MS_OK) {
+		ms_error_prefix(err, "original block");
+		return st;
+	}
+	st = blk_check(merged, err);
+	if (st != MS_OK) {
+		ms_error_prefix(err, "merged block");
+		return st;
+	}
+	if (orig->d != merged->d)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: original width %d, merged width %d", orig->d,
+			       merged->d);
+	if (!group_of_orig || !x || !out || T <= 0)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: no groups, no output or no tokens (T = %lld)",
+			       (long long)T);
+	return MS_OK;
+}
+
+ms_status blk_eval(const blk_config *orig, const blk_config *merged, const int *group_of_orig,
+		   const int *slot_group, const float *x, int64_t T, int64_t max_tokens, blk_eval_result *out,
+		   ms_error *err)
+{
+	if (out)
+		memset(out, 0, sizeof *out);
+	ms_status st = eval_check(orig, merged, group_of_orig, x, T, out, err);
+	if (st != MS_OK)
+		return st;
+	const int64_t n = blk_subsample_count(T, max_tokens);
+	if (n <= 0)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: %lld tokens is too many to evaluate",
+			       (long long)max_tokens);
+	eval_state e = {.orig = orig, .merged = merged, .group_of_orig = group_of_orig, .slot_group = slot_group,
+			.ko = blk_top_k(orig), .km = blk_top_k(merged), .chunk = n < EVAL_CHUNK ? n : EVAL_CHUNK};
+	st = eval_alloc(&e, orig->d, err);
+	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += e.chunk)
+		st = eval_chunk(&e, x, T, n, i0, n - i0 < e.chunk ? n - i0 : e.chunk, err);
+	eval_free(&e);
+	if (st != MS_OK)
+		return st;
+	if (!isfinite(e.sum_y) || !isfinite(e.sum_diff))
+		return ms_fail(err, MS_ERR_NONFINITE, "block evaluation: the outputs are not finite (NaN or infinite "
+			       "weights or inputs)");
+	out->tokens = n;
+	out->rel_error = e.sum_y > 0 ? sqrt(e.sum_diff / e.sum_y) : sqrt(e.sum_diff);
+	out->routing_agreement = e.agree / (double)n;
+	out->params_before = blk_params(orig);
+	out->params_after = blk_params(merged);
+	out->flops_before = e.flops_o / (double)n;
+	out->flops_after = e.flops_m / (double)n;
+	return MS_OK;
+}
