@@ -1,0 +1,645 @@
+/* A Hugging Face MoE checkpoint: config.json, the family table and the tensor checks (DESIGN 2.1).
+ *
+ * Every family is one row of `families` below. A row says where each number lives in config.json, how the MoE
+ * blocks are named (a block prefix such as "model.layers.3.mlp", the router suffix, the expert matrices), how
+ * tokens are routed and which layers are MoE blocks. Nothing else in the program looks at model_type. */
+#include "io/model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#define CONFIG_LIMIT (16u << 20)   /* config.json is a few KiB; anything this large is not a config */
+#define MAX_EXPERTS 4096
+#define MAX_WIDTH (1 << 20)        /* d and f */
+#define MAX_LAYERS 65536
+
+/* One stack of layers: the decoder of a decoder-only model, or switch's encoder and decoder. The block prefix
+ * of layer i is head + i + tail. */
+typedef struct {
+	const char *name;            /* label prefix ("encoder"), or NULL when the label is just the index */
+	const char *layers_field;    /* config.json field holding the number of layers of this stack */
+	const char *layers_fallback; /* field to use when layers_field is absent (switch decoder), or NULL */
+	const char *head, *tail;
+} mdl_stack;
+
+/* Marks which of the n layers of stack s are MoE blocks (is_moe [n]). Reads the family's own config fields. */
+typedef ms_status (*mdl_moe_layers_fn)(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe,
+				       ms_error *err);
+/* Extra checks of config fields the routing rule depends on (NULL when none). */
+typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, ms_error *err);
+
+struct mdl_family {
+	const char *model_type;
+	const char *experts_field;   /* E */
+	const char *topk_field;      /* top-k, or NULL for top-1 */
+	const char *hidden_field;    /* d */
+	const char *inter_field;     /* f */
+	mdl_stack stacks[2];
+	int n_stacks;
+	const char *router_suffix;   /* block prefix + this = the router */
+	const char *expert_infix;    /* block prefix + this + e + "." + matrix + ".weight" = an expert matrix */
+	const char *mats[MDL_NMAT];  /* gate, up, down; NULL when the family lacks one */
+	mdl_act act;
+	int renormalize;             /* default of the routing rule */
+	const char *renorm_field;    /* config field overriding `renormalize`, or NULL when fixed */
+	const char *scale_field;     /* config field multiplying the routing weights, or NULL */
+	mdl_moe_layers_fn moe_layers;
+	mdl_check_fn check;
+};
+
+/* ---- config.json fields -------------------------------------------------------------------------------------- */
+
+static const cJSON *field(const cJSON *cfg, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, name);
+	return cJSON_IsNull(v) ? NULL : v;   /* transformers treats null as "use the default" */
+}
+
+static int is_integer(const cJSON *v, long long lo, long long hi)
+{
+	if (!cJSON_IsNumber(v))
+		return 0;
+	double x = v->valuedouble;
+	return isfinite(x) && x == floor(x) && x >= (double)lo && x <= (double)hi;
+}
+
+/* An integer field in [lo, hi]. With required == 0 an absent field yields dflt. */
+static ms_status get_int(const cJSON *cfg, const char *where, const char *name, long long lo, long long hi,
+			 int required, int dflt, int *out, ms_error *err)
+{
+	const cJSON *v = field(cfg, name);
+	if (!v && !required) {
+		*out = dflt;
+		return MS_OK;
+	}
+	if (!v)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' missing", where, name);
+	if (!is_integer(v, lo, hi))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' must be an integer in [%lld, %lld]", where, name,
+			       lo, hi);
+	*out = (int)v->valuedouble;
+	return MS_OK;
+}
+
+static ms_status get_bool(const cJSON *cfg, const char *where, const char *name, int dflt, int *out, ms_error *err)
+{
+	const cJSON *v = field(cfg, name);
+	if (!v) {
+		*out = dflt;
+		return MS_OK;
+	}
+	if (!cJSON_IsBool(v))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' must be true or false", where, name);
+	*out = cJSON_IsTrue(v) ? 1 : 0;
+	return MS_OK;
+}
+
+static ms_status get_positive_real(const cJSON *cfg, const char *where, const char *name, double dflt, double *out,
+				   ms_error *err)
+{
+	const cJSON *v = field(cfg, name);
+	if (!v) {
+		*out = dflt;
+		return MS_OK;
+	}
+	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble <= 0 || v->valuedouble > 1e6)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' must be a positive number", where, name);
+	*out = v->valuedouble;
+	return MS_OK;
+}
+
+/* ---- which layers are MoE blocks ------------------------------------------------------------------------------ */
+
+static ms_status every_layer(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe, ms_error *err)
+{
+	(void)cfg, (void)where, (void)s, (void)err;
+	memset(is_moe, 1, (size_t)n);
+	return MS_OK;
+}
+
+/* Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer: sparse when the layer is not listed in mlp_only_layers and
+ * (i + 1) % decoder_sparse_step == 0. */
+static ms_status qwen_layers(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe, ms_error *err)
+{
+	(void)s;
+	int step;
+	ms_status st = get_int(cfg, where, "decoder_sparse_step", 1, MAX_LAYERS, 0, 1, &step, err);
+	if (st != MS_OK)
+		return st;
+	for (int i = 0; i < n; i++)
+		is_moe[i] = (i + 1) % step == 0;
+	const cJSON *dense = field(cfg, "mlp_only_layers");
+	if (dense && !cJSON_IsArray(dense))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'mlp_only_layers' must be a list of layer indices",
+			       where);
+	const cJSON *v;
+	cJSON_ArrayForEach(v, dense) {
+		if (!is_integer(v, 0, MAX_LAYERS))
+			return ms_fail(err, MS_ERR_CFG_FIELD,
+				       "%s: field 'mlp_only_layers' must hold layer indices in [0, %d]", where,
+				       MAX_LAYERS);
+		int i = (int)v->valuedouble;
+		if (i < n)   /* transformers ignores indices past the last layer, and so do we */
+			is_moe[i] = 0;
+	}
+	return MS_OK;
+}
+
+/* DeepseekV2DecoderLayer: sparse when i >= first_k_dense_replace and i % moe_layer_freq == 0. */
+static ms_status deepseek_layers(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe,
+				 ms_error *err)
+{
+	(void)s;
+	int first, freq;
+	ms_status st = get_int(cfg, where, "first_k_dense_replace", 0, MAX_LAYERS, 0, 0, &first, err);
+	if (st == MS_OK)
+		st = get_int(cfg, where, "moe_layer_freq", 1, MAX_LAYERS, 0, 1, &freq, err);
+	if (st != MS_OK)
+		return st;
+	for (int i = 0; i < n; i++)
+		is_moe[i] = i >= first && i % freq == 0;
+	return MS_OK;
+}
+
+/* SwitchTransformersStack: with step = layers // num_sparse_<stack>_layers (SwitchTransformersConfig; no sparse
+ * layer when that count is 0; default 3), block i is sparse when step > 0 and (i % step == 1 or step == 1).
+ * Configs saved without the count but with <stack>_sparse_step use that step directly (older transformers
+ * let the saved step win). */
+static ms_status switch_layers(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe,
+			       ms_error *err)
+{
+	static const char *const count_fields[] = {"num_sparse_encoder_layers", "num_sparse_decoder_layers"};
+	static const char *const step_fields[] = {"encoder_sparse_step", "decoder_sparse_step"};
+	int count, step;
+	ms_status st;
+	if (field(cfg, count_fields[s]) || !field(cfg, step_fields[s])) {
+		st = get_int(cfg, where, count_fields[s], 0, MAX_LAYERS, 0, 3, &count, err);
+		step = count > 0 ? n / count : n;
+	} else {
+		st = get_int(cfg, where, step_fields[s], 0, MAX_LAYERS, 1, 0, &step, err);
+	}
+	if (st != MS_OK)
+		return st;
+	for (int i = 0; i < n; i++)
+		is_moe[i] = step > 0 && (i % step == 1 || step == 1);
+	return MS_OK;
+}
+
+/* DeepSeek-V2's group-limited routing picks the top-k among the best topk_group of n_group expert groups; that
+ * equals plain top-k only when every group is eligible. */
+static ms_status deepseek_check(const cJSON *cfg, const char *where, ms_error *err)
+{
+	const cJSON *method = field(cfg, "topk_method");
+	if (!method || (cJSON_IsString(method) && strcmp(method->valuestring, "greedy") == 0))
+		return MS_OK;
+	if (!cJSON_IsString(method) || strcmp(method->valuestring, "group_limited_greedy") != 0)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'topk_method' must be \"greedy\"", where);
+	int groups, eligible;
+	ms_status st = get_int(cfg, where, "n_group", 1, MAX_EXPERTS, 1, 1, &groups, err);
+	if (st == MS_OK)
+		st = get_int(cfg, where, "topk_group", 1, MAX_EXPERTS, 1, 1, &eligible, err);
+	if (st == MS_OK && eligible < groups)
+		st = ms_fail(err, MS_ERR_CFG_FIELD,
+			     "%s: topk_method 'group_limited_greedy' with topk_group %d < n_group %d is not supported "
+			     "(plain top-k routing only)", where, eligible, groups);
+	return st;
+}
+
+/* ---- the family table ------------------------------------------------------------------------------------------ */
+
+#define DECODER(tail) {{NULL, "num_hidden_layers", NULL, "model.layers.", tail}}, 1
+#define MIXTRAL_MATS {"w1", "w3", "w2"}
+#define MLP_MATS {"gate_proj", "up_proj", "down_proj"}
+
+static const mdl_family families[] = {
+	{"mixtral", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size",
+	 DECODER(".block_sparse_moe"), ".gate.weight", ".experts.", MIXTRAL_MATS, MDL_ACT_SILU_GLU, 1, NULL, NULL,
+	 every_layer, NULL},
+	{"phimoe", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size",
+	 DECODER(".block_sparse_moe"), ".gate.weight", ".experts.", MIXTRAL_MATS, MDL_ACT_SILU_GLU, 1, NULL, NULL,
+	 every_layer, NULL},
+	{"qwen2_moe", "num_experts", "num_experts_per_tok", "hidden_size", "moe_intermediate_size", DECODER(".mlp"),
+	 ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, "norm_topk_prob", NULL, qwen_layers, NULL},
+	/* Qwen3MoeConfig's norm_topk_prob defaults to False too; the released Qwen3 checkpoints set it to true. */
+	{"qwen3_moe", "num_experts", "num_experts_per_tok", "hidden_size", "moe_intermediate_size", DECODER(".mlp"),
+	 ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, "norm_topk_prob", NULL, qwen_layers, NULL},
+	{"olmoe", "num_experts", "num_experts_per_tok", "hidden_size", "intermediate_size", DECODER(".mlp"),
+	 ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, "norm_topk_prob", NULL, every_layer, NULL},
+	{"deepseek_v2", "n_routed_experts", "num_experts_per_tok", "hidden_size", "moe_intermediate_size",
+	 DECODER(".mlp"), ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, NULL, "routed_scaling_factor",
+	 deepseek_layers, deepseek_check},
+	{"switch_transformers", "num_experts", NULL, "d_model", "d_ff",
+	 {{"encoder", "num_layers", NULL, "encoder.block.", ".layer.1.mlp"},
+	  {"decoder", "num_decoder_layers", "num_layers", "decoder.block.", ".layer.2.mlp"}}, 2,
+	 ".router.classifier.weight", ".experts.expert_", {NULL, "wi", "wo"}, MDL_ACT_RELU, 0, NULL, NULL,
+	 switch_layers, NULL},
+};
+#define FAMILY_COUNT ((int)(sizeof families / sizeof families[0]))
+
+static const mdl_family *find_family(const char *model_type)
+{
+	for (int i = 0; i < FAMILY_COUNT; i++)
+		if (strcmp(families[i].model_type, model_type) == 0)
+			return &families[i];
+	return NULL;
+}
+
+static ms_status unknown_family(const char *where, const char *model_type, ms_error *err)
+{
+	char list[256] = "";
+	size_t used = 0;
+	for (int i = 0; i < FAMILY_COUNT && used < sizeof list; i++)
+		used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", families[i].model_type);
+	return ms_fail(err, MS_ERR_CFG_FAMILY, "%s: model_type '%.64s' is not a supported MoE family (%s)", where,
+		       model_type, list);
+}
+
+/* ---- reading config.json ---------------------------------------------------------------------------------------- */
+
+/* Line and column (1-based) of byte `at` in buf. */
+static void text_position(const char *buf, size_t at, int *line, int *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < at; i++) {
+		if (buf[i] == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+static ms_status read_small_file(const char *path, size_t limit, char **out, size_t *len, ms_error *err)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return ms_fail(err, errno == ENOENT ? MS_ERR_CFG_JSON : MS_ERR_IO, "%s: cannot open: %s", path,
+			       strerror(errno));
+	struct stat sb;
+	if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		fclose(f);
+		return ms_fail(err, MS_ERR_CFG_JSON, "%s: not a regular file", path);
+	}
+	if ((uint64_t)sb.st_size > limit) {
+		fclose(f);
+		return ms_fail(err, MS_ERR_CFG_JSON, "%s: %lld bytes, over the %zu MiB limit for a config", path,
+			       (long long)sb.st_size, limit >> 20);
+	}
+	char *buf = malloc((size_t)sb.st_size + 1);
+	if (!buf) {
+		fclose(f);
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	}
+	size_t n = fread(buf, 1, (size_t)sb.st_size, f);
+	int bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		free(buf);
+		return ms_fail(err, MS_ERR_IO, "%s: read error", path);
+	}
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return MS_OK;
+}
+
+static ms_status json_error(const char *path, const char *buf, size_t at, const char *what, ms_error *err)
+{
+	int line, col;
+	text_position(buf, at, &line, &col);
+	return ms_fail(err, MS_ERR_CFG_JSON, "%s: %s at line %d column %d", path, what, line, col);
+}
+
+/* The whole file must be one JSON object, with nothing but white space after it. */
+static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
+{
+	char *buf;
+	size_t len;
+	ms_status st = read_small_file(path, CONFIG_LIMIT, &buf, &len, err);
+	if (st != MS_OK)
+		return st;
+	const char *end = buf;
+	cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+	size_t at = end && end >= buf && end <= buf + len ? (size_t)(end - buf) : 0;
+	while (root && at < len && buf[at] && strchr(" \t\r\n", buf[at]))
+		at++;
+	if (!root)
+		st = json_error(path, buf, at, "not valid JSON", err);
+	else if (!cJSON_IsObject(root))
+		st = json_error(path, buf, 0, "not a JSON object", err);
+	else if (at < len)
+		st = json_error(path, buf, at, "text after the JSON object", err);
+	free(buf);
+	if (st != MS_OK) {
+		cJSON_Delete(root);
+		return st;
+	}
+	*out = root;
+	return MS_OK;
+}
+
+/* E, top-k, d, f, the layer count and the routing rule. */
+static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms_error *err)
+{
+	const mdl_family *fam = m->family;
+	ms_status st = get_int(cfg, where, fam->experts_field, 1, MAX_EXPERTS, 1, 0, &m->n_experts, err);
+	m->top_k = 1;   /* switch routes each token to one expert and has no field for it */
+	if (st == MS_OK && fam->topk_field)
+		st = get_int(cfg, where, fam->topk_field, 1, MAX_EXPERTS, 1, 0, &m->top_k, err);
+	if (st == MS_OK && m->top_k > m->n_experts)
+		st = ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' is %d, more than the %d experts of '%s'", where,
+			     fam->topk_field, m->top_k, m->n_experts, fam->experts_field);
+	if (st == MS_OK)
+		st = get_int(cfg, where, fam->hidden_field, 1, MAX_WIDTH, 1, 0, &m->hidden, err);
+	if (st == MS_OK)
+		st = get_int(cfg, where, fam->inter_field, 1, MAX_WIDTH, 1, 0, &m->inter, err);
+	if (st != MS_OK)
+		return st;
+	m->act = fam->act;
+	m->routing.top_k = m->top_k;
+	m->routing.renormalize = fam->renormalize;
+	m->routing.scale = 1.0f;
+	if (fam->renorm_field)
+		st = get_bool(cfg, where, fam->renorm_field, fam->renormalize, &m->routing.renormalize, err);
+	double scale = 1.0;
+	if (st == MS_OK && fam->scale_field)
+		st = get_positive_real(cfg, where, fam->scale_field, 1.0, &scale, err);
+	m->routing.scale = (float)scale;
+	if (st == MS_OK && fam->check)
+		st = fam->check(cfg, where, err);
+	m->experts_field = fam->experts_field;
+	m->topk_field = fam->topk_field;
+	return st;
+}
+
+/* ---- blocks ------------------------------------------------------------------------------------------------------ */
+
+static int stack_layers(const mdl_stack *s, const cJSON *cfg, const char *where, int *n, ms_error *err)
+{
+	const char *name = s->layers_field;
+	if (!field(cfg, name) && s->layers_fallback)
+		name = s->layers_fallback;
+	return get_int(cfg, where, name, 1, MAX_LAYERS, 1, 0, n, err);
+}
+
+static ms_status add_block(mdl_model *m, const mdl_stack *s, int i)
+{
+	mdl_block *b = &m->blocks[m->n_blocks];
+	b->layer = i;
+	if (s->name)
+		snprintf(b->label, sizeof b->label, "%s.%d", s->name, i);
+	else
+		snprintf(b->label, sizeof b->label, "%d", i);
+	snprintf(b->prefix, sizeof b->prefix, "%s%d%s", s->head, i, s->tail);
+	b->experts = calloc((size_t)m->n_experts * MDL_NMAT, sizeof *b->experts);
+	if (!b->experts)
+		return MS_ERR_NOMEM;
+	m->n_blocks++;
+	return MS_OK;
+}
+
+/* Lists the MoE blocks of every stack, in layer order. */
+static ms_status list_blocks(mdl_model *m, const cJSON *cfg, const char *where, ms_error *err)
+{
+	const mdl_family *fam = m->family;
+	int counts[2] = {0, 0};
+	m->n_layers = 0;
+	for (int s = 0; s < fam->n_stacks; s++) {
+		ms_status st = stack_layers(&fam->stacks[s], cfg, where, &counts[s], err);
+		if (st != MS_OK)
+			return st;
+		m->n_layers += counts[s];
+	}
+	m->blocks = calloc((size_t)m->n_layers, sizeof *m->blocks);
+	unsigned char *is_moe = malloc((size_t)m->n_layers);
+	if (!m->blocks || !is_moe) {
+		free(is_moe);
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for %d layers", where, m->n_layers);
+	}
+	ms_status st = MS_OK;
+	for (int s = 0; st == MS_OK && s < fam->n_stacks; s++) {
+		st = fam->moe_layers(cfg, where, s, counts[s], is_moe, err);
+		for (int i = 0; st == MS_OK && i < counts[s]; i++)
+			if (is_moe[i] && add_block(m, &fam->stacks[s], i) != MS_OK)
+				st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", where);
+	}
+	free(is_moe);
+	if (st == MS_OK && m->n_blocks == 0)
+		st = ms_fail(err, MS_ERR_CFG_FIELD, "%s: the %s config has no MoE layer", where, m->model_type);
+	return st;
+}
+
+/* ---- tensor checks ----------------------------------------------------------------------------------------------- */
+
+static int shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
+{
+	size_t used = (size_t)snprintf(buf, len, "[");
+	for (int i = 0; i < ndim && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+	if (used < len)
+		snprintf(buf + used, len - used, "]");
+	return 0;
+}
+
+/* The tensor `name` must exist, hold floats and have shape [rows, cols]. `what` says which part of which block
+ * it is, for the messages. */
+static ms_status expect_matrix(const mdl_model *m, const char *name, int64_t rows, int64_t cols, const char *what,
+			       const st_tensor **out, ms_error *err)
+{
+	const st_tensor *t = st_find(m->st, name);
+	if (!t)
+		return ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' missing (%s)", m->dir, name, what);
+	const int64_t want[2] = {rows, cols};
+	if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+		char found[128], expected[64];
+		shape_text(found, sizeof found, t->shape, t->ndim);
+		shape_text(expected, sizeof expected, want, 2);
+		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s' (%s): shape %s, config.json implies %s", m->dir,
+			       name, what, found, expected);
+	}
+	if (!st_dtype_is_float(t->dtype))
+		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (%s): dtype %s, expected F32, F16 or BF16", m->dir,
+			       name, what, st_dtype_name(t->dtype));
+	*out = t;
+	return MS_OK;
+}
+
+static ms_status check_block(mdl_model *m, int b, ms_error *err)
+{
+	mdl_block *blk = &m->blocks[b];
+	const int64_t E = m->n_experts, d = m->hidden, f = m->inter;
+	const int64_t rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
+	char name[256], what[96];
+	snprintf(what, sizeof what, "router of layer %s", blk->label);
+	mdl_router_name(m, b, name, sizeof name);
+	ms_status st = expect_matrix(m, name, E, d, what, &blk->router, err);
+	for (int e = 0; st == MS_OK && e < E; e++) {
+		snprintf(what, sizeof what, "expert %d of layer %s", e, blk->label);
+		for (int k = 0; st == MS_OK && k < MDL_NMAT; k++) {
+			if (!m->family->mats[k])
+				continue;
+			mdl_expert_name(m, b, e, k, name, sizeof name);
+			const st_tensor **slot = &blk->experts[e * MDL_NMAT + k];
+			st = expect_matrix(m, name, rows[k], cols[k], what, slot, err);
+			if (st == MS_OK && b == 0 && e == 0 && k == MDL_UP)
+				m->expert_dtype = (*slot)->dtype;
+			if (st == MS_OK) {
+				m->params_experts += (*slot)->numel;
+				m->bytes_experts += (*slot)->nbytes;
+			}
+		}
+	}
+	return st;
+}
+
+static void count_totals(mdl_model *m)
+{
+	size_t n = st_count(m->st);
+	for (size_t i = 0; i < n; i++) {
+		const st_tensor *t = st_get(m->st, i);
+		m->params_total += t->numel;
+		m->bytes_total += t->nbytes;
+	}
+}
+
+/* ---- public ------------------------------------------------------------------------------------------------------ */
+
+/* mdl_model plus the parsed config, which callers reach only through mdl_config_json. */
+typedef struct {
+	mdl_model pub;   /* first member: a mdl_model * from mdl_open is also a model_priv * */
+	cJSON *config;
+} model_priv;
+
+static ms_status open_config(mdl_model *m, const char *where, ms_error *err)
+{
+	cJSON *cfg;
+	ms_status st = parse_config(where, &cfg, err);
+	if (st != MS_OK)
+		return st;
+	((model_priv *)m)->config = cfg;
+	const cJSON *type = field(cfg, "model_type");
+	if (!type)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'model_type' missing", where);
+	if (!cJSON_IsString(type))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'model_type' must be a string", where);
+	m->family = find_family(type->valuestring);
+	if (!m->family)
+		return unknown_family(where, type->valuestring, err);
+	snprintf(m->model_type, sizeof m->model_type, "%s", m->family->model_type);
+	st = read_dims(m, cfg, where, err);
+	if (st == MS_OK)
+		st = list_blocks(m, cfg, where, err);
+	return st;
+}
+
+ms_status mdl_open(const char *dir, mdl_model **out, ms_error *err)
+{
+	if (!dir || !out)
+		return ms_fail(err, MS_ERR_ARG, "mdl_open: no directory");
+	*out = NULL;
+	char where[4200];
+	if (strlen(dir) >= sizeof ((mdl_model *)0)->dir)
+		return ms_fail(err, MS_ERR_ARG, "%.200s...: path too long", dir);
+	model_priv *p = calloc(1, sizeof *p);
+	mdl_model *m = p ? &p->pub : NULL;
+	if (!m)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
+	snprintf(m->dir, sizeof m->dir, "%s", dir);
+	snprintf(where, sizeof where, "%s/config.json", dir);
+	ms_status st = open_config(m, where, err);
+	if (st == MS_OK)
+		st = st_open(dir, &m->st, err);
+	for (int b = 0; st == MS_OK && b < m->n_blocks; b++)
+		st = check_block(m, b, err);
+	if (st != MS_OK) {
+		mdl_close(m);
+		return st;
+	}
+	count_totals(m);
+	*out = m;
+	return MS_OK;
+}
+
+void mdl_close(mdl_model *m)
+{
+	if (!m)
+		return;
+	for (int b = 0; b < m->n_blocks; b++)
+		free(m->blocks[b].experts);
+	free(m->blocks);
+	st_close(m->st);
+	cJSON_Delete(((model_priv *)m)->config);
+	free(m);
+}
+
+int mdl_find_block(const mdl_model *m, const char *label)
+{
+	if (!m || !label)
+		return -1;
+	for (int b = 0; b < m->n_blocks; b++)
+		if (strcmp(m->blocks[b].label, label) == 0)
+			return b;
+	return -1;
+}
+
+static int fits(int n, size_t len)
+{
+	return n >= 0 && (size_t)n < len;
+}
+
+int mdl_router_name(const mdl_model *m, int b, char *buf, size_t len)
+{
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks)
+		return -1;
+	return fits(snprintf(buf, len, "%s%s", m->blocks[b].prefix, m->family->router_suffix), len) ? 0 : -1;
+}
+
+int mdl_expert_name(const mdl_model *m, int b, int e, int mat, char *buf, size_t len)
+{
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || e < 0 || e >= m->n_experts || mat < 0 ||
+	    mat >= MDL_NMAT)
+		return -1;
+	const char *name = m->family->mats[mat];
+	if (!name) {
+		buf[0] = '\0';
+		return 0;
+	}
+	int n = snprintf(buf, len, "%s%s%d.%s.weight", m->blocks[b].prefix, m->family->expert_infix, e, name);
+	return fits(n, len) ? 0 : -1;
+}
+
+ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *err)
+{
+	if (!m || !router || b < 0 || b >= m->n_blocks)
+		return ms_fail(err, MS_ERR_ARG, "mdl_load_router: block %d out of range", b);
+	return st_read_f32(m->blocks[b].router, router, err);
+}
+
+ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *up, float *down, ms_error *err)
+{
+	if (!m || b < 0 || b >= m->n_blocks || e < 0 || e >= m->n_experts)
+		return ms_fail(err, MS_ERR_ARG, "mdl_load_expert: block %d expert %d out of range", b, e);
+	float *dst[MDL_NMAT] = {gate, up, down};
+	const st_tensor **t = &m->blocks[b].experts[e * MDL_NMAT];
+	for (int k = 0; k < MDL_NMAT; k++) {
+		if (!dst[k] || !t[k])   /* a matrix the family lacks, or one the caller does not want */
+			continue;
+		ms_status st = st_read_f32(t[k], dst[k], err);
+		if (st != MS_OK)
+			return st;
+	}
+	return MS_OK;
+}
+
+const void *mdl_config_json(const mdl_model *m)
+{
+	return m ? ((const model_priv *)m)->config : NULL;
+}

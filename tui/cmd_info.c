@@ -1,0 +1,191 @@
+/* `moescope info MODEL [--json]`: what a checkpoint is, as moescope sees it: family, MoE blocks, E, top-k,
+ * shapes, routing, dtypes, parameters and bytes. */
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "io/model.h"
+#include "tui/cli.h"
+#include "tui/commands.h"
+
+static const struct {
+	const char *key;     /* --json */
+	const char *text;    /* human output */
+} act_names[] = {
+	[MDL_ACT_SILU_GLU] = {"silu_glu", "SiLU GLU: down(silu(gate x) * up x)"},
+	[MDL_ACT_RELU] = {"relu", "ReLU: down relu(up x), no gate"},
+};
+
+/* "1.50 GiB" / "12.3 M": a size people can read beside the exact count. */
+static void human(char *buf, size_t len, double v, double base, const char *const *units, int n_units)
+{
+	int u = 0;
+	while (v >= base && u < n_units - 1) {
+		v /= base;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.2f %s" : "%.0f%s", v, units[u]);
+}
+
+static void human_bytes(char *buf, size_t len, uint64_t n)
+{
+	static const char *const units[] = {" B", "KiB", "MiB", "GiB", "TiB"};
+	human(buf, len, (double)n, 1024.0, units, 5);
+}
+
+static void human_count(char *buf, size_t len, uint64_t n)
+{
+	static const char *const units[] = {"", "K", "M", "B", "T"};
+	human(buf, len, (double)n, 1000.0, units, 5);
+}
+
+static void routing_text(const mdl_model *m, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "softmax over %d experts, top-%d", m->n_experts, m->routing.top_k);
+	if (n < 0 || (size_t)n >= len)
+		return;
+	if (m->routing.renormalize)
+		n += snprintf(buf + n, len - (size_t)n, ", renormalised");
+	if (m->routing.scale != 1.0f && n >= 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, ", times %g", (double)m->routing.scale);
+}
+
+/* Block labels, wrapped under the value column. */
+static void print_labels(const mdl_model *m)
+{
+	printf("%-14s%d:", "MoE blocks", m->n_blocks);
+	int col = 18;
+	for (int b = 0; b < m->n_blocks; b++) {
+		int w = (int)strlen(m->blocks[b].label) + 1;
+		if (col + w > 100) {
+			printf("\n%-14s", "");
+			col = 14;
+		}
+		printf(" %s", m->blocks[b].label);
+		col += w;
+	}
+	putchar('\n');
+}
+
+static void print_amount(const char *what, uint64_t params, uint64_t bytes)
+{
+	char p[32], b[32];
+	human_count(p, sizeof p, params);
+	human_bytes(b, sizeof b, bytes);
+	printf("%-14s%llu params (%s), %llu bytes (%s)\n", what, (unsigned long long)params, p,
+	       (unsigned long long)bytes, b);
+}
+
+static void print_human(const mdl_model *m)
+{
+	char routing[160];
+	routing_text(m, routing, sizeof routing);
+	printf("%-14s%s\n", "model", m->dir);
+	printf("%-14s%s\n", "family", m->model_type);
+	printf("%-14s%d\n", "layers", m->n_layers);
+	print_labels(m);
+	printf("%-14s%d per block, top-%d\n", "experts", m->n_experts, m->top_k);
+	printf("%-14s%d (d)\n", "hidden size", m->hidden);
+	printf("%-14s%d (f)\n", "expert width", m->inter);
+	printf("%-14s%s\n", "activation", act_names[m->act].text);
+	printf("%-14s%s\n", "routing", routing);
+	printf("%-14s%s\n", "expert dtype", st_dtype_name(m->expert_dtype));
+	print_amount("experts", m->params_experts, m->bytes_experts);
+	print_amount("total", m->params_total, m->bytes_total);
+}
+
+static cJSON *blocks_json(const mdl_model *m)
+{
+	cJSON *arr = cJSON_CreateArray();
+	for (int b = 0; arr && b < m->n_blocks; b++) {
+		cJSON *o = cJSON_CreateObject();
+		if (!o || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			cJSON_Delete(arr);
+			return NULL;
+		}
+		cJSON_AddStringToObject(o, "label", m->blocks[b].label);
+		cJSON_AddNumberToObject(o, "layer", m->blocks[b].layer);
+		cJSON_AddStringToObject(o, "prefix", m->blocks[b].prefix);
+	}
+	return arr;
+}
+
+static cJSON *pair_json(uint64_t experts, uint64_t total)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "experts", (double)experts);
+	cJSON_AddNumberToObject(o, "total", (double)total);
+	return o;
+}
+
+static cJSON *model_json(const mdl_model *m)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON *routing = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "model", m->dir);
+	cJSON_AddStringToObject(j, "family", m->model_type);
+	cJSON_AddNumberToObject(j, "layers", m->n_layers);
+	cJSON_AddItemToObject(j, "moe_blocks", blocks_json(m));
+	cJSON_AddNumberToObject(j, "n_experts", m->n_experts);
+	cJSON_AddNumberToObject(j, "top_k", m->top_k);
+	cJSON_AddNumberToObject(j, "hidden_size", m->hidden);
+	cJSON_AddNumberToObject(j, "expert_intermediate_size", m->inter);
+	cJSON_AddStringToObject(j, "activation", act_names[m->act].key);
+	cJSON_AddNumberToObject(routing, "top_k", m->routing.top_k);
+	cJSON_AddBoolToObject(routing, "renormalize", m->routing.renormalize);
+	cJSON_AddNumberToObject(routing, "scale", m->routing.scale);
+	cJSON_AddItemToObject(j, "routing", routing);
+	cJSON_AddStringToObject(j, "expert_dtype", st_dtype_name(m->expert_dtype));
+	cJSON_AddItemToObject(j, "params", pair_json(m->params_experts, m->params_total));
+	cJSON_AddItemToObject(j, "bytes", pair_json(m->bytes_experts, m->bytes_total));
+	cJSON_AddNumberToObject(j, "shards", (double)st_shard_count(m->st));
+	return j;
+}
+
+static int print_json(const mdl_model *m)
+{
+	cJSON *j = model_json(m);
+	char *text = j ? cJSON_Print(j) : NULL;
+	cJSON_Delete(j);
+	if (!text) {
+		ms_error err;
+		ms_fail(&err, MS_ERR_NOMEM, "info: out of memory writing JSON");
+		return cli_report(&err);
+	}
+	puts(text);
+	cJSON_free(text);
+	return CLI_OK;
+}
+
+int cmd_info(int argc, char **argv)
+{
+	const char *dir = NULL;
+	int json = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return cli_help("info");
+		if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else if (argv[i][0] == '-' && argv[i][1])
+			return cli_usage_error("info", "unknown option '%s'", argv[i]);
+		else if (dir)
+			return cli_usage_error("info", "one MODEL only ('%s' given after '%s')", argv[i], dir);
+		else
+			dir = argv[i];
+	}
+	if (!dir)
+		return cli_usage_error("info", "MODEL directory missing");
+	ms_error err = {0};
+	mdl_model *m;
+	if (mdl_open(dir, &m, &err) != MS_OK)
+		return cli_report(&err);
+	int rc = json ? print_json(m) : (print_human(m), CLI_OK);
+	mdl_close(m);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		ms_fail(&err, MS_ERR_IO, "info: cannot write to standard output");
+		return cli_report(&err);
+	}
+	return rc;
+}
