@@ -43,7 +43,8 @@ cmp_options cmp_options_none(void);
 typedef struct {
 	int compressed;        /* 0 when the matrix is kept as is (mode none, or r >= min(m, n)) */
 	int rank;              /* r; min(m, n) when not compressed; 0 for an all-zero matrix */
-	double stable_rank;    /* the stable rank used or measured: sum s^2 / (s_max^2 + 1e-7) */
+	double stable_rank;    /* measured from the SVD, sum s^2 / (s_max^2 + 1e-7) (whatever opts.stable_rank
+	                        * said); 0 when no SVD was needed (mode none, or a fixed rank >= min(m, n)) */
 	double energy_kept;    /* sum of the kept s^2 / sum of all s^2 (1 when not compressed or W is zero) */
 	int64_t nnz;           /* entries in the sparse residual */
 	/* Parameters, counting every stored number once: before = m n; after = r (m + n) + 2 nnz (each residual
