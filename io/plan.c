@@ -21,8 +21,9 @@
 /* A plan has one short row per expert: 256 blocks of 256 experts take about 6 MiB. Anything far larger is not a
  * plan, and refusing it early keeps a wrong path from being read whole. */
 #define PLAN_FILE_LIMIT (64LL << 20)
-/* Labels are shorter than 32 bytes and numbers shorter still; the limit keeps libcsv's field buffer small. */
-#define PLAN_FIELD_LIMIT 256
+/* Labels are shorter than 32 bytes; the longest number the writer prints is -DBL_MAX with 10 decimals, 321 bytes.
+ * The limit keeps libcsv's field buffer small without refusing anything plan_write_csv can produce. */
+#define PLAN_FIELD_LIMIT 512
 #define PLAN_MAX_DIM 65536
 #define PLAN_MAX_CELLS (1LL << 24)
 
