@@ -1,0 +1,64 @@
+/* Fuzz target: st_open on arbitrary bytes written as a .safetensors file, then every float tensor of at most
+ * FZ_MAX_FLOATS elements converted whole and by its last row. Properties: what st_open accepts keeps the reader's
+ * promises (each tensor's bytes match shape and dtype and lie inside the file; st_find finds it by name). */
+#include "io/safetensors.h"
+
+#include "tests/fuzz/fuzz_common.h"
+
+static void check_tensor(const st_file *f, const st_tensor *t, size_t file_size)
+{
+	if (!t || !t->name)
+		fz_fail("st_get returned no tensor", NULL);
+	const st_tensor *found = st_find(f, t->name);
+	if (!found || strcmp(found->name, t->name))
+		fz_fail("st_find misses a listed tensor", t->name);
+	if ((unsigned)t->dtype >= ST_DTYPE_COUNT || t->ndim < 0 || t->ndim > ST_MAX_DIMS)
+		fz_fail("dtype or rank out of range", t->name);
+	uint64_t numel = 1;
+	for (int k = 0; k < t->ndim; k++)
+		numel *= (uint64_t)t->shape[k];
+	if (numel != t->numel || t->nbytes != t->numel * st_dtype_size(t->dtype))
+		fz_fail("numel or nbytes disagree with shape and dtype", t->name);
+	if (t->file_offset > file_size || t->nbytes > file_size - t->file_offset)
+		fz_fail("tensor data outside the file", t->name);
+}
+
+static void convert(const st_tensor *t)
+{
+	if (!st_dtype_is_float(t->dtype) || t->numel > FZ_MAX_FLOATS)
+		return;
+	float *x = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *x); /* [numel] */
+	if (!x)
+		fz_fail("out of memory", t->name);
+	ms_error err;
+	ms_status st = st_read_f32(t, x, &err);
+	if (st && st != MS_ERR_NONFINITE)
+		fz_fail("a float tensor of a valid file does not convert", err.msg);
+	if (t->ndim >= 1 && t->shape[0] > 0) {
+		st = st_read_rows_f32(t, t->shape[0] - 1, 1, x, &err);
+		if (st && st != MS_ERR_NONFINITE)
+			fz_fail("the last row of a float tensor does not convert", err.msg);
+	}
+	free(x);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	fz_init();
+	const char *in = fz_path("input.safetensors");
+	fz_write(in, data, size);
+	st_file *f = NULL;
+	ms_error err;
+	ms_status st = st_open(in, &f, &err);
+	if (st) {
+		fz_check_error(st, &err, in);
+		return 0;
+	}
+	for (size_t i = 0; i < st_count(f); i++) {
+		check_tensor(f, st_get(f, i), size);
+		convert(st_get(f, i));
+	}
+	(void)st_metadata(f, "format");
+	st_close(f);
+	return 0;
+}

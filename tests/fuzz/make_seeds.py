@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Writes the generated seed inputs of tests/fuzz/corpus/ (run from the repository root; standard library only).
+
+The seeds are small valid inputs of each format plus a few broken ones near the edges the parsers check, so that
+fuzzing starts deep inside each parser instead of spending its time discovering the format. Files kept in the
+corpus by hand (crash regressions, inputs libFuzzer found) are left alone; this script only rewrites its own.
+"""
+import json
+import os
+import shutil
+import struct
+
+CORPUS = "tests/fuzz/corpus"
+GOLDEN = "tests/data/golden/msmoe-mixtral"
+
+
+def put(target, name, data):
+    os.makedirs(os.path.join(CORPUS, target), exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    assert len(data) < 20000, name
+    with open(os.path.join(CORPUS, target, name), "wb") as f:
+        f.write(data)
+
+
+# ---- safetensors ----
+
+DTYPES = {"F32": ("f", 4), "F16": ("e", 2), "BF16": (None, 2), "F64": ("d", 8), "I8": ("b", 1),
+          "I16": ("h", 2), "I32": ("i", 4), "I64": ("q", 8), "U8": ("B", 1), "BOOL": ("B", 1)}
+
+
+def values(dtype, n, seed):
+    """n little-endian values of dtype: small distinct numbers (BF16 as the top half of float32)."""
+    fmt, size = DTYPES[dtype]
+    xs = [((seed * 7 + k * 5) % 13 - 6) / 4.0 for k in range(n)]
+    if dtype == "BF16":
+        return b"".join(struct.pack("<f", x)[2:] for x in xs)
+    if dtype == "BOOL":
+        return bytes(int(x > 0) for x in xs)
+    if fmt in "bhiqB":
+        return b"".join(struct.pack("<" + fmt, int(x * 4) % 100 if fmt == "B" else int(x * 4)) for x in xs)
+    return b"".join(struct.pack("<" + fmt, x) for x in xs)
+
+
+def safetensors(tensors, metadata=None, pad=True):
+    """tensors: [(name, dtype, shape)] in file order. Returns the file's bytes."""
+    header, data = {}, b""
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for i, (name, dtype, shape) in enumerate(tensors):
+        n = 1
+        for s in shape:
+            n *= s
+        blob = values(dtype, n, i)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(blob)]}
+        data += blob
+    h = json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def raw(header_text, data=b""):
+    h = header_text.encode()
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def safetensors_seeds():
+    put("safetensors", "tiny_f32.safetensors", safetensors([("a", "F32", [2, 3]), ("b", "F32", [4])],
+                                                           {"format": "pt"}))
+    put("safetensors", "every_dtype.safetensors", safetensors(
+        [(f"t_{d.lower()}", d, [2, 2]) for d in DTYPES] + [("scalar", "F32", []), ("empty", "F16", [0, 3])]))
+    put("safetensors", "expert_bf16.safetensors", safetensors(
+        [("model.layers.0.block_sparse_moe.gate.weight", "BF16", [2, 4]),
+         ("model.layers.0.block_sparse_moe.experts.0.w1.weight", "BF16", [4, 4])], {"format": "pt"}))
+    put("safetensors", "unpadded.safetensors", safetensors([("x", "F16", [3, 1])], pad=False))
+    put("safetensors", "nonfinite.safetensors", raw('{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+                                                    struct.pack("<ff", float("nan"), float("inf"))))
+    # broken near the checks: overlap, gap, size mismatch, duplicate, bad JSON, length past the end, huge shape
+    put("safetensors", "bad_overlap.safetensors", raw(
+        '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+        '"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', bytes(12)))
+    put("safetensors", "bad_gap.safetensors", raw(
+        '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+        '"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}', bytes(12)))
+    put("safetensors", "bad_size.safetensors", raw('{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}',
+                                                   bytes(8)))
+    put("safetensors", "bad_duplicate.safetensors", raw(
+        '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+        '"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', bytes(8)))
+    put("safetensors", "bad_json.safetensors", raw('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]', bytes(4)))
+    put("safetensors", "bad_length.safetensors", struct.pack("<Q", 1 << 40) + b"{}")
+    put("safetensors", "bad_shape.safetensors", raw(
+        '{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}', bytes(4)))
+    put("safetensors", "truncated.safetensors", b"\x10\x00\x00")
+
+
+# ---- config.json (against fuzz_config.c's fixed model: one block, E = 2, d = 4, f = 4) ----
+
+def config_seeds():
+    configs = {
+        "mixtral": {"model_type": "mixtral", "hidden_size": 4, "intermediate_size": 4, "num_hidden_layers": 1,
+                    "num_local_experts": 2, "num_experts_per_tok": 2},
+        "phimoe": {"model_type": "phimoe", "hidden_size": 4, "intermediate_size": 4, "num_hidden_layers": 1,
+                   "num_local_experts": 2, "num_experts_per_tok": 2},
+        "qwen2_moe": {"model_type": "qwen2_moe", "hidden_size": 4, "intermediate_size": 8,
+                      "moe_intermediate_size": 4, "shared_expert_intermediate_size": 4, "num_hidden_layers": 1,
+                      "num_experts": 2, "num_experts_per_tok": 1, "norm_topk_prob": False,
+                      "decoder_sparse_step": 1, "mlp_only_layers": []},
+        "qwen3_moe": {"model_type": "qwen3_moe", "hidden_size": 4, "intermediate_size": 8,
+                      "moe_intermediate_size": 4, "num_hidden_layers": 1, "num_experts": 2,
+                      "num_experts_per_tok": 2, "norm_topk_prob": True, "decoder_sparse_step": 1,
+                      "mlp_only_layers": []},
+        "olmoe": {"model_type": "olmoe", "hidden_size": 4, "intermediate_size": 4, "num_hidden_layers": 1,
+                  "num_experts": 2, "num_experts_per_tok": 1, "norm_topk_prob": False},
+        "deepseek_v2": {"model_type": "deepseek_v2", "hidden_size": 4, "intermediate_size": 8,
+                        "moe_intermediate_size": 4, "num_hidden_layers": 1, "n_routed_experts": 2,
+                        "n_shared_experts": 1, "num_experts_per_tok": 1, "first_k_dense_replace": 0,
+                        "routed_scaling_factor": 1.5, "topk_method": "greedy", "norm_topk_prob": False},
+        "switch_transformers": {"model_type": "switch_transformers", "d_model": 4, "d_ff": 4, "num_layers": 2,
+                                "num_decoder_layers": 2, "num_experts": 2, "encoder_sparse_step": 2,
+                                "decoder_sparse_step": 2},
+    }
+    for name, cfg in configs.items():
+        put("config", f"{name}.json", json.dumps(cfg, indent=1))
+    put("config", "golden_mixtral.json", open(os.path.join(GOLDEN, "model/config.json"), "rb").read())
+    put("config", "bad_type.json", '{"model_type": "llama", "hidden_size": 4}')
+    put("config", "bad_negative.json", json.dumps(dict(configs["mixtral"], num_local_experts=-2)))
+    put("config", "bad_topk.json", json.dumps(dict(configs["mixtral"], num_experts_per_tok=3)))
+    put("config", "bad_json.json", '{"model_type": "mixtral", "hidden_size": 4,')
+    put("config", "not_object.json", "[1, 2, 3]")
+
+
+# ---- calibration (against the golden model: blocks 0..2, d = 32) ----
+
+def calib_seeds():
+    prefix = "model.layers.%d.block_sparse_moe.input"
+    put("calib", "f32_segments.safetensors", safetensors(
+        [(prefix % b, "F32", [2, 32]) for b in range(3)] + [("token_ids", "I64", [2]), ("segment_ids", "I32", [2])],
+        {"format": "moescope-calib"}))
+    put("calib", "bf16_uneven.safetensors", safetensors(
+        [(prefix % 0, "BF16", [3, 32]), (prefix % 1, "BF16", [1, 32]), (prefix % 2, "BF16", [2, 32]),
+         ("token_ids", "I32", [3])]))
+    put("calib", "f16.safetensors", safetensors([(prefix % b, "F16", [1, 32]) for b in range(3)]))
+    put("calib", "bad_width.safetensors", safetensors([(prefix % b, "F32", [1, 16]) for b in range(3)]))
+    put("calib", "bad_missing.safetensors", safetensors([(prefix % b, "F32", [1, 32]) for b in range(2)]))
+    put("calib", "bad_empty.safetensors", safetensors([(prefix % b, "F32", [0, 32]) for b in range(3)]))
+    put("calib", "bad_dtype.safetensors", safetensors([(prefix % b, "I32", [1, 32]) for b in range(3)]))
+
+
+# ---- plan CSV (against three blocks "0", "1", "2" of 8 experts, the golden shape) ----
+
+def plan_seeds():
+    for name in ("plan_global_avg4.csv", "plan_per_layer_3.csv"):
+        shutil.copy(os.path.join(GOLDEN, "expected", name), os.path.join(CORPUS, "plan", "golden_" + name))
+    header = ("layer,expert,group,dominant,frequency,similarity_to_dominant,stable_rank_gate,stable_rank_up,"
+              "stable_rank_down\n")
+    rows = []
+    for b in range(3):
+        for e in range(8):
+            g = -1 if e == 7 else e % 3
+            dom = 1 if e < 3 else 0
+            sim = "1.0000000000" if dom else ("" if e == 5 else "0.5%d00000000" % e)
+            rows.append(f"{b},{e},{g},{dom},0.{e}250000000,{sim},{e + 1}.25000000,,{e + 2}.50000000\n")
+    put("plan", "all_columns.csv", header + "".join(rows))
+    quoted = "\ufeff" + header.replace("\n", "\r\n") + "".join(
+        '"%s","%s",%s\r\n' % tuple(r.rstrip("\n").split(",", 2)) for r in rows)
+    put("plan", "bom_crlf_quoted.csv", quoted)
+    subset = "layer,expert,group,dominant,frequency,stable_rank_down\n" + "".join(
+        f"{b},{e},0,{int(e == 0)},0.125,\n" for b in range(3) for e in range(8))
+    put("plan", "one_group_subset.csv", subset)
+    put("plan", "bad_hole.csv", "layer,expert,group,dominant,frequency\n" + "".join(
+        f"{b},{e},{2 * (e % 2)},{int(e < 2)},0.125\n" for b in range(3) for e in range(8)))
+    put("plan", "bad_quote.csv", 'layer,expert,group,dominant,frequency\n0,"0,0,1,0.5\n')
+    put("plan", "bad_header.csv", "layer,expert,grp,dominant,frequency\n0,0,0,1,0.5\n")
+
+
+if __name__ == "__main__":
+    safetensors_seeds()
+    config_seeds()
+    calib_seeds()
+    plan_seeds()
