@@ -32,6 +32,11 @@
  * ascending segment id order. Each segment costs a mixing pass over the weights of the experts it uses. */
 #define MEO_MAX_SEGMENTS 64
 
+/* Rows of the intermediate size f mixed per pass at segment level: a segment's expert is mixed and applied
+ * MEO_MIX_ROWS rows of gate and up (and columns of down) at a time, which bounds the mixing buffer to
+ * 3 * MEO_MIX_ROWS * d floats (12 MB at d = 4096) instead of a whole expert. */
+#define MEO_MIX_ROWS 256
+
 typedef struct {
 	int64_t tokens;             /* tokens evaluated */
 	int64_t segments;           /* segments evaluated; 0 without segment ids */
@@ -46,7 +51,7 @@ typedef struct {
 /* Runs the analysis for the block cfg (the original block, as blk_forward takes it; all experts of one shape) on
  * x [T, d], with segment_ids [T] or NULL. At most max_tokens tokens are used (all when max_tokens <= 0),
  * the evenly spaced tokens floor(i T / max_tokens) as in blk_eval; a segment's mean weights and its error come
- * from its evaluated tokens. A token whose routed output is zero has error 0 when the mixed output is zero too.
+ * from its evaluated tokens. Where a routed output is zero, its error is the absolute |E_mixed(x) - y| instead.
  *
  * The token-level figure is computed without materialising a mixed expert per token: since the mixed gate and
  * up act linearly, gate_mixed x = sum_j g_j (gate_{s_j} x), and down_mixed h = sum_j g_j (down_{s_j} h), so each
