@@ -123,6 +123,10 @@ def config_seeds():
     }
     for name, cfg in configs.items():
         put("config", f"{name}.json", json.dumps(cfg, indent=1))
+    put("config", "switch_counts.json", json.dumps(dict(configs["switch_transformers"], num_sparse_encoder_layers=1,
+                                                        num_sparse_decoder_layers=1)))
+    put("config", "deepseek_grouped.json", json.dumps(dict(configs["deepseek_v2"], topk_method="group_limited_greedy",
+                                                           n_group=2, topk_group=2)))
     put("config", "golden_mixtral.json", open(os.path.join(GOLDEN, "model/config.json"), "rb").read())
     put("config", "bad_type.json", '{"model_type": "llama", "hidden_size": 4}')
     put("config", "bad_negative.json", json.dumps(dict(configs["mixtral"], num_local_experts=-2)))
