@@ -1,0 +1,598 @@
+#include "analysis/pipeline.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/routing.h"
+
+/* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
+static int64_t expert_floats(mdl_act act, int d, int f)
+{
+	return (int64_t)d * f * (act == MDL_ACT_SILU_GLU ? 3 : 2);
+}
+
+static void bind_experts(pipe_block *blk)
+{
+	const int64_t fd = (int64_t)blk->f * blk->d;
+	for (int e = 0; e < blk->E; e++) {
+		float *base = blk->weights + (int64_t)e * blk->per_expert;
+		expert_weights *w = &blk->experts[e];
+		w->d = blk->d;
+		w->f = blk->f;
+		w->act = blk->act;
+		w->gate = blk->act == MDL_ACT_SILU_GLU ? base : NULL;
+		w->up = base + (blk->act == MDL_ACT_SILU_GLU ? fd : 0);
+		w->down = w->up + fd;
+	}
+}
+
+ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	if (!m || b < 0 || b >= m->n_blocks)
+		return ms_fail(err, MS_ERR_ARG, "block %d out of range", b);
+	out->block = b;
+	out->E = m->n_experts;
+	out->d = m->hidden;
+	out->f = m->inter;
+	out->act = m->act;
+	out->routing = m->routing;
+	out->per_expert = expert_floats(m->act, out->d, out->f);
+	out->T = cal ? calib_tokens(cal, b) : 0;
+	out->router = malloc((size_t)out->E * out->d * sizeof(float));
+	out->weights = malloc((size_t)(out->E * out->per_expert) * sizeof(float));
+	out->experts = calloc((size_t)out->E, sizeof *out->experts);
+	out->identity = malloc((size_t)out->E * sizeof *out->identity);
+	if (out->T > 0)
+		out->x = malloc((size_t)(out->T * out->d) * sizeof(float));
+	if (!out->router || !out->weights || !out->experts || !out->identity || (out->T > 0 && !out->x)) {
+		pipe_free_block(out);
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory loading %d experts", m->blocks[b].label,
+			       m->n_experts);
+	}
+	bind_experts(out);
+	for (int e = 0; e < out->E; e++)
+		out->identity[e] = e;
+	ms_status st = mdl_load_router(m, b, out->router, err);
+	for (int e = 0; st == MS_OK && e < out->E; e++) {
+		expert_weights *w = &out->experts[e];
+		st = mdl_load_expert(m, b, e, (float *)w->gate, (float *)w->up, (float *)w->down, err);
+	}
+	if (st == MS_OK && out->x)
+		st = calib_load(cal, b, out->x, err);
+	if (st != MS_OK)
+		pipe_free_block(out);
+	return st;
+}
+
+void pipe_free_block(pipe_block *blk)
+{
+	if (!blk)
+		return;
+	free(blk->router);
+	free(blk->weights);
+	free(blk->experts);
+	free(blk->x);
+	free(blk->identity);
+	memset(blk, 0, sizeof *blk);
+}
+
+blk_config pipe_block_config(const pipe_block *blk)
+{
+	blk_config c = {
+		.n_router = blk->E, .router = blk->router, .slot = blk->identity, .n_slots = blk->E,
+		.experts = blk->experts, .routing = blk->routing, .d = blk->d,
+	};
+	return c;
+}
+
+const char *const pipe_layout_names[PIPE_LAYOUT_COUNT] = {"compact", "aliased"};
+
+int pipe_layout_parse(const char *name)
+{
+	for (int i = 0; name && i < PIPE_LAYOUT_COUNT; i++)
+		if (strcmp(name, pipe_layout_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+pipe_merge_options pipe_merge_defaults(void)
+{
+	pipe_merge_options o = {
+		.layout = PIPE_LAYOUT_COMPACT, .weighting = MERGE_FREQUENCY, .align = ALIGN_DOMINANT,
+		.router = RFIT_LSE_FIT, .compress = cmp_options_none(), .slots = 0,
+	};
+	return o;
+}
+
+void pipe_free_merged(pipe_merged *mg)
+{
+	if (!mg)
+		return;
+	free(mg->weights);
+	free(mg->experts);
+	free(mg->slot_group);
+	free(mg->router);
+	free(mg->slot);
+	free(mg->router_residual);
+	free(mg->compression);
+	memset(mg, 0, sizeof *mg);
+}
+
+/* Pointers to the three matrices of an expert stored at base (gate absent without a gate). */
+static void expert_view(const pipe_block *blk, float *base, expert_weights *w)
+{
+	const int64_t fd = (int64_t)blk->f * blk->d;
+	w->d = blk->d;
+	w->f = blk->f;
+	w->act = blk->act;
+	w->gate = blk->act == MDL_ACT_SILU_GLU ? base : NULL;
+	w->up = base + (blk->act == MDL_ACT_SILU_GLU ? fd : 0);
+	w->down = w->up + fd;
+}
+
+/* The expert each member of group g is aligned to, or -1 for none. */
+static int align_reference(const pipe_block *blk, const int *group, const unsigned char *dominant, int g,
+			   align_ref ref)
+{
+	if (ref == ALIGN_FIRST)
+		return 0;
+	if (ref != ALIGN_DOMINANT)
+		return -1;
+	for (int e = 0; e < blk->E; e++)
+		if (group[e] == g && dominant[e])
+			return e;
+	return -1;
+}
+
+/* Work space of merge_group, allocated once per block. */
+typedef struct {
+	float *aligned;   /* [per_expert]: one member after alignment */
+	int *perm;        /* [f] */
+	int *members;     /* [E] */
+	double *freq;     /* [E] */
+	double *coef;     /* [E] */
+} merge_scratch;
+
+static void scratch_free(merge_scratch *s)
+{
+	free(s->aligned);
+	free(s->perm);
+	free(s->members);
+	free(s->freq);
+	free(s->coef);
+}
+
+static int scratch_alloc(const pipe_block *blk, merge_scratch *s)
+{
+	s->aligned = malloc((size_t)blk->per_expert * sizeof *s->aligned);
+	s->perm = malloc((size_t)blk->f * sizeof *s->perm);
+	s->members = malloc((size_t)blk->E * sizeof *s->members);
+	s->freq = malloc((size_t)blk->E * sizeof *s->freq);
+	s->coef = malloc((size_t)blk->E * sizeof *s->coef);
+	return s->aligned && s->perm && s->members && s->freq && s->coef;
+}
+
+/* out [per_expert] = the weighted merge of group g's members, each aligned first when asked. Accumulates member
+ * by member in index order, so only one aligned copy is in memory at a time. */
+static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g, const pipe_merge_options *o,
+			     float *out, merge_scratch *s, ms_error *err)
+{
+	const int E = blk->E;
+	const int *group = p->group + (size_t)b * E;
+	const unsigned char *dominant = p->dominant + (size_t)b * E;
+	int n = 0, dom = 0;
+	int *members = s->members, *perm = s->perm;
+	double *freq = s->freq, *coef = s->coef;
+	float *tmp = s->aligned;
+	for (int e = 0; e < E; e++) {
+		if (group[e] != g)
+			continue;
+		if (dominant[e])
+			dom = n;
+		freq[n] = p->frequency[(size_t)b * E + e];
+		members[n++] = e;
+	}
+	ms_status st = merge_coefficients(n, freq, dom, o->weighting, coef);
+	if (st != MS_OK)
+		return ms_fail(err, st, "block %s: group %d: merge weights failed", p->labels[b], g);
+	const int ref = align_reference(blk, group, dominant, g, o->align);
+	memset(out, 0, (size_t)blk->per_expert * sizeof *out);
+	for (int i = 0; i < n; i++) {
+		const float *src = blk->weights + (int64_t)members[i] * blk->per_expert;
+		if (coef[i] == 0.0)
+			continue;
+		if (ref >= 0 && members[i] != ref) {
+			expert_weights dst;
+			expert_view(blk, tmp, &dst);
+			st = align_permutation(&blk->experts[ref], &blk->experts[members[i]], perm);
+			if (st == MS_OK)
+				st = align_apply_into(perm, &blk->experts[members[i]], (float *)dst.gate,
+						      (float *)dst.up, (float *)dst.down);
+			if (st != MS_OK)
+				return ms_fail(err, st, "block %s: aligning expert %d to expert %d failed: %s",
+					       p->labels[b], members[i], ref, ms_status_text(st));
+			src = tmp;
+		}
+		const float c = (float)coef[i];
+		for (int64_t j = 0; j < blk->per_expert; j++)
+			out[j] += c * src[j];
+	}
+	return MS_OK;
+}
+
+/* Shapes [rows, cols] of matrix `mat` of an expert; 0 rows for an absent gate. */
+static void matrix_shape(const pipe_block *blk, int mat, int *rows, int *cols)
+{
+	*rows = mat == MDL_DOWN ? blk->d : blk->f;
+	*cols = mat == MDL_DOWN ? blk->f : blk->d;
+	if (mat == MDL_GATE && blk->act != MDL_ACT_SILU_GLU)
+		*rows = 0;
+}
+
+/* Replaces each matrix of slot s by its low-rank (plus sparse) reconstruction. */
+static ms_status compress_slot(const pipe_block *blk, pipe_merged *mg, int s, const cmp_options *co, ms_error *err)
+{
+	expert_weights *w = &mg->experts[s];
+	float *mats[MDL_NMAT] = {(float *)w->gate, (float *)w->up, (float *)w->down};
+	for (int mat = 0; mat < MDL_NMAT; mat++) {
+		int rows, cols;
+		matrix_shape(blk, mat, &rows, &cols);
+		cmp_result *res = &mg->compression[s * MDL_NMAT + mat];
+		if (rows == 0 || !mats[mat])
+			continue;
+		float *approx = malloc((size_t)rows * cols * sizeof *approx);
+		if (!approx)
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory compressing a %dx%d matrix", rows, cols);
+		ms_status st = cmp_compress(mats[mat], rows, cols, co, approx, res, NULL, err);
+		if (st == MS_OK)
+			memcpy(mats[mat], approx, (size_t)rows * cols * sizeof *approx);
+		free(approx);
+		if (st != MS_OK)
+			return st;
+	}
+	return MS_OK;
+}
+
+static ms_status alloc_merged(const pipe_block *blk, int n_slots, int n_router, int G, int compress,
+			      pipe_merged *mg, ms_error *err)
+{
+	mg->n_slots = n_slots;
+	mg->per_expert = (int)blk->per_expert;
+	mg->n_router = n_router;
+	mg->groups = G;
+	mg->weights = malloc((size_t)n_slots * blk->per_expert * sizeof(float));
+	mg->experts = calloc((size_t)n_slots, sizeof *mg->experts);
+	mg->slot_group = malloc((size_t)n_slots * sizeof(int));
+	mg->router = malloc((size_t)n_router * blk->d * sizeof(float));
+	mg->slot = malloc((size_t)n_router * sizeof(int));
+	mg->router_residual = malloc((size_t)(G > 0 ? G : 1) * sizeof(double));
+	if (compress)
+		mg->compression = calloc((size_t)n_slots * MDL_NMAT, sizeof(cmp_result));
+	if (!mg->weights || !mg->experts || !mg->slot_group || !mg->router || !mg->slot || !mg->router_residual ||
+	    (compress && !mg->compression))
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory for a merged block of %d experts", n_slots);
+	for (int s = 0; s < n_slots; s++)
+		expert_view(blk, mg->weights + (int64_t)s * blk->per_expert, &mg->experts[s]);
+	for (int g = 0; g < G; g++)
+		mg->router_residual[g] = NAN;
+	return MS_OK;
+}
+
+/* Compact padding: slots G..n_slots-1 repeat the groups in label order (msmoe labels are usage order, so the
+ * most-used merged experts are the ones duplicated). */
+static void fill_slot_groups(pipe_merged *mg, int G)
+{
+	for (int s = 0; s < mg->n_slots; s++)
+		mg->slot_group[s] = G > 0 ? s % G : -1;
+}
+
+static ms_status build_router(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+			      pipe_merged *mg, ms_error *err)
+{
+	const int E = blk->E, d = blk->d, G = mg->groups;
+	const int *group = p->group + (size_t)b * E;
+	if (o->layout == PIPE_LAYOUT_ALIASED) {
+		memcpy(mg->router, blk->router, (size_t)E * d * sizeof(float));
+		memcpy(mg->slot, group, (size_t)E * sizeof(int));
+		return MS_OK;
+	}
+	if (o->router == RFIT_LSE_FIT && blk->T == 0)
+		return ms_fail(err, MS_ERR_ARG, "block %s: --router lse-fit needs the calibration set (--calib)",
+			       p->labels[b]);
+	ms_status st = rfit_rows(o->router, blk->x, blk->T, d, blk->router, E, group, p->dominant + (size_t)b * E,
+				 p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, mg->router,
+				 blk->T > 0 ? mg->router_residual : NULL, err);
+	if (st != MS_OK)
+		return st;
+	for (int s = G; s < mg->n_slots; s++)
+		memcpy(mg->router + (size_t)s * d, mg->router + (size_t)mg->slot_group[s] * d, (size_t)d * sizeof(float));
+	for (int s = 0; s < mg->n_slots; s++)
+		mg->slot[s] = s;
+	return MS_OK;
+}
+
+ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+			   pipe_merged *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	const int G = plan_groups(p, b);
+	if (G <= 0)
+		return ms_fail(err, MS_ERR_ARG, "block %s: the plan keeps no expert", p->labels[b]);
+	const int compact = o->layout == PIPE_LAYOUT_COMPACT;
+	const int n_slots = compact && o->slots > G ? o->slots : G;
+	const int compress = o->compress.mode != CMP_RANK_NONE || o->compress.sparse_ratio > 0;
+	ms_status st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, out, err);
+	merge_scratch scratch = {0};
+	if (st == MS_OK && !scratch_alloc(blk, &scratch))
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory merging block %s", p->labels[b]);
+	for (int g = 0; st == MS_OK && g < G; g++)
+		st = merge_group(blk, p, b, g, o, out->weights + (int64_t)g * blk->per_expert, &scratch, err);
+	scratch_free(&scratch);
+	for (int g = 0; st == MS_OK && compress && g < G; g++)
+		st = compress_slot(blk, out, g, &o->compress, err);
+	if (st == MS_OK) {
+		fill_slot_groups(out, G);
+		for (int s = G; s < n_slots; s++)
+			memcpy(out->weights + (int64_t)s * blk->per_expert,
+			       out->weights + (int64_t)out->slot_group[s] * blk->per_expert,
+			       (size_t)blk->per_expert * sizeof(float));
+		st = build_router(blk, p, b, o, out, err);
+	}
+	if (st != MS_OK) {
+		pipe_free_merged(out);
+		return st;
+	}
+	blk_config c = {
+		.n_router = out->n_router, .router = out->router, .slot = out->slot, .n_slots = out->n_slots,
+		.experts = out->experts, .routing = blk->routing, .d = blk->d,
+	};
+	if (compact && c.routing.top_k > out->n_slots)
+		c.routing.top_k = out->n_slots;
+	out->cfg = c;
+	return MS_OK;
+}
+
+ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,
+			  blk_eval_result *out, ms_error *err)
+{
+	if (blk->T == 0)
+		return ms_fail(err, MS_ERR_ARG, "block %s: evaluation needs the calibration set", p->labels[b]);
+	blk_config orig = pipe_block_config(blk);
+	return blk_eval(&orig, &mg->cfg, p->group + (size_t)b * blk->E, mg->slot_group, blk->x, blk->T, max_tokens,
+			out, err);
+}
+
+void pipe_free_stats(pipe_stats *s)
+{
+	if (!s)
+		return;
+	free(s->frequency);
+	free(s->coact);
+	for (int i = 0; i < SIM_BASE_COUNT; i++) {
+		free(s->similarity[i]);
+		free(s->distance[i]);
+	}
+	free(s->stable_rank);
+	free(s->reap);
+	memset(s, 0, sizeof *s);
+}
+
+/* Stable rank of every matrix of every expert; NAN for an absent gate. */
+static ms_status block_stable_ranks(const pipe_block *blk, double tol, double *sr, ms_error *err)
+{
+	for (int e = 0; e < blk->E; e++) {
+		const expert_weights *w = &blk->experts[e];
+		const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
+		for (int mat = 0; mat < MDL_NMAT; mat++) {
+			int rows, cols;
+			matrix_shape(blk, mat, &rows, &cols);
+			double *dst = &sr[(size_t)e * MDL_NMAT + mat];
+			*dst = NAN;
+			if (rows == 0 || !mats[mat])
+				continue;
+			ms_status st = srank_stable_rank(mats[mat], rows, cols, tol, dst);
+			if (st != MS_OK)
+				return ms_fail(err, st, "expert %d: stable rank failed: %s", e, ms_status_text(st));
+		}
+	}
+	return MS_OK;
+}
+
+/* Routing of the calibration tokens: logits z [T, E] (kept for router-logits), selections and weights. */
+static ms_status block_routing(const pipe_block *blk, pipe_stats *out, float **z, int **idx, float **w,
+			       ms_error *err)
+{
+	const int64_t T = blk->T;
+	const int k = blk->routing.top_k;
+	*z = malloc((size_t)(T * blk->E) * sizeof **z);
+	*idx = malloc((size_t)(T * k) * sizeof **idx);
+	*w = malloc((size_t)(T * k) * sizeof **w);
+	out->frequency = calloc((size_t)blk->E, sizeof *out->frequency);
+	out->coact = calloc((size_t)blk->E * blk->E, sizeof *out->coact);
+	if (!*z || !*idx || !*w || !out->frequency || !out->coact)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory routing %lld tokens", (long long)T);
+	ms_status st = route_logits(blk->x, T, blk->d, blk->router, blk->E, *z);
+	if (st == MS_OK)
+		st = route_topk(*z, T, blk->E, &blk->routing, *idx, *w);
+	if (st == MS_OK)
+		st = route_stats(*idx, T, blk->E, k, out->frequency, out->coact, &out->usage_entropy, &out->cv);
+	return st == MS_OK ? MS_OK : ms_fail(err, st, "routing failed: %s", ms_status_text(st));
+}
+
+static ms_status block_similarities(const pipe_block *blk, unsigned bases, const float *z, pipe_stats *out,
+				    ms_error *err)
+{
+	const size_t EE = (size_t)blk->E * blk->E;
+	sim_inputs in = {
+		.E = blk->E, .d = blk->d, .T = blk->T, .z = z, .x = blk->x, .router = blk->router,
+		.experts = blk->experts, .chunk = 0,
+	};
+	for (int base = 0; base < SIM_BASE_COUNT; base++) {
+		if (!(bases & (1u << base)))
+			continue;
+		out->similarity[base] = malloc(EE * sizeof(double));
+		out->distance[base] = malloc(EE * sizeof(double));
+		if (!out->similarity[base] || !out->distance[base])
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory for %dx%d similarities", blk->E, blk->E);
+		ms_status st = sim_compute((sim_base)base, &in, out->similarity[base], out->distance[base]);
+		if (st != MS_OK)
+			return ms_fail(err, st, "%s similarity failed: %s", sim_base_name((sim_base)base),
+				       ms_status_text(st));
+	}
+	return MS_OK;
+}
+
+/* The statistics that need no calibration tokens. */
+static ms_status weight_statistics(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out,
+				   ms_error *err)
+{
+	if (!o->stable_ranks)
+		return MS_OK;
+	out->stable_rank = malloc((size_t)blk->E * MDL_NMAT * sizeof(double));
+	if (!out->stable_rank)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	return block_stable_ranks(blk, o->srank_tol > 0 ? o->srank_tol : 1e-4, out->stable_rank, err);
+}
+
+ms_status pipe_analyze_block(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	out->E = blk->E;
+	out->T = blk->T;
+	if (blk->T <= 0 || !blk->x)
+		return ms_fail(err, MS_ERR_ARG, "analysis needs the calibration set");
+	float *z = NULL, *w = NULL;
+	int *idx = NULL;
+	ms_status st = block_routing(blk, out, &z, &idx, &w, err);
+	if (st == MS_OK)
+		st = block_similarities(blk, o->bases, z, out, err);
+	if (st == MS_OK)
+		st = weight_statistics(blk, o, out, err);
+	if (st == MS_OK && o->reap) {
+		out->reap = malloc((size_t)blk->E * sizeof *out->reap);
+		st = out->reap ? grp_reap_saliency(blk->experts, blk->E, blk->x, blk->T, idx, w, blk->routing.top_k,
+						   out->reap)
+			       : MS_ERR_NOMEM;
+		if (st != MS_OK)
+			ms_fail(err, st, "REAP saliency failed: %s", ms_status_text(st));
+	}
+	free(z);
+	free(idx);
+	free(w);
+	if (st != MS_OK)
+		pipe_free_stats(out);
+	return st;
+}
+
+/* Group counts per block: the override, the global allocation, or G everywhere merged (E elsewhere). */
+static ms_status plan_counts(const pipe_stats *stats, int n_blocks, const pipe_plan_options *o, int *counts,
+			     ms_error *err)
+{
+	const int E = stats[0].E;
+	for (int b = 0; b < n_blocks; b++) {
+		int merged = !o->merge || o->merge[b];
+		counts[b] = o->block_groups ? o->block_groups[b] : merged ? o->groups : E;
+		if (counts[b] < 1 || counts[b] > E)
+			return ms_fail(err, MS_ERR_ARG, "block %d: %d groups is outside 1..%d", b, counts[b], E);
+	}
+	if (o->block_groups || !o->global)
+		return MS_OK;
+	double *freq = malloc((size_t)n_blocks * E * sizeof *freq);
+	unsigned char *merged = malloc((size_t)n_blocks);
+	if (!freq || !merged) {
+		free(freq);
+		free(merged);
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	}
+	for (int b = 0; b < n_blocks; b++) {
+		memcpy(freq + (size_t)b * E, stats[b].frequency, (size_t)E * sizeof *freq);
+		merged[b] = !o->merge || o->merge[b];
+	}
+	ms_status st = grp_global_counts(n_blocks, E, freq, merged, o->groups, counts, err);
+	free(freq);
+	free(merged);
+	return st;
+}
+
+/* Groups block b's experts into G groups by the chosen method. */
+static ms_status group_block(const pipe_stats *s, int G, const pipe_plan_options *o, int *group,
+			     unsigned char *dominant, ms_error *err)
+{
+	const double *sim = s->similarity[o->base], *dist = s->distance[o->base];
+	switch (o->method) {
+	case GRP_MSMOE:
+		if (!sim)
+			return ms_fail(err, MS_ERR_ARG, "msmoe needs the %s similarity", sim_base_name(o->base));
+		return grp_msmoe(s->E, G, s->frequency, sim, group, dominant);
+	case GRP_HC:
+		if (!dist)
+			return ms_fail(err, MS_ERR_ARG, "hc needs the %s distance", sim_base_name(o->base));
+		return grp_hc(s->E, G, dist, o->linkage, s->frequency, group, dominant);
+	case GRP_PRUNE_FREQUENCY:
+		return grp_prune(s->E, G, s->frequency, group, dominant);
+	case GRP_PRUNE_REAP:
+		if (!s->reap)
+			return ms_fail(err, MS_ERR_ARG, "prune-reap needs REAP saliency");
+		return grp_prune(s->E, G, s->reap, group, dominant);
+	default:
+		return ms_fail(err, MS_ERR_ARG, "unknown grouping method");
+	}
+}
+
+/* The people-facing columns: frequency, similarity to the dominant, stable ranks. */
+static void plan_columns(const pipe_stats *s, sim_base base, int b, plan *p)
+{
+	const int E = s->E;
+	const int *group = p->group + (size_t)b * E;
+	const unsigned char *dominant = p->dominant + (size_t)b * E;
+	for (int e = 0; e < E; e++) {
+		size_t i = (size_t)b * E + e;
+		p->frequency[i] = s->frequency[e];
+		p->similarity[i] = NAN;
+		for (int m = 0; m < MDL_NMAT; m++)
+			p->stable_rank[i * MDL_NMAT + m] = s->stable_rank ? s->stable_rank[(size_t)e * MDL_NMAT + m] : NAN;
+		if (group[e] < 0 || !s->similarity[base])
+			continue;
+		for (int j = 0; j < E; j++)
+			if (group[j] == group[e] && dominant[j])
+				p->similarity[i] = s->similarity[base][(size_t)e * E + j];
+	}
+}
+
+ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_options *o, plan *p,
+			 ms_error *err)
+{
+	if (n_blocks <= 0 || p->n_blocks != n_blocks || p->n_experts != stats[0].E)
+		return ms_fail(err, MS_ERR_ARG, "plan does not match the model");
+	int *counts = malloc((size_t)n_blocks * sizeof *counts);
+	if (!counts)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	ms_status st = plan_counts(stats, n_blocks, o, counts, err);
+	for (int b = 0; st == MS_OK && b < n_blocks; b++) {
+		const int E = stats[b].E;
+		int *group = p->group + (size_t)b * E;
+		unsigned char *dominant = p->dominant + (size_t)b * E;
+		if (o->merge && !o->merge[b] && !o->block_groups) {
+			for (int e = 0; e < E; e++) {
+				group[e] = e;
+				dominant[e] = 1;
+			}
+		} else {
+			st = group_block(&stats[b], counts[b], o, group, dominant, err);
+			if (st != MS_OK && err && err->code != st)
+				ms_fail(err, st, "%s", ms_status_text(st));
+			if (st != MS_OK) {
+				char where[64];
+				snprintf(where, sizeof where, "block %s", p->labels[b]);
+				ms_error_prefix(err, where);
+			}
+		}
+		if (st == MS_OK)
+			plan_columns(&stats[b], o->base, b, p);
+	}
+	free(counts);
+	return st;
+}

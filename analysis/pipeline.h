@@ -1,0 +1,136 @@
+/* The per-block pipeline the commands and the interactive application share: load one MoE block (router,
+ * experts, calibration inputs) as float32, compute its statistics, group its experts into a plan, build the
+ * merged block a plan implies and evaluate it. One block is in memory at a time; the caller frees each block
+ * before loading the next (DESIGN 7: peak memory is one block's experts in float32 plus its calibration). */
+#ifndef PIPE_PIPELINE_H
+#define PIPE_PIPELINE_H
+
+#include <stdint.h>
+
+#include "analysis/align.h"
+#include "analysis/block.h"
+#include "analysis/compress.h"
+#include "analysis/expert.h"
+#include "analysis/grouping.h"
+#include "analysis/merge.h"
+#include "analysis/router_fit.h"
+#include "analysis/similarity.h"
+#include "analysis/stable_rank.h"
+#include "io/calib.h"
+#include "io/error.h"
+#include "io/model.h"
+#include "io/plan.h"
+
+/* One block's data in float32. */
+typedef struct {
+	int block;               /* index into mdl_model.blocks */
+	int E, d, f;
+	int64_t T;               /* calibration tokens (0 when loaded without calibration) */
+	mdl_act act;
+	mdl_routing routing;
+	float *router;           /* [E, d] */
+	float *weights;          /* [E, per_expert]: gate [f, d] (absent without a gate), up [f, d], down [d, f] */
+	int64_t per_expert;      /* floats per expert in weights */
+	expert_weights *experts; /* [E]: views into weights */
+	float *x;                /* [T, d] calibration inputs, NULL when T == 0 */
+	int *identity;           /* [E]: identity[e] = e, the original block's router-row-to-expert map */
+} pipe_block;
+
+/* Loads block b; cal may be NULL (then x is NULL and T is 0). */
+ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err);
+void pipe_free_block(pipe_block *blk);
+
+/* What pipe_analyze_block computes. */
+typedef struct {
+	unsigned bases;         /* bit (1u << sim_base) for each similarity base wanted */
+	int stable_ranks;       /* compute the stable rank of every expert matrix */
+	int reap;               /* compute REAP saliency (needs an expert forward on every routed token) */
+	double srank_tol;       /* relative accuracy of sigma_max; 0 for 1e-4 */
+} pipe_analyze_options;
+
+/* One block's statistics. Arrays the options did not ask for are NULL. */
+typedef struct {
+	int E;
+	int64_t T;
+	double *frequency;                     /* [E] usage frequency (top-k selections / k T) */
+	double *coact;                         /* [E, E] co-activation counts */
+	double usage_entropy;                  /* bits */
+	double cv;                             /* coefficient of variation of frequency */
+	double *similarity[SIM_BASE_COUNT];    /* [E, E] per base */
+	double *distance[SIM_BASE_COUNT];      /* [E, E] clustering distance per base */
+	double *stable_rank;                   /* [E, MDL_NMAT]: gate, up, down (NAN without a gate) */
+	double *reap;                          /* [E] */
+} pipe_stats;
+
+/* Statistics of a loaded block (its calibration inputs are needed for everything but router-weight, weight and
+ * stable ranks). */
+ms_status pipe_analyze_block(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out, ms_error *err);
+void pipe_free_stats(pipe_stats *s);
+
+/* How a plan is made from every block's statistics. */
+typedef struct {
+	grp_method method;
+	grp_linkage linkage;
+	sim_base base;
+	int groups;                    /* G per block, or the average with global */
+	int global;                    /* MC-SMoE global allocation of the average G */
+	const unsigned char *merge;    /* [n_blocks]: 1 for the blocks to merge; NULL merges all */
+	const int *block_groups;       /* [n_blocks]: G of each block, overriding groups/global; NULL for none */
+} pipe_plan_options;
+
+/* Fills p (already plan_init'ed for the model) from stats [n_blocks]. Blocks not merged keep every expert as its
+ * own group. The similarity and stable rank columns come from the stats when present. */
+ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_options *o, plan *p,
+			 ms_error *err);
+
+/* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
+blk_config pipe_block_config(const pipe_block *blk);
+
+/* How the merged block is laid out (DESIGN 4.3). */
+typedef enum {
+	PIPE_LAYOUT_COMPACT,  /* E' experts, router rows rewritten (the default) */
+	PIPE_LAYOUT_ALIASED,  /* every member stores its group's merge; router unchanged (MC-SMoE semantics) */
+	PIPE_LAYOUT_COUNT
+} pipe_layout;
+extern const char *const pipe_layout_names[PIPE_LAYOUT_COUNT];
+int pipe_layout_parse(const char *name);   /* the pipe_layout called name, or -1 */
+
+typedef struct {
+	pipe_layout layout;
+	merge_weighting weighting;
+	align_ref align;
+	rfit_method router;
+	cmp_options compress;   /* applied to every matrix of every merged expert of a block that merges */
+	int slots;              /* compact: E' >= the block's group count (0: the block's own count) */
+} pipe_merge_options;
+
+/* The defaults of `moescope merge`: compact, frequency weighting, dominant alignment, lse-fit, no compression. */
+pipe_merge_options pipe_merge_defaults(void);
+
+/* A merged block: n_slots experts and the router that dispatches to them. */
+typedef struct {
+	int n_slots;
+	int per_expert;           /* floats per expert, as pipe_block */
+	float *weights;           /* [n_slots, per_expert] */
+	expert_weights *experts;  /* [n_slots]: views into weights */
+	int *slot_group;          /* [n_slots]: the plan group each slot holds */
+	int n_router;
+	float *router;            /* [n_router, d]: compact: fitted rows; aliased: the original router */
+	int *slot;                /* [n_router]: slot each router row dispatches to, -1 for a dropped expert */
+	int groups;               /* G of the block */
+	double *router_residual;  /* [groups]: compact router fit residual on the calibration tokens (NAN if none) */
+	cmp_result *compression;  /* [n_slots * MDL_NMAT] when compressing, else NULL */
+	blk_config cfg;           /* ready for blk_forward / blk_eval */
+} pipe_merged;
+
+/* Builds block b's merged experts and router from plan p (groups, dominants and frequencies of the block).
+ * lse-fit needs blk's calibration inputs. */
+ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+			   pipe_merged *out, ms_error *err);
+void pipe_free_merged(pipe_merged *mg);
+
+/* Evaluates a merged block against the original on at most max_tokens calibration tokens. */
+ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,
+			  blk_eval_result *out, ms_error *err);
+
+#endif
