@@ -50,9 +50,18 @@ void ms_error_prefix(ms_error *err, const char *prefix)
 {
 	if (!err || !prefix || !*prefix)
 		return;
-	char old[sizeof err->msg];
-	memcpy(old, err->msg, sizeof old);
-	snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+	/* Shift the message right and put "prefix: " in front, truncating the tail if the whole does not fit. */
+	const size_t cap = sizeof err->msg;
+	size_t plen = strlen(prefix), mlen = strnlen(err->msg, cap - 1);
+	if (plen + 2 >= cap)
+		plen = cap - 3;
+	if (plen + 2 + mlen >= cap)
+		mlen = cap - 1 - plen - 2;
+	memmove(err->msg + plen + 2, err->msg, mlen);
+	memcpy(err->msg, prefix, plen);
+	err->msg[plen] = ':';
+	err->msg[plen + 1] = ' ';
+	err->msg[plen + 2 + mlen] = '\0';
 }
 
 void ms_error_clear(ms_error *err)

@@ -17,7 +17,7 @@ static int test_passed, test_failed;
 		if (!(cond)) { \
 			test_failures_in_case++; \
 			fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, "" __VA_ARGS__); \
+			fprintf(stderr, " " __VA_ARGS__); \
 			fputc('\n', stderr); \
 		} \
 	} while (0)
