@@ -484,12 +484,12 @@ static ms_status eval_chunk(eval_state *e, const float *x, int64_t T, int64_t n,
 		memcpy(e->xs + i * d, x + blk_subsample_index(i0 + i, T, n) * d, (size_t)d * sizeof(float));
 	ms_status st = blk_forward(e->orig, e->xs, nc, e->y, e->so, e->wo, err);
 	if (st != MS_OK) {
-		ms_error_prefix(err, "original block");
+		ms_error_prefix(err, "original");
 		return st;
 	}
 	st = blk_forward(e->merged, e->xs, nc, e->y2, e->sm, e->wm, err);
 	if (st != MS_OK) {
-		ms_error_prefix(err, "merged block");
+		ms_error_prefix(err, "merged");
 		return st;
 	}
 	eval_tally(e, nc, d);
@@ -501,12 +501,12 @@ static ms_status eval_check(const blk_config *orig, const blk_config *merged, co
 {
 	ms_status st = blk_check(orig, err);
 	if (st != MS_OK) {
-		ms_error_prefix(err, "original block");
+		ms_error_prefix(err, "original");
 		return st;
 	}
 	st = blk_check(merged, err);
 	if (st != MS_OK) {
-		ms_error_prefix(err, "merged block");
+		ms_error_prefix(err, "merged");
 		return st;
 	}
 	if (orig->d != merged->d)

@@ -531,7 +531,7 @@ static void test_eval_subsample(void)
 	ms_error err = {0};
 	a.d = 9;
 	CHECK(blk_eval(&c, &a, group, NULL, x, T, n, &r1, &err) == MS_ERR_ARG, "%s", err.msg);
-	CHECK(strstr(err.msg, "merged block") != NULL, "message: %s", err.msg);
+	CHECK(strncmp(err.msg, "merged: ", 8) == 0, "message: %s", err.msg);
 	a.d = d;
 	CHECK(blk_eval(&c, &a, NULL, NULL, x, T, n, &r1, &err) == MS_ERR_ARG, "no groups: %s", err.msg);
 	m.weights[3] = NAN;
