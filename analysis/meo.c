@@ -363,11 +363,13 @@ static ms_status segment_level(const meo_state *s, const int32_t *segment_ids, i
 	double sum = 0, mix_flops = 0, tokens = 0;
 	for (int64_t j = 0; st == MS_OK && j < n_eval; j++) {
 		const int64_t q = j * n_seg / n_eval, L = first[q + 1] - first[q];
-		double e;
-		int used;
+		double e = 0;
+		int used = 0;
 		st = segment_error(s, tok + first[q], L, &b, &e, &used);
-		if (st != MS_OK)
+		if (st != MS_OK) {
 			ms_fail(err, st, "MEO: segment %d: the mixed expert failed", (int)tok[first[q]].seg);
+			break;
+		}
 		sum += e;
 		mix_flops += (2.0 * used - 1.0) * P;
 		tokens += (double)L;
