@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/stable_rank.h"
+
 const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT] = {
 	[CMP_RANK_NONE] = "none",
 	[CMP_RANK_FIXED] = "rank",
@@ -110,7 +112,7 @@ static double stable_rank_of(const double *s, int k)
 	double total = 0;
 	for (int i = 0; i < k; i++)
 		total += s[i] * s[i];
-	return k > 0 ? total / (s[0] * s[0] + 1e-7) : 0;
+	return k > 0 ? total / (s[0] * s[0] + SRANK_FLOOR) : 0;
 }
 
 static int energy_rank(const double *s, int k, double energy)

@@ -30,9 +30,10 @@ typedef struct {
 	int rank;            /* CMP_RANK_FIXED: >= 1 */
 	double energy;       /* CMP_RANK_ENERGY: in (0, 1] */
 	double stable_k;     /* CMP_RANK_STABLE: > 0 */
-	/* CMP_RANK_STABLE: the matrix's stable rank when the caller already has it (e.g. from analysis/stable_rank.h,
-	 * so that the rank matches the figure the user was shown); <= 0 means take it from the SVD's own singular
-	 * values, sum s^2 / (s_max^2 + 1e-7), which is the definition computed exactly. */
+	/* CMP_RANK_STABLE: the matrix's stable rank when the caller already has it (srank_stable_rank of
+	 * analysis/stable_rank.h, so that the rank follows the figure the user was shown); <= 0 means take it from
+	 * the SVD's own singular values, sum s^2 / (s_max^2 + SRANK_FLOOR): the same definition, exact rather than
+	 * to srank's 1e-4, at no extra cost since the SVD is computed anyway. */
 	double stable_rank;
 	double sparse_ratio; /* in [0, 1]: the fraction of the m n entries kept as a sparse residual; 0 for none */
 } cmp_options;
@@ -43,7 +44,7 @@ cmp_options cmp_options_none(void);
 typedef struct {
 	int compressed;        /* 0 when the matrix is kept as is (mode none, or r >= min(m, n)) */
 	int rank;              /* r; min(m, n) when not compressed; 0 for an all-zero matrix */
-	double stable_rank;    /* measured from the SVD, sum s^2 / (s_max^2 + 1e-7) (whatever opts.stable_rank
+	double stable_rank;    /* measured from the SVD, sum s^2 / (s_max^2 + SRANK_FLOOR) (whatever opts.stable_rank
 	                        * said); 0 when no SVD was needed (mode none, or a fixed rank >= min(m, n)) */
 	double energy_kept;    /* sum of the kept s^2 / sum of all s^2 (1 when not compressed or W is zero) */
 	int64_t nnz;           /* entries in the sparse residual */

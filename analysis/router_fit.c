@@ -37,7 +37,8 @@ static ms_status check_groups(int E, int G, const int *group, ms_error *err)
 	ms_status st = MS_OK;
 	for (int e = 0; e < E && st == MS_OK; e++) {
 		if (group[e] < -1 || group[e] >= G)
-			st = ms_fail(err, MS_ERR_ARG, "router fit: expert %d: group %d outside -1..%d", e, group[e], G - 1);
+			st = ms_fail(err, MS_ERR_ARG, "router fit: expert %d: group %d outside -1..%d", e, group[e],
+				     G - 1);
 		else if (group[e] >= 0)
 			members[group[e]]++;
 	}

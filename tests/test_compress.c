@@ -184,7 +184,8 @@ static void test_energy_and_stable_rank_selection(void)
 static void test_sparse_residual(void)
 {
 	enum { M = 40, N = 36, R = 4 };
-	float *w = random_matrix(M, N, 5), *low = malloc(sizeof(float) * M * N), *approx = malloc(sizeof(float) * M * N);
+	float *w = random_matrix(M, N, 5), *low = malloc(sizeof(float) * M * N);
+	float *approx = malloc(sizeof(float) * M * N);
 	cmp_options o = rank_options(CMP_RANK_FIXED);
 	o.rank = R;
 	cmp_result res;
@@ -210,13 +211,17 @@ static void test_sparse_residual(void)
 			CHECK(approx[idx[k]] == w[idx[k]], "kept entry %d differs from W", idx[k]);
 			CHECK_CLOSE(val[k], (double)w[idx[k]] - low[idx[k]], 1e-5);
 		}
+		int64_t exact = 0;  /* entries of approx equal to W: the kept ones (random data hit no others) */
 		for (int i = 0; i < M * N; i++) {
+			exact += approx[i] == w[i];
 			const double r = fabs((double)w[i] - low[i]);
 			if (kept[i])
 				min_kept = fmin(min_kept, r);
 			else
 				max_dropped = fmax(max_dropped, r);
 		}
+		CHECK(exact == nnz, "ratio %g: %lld entries kept, want %lld", ratios[t], (long long)exact,
+		      (long long)nnz);
 		CHECK(min_kept >= max_dropped - 1e-6, "ratio %g: kept %g < dropped %g", ratios[t], min_kept,
 		      max_dropped);
 	}
