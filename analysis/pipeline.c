@@ -596,3 +596,26 @@ ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_
 	free(counts);
 	return st;
 }
+
+ms_status pipe_output_norm(const blk_config *cfg, const float *x, int64_t T, int64_t max_tokens, double *norm,
+			   ms_error *err)
+{
+	const int64_t n = blk_subsample_count(T, max_tokens);
+	const int d = cfg->d;
+	float *xs = malloc((size_t)(n * d) * sizeof *xs);
+	float *y = malloc((size_t)(n * d) * sizeof *y);
+	ms_status st = MS_OK;
+	if (!xs || !y)
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory for %lld tokens", (long long)n);
+	for (int64_t i = 0; st == MS_OK && i < n; i++)
+		memcpy(xs + i * d, x + blk_subsample_index(i, T, n) * d, (size_t)d * sizeof *xs);
+	if (st == MS_OK)
+		st = blk_forward(cfg, xs, n, y, NULL, NULL, err);
+	double sum = 0.0;
+	for (int64_t i = 0; st == MS_OK && i < n * d; i++)
+		sum += (double)y[i] * y[i];
+	*norm = sqrt(sum);
+	free(xs);
+	free(y);
+	return st;
+}

@@ -133,4 +133,9 @@ void pipe_free_merged(pipe_merged *mg);
 ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,
 			  blk_eval_result *out, ms_error *err);
 
+/* |y|_F of a block configuration's output on the same deterministic subsample blk_eval uses (at most max_tokens
+ * of x [T, d]): lets a merged checkpoint opened as a model be compared with the merge previewed on the original. */
+ms_status pipe_output_norm(const blk_config *cfg, const float *x, int64_t T, int64_t max_tokens, double *norm,
+			   ms_error *err);
+
 #endif

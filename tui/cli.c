@@ -101,3 +101,18 @@ int cli_progress_enabled(void)
 {
 	return isatty(STDERR_FILENO);
 }
+
+void cli_progress(const char *label, int done, int total)
+{
+	if (!cli_progress_enabled() || total <= 0)
+		return;
+	const int width = 30;
+	int fill = (int)((long long)done * width / total);
+	fprintf(stderr, "\r%s [", label);
+	for (int i = 0; i < width; i++)
+		fputc(i < fill ? '#' : ' ', stderr);
+	fprintf(stderr, "] %d/%d", done, total);
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}

@@ -35,4 +35,7 @@ int cli_parse_size(const char *s, uint64_t *out);
 /* 1 when stderr is a terminal (progress is shown only then). */
 int cli_progress_enabled(void);
 
+/* Progress on stderr when it is a terminal: "label [####      ] 3/8". done == total ends the line. */
+void cli_progress(const char *label, int done, int total);
+
 #endif

@@ -5,5 +5,8 @@
 
 int cmd_info(int argc, char **argv);
 int cmd_samples(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -9,6 +9,16 @@
 const cli_command cli_commands[] = {
 	{"info", cmd_info, "info MODEL [--json]",
 	 "Describe a checkpoint: family, MoE blocks, experts, top-k, shapes, dtypes, bytes."},
+	{"analyze", cmd_analyze, "analyze MODEL --calib C [--similarity B|all] [--json OUT]",
+	 "Routing statistics, similarity (router-logits by default) and stable ranks of every MoE block."},
+	{"plan", cmd_plan,
+	 "plan MODEL --calib C --groups G [--global] [--method M] [--linkage L] [--similarity B] [--layers LIST] "
+	 "--out PLAN.csv",
+	 "Group the experts of every block (msmoe, hc, prune-frequency, prune-reap) and write the plan CSV."},
+	{"eval", cmd_eval,
+	 "eval MODEL --calib C [--plan PLAN.csv] [--layout L] [--router R] [--align A] [--weighting W] "
+	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--eval-tokens N] [--json OUT]",
+	 "Output error, routing agreement, parameters and FLOPs of a plan per block; without a plan, MEO."},
 	{"samples", cmd_samples, "samples DIR",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},
 };

@@ -1,0 +1,49 @@
+#include "io/jsonfile.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+static ms_status write_text(FILE *f, const char *text, const char *path, ms_error *err)
+{
+	size_t n = strlen(text);
+	if (fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF || fflush(f) != 0)
+		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+	return MS_OK;
+}
+
+ms_status jsonf_write(const char *path, const void *json, ms_error *err)
+{
+	char *text = cJSON_Print((const cJSON *)json);
+	if (!text)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory formatting JSON", path);
+	if (strcmp(path, "-") == 0) {
+		ms_status st = write_text(stdout, text, "standard output", err);
+		free(text);
+		return st;
+	}
+	size_t len = strlen(path) + 5;
+	char *tmp = malloc(len);
+	if (!tmp) {
+		free(text);
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	}
+	snprintf(tmp, len, "%s.tmp", path);
+	ms_status st = MS_OK;
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		st = ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+	if (st == MS_OK)
+		st = write_text(f, text, tmp, err);
+	if (f && fclose(f) != 0 && st == MS_OK)
+		st = ms_fail(err, MS_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+	if (st == MS_OK && rename(tmp, path) != 0)
+		st = ms_fail(err, MS_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+	if (st != MS_OK)
+		remove(tmp);
+	free(tmp);
+	free(text);
+	return st;
+}

@@ -1,0 +1,12 @@
+/* Writing a JSON document to a file safely: into PATH.tmp, every write and fclose checked, then renamed over
+ * PATH, so a reader never sees half a report. */
+#ifndef JSONF_JSONFILE_H
+#define JSONF_JSONFILE_H
+
+#include "io/error.h"
+
+/* json is a cJSON * (kept opaque here so that callers need not include cJSON for this header). PATH "-" writes
+ * to standard output. */
+ms_status jsonf_write(const char *path, const void *json, ms_error *err);
+
+#endif

@@ -1,0 +1,176 @@
+/* `moescope eval MODEL --calib C [--plan PLAN.csv and the merge options] [--eval-tokens N] [--json OUT]`:
+ * per block, the output error, routing agreement, parameters and FLOPs of a plan; without a plan, the block's
+ * output norm and the MEO analysis. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/jsonfile.h"
+#include "tui/cli.h"
+#include "tui/commands.h"
+#include "tui/options.h"
+#include "tui/report.h"
+
+typedef struct {
+	const char *model, *calib, *plan_path, *json;
+	int64_t eval_tokens;
+	pipe_merge_options mo;
+} eval_args;
+
+static int parse_args(int argc, char **argv, eval_args *a)
+{
+	static const struct option longopts[] = {
+		{"calib", required_argument, NULL, 'c'}, {"plan", required_argument, NULL, 'p'},
+		{"json", required_argument, NULL, 'j'},  {"eval-tokens", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},        OPT_MERGE_LONGOPTS,
+		{NULL, 0, NULL, 0},
+	};
+	a->mo = pipe_merge_defaults();
+	a->eval_tokens = 2048;
+	long long n;
+	char msg[256];
+	int c;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+		if (c >= OPT_MERGE_BASE) {
+			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->mo, msg,
+					     sizeof msg) < 0)
+				return cli_usage_error("eval", "%s", msg);
+			continue;
+		}
+		switch (c) {
+		case 'c': a->calib = optarg; break;
+		case 'p': a->plan_path = optarg; break;
+		case 'j': a->json = optarg; break;
+		case 'h': return cli_help("eval") - 1;
+		case 't':
+			if (cli_parse_int(optarg, 1, 1LL << 31, &n) != 0)
+				return cli_usage_error("eval", "--eval-tokens: '%s' is not a whole number >= 1", optarg);
+			a->eval_tokens = n;
+			break;
+		default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error("eval", "one MODEL expected");
+	a->model = argv[optind];
+	if (!a->calib)
+		return cli_usage_error("eval", "--calib is required");
+	if (opt_merge_check(&a->mo, msg, sizeof msg) != 0)
+		return cli_usage_error("eval", "%s", msg);
+	return 0;
+}
+
+/* The block with no plan: its output norm and MEO. */
+static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max_tokens, cJSON *jb,
+			    const char *label, ms_error *err)
+{
+	blk_config cfg = pipe_block_config(blk);
+	double norm;
+	meo_result meo;
+	int32_t *seg = NULL;
+	ms_status st = pipe_output_norm(&cfg, blk->x, blk->T, max_tokens, &norm, err);
+	if (st == MS_OK && calib_has_segments(cal)) {
+		seg = malloc((size_t)blk->T * sizeof *seg);
+		st = seg ? calib_load_segments(cal, seg, blk->T, err) : ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		if (st != MS_OK) { /* segment ids of another length: MEO per token only */
+			free(seg);
+			seg = NULL;
+			st = MS_OK;
+		}
+	}
+	if (st == MS_OK)
+		st = meo_analyze(&cfg, blk->x, blk->T, seg, max_tokens, &meo, err);
+	free(seg);
+	if (st != MS_OK)
+		return st;
+	printf("block %-12s output norm %.6g  MEO token error %.4f (max %.4f)", label, norm, meo.token_error_mean,
+	       meo.token_error_max);
+	if (meo.segments)
+		printf("  segment error %.4f over %lld segments", meo.segment_error_mean, (long long)meo.segments);
+	printf("  FLOPs/token %.4g -> %.4g\n", meo.flops_experts, meo.flops_token_meo);
+	cJSON_AddNumberToObject(jb, "output_norm", norm);
+	report_add_meo(jb, &meo);
+	return MS_OK;
+}
+
+/* The block under the plan: the merged block against the original. */
+static ms_status eval_planned(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *mo,
+			      int64_t max_tokens, cJSON *jb, ms_error *err)
+{
+	pipe_merged mg;
+	blk_eval_result r;
+	double norm = 0.0;
+	ms_status st = pipe_merge_block(blk, p, b, mo, &mg, err);
+	if (st != MS_OK)
+		return st;
+	st = pipe_eval_block(blk, &mg, p, b, max_tokens, &r, err);
+	if (st == MS_OK)
+		st = pipe_output_norm(&mg.cfg, blk->x, blk->T, max_tokens, &norm, err);
+	pipe_free_merged(&mg);
+	if (st != MS_OK)
+		return st;
+	printf("block %-12s groups %3d  output error %.6f  routing agreement %.4f  params %lld -> %lld (%.1f%% "
+	       "saved)  output norm %.6g\n",
+	       p->labels[b], plan_groups(p, b), r.rel_error, r.routing_agreement, (long long)r.params_before,
+	       (long long)r.params_after, 100.0 * (1.0 - (double)r.params_after / (double)r.params_before), norm);
+	report_add_eval(jb, &r);
+	cJSON_AddNumberToObject(jb, "output_norm", norm);
+	return MS_OK;
+}
+
+static void add_options(cJSON *o, const eval_args *a)
+{
+	cJSON_AddNumberToObject(o, "eval_tokens", (double)a->eval_tokens);
+	if (!a->plan_path)
+		return;
+	cJSON_AddStringToObject(o, "plan", a->plan_path);
+	cJSON_AddStringToObject(o, "layout", pipe_layout_names[a->mo.layout]);
+	cJSON_AddStringToObject(o, "router", rfit_method_name(a->mo.router));
+	cJSON_AddStringToObject(o, "align", align_ref_name(a->mo.align));
+	cJSON_AddStringToObject(o, "weighting", merge_weighting_name(a->mo.weighting));
+}
+
+int cmd_eval(int argc, char **argv)
+{
+	eval_args a = {0};
+	int rc = parse_args(argc, argv, &a);
+	if (rc != 0)
+		return rc < 0 ? CLI_OK : rc;
+	mdl_model *m;
+	calib *cal;
+	if (opt_open(a.model, a.calib, &m, &cal))
+		return CLI_USER_ERROR;
+	plan p = {0};
+	if (a.plan_path && opt_plan_read(m, a.plan_path, &p)) {
+		opt_close(m, cal);
+		return CLI_USER_ERROR;
+	}
+	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT)
+		a.mo.slots = opt_compact_slots(&p);
+	cJSON *report = report_new(m, cal);
+	add_options(report_options(report), &a);
+	ms_error err = {0};
+	ms_status st = MS_OK;
+	for (int b = 0; st == MS_OK && b < m->n_blocks; b++) {
+		cli_progress("eval", b, m->n_blocks);
+		pipe_block blk;
+		st = pipe_load_block(m, cal, b, &blk, &err);
+		if (st != MS_OK)
+			break;
+		cJSON *jb = report_block(report, m, b);
+		st = a.plan_path ? eval_planned(&blk, &p, b, &a.mo, a.eval_tokens, jb, &err)
+				 : eval_plain(&blk, cal, a.eval_tokens, jb, m->blocks[b].label, &err);
+		pipe_free_block(&blk);
+	}
+	cli_progress("eval", m->n_blocks, m->n_blocks);
+	if (st == MS_OK && a.json)
+		st = jsonf_write(a.json, report, &err);
+	cJSON_Delete(report);
+	if (a.plan_path)
+		plan_free(&p);
+	opt_close(m, cal);
+	return st == MS_OK ? CLI_OK : cli_report(&err);
+}

@@ -1,0 +1,30 @@
+/* The report JSON (DESIGN 4.2): what was analysed, with which options, and every block's results, as cJSON
+ * objects the commands assemble and io/jsonfile writes. */
+#ifndef REPORT_REPORT_H
+#define REPORT_REPORT_H
+
+#include <cjson/cJSON.h>
+
+#include "analysis/block.h"
+#include "analysis/meo.h"
+#include "analysis/pipeline.h"
+#include "io/calib.h"
+#include "io/model.h"
+
+/* {"model": {...dir, family, sizes...}, "calibration": {...}, "options": {}, "blocks": []} */
+cJSON *report_new(const mdl_model *m, const calib *cal);
+cJSON *report_options(cJSON *report);     /* the "options" object */
+cJSON *report_block(cJSON *report, const mdl_model *m, int b);  /* appends {"label","layer"} to "blocks" */
+
+void report_add_stats(cJSON *block, const pipe_stats *s);
+void report_add_eval(cJSON *block, const blk_eval_result *r);
+void report_add_meo(cJSON *block, const meo_result *r);
+
+/* Adds an array of n doubles (NAN as null) / an n x n matrix as nested arrays. */
+void report_add_array(cJSON *obj, const char *key, const double *v, int n, int stride);
+void report_add_matrix(cJSON *obj, const char *key, const double *v, int n);
+
+/* The model description of `moescope info --json`, also the report's "model" object. */
+cJSON *report_model(const mdl_model *m);
+
+#endif
