@@ -1,0 +1,380 @@
+/* Stable rank: sigma_max by Lanczos bidiagonalisation against LAPACKE_dgesvd on random, rank-deficient,
+ * degenerate and clustered spectra; the golden stable ranks of the M-SMoE test model. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lapacke.h>
+#include <cjson/cJSON.h>
+
+#include "analysis/stable_rank.h"
+#include "tests/test.h"
+
+#define GOLDEN "tests/data/golden/msmoe-mixtral/"
+
+/* A check whose condition says it all. */
+#define EXPECT(cond) CHECK(cond, "%s", "")
+
+/* ---- references ---- */
+
+/* Singular values of w [m, n] in descending order into s [min(m, n)], by double-precision LAPACK. */
+static int svd_values(const float *w, int m, int n, double *s)
+{
+	double *a = malloc((size_t)m * n * sizeof *a);
+	double *superb = malloc((size_t)(m < n ? m : n) * sizeof *superb);
+	int info = -1;
+	if (a && superb) {
+		for (size_t k = 0; k < (size_t)m * n; k++)
+			a[k] = w[k];
+		info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', 'N', m, n, a, n, s, NULL, 1, NULL, 1, superb);
+	}
+	free(a);
+	free(superb);
+	return info;
+}
+
+static void fill_random(float *w, size_t count, unsigned long long seed)
+{
+	unsigned long long s = seed;
+	for (size_t k = 0; k < count; k++)
+		w[k] = test_rand_f(&s);
+}
+
+/* A random m x m orthogonal matrix q (double), the Q of a QR factorisation of a random matrix. */
+static void random_orthogonal(int m, unsigned long long seed, double *q)
+{
+	unsigned long long s = seed;
+	double *tau = malloc((size_t)m * sizeof *tau);
+	for (size_t k = 0; k < (size_t)m * m; k++)
+		q[k] = test_rand_f(&s);
+	LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, m, m, q, m, tau);
+	LAPACKE_dorgqr(LAPACK_ROW_MAJOR, m, m, m, q, m, tau);
+	free(tau);
+}
+
+/* w [m, n] = P diag(sv) Q^T with random orthogonal P, Q: a matrix whose singular values are sv [min(m, n)]. */
+static void planted_spectrum(int m, int n, const double *sv, unsigned long long seed, float *w)
+{
+	double *p = malloc((size_t)m * m * sizeof *p), *q = malloc((size_t)n * n * sizeof *q);
+	random_orthogonal(m, seed, p);
+	random_orthogonal(n, seed * 7 + 1, q);
+	const int k = m < n ? m : n;
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++) {
+			double acc = 0.0;
+			for (int r = 0; r < k; r++)
+				acc += p[(size_t)i * m + r] * sv[r] * q[(size_t)j * n + r];
+			w[(size_t)i * n + j] = (float)acc;
+		}
+	free(p);
+	free(q);
+}
+
+/* Checks sigma_max and the stable rank of w against the SVD, to tol relative; returns the steps taken. */
+static int check_against_svd(const float *w, int m, int n, double rel_tol, double tol)
+{
+	const int k = m < n ? m : n;
+	double *s = malloc((size_t)k * sizeof *s);
+	EXPECT(svd_values(w, m, n, s) == 0);
+	double sum2 = 0.0;
+	for (int i = 0; i < k; i++)
+		sum2 += s[i] * s[i];
+	double sigma = -1.0, sr = -1.0;
+	int steps = -1;
+	EXPECT(srank_sigma_max(w, m, n, rel_tol, &sigma, &steps) == MS_OK);
+	CHECK(steps >= 1 && steps <= k, "%dx%d: %d steps", m, n, steps);
+	CHECK(fabs(sigma - s[0]) <= tol * s[0], "%dx%d: sigma %.10g, svd %.10g", m, n, sigma, s[0]);
+	EXPECT(srank_stable_rank(w, m, n, rel_tol, &sr) == MS_OK);
+	const double want = sum2 / (s[0] * s[0] + 1e-7);
+	CHECK(fabs(sr - want) <= tol * want, "%dx%d: stable rank %.10g, svd %.10g", m, n, sr, want);
+	CHECK_CLOSE(srank_frobenius2(w, m, n), sum2, 1e-9);
+	free(s);
+	return steps;
+}
+
+/* ---- random shapes ---- */
+
+static void test_random_shapes(void)
+{
+	static const int shapes[][2] = { { 48, 32 }, { 32, 48 }, { 256, 128 }, { 128, 256 }, { 1, 40 }, { 40, 1 },
+					 { 1, 1 }, { 2, 3 }, { 97, 61 } };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int m = shapes[i][0], n = shapes[i][1];
+		float *w = malloc((size_t)m * n * sizeof *w);
+		fill_random(w, (size_t)m * n, 1000 + i);
+		check_against_svd(w, m, n, 1e-4, 1e-4);
+		free(w);
+	}
+}
+
+/* With a tolerance no change can meet, the bidiagonalisation runs to min(m, n) steps (or breaks down earlier on
+ * an exhausted Krylov space) and is then exact to float rounding. */
+static void test_exact_at_full_steps(void)
+{
+	const int m = 48, n = 32;
+	float *w = malloc((size_t)m * n * sizeof *w);
+	fill_random(w, (size_t)m * n, 77);
+	const int steps = check_against_svd(w, m, n, 1e-15, 1e-6);
+	EXPECT(steps <= n);
+	free(w);
+}
+
+static void test_rank_one(void)
+{
+	const int m = 60, n = 45;
+	float a[60], b[45], *w = malloc((size_t)m * n * sizeof *w);
+	fill_random(a, m, 5);
+	fill_random(b, n, 6);
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++)
+			w[(size_t)i * n + j] = a[i] * b[j];
+	const int steps = check_against_svd(w, m, n, 1e-4, 1e-5);
+	CHECK(steps <= 2, "a rank-1 matrix exhausts its Krylov space at once, took %d steps", steps);
+	double sr = 0.0;
+	EXPECT(srank_stable_rank(w, m, n, 1e-4, &sr) == MS_OK);
+	CHECK_CLOSE(sr, 1.0, 1e-5);
+	free(w);
+}
+
+/* Rows that sum to zero: a constant start vector would sit in the null space of W^T. */
+static void test_centred_rows(void)
+{
+	const int m = 30, n = 20;
+	float *w = malloc((size_t)m * n * sizeof *w);
+	fill_random(w, (size_t)m * n, 8);
+	for (int i = 0; i < m; i++) {
+		double mean = 0.0;
+		for (int j = 0; j < n; j++)
+			mean += w[i * n + j];
+		for (int j = 0; j < n; j++)
+			w[i * n + j] -= (float)(mean / n);
+	}
+	check_against_svd(w, m, n, 1e-4, 1e-4);
+	free(w);
+}
+
+static void test_zero_matrix(void)
+{
+	float w[12] = { 0 };
+	double sigma = -1.0, sr = -1.0;
+	int steps = -1;
+	EXPECT(srank_sigma_max(w, 3, 4, 1e-4, &sigma, &steps) == MS_OK);
+	EXPECT(sigma == 0.0 && steps == 0);
+	EXPECT(srank_stable_rank(w, 3, 4, 1e-4, &sr) == MS_OK);
+	EXPECT(sr == 0.0);
+}
+
+/* An orthogonal matrix: every singular value 1, the stable rank is n. */
+static void test_all_equal(void)
+{
+	const int n = 40;
+	double *sv = malloc(n * sizeof *sv);
+	float *w = malloc((size_t)n * n * sizeof *w);
+	for (int i = 0; i < n; i++)
+		sv[i] = 1.0;
+	planted_spectrum(n, n, sv, 31, w);
+	int steps = check_against_svd(w, n, n, 1e-4, 1e-5);
+	CHECK(steps <= 2, "took %d steps", steps);
+	double sr = 0.0;
+	EXPECT(srank_stable_rank(w, n, n, 1e-4, &sr) == MS_OK);
+	CHECK_CLOSE(sr, (double)n, 1e-4);
+	free(sv);
+	free(w);
+}
+
+/* Power iteration on W^T W for the top eigenvalue: the steps it needs to bring sigma within tol of truth. */
+static int power_steps(const float *w, int m, int n, double truth, double tol, int limit)
+{
+	double *v = malloc(n * sizeof *v), *u = malloc(m * sizeof *u);
+	for (int j = 0; j < n; j++)
+		v[j] = 1.0 + 0.01 * j;
+	int it;
+	for (it = 1; it <= limit; it++) {
+		double un = 0.0, vn = 0.0;
+		for (int i = 0; i < m; i++) {
+			u[i] = 0.0;
+			for (int j = 0; j < n; j++)
+				u[i] += w[(size_t)i * n + j] * v[j];
+		}
+		for (int j = 0; j < n; j++)
+			vn += v[j] * v[j];
+		for (int i = 0; i < m; i++)
+			un += u[i] * u[i];
+		if (fabs(sqrt(un / vn) - truth) <= tol * truth)
+			break;
+		for (int j = 0; j < n; j++) {
+			v[j] = 0.0;
+			for (int i = 0; i < m; i++)
+				v[j] += w[(size_t)i * n + j] * u[i];
+		}
+		double nv = 0.0;
+		for (int j = 0; j < n; j++)
+			nv += v[j] * v[j];
+		for (int j = 0; j < n; j++)
+			v[j] /= sqrt(nv);
+	}
+	free(v);
+	free(u);
+	return it;
+}
+
+/* A slowly decaying top of the spectrum (1, 0.998, 0.996, ...): power iteration crawls at the ratio of
+ * neighbouring values, Lanczos does not. Also a tight cluster at the top. */
+static void test_clustered_top(void)
+{
+	const int m = 256, n = 128;
+	double sv[128];
+	for (int i = 0; i < n; i++)
+		sv[i] = i < 60 ? 1.0 - 0.002 * i : 0.5 * exp(-0.05 * (i - 60));
+	float *w = malloc((size_t)m * n * sizeof *w);
+	planted_spectrum(m, n, sv, 41, w);
+	const int steps = check_against_svd(w, m, n, 1e-4, 1e-4);
+	const int power = power_steps(w, m, n, 1.0, 1e-4, 2000);
+	CHECK(steps * 4 < power, "Lanczos %d steps, power iteration %d", steps, power);
+
+	for (int i = 0; i < n; i++)
+		sv[i] = i < 8 ? 3.0 - 1e-5 * i : 1.0 / (1 + i);
+	planted_spectrum(m, n, sv, 43, w);
+	check_against_svd(w, m, n, 1e-4, 1e-4);
+	free(w);
+}
+
+static void test_deterministic(void)
+{
+	const int m = 64, n = 80;
+	float *w = malloc((size_t)m * n * sizeof *w);
+	fill_random(w, (size_t)m * n, 99);
+	double a = 0.0, b = 1.0;
+	int sa = 0, sb = 1;
+	EXPECT(srank_sigma_max(w, m, n, 1e-4, &a, &sa) == MS_OK);
+	EXPECT(srank_sigma_max(w, m, n, 1e-4, &b, &sb) == MS_OK);
+	EXPECT(a == b && sa == sb);
+	free(w);
+}
+
+static void test_bad_input(void)
+{
+	float w[6] = { 1, 2, 3, 4, 5, 6 };
+	double sigma, sr;
+	EXPECT(srank_sigma_max(NULL, 2, 3, 1e-4, &sigma, NULL) == MS_ERR_ARG);
+	EXPECT(srank_sigma_max(w, 0, 3, 1e-4, &sigma, NULL) == MS_ERR_ARG);
+	EXPECT(srank_sigma_max(w, 2, -1, 1e-4, &sigma, NULL) == MS_ERR_ARG);
+	EXPECT(srank_sigma_max(w, 2, 3, 0.0, &sigma, NULL) == MS_ERR_ARG);
+	EXPECT(srank_sigma_max(w, 2, 3, NAN, &sigma, NULL) == MS_ERR_ARG);
+	EXPECT(srank_stable_rank(w, 2, 3, 1e-4, NULL) == MS_ERR_ARG);
+	w[4] = NAN;
+	EXPECT(srank_sigma_max(w, 2, 3, 1e-4, &sigma, NULL) == MS_ERR_NONFINITE);
+	w[4] = INFINITY;
+	EXPECT(srank_stable_rank(w, 2, 3, 1e-4, &sr) == MS_ERR_NONFINITE);
+	/* Finite values whose products overflow float: an error, never a silent infinity. */
+	float big[4] = { 3e38f, 3e38f, 3e38f, 3e38f };
+	ms_status st = srank_sigma_max(big, 2, 2, 1e-4, &sigma, NULL);
+	CHECK(st == MS_ERR_NONFINITE || (st == MS_OK && isfinite(sigma)), "status %d", (int)st);
+}
+
+/* ---- golden ---- */
+
+/* The F32 tensor `name` of a safetensors file (8-byte header length, JSON header, data), as a malloc'd array of
+ * rows x cols floats. A minimal reader for the test data only. */
+static float *golden_tensor(const char *path, const char *name, int *rows, int *cols)
+{
+	FILE *fp = fopen(path, "rb");
+	if (!fp)
+		return NULL;
+	unsigned char len8[8];
+	float *out = NULL;
+	char *header = NULL;
+	cJSON *json = NULL;
+	if (fread(len8, 1, 8, fp) != 8)
+		goto done;
+	uint64_t hlen = 0;
+	for (int k = 7; k >= 0; k--)
+		hlen = hlen << 8 | len8[k];
+	if (hlen > 1000000 || !(header = calloc(hlen + 1, 1)) || fread(header, 1, hlen, fp) != hlen)
+		goto done;
+	json = cJSON_Parse(header);
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(json, name);
+	const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+	if (cJSON_GetArraySize(shape) != 2 || cJSON_GetArraySize(offs) != 2)
+		goto done;
+	*rows = cJSON_GetArrayItem(shape, 0)->valueint;
+	*cols = cJSON_GetArrayItem(shape, 1)->valueint;
+	const long begin = (long)cJSON_GetArrayItem(offs, 0)->valuedouble;
+	const size_t count = (size_t)*rows * (size_t)*cols;
+	out = malloc(count * sizeof *out);
+	if (!out || fseek(fp, 8 + (long)hlen + begin, SEEK_SET) != 0 || fread(out, sizeof *out, count, fp) != count) {
+		free(out);
+		out = NULL;
+	}
+done:
+	cJSON_Delete(json);
+	free(header);
+	fclose(fp);
+	return out;
+}
+
+/* expected/stats.csv: layer,expert,frequency,stable_rank_gate,stable_rank_up,stable_rank_down */
+static int golden_stats(double sr[3][8][3])
+{
+	FILE *fp = fopen(GOLDEN "expected/stats.csv", "r");
+	if (!fp)
+		return -1;
+	char line[256];
+	int n = 0;
+	if (!fgets(line, sizeof line, fp)) {
+		fclose(fp);
+		return -1;
+	}
+	int l, e;
+	double freq, g, u, d;
+	while (fgets(line, sizeof line, fp))
+		if (sscanf(line, "%d,%d,%lf,%lf,%lf,%lf", &l, &e, &freq, &g, &u, &d) == 6 && l >= 0 && l < 3 && e >= 0 &&
+		    e < 8) {
+			sr[l][e][0] = g;
+			sr[l][e][1] = u;
+			sr[l][e][2] = d;
+			n++;
+		}
+	fclose(fp);
+	return n == 24 ? 0 : -1;
+}
+
+static void test_golden_stats(void)
+{
+	double want[3][8][3];
+	CHECK(golden_stats(want) == 0, "cannot read " GOLDEN "expected/stats.csv (run from the repository root)");
+	static const char *const mats[3] = { "w1", "w3", "w2" }; /* gate, up, down */
+	for (int l = 0; l < 3; l++)
+		for (int e = 0; e < 8; e++)
+			for (int k = 0; k < 3; k++) {
+				char name[128];
+				snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e,
+					 mats[k]);
+				int rows = 0, cols = 0;
+				float *w = golden_tensor(GOLDEN "model/model.safetensors", name, &rows, &cols);
+				CHECK(w != NULL, "cannot read %s", name);
+				if (!w)
+					return;
+				double sr = 0.0;
+				EXPECT(srank_stable_rank(w, rows, cols, 1e-4, &sr) == MS_OK);
+				CHECK(fabs(sr - want[l][e][k]) <= 1e-3 * want[l][e][k], "%s: %.8g, golden %.8g", name, sr,
+				      want[l][e][k]);
+				free(w);
+			}
+}
+
+int main(void)
+{
+	RUN(test_random_shapes);
+	RUN(test_exact_at_full_steps);
+	RUN(test_rank_one);
+	RUN(test_centred_rows);
+	RUN(test_zero_matrix);
+	RUN(test_all_equal);
+	RUN(test_clustered_top);
+	RUN(test_deterministic);
+	RUN(test_bad_input);
+	RUN(test_golden_stats);
+	return test_summary();
+}
