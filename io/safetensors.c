@@ -1,0 +1,982 @@
+/* safetensors reading (mmap, one file or a shard set) and streaming writing.
+ *
+ * Reading follows the rules of the reference implementation (huggingface/safetensors, DESIGN 2.1) but reports
+ * each broken rule with its own status. A file is mapped once, read-only; its header is copied out and parsed with
+ * cJSON, every entry is checked on its own (dtype, shape, offsets, size), then the entries are sorted by name to
+ * find duplicates and by offset to check that the data buffer is tiled exactly. Tensors of every shard end up in
+ * one array sorted by name, so st_get is name order and st_find is a binary search.
+ *
+ * Byte offsets in messages are absolute file offsets: a tensor's data is at 8 + N + begin; a problem inside the
+ * header points at the entry's key in the header text where it can be found. */
+#include "io/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Numbers in a header are read through cJSON's double; above 2^53 a double no longer holds every integer, so a
+ * larger shape or offset could be silently changed. No real file gets near (2^53 bytes is 8 PiB). */
+#define ST_EXACT_MAX 9007199254740992.0
+#define ST_INDEX_NAME "model.safetensors.index.json"
+#define ST_SINGLE_NAME "model.safetensors"
+
+/* ---- dtypes: one row each ---- */
+
+static const struct {
+	const char *name;
+	size_t size;
+	int is_float; /* converts to float32 */
+} dtype_table[ST_DTYPE_COUNT] = {
+	[ST_F32] = {"F32", 4, 1},     [ST_F16] = {"F16", 2, 1},   [ST_BF16] = {"BF16", 2, 1},
+	[ST_F64] = {"F64", 8, 0},     [ST_I8] = {"I8", 1, 0},     [ST_I16] = {"I16", 2, 0},
+	[ST_I32] = {"I32", 4, 0},     [ST_I64] = {"I64", 8, 0},   [ST_U8] = {"U8", 1, 0},
+	[ST_U16] = {"U16", 2, 0},     [ST_U32] = {"U32", 4, 0},   [ST_U64] = {"U64", 8, 0},
+	[ST_BOOL] = {"BOOL", 1, 0},   [ST_F8_E4M3] = {"F8_E4M3", 1, 0}, [ST_F8_E5M2] = {"F8_E5M2", 1, 0},
+};
+
+const char *st_dtype_name(st_dtype t)
+{
+	return (unsigned)t < ST_DTYPE_COUNT ? dtype_table[t].name : "?";
+}
+
+size_t st_dtype_size(st_dtype t)
+{
+	return (unsigned)t < ST_DTYPE_COUNT ? dtype_table[t].size : 0;
+}
+
+int st_dtype_is_float(st_dtype t)
+{
+	return (unsigned)t < ST_DTYPE_COUNT && dtype_table[t].is_float;
+}
+
+int st_dtype_parse(const char *name, st_dtype *out)
+{
+	for (int i = 0; name && i < ST_DTYPE_COUNT; i++) {
+		if (!strcmp(name, dtype_table[i].name)) {
+			*out = (st_dtype)i;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* ---- scalar conversions ---- */
+
+static uint32_t f32_bits(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, sizeof u);
+	return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+	float x;
+	memcpy(&x, &u, sizeof x);
+	return x;
+}
+
+float st_bf16_to_f32(uint16_t h)
+{
+	return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t st_f32_to_bf16(float x)
+{
+	uint32_t u = f32_bits(x);
+	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: truncating could clear the mantissa, so force the quiet bit */
+		return (uint16_t)((u >> 16) | 0x0040u);
+	/* Adding 0x7fff plus the lowest kept bit rounds half to even; a carry out of the mantissa bumps the exponent,
+	 * which is right (and turns the largest finite values into infinity, also right). */
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+float st_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t exp = (h >> 10) & 0x1fu;
+	uint32_t mant = h & 0x3ffu;
+	if (exp == 0x1f) /* infinity or NaN: the payload moves up with the mantissa, NaN stays NaN */
+		return bits_f32(sign | 0x7f800000u | (mant << 13));
+	if (exp != 0)
+		return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+	/* Zero or subnormal: mant * 2^-24 is exact in float32. */
+	float v = (float)mant * 0x1p-24f;
+	return sign ? -v : v;
+}
+
+/* Rounds m / 2^shift to the nearest integer, ties to even (shift >= 1). */
+static uint32_t shift_rne(uint32_t m, unsigned shift)
+{
+	uint32_t q = m >> shift;
+	uint32_t rem = m & ((1u << shift) - 1u);
+	uint32_t half = 1u << (shift - 1u);
+	if (rem > half || (rem == half && (q & 1u)))
+		q++;
+	return q;
+}
+
+uint16_t st_f32_to_f16(float x)
+{
+	uint32_t u = f32_bits(x);
+	uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+	uint32_t a = u & 0x7fffffffu;
+	uint32_t mant = a & 0x7fffffu;
+	if (a > 0x7f800000u) /* NaN: keep the top of the payload, set the quiet bit so it cannot become infinity */
+		return (uint16_t)(sign | 0x7e00u | (mant >> 13));
+	/* 65520 is halfway between 65504 (largest half) and 65536; the tie goes to the even 65536, i.e. infinity. */
+	if (a >= 0x477ff000u)
+		return (uint16_t)(sign | 0x7c00u);
+	if (a >= 0x38800000u) { /* normal half (>= 2^-14): rebias, round 13 dropped bits; a carry is correct */
+		uint32_t h = ((a >> 23) - 112u) << 10 | (mant >> 13);
+		uint32_t rem = mant & 0x1fffu;
+		if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+			h++;
+		return (uint16_t)(sign | h);
+	}
+	/* Subnormal half: the value in units of 2^-24 is (mant | 2^23) * 2^(e - 126); below 2^-25 it is zero. */
+	uint32_t e = a >> 23;
+	if (e < 102u)
+		return sign;
+	return (uint16_t)(sign | shift_rne(mant | 0x800000u, 126u - e));
+}
+
+/* ---- the open file ---- */
+
+typedef struct {
+	char *path;
+	void *map;     /* the whole file, PROT_READ */
+	size_t size;
+	char **meta;   /* [2 * nmeta]: key, value, key, value ... of __metadata__ */
+	size_t nmeta;
+} st_shard;
+
+struct st_file {
+	char *path;
+	st_shard *shards;
+	size_t nshards;
+	st_tensor *tensors; /* [ntensors], sorted by name; names owned */
+	size_t ntensors;
+	size_t cap;
+};
+
+static char *dup_str(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = malloc(n);
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	char *p = malloc(a + b + 2);
+	if (!p)
+		return NULL;
+	memcpy(p, dir, a);
+	size_t k = a;
+	if (a && dir[a - 1] != '/')
+		p[k++] = '/';
+	memcpy(p + k, name, b + 1);
+	return p;
+}
+
+static void shard_free(st_shard *s)
+{
+	if (s->map)
+		munmap(s->map, s->size);
+	for (size_t i = 0; i < 2 * s->nmeta; i++)
+		free(s->meta[i]);
+	free(s->meta);
+	free(s->path);
+}
+
+void st_close(st_file *f)
+{
+	if (!f)
+		return;
+	for (size_t i = 0; i < f->nshards; i++)
+		shard_free(&f->shards[i]);
+	for (size_t i = 0; i < f->ntensors; i++)
+		free((char *)f->tensors[i].name);
+	free(f->shards);
+	free(f->tensors);
+	free(f->path);
+	free(f);
+}
+
+static ms_status push_tensor(st_file *f, const st_tensor *t, ms_error *err)
+{
+	if (f->ntensors == f->cap) {
+		size_t cap = f->cap ? 2 * f->cap : 64;
+		st_tensor *n = realloc(f->tensors, cap * sizeof *n);
+		if (!n)
+			return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", f->path);
+		f->tensors = n;
+		f->cap = cap;
+	}
+	f->tensors[f->ntensors++] = *t;
+	return MS_OK;
+}
+
+/* ---- one header entry ---- */
+
+/* What parsing a file needs to say where things are. */
+typedef struct {
+	const char *path;
+	const char *hdr;   /* NUL-terminated copy of the header, [hlen] */
+	uint64_t hlen;
+	uint64_t bufsize; /* file size - 8 - N */
+	ms_error *err;
+} st_ctx;
+
+/* Absolute offset of the entry "name": in the header (8 + position of the quoted key), or 8 if the key is
+ * written with escapes and cannot be found as is. Only used for messages. */
+static uint64_t key_offset(const st_ctx *c, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = c->hdr;
+	while ((p = strchr(p, '"')) != NULL) {
+		if (!strncmp(p + 1, name, n) && p[n + 1] == '"') {
+			const char *q = p + n + 2;
+			while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+				q++;
+			if (*q == ':')
+				return 8 + (uint64_t)(p - c->hdr);
+		}
+		p++;
+	}
+	return 8;
+}
+
+/* A JSON number that is an integer in [0, 2^53]; -1 when negative, 0 when not such an integer. */
+static int json_uint(const cJSON *v, uint64_t *out)
+{
+	if (!cJSON_IsNumber(v))
+		return 0;
+	double d = v->valuedouble;
+	if (!isfinite(d) || d != floor(d) || d > ST_EXACT_MAX)
+		return 0;
+	if (d < 0)
+		return -1;
+	*out = (uint64_t)d;
+	return 1;
+}
+
+static ms_status entry_fail(const st_ctx *c, const char *name, const char *what, const char *detail)
+{
+	return ms_fail(c->err, MS_ERR_ST_ENTRY, "%s: tensor '%s': byte %llu: %s%s", c->path, name,
+		       (unsigned long long)key_offset(c, name), what, detail ? detail : "");
+}
+
+static ms_status parse_shape(const st_ctx *c, const char *name, const cJSON *shape, st_tensor *t)
+{
+	if (!cJSON_IsArray(shape))
+		return entry_fail(c, name, "\"shape\" is missing or not an array", NULL);
+	int n = cJSON_GetArraySize(shape);
+	if (n > ST_MAX_DIMS) {
+		char d[64];
+		snprintf(d, sizeof d, " (%d dimensions, at most %d)", n, ST_MAX_DIMS);
+		return entry_fail(c, name, "\"shape\" has too many dimensions", d);
+	}
+	t->ndim = 0;
+	const cJSON *v;
+	cJSON_ArrayForEach(v, shape) {
+		uint64_t dim;
+		int ok = json_uint(v, &dim);
+		if (ok <= 0)
+			return entry_fail(c, name, "\"shape\" holds ",
+					  ok < 0 ? "a negative number" : "something other than an integer in [0, 2^53]");
+		t->shape[t->ndim++] = (int64_t)dim;
+	}
+	return MS_OK;
+}
+
+static ms_status parse_offsets(const st_ctx *c, const char *name, const cJSON *offs, uint64_t *begin,
+			       uint64_t *end)
+{
+	if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
+		return entry_fail(c, name, "\"data_offsets\" is missing or not an array of two numbers", NULL);
+	int ok_b = json_uint(cJSON_GetArrayItem(offs, 0), begin);
+	int ok_e = json_uint(cJSON_GetArrayItem(offs, 1), end);
+	if (ok_b <= 0 || ok_e <= 0)
+		return entry_fail(c, name, "\"data_offsets\" holds ",
+				  ok_b < 0 || ok_e < 0 ? "a negative number" : "something other than an integer");
+	if (*end < *begin)
+		return entry_fail(c, name, "\"data_offsets\" ends before it begins", NULL);
+	return MS_OK;
+}
+
+/* numel and nbytes from shape and dtype, then the byte count against the offsets. */
+static ms_status check_size(const st_ctx *c, const char *name, st_tensor *t, uint64_t begin, uint64_t end)
+{
+	uint64_t numel = 1;
+	for (int k = 0; k < t->ndim; k++) {
+		if (__builtin_mul_overflow(numel, (uint64_t)t->shape[k], &numel))
+			goto overflow;
+	}
+	uint64_t nbytes;
+	if (__builtin_mul_overflow(numel, (uint64_t)st_dtype_size(t->dtype), &nbytes))
+		goto overflow;
+	t->numel = numel;
+	t->nbytes = nbytes;
+	if (end - begin != nbytes)
+		return ms_fail(c->err, MS_ERR_ST_SIZE_MISMATCH,
+			       "%s: tensor '%s': byte %llu: data_offsets span %llu bytes but shape and %s need %llu", c->path,
+			       name, (unsigned long long)(8 + c->hlen + begin), (unsigned long long)(end - begin),
+			       st_dtype_name(t->dtype), (unsigned long long)nbytes);
+	return MS_OK;
+overflow:
+	return ms_fail(c->err, MS_ERR_ST_SHAPE_OVERFLOW, "%s: tensor '%s': byte %llu: shape times %s size overflows 64 bits",
+		       c->path, name, (unsigned long long)key_offset(c, name), st_dtype_name(t->dtype));
+}
+
+/* One tensor entry into t (name left to the caller); begin and end relative to the data buffer. */
+static ms_status parse_entry(const st_ctx *c, const cJSON *e, st_tensor *t, uint64_t *begin, uint64_t *end)
+{
+	const char *name = e->string;
+	if (!cJSON_IsObject(e))
+		return entry_fail(c, name, "entry is not a JSON object", NULL);
+	const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+	if (!cJSON_IsString(dt))
+		return entry_fail(c, name, "\"dtype\" is missing or not a string", NULL);
+	if (!st_dtype_parse(dt->valuestring, &t->dtype))
+		return ms_fail(c->err, MS_ERR_ST_DTYPE, "%s: tensor '%s': byte %llu: unknown dtype \"%s\"", c->path, name,
+			       (unsigned long long)key_offset(c, name), dt->valuestring);
+	ms_status st = parse_shape(c, name, cJSON_GetObjectItemCaseSensitive(e, "shape"), t);
+	if (!st)
+		st = parse_offsets(c, name, cJSON_GetObjectItemCaseSensitive(e, "data_offsets"), begin, end);
+	if (!st)
+		st = check_size(c, name, t, *begin, *end);
+	return st;
+}
+
+/* ---- checks across entries ---- */
+
+typedef struct {
+	st_tensor t;
+	uint64_t begin, end;
+} st_entry;
+
+static int cmp_entry_name(const void *a, const void *b)
+{
+	return strcmp(((const st_entry *)a)->t.name, ((const st_entry *)b)->t.name);
+}
+
+static int cmp_entry_offset(const void *a, const void *b)
+{
+	const st_entry *x = a, *y = b;
+	if (x->begin != y->begin)
+		return x->begin < y->begin ? -1 : 1;
+	if (x->end != y->end)
+		return x->end < y->end ? -1 : 1;
+	return strcmp(x->t.name, y->t.name);
+}
+
+static ms_status check_duplicates(const st_ctx *c, st_entry *e, size_t n)
+{
+	qsort(e, n, sizeof *e, cmp_entry_name);
+	for (size_t i = 1; i < n; i++) {
+		if (!strcmp(e[i - 1].t.name, e[i].t.name))
+			return ms_fail(c->err, MS_ERR_ST_DUPLICATE, "%s: tensor '%s': byte %llu: name appears twice in the header",
+				       c->path, e[i].t.name, (unsigned long long)key_offset(c, e[i].t.name));
+	}
+	return MS_OK;
+}
+
+/* Sorted by begin, the tensors must tile [0, bufsize) exactly, as in the reference reader. */
+static ms_status check_tiling(const st_ctx *c, st_entry *e, size_t n)
+{
+	qsort(e, n, sizeof *e, cmp_entry_offset);
+	uint64_t at = 0, base = 8 + c->hlen;
+	for (size_t i = 0; i < n; i++) {
+		if (e[i].begin < at)
+			return ms_fail(c->err, MS_ERR_ST_OVERLAP, "%s: tensor '%s': byte %llu: data overlaps the tensor before, which ends at byte %llu",
+				       c->path, e[i].t.name, (unsigned long long)(base + e[i].begin),
+				       (unsigned long long)(base + at));
+		if (e[i].begin > at)
+			return ms_fail(c->err, MS_ERR_ST_GAP, "%s: tensor '%s': byte %llu: data begins after a gap of %llu bytes (%s)",
+				       c->path, e[i].t.name, (unsigned long long)(base + e[i].begin),
+				       (unsigned long long)(e[i].begin - at), i ? "after the tensor before" : "the first tensor must begin at offset 0");
+		at = e[i].end;
+	}
+	if (at != c->bufsize)
+		return ms_fail(c->err, MS_ERR_ST_UNCOVERED, "%s: %s%s%sbyte %llu: tensor data ends here but the file %s at byte %llu",
+			       c->path, n ? "tensor '" : "", n ? e[n - 1].t.name : "", n ? "': " : "",
+			       (unsigned long long)(base + at), at < c->bufsize ? "goes on to its end" : "ends",
+			       (unsigned long long)(base + c->bufsize));
+	return MS_OK;
+}
+
+/* ---- one file ---- */
+
+static ms_status parse_metadata(const st_ctx *c, const cJSON *m, st_shard *sh)
+{
+	if (!cJSON_IsObject(m))
+		return entry_fail(c, "__metadata__", "is not a JSON object", NULL);
+	size_t n = (size_t)cJSON_GetArraySize(m);
+	sh->meta = calloc(2 * n + 1, sizeof *sh->meta);
+	if (!sh->meta)
+		return ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+	const cJSON *v;
+	cJSON_ArrayForEach(v, m) {
+		if (!cJSON_IsString(v))
+			return ms_fail(c->err, MS_ERR_ST_ENTRY, "%s: tensor '__metadata__': byte %llu: value of '%s' is not a string",
+				       c->path, (unsigned long long)key_offset(c, "__metadata__"), v->string);
+		char *k = dup_str(v->string), *s = dup_str(v->valuestring);
+		sh->meta[2 * sh->nmeta] = k;
+		sh->meta[2 * sh->nmeta + 1] = s;
+		sh->nmeta++;
+		if (!k || !s)
+			return ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+	}
+	return MS_OK;
+}
+
+static void free_entries(st_entry *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free((char *)e[i].t.name);
+	free(e);
+}
+
+/* Every entry of the parsed header; on success the entries (sorted by name, names owned) go to *out. */
+static ms_status parse_entries(const st_ctx *c, const cJSON *root, const char *data, st_shard *sh, st_entry **out,
+			       size_t *nout)
+{
+	size_t cap = (size_t)cJSON_GetArraySize(root) + 1, n = 0;
+	st_entry *e = calloc(cap, sizeof *e);
+	if (!e)
+		return ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+	ms_status st = MS_OK;
+	int seen_meta = 0;
+	const cJSON *it;
+	cJSON_ArrayForEach(it, root) {
+		if (!strcmp(it->string, "__metadata__")) {
+			st = seen_meta++ ? ms_fail(c->err, MS_ERR_ST_DUPLICATE, "%s: tensor '__metadata__': byte %llu: appears twice in the header",
+						  c->path, (unsigned long long)key_offset(c, "__metadata__"))
+					 : parse_metadata(c, it, sh);
+		} else {
+			st_entry *x = &e[n];
+			st = parse_entry(c, it, &x->t, &x->begin, &x->end);
+			if (!st) {
+				x->t.name = dup_str(it->string);
+				st = x->t.name ? MS_OK : ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+				n += x->t.name != NULL;
+			}
+			x->t.data = data + x->begin;
+			x->t.path = sh->path;
+			x->t.file_offset = 8 + c->hlen + x->begin;
+		}
+		if (st)
+			break;
+	}
+	if (!st)
+		st = check_duplicates(c, e, n);
+	if (!st)
+		st = check_tiling(c, e, n);
+	if (st) {
+		free_entries(e, n);
+		return st;
+	}
+	qsort(e, n, sizeof *e, cmp_entry_name);
+	*out = e;
+	*nout = n;
+	return MS_OK;
+}
+
+/* text[len] (NUL-terminated) as one JSON object. cJSON stops at the end of the first value, so only whitespace may
+ * follow it (the writer pads with spaces). *at is where parsing stopped, for messages. */
+static cJSON *parse_object(const char *text, size_t len, size_t *at, const char **what)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	*at = end ? (size_t)(end - text) : 0;
+	*what = "not valid JSON";
+	if (!root)
+		return NULL;
+	while (*at < len && text[*at] && strchr(" \t\r\n", text[*at]))
+		(*at)++;
+	if (*at != len || !cJSON_IsObject(root)) {
+		*what = cJSON_IsObject(root) ? "a JSON object followed by something other than spaces" : "JSON but not an object";
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+static ms_status parse_header(const st_ctx *c, cJSON **out)
+{
+	size_t at;
+	const char *what;
+	*out = parse_object(c->hdr, (size_t)c->hlen, &at, &what);
+	if (!*out)
+		return ms_fail(c->err, MS_ERR_ST_HEADER_JSON, "%s: byte %llu: header is %s", c->path,
+			       (unsigned long long)(8 + at), what);
+	return MS_OK;
+}
+
+/* Size rules on the raw file: 8 bytes of length, a header within the limit and within the file. */
+static ms_status check_frame(const char *path, const unsigned char *map, uint64_t size, uint64_t *hlen, ms_error *err)
+{
+	if (size < 8)
+		return ms_fail(err, MS_ERR_ST_TRUNCATED, "%s: byte 0: file is %llu bytes, shorter than the 8-byte header length",
+			       path, (unsigned long long)size);
+	uint64_t n = 0;
+	for (int i = 7; i >= 0; i--)
+		n = n << 8 | map[i];
+	if (n > ST_HEADER_LIMIT)
+		return ms_fail(err, MS_ERR_ST_HEADER_LIMIT, "%s: byte 0: header length %llu is over the limit of %llu bytes",
+			       path, (unsigned long long)n, (unsigned long long)ST_HEADER_LIMIT);
+	if (8 + n > size)
+		return ms_fail(err, MS_ERR_ST_HEADER_PAST_END, "%s: byte 8: header of %llu bytes runs past the end of the %llu-byte file",
+			       path, (unsigned long long)n, (unsigned long long)size);
+	*hlen = n;
+	return MS_OK;
+}
+
+static ms_status map_file(st_shard *sh, ms_error *err)
+{
+	int fd = open(sh->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ms_fail(err, MS_ERR_IO, "%s: cannot open: %s", sh->path, strerror(errno));
+	struct stat sb;
+	ms_status st = MS_OK;
+	if (fstat(fd, &sb) != 0)
+		st = ms_fail(err, MS_ERR_IO, "%s: cannot stat: %s", sh->path, strerror(errno));
+	else if (!S_ISREG(sb.st_mode))
+		st = ms_fail(err, MS_ERR_IO, "%s: not a regular file", sh->path);
+	else if (sb.st_size > 0) {
+		sh->size = (size_t)sb.st_size;
+		void *m = mmap(NULL, sh->size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (m == MAP_FAILED)
+			st = ms_fail(err, MS_ERR_IO, "%s: cannot map: %s", sh->path, strerror(errno));
+		else
+			sh->map = m;
+	}
+	close(fd);
+	return st;
+}
+
+/* Maps sh->path, checks it and appends its tensors to f. */
+static ms_status open_shard(st_file *f, st_shard *sh, ms_error *err)
+{
+	ms_status st = map_file(sh, err);
+	uint64_t hlen = 0;
+	if (!st)
+		st = check_frame(sh->path, sh->map, sh->size, &hlen, err);
+	if (st)
+		return st;
+	char *hdr = malloc((size_t)hlen + 1);
+	if (!hdr)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for a %llu-byte header", sh->path,
+			       (unsigned long long)hlen);
+	memcpy(hdr, (const char *)sh->map + 8, (size_t)hlen);
+	hdr[hlen] = '\0';
+	st_ctx c = {sh->path, hdr, hlen, sh->size - 8 - hlen, err};
+	cJSON *root = NULL;
+	st_entry *e = NULL;
+	size_t n = 0;
+	st = parse_header(&c, &root);
+	if (!st)
+		st = parse_entries(&c, root, (const char *)sh->map + 8 + hlen, sh, &e, &n);
+	cJSON_Delete(root);
+	free(hdr);
+	size_t i = 0;
+	for (; !st && i < n; i++) {
+		st = push_tensor(f, &e[i].t, err);
+		if (!st)
+			e[i].t.name = NULL; /* now owned by f */
+	}
+	free_entries(e, n);
+	return st;
+}
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+	return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
+}
+
+static ms_status add_shard(st_file *f, const char *path, ms_error *err)
+{
+	st_shard *s = realloc(f->shards, (f->nshards + 1) * sizeof *s);
+	if (!s)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	f->shards = s;
+	st_shard *sh = &s[f->nshards];
+	memset(sh, 0, sizeof *sh);
+	sh->path = dup_str(path);
+	if (!sh->path)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	f->nshards++;
+	return open_shard(f, sh, err);
+}
+
+/* ---- shard sets ---- */
+
+/* The index file, whole (it is small; the limit keeps a wrong path from being read in full). */
+static ms_status read_index(const char *path, cJSON **out, ms_error *err)
+{
+	st_shard tmp = {.path = (char *)path};
+	ms_status st = map_file(&tmp, err);
+	if (st)
+		return st;
+	if (tmp.size > ST_HEADER_LIMIT) {
+		munmap(tmp.map, tmp.size);
+		return ms_fail(err, MS_ERR_ST_INDEX, "%s: index of %zu bytes is over the %llu-byte limit", path, tmp.size,
+			       (unsigned long long)ST_HEADER_LIMIT);
+	}
+	char *text = malloc(tmp.size + 1);
+	if (text) {
+		if (tmp.size)
+			memcpy(text, tmp.map, tmp.size);
+		text[tmp.size] = '\0';
+	}
+	if (tmp.map)
+		munmap(tmp.map, tmp.size);
+	if (!text)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	size_t at;
+	const char *what;
+	cJSON *root = parse_object(text, tmp.size, &at, &what);
+	free(text);
+	if (!root)
+		return ms_fail(err, MS_ERR_ST_INDEX, "%s: byte %zu: index is %s", path, at, what);
+	*out = root;
+	return MS_OK;
+}
+
+static int shard_name_ok(const char *s)
+{
+	return s[0] && !strchr(s, '/') && !strstr(s, "..");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The distinct shard names of a weight_map that passed check_weight_map, sorted. */
+static ms_status shard_names(const char *path, const cJSON *wm, const char ***out, size_t *nout, ms_error *err)
+{
+	size_t n = 0, cap = (size_t)cJSON_GetArraySize(wm) + 1;
+	const char **names = malloc(cap * sizeof *names);
+	if (!names)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	const cJSON *v;
+	cJSON_ArrayForEach(v, wm)
+		names[n++] = v->valuestring;
+	qsort(names, n, sizeof *names, cmp_str);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!k || strcmp(names[k - 1], names[i]))
+			names[k++] = names[i];
+	}
+	*out = names;
+	*nout = k;
+	return MS_OK;
+}
+
+static ms_status check_weight_map(const char *path, const cJSON *wm, ms_error *err)
+{
+	if (!cJSON_IsObject(wm))
+		return ms_fail(err, MS_ERR_ST_INDEX, "%s: \"weight_map\" is missing or not an object", path);
+	const cJSON *v;
+	cJSON_ArrayForEach(v, wm) {
+		if (!cJSON_IsString(v))
+			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map value is not a string", path, v->string);
+		if (!shard_name_ok(v->valuestring))
+			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard name \"%s\" is empty or leaves the directory",
+				       path, v->string, v->valuestring);
+		for (const cJSON *w = v->next; w; w = w->next) {
+			if (!strcmp(v->string, w->string))
+				return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': listed twice in weight_map", path, v->string);
+		}
+	}
+	return MS_OK;
+}
+
+/* weight_map names exactly the tensors found, each in its shard. f->tensors is sorted by name. */
+static ms_status check_mapping(const st_file *f, const char *path, const cJSON *wm, ms_error *err)
+{
+	for (size_t i = 0; i < f->ntensors; i++) {
+		const st_tensor *t = &f->tensors[i];
+		if (i && !strcmp(f->tensors[i - 1].name, t->name))
+			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': found in two shards, %s and %s", path, t->name,
+				       f->tensors[i - 1].path, t->path);
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(wm, t->name);
+		const char *base = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
+		if (!v)
+			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in shard %s but not in weight_map", path, t->name,
+				       t->path);
+		if (strcmp(v->valuestring, base))
+			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map says %s but it is in %s", path,
+				       t->name, v->valuestring, t->path);
+	}
+	const cJSON *v;
+	cJSON_ArrayForEach(v, wm) {
+		if (!st_find(f, v->string))
+			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in weight_map but not in shard %s", path,
+				       v->string, v->valuestring);
+	}
+	return MS_OK;
+}
+
+static ms_status check_total(const st_file *f, const char *path, const cJSON *root, ms_error *err)
+{
+	const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+	const cJSON *tot = cJSON_IsObject(meta) ? cJSON_GetObjectItemCaseSensitive(meta, "total_size") : NULL;
+	if (!tot)
+		return MS_OK;
+	uint64_t want, sum = 0;
+	if (json_uint(tot, &want) <= 0)
+		return ms_fail(err, MS_ERR_ST_INDEX, "%s: metadata.total_size is not a non-negative integer", path);
+	for (size_t i = 0; i < f->ntensors; i++)
+		sum += f->tensors[i].nbytes; /* each is below the file size; no overflow */
+	if (sum != want)
+		return ms_fail(err, MS_ERR_ST_INDEX, "%s: metadata.total_size is %llu but the tensors hold %llu bytes", path,
+			       (unsigned long long)want, (unsigned long long)sum);
+	return MS_OK;
+}
+
+/* First tensor of weight_map stored in shard `name` (for messages). */
+static const char *first_tensor_of(const cJSON *wm, const char *name)
+{
+	const cJSON *v;
+	cJSON_ArrayForEach(v, wm) {
+		if (!strcmp(v->valuestring, name))
+			return v->string;
+	}
+	return "?";
+}
+
+static ms_status open_shards(st_file *f, const char *path, const cJSON *wm, ms_error *err)
+{
+	const char **names = NULL;
+	size_t n = 0;
+	ms_status st = shard_names(path, wm, &names, &n, err);
+	const char *slash = strrchr(path, '/');
+	char *dir = NULL;
+	if (!st) {
+		dir = slash ? strndup(path, (size_t)(slash - path) + 1) : dup_str("");
+		if (!dir)
+			st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	}
+	for (size_t i = 0; !st && i < n; i++) {
+		char *sp = join_path(dir, names[i]);
+		st = sp ? add_shard(f, sp, err) : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		if (st == MS_ERR_IO) {
+			char why[sizeof err->msg];
+			snprintf(why, sizeof why, "%s", err ? err->msg : "");
+			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard does not open (%s)", path,
+				     first_tensor_of(wm, names[i]), why);
+		}
+		free(sp);
+	}
+	free(dir);
+	free(names);
+	return st;
+}
+
+static ms_status open_index(st_file *f, const char *path, ms_error *err)
+{
+	cJSON *root = NULL;
+	ms_status st = read_index(path, &root, err);
+	if (st)
+		return st;
+	const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+	st = check_weight_map(path, wm, err);
+	if (!st)
+		st = open_shards(f, path, wm, err);
+	if (!st) {
+		qsort(f->tensors, f->ntensors, sizeof *f->tensors, cmp_tensor_name);
+		st = check_mapping(f, path, wm, err);
+	}
+	if (!st)
+		st = check_total(f, path, root, err);
+	cJSON_Delete(root);
+	return st;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* A directory: its index when there is one, else its single file. */
+static ms_status open_dir(st_file *f, const char *dir, ms_error *err)
+{
+	char *idx = join_path(dir, ST_INDEX_NAME), *one = join_path(dir, ST_SINGLE_NAME);
+	ms_status st;
+	if (!idx || !one)
+		st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
+	else if (access(idx, F_OK) == 0)
+		st = open_index(f, idx, err);
+	else if (access(one, F_OK) == 0)
+		st = add_shard(f, one, err);
+	else
+		st = ms_fail(err, MS_ERR_IO, "%s: neither %s nor %s is there", dir, ST_INDEX_NAME, ST_SINGLE_NAME);
+	free(idx);
+	free(one);
+	return st;
+}
+
+ms_status st_open(const char *path, st_file **out, ms_error *err)
+{
+	if (!path || !*path || !out)
+		return ms_fail(err, MS_ERR_ARG, "st_open: no path");
+	*out = NULL;
+	st_file *f = calloc(1, sizeof *f);
+	if (!f || !(f->path = dup_str(path))) {
+		free(f);
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	}
+	struct stat sb;
+	ms_status st;
+	if (stat(path, &sb) != 0)
+		st = ms_fail(err, MS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+	else if (S_ISDIR(sb.st_mode))
+		st = open_dir(f, path, err);
+	else if (ends_with(path, ".index.json"))
+		st = open_index(f, path, err);
+	else
+		st = add_shard(f, path, err);
+	if (st) {
+		st_close(f);
+		return st;
+	}
+	*out = f;
+	return MS_OK;
+}
+
+/* ---- queries ---- */
+
+size_t st_count(const st_file *f)
+{
+	return f ? f->ntensors : 0;
+}
+
+const st_tensor *st_get(const st_file *f, size_t i)
+{
+	return f && i < f->ntensors ? &f->tensors[i] : NULL;
+}
+
+const st_tensor *st_find(const st_file *f, const char *name)
+{
+	if (!f || !name)
+		return NULL;
+	size_t lo = 0, hi = f->ntensors;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(f->tensors[mid].name, name);
+		if (!c)
+			return &f->tensors[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+const char *st_metadata(const st_file *f, const char *key)
+{
+	if (!f || !f->nshards || !key)
+		return NULL;
+	const st_shard *s = &f->shards[0];
+	for (size_t i = 0; i < s->nmeta; i++) {
+		if (!strcmp(s->meta[2 * i], key))
+			return s->meta[2 * i + 1];
+	}
+	return NULL;
+}
+
+const char *st_path(const st_file *f)
+{
+	return f ? f->path : NULL;
+}
+
+size_t st_shard_count(const st_file *f)
+{
+	return f ? f->nshards : 0;
+}
+
+const char *st_shard_path(const st_file *f, size_t i)
+{
+	return f && i < f->nshards ? f->shards[i].path : NULL;
+}
+
+/* ---- reading rows as float32 ---- */
+
+/* Little-endian loads byte by byte: mapped data need not be aligned, and the file order is fixed. */
+static uint16_t load_u16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t load_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void convert_f32(st_dtype dt, const unsigned char *src, float *dst, uint64_t n) /* dst [n] */
+{
+	for (uint64_t i = 0; i < n; i++) {
+		switch (dt) {
+		case ST_F32: dst[i] = bits_f32(load_u32(src + 4 * i)); break;
+		case ST_F16: dst[i] = st_f16_to_f32(load_u16(src + 2 * i)); break;
+		default: dst[i] = st_bf16_to_f32(load_u16(src + 2 * i)); break;
+		}
+	}
+}
+
+static int64_t row_count(const st_tensor *t)
+{
+	return t->ndim ? t->shape[0] : 1;
+}
+
+ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, float *out, ms_error *err)
+{
+	if (!t)
+		return ms_fail(err, MS_ERR_ARG, "st_read_rows_f32: no tensor");
+	int64_t rows = row_count(t);
+	if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0 || (!out && nrows > 0))
+		return ms_fail(err, MS_ERR_ARG, "%s: tensor '%s': rows [%lld, +%lld) outside its %lld rows", t->path,
+			       t->name, (long long)row0, (long long)nrows, (long long)rows);
+	if (!st_dtype_is_float(t->dtype))
+		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s': dtype %s does not convert to float32", t->path,
+			       t->name, st_dtype_name(t->dtype));
+	if (!rows || !nrows)
+		return MS_OK;
+	uint64_t len = t->numel / (uint64_t)rows; /* elements per row */
+	size_t es = st_dtype_size(t->dtype);
+	const unsigned char *src = (const unsigned char *)t->data + (uint64_t)row0 * len * es;
+	for (int64_t r = 0; r < nrows; r++) {
+		float *dst = out + (uint64_t)r * len; /* [len] */
+		convert_f32(t->dtype, src + (uint64_t)r * len * es, dst, len);
+		for (uint64_t j = 0; j < len; j++) {
+			if (!isfinite(dst[j]))
+				return ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path,
+					       t->name, (long long)(row0 + r));
+		}
+	}
+	return MS_OK;
+}
+
+ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err)
+{
+	if (!t)
+		return ms_fail(err, MS_ERR_ARG, "st_read_f32: no tensor");
+	return st_read_rows_f32(t, 0, row_count(t), out, err);
+}
