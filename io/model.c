@@ -382,7 +382,7 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 
 /* ---- blocks ------------------------------------------------------------------------------------------------------ */
 
-static int stack_layers(const mdl_stack *s, const cJSON *cfg, const char *where, int *n, ms_error *err)
+static ms_status stack_layers(const mdl_stack *s, const cJSON *cfg, const char *where, int *n, ms_error *err)
 {
 	const char *name = s->layers_field;
 	if (!field(cfg, name) && s->layers_fallback)
