@@ -661,73 +661,87 @@ static int shard_name_ok(const char *s)
 	return s[0] && !strchr(s, '/') && !strstr(s, "..");
 }
 
-static int cmp_str(const void *a, const void *b)
+/* One weight_map entry. Kept as a sorted array: cJSON looks keys up by walking a list, which is quadratic over
+ * the tens of thousands of tensors of a large checkpoint. */
+typedef struct {
+	const char *name;  /* inside the parsed index */
+	const char *shard;
+} st_map_entry;
+
+static int cmp_map_name(const void *a, const void *b)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	return strcmp(((const st_map_entry *)a)->name, ((const st_map_entry *)b)->name);
 }
 
-/* The distinct shard names of a weight_map that passed check_weight_map, sorted. */
-static ms_status shard_names(const char *path, const cJSON *wm, const char ***out, size_t *nout, ms_error *err)
+static int cmp_map_shard(const void *a, const void *b)
 {
-	size_t n = 0, cap = (size_t)cJSON_GetArraySize(wm) + 1;
-	const char **names = malloc(cap * sizeof *names);
-	if (!names)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-	const cJSON *v;
-	cJSON_ArrayForEach(v, wm)
-		names[n++] = v->valuestring;
-	qsort(names, n, sizeof *names, cmp_str);
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!k || strcmp(names[k - 1], names[i]))
-			names[k++] = names[i];
-	}
-	*out = names;
-	*nout = k;
-	return MS_OK;
+	return strcmp(((const st_map_entry *)a)->shard, ((const st_map_entry *)b)->shard);
 }
 
-static ms_status check_weight_map(const char *path, const cJSON *wm, ms_error *err)
+/* weight_map as entries sorted by name: an object of shard file names inside the index's directory, no name
+ * twice (cJSON keeps repeated keys). */
+static ms_status load_weight_map(const char *path, const cJSON *wm, st_map_entry **out, size_t *nout, ms_error *err)
 {
 	if (!cJSON_IsObject(wm))
 		return ms_fail(err, MS_ERR_ST_INDEX, "%s: \"weight_map\" is missing or not an object", path);
+	size_t n = 0;
+	st_map_entry *m = malloc(((size_t)cJSON_GetArraySize(wm) + 1) * sizeof *m);
+	if (!m)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	const cJSON *v;
+	ms_status st = MS_OK;
 	cJSON_ArrayForEach(v, wm) {
 		if (!cJSON_IsString(v))
-			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map value is not a string", path, v->string);
-		if (!shard_name_ok(v->valuestring))
-			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard name \"%s\" is empty or leaves the directory",
-				       path, v->string, v->valuestring);
-		for (const cJSON *w = v->next; w; w = w->next) {
-			if (!strcmp(v->string, w->string))
-				return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': listed twice in weight_map", path, v->string);
-		}
+			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map value is not a string", path, v->string);
+		else if (!shard_name_ok(v->valuestring))
+			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard name \"%s\" is empty or leaves the directory",
+				     path, v->string, v->valuestring);
+		if (st)
+			break;
+		m[n++] = (st_map_entry){v->string, v->valuestring};
 	}
+	qsort(m, n, sizeof *m, cmp_map_name);
+	for (size_t i = 1; !st && i < n; i++) {
+		if (!strcmp(m[i - 1].name, m[i].name))
+			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': listed twice in weight_map", path, m[i].name);
+	}
+	if (st) {
+		free(m);
+		return st;
+	}
+	*out = m;
+	*nout = n;
 	return MS_OK;
 }
 
-/* weight_map names exactly the tensors found, each in its shard. f->tensors is sorted by name. */
-static ms_status check_mapping(const st_file *f, const char *path, const cJSON *wm, ms_error *err)
+static const char *base_name(const char *path)
 {
+	const char *s = strrchr(path, '/');
+	return s ? s + 1 : path;
+}
+
+/* Tensors (sorted by name) against the map (sorted by name): the same names, each in the shard the map says. */
+static ms_status check_mapping(const st_file *f, const char *path, const st_map_entry *m, size_t nm, ms_error *err)
+{
+	size_t j = 0;
 	for (size_t i = 0; i < f->ntensors; i++) {
 		const st_tensor *t = &f->tensors[i];
 		if (i && !strcmp(f->tensors[i - 1].name, t->name))
 			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': found in two shards, %s and %s", path, t->name,
 				       f->tensors[i - 1].path, t->path);
-		const cJSON *v = cJSON_GetObjectItemCaseSensitive(wm, t->name);
-		const char *base = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
-		if (!v)
+		while (j < nm && strcmp(m[j].name, t->name) < 0)
+			j++;
+		if (j == nm || strcmp(m[j].name, t->name))
 			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in shard %s but not in weight_map", path, t->name,
 				       t->path);
-		if (strcmp(v->valuestring, base))
+		if (strcmp(m[j].shard, base_name(t->path)))
 			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map says %s but it is in %s", path,
-				       t->name, v->valuestring, t->path);
+				       t->name, m[j].shard, t->path);
 	}
-	const cJSON *v;
-	cJSON_ArrayForEach(v, wm) {
-		if (!st_find(f, v->string))
+	for (size_t k = 0; k < nm; k++) {
+		if (!st_find(f, m[k].name))
 			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in weight_map but not in shard %s", path,
-				       v->string, v->valuestring);
+				       m[k].name, m[k].shard);
 	}
 	return MS_OK;
 }
@@ -749,61 +763,47 @@ static ms_status check_total(const st_file *f, const char *path, const cJSON *ro
 	return MS_OK;
 }
 
-/* First tensor of weight_map stored in shard `name` (for messages). */
-static const char *first_tensor_of(const cJSON *wm, const char *name)
+/* Opens each distinct shard once, in name order (which is the numbered order). m is re-sorted by shard. */
+static ms_status open_shards(st_file *f, const char *path, st_map_entry *m, size_t nm, ms_error *err)
 {
-	const cJSON *v;
-	cJSON_ArrayForEach(v, wm) {
-		if (!strcmp(v->valuestring, name))
-			return v->string;
-	}
-	return "?";
-}
-
-static ms_status open_shards(st_file *f, const char *path, const cJSON *wm, ms_error *err)
-{
-	const char **names = NULL;
-	size_t n = 0;
-	ms_status st = shard_names(path, wm, &names, &n, err);
-	const char *slash = strrchr(path, '/');
-	char *dir = NULL;
-	if (!st) {
-		dir = slash ? strndup(path, (size_t)(slash - path) + 1) : dup_str("");
-		if (!dir)
-			st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-	}
-	for (size_t i = 0; !st && i < n; i++) {
-		char *sp = join_path(dir, names[i]);
+	qsort(m, nm, sizeof *m, cmp_map_shard);
+	size_t dlen = (size_t)(base_name(path) - path);
+	char *dir = strndup(path, dlen);
+	ms_status st = dir ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	for (size_t i = 0; !st && i < nm; i++) {
+		if (i && !strcmp(m[i - 1].shard, m[i].shard))
+			continue;
+		char *sp = join_path(dir, m[i].shard);
 		st = sp ? add_shard(f, sp, err) : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-		if (st == MS_ERR_IO) {
+		if (st == MS_ERR_IO) { /* a shard that is not there is the index's fault; a broken one keeps its code */
 			char why[sizeof err->msg];
 			snprintf(why, sizeof why, "%s", err ? err->msg : "");
-			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard does not open (%s)", path,
-				     first_tensor_of(wm, names[i]), why);
+			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard does not open (%s)", path, m[i].name, why);
 		}
 		free(sp);
 	}
 	free(dir);
-	free(names);
 	return st;
 }
 
 static ms_status open_index(st_file *f, const char *path, ms_error *err)
 {
 	cJSON *root = NULL;
+	st_map_entry *m = NULL;
+	size_t nm = 0;
 	ms_status st = read_index(path, &root, err);
-	if (st)
-		return st;
-	const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-	st = check_weight_map(path, wm, err);
 	if (!st)
-		st = open_shards(f, path, wm, err);
+		st = load_weight_map(path, cJSON_GetObjectItemCaseSensitive(root, "weight_map"), &m, &nm, err);
+	if (!st)
+		st = open_shards(f, path, m, nm, err);
 	if (!st) {
 		qsort(f->tensors, f->ntensors, sizeof *f->tensors, cmp_tensor_name);
-		st = check_mapping(f, path, wm, err);
+		qsort(m, nm, sizeof *m, cmp_map_name);
+		st = check_mapping(f, path, m, nm, err);
 	}
 	if (!st)
 		st = check_total(f, path, root, err);
+	free(m);
 	cJSON_Delete(root);
 	return st;
 }
