@@ -1,0 +1,453 @@
+#include "analysis/similarity.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+
+#include "analysis/routing.h"
+
+/* ---- the table of bases ---- */
+
+const char *const sim_base_names[SIM_BASE_COUNT] = {
+	[SIM_ROUTER_LOGITS] = "router-logits",
+	[SIM_ROUTER_WEIGHT] = "router-weight",
+	[SIM_WEIGHT] = "weight",
+	[SIM_EXPERT_OUTPUT] = "expert-output",
+};
+
+const char *sim_base_name(sim_base b)
+{
+	return (int)b >= 0 && b < SIM_BASE_COUNT ? sim_base_names[b] : "?";
+}
+
+int sim_base_parse(const char *name)
+{
+	for (int b = 0; name && b < SIM_BASE_COUNT; b++)
+		if (strcmp(name, sim_base_names[b]) == 0)
+			return b;
+	return -1;
+}
+
+/* ---- blockwise Gram accumulation ----
+ *
+ * The n vectors are visited one block of coordinates at a time. Each vector's block is copied into buf and
+ * divided by its own length s (computed in double), so the float SYRK sees entries of magnitude <= 1: it cannot
+ * overflow, and its rounding error is relative to |a_block| |b_block|. The block's product, times s_i s_j, is
+ * added to a double Gram matrix; by Cauchy-Schwarz the summed error stays relative to |a| |b|, which is what the
+ * cosine divides by. Squared lengths are summed in double from the raw values, so they are exact to double
+ * rounding and also reveal NaN or infinity. */
+typedef struct {
+	int n;
+	int64_t cap;      /* coordinates per block */
+	float *buf;       /* [n, cap] (rows) or [cap, n] (columns): one scaled block */
+	float *part;      /* [n, n] upper triangle: SYRK of one block */
+	double *sumsq;    /* [n] this block's squared lengths */
+	double *gram;     /* [n, n] upper triangle: accumulated dot products */
+	double *norm2;    /* [n] accumulated squared lengths */
+} gram_acc;
+
+static void gram_free(gram_acc *g)
+{
+	free(g->buf);
+	free(g->part);
+	free(g->sumsq);
+	free(g->gram);
+	free(g->norm2);
+}
+
+static ms_status gram_init(gram_acc *g, int n)
+{
+	memset(g, 0, sizeof *g);
+	g->n = n;
+	g->cap = SIM_BLOCK_FLOATS / n > 64 ? SIM_BLOCK_FLOATS / n : 64;
+	const size_t nn = (size_t)n * (size_t)n;
+	g->buf = malloc((size_t)g->cap * (size_t)n * sizeof *g->buf);
+	g->part = malloc(nn * sizeof *g->part);
+	g->sumsq = malloc((size_t)n * sizeof *g->sumsq);
+	g->gram = calloc(nn, sizeof *g->gram);
+	g->norm2 = calloc((size_t)n, sizeof *g->norm2);
+	if (!g->buf || !g->part || !g->sumsq || !g->gram || !g->norm2) {
+		gram_free(g);
+		return MS_ERR_NOMEM;
+	}
+	return MS_OK;
+}
+
+/* Scales vector i's part of the block by 1 / its length (element k of vector i at buf[k * step + i * stride]),
+ * then adds the block's SYRK to the Gram matrix. len coordinates; trans says the block is [len, n]. */
+static ms_status gram_block(gram_acc *g, int64_t len, int trans)
+{
+	const int n = g->n;
+	const int64_t stride = trans ? 1 : len, step = trans ? n : 1;
+	for (int i = 0; i < n; i++) {
+		if (!isfinite(g->sumsq[i]))
+			return MS_ERR_NONFINITE;
+		g->norm2[i] += g->sumsq[i];
+		const double s = sqrt(g->sumsq[i]);
+		g->sumsq[i] = s; /* from here on: the block's scale */
+		if (s == 0.0)
+			continue;
+		float *v = g->buf + i * stride;
+		for (int64_t k = 0; k < len; k++)
+			v[k * step] = (float)(v[k * step] / s);
+	}
+	cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, (int)len, 1.0f, g->buf,
+		    trans ? n : (int)len, 0.0f, g->part, n);
+	for (int i = 0; i < n; i++)
+		for (int j = i; j < n; j++)
+			g->gram[(size_t)i * n + j] += (double)g->part[(size_t)i * n + j] * g->sumsq[i] * g->sumsq[j];
+	return MS_OK;
+}
+
+/* Adds coordinates of n contiguous vectors src[i][0 .. len) to the Gram matrix. */
+static ms_status gram_add_rows(gram_acc *g, const float *const *src, int64_t len)
+{
+	for (int64_t off = 0; off < len; off += g->cap) {
+		const int64_t cb = len - off < g->cap ? len - off : g->cap;
+		for (int i = 0; i < g->n; i++) {
+			const float *s = src[i] + off;
+			float *dst = g->buf + (size_t)i * (size_t)cb;
+			double acc = 0.0;
+			for (int64_t k = 0; k < cb; k++) {
+				dst[k] = s[k];
+				acc += (double)s[k] * s[k];
+			}
+			g->sumsq[i] = acc;
+		}
+		ms_status st = gram_block(g, cb, 0);
+		if (st != MS_OK)
+			return st;
+	}
+	return MS_OK;
+}
+
+/* Adds the columns of z [T, n] (a block of rows at a time) to the Gram matrix. */
+static ms_status gram_add_columns(gram_acc *g, const float *z, int64_t T)
+{
+	const int n = g->n;
+	for (int64_t t0 = 0; t0 < T; t0 += g->cap) {
+		const int64_t rows = T - t0 < g->cap ? T - t0 : g->cap;
+		const float *src = z + (size_t)t0 * (size_t)n;
+		memcpy(g->buf, src, (size_t)rows * (size_t)n * sizeof *src);
+		for (int i = 0; i < n; i++)
+			g->sumsq[i] = 0.0;
+		for (int64_t k = 0; k < rows; k++)
+			for (int i = 0; i < n; i++) {
+				const double v = src[(size_t)k * n + i];
+				g->sumsq[i] += v * v;
+			}
+		ms_status st = gram_block(g, rows, 1);
+		if (st != MS_OK)
+			return st;
+	}
+	return MS_OK;
+}
+
+/* out [n, n]: (cos + 1) / 2 with the SIM_NORM_FLOOR on |a| |b|, clamped against rounding, diagonal 1. */
+static void gram_to_similarity(const gram_acc *g, double *out)
+{
+	const int n = g->n;
+	for (int i = 0; i < n; i++) {
+		out[(size_t)i * n + i] = 1.0;
+		for (int j = i + 1; j < n; j++) {
+			const double den = fmax(sqrt(g->norm2[i]) * sqrt(g->norm2[j]), SIM_NORM_FLOOR);
+			double c = g->gram[(size_t)i * n + j] / den;
+			c = c > 1.0 ? 1.0 : c < -1.0 ? -1.0 : c;
+			out[(size_t)i * n + j] = out[(size_t)j * n + i] = (c + 1.0) / 2.0;
+		}
+	}
+}
+
+/* ---- cosine bases ---- */
+
+ms_status sim_cosine_rows(const float *a, int n, int64_t m, double *out)
+{
+	if (!a || !out || n <= 0 || m < 0)
+		return MS_ERR_ARG;
+	const float **src = malloc((size_t)n * sizeof *src);
+	if (!src)
+		return MS_ERR_NOMEM;
+	for (int i = 0; i < n; i++)
+		src[i] = a + (size_t)i * (size_t)m;
+	gram_acc g;
+	ms_status st = gram_init(&g, n);
+	if (st == MS_OK)
+		st = gram_add_rows(&g, src, m);
+	if (st == MS_OK)
+		gram_to_similarity(&g, out);
+	gram_free(&g);
+	free(src);
+	return st;
+}
+
+ms_status sim_cosine_columns(const float *z, int64_t T, int E, double *out)
+{
+	if ((!z && T > 0) || !out || E <= 0 || T < 0)
+		return MS_ERR_ARG;
+	gram_acc g;
+	ms_status st = gram_init(&g, E);
+	if (st == MS_OK)
+		st = gram_add_columns(&g, z, T);
+	if (st == MS_OK)
+		gram_to_similarity(&g, out);
+	gram_free(&g);
+	return st;
+}
+
+static int experts_agree(const expert_weights *x, int E)
+{
+	for (int e = 0; e < E; e++) {
+		const expert_weights *w = &x[e];
+		if (w->d != x[0].d || w->f != x[0].f || w->act != x[0].act || w->d <= 0 || w->f <= 0 || !w->up ||
+		    !w->down || (w->act == MDL_ACT_SILU_GLU && !w->gate))
+			return 0;
+	}
+	return 1;
+}
+
+/* The weight basis streams gate, then up, then down of every expert through the Gram accumulator: the dot
+ * product of two concatenations is the sum of the three per-matrix dot products, so nothing is concatenated
+ * and each weight is read once, in blocks that stay in cache between the copy and the SYRK. */
+ms_status sim_weight(const expert_weights *experts, int E, double *out)
+{
+	if (!experts || !out || E <= 0 || !experts_agree(experts, E))
+		return MS_ERR_ARG;
+	const int64_t len = (int64_t)experts[0].f * experts[0].d;
+	const float **src = malloc((size_t)E * sizeof *src);
+	if (!src)
+		return MS_ERR_NOMEM;
+	gram_acc g;
+	ms_status st = gram_init(&g, E);
+	for (int mat = 0; mat < MDL_NMAT && st == MS_OK; mat++) {
+		if (mat == MDL_GATE && experts[0].act != MDL_ACT_SILU_GLU)
+			continue;
+		for (int e = 0; e < E; e++)
+			src[e] = mat == MDL_GATE ? experts[e].gate : mat == MDL_UP ? experts[e].up : experts[e].down;
+		st = gram_add_rows(&g, src, len);
+	}
+	if (st == MS_OK)
+		gram_to_similarity(&g, out);
+	gram_free(&g);
+	free(src);
+	return st;
+}
+
+/* ---- expert-output ---- */
+
+/* hsum [f] += column sums of h [rows, f], in double. */
+static ms_status add_column_sums(const float *h, int64_t rows, int f, double *hsum)
+{
+	for (int64_t t = 0; t < rows; t++) {
+		const float *r = h + (size_t)t * (size_t)f;
+		for (int k = 0; k < f; k++)
+			hsum[k] += r[k];
+	}
+	for (int k = 0; k < f; k++)
+		if (!isfinite(hsum[k]))
+			return MS_ERR_NONFINITE;
+	return MS_OK;
+}
+
+/* o [d] = down [d, f] hsum / T, in double: one matrix-vector product per expert instead of a GEMM per chunk. */
+static ms_status project_mean(const expert_weights *w, const double *hsum, int64_t T, float *o)
+{
+	for (int r = 0; r < w->d; r++) {
+		const float *row = w->down + (size_t)r * (size_t)w->f;
+		double acc = 0.0;
+		for (int k = 0; k < w->f; k++)
+			acc += row[k] * hsum[k];
+		o[r] = (float)(acc / (double)T);
+		if (!isfinite(o[r]))
+			return MS_ERR_NONFINITE;
+	}
+	return MS_OK;
+}
+
+static ms_status expert_mean(const expert_weights *w, const float *x, int64_t T, int64_t chunk, float *h,
+			     double *hsum, float *o)
+{
+	float *work = h + (size_t)chunk * (size_t)w->f; /* gate projection [chunk, f] */
+	memset(hsum, 0, (size_t)w->f * sizeof *hsum);
+	for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+		const int64_t rows = T - t0 < chunk ? T - t0 : chunk;
+		ms_status st = expert_hidden(w, x + (size_t)t0 * (size_t)w->d, rows, h, work);
+		if (st == MS_OK)
+			st = add_column_sums(h, rows, w->f, hsum);
+		if (st != MS_OK)
+			return st;
+	}
+	return project_mean(w, hsum, T, o);
+}
+
+ms_status sim_expert_mean_outputs(const expert_weights *experts, int E, const float *x, int64_t T, int64_t chunk,
+				  float *out)
+{
+	if (!experts || !x || !out || E <= 0 || T < 0 || !experts_agree(experts, E))
+		return MS_ERR_ARG;
+	if (T == 0)
+		return MS_ERR_CALIB_EMPTY;
+	if (chunk <= 0)
+		chunk = SIM_TOKEN_CHUNK;
+	if (chunk > T)
+		chunk = T;
+	if (chunk > INT_MAX / experts[0].f)
+		chunk = INT_MAX / experts[0].f;
+	const int d = experts[0].d, f = experts[0].f;
+	float *h = malloc((size_t)chunk * (size_t)f * 2 * sizeof *h); /* [chunk, f] hidden + [chunk, f] gate */
+	double *hsum = malloc((size_t)f * sizeof *hsum);              /* [f] */
+	ms_status st = h && hsum ? MS_OK : MS_ERR_NOMEM;
+	for (int e = 0; e < E && st == MS_OK; e++)
+		st = expert_mean(&experts[e], x, T, chunk, h, hsum, out + (size_t)e * (size_t)d);
+	free(h);
+	free(hsum);
+	return st;
+}
+
+/* ---- Euclidean distance ---- */
+
+/* Distances need more than float products give: |a - b|^2 = |a|^2 + |b|^2 - 2 a.b cancels when a and b are
+ * close. So the rows, centred, go through DSYRK in double blocks; o is only E x d, so double costs little. */
+static ms_status euclid_gram(const float *o, int n, int64_t m, const double *mean, double *gram)
+{
+	int64_t cap = SIM_BLOCK_FLOATS / n > 64 ? SIM_BLOCK_FLOATS / n : 64;
+	if (cap > m)
+		cap = m;
+	double *buf = malloc((size_t)n * (size_t)cap * sizeof *buf); /* [n, cap] */
+	if (!buf)
+		return MS_ERR_NOMEM;
+	memset(gram, 0, (size_t)n * (size_t)n * sizeof *gram);
+	for (int64_t off = 0; off < m; off += cap) {
+		const int64_t cb = m - off < cap ? m - off : cap;
+		for (int i = 0; i < n; i++)
+			for (int64_t k = 0; k < cb; k++)
+				buf[(size_t)i * cb + k] = (double)o[(size_t)i * m + off + k] - mean[off + k];
+		cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, (int)cb, 1.0, buf, (int)cb, 1.0, gram, n);
+	}
+	free(buf);
+	return MS_OK;
+}
+
+ms_status sim_euclidean_rows(const float *o, int n, int64_t m, double *out)
+{
+	if (!o || !out || n <= 0 || m < 0)
+		return MS_ERR_ARG;
+	double *mean = calloc(m > 0 ? (size_t)m : 1, sizeof *mean); /* [m] */
+	if (!mean)
+		return MS_ERR_NOMEM;
+	for (int i = 0; i < n; i++)
+		for (int64_t k = 0; k < m; k++)
+			mean[k] += o[(size_t)i * m + k];
+	for (int64_t k = 0; k < m; k++) {
+		mean[k] /= n;
+		if (!isfinite(mean[k])) {
+			free(mean);
+			return MS_ERR_NONFINITE;
+		}
+	}
+	ms_status st = m > 0 ? euclid_gram(o, n, m, mean, out) : MS_OK;
+	if (m == 0)
+		memset(out, 0, (size_t)n * (size_t)n * sizeof *out);
+	free(mean);
+	if (st != MS_OK)
+		return st;
+	/* out holds the Gram's upper triangle; read the diagonal before overwriting it. */
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++) {
+			const double d2 = out[(size_t)i * n + i] + out[(size_t)j * n + j] - 2.0 * out[(size_t)i * n + j];
+			out[(size_t)i * n + j] = sqrt(d2 > 0.0 ? d2 : 0.0);
+		}
+	for (int i = 0; i < n; i++) {
+		out[(size_t)i * n + i] = 0.0;
+		for (int j = 0; j < i; j++)
+			out[(size_t)i * n + j] = out[(size_t)j * n + i];
+	}
+	return MS_OK;
+}
+
+/* ---- dispatch ---- */
+
+static ms_status base_router_logits(const sim_inputs *in, double *sim, double *dist)
+{
+	(void)dist;
+	if (in->z)
+		return sim_cosine_columns(in->z, in->T, in->E, sim);
+	if ((!in->x && in->T > 0) || !in->router || in->d <= 0 || in->T < 0)
+		return MS_ERR_ARG;
+	float *z = malloc((in->T > 0 ? (size_t)in->T : 1) * (size_t)in->E * sizeof *z); /* [T, E] */
+	if (!z)
+		return MS_ERR_NOMEM;
+	ms_status st = in->T > 0 ? route_logits(in->x, in->T, in->d, in->router, in->E, z) : MS_OK;
+	if (st == MS_OK)
+		st = sim_cosine_columns(z, in->T, in->E, sim);
+	free(z);
+	return st;
+}
+
+static ms_status base_router_weight(const sim_inputs *in, double *sim, double *dist)
+{
+	(void)dist;
+	if (!in->router || in->d <= 0)
+		return MS_ERR_ARG;
+	return sim_cosine_rows(in->router, in->E, in->d, sim);
+}
+
+static ms_status base_weight(const sim_inputs *in, double *sim, double *dist)
+{
+	(void)dist;
+	return sim_weight(in->experts, in->E, sim);
+}
+
+/* Writes the similarity, and, when asked, the Euclidean distance in place of 1 - similarity. */
+static ms_status base_expert_output(const sim_inputs *in, double *sim, double *dist)
+{
+	if (!in->experts || in->d <= 0 || in->experts[0].d != in->d)
+		return MS_ERR_ARG;
+	float *o = malloc((size_t)in->E * (size_t)in->d * sizeof *o); /* [E, d] */
+	if (!o)
+		return MS_ERR_NOMEM;
+	ms_status st = sim_expert_mean_outputs(in->experts, in->E, in->x, in->T, in->chunk, o);
+	if (st == MS_OK)
+		st = sim_cosine_rows(o, in->E, in->d, sim);
+	if (st == MS_OK && dist)
+		st = sim_euclidean_rows(o, in->E, in->d, dist);
+	free(o);
+	return st;
+}
+
+/* One row per base, indexed by sim_base. A base whose row is euclidean writes the distance itself; the others
+ * leave it to sim_compute as 1 - similarity. */
+static const struct {
+	ms_status (*compute)(const sim_inputs *in, double *sim, double *dist);
+	int euclidean;
+} bases[SIM_BASE_COUNT] = {
+	[SIM_ROUTER_LOGITS] = { base_router_logits, 0 },
+	[SIM_ROUTER_WEIGHT] = { base_router_weight, 0 },
+	[SIM_WEIGHT] = { base_weight, 0 },
+	[SIM_EXPERT_OUTPUT] = { base_expert_output, 1 },
+};
+
+int sim_base_euclidean(sim_base b)
+{
+	return (int)b >= 0 && b < SIM_BASE_COUNT && bases[b].euclidean;
+}
+
+ms_status sim_compute(sim_base base, const sim_inputs *in, double *similarity, double *distance)
+{
+	if (!in || in->E <= 0 || (int)base < 0 || base >= SIM_BASE_COUNT)
+		return MS_ERR_ARG;
+	if (!similarity && !distance)
+		return MS_OK;
+	const size_t nn = (size_t)in->E * (size_t)in->E;
+	double *sim = similarity ? similarity : malloc(nn * sizeof *sim); /* [E, E] */
+	if (!sim)
+		return MS_ERR_NOMEM;
+	ms_status st = bases[base].compute(in, sim, distance);
+	if (st == MS_OK && distance && !bases[base].euclidean)
+		for (size_t k = 0; k < nn; k++)
+			distance[k] = 1.0 - sim[k];
+	if (sim != similarity)
+		free(sim);
+	return st;
+}
