@@ -439,31 +439,37 @@ static ms_status list_blocks(mdl_model *m, const cJSON *cfg, const char *where, 
 
 /* ---- tensor checks ----------------------------------------------------------------------------------------------- */
 
-static int shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
+static void shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
 {
 	size_t used = (size_t)snprintf(buf, len, "[");
 	for (int i = 0; i < ndim && used < len; i++)
 		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
 	if (used < len)
 		snprintf(buf + used, len - used, "]");
-	return 0;
 }
+
+/* A dimension config.json implies, with the field it comes from (for messages). */
+typedef struct {
+	int64_t n;
+	const char *field;
+} dim;
 
 /* The tensor `name` must exist, hold floats and have shape [rows, cols]. `what` says which part of which block
  * it is, for the messages. */
-static ms_status expect_matrix(const mdl_model *m, const char *name, int64_t rows, int64_t cols, const char *what,
+static ms_status expect_matrix(const mdl_model *m, const char *name, dim rows, dim cols, const char *what,
 			       const st_tensor **out, ms_error *err)
 {
 	const st_tensor *t = st_find(m->st, name);
 	if (!t)
 		return ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' missing (%s)", m->dir, name, what);
-	const int64_t want[2] = {rows, cols};
-	if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+	const int64_t want[2] = {rows.n, cols.n};
+	if (t->ndim != 2 || t->shape[0] != rows.n || t->shape[1] != cols.n) {
 		char found[128], expected[64];
 		shape_text(found, sizeof found, t->shape, t->ndim);
 		shape_text(expected, sizeof expected, want, 2);
-		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s' (%s): shape %s, config.json implies %s", m->dir,
-			       name, what, found, expected);
+		return ms_fail(err, MS_ERR_MODEL_SHAPE,
+			       "%s: tensor '%s' (%s): shape %s, expected %s (%s x %s in config.json)", m->dir, name, what,
+			       found, expected, rows.field, cols.field);
 	}
 	if (!st_dtype_is_float(t->dtype))
 		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (%s): dtype %s, expected F32, F16 or BF16", m->dir,
@@ -472,29 +478,36 @@ static ms_status expect_matrix(const mdl_model *m, const char *name, int64_t row
 	return MS_OK;
 }
 
+/* Adds a checked expert matrix to the expert totals; the first block's first up matrix names the dtype. */
+static void count_expert(mdl_model *m, const st_tensor *t, int first)
+{
+	if (first)
+		m->expert_dtype = t->dtype;
+	m->params_experts += t->numel;
+	m->bytes_experts += t->nbytes;
+}
+
 static ms_status check_block(mdl_model *m, int b, ms_error *err)
 {
 	mdl_block *blk = &m->blocks[b];
-	const int64_t E = m->n_experts, d = m->hidden, f = m->inter;
-	const int64_t rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
+	const mdl_family *fam = m->family;
+	const dim E = {m->n_experts, fam->experts_field}, d = {m->hidden, fam->hidden_field};
+	const dim f = {m->inter, fam->inter_field};
+	const dim rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
 	char name[256], what[96];
 	snprintf(what, sizeof what, "router of layer %s", blk->label);
 	mdl_router_name(m, b, name, sizeof name);
 	ms_status st = expect_matrix(m, name, E, d, what, &blk->router, err);
-	for (int e = 0; st == MS_OK && e < E; e++) {
+	for (int e = 0; st == MS_OK && e < m->n_experts; e++) {
 		snprintf(what, sizeof what, "expert %d of layer %s", e, blk->label);
 		for (int k = 0; st == MS_OK && k < MDL_NMAT; k++) {
-			if (!m->family->mats[k])
+			if (!fam->mats[k])
 				continue;
 			mdl_expert_name(m, b, e, k, name, sizeof name);
 			const st_tensor **slot = &blk->experts[e * MDL_NMAT + k];
 			st = expect_matrix(m, name, rows[k], cols[k], what, slot, err);
-			if (st == MS_OK && b == 0 && e == 0 && k == MDL_UP)
-				m->expert_dtype = (*slot)->dtype;
-			if (st == MS_OK) {
-				m->params_experts += (*slot)->numel;
-				m->bytes_experts += (*slot)->nbytes;
-			}
+			if (st == MS_OK)
+				count_expert(m, *slot, b == 0 && e == 0 && k == MDL_UP);
 		}
 	}
 	return st;

@@ -654,9 +654,9 @@ static const bad_model bad_models[] = {
 	{"missing router", NULL, drop_router, MS_ERR_MODEL_TENSOR,
 	 {"'model.layers.1.block_sparse_moe.gate.weight' missing", "router of layer 1"}},
 	{"router shape", NULL, wide_router, MS_ERR_MODEL_SHAPE,
-	 {"'model.layers.0.block_sparse_moe.gate.weight'", "shape [5, 8]", "implies [4, 8]"}},
+	 {"'model.layers.0.block_sparse_moe.gate.weight'", "shape [5, 8]", "expected [4, 8] (num_local_experts x hidden_size"}},
 	{"expert shape", NULL, transposed_down, MS_ERR_MODEL_SHAPE,
-	 {"'model.layers.1.block_sparse_moe.experts.2.w2.weight'", "shape [12, 8]", "implies [8, 12]"}},
+	 {"'model.layers.1.block_sparse_moe.experts.2.w2.weight'", "shape [12, 8]", "expected [8, 12] (hidden_size x intermediate_size"}},
 	{"expert one-dimensional", NULL, vector_up, MS_ERR_MODEL_SHAPE, {"experts.0.w3.weight", "shape [96]"}},
 	{"expert of integers", NULL, int_gate, MS_ERR_ST_DTYPE, {"experts.1.w1.weight", "dtype I32"}},
 };

@@ -81,7 +81,8 @@ static void print_human(const mdl_model *m)
 {
 	char routing[160];
 	routing_text(m, routing, sizeof routing);
-	printf("%-14s%s\n", "model", m->dir);
+	printf("%-14s%s (%zu safetensors file%s)\n", "model", m->dir, st_shard_count(m->st),
+	       st_shard_count(m->st) == 1 ? "" : "s");
 	printf("%-14s%s\n", "family", m->model_type);
 	printf("%-14s%d\n", "layers", m->n_layers);
 	print_labels(m);
