@@ -114,7 +114,7 @@ static ms_status get_positive_real(const cJSON *cfg, const char *where, const ch
 	return MS_OK;
 }
 
-/* ---- which layers are MoE blocks ------------------------------------------------------------------------------ */
+/* ---- which layers are MoE blocks ----------------------------------------------------------------------------- */
 
 static ms_status every_layer(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe, ms_error *err)
 {
@@ -211,7 +211,7 @@ static ms_status deepseek_check(const cJSON *cfg, const char *where, ms_error *e
 	return st;
 }
 
-/* ---- the family table ------------------------------------------------------------------------------------------ */
+/* ---- the family table ---------------------------------------------------------------------------------------- */
 
 #define DECODER(tail) {{NULL, "num_hidden_layers", NULL, "model.layers.", tail}}, 1
 #define MIXTRAL_MATS {"w1", "w3", "w2"}
@@ -260,7 +260,7 @@ static ms_status unknown_family(const char *where, const char *model_type, ms_er
 		       model_type, list);
 }
 
-/* ---- reading config.json ---------------------------------------------------------------------------------------- */
+/* ---- reading config.json ------------------------------------------------------------------------------------- */
 
 /* Line and column (1-based) of byte `at` in buf. */
 static void text_position(const char *buf, size_t at, int *line, int *col)
@@ -380,7 +380,7 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 	return st;
 }
 
-/* ---- blocks ------------------------------------------------------------------------------------------------------ */
+/* ---- blocks -------------------------------------------------------------------------------------------------- */
 
 static ms_status stack_layers(const mdl_stack *s, const cJSON *cfg, const char *where, int *n, ms_error *err)
 {
@@ -437,7 +437,7 @@ static ms_status list_blocks(mdl_model *m, const cJSON *cfg, const char *where, 
 	return st;
 }
 
-/* ---- tensor checks ----------------------------------------------------------------------------------------------- */
+/* ---- tensor checks ------------------------------------------------------------------------------------------- */
 
 static void shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
 {
@@ -523,7 +523,7 @@ static void count_totals(mdl_model *m)
 	}
 }
 
-/* ---- public ------------------------------------------------------------------------------------------------------ */
+/* ---- public -------------------------------------------------------------------------------------------------- */
 
 /* mdl_model plus the parsed config, which callers reach only through mdl_config_json. */
 typedef struct {

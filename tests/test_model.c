@@ -21,7 +21,7 @@
 
 static char tmp_root[64];
 
-/* ---- an independent reading of a safetensors file --------------------------------------------------------------- */
+/* ---- an independent reading of a safetensors file ------------------------------------------------------------ */
 
 typedef struct {
 	unsigned char *bytes;
@@ -89,7 +89,7 @@ static void raw_totals(const raw_file *r, uint64_t *params, uint64_t *bytes)
 	}
 }
 
-/* ---- writing tiny safetensors files byte by byte ----------------------------------------------------------------- */
+/* ---- writing tiny safetensors files byte by byte ------------------------------------------------------------- */
 
 typedef struct {
 	char name[192];
@@ -220,7 +220,7 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 	return remove(path);
 }
 
-/* ---- tiny models ------------------------------------------------------------------------------------------------- */
+/* ---- tiny models --------------------------------------------------------------------------------------------- */
 
 /* How a family names a block's tensors, as in DESIGN 2.1 (written out here, not taken from model.c). */
 typedef struct {
@@ -296,7 +296,7 @@ static void labels(const mdl_model *m, char *buf, size_t len)
 		used += (size_t)snprintf(buf + used, len - used, "%s%s", b ? " " : "", m->blocks[b].label);
 }
 
-/* ---- the golden case --------------------------------------------------------------------------------------------- */
+/* ---- the golden case ----------------------------------------------------------------------------------------- */
 
 static void test_golden_model(void)
 {
@@ -413,7 +413,7 @@ static void test_golden_calib(void)
 	mdl_close(m);
 }
 
-/* ---- the MoE layers of each family -------------------------------------------------------------------------------- */
+/* ---- the MoE layers of each family --------------------------------------------------------------------------- */
 
 typedef struct {
 	const char *name;
@@ -554,7 +554,7 @@ static void test_switch(void)
 	}
 }
 
-/* ---- malformed models ---------------------------------------------------------------------------------------------- */
+/* ---- malformed models ---------------------------------------------------------------------------------------- */
 
 typedef struct {
 	const char *name;
@@ -654,9 +654,11 @@ static const bad_model bad_models[] = {
 	{"missing router", NULL, drop_router, MS_ERR_MODEL_TENSOR,
 	 {"'model.layers.1.block_sparse_moe.gate.weight' missing", "router of layer 1"}},
 	{"router shape", NULL, wide_router, MS_ERR_MODEL_SHAPE,
-	 {"'model.layers.0.block_sparse_moe.gate.weight'", "shape [5, 8]", "expected [4, 8] (num_local_experts x hidden_size"}},
+	 {"'model.layers.0.block_sparse_moe.gate.weight'", "shape [5, 8]",
+	  "expected [4, 8] (num_local_experts x hidden_size"}},
 	{"expert shape", NULL, transposed_down, MS_ERR_MODEL_SHAPE,
-	 {"'model.layers.1.block_sparse_moe.experts.2.w2.weight'", "shape [12, 8]", "expected [8, 12] (hidden_size x intermediate_size"}},
+	 {"'model.layers.1.block_sparse_moe.experts.2.w2.weight'", "shape [12, 8]",
+	  "expected [8, 12] (hidden_size x intermediate_size"}},
 	{"expert one-dimensional", NULL, vector_up, MS_ERR_MODEL_SHAPE, {"experts.0.w3.weight", "shape [96]"}},
 	{"expert of integers", NULL, int_gate, MS_ERR_ST_DTYPE, {"experts.1.w1.weight", "dtype I32"}},
 };
@@ -715,7 +717,7 @@ static void test_missing_files(void)
 	}
 }
 
-/* ---- calibration sets ------------------------------------------------------------------------------------------------ */
+/* ---- calibration sets ---------------------------------------------------------------------------------------- */
 
 typedef struct {
 	const char *name;
