@@ -19,6 +19,11 @@ const cli_command cli_commands[] = {
 	 "eval MODEL --calib C [--plan PLAN.csv] [--layout L] [--router R] [--align A] [--weighting W] "
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--eval-tokens N] [--json OUT]",
 	 "Output error, routing agreement, parameters and FLOPs of a plan per block; without a plan, MEO."},
+	{"merge", cmd_merge,
+	 "merge MODEL --plan PLAN.csv --out DIR [--calib C] [--layout compact|aliased] [--router lse-fit|mean|dominant] "
+	 "[--align dominant|first|none] [--weighting frequency|uniform|dominant] [--rank R | --rank-energy E | "
+	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense] [--max-shard-size S] [--force]",
+	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
 	{"samples", cmd_samples, "samples DIR",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},
 };

@@ -1,0 +1,462 @@
+#include "tui/merge_run.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <cjson/cJSON.h>
+
+#include "io/jsonfile.h"
+#include "io/outdir.h"
+#include "io/safetensors.h"
+#include "tui/report.h"
+
+const char *const merge_format_names[MERGE_FORMAT_COUNT] = {"dense", "factors"};
+
+merge_request merge_request_defaults(void)
+{
+	merge_request r = {
+		.opts = pipe_merge_defaults(), .format = MERGE_FORMAT_DENSE, .max_shard_bytes = 5000000000ULL,
+		.eval_tokens = 2048,
+	};
+	return r;
+}
+
+/* Everything one merge keeps while it runs. */
+typedef struct {
+	const mdl_model *m;
+	const calib *cal;
+	const merge_request *req;
+	merge_progress_fn progress;
+	void *ctx;
+	volatile sig_atomic_t *cancel;
+	pipe_merge_options opts;
+	int n_out;                   /* experts per block in the output: E' (compact) or E (aliased) */
+	const st_tensor **block_tensors; /* sorted pointers of every router and expert tensor, to tell them apart */
+	size_t n_block_tensors;
+	outdir *od;
+	st_writer *w;
+	cJSON *report;
+	merge_summary sum;
+} merge_ctx;
+
+#define COPY_CHUNK (64u << 20)
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+static ms_status interrupted(const merge_ctx *c, ms_error *err)
+{
+	if (c->cancel && *c->cancel)
+		return ms_fail(err, MS_ERR_INTERRUPTED, "%s: merge interrupted; nothing was written", c->req->out_dir);
+	return MS_OK;
+}
+
+/* Pointers of the routers and expert matrices of every block, sorted, for is_block_tensor. */
+static ms_status collect_block_tensors(merge_ctx *c, ms_error *err)
+{
+	const mdl_model *m = c->m;
+	size_t n = (size_t)m->n_blocks * (1 + (size_t)m->n_experts * MDL_NMAT), k = 0;
+	c->block_tensors = malloc(n * sizeof *c->block_tensors);
+	if (!c->block_tensors)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	for (int b = 0; b < m->n_blocks; b++) {
+		c->block_tensors[k++] = m->blocks[b].router;
+		for (int i = 0; i < m->n_experts * MDL_NMAT; i++)
+			if (m->blocks[b].experts[i])
+				c->block_tensors[k++] = m->blocks[b].experts[i];
+	}
+	c->n_block_tensors = k;
+	qsort(c->block_tensors, k, sizeof *c->block_tensors, cmp_ptr);
+	return MS_OK;
+}
+
+static int is_block_tensor(const merge_ctx *c, const st_tensor *t)
+{
+	return bsearch(&t, c->block_tensors, c->n_block_tensors, sizeof *c->block_tensors, cmp_ptr) != NULL;
+}
+
+/* Declares the tensors of block b: its router, then n_out experts with the input's matrix shapes and dtypes. */
+static ms_status declare_block(merge_ctx *c, int b, ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	int64_t shape[2] = {c->opts.layout == PIPE_LAYOUT_COMPACT ? c->n_out : c->m->n_experts, blk->router->shape[1]};
+	ms_status st = st_writer_declare(c->w, blk->router->name, blk->router->dtype, 2, shape, err);
+	char name[512];
+	for (int s = 0; st == MS_OK && s < c->n_out; s++) {
+		for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
+			const st_tensor *src = blk->experts[mat];
+			if (!src)
+				continue;
+			if (mdl_expert_name(c->m, b, s, mat, name, sizeof name) != 0)
+				return ms_fail(err, MS_ERR_ARG, "block %s: tensor name too long", blk->label);
+			st = st_writer_declare(c->w, name, src->dtype, src->ndim, src->shape, err);
+		}
+	}
+	return st;
+}
+
+static ms_status declare_all(merge_ctx *c, ms_error *err)
+{
+	const st_file *f = c->m->st;
+	ms_status st = MS_OK;
+	for (size_t i = 0; st == MS_OK && i < st_count(f); i++) {
+		const st_tensor *t = st_get(f, i);
+		if (!is_block_tensor(c, t))
+			st = st_writer_declare(c->w, t->name, t->dtype, t->ndim, t->shape, err);
+	}
+	for (int b = 0; st == MS_OK && b < c->m->n_blocks; b++)
+		st = declare_block(c, b, err);
+	return st;
+}
+
+/* Non-expert tensors byte for byte, in chunks so an interrupt is seen promptly. */
+static ms_status copy_plain_tensors(merge_ctx *c, ms_error *err)
+{
+	const st_file *f = c->m->st;
+	ms_status st = MS_OK;
+	for (size_t i = 0; st == MS_OK && i < st_count(f); i++) {
+		const st_tensor *t = st_get(f, i);
+		if (is_block_tensor(c, t))
+			continue;
+		for (uint64_t off = 0; st == MS_OK && off < t->nbytes; off += COPY_CHUNK) {
+			uint64_t n = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
+			st = interrupted(c, err);
+			if (st == MS_OK)
+				st = st_writer_write(c->w, (const char *)t->data + off, n, err);
+		}
+	}
+	return st;
+}
+
+static ms_status check_finite(const float *v, int64_t n, const char *what, const char *label, ms_error *err)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged %s has NaN or infinity at element %lld; "
+				       "nothing was written", label, what, (long long)i);
+	return MS_OK;
+}
+
+/* The matrices of merged slot s in gate, up, down order, skipping an absent gate. */
+static ms_status write_slot(merge_ctx *c, const pipe_merged *mg, int s, const char *label, ms_error *err)
+{
+	const expert_weights *w = &mg->experts[s];
+	const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
+	const int64_t numel = (int64_t)w->d * w->f;
+	ms_status st = MS_OK;
+	for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
+		if (!mats[mat])
+			continue;
+		st = check_finite(mats[mat], numel, "expert", label, err);
+		if (st == MS_OK)
+			st = st_writer_write_f32(c->w, mats[mat], (uint64_t)numel, err);
+	}
+	return st;
+}
+
+static ms_status write_block(merge_ctx *c, int b, const pipe_merged *mg, ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	const plan *p = c->req->plan;
+	ms_status st;
+	if (c->opts.layout == PIPE_LAYOUT_ALIASED) {
+		/* the router is unchanged: its bytes are copied */
+		st = st_writer_write(c->w, blk->router->data, blk->router->nbytes, err);
+		for (int e = 0; st == MS_OK && e < c->m->n_experts; e++)
+			st = write_slot(c, mg, p->group[(size_t)b * c->m->n_experts + e], blk->label, err);
+		return st;
+	}
+	st = check_finite(mg->router, (int64_t)mg->n_router * c->m->hidden, "router", blk->label, err);
+	if (st == MS_OK)
+		st = st_writer_write_f32(c->w, mg->router, (uint64_t)mg->n_router * (uint64_t)c->m->hidden, err);
+	for (int s = 0; st == MS_OK && s < mg->n_slots; s++)
+		st = write_slot(c, mg, s, blk->label, err);
+	return st;
+}
+
+/* Mean residual of each router method on the calibration tokens, so the report shows which fits best. */
+static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, int b)
+{
+	const int E = blk->E, G = plan_groups(p, b);
+	float *rows = malloc((size_t)G * blk->d * sizeof *rows);
+	double *res = malloc((size_t)G * sizeof *res);
+	cJSON *o = cJSON_AddObjectToObject(jb, "router_fit_residual");
+	const char *best = NULL;
+	double best_v = INFINITY;
+	for (int meth = 0; rows && res && meth < RFIT_METHOD_COUNT; meth++) {
+		ms_error e2 = {0};
+		if (rfit_rows((rfit_method)meth, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
+			      p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows,
+			      res, &e2) != MS_OK)
+			continue;
+		double mean = 0.0;
+		for (int g = 0; g < G; g++)
+			mean += res[g] / G;
+		cJSON_AddNumberToObject(o, rfit_method_name((rfit_method)meth), mean);
+		if (mean < best_v) {
+			best_v = mean;
+			best = rfit_method_name((rfit_method)meth);
+		}
+	}
+	if (best)
+		cJSON_AddStringToObject(o, "best", best);
+	free(rows);
+	free(res);
+}
+
+/* Parameters of a block's tensors (router and experts) before and after, in bytes. */
+static void block_bytes(const merge_ctx *c, int b, const pipe_merged *mg, uint64_t *before, uint64_t *after)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	uint64_t expert = 0;
+	*before = blk->router->nbytes;
+	for (int i = 0; i < c->m->n_experts * MDL_NMAT; i++)
+		if (blk->experts[i])
+			*before += blk->experts[i]->nbytes;
+	for (int mat = 0; mat < MDL_NMAT; mat++)
+		if (blk->experts[mat])
+			expert += blk->experts[mat]->nbytes;
+	*after = (uint64_t)c->n_out * expert +
+		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);
+}
+
+static ms_status report_block_merge(merge_ctx *c, int b, const pipe_block *blk, const pipe_merged *mg,
+				    ms_error *err)
+{
+	cJSON *jb = report_block(c->report, c->m, b);
+	uint64_t before, after;
+	block_bytes(c, b, mg, &before, &after);
+	cJSON_AddNumberToObject(jb, "groups", mg->groups);
+	cJSON_AddNumberToObject(jb, "experts_out", c->n_out);
+	cJSON_AddNumberToObject(jb, "bytes_before", (double)before);
+	cJSON_AddNumberToObject(jb, "bytes_after", (double)after);
+	if (blk->T == 0)
+		return MS_OK;
+	blk_eval_result r;
+	ms_status st = pipe_eval_block(blk, mg, c->req->plan, b, c->req->eval_tokens, &r, err);
+	if (st != MS_OK)
+		return st;
+	report_add_eval(jb, &r);
+	c->sum.mean_rel_error += r.rel_error / c->m->n_blocks;
+	if (c->opts.layout == PIPE_LAYOUT_COMPACT)
+		report_router_fit(jb, blk, c->req->plan, b);
+	return MS_OK;
+}
+
+static ms_status merge_blocks(merge_ctx *c, ms_error *err)
+{
+	ms_status st = MS_OK;
+	for (int b = 0; st == MS_OK && b < c->m->n_blocks; b++) {
+		if (c->progress)
+			c->progress(c->ctx, "merge", b, c->m->n_blocks);
+		pipe_block blk;
+		pipe_merged mg;
+		st = interrupted(c, err);
+		if (st == MS_OK)
+			st = pipe_load_block(c->m, c->cal, b, &blk, err);
+		if (st != MS_OK)
+			break;
+		st = pipe_merge_block(&blk, c->req->plan, b, &c->opts, &mg, err);
+		if (st == MS_OK) {
+			st = report_block_merge(c, b, &blk, &mg, err);
+			if (st == MS_OK)
+				st = write_block(c, b, &mg, err);
+			pipe_free_merged(&mg);
+		}
+		pipe_free_block(&blk);
+	}
+	if (st == MS_OK && c->progress)
+		c->progress(c->ctx, "merge", c->m->n_blocks, c->m->n_blocks);
+	return st;
+}
+
+/* config.json with the expert count and top-k of the output. */
+static ms_status write_config(merge_ctx *c, ms_error *err)
+{
+	cJSON *cfg = cJSON_Duplicate((const cJSON *)mdl_config_json(c->m), 1);
+	if (!cfg)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory copying config.json");
+	if (c->opts.layout == PIPE_LAYOUT_COMPACT) {
+		cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->experts_field, cJSON_CreateNumber(c->n_out));
+		if (c->m->topk_field && c->m->top_k > c->n_out)
+			cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->topk_field, cJSON_CreateNumber(c->n_out));
+	}
+	char path[PATH_MAX];
+	ms_status st = outdir_file(c->od, "config.json", path, sizeof path) == 0
+			       ? jsonf_write(path, cfg, err)
+			       : ms_fail(err, MS_ERR_ARG, "output path too long");
+	cJSON_Delete(cfg);
+	return st;
+}
+
+/* Files the output must not inherit: weights (stale after the merge) and moescope's own outputs. */
+static int skip_aux_file(const char *name)
+{
+	static const char *const suffixes[] = {
+		".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".h5",
+		".msgpack", ".gguf",
+	};
+	if (name[0] == '.' || strcmp(name, "config.json") == 0 || strcmp(name, "moescope_plan.csv") == 0 ||
+	    strcmp(name, "moescope_report.json") == 0)
+		return 1;
+	size_t n = strlen(name);
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		size_t k = strlen(suffixes[i]);
+		if (n >= k && strcmp(name + n - k, suffixes[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Tokenizer and generation files beside the weights, so the output is as usable as the input. */
+static ms_status copy_aux_files(merge_ctx *c, ms_error *err)
+{
+	DIR *d = opendir(c->m->dir);
+	if (!d)
+		return MS_OK;
+	ms_status st = MS_OK;
+	struct dirent *ent;
+	char src[PATH_MAX];
+	while (st == MS_OK && (ent = readdir(d)) != NULL) {
+		struct stat sb;
+		if (skip_aux_file(ent->d_name) ||
+		    snprintf(src, sizeof src, "%s/%s", c->m->dir, ent->d_name) >= (int)sizeof src ||
+		    lstat(src, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (256 << 20))
+			continue;
+		st = outdir_copy_file(c->od, src, ent->d_name, err);
+	}
+	closedir(d);
+	return st;
+}
+
+/* Re-opens the output as a model: every shard's header and offsets, and every block's shapes against the new
+ * config.json. */
+static ms_status validate_output(merge_ctx *c, ms_error *err)
+{
+	mdl_model *out;
+	ms_status st = mdl_open(outdir_tmp_path(c->od), &out, err);
+	if (st != MS_OK) {
+		ms_error_prefix(err, "validating the written checkpoint");
+		return st;
+	}
+	if (out->n_experts != (c->opts.layout == PIPE_LAYOUT_COMPACT ? c->n_out : c->m->n_experts) ||
+	    out->n_blocks != c->m->n_blocks)
+		st = ms_fail(err, MS_ERR_IO, "validating the written checkpoint: %d experts in %d blocks, expected %d in %d",
+			     out->n_experts, out->n_blocks, c->n_out, c->m->n_blocks);
+	c->sum.bytes_after = out->bytes_total;
+	mdl_close(out);
+	return st;
+}
+
+static ms_status write_sidecars(merge_ctx *c, ms_error *err)
+{
+	char path[PATH_MAX];
+	if (outdir_file(c->od, "moescope_plan.csv", path, sizeof path) != 0)
+		return ms_fail(err, MS_ERR_ARG, "output path too long");
+	ms_status st = plan_write_csv(path, c->req->plan, err);
+	if (st == MS_OK && outdir_file(c->od, "moescope_report.json", path, sizeof path) != 0)
+		st = ms_fail(err, MS_ERR_ARG, "output path too long");
+	if (st == MS_OK)
+		st = jsonf_write(path, c->report, err);
+	return st;
+}
+
+static ms_status check_request(merge_ctx *c, ms_error *err)
+{
+	const plan *p = c->req->plan;
+	if (!p || p->n_blocks != c->m->n_blocks || p->n_experts != c->m->n_experts)
+		return ms_fail(err, MS_ERR_ARG, "the plan does not fit the model (%d blocks of %d experts)",
+			       c->m->n_blocks, c->m->n_experts);
+	ms_status st = plan_validate(p, err);
+	if (st != MS_OK)
+		return st;
+	if (c->req->format != MERGE_FORMAT_DENSE)
+		return ms_fail(err, MS_ERR_ARG, "--compress-format %s: only dense output is written by this version",
+			       merge_format_names[c->req->format]);
+	if (c->opts.layout == PIPE_LAYOUT_ALIASED) {
+		for (size_t i = 0; i < (size_t)p->n_blocks * p->n_experts; i++)
+			if (p->group[i] < 0)
+				return ms_fail(err, MS_ERR_ARG, "the plan drops experts (pruning): the aliased layout "
+					       "keeps every expert, use --layout compact");
+	}
+	if (c->opts.router == RFIT_LSE_FIT && c->opts.layout == PIPE_LAYOUT_COMPACT && !c->cal)
+		return ms_fail(err, MS_ERR_ARG, "--router lse-fit needs the calibration set (--calib), or use "
+			       "--router mean or dominant");
+	return MS_OK;
+}
+
+static ms_status run(merge_ctx *c, ms_error *err)
+{
+	ms_status st = check_request(c, err);
+	if (st == MS_OK)
+		st = collect_block_tensors(c, err);
+	if (st == MS_OK)
+		st = outdir_begin(c->req->out_dir, c->m->dir, c->req->force, &c->od, err);
+	if (st == MS_OK)
+		st = st_writer_create(outdir_tmp_path(c->od), "model", c->req->max_shard_bytes, &c->w, err);
+	if (st == MS_OK)
+		st = declare_all(c, err);
+	if (st == MS_OK)
+		st = copy_plain_tensors(c, err);
+	if (st == MS_OK)
+		st = merge_blocks(c, err);
+	if (st == MS_OK)
+		st = st_writer_finish(c->w, err);
+	if (st == MS_OK)
+		st = write_config(c, err);
+	if (st == MS_OK)
+		st = write_sidecars(c, err);
+	if (st == MS_OK)
+		st = copy_aux_files(c, err);
+	if (st == MS_OK && c->progress)
+		c->progress(c->ctx, "validate", 0, 1);
+	if (st == MS_OK)
+		st = validate_output(c, err);
+	if (st == MS_OK)
+		st = interrupted(c, err);
+	return st;
+}
+
+ms_status merge_run(const mdl_model *m, const calib *cal, const merge_request *req, merge_progress_fn progress,
+		    void *ctx, volatile sig_atomic_t *cancel, merge_summary *summary, ms_error *err)
+{
+	merge_ctx c = {.m = m, .cal = cal, .req = req, .progress = progress, .ctx = ctx, .cancel = cancel};
+	c.opts = req->opts;
+	c.n_out = m->n_experts;
+	if (req->plan && c.opts.layout == PIPE_LAYOUT_COMPACT) {
+		c.n_out = 0;
+		for (int b = 0; b < req->plan->n_blocks; b++)
+			if (plan_groups(req->plan, b) > c.n_out)
+				c.n_out = plan_groups(req->plan, b);
+		c.opts.slots = c.n_out;
+	}
+	c.report = report_new(m, cal);
+	cJSON *o = report_options(c.report);
+	cJSON_AddStringToObject(o, "layout", pipe_layout_names[c.opts.layout]);
+	cJSON_AddStringToObject(o, "router", rfit_method_name(c.opts.router));
+	cJSON_AddStringToObject(o, "align", align_ref_name(c.opts.align));
+	cJSON_AddStringToObject(o, "weighting", merge_weighting_name(c.opts.weighting));
+	cJSON_AddStringToObject(o, "rank_mode", cmp_rank_mode_name(c.opts.compress.mode));
+	c.sum.blocks = m->n_blocks;
+	c.sum.experts_before = m->n_experts;
+	c.sum.experts_after = c.n_out;
+	c.sum.bytes_before = m->bytes_total;
+	ms_status st = run(&c, err);
+	st_writer_free(c.w);
+	if (st == MS_OK)
+		st = outdir_commit(c.od, err);
+	else
+		outdir_abort(c.od);
+	cJSON_Delete(c.report);
+	free(c.block_tensors);
+	if (st == MS_OK && summary)
+		*summary = c.sum;
+	return st;
+}
