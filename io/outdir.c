@@ -110,6 +110,10 @@ ms_status outdir_begin(const char *final_dir, const char *input_dir, int force, 
 		free(o);
 		return st;
 	}
+	/* mkdtemp makes the directory private; the output should get the permissions of any new directory. */
+	mode_t mask = umask(0);
+	umask(mask);
+	chmod(o->tmp, 0777 & ~mask);
 	*out = o;
 	return MS_OK;
 }
