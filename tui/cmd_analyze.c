@@ -57,7 +57,7 @@ static int parse_args(int argc, char **argv, analyze_args *a)
 	optind = 0;
 	opterr = 0;
 	int c, base;
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a->calib = optarg; break;
 		case 'j': a->json = optarg; break;

@@ -33,7 +33,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
 	int c;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c >= OPT_MERGE_BASE) {
 			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->mo, msg,
 					     sizeof msg) < 0)

@@ -52,7 +52,7 @@ static int parse_args(int argc, char **argv, merge_args *a)
 	int c, found;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c >= OPT_MERGE_BASE) {
 			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->req.opts, msg,
 					     sizeof msg) < 0)

@@ -36,7 +36,7 @@ static int parse_args(int argc, char **argv, plan_args *a)
 	int c, v, rc = 0;
 	optind = 0;
 	opterr = 0;
-	while (rc == 0 && (c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a->calib = optarg; break;
 		case 'o': a->out = optarg; break;
