@@ -31,7 +31,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 SAMPLE_DIR := $(BUILD)/samples
 SAMPLE     := $(SAMPLE_DIR)/mixtral-tiny
 
-.PHONY: all deps run test check-build clean install samples bench fuzz
+.PHONY: all deps run test check-build clean install samples
 
 all: $(BUILD)/moescope
 
@@ -79,5 +79,8 @@ install: $(BUILD)/moescope
 
 clean:
 	rm -rf $(BUILD)
+
+# Areas with their own targets (fuzzing, benchmarks) keep them in mk/*.mk.
+include $(wildcard mk/*.mk)
 
 -include $(OBJ:.o=.d) $(SAN_CORE:.o=.d) $(SAN_TUI:.o=.d) $(TESTS:=.d)
