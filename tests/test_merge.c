@@ -1,12 +1,13 @@
 /* Merging: each weighting against a hand computation, the zero-frequency fallback, exact copies for the dominant
  * weighting and for a group of one, a merge written over one of its members, and the golden M-SMoE case (the
- * global plan merged with frequency weighting and no alignment, against an independent implementation). */
+ * global plan merged with frequency weighting and no alignment, against an independent implementation, read with
+ * io/safetensors). */
 #include "analysis/merge.h"
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "io/safetensors.h"
 #include "tests/test.h"
 
 #define EXPECT(cond) CHECK(cond, "%s", "")
@@ -143,59 +144,11 @@ static void test_long_in_place(void)
 #define GOLDEN_DIR "tests/data/golden/msmoe-mixtral/"
 enum { GL_BLOCKS = 3, GL_E = 8, GL_D = 32, GL_F = 48 };
 
-/* A whole small safetensors file with its parsed header: enough to read the F32 golden files without io/. */
-typedef struct {
-	unsigned char *bytes;
-	size_t size;
-	size_t data_at;   /* 8 + header length */
-	cJSON *header;
-} tiny_st;
-
-static void tiny_close(tiny_st *f)
+/* Copies tensor `name` of f, which must hold numel values, into out as float32. */
+static int read_tensor(const st_file *f, const char *name, float *out, uint64_t numel)
 {
-	cJSON_Delete(f->header);
-	free(f->bytes);
-	memset(f, 0, sizeof *f);
-}
-
-static int tiny_open(const char *path, tiny_st *f)
-{
-	memset(f, 0, sizeof *f);
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
-		return -1;
-	fseek(fp, 0, SEEK_END);
-	long size = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	f->bytes = size > 8 ? malloc((size_t)size) : NULL;
-	int ok = f->bytes && fread(f->bytes, 1, (size_t)size, fp) == (size_t)size;
-	fclose(fp);
-	if (!ok)
-		return tiny_close(f), -1;
-	f->size = (size_t)size;
-	uint64_t hlen = 0;
-	for (int i = 7; i >= 0; i--)
-		hlen = hlen << 8 | f->bytes[i];
-	if (hlen > f->size - 8)
-		return tiny_close(f), -1;
-	f->data_at = 8 + (size_t)hlen;
-	f->header = cJSON_ParseWithLength((const char *)f->bytes + 8, (size_t)hlen);
-	return f->header ? 0 : (tiny_close(f), -1);
-}
-
-/* Copies tensor `name`, which must be F32 with numel elements, into out. */
-static int tiny_read(const tiny_st *f, const char *name, float *out, size_t numel)
-{
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(f->header, name);
-	const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(t, "dtype");
-	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
-	if (!cJSON_IsString(dtype) || strcmp(dtype->valuestring, "F32") != 0 || cJSON_GetArraySize(offs) != 2)
-		return -1;
-	const double begin = cJSON_GetArrayItem(offs, 0)->valuedouble, end = cJSON_GetArrayItem(offs, 1)->valuedouble;
-	if (begin < 0 || end - begin != (double)(numel * sizeof(float)) || f->data_at + end > (double)f->size)
-		return -1;
-	memcpy(out, f->bytes + f->data_at + (size_t)begin, numel * sizeof(float));
-	return 0;
+	const st_tensor *t = st_find(f, name);
+	return t && t->numel == numel && st_read_f32(t, out, NULL) == MS_OK ? 0 : -1;
 }
 
 /* group, dominant and frequency [GL_BLOCKS * GL_E] from a plan CSV (layer,expert,group,dominant,frequency). */
@@ -238,7 +191,7 @@ static double scaled_difference(const float *got, const float *want, size_t n)
 
 /* Merges every group of block b's matrix `mat` (w1, w2 or w3) with weighting w and returns the largest scaled
  * difference to the golden merged file over all experts (-1 when a tensor could not be read). */
-static double golden_block_difference(const tiny_st *model, const tiny_st *merged, int b, const char *mat,
+static double golden_block_difference(const st_file *model, const st_file *merged, int b, const char *mat,
 				      const int *group, const unsigned char *dominant, const double *frequency,
 				      merge_weighting w)
 {
@@ -247,7 +200,7 @@ static double golden_block_difference(const tiny_st *model, const tiny_st *merge
 	char name[128];
 	for (int e = 0; e < GL_E; e++) {
 		snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", b, e, mat);
-		if (tiny_read(model, name, weights[e], NUMEL) != 0)
+		if (read_tensor(model, name, weights[e], NUMEL) != 0)
 			return -1;
 	}
 	double worst = 0;
@@ -266,7 +219,7 @@ static double golden_block_difference(const tiny_st *model, const tiny_st *merge
 		if (merge_matrices(n, mats, f, dom, w, NUMEL, out) != MS_OK)
 			return -1;
 		snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", b, e, mat);
-		if (tiny_read(merged, name, want, NUMEL) != 0)
+		if (read_tensor(merged, name, want, NUMEL) != 0)
 			return -1;
 		worst = fmax(worst, scaled_difference(out, want, NUMEL));
 	}
@@ -278,31 +231,32 @@ static void test_golden_frequency_merge(void)
 	int group[GL_BLOCKS * GL_E];
 	unsigned char dominant[GL_BLOCKS * GL_E];
 	double frequency[GL_BLOCKS * GL_E];
-	tiny_st model, merged;
+	st_file *model = NULL, *merged = NULL;
+	ms_error err = { 0 };
 	CHECK(read_plan(GOLDEN_DIR "expected/plan_global_avg4.csv", group, dominant, frequency) == 0,
 	      "cannot read the golden plan (run from the repository root)");
-	CHECK(tiny_open(GOLDEN_DIR "model/model.safetensors", &model) == 0, "cannot read the golden model");
-	CHECK(tiny_open(GOLDEN_DIR "expected/merged_global_avg4_aliased.safetensors", &merged) == 0,
-	      "cannot read the golden merge");
+	CHECK(st_open(GOLDEN_DIR "model/model.safetensors", &model, &err) == MS_OK, "%s", err.msg);
+	CHECK(st_open(GOLDEN_DIR "expected/merged_global_avg4_aliased.safetensors", &merged, &err) == MS_OK, "%s",
+	      err.msg);
 	if (test_failures_in_case) {
-		tiny_close(&model);
-		tiny_close(&merged);
+		st_close(model);
+		st_close(merged);
 		return;
 	}
 	static const char *const mats[3] = { "w1", "w2", "w3" };
 	for (int b = 0; b < GL_BLOCKS; b++) {
 		for (int k = 0; k < 3; k++) {
-			double diff = golden_block_difference(&model, &merged, b, mats[k], group, dominant, frequency,
+			double diff = golden_block_difference(model, merged, b, mats[k], group, dominant, frequency,
 							      MERGE_FREQUENCY);
 			CHECK(diff >= 0 && diff <= 1e-5, "layer %d %s: scaled difference %g", b, mats[k], diff);
 			/* the comparison can tell weightings apart: uniform merging must miss the golden weights */
-			double uni = golden_block_difference(&model, &merged, b, mats[k], group, dominant, frequency,
+			double uni = golden_block_difference(model, merged, b, mats[k], group, dominant, frequency,
 							     MERGE_UNIFORM);
 			CHECK(uni > 1e-3, "layer %d %s: uniform merge matches too (%g)", b, mats[k], uni);
 		}
 	}
-	tiny_close(&model);
-	tiny_close(&merged);
+	st_close(model);
+	st_close(merged);
 }
 
 int main(void)
