@@ -34,7 +34,7 @@ static void install_signals(void)
 
 typedef struct {
 	const char *model, *calib, *plan_path;
-	merge_request req;
+	mrun_request req;
 } merge_args;
 
 static int parse_args(int argc, char **argv, merge_args *a)
@@ -46,7 +46,7 @@ static int parse_args(int argc, char **argv, merge_args *a)
 		{"eval-tokens", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
 		OPT_MERGE_LONGOPTS,                        {NULL, 0, NULL, 0},
 	};
-	a->req = merge_request_defaults();
+	a->req = mrun_request_defaults();
 	char msg[256];
 	long long n;
 	int c, found;
@@ -67,9 +67,9 @@ static int parse_args(int argc, char **argv, merge_args *a)
 		case 'h': return cli_help("merge") - 1;
 		case 'F':
 			found = 0;
-			for (int i = 0; i < MERGE_FORMAT_COUNT; i++)
-				if (strcmp(optarg, merge_format_names[i]) == 0)
-					a->req.format = (merge_format)i, found = 1;
+			for (int i = 0; i < MRUN_FORMAT_COUNT; i++)
+				if (strcmp(optarg, mrun_format_names[i]) == 0)
+					a->req.format = (mrun_format)i, found = 1;
 			if (!found)
 				return cli_usage_error("merge", "--compress-format: '%s' is not dense or factors", optarg);
 			break;
@@ -118,9 +118,9 @@ int cmd_merge(int argc, char **argv)
 	}
 	a.req.plan = &p;
 	install_signals();
-	merge_summary sum;
+	mrun_summary sum;
 	ms_error err = {0};
-	ms_status st = merge_run(m, cal, &a.req, show_progress, NULL, &merge_cancel, &sum, &err);
+	ms_status st = mrun_run(m, cal, &a.req, show_progress, NULL, &merge_cancel, &sum, &err);
 	if (st == MS_OK) {
 		printf("wrote %s: %d blocks, %d -> %d experts per block, %.1f MB -> %.1f MB", a.req.out_dir, sum.blocks,
 		       sum.experts_before, sum.experts_after, sum.bytes_before / 1e6, sum.bytes_after / 1e6);

@@ -14,12 +14,12 @@
 #include "io/safetensors.h"
 #include "tui/report.h"
 
-const char *const merge_format_names[MERGE_FORMAT_COUNT] = {"dense", "factors"};
+const char *const mrun_format_names[MRUN_FORMAT_COUNT] = {"dense", "factors"};
 
-merge_request merge_request_defaults(void)
+mrun_request mrun_request_defaults(void)
 {
-	merge_request r = {
-		.opts = pipe_merge_defaults(), .format = MERGE_FORMAT_DENSE, .max_shard_bytes = 5000000000ULL,
+	mrun_request r = {
+		.opts = pipe_merge_defaults(), .format = MRUN_FORMAT_DENSE, .max_shard_bytes = 5000000000ULL,
 		.eval_tokens = 2048,
 	};
 	return r;
@@ -29,8 +29,8 @@ merge_request merge_request_defaults(void)
 typedef struct {
 	const mdl_model *m;
 	const calib *cal;
-	const merge_request *req;
-	merge_progress_fn progress;
+	const mrun_request *req;
+	mrun_progress_fn progress;
 	void *ctx;
 	volatile sig_atomic_t *cancel;
 	pipe_merge_options opts;
@@ -40,8 +40,8 @@ typedef struct {
 	outdir *od;
 	st_writer *w;
 	cJSON *report;
-	merge_summary sum;
-} merge_ctx;
+	mrun_summary sum;
+} mrun_ctx;
 
 #define COPY_CHUNK (64u << 20)
 
@@ -51,7 +51,7 @@ static int cmp_ptr(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static ms_status interrupted(const merge_ctx *c, ms_error *err)
+static ms_status interrupted(const mrun_ctx *c, ms_error *err)
 {
 	if (c->cancel && *c->cancel)
 		return ms_fail(err, MS_ERR_INTERRUPTED, "%s: merge interrupted; nothing was written", c->req->out_dir);
@@ -59,7 +59,7 @@ static ms_status interrupted(const merge_ctx *c, ms_error *err)
 }
 
 /* Pointers of the routers and expert matrices of every block, sorted, for is_block_tensor. */
-static ms_status collect_block_tensors(merge_ctx *c, ms_error *err)
+static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 {
 	const mdl_model *m = c->m;
 	size_t n = (size_t)m->n_blocks * (1 + (size_t)m->n_experts * MDL_NMAT), k = 0;
@@ -77,13 +77,13 @@ static ms_status collect_block_tensors(merge_ctx *c, ms_error *err)
 	return MS_OK;
 }
 
-static int is_block_tensor(const merge_ctx *c, const st_tensor *t)
+static int is_block_tensor(const mrun_ctx *c, const st_tensor *t)
 {
 	return bsearch(&t, c->block_tensors, c->n_block_tensors, sizeof *c->block_tensors, cmp_ptr) != NULL;
 }
 
 /* Declares the tensors of block b: its router, then n_out experts with the input's matrix shapes and dtypes. */
-static ms_status declare_block(merge_ctx *c, int b, ms_error *err)
+static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
 	int64_t shape[2] = {c->opts.layout == PIPE_LAYOUT_COMPACT ? c->n_out : c->m->n_experts, blk->router->shape[1]};
@@ -102,7 +102,7 @@ static ms_status declare_block(merge_ctx *c, int b, ms_error *err)
 	return st;
 }
 
-static ms_status declare_all(merge_ctx *c, ms_error *err)
+static ms_status declare_all(mrun_ctx *c, ms_error *err)
 {
 	const st_file *f = c->m->st;
 	ms_status st = MS_OK;
@@ -117,7 +117,7 @@ static ms_status declare_all(merge_ctx *c, ms_error *err)
 }
 
 /* Non-expert tensors byte for byte, in chunks so an interrupt is seen promptly. */
-static ms_status copy_plain_tensors(merge_ctx *c, ms_error *err)
+static ms_status copy_plain_tensors(mrun_ctx *c, ms_error *err)
 {
 	const st_file *f = c->m->st;
 	ms_status st = MS_OK;
@@ -145,7 +145,7 @@ static ms_status check_finite(const float *v, int64_t n, const char *what, const
 }
 
 /* The matrices of merged slot s in gate, up, down order, skipping an absent gate. */
-static ms_status write_slot(merge_ctx *c, const pipe_merged *mg, int s, const char *label, ms_error *err)
+static ms_status write_slot(mrun_ctx *c, const pipe_merged *mg, int s, const char *label, ms_error *err)
 {
 	const expert_weights *w = &mg->experts[s];
 	const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
@@ -161,7 +161,7 @@ static ms_status write_slot(merge_ctx *c, const pipe_merged *mg, int s, const ch
 	return st;
 }
 
-static ms_status write_block(merge_ctx *c, int b, const pipe_merged *mg, ms_error *err)
+static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
 	const plan *p = c->req->plan;
@@ -212,7 +212,7 @@ static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, i
 }
 
 /* Parameters of a block's tensors (router and experts) before and after, in bytes. */
-static void block_bytes(const merge_ctx *c, int b, const pipe_merged *mg, uint64_t *before, uint64_t *after)
+static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_t *before, uint64_t *after)
 {
 	const mdl_block *blk = &c->m->blocks[b];
 	uint64_t expert = 0;
@@ -227,7 +227,7 @@ static void block_bytes(const merge_ctx *c, int b, const pipe_merged *mg, uint64
 		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);
 }
 
-static ms_status report_block_merge(merge_ctx *c, int b, const pipe_block *blk, const pipe_merged *mg,
+static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, const pipe_merged *mg,
 				    ms_error *err)
 {
 	cJSON *jb = report_block(c->report, c->m, b);
@@ -250,7 +250,7 @@ static ms_status report_block_merge(merge_ctx *c, int b, const pipe_block *blk, 
 	return MS_OK;
 }
 
-static ms_status merge_blocks(merge_ctx *c, ms_error *err)
+static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 {
 	ms_status st = MS_OK;
 	for (int b = 0; st == MS_OK && b < c->m->n_blocks; b++) {
@@ -278,7 +278,7 @@ static ms_status merge_blocks(merge_ctx *c, ms_error *err)
 }
 
 /* config.json with the expert count and top-k of the output. */
-static ms_status write_config(merge_ctx *c, ms_error *err)
+static ms_status write_config(mrun_ctx *c, ms_error *err)
 {
 	cJSON *cfg = cJSON_Duplicate((const cJSON *)mdl_config_json(c->m), 1);
 	if (!cfg)
@@ -316,7 +316,7 @@ static int skip_aux_file(const char *name)
 }
 
 /* Tokenizer and generation files beside the weights, so the output is as usable as the input. */
-static ms_status copy_aux_files(merge_ctx *c, ms_error *err)
+static ms_status copy_aux_files(mrun_ctx *c, ms_error *err)
 {
 	DIR *d = opendir(c->m->dir);
 	if (!d)
@@ -338,7 +338,7 @@ static ms_status copy_aux_files(merge_ctx *c, ms_error *err)
 
 /* Re-opens the output as a model: every shard's header and offsets, and every block's shapes against the new
  * config.json. */
-static ms_status validate_output(merge_ctx *c, ms_error *err)
+static ms_status validate_output(mrun_ctx *c, ms_error *err)
 {
 	mdl_model *out;
 	ms_status st = mdl_open(outdir_tmp_path(c->od), &out, err);
@@ -355,7 +355,7 @@ static ms_status validate_output(merge_ctx *c, ms_error *err)
 	return st;
 }
 
-static ms_status write_sidecars(merge_ctx *c, ms_error *err)
+static ms_status write_sidecars(mrun_ctx *c, ms_error *err)
 {
 	char path[PATH_MAX];
 	if (outdir_file(c->od, "moescope_plan.csv", path, sizeof path) != 0)
@@ -368,7 +368,7 @@ static ms_status write_sidecars(merge_ctx *c, ms_error *err)
 	return st;
 }
 
-static ms_status check_request(merge_ctx *c, ms_error *err)
+static ms_status check_request(mrun_ctx *c, ms_error *err)
 {
 	const plan *p = c->req->plan;
 	if (!p || p->n_blocks != c->m->n_blocks || p->n_experts != c->m->n_experts)
@@ -377,9 +377,9 @@ static ms_status check_request(merge_ctx *c, ms_error *err)
 	ms_status st = plan_validate(p, err);
 	if (st != MS_OK)
 		return st;
-	if (c->req->format != MERGE_FORMAT_DENSE)
+	if (c->req->format != MRUN_FORMAT_DENSE)
 		return ms_fail(err, MS_ERR_ARG, "--compress-format %s: only dense output is written by this version",
-			       merge_format_names[c->req->format]);
+			       mrun_format_names[c->req->format]);
 	if (c->opts.layout == PIPE_LAYOUT_ALIASED) {
 		for (size_t i = 0; i < (size_t)p->n_blocks * p->n_experts; i++)
 			if (p->group[i] < 0)
@@ -392,7 +392,7 @@ static ms_status check_request(merge_ctx *c, ms_error *err)
 	return MS_OK;
 }
 
-static ms_status run(merge_ctx *c, ms_error *err)
+static ms_status run(mrun_ctx *c, ms_error *err)
 {
 	ms_status st = check_request(c, err);
 	if (st == MS_OK)
@@ -424,10 +424,10 @@ static ms_status run(merge_ctx *c, ms_error *err)
 	return st;
 }
 
-ms_status merge_run(const mdl_model *m, const calib *cal, const merge_request *req, merge_progress_fn progress,
-		    void *ctx, volatile sig_atomic_t *cancel, merge_summary *summary, ms_error *err)
+ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
+		    void *ctx, volatile sig_atomic_t *cancel, mrun_summary *summary, ms_error *err)
 {
-	merge_ctx c = {.m = m, .cal = cal, .req = req, .progress = progress, .ctx = ctx, .cancel = cancel};
+	mrun_ctx c = {.m = m, .cal = cal, .req = req, .progress = progress, .ctx = ctx, .cancel = cancel};
 	c.opts = req->opts;
 	c.n_out = m->n_experts;
 	if (req->plan && c.opts.layout == PIPE_LAYOUT_COMPACT) {

@@ -1,7 +1,7 @@
 /* Committing a plan: writes the merged checkpoint (DESIGN 4.3). `moescope merge` and the interactive
  * application's commit dialog both call merge_run, so what the dialog writes is what the command writes. */
-#ifndef MERGE_RUN_H
-#define MERGE_RUN_H
+#ifndef MRUN_MERGE_RUN_H
+#define MRUN_MERGE_RUN_H
 
 #include <signal.h>
 #include <stdint.h>
@@ -11,18 +11,18 @@
 #include "io/model.h"
 #include "io/plan.h"
 
-typedef enum { MERGE_FORMAT_DENSE, MERGE_FORMAT_FACTORS, MERGE_FORMAT_COUNT } merge_format;
-extern const char *const merge_format_names[MERGE_FORMAT_COUNT];
+typedef enum { MRUN_FORMAT_DENSE, MRUN_FORMAT_FACTORS, MRUN_FORMAT_COUNT } mrun_format;
+extern const char *const mrun_format_names[MRUN_FORMAT_COUNT];
 
 typedef struct {
 	const char *out_dir;
 	const plan *plan;
 	pipe_merge_options opts;       /* opts.slots is set by merge_run for the compact layout */
-	merge_format format;           /* --compress-format */
+	mrun_format format;           /* --compress-format */
 	uint64_t max_shard_bytes;      /* --max-shard-size (default 5 GB) */
 	int force;                     /* replace an existing out_dir */
 	int64_t eval_tokens;           /* tokens per block for the report's evaluation (default 2048) */
-} merge_request;
+} mrun_request;
 
 /* What was written, for the caller to show. */
 typedef struct {
@@ -30,20 +30,20 @@ typedef struct {
 	int experts_before, experts_after;   /* per block, E and E' (E for aliased) */
 	uint64_t bytes_before, bytes_after;  /* all tensors */
 	double mean_rel_error;               /* mean over blocks of the output error on the calibration tokens */
-} merge_summary;
+} mrun_summary;
 
 /* Progress: stage ("merge", "write", "validate"), done of total. May be NULL. */
-typedef void (*merge_progress_fn)(void *ctx, const char *stage, int done, int total);
+typedef void (*mrun_progress_fn)(void *ctx, const char *stage, int done, int total);
 
 /* Writes the merged checkpoint of m under req->plan into req->out_dir via a temporary sibling directory that is
  * validated and renamed into place. cal may be NULL unless the router is lse-fit (it is also used for the
  * report's evaluation). When *cancel becomes nonzero (a signal handler sets it) the work stops, the temporary
  * directory is removed and MS_ERR_INTERRUPTED returned. On any failure nothing is left behind and the input is
  * untouched. */
-ms_status merge_run(const mdl_model *m, const calib *cal, const merge_request *req, merge_progress_fn progress,
-		    void *ctx, volatile sig_atomic_t *cancel, merge_summary *summary, ms_error *err);
+ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
+		    void *ctx, volatile sig_atomic_t *cancel, mrun_summary *summary, ms_error *err);
 
 /* The defaults of `moescope merge`. */
-merge_request merge_request_defaults(void);
+mrun_request mrun_request_defaults(void);
 
 #endif
