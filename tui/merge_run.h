@@ -1,5 +1,5 @@
 /* Committing a plan: writes the merged checkpoint (DESIGN 4.3). `moescope merge` and the interactive
- * application's commit dialog both call merge_run, so what the dialog writes is what the command writes. */
+ * application's commit dialog both call mrun_run, so what the dialog writes is what the command writes. */
 #ifndef MRUN_MERGE_RUN_H
 #define MRUN_MERGE_RUN_H
 
@@ -17,7 +17,7 @@ extern const char *const mrun_format_names[MRUN_FORMAT_COUNT];
 typedef struct {
 	const char *out_dir;
 	const plan *plan;
-	pipe_merge_options opts;       /* opts.slots is set by merge_run for the compact layout */
+	pipe_merge_options opts;       /* opts.slots is set by mrun_run for the compact layout */
 	mrun_format format;           /* --compress-format */
 	uint64_t max_shard_bytes;      /* --max-shard-size (default 5 GB) */
 	int force;                     /* replace an existing out_dir */
