@@ -43,7 +43,8 @@ typedef struct {
 	int64_t cap;      /* coordinates per block */
 	float *buf;       /* [n, cap] (rows) or [cap, n] (columns): one scaled block */
 	float *part;      /* [n, n] upper triangle: SYRK of one block */
-	double *sumsq;    /* [n] this block's squared lengths */
+	double *sumsq;    /* [n] this block's vector lengths (the scales) */
+	double *inv;      /* [n] their inverses */
 	double *gram;     /* [n, n] upper triangle: accumulated dot products */
 	double *norm2;    /* [n] accumulated squared lengths */
 } gram_acc;
@@ -53,6 +54,7 @@ static void gram_free(gram_acc *g)
 	free(g->buf);
 	free(g->part);
 	free(g->sumsq);
+	free(g->inv);
 	free(g->gram);
 	free(g->norm2);
 }
@@ -66,59 +68,82 @@ static ms_status gram_init(gram_acc *g, int n)
 	g->buf = malloc((size_t)g->cap * (size_t)n * sizeof *g->buf);
 	g->part = malloc(nn * sizeof *g->part);
 	g->sumsq = malloc((size_t)n * sizeof *g->sumsq);
+	g->inv = malloc((size_t)n * sizeof *g->inv);
 	g->gram = calloc(nn, sizeof *g->gram);
 	g->norm2 = calloc((size_t)n, sizeof *g->norm2);
-	if (!g->buf || !g->part || !g->sumsq || !g->gram || !g->norm2) {
+	if (!g->buf || !g->part || !g->sumsq || !g->inv || !g->gram || !g->norm2) {
 		gram_free(g);
 		return MS_ERR_NOMEM;
 	}
 	return MS_OK;
 }
 
-/* Scales vector i's part of the block by 1 / its length (element k of vector i at buf[k * step + i * stride]),
- * then adds the block's SYRK to the Gram matrix. len coordinates; trans says the block is [len, n]. */
-static ms_status gram_block(gram_acc *g, int64_t len, int trans)
+/* Records vector i's squared length in this block (from the raw values, in double) and returns the factor
+ * 1 / length that scales it to unit length (1 for a zero block). MS_ERR_NONFINITE for NaN or infinity. */
+static ms_status block_scale(gram_acc *g, int i, double sumsq, double *inv)
+{
+	if (!isfinite(sumsq))
+		return MS_ERR_NONFINITE;
+	g->norm2[i] += sumsq;
+	g->sumsq[i] = sqrt(sumsq); /* from here on: the block's scale */
+	*inv = sumsq > 0.0 ? 1.0 / g->sumsq[i] : 1.0;
+	return MS_OK;
+}
+
+/* Adds the SYRK of the scaled block in buf, [n, len] or (trans) [len, n], times each vector's scale. */
+static void block_accumulate(gram_acc *g, int64_t len, int trans)
 {
 	const int n = g->n;
-	const int64_t stride = trans ? 1 : len, step = trans ? n : 1;
-	for (int i = 0; i < n; i++) {
-		if (!isfinite(g->sumsq[i]))
-			return MS_ERR_NONFINITE;
-		g->norm2[i] += g->sumsq[i];
-		const double s = sqrt(g->sumsq[i]);
-		g->sumsq[i] = s; /* from here on: the block's scale */
-		if (s == 0.0)
-			continue;
-		float *v = g->buf + i * stride;
-		for (int64_t k = 0; k < len; k++)
-			v[k * step] = (float)(v[k * step] / s);
-	}
 	cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, (int)len, 1.0f, g->buf,
 		    trans ? n : (int)len, 0.0f, g->part, n);
 	for (int i = 0; i < n; i++)
 		for (int j = i; j < n; j++)
 			g->gram[(size_t)i * n + j] += (double)g->part[(size_t)i * n + j] * g->sumsq[i] * g->sumsq[j];
-	return MS_OK;
 }
 
-/* Adds coordinates of n contiguous vectors src[i][0 .. len) to the Gram matrix. */
+/* Squared length of x [len] in double. dsdot is fast, but OpenBLAS may square in float first, which overflows
+ * above 1e19 and underflows below 1e-19; so a result that is not finite, or small enough that underflow may have
+ * eaten it, is redone in plain double. */
+static double sum_squares(const float *x, int len)
+{
+	const double fast = cblas_dsdot(len, x, 1, x, 1);
+	if (isfinite(fast) && fast > 1e-30)
+		return fast;
+	double acc = 0.0;
+	for (int k = 0; k < len; k++)
+		acc += (double)x[k] * x[k];
+	return acc;
+}
+
+/* dst [len] = x * by. BLAS does it (-O2 leaves a plain loop unvectorised) unless `by` is so extreme that as a
+ * float it would be subnormal or overflow, which only lengths near the ends of the float range give. */
+static void scaled_copy(const float *x, int len, double by, float *dst)
+{
+	if (by > 1e-30 && by < 1e30) {
+		cblas_scopy(len, x, 1, dst, 1);
+		cblas_sscal(len, (float)by, dst, 1);
+		return;
+	}
+	for (int k = 0; k < len; k++)
+		dst[k] = (float)(x[k] * by);
+}
+
+/* Adds coordinates of n contiguous vectors src[i][0 .. len) to the Gram matrix. Each row's block is read twice,
+ * once for its length and once for the scaled copy, the second time from cache. */
 static ms_status gram_add_rows(gram_acc *g, const float *const *src, int64_t len)
 {
 	for (int64_t off = 0; off < len; off += g->cap) {
-		const int64_t cb = len - off < g->cap ? len - off : g->cap;
+		const int cb = (int)(len - off < g->cap ? len - off : g->cap);
 		for (int i = 0; i < g->n; i++) {
 			const float *s = src[i] + off;
 			float *dst = g->buf + (size_t)i * (size_t)cb;
-			double acc = 0.0;
-			for (int64_t k = 0; k < cb; k++) {
-				dst[k] = s[k];
-				acc += (double)s[k] * s[k];
-			}
-			g->sumsq[i] = acc;
+			double inv;
+			ms_status st = block_scale(g, i, sum_squares(s, cb), &inv);
+			if (st != MS_OK)
+				return st;
+			scaled_copy(s, cb, inv, dst);
 		}
-		ms_status st = gram_block(g, cb, 0);
-		if (st != MS_OK)
-			return st;
+		block_accumulate(g, cb, 0);
 	}
 	return MS_OK;
 }
@@ -127,20 +152,24 @@ static ms_status gram_add_rows(gram_acc *g, const float *const *src, int64_t len
 static ms_status gram_add_columns(gram_acc *g, const float *z, int64_t T)
 {
 	const int n = g->n;
+	double *col2 = g->sumsq; /* squared column lengths, each replaced by its square root in block_scale */
+	double *inv = g->inv;
 	for (int64_t t0 = 0; t0 < T; t0 += g->cap) {
 		const int64_t rows = T - t0 < g->cap ? T - t0 : g->cap;
 		const float *src = z + (size_t)t0 * (size_t)n;
-		memcpy(g->buf, src, (size_t)rows * (size_t)n * sizeof *src);
-		for (int i = 0; i < n; i++)
-			g->sumsq[i] = 0.0;
+		memset(col2, 0, (size_t)n * sizeof *col2);
 		for (int64_t k = 0; k < rows; k++)
-			for (int i = 0; i < n; i++) {
-				const double v = src[(size_t)k * n + i];
-				g->sumsq[i] += v * v;
-			}
-		ms_status st = gram_block(g, rows, 1);
-		if (st != MS_OK)
-			return st;
+			for (int i = 0; i < n; i++)
+				col2[i] += (double)src[(size_t)k * n + i] * src[(size_t)k * n + i];
+		for (int i = 0; i < n; i++) {
+			ms_status st = block_scale(g, i, col2[i], &inv[i]);
+			if (st != MS_OK)
+				return st;
+		}
+		for (int64_t k = 0; k < rows; k++)
+			for (int i = 0; i < n; i++)
+				g->buf[(size_t)k * n + i] = (float)(src[(size_t)k * n + i] * inv[i]);
+		block_accumulate(g, rows, 1);
 	}
 	return MS_OK;
 }

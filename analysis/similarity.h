@@ -21,8 +21,9 @@
 
 #define SIM_NORM_FLOOR 1e-7
 
-/* Scratch floats per Gram block (rows x block length); about 4 MiB. */
-#define SIM_BLOCK_FLOATS (1 << 20)
+/* Scratch floats per Gram block (vectors x block length): 1 MiB, which stays in cache between the scaled copy
+ * and the SYRK. */
+#define SIM_BLOCK_FLOATS (1 << 18)
 
 /* Tokens per chunk in sim_expert_mean_outputs when the caller passes chunk <= 0. */
 #define SIM_TOKEN_CHUNK 512
@@ -53,7 +54,9 @@ ms_status sim_cosine_columns(const float *z, int64_t T, int E, double *out);
 
 /* out [E, E] = mapped cosine similarity of the experts' concatenated, flattened gate | up | down; experts [E] must
  * agree on d, f and activation (a family without gate concatenates up | down). Pass aligned copies to compare
- * experts after permutation alignment. Streams each expert's matrices once, in blocks: no copy of the weights. */
+ * experts after permutation alignment. Nothing is concatenated: the Gram matrix is the sum of the gate, up and
+ * down Gram matrices, and each matrix streams through a SIM_BLOCK_FLOATS buffer once (one pass over the
+ * weights, E^2 3 f d SYRK flops). */
 ms_status sim_weight(const expert_weights *experts, int E, double *out);
 
 /* out [E, d] = o_e, the mean over the T tokens of x [T, d] of expert e's output. Tokens go through in chunks of

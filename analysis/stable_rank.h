@@ -19,10 +19,12 @@
 double srank_frobenius2(const float *w, int m, int n);
 
 /* *sigma = the largest singular value of w [m, n]. Iterates until the largest Ritz value changes by less than
- * rel_tol / 10 relative to itself, or the Krylov space is exhausted, or after min(m, n) steps (where the result
- * is exact up to rounding). *iterations (may be NULL) = bidiagonalisation steps taken. A zero matrix gives 0 in
- * zero steps. MS_ERR_ARG on bad sizes or rel_tol <= 0, MS_ERR_NONFINITE when w holds NaN or infinity,
- * MS_ERR_NUMERIC when LAPACK fails, MS_ERR_NOMEM. */
+ * rel_tol / 10 relative to itself and, since a change test alone stalls on plateaus when the top singular values
+ * crowd together, the residual of its Ritz vector also bounds the error below rel_tol (see stable_rank.c); or
+ * until the Krylov space is exhausted; or for min(m, n) steps, where the result is exact up to rounding.
+ * *iterations (may be NULL) = bidiagonalisation steps taken, each two matrix-vector products. A zero matrix
+ * gives 0 in zero steps. MS_ERR_ARG on bad sizes or rel_tol <= 0, MS_ERR_NONFINITE when w holds NaN or infinity
+ * (or values whose products overflow float), MS_ERR_NUMERIC when LAPACK fails, MS_ERR_NOMEM. */
 ms_status srank_sigma_max(const float *w, int m, int n, double rel_tol, double *sigma, int *iterations);
 
 /* *sr = |w|_F^2 / (sigma_max^2 + SRANK_FLOOR), sigma_max as above (same errors). */

@@ -113,19 +113,22 @@ static void test_rows_random(void)
 /* Magnitudes whose squares overflow float, and rows small enough to meet the 1e-7 floor. */
 static void test_rows_extreme_scales(void)
 {
-	const int n = 6, m = 50;
+	const int n = 8, m = 50;
 	float *a = random_floats((size_t)n * m, 13);
 	for (int k = 0; k < m; k++) {
 		a[1 * m + k] *= 1e30f;
 		a[2 * m + k] *= 1e25f;
 		a[3 * m + k] *= 1e-6f;
 		a[4 * m + k] = a[3 * m + k] * 0.5f + 1e-7f * a[k];
+		a[6 * m + k] = a[1 * m + k] / 1e30f * 3e38f; /* near the float maximum, parallel to row 1 */
+		a[7 * m + k] = a[k] * 1e-39f;                /* subnormal */
 	}
 	check_rows(a, n, m, "extreme scales");
-	double got[36];
+	double got[64];
 	EXPECT(sim_cosine_rows(a, n, m, got) == MS_OK);
 	for (int i = 0; i < n * n; i++)
 		CHECK(isfinite(got[i]) && got[i] >= 0.0 && got[i] <= 1.0, "entry %d = %g", i, got[i]);
+	CHECK(got[1 * n + 6] > 1.0 - 1e-6, "parallel rows at 1e30 and 3e38: %.9f", got[1 * n + 6]);
 	free(a);
 }
 

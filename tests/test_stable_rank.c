@@ -239,6 +239,34 @@ static void test_clustered_top(void)
 	free(w);
 }
 
+/* sigma_max scales with the matrix, far from 1 in either direction (the float matrix-vector products must
+ * neither underflow nor overflow on the way). */
+static void test_scale_invariance(void)
+{
+	const int m = 40, n = 30;
+	float *w = malloc((size_t)m * n * sizeof *w), *v = malloc((size_t)m * n * sizeof *v);
+	fill_random(w, (size_t)m * n, 55);
+	double base = 0.0, sr_base = 0.0;
+	EXPECT(srank_sigma_max(w, m, n, 1e-6, &base, NULL) == MS_OK);
+	EXPECT(srank_stable_rank(w, m, n, 1e-6, &sr_base) == MS_OK);
+	static const float scales[] = { 1e-15f, 1e-8f, 1e8f, 1e15f };
+	for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++) {
+		for (size_t k = 0; k < (size_t)m * n; k++)
+			v[k] = w[k] * scales[i];
+		double sigma = 0.0;
+		EXPECT(srank_sigma_max(v, m, n, 1e-6, &sigma, NULL) == MS_OK);
+		CHECK(fabs(sigma / scales[i] - base) <= 1e-5 * base, "scale %g: sigma %.9g, expected %.9g", scales[i],
+		      sigma / scales[i], base);
+		if (scales[i] > 1.0f) { /* where the 1e-7 floor is negligible, the stable rank does not move */
+			double sr = 0.0;
+			EXPECT(srank_stable_rank(v, m, n, 1e-6, &sr) == MS_OK);
+			CHECK_CLOSE(sr, sr_base, 1e-5);
+		}
+	}
+	free(w);
+	free(v);
+}
+
 static void test_deterministic(void)
 {
 	const int m = 64, n = 80;
@@ -373,6 +401,7 @@ int main(void)
 	RUN(test_zero_matrix);
 	RUN(test_all_equal);
 	RUN(test_clustered_top);
+	RUN(test_scale_invariance);
 	RUN(test_deterministic);
 	RUN(test_bad_input);
 	RUN(test_golden_stats);
