@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lapacke.h>
-#include <cjson/cJSON.h>
 
 #include "analysis/stable_rank.h"
+#include "io/safetensors.h"
 #include "tests/test.h"
 
 #define GOLDEN "tests/data/golden/msmoe-mixtral/"
@@ -302,43 +302,29 @@ static void test_bad_input(void)
 
 /* ---- golden ---- */
 
-/* The F32 tensor `name` of a safetensors file (8-byte header length, JSON header, data), as a malloc'd array of
- * rows x cols floats. A minimal reader for the test data only. */
+/* Tensor `name` of the safetensors file at path, as a malloc'd float32 array of rows x cols, through the io
+ * reader; NULL (with the reason on stderr) when it cannot be read or is not 2-D. */
 static float *golden_tensor(const char *path, const char *name, int *rows, int *cols)
 {
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
-		return NULL;
-	unsigned char len8[8];
+	st_file *f = NULL;
+	ms_error err = { 0 };
 	float *out = NULL;
-	char *header = NULL;
-	cJSON *json = NULL;
-	if (fread(len8, 1, 8, fp) != 8)
-		goto done;
-	uint64_t hlen = 0;
-	for (int k = 7; k >= 0; k--)
-		hlen = hlen << 8 | len8[k];
-	if (hlen > 1000000 || !(header = calloc(hlen + 1, 1)) || fread(header, 1, hlen, fp) != hlen)
-		goto done;
-	json = cJSON_Parse(header);
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(json, name);
-	const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
-	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
-	if (cJSON_GetArraySize(shape) != 2 || cJSON_GetArraySize(offs) != 2)
-		goto done;
-	*rows = cJSON_GetArrayItem(shape, 0)->valueint;
-	*cols = cJSON_GetArrayItem(shape, 1)->valueint;
-	const long begin = (long)cJSON_GetArrayItem(offs, 0)->valuedouble;
-	const size_t count = (size_t)*rows * (size_t)*cols;
-	out = malloc(count * sizeof *out);
-	if (!out || fseek(fp, 8 + (long)hlen + begin, SEEK_SET) != 0 || fread(out, sizeof *out, count, fp) != count) {
-		free(out);
-		out = NULL;
+	if (st_open(path, &f, &err) != MS_OK) {
+		fprintf(stderr, "  %s\n", err.msg);
+		return NULL;
 	}
-done:
-	cJSON_Delete(json);
-	free(header);
-	fclose(fp);
+	const st_tensor *t = st_find(f, name);
+	if (t && t->ndim == 2) {
+		*rows = (int)t->shape[0];
+		*cols = (int)t->shape[1];
+		out = malloc((size_t)t->numel * sizeof *out);
+		if (out && st_read_f32(t, out, &err) != MS_OK) {
+			fprintf(stderr, "  %s\n", err.msg);
+			free(out);
+			out = NULL;
+		}
+	}
+	st_close(f);
 	return out;
 }
 
