@@ -423,7 +423,7 @@ static ms_status check_tiling(const st_ctx *c, st_entry *e, size_t n)
 static ms_status parse_metadata(const st_ctx *c, const cJSON *m, st_shard *sh)
 {
 	if (!cJSON_IsObject(m))
-		return entry_fail(c, "__metadata__", "is not a JSON object", NULL);
+		return entry_fail(c, "__metadata__", "entry is not a JSON object of strings", NULL);
 	size_t n = (size_t)cJSON_GetArraySize(m);
 	sh->meta = calloc(2 * n + 1, sizeof *sh->meta);
 	if (!sh->meta)
@@ -474,9 +474,6 @@ static ms_status parse_entries(const st_ctx *c, const cJSON *root, const char *d
 				st = x->t.name ? MS_OK : ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
 				n += x->t.name != NULL;
 			}
-			x->t.data = data + x->begin;
-			x->t.path = sh->path;
-			x->t.file_offset = 8 + c->hlen + x->begin;
 		}
 		if (st)
 			break;
@@ -488,6 +485,11 @@ static ms_status parse_entries(const st_ctx *c, const cJSON *root, const char *d
 	if (st) {
 		free_entries(e, n);
 		return st;
+	}
+	for (size_t i = 0; i < n; i++) { /* only now are the offsets known to lie inside the file */
+		e[i].t.data = data + e[i].begin;
+		e[i].t.path = sh->path;
+		e[i].t.file_offset = 8 + c->hlen + e[i].begin;
 	}
 	qsort(e, n, sizeof *e, cmp_entry_name);
 	*out = e;
@@ -508,6 +510,8 @@ static cJSON *parse_object(const char *text, size_t len, size_t *at, const char 
 	while (*at < len && text[*at] && strchr(" \t\r\n", text[*at]))
 		(*at)++;
 	if (*at != len || !cJSON_IsObject(root)) {
+		if (!cJSON_IsObject(root))
+			*at = 0; /* point at the value itself, not past it */
 		*what = cJSON_IsObject(root) ? "a JSON object followed by something other than spaces" : "JSON but not an object";
 		cJSON_Delete(root);
 		return NULL;
@@ -979,4 +983,586 @@ ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err)
 	if (!t)
 		return ms_fail(err, MS_ERR_ARG, "st_read_f32: no tensor");
 	return st_read_rows_f32(t, 0, row_count(t), out, err);
+}
+
+/* ---- writer ---- */
+
+typedef struct {
+	char *name;
+	st_dtype dtype;
+	int ndim;
+	int64_t shape[ST_MAX_DIMS];
+	uint64_t nbytes;
+	size_t shard;
+	uint64_t begin; /* within its shard's data buffer */
+} st_wtensor;
+
+typedef struct {
+	size_t first, count; /* tensors [first, first + count), in declaration order */
+	uint64_t bytes;
+	char *path;
+} st_wshard;
+
+struct st_writer {
+	char *dir, *base;
+	uint64_t max_shard;    /* 0: no limit */
+	st_wtensor *t;         /* [nt] in declaration order */
+	size_t nt, cap;
+	char **meta;           /* [2 * nmeta]: key, value pairs; "format" first */
+	size_t nmeta;
+	st_wshard *shards;     /* [nshards], fixed by the first write or by finish */
+	size_t nshards;
+	size_t cur;            /* tensor receiving data */
+	uint64_t done;         /* bytes of it written */
+	FILE *fp;              /* shard opened - 1, or NULL */
+	size_t opened;         /* shards created so far */
+	char **created;        /* [ncreated] files this writer made */
+	size_t ncreated;
+	ms_status failed;      /* sticky: after an I/O error nothing more is written */
+	int finished;
+};
+
+/* A growing text buffer for headers and the index; an allocation failure is remembered and reported once. */
+typedef struct {
+	char *p;
+	size_t n, cap;
+	int oom;
+} st_buf;
+
+static void buf_add(st_buf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->n + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p) {
+			b->oom = 1;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+}
+
+static void buf_str(st_buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+static void buf_u64(st_buf *b, uint64_t v)
+{
+	char s[24];
+	buf_add(b, s, (size_t)snprintf(s, sizeof s, "%llu", (unsigned long long)v));
+}
+
+/* A JSON string literal: quotes, backslashes and control characters escaped (the common ones in their short
+ * form); other bytes as they are (UTF-8). */
+static void buf_json(st_buf *b, const char *s)
+{
+	static const char ctl[] = "\b\f\n\r\t", ctl_short[] = "bfnrt";
+	buf_add(b, "\"", 1);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		const char *k = ch ? strchr(ctl, ch) : NULL;
+		char esc[8];
+		if (ch == '"' || ch == '\\')
+			buf_add(b, esc, (size_t)snprintf(esc, sizeof esc, "\\%c", ch));
+		else if (k)
+			buf_add(b, esc, (size_t)snprintf(esc, sizeof esc, "\\%c", ctl_short[k - ctl]));
+		else if (ch < 0x20)
+			buf_add(b, esc, (size_t)snprintf(esc, sizeof esc, "\\u%04x", ch));
+		else
+			buf_add(b, s, 1);
+	}
+	buf_add(b, "\"", 1);
+}
+
+static ms_status writer_fail(st_writer *w, ms_error *err, ms_status code, const char *path, const char *what)
+{
+	w->failed = code;
+	return ms_fail(err, code, "%s: %s: %s", path, what, strerror(errno));
+}
+
+ms_status st_writer_create(const char *dir, const char *file_base, uint64_t max_shard_bytes, st_writer **out,
+			   ms_error *err)
+{
+	if (!out || !dir || !*dir || !file_base || !*file_base || strchr(file_base, '/'))
+		return ms_fail(err, MS_ERR_ARG, "st_writer_create: need a directory and a file base without '/'");
+	*out = NULL;
+	st_writer *w = calloc(1, sizeof *w);
+	if (w) {
+		w->dir = dup_str(dir);
+		w->base = dup_str(file_base);
+		w->meta = calloc(2, sizeof *w->meta);
+		if (w->meta) {
+			w->meta[0] = dup_str("format");
+			w->meta[1] = dup_str("pt");
+			w->nmeta = 1;
+		}
+	}
+	if (!w || !w->dir || !w->base || !w->meta || !w->meta[0] || !w->meta[1]) {
+		st_writer_free(w);
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
+	}
+	w->max_shard = max_shard_bytes;
+	*out = w;
+	return MS_OK;
+}
+
+/* Declarations and metadata are closed once the shards are laid out. */
+static ms_status check_open_for_declare(const st_writer *w, const char *what, ms_error *err)
+{
+	if (w->shards || w->finished)
+		return ms_fail(err, MS_ERR_ARG, "%s/%s: %s after data was written", w->dir, w->base, what);
+	return MS_OK;
+}
+
+ms_status st_writer_metadata(st_writer *w, const char *key, const char *value, ms_error *err)
+{
+	if (!w || !key || !value)
+		return ms_fail(err, MS_ERR_ARG, "st_writer_metadata: missing key or value");
+	ms_status st = check_open_for_declare(w, "metadata", err);
+	if (st)
+		return st;
+	char *v = dup_str(value);
+	if (!v)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < w->nmeta; i++) {
+		if (!strcmp(w->meta[2 * i], key)) { /* a key set again keeps its place and takes the new value */
+			free(w->meta[2 * i + 1]);
+			w->meta[2 * i + 1] = v;
+			return MS_OK;
+		}
+	}
+	char **m = realloc(w->meta, 2 * (w->nmeta + 1) * sizeof *m);
+	char *k = m ? dup_str(key) : NULL;
+	if (m)
+		w->meta = m;
+	if (!k) {
+		free(v);
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	}
+	w->meta[2 * w->nmeta] = k;
+	w->meta[2 * w->nmeta + 1] = v;
+	w->nmeta++;
+	return MS_OK;
+}
+
+static ms_status check_decl(const st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
+			    uint64_t *nbytes, ms_error *err)
+{
+	if (!name || !*name || !strcmp(name, "__metadata__"))
+		return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': not a usable tensor name", w->dir, w->base,
+			       name ? name : "(null)");
+	if ((unsigned)dtype >= ST_DTYPE_COUNT || ndim < 0 || ndim > ST_MAX_DIMS || (ndim && !shape))
+		return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': bad dtype or rank", w->dir, w->base, name);
+	uint64_t n = st_dtype_size(dtype);
+	for (int k = 0; k < ndim; k++) {
+		if (shape[k] < 0 || __builtin_mul_overflow(n, (uint64_t)shape[k], &n))
+			return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': dimension %d is negative or the size overflows",
+				       w->dir, w->base, name, k);
+	}
+	*nbytes = n;
+	return MS_OK;
+}
+
+ms_status st_writer_declare(st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
+			    ms_error *err)
+{
+	if (!w)
+		return ms_fail(err, MS_ERR_ARG, "st_writer_declare: no writer");
+	uint64_t nbytes = 0;
+	ms_status st = check_open_for_declare(w, "declaration", err);
+	if (!st)
+		st = check_decl(w, name, dtype, ndim, shape, &nbytes, err);
+	if (st)
+		return st;
+	if (w->nt == w->cap) {
+		size_t cap = w->cap ? 2 * w->cap : 64;
+		st_wtensor *t = realloc(w->t, cap * sizeof *t);
+		if (!t)
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		w->t = t;
+		w->cap = cap;
+	}
+	st_wtensor *t = &w->t[w->nt];
+	memset(t, 0, sizeof *t);
+	if (!(t->name = dup_str(name)))
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	t->dtype = dtype;
+	t->ndim = ndim;
+	for (int k = 0; k < ndim; k++)
+		t->shape[k] = shape[k];
+	t->nbytes = nbytes;
+	w->nt++;
+	return MS_OK;
+}
+
+static int cmp_wtensor_ptr(const void *a, const void *b)
+{
+	return strcmp((*(const st_wtensor *const *)a)->name, (*(const st_wtensor *const *)b)->name);
+}
+
+/* The declared tensors sorted by name (for duplicates and the index); caller frees. */
+static ms_status sorted_tensors(const st_writer *w, st_wtensor ***out, ms_error *err)
+{
+	st_wtensor **s = malloc((w->nt + 1) * sizeof *s);
+	if (!s)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < w->nt; i++)
+		s[i] = &w->t[i];
+	qsort(s, w->nt, sizeof *s, cmp_wtensor_ptr);
+	for (size_t i = 1; i < w->nt; i++) {
+		if (!strcmp(s[i - 1]->name, s[i]->name)) {
+			ms_status st = ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': declared twice", w->dir, w->base, s[i]->name);
+			free(s);
+			return st;
+		}
+	}
+	*out = s;
+	return MS_OK;
+}
+
+static char *shard_file_path(const st_writer *w, size_t i)
+{
+	char name[64];
+	if (w->nshards == 1)
+		snprintf(name, sizeof name, ".safetensors");
+	else
+		snprintf(name, sizeof name, "-%05zu-of-%05zu.safetensors", i + 1, w->nshards);
+	st_buf b = {0};
+	buf_str(&b, w->base);
+	buf_str(&b, name);
+	char *p = b.oom ? NULL : join_path(w->dir, b.p);
+	free(b.p);
+	return p;
+}
+
+/* Lays the tensors out in shards; from here on the headers are fixed. */
+static ms_status plan_shards(st_writer *w, ms_error *err)
+{
+	st_wtensor **sorted = NULL;
+	ms_status st = sorted_tensors(w, &sorted, err);
+	free(sorted);
+	if (st)
+		return st;
+	w->shards = calloc(w->nt + 1, sizeof *w->shards);
+	if (!w->shards)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	w->nshards = 1;
+	uint64_t total = 0;
+	for (size_t i = 0; i < w->nt; i++) {
+		if (__builtin_add_overflow(total, w->t[i].nbytes, &total))
+			return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': declared sizes add up past 2^64 bytes", w->dir,
+				       w->base, w->t[i].name);
+		st_wshard *s = &w->shards[w->nshards - 1];
+		if (s->count && w->max_shard && s->bytes + w->t[i].nbytes > w->max_shard) {
+			s = &w->shards[w->nshards++];
+			s->first = i;
+		}
+		w->t[i].shard = w->nshards - 1;
+		w->t[i].begin = s->bytes;
+		s->bytes += w->t[i].nbytes; /* at most total: no overflow */
+		s->count++;
+	}
+	for (size_t i = 0; i < w->nshards; i++) {
+		if (!(w->shards[i].path = shard_file_path(w, i)))
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	}
+	return MS_OK;
+}
+
+/* Header of shard s: __metadata__ first, then its tensors in declaration order, padded to 8 bytes. */
+static void shard_header(const st_writer *w, const st_wshard *s, st_buf *b)
+{
+	buf_str(b, "{\"__metadata__\":{");
+	for (size_t i = 0; i < w->nmeta; i++) {
+		buf_str(b, i ? "," : "");
+		buf_json(b, w->meta[2 * i]);
+		buf_str(b, ":");
+		buf_json(b, w->meta[2 * i + 1]);
+	}
+	buf_str(b, "}");
+	for (size_t i = s->first; i < s->first + s->count; i++) {
+		const st_wtensor *t = &w->t[i];
+		buf_str(b, ",");
+		buf_json(b, t->name);
+		buf_str(b, ":{\"dtype\":\"");
+		buf_str(b, st_dtype_name(t->dtype));
+		buf_str(b, "\",\"shape\":[");
+		for (int k = 0; k < t->ndim; k++) {
+			buf_str(b, k ? "," : "");
+			buf_u64(b, (uint64_t)t->shape[k]);
+		}
+		buf_str(b, "],\"data_offsets\":[");
+		buf_u64(b, t->begin);
+		buf_str(b, ",");
+		buf_u64(b, t->begin + t->nbytes);
+		buf_str(b, "]}");
+	}
+	buf_str(b, "}");
+	while (!b->oom && b->n % 8)
+		buf_str(b, " ");
+}
+
+/* fopen "wx": never replaces a file that is already there. */
+static ms_status create_file(st_writer *w, const char *path, FILE **out, ms_error *err)
+{
+	char **c = realloc(w->created, (w->ncreated + 1) * sizeof *c);
+	char *keep = dup_str(path);
+	if (c)
+		w->created = c;
+	if (!c || !keep) {
+		free(keep);
+		w->failed = MS_ERR_NOMEM;
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	}
+	FILE *fp = fopen(path, "wx");
+	if (!fp) {
+		free(keep);
+		return writer_fail(w, err, errno == EEXIST ? MS_ERR_EXISTS : MS_ERR_IO, path, "cannot create");
+	}
+	w->created[w->ncreated++] = keep;
+	*out = fp;
+	return MS_OK;
+}
+
+static ms_status write_bytes(st_writer *w, const char *path, const void *p, size_t n, ms_error *err)
+{
+	errno = 0;
+	if (n && fwrite(p, 1, n, w->fp) != n)
+		return writer_fail(w, err, MS_ERR_IO, path, "write failed");
+	return MS_OK;
+}
+
+/* fflush then fclose, both checked: a full disk often shows only here. */
+static ms_status close_file(st_writer *w, FILE **fp, const char *path, ms_error *err)
+{
+	FILE *f = *fp;
+	*fp = NULL;
+	errno = 0;
+	int bad = fflush(f) != 0;
+	int e = errno;
+	if (fclose(f) != 0 && !bad) {
+		bad = 1;
+		e = errno;
+	}
+	errno = e;
+	return bad ? writer_fail(w, err, MS_ERR_IO, path, "write failed") : MS_OK;
+}
+
+/* Closes the shard being written and creates the next with its header. */
+static ms_status open_next_shard(st_writer *w, ms_error *err)
+{
+	if (w->fp) {
+		ms_status st = close_file(w, &w->fp, w->shards[w->opened - 1].path, err);
+		if (st)
+			return st;
+	}
+	const st_wshard *s = &w->shards[w->opened];
+	st_buf b = {0};
+	shard_header(w, s, &b);
+	if (b.oom) {
+		free(b.p);
+		w->failed = MS_ERR_NOMEM;
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the header", s->path);
+	}
+	unsigned char len[8];
+	for (int i = 0; i < 8; i++)
+		len[i] = (unsigned char)((uint64_t)b.n >> (8 * i));
+	ms_status st = create_file(w, s->path, &w->fp, err);
+	w->opened++;
+	if (!st)
+		st = write_bytes(w, s->path, len, sizeof len, err);
+	if (!st)
+		st = write_bytes(w, s->path, b.p, b.n, err);
+	free(b.p);
+	return st;
+}
+
+static ms_status ensure_shard(st_writer *w, size_t s, ms_error *err)
+{
+	ms_status st = MS_OK;
+	while (!st && w->opened <= s)
+		st = open_next_shard(w, err);
+	return st;
+}
+
+/* Common entry to the data calls: lays out the shards on first use, refuses after a failure. */
+static ms_status writer_ready(st_writer *w, ms_error *err)
+{
+	if (!w)
+		return ms_fail(err, MS_ERR_ARG, "st_writer: no writer");
+	if (w->failed)
+		return ms_fail(err, w->failed, "%s/%s: an earlier write failed", w->dir, w->base);
+	if (w->finished)
+		return ms_fail(err, MS_ERR_ARG, "%s/%s: already finished", w->dir, w->base);
+	return w->shards ? MS_OK : plan_shards(w, err);
+}
+
+/* Moves past tensors whose bytes are all written (zero-size ones included). */
+static void advance(st_writer *w)
+{
+	while (w->cur < w->nt && w->done == w->t[w->cur].nbytes) {
+		w->cur++;
+		w->done = 0;
+	}
+}
+
+ms_status st_writer_write(st_writer *w, const void *bytes, uint64_t n, ms_error *err)
+{
+	if (!bytes && n)
+		return ms_fail(err, MS_ERR_ARG, "st_writer_write: no data");
+	ms_status st = writer_ready(w, err);
+	const unsigned char *p = bytes;
+	while (!st && n) {
+		advance(w);
+		if (w->cur == w->nt)
+			return ms_fail(err, MS_ERR_ARG, "%s/%s: more bytes than the declared tensors hold", w->dir, w->base);
+		const st_wtensor *t = &w->t[w->cur];
+		uint64_t k = t->nbytes - w->done < n ? t->nbytes - w->done : n;
+		st = ensure_shard(w, t->shard, err);
+		if (!st)
+			st = write_bytes(w, w->shards[t->shard].path, p, (size_t)k, err);
+		w->done += k;
+		p += k;
+		n -= k;
+	}
+	return st;
+}
+
+static void store_f32(float x, st_dtype dt, unsigned char *dst)
+{
+	uint32_t u = dt == ST_F32 ? f32_bits(x) : dt == ST_F16 ? st_f32_to_f16(x) : st_f32_to_bf16(x);
+	for (size_t i = 0; i < st_dtype_size(dt); i++)
+		dst[i] = (unsigned char)(u >> (8 * i));
+}
+
+ms_status st_writer_write_f32(st_writer *w, const float *x, uint64_t count, ms_error *err)
+{
+	enum { CHUNK = 1024 };
+	unsigned char tmp[CHUNK * 4]; /* [CHUNK] elements of at most 4 bytes */
+	if (!x && count)
+		return ms_fail(err, MS_ERR_ARG, "st_writer_write_f32: no data");
+	ms_status st = writer_ready(w, err);
+	while (!st && count) {
+		advance(w);
+		if (w->cur == w->nt)
+			return ms_fail(err, MS_ERR_ARG, "%s/%s: more values than the declared tensors hold", w->dir, w->base);
+		const st_wtensor *t = &w->t[w->cur];
+		size_t es = st_dtype_size(t->dtype);
+		if (!st_dtype_is_float(t->dtype))
+			return ms_fail(err, MS_ERR_ST_DTYPE, "%s/%s: tensor '%s': dtype %s is not written from float32", w->dir,
+				       w->base, t->name, st_dtype_name(t->dtype));
+		if ((t->nbytes - w->done) % es)
+			return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': raw bytes left a partial element", w->dir,
+				       w->base, t->name);
+		uint64_t k = (t->nbytes - w->done) / es;
+		k = k < count ? k : count;
+		k = k < CHUNK ? k : CHUNK;
+		for (uint64_t i = 0; i < k; i++)
+			store_f32(x[i], t->dtype, tmp + i * es);
+		st = st_writer_write(w, tmp, k * es, err);
+		x += k;
+		count -= k;
+	}
+	return st;
+}
+
+/* DIR/BASE.safetensors.index.json: total_size and the weight_map sorted by name, as transformers writes it. */
+static ms_status write_index(st_writer *w, ms_error *err)
+{
+	st_wtensor **sorted = NULL;
+	ms_status st = sorted_tensors(w, &sorted, err);
+	if (st)
+		return st;
+	uint64_t total = 0;
+	for (size_t i = 0; i < w->nt; i++)
+		total += w->t[i].nbytes;
+	st_buf b = {0};
+	buf_str(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
+	buf_u64(&b, total);
+	buf_str(&b, "\n  },\n  \"weight_map\": {");
+	for (size_t i = 0; i < w->nt; i++) {
+		buf_str(&b, i ? ",\n    " : "\n    ");
+		buf_json(&b, sorted[i]->name);
+		buf_str(&b, ": ");
+		buf_json(&b, base_name(w->shards[sorted[i]->shard].path));
+	}
+	buf_str(&b, "\n  }\n}\n");
+	free(sorted);
+	st_buf name = {0};
+	buf_str(&name, w->base);
+	buf_str(&name, ".safetensors.index.json");
+	char *path = b.oom || name.oom ? NULL : join_path(w->dir, name.p);
+	free(name.p);
+	if (!path)
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	if (!st)
+		st = create_file(w, path, &w->fp, err);
+	if (!st)
+		st = write_bytes(w, path, b.p, b.n, err);
+	if (!st)
+		st = close_file(w, &w->fp, path, err);
+	free(path);
+	free(b.p);
+	return st;
+}
+
+ms_status st_writer_finish(st_writer *w, ms_error *err)
+{
+	ms_status st = writer_ready(w, err);
+	if (st)
+		return st;
+	advance(w);
+	if (w->cur < w->nt)
+		return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': %llu of %llu bytes written", w->dir, w->base,
+			       w->t[w->cur].name, (unsigned long long)w->done, (unsigned long long)w->t[w->cur].nbytes);
+	st = ensure_shard(w, w->nshards - 1, err); /* trailing shards of zero-size tensors, or an empty file */
+	if (!st)
+		st = close_file(w, &w->fp, w->shards[w->nshards - 1].path, err);
+	if (!st && w->nshards > 1)
+		st = write_index(w, err);
+	if (!st)
+		w->finished = 1;
+	return st;
+}
+
+void st_writer_free(st_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fp)
+		fclose(w->fp);
+	for (size_t i = 0; i < w->nt; i++)
+		free(w->t[i].name);
+	for (size_t i = 0; i < 2 * w->nmeta; i++)
+		free(w->meta[i]);
+	for (size_t i = 0; w->shards && i < w->nshards; i++)
+		free(w->shards[i].path);
+	for (size_t i = 0; i < w->ncreated; i++)
+		free(w->created[i]);
+	free(w->created);
+	free(w->shards);
+	free(w->meta);
+	free(w->t);
+	free(w->dir);
+	free(w->base);
+	free(w);
+}
+
+size_t st_writer_file_count(const st_writer *w)
+{
+	return w ? w->ncreated : 0;
+}
+
+const char *st_writer_file_path(const st_writer *w, size_t i)
+{
+	return w && i < w->ncreated ? w->created[i] : NULL;
 }
