@@ -250,14 +250,25 @@ static const mdl_family *find_family(const char *model_type)
 	return NULL;
 }
 
+/* model_type as it may be shown in a one-line message: at most 64 bytes, control characters as '?'. */
+static void printable(char *dst, size_t len, const char *src)
+{
+	size_t i = 0;
+	for (; src[i] && i + 1 < len; i++)
+		dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f ? '?' : src[i];
+	dst[i] = '\0';
+}
+
 static ms_status unknown_family(const char *where, const char *model_type, ms_error *err)
 {
+	char shown[65];
+	printable(shown, sizeof shown, model_type);
 	char list[256] = "";
 	size_t used = 0;
 	for (int i = 0; i < FAMILY_COUNT && used < sizeof list; i++)
 		used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", families[i].model_type);
-	return ms_fail(err, MS_ERR_CFG_FAMILY, "%s: model_type '%.64s' is not a supported MoE family (%s)", where,
-		       model_type, list);
+	return ms_fail(err, MS_ERR_CFG_FAMILY, "%s: model_type '%s' is not a supported MoE family (%s)", where,
+		       shown, list);
 }
 
 /* ---- reading config.json ------------------------------------------------------------------------------------- */

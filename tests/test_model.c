@@ -601,6 +601,8 @@ static void drop_router(tlist *l)
 static const bad_model bad_models[] = {
 	{"unknown model_type", "{\"model_type\":\"gpt2\",\"n_embd\":8}", NULL, MS_ERR_CFG_FAMILY,
 	 {"config.json", "'gpt2' is not a supported MoE family", "switch_transformers"}},
+	{"model_type with a line break", "{\"model_type\":\"mix\\ntral\"}", NULL, MS_ERR_CFG_FAMILY,
+	 {"model_type 'mix?tral' is not"}},
 	{"model_type not a string", "{\"model_type\":3}", NULL, MS_ERR_CFG_FIELD, {"config.json", "model_type"}},
 	{"model_type missing", "{\"num_local_experts\":4}", NULL, MS_ERR_CFG_FIELD, {"config.json", "model_type"}},
 	{"not JSON", "{\"model_type\": \"mixtral\",\n \"num_local_experts\": 4,,}", NULL, MS_ERR_CFG_JSON,
