@@ -56,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fz_check_error(st, &err, in);
 		return 0;
 	}
+	fz_note(st, &err);
 	exercise(c, m);
 	calib_close(c);
 	return 0;

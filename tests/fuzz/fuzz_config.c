@@ -117,6 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fz_check_error(st, &err, fz_dir);
 		return 0;
 	}
+	fz_note(st, &err);
 	exercise(m);
 	mdl_close(m);
 	return 0;

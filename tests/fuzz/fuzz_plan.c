@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fz_fail("a plan error without a line", err.msg);
 		return 0;
 	}
+	fz_note(st, &err);
 	if (plan_validate(&p, &err))
 		fz_fail("an imported plan is invalid", err.msg);
 	const char *out = fz_path("written.csv");

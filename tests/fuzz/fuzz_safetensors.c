@@ -54,6 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fz_check_error(st, &err, in);
 		return 0;
 	}
+	fz_note(st, &err);
 	for (size_t i = 0; i < st_count(f); i++) {
 		check_tensor(f, st_get(f, i), size);
 		convert(st_get(f, i));

@@ -11,7 +11,9 @@
 #                                          every kept input once: the smoke test for `make test`.
 #
 # TARGET is plan, safetensors, config or calib (default: all). A target whose module is not written yet is
-# skipped with a note. Environment: BUILD (default build), CC (default cc), FUZZ_CC (default clang).
+# skipped with a note. Environment: BUILD (default build), CC (default cc), FUZZ_CC (default clang);
+# FUZZ_VERBOSE=1 prints how each input ended; FUZZ_LAX_MESSAGES=1 accepts error messages that span lines (an
+# echoed name holding a line break), to look past that finding for crashes.
 # The last line is "N passed, M failed", counting targets, as tests/run.sh expects.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
