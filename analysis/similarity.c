@@ -102,12 +102,12 @@ static void block_accumulate(gram_acc *g, int64_t len, int trans)
 }
 
 /* Squared length of x [len] in double. dsdot is fast, but OpenBLAS may square in float first, which overflows
- * above 1e19 and underflows below 1e-19; so a result that is not finite, or small enough that underflow may have
- * eaten it, is redone in plain double. */
+ * above 1e19 and loses squares below 1e-19 (each under 1.2e-38, so at most 3e-33 in a block of 2^18); so a result
+ * that is not finite, or small enough for that loss to matter, is redone in plain double. */
 static double sum_squares(const float *x, int len)
 {
 	const double fast = cblas_dsdot(len, x, 1, x, 1);
-	if (isfinite(fast) && fast > 1e-30)
+	if (isfinite(fast) && fast > 1e-25)
 		return fast;
 	double acc = 0.0;
 	for (int k = 0; k < len; k++)
