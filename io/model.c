@@ -332,8 +332,8 @@ static ms_status json_error(const char *path, const char *buf, size_t at, const 
 /* The whole file must be one JSON object, with nothing but white space after it. */
 static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
 {
-	char *buf;
-	size_t len;
+	char *buf = NULL;
+	size_t len = 0;
 	ms_status st = read_small_file(path, CONFIG_LIMIT, &buf, &len, err);
 	if (st != MS_OK)
 		return st;
