@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,26 @@
 #define ST_EXACT_MAX 9007199254740992.0
 #define ST_INDEX_NAME "model.safetensors.index.json"
 #define ST_SINGLE_NAME "model.safetensors"
+
+/* ms_fail, then control characters in the message (from names in a header, which JSON escapes can fill with line
+ * breaks) become '?', so that the message stays one line. */
+static ms_status st_fail(ms_error *err, ms_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static ms_status st_fail(ms_error *err, ms_status code, const char *fmt, ...)
+{
+	if (!err)
+		return code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+	va_end(ap);
+	err->code = code;
+	for (char *p = err->msg; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	}
+	return code;
+}
 
 /* ---- dtypes: one row each ---- */
 
@@ -221,7 +242,7 @@ static ms_status push_tensor(st_file *f, const st_tensor *t, ms_error *err)
 		size_t cap = f->cap ? 2 * f->cap : 64;
 		st_tensor *n = realloc(f->tensors, cap * sizeof *n);
 		if (!n)
-			return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", f->path);
+			return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", f->path);
 		f->tensors = n;
 		f->cap = cap;
 	}
@@ -275,7 +296,7 @@ static int json_uint(const cJSON *v, uint64_t *out)
 
 static ms_status entry_fail(const st_ctx *c, const char *name, const char *what, const char *detail)
 {
-	return ms_fail(c->err, MS_ERR_ST_ENTRY, "%s: tensor '%s': byte %llu: %s%s", c->path, name,
+	return st_fail(c->err, MS_ERR_ST_ENTRY, "%s: tensor '%s': byte %llu: %s%s", c->path, name,
 		       (unsigned long long)key_offset(c, name), what, detail ? detail : "");
 }
 
@@ -331,13 +352,13 @@ static ms_status check_size(const st_ctx *c, const char *name, st_tensor *t, uin
 	t->numel = numel;
 	t->nbytes = nbytes;
 	if (end - begin != nbytes)
-		return ms_fail(c->err, MS_ERR_ST_SIZE_MISMATCH,
+		return st_fail(c->err, MS_ERR_ST_SIZE_MISMATCH,
 			       "%s: tensor '%s': byte %llu: data_offsets span %llu bytes but shape and %s need %llu", c->path,
 			       name, (unsigned long long)(8 + c->hlen + begin), (unsigned long long)(end - begin),
 			       st_dtype_name(t->dtype), (unsigned long long)nbytes);
 	return MS_OK;
 overflow:
-	return ms_fail(c->err, MS_ERR_ST_SHAPE_OVERFLOW, "%s: tensor '%s': byte %llu: shape times %s size overflows 64 bits",
+	return st_fail(c->err, MS_ERR_ST_SHAPE_OVERFLOW, "%s: tensor '%s': byte %llu: shape times %s size overflows 64 bits",
 		       c->path, name, (unsigned long long)key_offset(c, name), st_dtype_name(t->dtype));
 }
 
@@ -351,7 +372,7 @@ static ms_status parse_entry(const st_ctx *c, const cJSON *e, st_tensor *t, uint
 	if (!cJSON_IsString(dt))
 		return entry_fail(c, name, "\"dtype\" is missing or not a string", NULL);
 	if (!st_dtype_parse(dt->valuestring, &t->dtype))
-		return ms_fail(c->err, MS_ERR_ST_DTYPE, "%s: tensor '%s': byte %llu: unknown dtype \"%s\"", c->path, name,
+		return st_fail(c->err, MS_ERR_ST_DTYPE, "%s: tensor '%s': byte %llu: unknown dtype \"%s\"", c->path, name,
 			       (unsigned long long)key_offset(c, name), dt->valuestring);
 	ms_status st = parse_shape(c, name, cJSON_GetObjectItemCaseSensitive(e, "shape"), t);
 	if (!st)
@@ -388,7 +409,7 @@ static ms_status check_duplicates(const st_ctx *c, st_entry *e, size_t n)
 	qsort(e, n, sizeof *e, cmp_entry_name);
 	for (size_t i = 1; i < n; i++) {
 		if (!strcmp(e[i - 1].t.name, e[i].t.name))
-			return ms_fail(c->err, MS_ERR_ST_DUPLICATE, "%s: tensor '%s': byte %llu: name appears twice in the header",
+			return st_fail(c->err, MS_ERR_ST_DUPLICATE, "%s: tensor '%s': byte %llu: name appears twice in the header",
 				       c->path, e[i].t.name, (unsigned long long)key_offset(c, e[i].t.name));
 	}
 	return MS_OK;
@@ -401,17 +422,17 @@ static ms_status check_tiling(const st_ctx *c, st_entry *e, size_t n)
 	uint64_t at = 0, base = 8 + c->hlen;
 	for (size_t i = 0; i < n; i++) {
 		if (e[i].begin < at)
-			return ms_fail(c->err, MS_ERR_ST_OVERLAP, "%s: tensor '%s': byte %llu: data overlaps the tensor before, which ends at byte %llu",
+			return st_fail(c->err, MS_ERR_ST_OVERLAP, "%s: tensor '%s': byte %llu: data overlaps the tensor before, which ends at byte %llu",
 				       c->path, e[i].t.name, (unsigned long long)(base + e[i].begin),
 				       (unsigned long long)(base + at));
 		if (e[i].begin > at)
-			return ms_fail(c->err, MS_ERR_ST_GAP, "%s: tensor '%s': byte %llu: data begins after a gap of %llu bytes (%s)",
+			return st_fail(c->err, MS_ERR_ST_GAP, "%s: tensor '%s': byte %llu: data begins after a gap of %llu bytes (%s)",
 				       c->path, e[i].t.name, (unsigned long long)(base + e[i].begin),
 				       (unsigned long long)(e[i].begin - at), i ? "after the tensor before" : "the first tensor must begin at offset 0");
 		at = e[i].end;
 	}
 	if (at != c->bufsize)
-		return ms_fail(c->err, MS_ERR_ST_UNCOVERED, "%s: %s%s%sbyte %llu: tensor data ends here but the file %s at byte %llu",
+		return st_fail(c->err, MS_ERR_ST_UNCOVERED, "%s: %s%s%sbyte %llu: tensor data ends here but the file %s at byte %llu",
 			       c->path, n ? "tensor '" : "", n ? e[n - 1].t.name : "", n ? "': " : "",
 			       (unsigned long long)(base + at), at < c->bufsize ? "goes on to its end" : "ends",
 			       (unsigned long long)(base + c->bufsize));
@@ -427,18 +448,18 @@ static ms_status parse_metadata(const st_ctx *c, const cJSON *m, st_shard *sh)
 	size_t n = (size_t)cJSON_GetArraySize(m);
 	sh->meta = calloc(2 * n + 1, sizeof *sh->meta);
 	if (!sh->meta)
-		return ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+		return st_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
 	const cJSON *v;
 	cJSON_ArrayForEach(v, m) {
 		if (!cJSON_IsString(v))
-			return ms_fail(c->err, MS_ERR_ST_ENTRY, "%s: tensor '__metadata__': byte %llu: value of '%s' is not a string",
+			return st_fail(c->err, MS_ERR_ST_ENTRY, "%s: tensor '__metadata__': byte %llu: value of '%s' is not a string",
 				       c->path, (unsigned long long)key_offset(c, "__metadata__"), v->string);
 		char *k = dup_str(v->string), *s = dup_str(v->valuestring);
 		sh->meta[2 * sh->nmeta] = k;
 		sh->meta[2 * sh->nmeta + 1] = s;
 		sh->nmeta++;
 		if (!k || !s)
-			return ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+			return st_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
 	}
 	return MS_OK;
 }
@@ -457,13 +478,13 @@ static ms_status parse_entries(const st_ctx *c, const cJSON *root, const char *d
 	size_t cap = (size_t)cJSON_GetArraySize(root) + 1, n = 0;
 	st_entry *e = calloc(cap, sizeof *e);
 	if (!e)
-		return ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+		return st_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
 	ms_status st = MS_OK;
 	int seen_meta = 0;
 	const cJSON *it;
 	cJSON_ArrayForEach(it, root) {
 		if (!strcmp(it->string, "__metadata__")) {
-			st = seen_meta++ ? ms_fail(c->err, MS_ERR_ST_DUPLICATE, "%s: tensor '__metadata__': byte %llu: appears twice in the header",
+			st = seen_meta++ ? st_fail(c->err, MS_ERR_ST_DUPLICATE, "%s: tensor '__metadata__': byte %llu: appears twice in the header",
 						  c->path, (unsigned long long)key_offset(c, "__metadata__"))
 					 : parse_metadata(c, it, sh);
 		} else {
@@ -471,7 +492,7 @@ static ms_status parse_entries(const st_ctx *c, const cJSON *root, const char *d
 			st = parse_entry(c, it, &x->t, &x->begin, &x->end);
 			if (!st) {
 				x->t.name = dup_str(it->string);
-				st = x->t.name ? MS_OK : ms_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
+				st = x->t.name ? MS_OK : st_fail(c->err, MS_ERR_NOMEM, "%s: out of memory", c->path);
 				n += x->t.name != NULL;
 			}
 		}
@@ -525,7 +546,7 @@ static ms_status parse_header(const st_ctx *c, cJSON **out)
 	const char *what;
 	*out = parse_object(c->hdr, (size_t)c->hlen, &at, &what);
 	if (!*out)
-		return ms_fail(c->err, MS_ERR_ST_HEADER_JSON, "%s: byte %llu: header is %s", c->path,
+		return st_fail(c->err, MS_ERR_ST_HEADER_JSON, "%s: byte %llu: header is %s", c->path,
 			       (unsigned long long)(8 + at), what);
 	return MS_OK;
 }
@@ -534,16 +555,16 @@ static ms_status parse_header(const st_ctx *c, cJSON **out)
 static ms_status check_frame(const char *path, const unsigned char *map, uint64_t size, uint64_t *hlen, ms_error *err)
 {
 	if (size < 8)
-		return ms_fail(err, MS_ERR_ST_TRUNCATED, "%s: byte 0: file is %llu bytes, shorter than the 8-byte header length",
+		return st_fail(err, MS_ERR_ST_TRUNCATED, "%s: byte 0: file is %llu bytes, shorter than the 8-byte header length",
 			       path, (unsigned long long)size);
 	uint64_t n = 0;
 	for (int i = 7; i >= 0; i--)
 		n = n << 8 | map[i];
 	if (n > ST_HEADER_LIMIT)
-		return ms_fail(err, MS_ERR_ST_HEADER_LIMIT, "%s: byte 0: header length %llu is over the limit of %llu bytes",
+		return st_fail(err, MS_ERR_ST_HEADER_LIMIT, "%s: byte 0: header length %llu is over the limit of %llu bytes",
 			       path, (unsigned long long)n, (unsigned long long)ST_HEADER_LIMIT);
 	if (8 + n > size)
-		return ms_fail(err, MS_ERR_ST_HEADER_PAST_END, "%s: byte 8: header of %llu bytes runs past the end of the %llu-byte file",
+		return st_fail(err, MS_ERR_ST_HEADER_PAST_END, "%s: byte 8: header of %llu bytes runs past the end of the %llu-byte file",
 			       path, (unsigned long long)n, (unsigned long long)size);
 	*hlen = n;
 	return MS_OK;
@@ -553,18 +574,18 @@ static ms_status map_file(st_shard *sh, ms_error *err)
 {
 	int fd = open(sh->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return ms_fail(err, MS_ERR_IO, "%s: cannot open: %s", sh->path, strerror(errno));
+		return st_fail(err, MS_ERR_IO, "%s: cannot open: %s", sh->path, strerror(errno));
 	struct stat sb;
 	ms_status st = MS_OK;
 	if (fstat(fd, &sb) != 0)
-		st = ms_fail(err, MS_ERR_IO, "%s: cannot stat: %s", sh->path, strerror(errno));
+		st = st_fail(err, MS_ERR_IO, "%s: cannot stat: %s", sh->path, strerror(errno));
 	else if (!S_ISREG(sb.st_mode))
-		st = ms_fail(err, MS_ERR_IO, "%s: not a regular file", sh->path);
+		st = st_fail(err, MS_ERR_IO, "%s: not a regular file", sh->path);
 	else if (sb.st_size > 0) {
 		sh->size = (size_t)sb.st_size;
 		void *m = mmap(NULL, sh->size, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (m == MAP_FAILED)
-			st = ms_fail(err, MS_ERR_IO, "%s: cannot map: %s", sh->path, strerror(errno));
+			st = st_fail(err, MS_ERR_IO, "%s: cannot map: %s", sh->path, strerror(errno));
 		else
 			sh->map = m;
 	}
@@ -583,7 +604,7 @@ static ms_status open_shard(st_file *f, st_shard *sh, ms_error *err)
 		return st;
 	char *hdr = malloc((size_t)hlen + 1);
 	if (!hdr)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for a %llu-byte header", sh->path,
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory for a %llu-byte header", sh->path,
 			       (unsigned long long)hlen);
 	memcpy(hdr, (const char *)sh->map + 8, (size_t)hlen);
 	hdr[hlen] = '\0';
@@ -615,13 +636,13 @@ static ms_status add_shard(st_file *f, const char *path, ms_error *err)
 {
 	st_shard *s = realloc(f->shards, (f->nshards + 1) * sizeof *s);
 	if (!s)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	f->shards = s;
 	st_shard *sh = &s[f->nshards];
 	memset(sh, 0, sizeof *sh);
 	sh->path = dup_str(path);
 	if (!sh->path)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	f->nshards++;
 	return open_shard(f, sh, err);
 }
@@ -637,7 +658,7 @@ static ms_status read_index(const char *path, cJSON **out, ms_error *err)
 		return st;
 	if (tmp.size > ST_HEADER_LIMIT) {
 		munmap(tmp.map, tmp.size);
-		return ms_fail(err, MS_ERR_ST_INDEX, "%s: index of %zu bytes is over the %llu-byte limit", path, tmp.size,
+		return st_fail(err, MS_ERR_ST_INDEX, "%s: index of %zu bytes is over the %llu-byte limit", path, tmp.size,
 			       (unsigned long long)ST_HEADER_LIMIT);
 	}
 	char *text = malloc(tmp.size + 1);
@@ -649,13 +670,13 @@ static ms_status read_index(const char *path, cJSON **out, ms_error *err)
 	if (tmp.map)
 		munmap(tmp.map, tmp.size);
 	if (!text)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	size_t at;
 	const char *what;
 	cJSON *root = parse_object(text, tmp.size, &at, &what);
 	free(text);
 	if (!root)
-		return ms_fail(err, MS_ERR_ST_INDEX, "%s: byte %zu: index is %s", path, at, what);
+		return st_fail(err, MS_ERR_ST_INDEX, "%s: byte %zu: index is %s", path, at, what);
 	*out = root;
 	return MS_OK;
 }
@@ -687,18 +708,18 @@ static int cmp_map_shard(const void *a, const void *b)
 static ms_status load_weight_map(const char *path, const cJSON *wm, st_map_entry **out, size_t *nout, ms_error *err)
 {
 	if (!cJSON_IsObject(wm))
-		return ms_fail(err, MS_ERR_ST_INDEX, "%s: \"weight_map\" is missing or not an object", path);
+		return st_fail(err, MS_ERR_ST_INDEX, "%s: \"weight_map\" is missing or not an object", path);
 	size_t n = 0;
 	st_map_entry *m = malloc(((size_t)cJSON_GetArraySize(wm) + 1) * sizeof *m);
 	if (!m)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	const cJSON *v;
 	ms_status st = MS_OK;
 	cJSON_ArrayForEach(v, wm) {
 		if (!cJSON_IsString(v))
-			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map value is not a string", path, v->string);
+			st = st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map value is not a string", path, v->string);
 		else if (!shard_name_ok(v->valuestring))
-			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard name \"%s\" is empty or leaves the directory",
+			st = st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard name \"%s\" is empty or leaves the directory",
 				     path, v->string, v->valuestring);
 		if (st)
 			break;
@@ -707,7 +728,7 @@ static ms_status load_weight_map(const char *path, const cJSON *wm, st_map_entry
 	qsort(m, n, sizeof *m, cmp_map_name);
 	for (size_t i = 1; !st && i < n; i++) {
 		if (!strcmp(m[i - 1].name, m[i].name))
-			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': listed twice in weight_map", path, m[i].name);
+			st = st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': listed twice in weight_map", path, m[i].name);
 	}
 	if (st) {
 		free(m);
@@ -731,20 +752,20 @@ static ms_status check_mapping(const st_file *f, const char *path, const st_map_
 	for (size_t i = 0; i < f->ntensors; i++) {
 		const st_tensor *t = &f->tensors[i];
 		if (i && !strcmp(f->tensors[i - 1].name, t->name))
-			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': found in two shards, %s and %s", path, t->name,
+			return st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': found in two shards, %s and %s", path, t->name,
 				       f->tensors[i - 1].path, t->path);
 		while (j < nm && strcmp(m[j].name, t->name) < 0)
 			j++;
 		if (j == nm || strcmp(m[j].name, t->name))
-			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in shard %s but not in weight_map", path, t->name,
+			return st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in shard %s but not in weight_map", path, t->name,
 				       t->path);
 		if (strcmp(m[j].shard, base_name(t->path)))
-			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map says %s but it is in %s", path,
+			return st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': weight_map says %s but it is in %s", path,
 				       t->name, m[j].shard, t->path);
 	}
 	for (size_t k = 0; k < nm; k++) {
 		if (!st_find(f, m[k].name))
-			return ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in weight_map but not in shard %s", path,
+			return st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': in weight_map but not in shard %s", path,
 				       m[k].name, m[k].shard);
 	}
 	return MS_OK;
@@ -758,11 +779,11 @@ static ms_status check_total(const st_file *f, const char *path, const cJSON *ro
 		return MS_OK;
 	uint64_t want, sum = 0;
 	if (json_uint(tot, &want) <= 0)
-		return ms_fail(err, MS_ERR_ST_INDEX, "%s: metadata.total_size is not a non-negative integer", path);
+		return st_fail(err, MS_ERR_ST_INDEX, "%s: metadata.total_size is not a non-negative integer", path);
 	for (size_t i = 0; i < f->ntensors; i++)
 		sum += f->tensors[i].nbytes; /* each is below the file size; no overflow */
 	if (sum != want)
-		return ms_fail(err, MS_ERR_ST_INDEX, "%s: metadata.total_size is %llu but the tensors hold %llu bytes", path,
+		return st_fail(err, MS_ERR_ST_INDEX, "%s: metadata.total_size is %llu but the tensors hold %llu bytes", path,
 			       (unsigned long long)want, (unsigned long long)sum);
 	return MS_OK;
 }
@@ -773,16 +794,16 @@ static ms_status open_shards(st_file *f, const char *path, st_map_entry *m, size
 	qsort(m, nm, sizeof *m, cmp_map_shard);
 	size_t dlen = (size_t)(base_name(path) - path);
 	char *dir = strndup(path, dlen);
-	ms_status st = dir ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+	ms_status st = dir ? MS_OK : st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	for (size_t i = 0; !st && i < nm; i++) {
 		if (i && !strcmp(m[i - 1].shard, m[i].shard))
 			continue;
 		char *sp = join_path(dir, m[i].shard);
-		st = sp ? add_shard(f, sp, err) : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		st = sp ? add_shard(f, sp, err) : st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 		if (st == MS_ERR_IO) { /* a shard that is not there is the index's fault; a broken one keeps its code */
 			char why[sizeof err->msg];
 			snprintf(why, sizeof why, "%s", err ? err->msg : "");
-			st = ms_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard does not open (%s)", path, m[i].name, why);
+			st = st_fail(err, MS_ERR_ST_INDEX, "%s: tensor '%s': shard does not open (%s)", path, m[i].name, why);
 		}
 		free(sp);
 	}
@@ -824,13 +845,13 @@ static ms_status open_dir(st_file *f, const char *dir, ms_error *err)
 	char *idx = join_path(dir, ST_INDEX_NAME), *one = join_path(dir, ST_SINGLE_NAME);
 	ms_status st;
 	if (!idx || !one)
-		st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
+		st = st_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
 	else if (access(idx, F_OK) == 0)
 		st = open_index(f, idx, err);
 	else if (access(one, F_OK) == 0)
 		st = add_shard(f, one, err);
 	else
-		st = ms_fail(err, MS_ERR_IO, "%s: neither %s nor %s is there", dir, ST_INDEX_NAME, ST_SINGLE_NAME);
+		st = st_fail(err, MS_ERR_IO, "%s: neither %s nor %s is there", dir, ST_INDEX_NAME, ST_SINGLE_NAME);
 	free(idx);
 	free(one);
 	return st;
@@ -839,17 +860,17 @@ static ms_status open_dir(st_file *f, const char *dir, ms_error *err)
 ms_status st_open(const char *path, st_file **out, ms_error *err)
 {
 	if (!path || !*path || !out)
-		return ms_fail(err, MS_ERR_ARG, "st_open: no path");
+		return st_fail(err, MS_ERR_ARG, "st_open: no path");
 	*out = NULL;
 	st_file *f = calloc(1, sizeof *f);
 	if (!f || !(f->path = dup_str(path))) {
 		free(f);
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	}
 	struct stat sb;
 	ms_status st;
 	if (stat(path, &sb) != 0)
-		st = ms_fail(err, MS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+		st = st_fail(err, MS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
 	else if (S_ISDIR(sb.st_mode))
 		st = open_dir(f, path, err);
 	else if (ends_with(path, ".index.json"))
@@ -953,13 +974,13 @@ static int64_t row_count(const st_tensor *t)
 ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, float *out, ms_error *err)
 {
 	if (!t)
-		return ms_fail(err, MS_ERR_ARG, "st_read_rows_f32: no tensor");
+		return st_fail(err, MS_ERR_ARG, "st_read_rows_f32: no tensor");
 	int64_t rows = row_count(t);
 	if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0 || (!out && nrows > 0))
-		return ms_fail(err, MS_ERR_ARG, "%s: tensor '%s': rows [%lld, +%lld) outside its %lld rows", t->path,
+		return st_fail(err, MS_ERR_ARG, "%s: tensor '%s': rows [%lld, +%lld) outside its %lld rows", t->path,
 			       t->name, (long long)row0, (long long)nrows, (long long)rows);
 	if (!st_dtype_is_float(t->dtype))
-		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s': dtype %s does not convert to float32", t->path,
+		return st_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s': dtype %s does not convert to float32", t->path,
 			       t->name, st_dtype_name(t->dtype));
 	if (!rows || !nrows)
 		return MS_OK;
@@ -971,7 +992,7 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 		convert_f32(t->dtype, src + (uint64_t)r * len * es, dst, len);
 		for (uint64_t j = 0; j < len; j++) {
 			if (!isfinite(dst[j]))
-				return ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path,
+				return st_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path,
 					       t->name, (long long)(row0 + r));
 		}
 	}
@@ -981,7 +1002,7 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err)
 {
 	if (!t)
-		return ms_fail(err, MS_ERR_ARG, "st_read_f32: no tensor");
+		return st_fail(err, MS_ERR_ARG, "st_read_f32: no tensor");
 	return st_read_rows_f32(t, 0, row_count(t), out, err);
 }
 
@@ -1086,14 +1107,14 @@ static void buf_json(st_buf *b, const char *s)
 static ms_status writer_fail(st_writer *w, ms_error *err, ms_status code, const char *path, const char *what)
 {
 	w->failed = code;
-	return ms_fail(err, code, "%s: %s: %s", path, what, strerror(errno));
+	return st_fail(err, code, "%s: %s: %s", path, what, strerror(errno));
 }
 
 ms_status st_writer_create(const char *dir, const char *file_base, uint64_t max_shard_bytes, st_writer **out,
 			   ms_error *err)
 {
 	if (!out || !dir || !*dir || !file_base || !*file_base || strchr(file_base, '/'))
-		return ms_fail(err, MS_ERR_ARG, "st_writer_create: need a directory and a file base without '/'");
+		return st_fail(err, MS_ERR_ARG, "st_writer_create: need a directory and a file base without '/'");
 	*out = NULL;
 	st_writer *w = calloc(1, sizeof *w);
 	if (w) {
@@ -1108,7 +1129,7 @@ ms_status st_writer_create(const char *dir, const char *file_base, uint64_t max_
 	}
 	if (!w || !w->dir || !w->base || !w->meta || !w->meta[0] || !w->meta[1]) {
 		st_writer_free(w);
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
 	}
 	w->max_shard = max_shard_bytes;
 	*out = w;
@@ -1119,20 +1140,20 @@ ms_status st_writer_create(const char *dir, const char *file_base, uint64_t max_
 static ms_status check_open_for_declare(const st_writer *w, const char *what, ms_error *err)
 {
 	if (w->shards || w->finished)
-		return ms_fail(err, MS_ERR_ARG, "%s/%s: %s after data was written", w->dir, w->base, what);
+		return st_fail(err, MS_ERR_ARG, "%s/%s: %s after data was written", w->dir, w->base, what);
 	return MS_OK;
 }
 
 ms_status st_writer_metadata(st_writer *w, const char *key, const char *value, ms_error *err)
 {
 	if (!w || !key || !value)
-		return ms_fail(err, MS_ERR_ARG, "st_writer_metadata: missing key or value");
+		return st_fail(err, MS_ERR_ARG, "st_writer_metadata: missing key or value");
 	ms_status st = check_open_for_declare(w, "metadata", err);
 	if (st)
 		return st;
 	char *v = dup_str(value);
 	if (!v)
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		return st_fail(err, MS_ERR_NOMEM, "out of memory");
 	for (size_t i = 0; i < w->nmeta; i++) {
 		if (!strcmp(w->meta[2 * i], key)) { /* a key set again keeps its place and takes the new value */
 			free(w->meta[2 * i + 1]);
@@ -1146,7 +1167,7 @@ ms_status st_writer_metadata(st_writer *w, const char *key, const char *value, m
 		w->meta = m;
 	if (!k) {
 		free(v);
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		return st_fail(err, MS_ERR_NOMEM, "out of memory");
 	}
 	w->meta[2 * w->nmeta] = k;
 	w->meta[2 * w->nmeta + 1] = v;
@@ -1158,14 +1179,14 @@ static ms_status check_decl(const st_writer *w, const char *name, st_dtype dtype
 			    uint64_t *nbytes, ms_error *err)
 {
 	if (!name || !*name || !strcmp(name, "__metadata__"))
-		return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': not a usable tensor name", w->dir, w->base,
+		return st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': not a usable tensor name", w->dir, w->base,
 			       name ? name : "(null)");
 	if ((unsigned)dtype >= ST_DTYPE_COUNT || ndim < 0 || ndim > ST_MAX_DIMS || (ndim && !shape))
-		return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': bad dtype or rank", w->dir, w->base, name);
+		return st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': bad dtype or rank", w->dir, w->base, name);
 	uint64_t n = st_dtype_size(dtype);
 	for (int k = 0; k < ndim; k++) {
 		if (shape[k] < 0 || __builtin_mul_overflow(n, (uint64_t)shape[k], &n))
-			return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': dimension %d is negative or the size overflows",
+			return st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': dimension %d is negative or the size overflows",
 				       w->dir, w->base, name, k);
 	}
 	*nbytes = n;
@@ -1176,7 +1197,7 @@ ms_status st_writer_declare(st_writer *w, const char *name, st_dtype dtype, int 
 			    ms_error *err)
 {
 	if (!w)
-		return ms_fail(err, MS_ERR_ARG, "st_writer_declare: no writer");
+		return st_fail(err, MS_ERR_ARG, "st_writer_declare: no writer");
 	uint64_t nbytes = 0;
 	ms_status st = check_open_for_declare(w, "declaration", err);
 	if (!st)
@@ -1187,14 +1208,14 @@ ms_status st_writer_declare(st_writer *w, const char *name, st_dtype dtype, int 
 		size_t cap = w->cap ? 2 * w->cap : 64;
 		st_wtensor *t = realloc(w->t, cap * sizeof *t);
 		if (!t)
-			return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+			return st_fail(err, MS_ERR_NOMEM, "out of memory");
 		w->t = t;
 		w->cap = cap;
 	}
 	st_wtensor *t = &w->t[w->nt];
 	memset(t, 0, sizeof *t);
 	if (!(t->name = dup_str(name)))
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		return st_fail(err, MS_ERR_NOMEM, "out of memory");
 	t->dtype = dtype;
 	t->ndim = ndim;
 	for (int k = 0; k < ndim; k++)
@@ -1214,13 +1235,13 @@ static ms_status sorted_tensors(const st_writer *w, st_wtensor ***out, ms_error 
 {
 	st_wtensor **s = malloc((w->nt + 1) * sizeof *s);
 	if (!s)
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		return st_fail(err, MS_ERR_NOMEM, "out of memory");
 	for (size_t i = 0; i < w->nt; i++)
 		s[i] = &w->t[i];
 	qsort(s, w->nt, sizeof *s, cmp_wtensor_ptr);
 	for (size_t i = 1; i < w->nt; i++) {
 		if (!strcmp(s[i - 1]->name, s[i]->name)) {
-			ms_status st = ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': declared twice", w->dir, w->base, s[i]->name);
+			ms_status st = st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': declared twice", w->dir, w->base, s[i]->name);
 			free(s);
 			return st;
 		}
@@ -1254,12 +1275,12 @@ static ms_status plan_shards(st_writer *w, ms_error *err)
 		return st;
 	w->shards = calloc(w->nt + 1, sizeof *w->shards);
 	if (!w->shards)
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		return st_fail(err, MS_ERR_NOMEM, "out of memory");
 	w->nshards = 1;
 	uint64_t total = 0;
 	for (size_t i = 0; i < w->nt; i++) {
 		if (__builtin_add_overflow(total, w->t[i].nbytes, &total))
-			return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': declared sizes add up past 2^64 bytes", w->dir,
+			return st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': declared sizes add up past 2^64 bytes", w->dir,
 				       w->base, w->t[i].name);
 		st_wshard *s = &w->shards[w->nshards - 1];
 		if (s->count && w->max_shard && s->bytes + w->t[i].nbytes > w->max_shard) {
@@ -1273,7 +1294,7 @@ static ms_status plan_shards(st_writer *w, ms_error *err)
 	}
 	for (size_t i = 0; i < w->nshards; i++) {
 		if (!(w->shards[i].path = shard_file_path(w, i)))
-			return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+			return st_fail(err, MS_ERR_NOMEM, "out of memory");
 	}
 	return MS_OK;
 }
@@ -1321,7 +1342,7 @@ static ms_status create_file(st_writer *w, const char *path, FILE **out, ms_erro
 	if (!c || !keep) {
 		free(keep);
 		w->failed = MS_ERR_NOMEM;
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	}
 	FILE *fp = fopen(path, "wx");
 	if (!fp) {
@@ -1371,7 +1392,7 @@ static ms_status open_next_shard(st_writer *w, ms_error *err)
 	if (b.oom) {
 		free(b.p);
 		w->failed = MS_ERR_NOMEM;
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the header", s->path);
+		return st_fail(err, MS_ERR_NOMEM, "%s: out of memory for the header", s->path);
 	}
 	unsigned char len[8];
 	for (int i = 0; i < 8; i++)
@@ -1398,11 +1419,11 @@ static ms_status ensure_shard(st_writer *w, size_t s, ms_error *err)
 static ms_status writer_ready(st_writer *w, ms_error *err)
 {
 	if (!w)
-		return ms_fail(err, MS_ERR_ARG, "st_writer: no writer");
+		return st_fail(err, MS_ERR_ARG, "st_writer: no writer");
 	if (w->failed)
-		return ms_fail(err, w->failed, "%s/%s: an earlier write failed", w->dir, w->base);
+		return st_fail(err, w->failed, "%s/%s: an earlier write failed", w->dir, w->base);
 	if (w->finished)
-		return ms_fail(err, MS_ERR_ARG, "%s/%s: already finished", w->dir, w->base);
+		return st_fail(err, MS_ERR_ARG, "%s/%s: already finished", w->dir, w->base);
 	return w->shards ? MS_OK : plan_shards(w, err);
 }
 
@@ -1418,13 +1439,13 @@ static void advance(st_writer *w)
 ms_status st_writer_write(st_writer *w, const void *bytes, uint64_t n, ms_error *err)
 {
 	if (!bytes && n)
-		return ms_fail(err, MS_ERR_ARG, "st_writer_write: no data");
+		return st_fail(err, MS_ERR_ARG, "st_writer_write: no data");
 	ms_status st = writer_ready(w, err);
 	const unsigned char *p = bytes;
 	while (!st && n) {
 		advance(w);
 		if (w->cur == w->nt)
-			return ms_fail(err, MS_ERR_ARG, "%s/%s: more bytes than the declared tensors hold", w->dir, w->base);
+			return st_fail(err, MS_ERR_ARG, "%s/%s: more bytes than the declared tensors hold", w->dir, w->base);
 		const st_wtensor *t = &w->t[w->cur];
 		uint64_t k = t->nbytes - w->done < n ? t->nbytes - w->done : n;
 		st = ensure_shard(w, t->shard, err);
@@ -1449,19 +1470,19 @@ ms_status st_writer_write_f32(st_writer *w, const float *x, uint64_t count, ms_e
 	enum { CHUNK = 1024 };
 	unsigned char tmp[CHUNK * 4]; /* [CHUNK] elements of at most 4 bytes */
 	if (!x && count)
-		return ms_fail(err, MS_ERR_ARG, "st_writer_write_f32: no data");
+		return st_fail(err, MS_ERR_ARG, "st_writer_write_f32: no data");
 	ms_status st = writer_ready(w, err);
 	while (!st && count) {
 		advance(w);
 		if (w->cur == w->nt)
-			return ms_fail(err, MS_ERR_ARG, "%s/%s: more values than the declared tensors hold", w->dir, w->base);
+			return st_fail(err, MS_ERR_ARG, "%s/%s: more values than the declared tensors hold", w->dir, w->base);
 		const st_wtensor *t = &w->t[w->cur];
 		size_t es = st_dtype_size(t->dtype);
 		if (!st_dtype_is_float(t->dtype))
-			return ms_fail(err, MS_ERR_ST_DTYPE, "%s/%s: tensor '%s': dtype %s is not written from float32", w->dir,
+			return st_fail(err, MS_ERR_ST_DTYPE, "%s/%s: tensor '%s': dtype %s is not written from float32", w->dir,
 				       w->base, t->name, st_dtype_name(t->dtype));
 		if ((t->nbytes - w->done) % es)
-			return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': raw bytes left a partial element", w->dir,
+			return st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': raw bytes left a partial element", w->dir,
 				       w->base, t->name);
 		uint64_t k = (t->nbytes - w->done) / es;
 		k = k < count ? k : count;
@@ -1503,7 +1524,7 @@ static ms_status write_index(st_writer *w, ms_error *err)
 	char *path = b.oom || name.oom ? NULL : join_path(w->dir, name.p);
 	free(name.p);
 	if (!path)
-		st = ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		st = st_fail(err, MS_ERR_NOMEM, "out of memory");
 	if (!st)
 		st = create_file(w, path, &w->fp, err);
 	if (!st)
@@ -1522,7 +1543,7 @@ ms_status st_writer_finish(st_writer *w, ms_error *err)
 		return st;
 	advance(w);
 	if (w->cur < w->nt)
-		return ms_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': %llu of %llu bytes written", w->dir, w->base,
+		return st_fail(err, MS_ERR_ARG, "%s/%s: tensor '%s': %llu of %llu bytes written", w->dir, w->base,
 			       w->t[w->cur].name, (unsigned long long)w->done, (unsigned long long)w->t[w->cur].nbytes);
 	st = ensure_shard(w, w->nshards - 1, err); /* trailing shards of zero-size tensors, or an empty file */
 	if (!st)

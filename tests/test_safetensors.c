@@ -669,6 +669,8 @@ static const bad_case bad_cases[] = {
 	 "data_offsets"},
 	{"metadata not string", "{\"__metadata__\":{\"k\":1}}", 0, MS_ERR_ST_ENTRY, "'k'"},
 	{"metadata not object", "{\"__metadata__\":[\"k\"]}", 0, MS_ERR_ST_ENTRY, "__metadata__"},
+	{"line break in name", "{\"a\\nb\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, MS_ERR_ST_DTYPE,
+	 "tensor 'a?b'"}, /* messages stay one line */
 	{"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, MS_ERR_ST_DUPLICATE, "__metadata__"},
 };
 
