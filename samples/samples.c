@@ -7,8 +7,8 @@
  *
  * Planted structure of a block: P prototypes, each a gate/up/down triple and a unit router direction (the P
  * directions orthonormal). Expert e of prototype p is p's matrices plus EXPERT_NOISE relative noise, with its f
- * intermediate neurons permuted; its router row is ROUTER_SCALE (dir_p + ROUTER_NOISE u_e), u_e a unit vector
- * orthogonal to every direction, times LEAD_SCALE for p's lead expert. A calibration token mixes the directions of
+ * intermediate neurons permuted; its router row is ROUTER_SCALE / sqrt(d) (dir_p + ROUTER_NOISE u_e), u_e a unit
+ * vector orthogonal to every direction, times LEAD_SCALE for p's lead expert. A calibration token mixes the directions of
  * a few "active" prototypes (drawn from an imbalanced popularity) so that its top-k holds their leads; the
  * top-k slots left over go to non-lead experts the token leans toward (TARGET_BOOST along u_e), mostly of its
  * primary prototype. Hence the P most used experts are the leads, one per prototype, and the usage of prototypes
