@@ -12,7 +12,7 @@ mkdir -p "$log_dir"
 run_suite() {
 	local name=$1
 	shift
-	local log="$log_dir/$name.log"
+	local log="$log_dir/${name//\//-}.log"
 	"$@" >"$log" 2>&1
 	local rc=$?
 	local line
@@ -49,8 +49,12 @@ for t in "$build"/tests/test_*; do
 done
 for s in tests/cli/*.sh; do
 	[ -f "$s" ] || continue
+	[ "$(basename "$s")" = lib.sh ] && continue
 	run_suite "cli/$(basename "$s" .sh)" bash "$s" "$build"
 done
+
+# The kept fuzz corpus replayed through every parser target (no clang needed: a standalone driver).
+run_suite fuzz-replay env BUILD="$build" tests/fuzz/run.sh replay
 
 echo
 if [ ${#failed_suites[@]} -ne 0 ]; then
