@@ -24,7 +24,7 @@ const cli_command cli_commands[] = {
 	 "[--align dominant|first|none] [--weighting frequency|uniform|dominant] [--rank R | --rank-energy E | "
 	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense] [--max-shard-size S] [--force]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
-	{"samples", cmd_samples, "samples DIR",
+	{"samples", cmd_samples, "samples DIR [--only NAME]",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},
 };
 const int cli_command_count = (int)(sizeof cli_commands / sizeof cli_commands[0]);
@@ -39,7 +39,8 @@ static void print_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-	setlocale(LC_ALL, "");
+	/* Character classification and wide output from the locale, but numbers always with a decimal point. */
+	setlocale(LC_CTYPE, "");
 	if (argc < 2) {
 		print_usage(stderr);
 		return CLI_USAGE;
