@@ -572,7 +572,7 @@ static ms_status check_frame(const char *path, const unsigned char *map, uint64_
 
 static ms_status map_file(st_shard *sh, ms_error *err)
 {
-	int fd = open(sh->path, O_RDONLY | O_CLOEXEC);
+	int fd = open(sh->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us; it is refused below */
 	if (fd < 0)
 		return st_fail(err, MS_ERR_IO, "%s: cannot open: %s", sh->path, strerror(errno));
 	struct stat sb;
@@ -774,7 +774,9 @@ static ms_status check_mapping(const st_file *f, const char *path, const st_map_
 static ms_status check_total(const st_file *f, const char *path, const cJSON *root, ms_error *err)
 {
 	const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
-	const cJSON *tot = cJSON_IsObject(meta) ? cJSON_GetObjectItemCaseSensitive(meta, "total_size") : NULL;
+	if (meta && !cJSON_IsObject(meta))
+		return st_fail(err, MS_ERR_ST_INDEX, "%s: \"metadata\" is not an object", path);
+	const cJSON *tot = meta ? cJSON_GetObjectItemCaseSensitive(meta, "total_size") : NULL;
 	if (!tot)
 		return MS_OK;
 	uint64_t want, sum = 0;
@@ -955,14 +957,18 @@ static uint32_t load_u32(const unsigned char *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* One loop per dtype, so the dtype is not decided again for every element. */
 static void convert_f32(st_dtype dt, const unsigned char *src, float *dst, uint64_t n) /* dst [n] */
 {
-	for (uint64_t i = 0; i < n; i++) {
-		switch (dt) {
-		case ST_F32: dst[i] = bits_f32(load_u32(src + 4 * i)); break;
-		case ST_F16: dst[i] = st_f16_to_f32(load_u16(src + 2 * i)); break;
-		default: dst[i] = st_bf16_to_f32(load_u16(src + 2 * i)); break;
-		}
+	if (dt == ST_F32) {
+		for (uint64_t i = 0; i < n; i++)
+			dst[i] = bits_f32(load_u32(src + 4 * i));
+	} else if (dt == ST_F16) {
+		for (uint64_t i = 0; i < n; i++)
+			dst[i] = st_f16_to_f32(load_u16(src + 2 * i));
+	} else {
+		for (uint64_t i = 0; i < n; i++)
+			dst[i] = st_bf16_to_f32(load_u16(src + 2 * i));
 	}
 }
 

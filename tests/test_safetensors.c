@@ -792,6 +792,9 @@ static const bad_index bad_indexes[] = {
 	{"map twice", "{\"weight_map\":{\"a\":\"s1\",\"a\":\"s1\",\"b\":\"s1\",\"c\":\"s2\"}}", "tensor 'a'"},
 	{"no map", "{\"metadata\":{}}", "weight_map"},
 	{"total", "{\"metadata\":{\"total_size\":11},\"weight_map\":{\"a\":\"s1\",\"b\":\"s1\",\"c\":\"s2\"}}", "12"},
+	{"metadata array", "{\"metadata\":[],\"weight_map\":{\"a\":\"s1\",\"b\":\"s1\",\"c\":\"s2\"}}", "metadata"},
+	{"total not number", "{\"metadata\":{\"total_size\":\"12\"},\"weight_map\":{\"a\":\"s1\",\"b\":\"s1\",\"c\":\"s2\"}}",
+	 "total_size"},
 	{"not json", "{\"weight_map\":", "byte"},
 	{"array", "[]", "not an object"},
 };
