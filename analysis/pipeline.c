@@ -40,6 +40,8 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->act = m->act;
 	out->routing = m->routing;
 	out->per_expert = expert_floats(m->act, out->d, out->f);
+	out->expert_dtype = m->expert_dtype;
+	out->router_dtype = m->blocks[b].router->dtype;
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
 	out->weights = malloc((size_t)(out->E * out->per_expert) * sizeof(float));
@@ -314,6 +316,17 @@ static ms_status build_router(const pipe_block *blk, const plan *p, int b, const
 	return MS_OK;
 }
 
+/* Rounds x [n] to the values dtype can hold (F16 and BF16 round to nearest even; F32 is left alone). */
+static void round_to_dtype(st_dtype dtype, float *x, int64_t n)
+{
+	if (dtype == ST_BF16)
+		for (int64_t i = 0; i < n; i++)
+			x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+	else if (dtype == ST_F16)
+		for (int64_t i = 0; i < n; i++)
+			x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+}
+
 ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
 			   pipe_merged *out, ms_error *err)
 {
@@ -333,6 +346,8 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 	scratch_free(&scratch);
 	for (int g = 0; st == MS_OK && compress && g < G; g++)
 		st = compress_slot(blk, out, g, &o->compress, err);
+	if (st == MS_OK)
+		round_to_dtype(blk->expert_dtype, out->weights, (int64_t)G * blk->per_expert);
 	if (st == MS_OK) {
 		fill_slot_groups(out, G);
 		for (int s = G; s < n_slots; s++)
@@ -341,6 +356,8 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 			       (size_t)blk->per_expert * sizeof(float));
 		st = build_router(blk, p, b, o, out, err);
 	}
+	if (st == MS_OK)
+		round_to_dtype(blk->router_dtype, out->router, (int64_t)out->n_router * blk->d);
 	if (st != MS_OK) {
 		pipe_free_merged(out);
 		return st;

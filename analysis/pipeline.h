@@ -34,6 +34,8 @@ typedef struct {
 	expert_weights *experts; /* [E]: views into weights */
 	float *x;                /* [T, d] calibration inputs, NULL when T == 0 */
 	int *identity;           /* [E]: identity[e] = e, the original block's router-row-to-expert map */
+	st_dtype expert_dtype;   /* how the checkpoint stores experts and router: merged weights are rounded to */
+	st_dtype router_dtype;   /* these, so a preview computes exactly what a written checkpoint will */
 } pipe_block;
 
 /* Loads block b; cal may be NULL (then x is NULL and T is 0). */
