@@ -8,13 +8,11 @@
 #include "io/model.h"
 #include "tui/cli.h"
 #include "tui/commands.h"
+#include "tui/report.h"
 
-static const struct {
-	const char *key;     /* --json */
-	const char *text;    /* human output */
-} act_names[] = {
-	[MDL_ACT_SILU_GLU] = {"silu_glu", "SiLU GLU: down(silu(gate x) * up x)"},
-	[MDL_ACT_RELU] = {"relu", "ReLU: down relu(up x), no gate"},
+static const char *const act_text[] = {
+	[MDL_ACT_SILU_GLU] = "SiLU GLU: down(silu(gate x) * up x)",
+	[MDL_ACT_RELU] = "ReLU: down relu(up x), no gate",
 };
 
 /* "1.50 GiB" / "12.3 M": a size people can read beside the exact count. */
@@ -89,65 +87,16 @@ static void print_human(const mdl_model *m)
 	printf("%-14s%d per block, top-%d\n", "experts", m->n_experts, m->top_k);
 	printf("%-14s%d (d)\n", "hidden size", m->hidden);
 	printf("%-14s%d (f)\n", "expert width", m->inter);
-	printf("%-14s%s\n", "activation", act_names[m->act].text);
+	printf("%-14s%s\n", "activation", act_text[m->act]);
 	printf("%-14s%s\n", "routing", routing);
 	printf("%-14s%s\n", "expert dtype", st_dtype_name(m->expert_dtype));
 	print_amount("experts", m->params_experts, m->bytes_experts);
 	print_amount("total", m->params_total, m->bytes_total);
 }
 
-static cJSON *blocks_json(const mdl_model *m)
-{
-	cJSON *arr = cJSON_CreateArray();
-	for (int b = 0; arr && b < m->n_blocks; b++) {
-		cJSON *o = cJSON_CreateObject();
-		if (!o || !cJSON_AddItemToArray(arr, o)) {
-			cJSON_Delete(o);
-			cJSON_Delete(arr);
-			return NULL;
-		}
-		cJSON_AddStringToObject(o, "label", m->blocks[b].label);
-		cJSON_AddNumberToObject(o, "layer", m->blocks[b].layer);
-		cJSON_AddStringToObject(o, "prefix", m->blocks[b].prefix);
-	}
-	return arr;
-}
-
-static cJSON *pair_json(uint64_t experts, uint64_t total)
-{
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "experts", (double)experts);
-	cJSON_AddNumberToObject(o, "total", (double)total);
-	return o;
-}
-
-static cJSON *model_json(const mdl_model *m)
-{
-	cJSON *j = cJSON_CreateObject();
-	cJSON *routing = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "model", m->dir);
-	cJSON_AddStringToObject(j, "family", m->model_type);
-	cJSON_AddNumberToObject(j, "layers", m->n_layers);
-	cJSON_AddItemToObject(j, "moe_blocks", blocks_json(m));
-	cJSON_AddNumberToObject(j, "n_experts", m->n_experts);
-	cJSON_AddNumberToObject(j, "top_k", m->top_k);
-	cJSON_AddNumberToObject(j, "hidden_size", m->hidden);
-	cJSON_AddNumberToObject(j, "expert_intermediate_size", m->inter);
-	cJSON_AddStringToObject(j, "activation", act_names[m->act].key);
-	cJSON_AddNumberToObject(routing, "top_k", m->routing.top_k);
-	cJSON_AddBoolToObject(routing, "renormalize", m->routing.renormalize);
-	cJSON_AddNumberToObject(routing, "scale", m->routing.scale);
-	cJSON_AddItemToObject(j, "routing", routing);
-	cJSON_AddStringToObject(j, "expert_dtype", st_dtype_name(m->expert_dtype));
-	cJSON_AddItemToObject(j, "params", pair_json(m->params_experts, m->params_total));
-	cJSON_AddItemToObject(j, "bytes", pair_json(m->bytes_experts, m->bytes_total));
-	cJSON_AddNumberToObject(j, "shards", (double)st_shard_count(m->st));
-	return j;
-}
-
 static int print_json(const mdl_model *m)
 {
-	cJSON *j = model_json(m);
+	cJSON *j = report_model(m);
 	char *text = j ? cJSON_Print(j) : NULL;
 	cJSON_Delete(j);
 	if (!text) {

@@ -2,7 +2,8 @@
 
 #include <math.h>
 
-static const char *const act_names[] = {"silu-glu", "relu"};
+/* The --json names of mdl_act. */
+static const char *const act_names[] = {[MDL_ACT_SILU_GLU] = "silu_glu", [MDL_ACT_RELU] = "relu"};
 
 void report_add_array(cJSON *obj, const char *key, const double *v, int n, int stride)
 {
@@ -52,7 +53,7 @@ cJSON *report_model(const mdl_model *m)
 	cJSON_AddNumberToObject(j, "top_k", m->top_k);
 	cJSON_AddNumberToObject(j, "hidden_size", m->hidden);
 	cJSON_AddNumberToObject(j, "expert_intermediate_size", m->inter);
-	cJSON_AddStringToObject(j, "activation", act_names[m->act == MDL_ACT_RELU]);
+	cJSON_AddStringToObject(j, "activation", act_names[m->act]);
 	cJSON *routing = cJSON_AddObjectToObject(j, "routing");
 	cJSON_AddNumberToObject(routing, "top_k", m->routing.top_k);
 	cJSON_AddBoolToObject(routing, "renormalize", m->routing.renormalize);

@@ -8,6 +8,11 @@ E=$GOLDEN/expected
 expect_status "info describes the golden model" 0 "$MOESCOPE" info "$M"
 expect_grep "info: mixtral, 3 blocks" 'MoE blocks +3' "$TMP/out"
 expect_grep "info: 8 experts, top-2" '8 per block, top-2' "$TMP/out"
+expect_status "info --json" 0 "$MOESCOPE" info "$M" --json
+if python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert (j["n_experts"], j["top_k"], j["hidden_size"], j["expert_intermediate_size"], len(j["moe_blocks"])) == (8, 2, 32, 48, 3), j' "$TMP/out" 2>"$TMP/py"
+then pass "info --json: E, top-k, d, f, blocks"; else fail "info --json" "$(tail -2 "$TMP/py")"; fi
+expect_status "info on a missing directory" 1 "$MOESCOPE" info "$TMP/nothing"
+expect_status "info with an unknown option" 2 "$MOESCOPE" info "$M" --bogus
 
 # Groups are compared as partitions with dominants: relabel each block's groups by their first member.
 partition() {
