@@ -1,0 +1,144 @@
+/* The pipeline on a planted sample: alignment recovers every expert's planted neuron permutation relative to its
+ * prototype's lead, and a merged block built from a plan that groups each prototype behaves as planned. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include "analysis/pipeline.h"
+#include "samples/samples.h"
+#include "test.h"
+
+static char dir[256];
+static mdl_model *model;
+static calib *cal;
+static cJSON *truth;
+
+static cJSON *read_json(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	static char buf[1 << 22];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return cJSON_Parse(buf);
+}
+
+static int truth_int(const cJSON *arr, int i)
+{
+	return cJSON_GetArrayItem(arr, i)->valueint;
+}
+
+/* The lead of expert e's prototype, from truth.json's "prototype" and "lead". */
+static int lead_of(const cJSON *blk, int e)
+{
+	int p = truth_int(cJSON_GetObjectItem(blk, "prototype"), e);
+	return truth_int(cJSON_GetObjectItem(blk, "lead"), p);
+}
+
+static void setup(void)
+{
+	ms_error err = {0};
+	snprintf(dir, sizeof dir, "%s/moescope-pipeline-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	CHECK(mkdtemp(dir) != NULL);
+	CHECK(samples_write(dir, "mixtral-tiny", &err) == MS_OK, "%s", err.msg);
+	char path[512];
+	snprintf(path, sizeof path, "%s/mixtral-tiny", dir);
+	CHECK(mdl_open(path, &model, &err) == MS_OK, "%s", err.msg);
+	snprintf(path, sizeof path, "%s/mixtral-tiny/calib.safetensors", dir);
+	CHECK(calib_open(path, model, &cal, &err) == MS_OK, "%s", err.msg);
+	snprintf(path, sizeof path, "%s/mixtral-tiny/truth.json", dir);
+	truth = read_json(path);
+	CHECK(truth != NULL);
+}
+
+/* Row i of expert t's gate is row perm_t[i] of the prototype, so aligning t to reference r must map neuron i of
+ * the aligned expert to the neuron of t holding the prototype row that r holds at i: perm_t[perm[i]] ==
+ * perm_r[i]. */
+static void test_alignment_recovers_planted_permutations(void)
+{
+	const cJSON *blocks = cJSON_GetObjectItem(truth, "blocks");
+	int checked = 0;
+	for (int b = 0; b < model->n_blocks; b++) {
+		pipe_block blk;
+		ms_error err = {0};
+		CHECK(pipe_load_block(model, NULL, b, &blk, &err) == MS_OK, "%s", err.msg);
+		const cJSON *tb = cJSON_GetArrayItem(blocks, b);
+		const cJSON *perms = cJSON_GetObjectItem(tb, "permutation");
+		int *perm = malloc((size_t)blk.f * sizeof *perm);
+		for (int e = 0; perm && e < blk.E; e++) {
+			int r = lead_of(tb, e);
+			if (r == e)
+				continue;
+			CHECK(align_permutation(&blk.experts[r], &blk.experts[e], perm) == MS_OK);
+			const cJSON *pt = cJSON_GetArrayItem(perms, e), *pr = cJSON_GetArrayItem(perms, r);
+			int wrong = 0;
+			for (int i = 0; i < blk.f; i++)
+				wrong += truth_int(pt, perm[i]) != truth_int(pr, i);
+			CHECK(wrong == 0, "block %d expert %d -> lead %d: %d of %d neurons misplaced", b, e, r, wrong, blk.f);
+			checked++;
+		}
+		free(perm);
+		pipe_free_block(&blk);
+	}
+	CHECK(checked >= 8, "only %d experts checked", checked);
+}
+
+/* A plan grouping each prototype (leads dominant): aligned merging must beat unaligned merging in every block,
+ * since members differ from their lead mostly by the permutation. */
+static void test_alignment_lowers_merge_error(void)
+{
+	const cJSON *blocks = cJSON_GetObjectItem(truth, "blocks");
+	const char *labels[16];
+	for (int b = 0; b < model->n_blocks; b++)
+		labels[b] = model->blocks[b].label;
+	plan p;
+	CHECK(plan_init(&p, model->n_blocks, model->n_experts, labels) == 0);
+	for (int b = 0; b < model->n_blocks; b++) {
+		const cJSON *tb = cJSON_GetArrayItem(blocks, b);
+		for (int e = 0; e < model->n_experts; e++) {
+			p.group[b * model->n_experts + e] = truth_int(cJSON_GetObjectItem(tb, "prototype"), e);
+			p.dominant[b * model->n_experts + e] = lead_of(tb, e) == e;
+			p.frequency[b * model->n_experts + e] = 0.125;
+		}
+	}
+	ms_error err = {0};
+	CHECK(plan_validate(&p, &err) == MS_OK, "%s", err.msg);
+	for (int b = 0; b < model->n_blocks; b++) {
+		pipe_block blk;
+		CHECK(pipe_load_block(model, cal, b, &blk, &err) == MS_OK, "%s", err.msg);
+		double e_none = 0, e_dom = 0;
+		for (int a = 0; a < 2; a++) {
+			pipe_merge_options o = pipe_merge_defaults();
+			o.layout = PIPE_LAYOUT_ALIASED;
+			o.align = a ? ALIGN_DOMINANT : ALIGN_NONE;
+			pipe_merged mg;
+			blk_eval_result r;
+			CHECK(pipe_merge_block(&blk, &p, b, &o, &mg, &err) == MS_OK, "%s", err.msg);
+			CHECK(pipe_eval_block(&blk, &mg, &p, b, 512, &r, &err) == MS_OK, "%s", err.msg);
+			CHECK(r.routing_agreement == 1.0, "aliased layout keeps the router: agreement %g", r.routing_agreement);
+			*(a ? &e_dom : &e_none) = r.rel_error;
+			pipe_free_merged(&mg);
+		}
+		CHECK(e_dom < 0.5 * e_none, "block %d: aligned %g, unaligned %g", b, e_dom, e_none);
+		pipe_free_block(&blk);
+	}
+	plan_free(&p);
+}
+
+int main(void)
+{
+	RUN(setup);
+	RUN(test_alignment_recovers_planted_permutations);
+	RUN(test_alignment_lowers_merge_error);
+	cJSON_Delete(truth);
+	calib_close(cal);
+	mdl_close(model);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	return test_summary();
+}
