@@ -291,6 +291,25 @@ static void fill_slot_groups(pipe_merged *mg, int G)
 		mg->slot_group[s] = G > 0 ? s % G : -1;
 }
 
+/* A group of one expert keeps its router row exactly (the ridge-regularised fit would only approximate it), so a
+ * block the plan leaves alone routes as before. */
+static void keep_singleton_rows(const pipe_block *blk, const int *group, int G, pipe_merged *mg)
+{
+	for (int g = 0; g < G; g++) {
+		int member = -1, count = 0;
+		for (int e = 0; e < blk->E; e++)
+			if (group[e] == g) {
+				member = e;
+				count++;
+			}
+		if (count == 1) {
+			memcpy(mg->router + (size_t)g * blk->d, blk->router + (size_t)member * blk->d,
+			       (size_t)blk->d * sizeof(float));
+			mg->router_residual[g] = 0.0;
+		}
+	}
+}
+
 static ms_status build_router(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
 			      pipe_merged *mg, ms_error *err)
 {
@@ -309,6 +328,7 @@ static ms_status build_router(const pipe_block *blk, const plan *p, int b, const
 				 blk->T > 0 ? mg->router_residual : NULL, err);
 	if (st != MS_OK)
 		return st;
+	keep_singleton_rows(blk, group, G, mg);
 	for (int s = G; s < mg->n_slots; s++)
 		memcpy(mg->router + (size_t)s * d, mg->router + (size_t)mg->slot_group[s] * d, (size_t)d * sizeof(float));
 	for (int s = 0; s < mg->n_slots; s++)
