@@ -120,6 +120,13 @@ void pipe_free_merged(pipe_merged *mg)
 	free(mg->slot);
 	free(mg->router_residual);
 	free(mg->compression);
+	for (int i = 0; mg->factors && i < mg->groups * MDL_NMAT; i++) {
+		free(mg->factors[i].u);
+		free(mg->factors[i].v);
+		free(mg->factors[i].sparse_idx);
+		free(mg->factors[i].sparse_val);
+	}
+	free(mg->factors);
 	memset(mg, 0, sizeof *mg);
 }
 
@@ -234,7 +241,36 @@ static void matrix_shape(const pipe_block *blk, int mat, int *rows, int *cols)
 		*rows = 0;
 }
 
-/* Replaces each matrix of slot s by its low-rank (plus sparse) reconstruction. */
+/* Room for the factors of a rows x cols matrix at the rank co chooses: the singular values are computed first so
+ * the buffers hold exactly rank r (the SVD then runs twice: factored output is the rarer, slower path). */
+static ms_status alloc_factors(const float *w, int rows, int cols, const cmp_options *co, cmp_factors *fa,
+			       ms_error *err)
+{
+	int k = rows < cols ? rows : cols;
+	double *s = malloc((size_t)k * sizeof *s);
+	if (!s)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	ms_status st = cmp_singular_values(w, rows, cols, s);
+	int r = st == MS_OK ? cmp_select_rank(s, k, co) : -1;
+	free(s);
+	if (st != MS_OK || r < 0)
+		return ms_fail(err, st != MS_OK ? st : MS_ERR_ARG, "singular values of a %dx%d matrix failed", rows, cols);
+	if (r >= k)
+		return MS_OK; /* not compressed: stored dense */
+	fa->max_rank = r > 0 ? r : 1;
+	fa->u = malloc((size_t)rows * fa->max_rank * sizeof(float));
+	fa->v = malloc((size_t)fa->max_rank * cols * sizeof(float));
+	fa->max_nnz = cmp_sparse_count(rows, cols, co->sparse_ratio);
+	if (fa->max_nnz > 0) {
+		fa->sparse_idx = malloc((size_t)fa->max_nnz * sizeof(int32_t));
+		fa->sparse_val = malloc((size_t)fa->max_nnz * sizeof(float));
+	}
+	if (!fa->u || !fa->v || (fa->max_nnz > 0 && (!fa->sparse_idx || !fa->sparse_val)))
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory for rank-%d factors", r);
+	return MS_OK;
+}
+
+/* Replaces each matrix of slot s by its low-rank (plus sparse) reconstruction, keeping the factors when asked. */
 static ms_status compress_slot(const pipe_block *blk, pipe_merged *mg, int s, const cmp_options *co, ms_error *err)
 {
 	expert_weights *w = &mg->experts[s];
@@ -245,10 +281,14 @@ static ms_status compress_slot(const pipe_block *blk, pipe_merged *mg, int s, co
 		cmp_result *res = &mg->compression[s * MDL_NMAT + mat];
 		if (rows == 0 || !mats[mat])
 			continue;
+		cmp_factors *fa = mg->factors ? &mg->factors[s * MDL_NMAT + mat] : NULL;
+		ms_status st = fa ? alloc_factors(mats[mat], rows, cols, co, fa, err) : MS_OK;
+		if (st != MS_OK)
+			return st;
 		float *approx = malloc((size_t)rows * cols * sizeof *approx);
 		if (!approx)
 			return ms_fail(err, MS_ERR_NOMEM, "out of memory compressing a %dx%d matrix", rows, cols);
-		ms_status st = cmp_compress(mats[mat], rows, cols, co, approx, res, NULL, err);
+		st = cmp_compress(mats[mat], rows, cols, co, approx, res, fa && fa->u ? fa : NULL, err);
 		if (st == MS_OK)
 			memcpy(mats[mat], approx, (size_t)rows * cols * sizeof *approx);
 		free(approx);
@@ -259,7 +299,7 @@ static ms_status compress_slot(const pipe_block *blk, pipe_merged *mg, int s, co
 }
 
 static ms_status alloc_merged(const pipe_block *blk, int n_slots, int n_router, int G, int compress,
-			      pipe_merged *mg, ms_error *err)
+			      int keep_factors, pipe_merged *mg, ms_error *err)
 {
 	mg->n_slots = n_slots;
 	mg->per_expert = (int)blk->per_expert;
@@ -273,6 +313,8 @@ static ms_status alloc_merged(const pipe_block *blk, int n_slots, int n_router, 
 	mg->router_residual = malloc((size_t)(G > 0 ? G : 1) * sizeof(double));
 	if (compress)
 		mg->compression = calloc((size_t)n_slots * MDL_NMAT, sizeof(cmp_result));
+	if (compress && keep_factors && !(mg->factors = calloc((size_t)G * MDL_NMAT, sizeof(cmp_factors))))
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory for a merged block of %d experts", n_slots);
 	if (!mg->weights || !mg->experts || !mg->slot_group || !mg->router || !mg->slot || !mg->router_residual ||
 	    (compress && !mg->compression))
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory for a merged block of %d experts", n_slots);
@@ -357,7 +399,7 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 	const int compact = o->layout == PIPE_LAYOUT_COMPACT;
 	const int n_slots = compact && o->slots > G ? o->slots : G;
 	const int compress = o->compress.mode != CMP_RANK_NONE || o->compress.sparse_ratio > 0;
-	ms_status st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, out, err);
+	ms_status st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors, out, err);
 	merge_scratch scratch = {0};
 	if (st == MS_OK && !scratch_alloc(blk, &scratch))
 		st = ms_fail(err, MS_ERR_NOMEM, "out of memory merging block %s", p->labels[b]);
@@ -390,6 +432,15 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 		c.routing.top_k = out->n_slots;
 	out->cfg = c;
 	return MS_OK;
+}
+
+void pipe_compressed_params(const pipe_merged *mg, int64_t *before, int64_t *after)
+{
+	*before = *after = 0;
+	for (int i = 0; mg->compression && i < mg->groups * MDL_NMAT; i++) {
+		*before += mg->compression[i].params_before;
+		*after += mg->compression[i].params_after;
+	}
 }
 
 ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,

@@ -104,6 +104,7 @@ typedef struct {
 	rfit_method router;
 	cmp_options compress;   /* applied to every matrix of every merged expert of a block that merges */
 	int slots;              /* compact: E' >= the block's group count (0: the block's own count) */
+	int keep_factors;       /* keep the low-rank factors and sparse residual of every compressed matrix */
 } pipe_merge_options;
 
 /* The defaults of `moescope merge`: compact, frequency weighting, dominant alignment, lse-fit, no compression. */
@@ -122,6 +123,8 @@ typedef struct {
 	int groups;               /* G of the block */
 	double *router_residual;  /* [groups]: compact router fit residual on the calibration tokens (NAN if none) */
 	cmp_result *compression;  /* [n_slots * MDL_NMAT] when compressing, else NULL */
+	cmp_factors *factors;     /* [groups * MDL_NMAT] with keep_factors: buffers owned here, sized to the rank and
+				   * residual chosen; u and v NULL where a matrix was not compressed */
 	blk_config cfg;           /* ready for blk_forward / blk_eval */
 } pipe_merged;
 
@@ -130,6 +133,10 @@ typedef struct {
 ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
 			   pipe_merged *out, ms_error *err);
 void pipe_free_merged(pipe_merged *mg);
+
+/* Parameters of the merged experts' matrices before and after compression, counting each group once (the
+ * convention of cmp_result: a residual entry counts as an index and a value). 0 and 0 without compression. */
+void pipe_compressed_params(const pipe_merged *mg, int64_t *before, int64_t *after);
 
 /* Evaluates a merged block against the original on at most max_tokens calibration tokens. */
 ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,

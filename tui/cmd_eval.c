@@ -106,6 +106,8 @@ static ms_status eval_planned(const pipe_block *blk, const plan *p, int b, const
 	ms_status st = pipe_merge_block(blk, p, b, mo, &mg, err);
 	if (st != MS_OK)
 		return st;
+	int64_t cmp_before, cmp_after;
+	pipe_compressed_params(&mg, &cmp_before, &cmp_after);
 	st = pipe_eval_block(blk, &mg, p, b, max_tokens, &r, err);
 	if (st == MS_OK)
 		st = pipe_output_norm(&mg.cfg, blk->x, blk->T, max_tokens, &norm, err);
@@ -118,6 +120,12 @@ static ms_status eval_planned(const pipe_block *blk, const plan *p, int b, const
 	       (long long)r.params_after, 100.0 * (1.0 - (double)r.params_after / (double)r.params_before), norm);
 	report_add_eval(jb, &r);
 	cJSON_AddNumberToObject(jb, "output_norm", norm);
+	if (cmp_before > 0) {
+		printf("%-18s compressed merged experts: %lld -> %lld params\n", "", (long long)cmp_before,
+		       (long long)cmp_after);
+		cJSON_AddNumberToObject(jb, "compressed_params_before", (double)cmp_before);
+		cJSON_AddNumberToObject(jb, "compressed_params_after", (double)cmp_after);
+	}
 	return MS_OK;
 }
 

@@ -41,6 +41,8 @@ typedef struct {
 	st_writer *w;
 	cJSON *report;
 	mrun_summary sum;
+	cmp_result *shapes;          /* factors: [n_blocks, E, MDL_NMAT] rank and residual of each group's matrices */
+	size_t declared;             /* tensors declared, to check the written files against */
 } mrun_ctx;
 
 #define COPY_CHUNK (64u << 20)
@@ -82,12 +84,58 @@ static int is_block_tensor(const mrun_ctx *c, const st_tensor *t)
 	return bsearch(&t, c->block_tensors, c->n_block_tensors, sizeof *c->block_tensors, cmp_ptr) != NULL;
 }
 
-/* Declares the tensors of block b: its router, then n_out experts with the input's matrix shapes and dtypes. */
+static int factored(const mrun_ctx *c)
+{
+	return c->req->format == MRUN_FORMAT_FACTORS && c->shapes;
+}
+
+/* The plan group whose merge output expert s of block b stores. */
+static int output_group(const mrun_ctx *c, int b, int s)
+{
+	const plan *p = c->req->plan;
+	if (c->opts.layout == PIPE_LAYOUT_ALIASED)
+		return p->group[(size_t)b * c->m->n_experts + s];
+	return s % plan_groups(p, b);
+}
+
+static const cmp_result *shape_of(const mrun_ctx *c, int b, int g, int mat)
+{
+	return &c->shapes[((size_t)b * c->m->n_experts + g) * MDL_NMAT + mat];
+}
+
+static ms_status declare(mrun_ctx *c, const char *name, const char *suffix, st_dtype dtype, int ndim,
+			 const int64_t *shape, ms_error *err)
+{
+	char full[600];
+	if (snprintf(full, sizeof full, "%s%s", name, suffix) >= (int)sizeof full)
+		return ms_fail(err, MS_ERR_ARG, "tensor name too long: %s", name);
+	c->declared++;
+	return st_writer_declare(c->w, full, dtype, ndim, shape, err);
+}
+
+/* A matrix stored as factors: NAME_u [m, r], NAME_v [r, n], and the residual NAME_sparse_idx (I32) and
+ * NAME_sparse_val [nnz] when there is one (DESIGN 4.3). */
+static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor *src, const cmp_result *r,
+				 ms_error *err)
+{
+	int64_t u[2] = {src->shape[0], r->rank}, v[2] = {r->rank, src->shape[1]}, nnz[1] = {r->nnz};
+	ms_status st = declare(c, name, "_u", src->dtype, 2, u, err);
+	if (st == MS_OK)
+		st = declare(c, name, "_v", src->dtype, 2, v, err);
+	if (st == MS_OK && r->nnz > 0)
+		st = declare(c, name, "_sparse_idx", ST_I32, 1, nnz, err);
+	if (st == MS_OK && r->nnz > 0)
+		st = declare(c, name, "_sparse_val", src->dtype, 1, nnz, err);
+	return st;
+}
+
+/* Declares the tensors of block b: its router, then n_out experts with the input's matrix shapes and dtypes
+ * (or their factors). */
 static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
 	int64_t shape[2] = {c->opts.layout == PIPE_LAYOUT_COMPACT ? c->n_out : c->m->n_experts, blk->router->shape[1]};
-	ms_status st = st_writer_declare(c->w, blk->router->name, blk->router->dtype, 2, shape, err);
+	ms_status st = declare(c, blk->router->name, "", blk->router->dtype, 2, shape, err);
 	char name[512];
 	for (int s = 0; st == MS_OK && s < c->n_out; s++) {
 		for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
@@ -96,7 +144,11 @@ static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 				continue;
 			if (mdl_expert_name(c->m, b, s, mat, name, sizeof name) != 0)
 				return ms_fail(err, MS_ERR_ARG, "block %s: tensor name too long", blk->label);
-			st = st_writer_declare(c->w, name, src->dtype, src->ndim, src->shape, err);
+			const cmp_result *r = factored(c) ? shape_of(c, b, output_group(c, b, s), mat) : NULL;
+			if (r && r->compressed)
+				st = declare_factors(c, name, src, r, err);
+			else
+				st = declare(c, name, "", src->dtype, src->ndim, src->shape, err);
 		}
 	}
 	return st;
@@ -109,7 +161,7 @@ static ms_status declare_all(mrun_ctx *c, ms_error *err)
 	for (size_t i = 0; st == MS_OK && i < st_count(f); i++) {
 		const st_tensor *t = st_get(f, i);
 		if (!is_block_tensor(c, t))
-			st = st_writer_declare(c->w, t->name, t->dtype, t->ndim, t->shape, err);
+			st = declare(c, t->name, "", t->dtype, t->ndim, t->shape, err);
 	}
 	for (int b = 0; st == MS_OK && b < c->m->n_blocks; b++)
 		st = declare_block(c, b, err);
@@ -144,19 +196,42 @@ static ms_status check_finite(const float *v, int64_t n, const char *what, const
 	return MS_OK;
 }
 
-/* The matrices of merged slot s in gate, up, down order, skipping an absent gate. */
+static ms_status write_floats(mrun_ctx *c, const float *v, int64_t n, const char *label, ms_error *err)
+{
+	ms_status st = check_finite(v, n, "expert", label, err);
+	return st == MS_OK ? st_writer_write_f32(c->w, v, (uint64_t)n, err) : st;
+}
+
+static ms_status write_factors(mrun_ctx *c, const cmp_factors *fa, const cmp_result *r, int rows, int cols,
+			       const char *label, ms_error *err)
+{
+	ms_status st = write_floats(c, fa->u, (int64_t)rows * r->rank, label, err);
+	if (st == MS_OK)
+		st = write_floats(c, fa->v, (int64_t)r->rank * cols, label, err);
+	if (st == MS_OK && r->nnz > 0)
+		st = st_writer_write(c->w, fa->sparse_idx, (uint64_t)r->nnz * sizeof(int32_t), err);
+	if (st == MS_OK && r->nnz > 0)
+		st = write_floats(c, fa->sparse_val, r->nnz, label, err);
+	return st;
+}
+
+/* The matrices of merged slot s in gate, up, down order, skipping an absent gate; factored ones as factors. */
 static ms_status write_slot(mrun_ctx *c, const pipe_merged *mg, int s, const char *label, ms_error *err)
 {
 	const expert_weights *w = &mg->experts[s];
 	const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
-	const int64_t numel = (int64_t)w->d * w->f;
+	const int g = mg->slot_group[s];
 	ms_status st = MS_OK;
 	for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
 		if (!mats[mat])
 			continue;
-		st = check_finite(mats[mat], numel, "expert", label, err);
-		if (st == MS_OK)
-			st = st_writer_write_f32(c->w, mats[mat], (uint64_t)numel, err);
+		const cmp_factors *fa = mg->factors ? &mg->factors[g * MDL_NMAT + mat] : NULL;
+		const cmp_result *r = mg->compression ? &mg->compression[g * MDL_NMAT + mat] : NULL;
+		if (fa && fa->u && r && r->compressed)
+			st = write_factors(c, fa, r, mat == MDL_DOWN ? w->d : w->f, mat == MDL_DOWN ? w->f : w->d, label,
+					   err);
+		else
+			st = write_floats(c, mats[mat], (int64_t)w->d * w->f, label, err);
 	}
 	return st;
 }
@@ -237,6 +312,12 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	cJSON_AddNumberToObject(jb, "experts_out", c->n_out);
 	cJSON_AddNumberToObject(jb, "bytes_before", (double)before);
 	cJSON_AddNumberToObject(jb, "bytes_after", (double)after);
+	int64_t cmp_before, cmp_after;
+	pipe_compressed_params(mg, &cmp_before, &cmp_after);
+	if (cmp_before > 0) {
+		cJSON_AddNumberToObject(jb, "compressed_params_before", (double)cmp_before);
+		cJSON_AddNumberToObject(jb, "compressed_params_after", (double)cmp_after);
+	}
 	if (blk->T == 0)
 		return MS_OK;
 	blk_eval_result r;
@@ -248,6 +329,38 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	if (c->opts.layout == PIPE_LAYOUT_COMPACT)
 		report_router_fit(jb, blk, c->req->plan, b);
 	return MS_OK;
+}
+
+/* Factored output declares every tensor before writing any, so the rank and residual size of each group's
+ * matrices are found first by merging every block once (the write pass merges again). */
+static ms_status measure_factors(mrun_ctx *c, ms_error *err)
+{
+	const mdl_model *m = c->m;
+	c->shapes = calloc((size_t)m->n_blocks * m->n_experts * MDL_NMAT, sizeof *c->shapes);
+	if (!c->shapes)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	pipe_merge_options o = c->opts;
+	o.keep_factors = 0;
+	ms_status st = MS_OK;
+	for (int b = 0; st == MS_OK && b < m->n_blocks; b++) {
+		if (c->progress)
+			c->progress(c->ctx, "measure", b, m->n_blocks);
+		pipe_block blk;
+		pipe_merged mg;
+		st = interrupted(c, err);
+		if (st == MS_OK)
+			st = pipe_load_block(m, c->cal, b, &blk, err);
+		if (st != MS_OK)
+			break;
+		st = pipe_merge_block(&blk, c->req->plan, b, &o, &mg, err);
+		if (st == MS_OK && mg.compression)
+			memcpy(&c->shapes[(size_t)b * m->n_experts * MDL_NMAT], mg.compression,
+			       (size_t)mg.groups * MDL_NMAT * sizeof *c->shapes);
+		if (st == MS_OK)
+			pipe_free_merged(&mg);
+		pipe_free_block(&blk);
+	}
+	return st;
 }
 
 static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
@@ -287,6 +400,14 @@ static ms_status write_config(mrun_ctx *c, ms_error *err)
 		cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->experts_field, cJSON_CreateNumber(c->n_out));
 		if (c->m->topk_field && c->m->top_k > c->n_out)
 			cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->topk_field, cJSON_CreateNumber(c->n_out));
+	}
+	if (factored(c)) {
+		cJSON *info = cJSON_AddObjectToObject(cfg, "moescope_compression");
+		cJSON_AddStringToObject(info, "format", "factors");
+		cJSON_AddStringToObject(info, "rank_mode", cmp_rank_mode_name(c->opts.compress.mode));
+		cJSON_AddNumberToObject(info, "sparse_ratio", c->opts.compress.sparse_ratio);
+		cJSON_AddStringToObject(info, "layout", "W = W_u @ W_v, plus W_sparse_val at the flat row-major indices "
+					"W_sparse_idx");
 	}
 	char path[PATH_MAX];
 	ms_status st = outdir_file(c->od, "config.json", path, sizeof path) == 0
@@ -338,8 +459,27 @@ static ms_status copy_aux_files(mrun_ctx *c, ms_error *err)
 
 /* Re-opens the output as a model: every shard's header and offsets, and every block's shapes against the new
  * config.json. */
+static ms_status validate_factored(mrun_ctx *c, ms_error *err)
+{
+	st_file *f;
+	ms_status st = st_open(outdir_tmp_path(c->od), &f, err);
+	if (st != MS_OK) {
+		ms_error_prefix(err, "validating the written checkpoint");
+		return st;
+	}
+	if (st_count(f) != c->declared)
+		st = ms_fail(err, MS_ERR_IO, "validating the written checkpoint: %zu tensors, %zu declared", st_count(f),
+			     c->declared);
+	for (size_t i = 0; i < st_count(f); i++)
+		c->sum.bytes_after += st_get(f, i)->nbytes;
+	st_close(f);
+	return st;
+}
+
 static ms_status validate_output(mrun_ctx *c, ms_error *err)
 {
+	if (factored(c))
+		return validate_factored(c, err);
 	mdl_model *out;
 	ms_status st = mdl_open(outdir_tmp_path(c->od), &out, err);
 	if (st != MS_OK) {
@@ -377,9 +517,9 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	ms_status st = plan_validate(p, err);
 	if (st != MS_OK)
 		return st;
-	if (c->req->format != MRUN_FORMAT_DENSE)
-		return ms_fail(err, MS_ERR_ARG, "--compress-format %s: only dense output is written by this version",
-			       mrun_format_names[c->req->format]);
+	if (c->req->format == MRUN_FORMAT_FACTORS && c->opts.compress.mode == CMP_RANK_NONE)
+		return ms_fail(err, MS_ERR_ARG, "--compress-format factors needs a rank (--rank, --rank-energy or "
+			       "--rank-stable)");
 	if (c->opts.layout == PIPE_LAYOUT_ALIASED) {
 		for (size_t i = 0; i < (size_t)p->n_blocks * p->n_experts; i++)
 			if (p->group[i] < 0)
@@ -399,6 +539,8 @@ static ms_status run(mrun_ctx *c, ms_error *err)
 		st = collect_block_tensors(c, err);
 	if (st == MS_OK)
 		st = outdir_begin(c->req->out_dir, c->m->dir, c->req->force, &c->od, err);
+	if (st == MS_OK && c->req->format == MRUN_FORMAT_FACTORS)
+		st = measure_factors(c, err);
 	if (st == MS_OK)
 		st = st_writer_create(outdir_tmp_path(c->od), "model", c->req->max_shard_bytes, &c->w, err);
 	if (st == MS_OK)
@@ -429,6 +571,7 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 {
 	mrun_ctx c = {.m = m, .cal = cal, .req = req, .progress = progress, .ctx = ctx, .cancel = cancel};
 	c.opts = req->opts;
+	c.opts.keep_factors = req->format == MRUN_FORMAT_FACTORS;
 	c.n_out = m->n_experts;
 	if (req->plan && c.opts.layout == PIPE_LAYOUT_COMPACT) {
 		c.n_out = 0;
@@ -456,6 +599,7 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 		outdir_abort(c.od);
 	cJSON_Delete(c.report);
 	free(c.block_tensors);
+	free(c.shapes);
 	if (st == MS_OK && summary)
 		*summary = c.sum;
 	return st;
