@@ -22,7 +22,8 @@ const cli_command cli_commands[] = {
 	{"merge", cmd_merge,
 	 "merge MODEL --plan PLAN.csv --out DIR [--calib C] [--layout compact|aliased] [--router lse-fit|mean|dominant] "
 	 "[--align dominant|first|none] [--weighting frequency|uniform|dominant] [--rank R | --rank-energy E | "
-	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense] [--max-shard-size S] [--force]",
+	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense|factors] [--max-shard-size S] [--force] "
+	 "[--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
 	{"samples", cmd_samples, "samples DIR [--only NAME]",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},
