@@ -13,19 +13,22 @@ static int64_t expert_floats(mdl_act act, int d, int f)
 	return (int64_t)d * f * (act == MDL_ACT_SILU_GLU ? 3 : 2);
 }
 
-static void bind_experts(pipe_block *blk)
+/* Pointers to the three matrices of an expert stored at base (gate absent without a gate). */
+static void expert_view(const pipe_block *blk, float *base, expert_weights *w)
 {
 	const int64_t fd = (int64_t)blk->f * blk->d;
-	for (int e = 0; e < blk->E; e++) {
-		float *base = blk->weights + (int64_t)e * blk->per_expert;
-		expert_weights *w = &blk->experts[e];
-		w->d = blk->d;
-		w->f = blk->f;
-		w->act = blk->act;
-		w->gate = blk->act == MDL_ACT_SILU_GLU ? base : NULL;
-		w->up = base + (blk->act == MDL_ACT_SILU_GLU ? fd : 0);
-		w->down = w->up + fd;
-	}
+	w->d = blk->d;
+	w->f = blk->f;
+	w->act = blk->act;
+	w->gate = blk->act == MDL_ACT_SILU_GLU ? base : NULL;
+	w->up = base + (blk->act == MDL_ACT_SILU_GLU ? fd : 0);
+	w->down = w->up + fd;
+}
+
+static void bind_experts(pipe_block *blk)
+{
+	for (int e = 0; e < blk->E; e++)
+		expert_view(blk, blk->weights + (int64_t)e * blk->per_expert, &blk->experts[e]);
 }
 
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
@@ -128,18 +131,6 @@ void pipe_free_merged(pipe_merged *mg)
 	}
 	free(mg->factors);
 	memset(mg, 0, sizeof *mg);
-}
-
-/* Pointers to the three matrices of an expert stored at base (gate absent without a gate). */
-static void expert_view(const pipe_block *blk, float *base, expert_weights *w)
-{
-	const int64_t fd = (int64_t)blk->f * blk->d;
-	w->d = blk->d;
-	w->f = blk->f;
-	w->act = blk->act;
-	w->gate = blk->act == MDL_ACT_SILU_GLU ? base : NULL;
-	w->up = base + (blk->act == MDL_ACT_SILU_GLU ? fd : 0);
-	w->down = w->up + fd;
 }
 
 /* The expert each member of group g is aligned to, or -1 for none. */
