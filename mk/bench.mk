@@ -1,0 +1,24 @@
+# `make bench`: stage timings beside limits measured in the same run (bench/bench.c, DESIGN 7), built -O2 from the
+# core objects. `make bigmodel`: peak memory of analyze, plan and merge on a generated >= 12 GB Mixtral-shaped
+# checkpoint (bench/bigmodel.sh). Neither is part of `make test`: no test asserts a time.
+
+BENCH_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,bench/synth.c bench/hungarian.c)
+BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC))
+BENCH_BINS := $(BUILD)/bench/bench $(BUILD)/bench/genmodel
+
+.PHONY: bench bigmodel
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_LIB) $(BENCH_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BENCH_LIB) $(BENCH_CORE) $(PKG_LIBS)
+
+bench: $(BUILD)/bench/bench
+	OPENBLAS_NUM_THREADS=2 $(BUILD)/bench/bench --json $(BUILD)/bench.json --dir $(BUILD)/bench-data
+
+bigmodel: $(BUILD)/bench/genmodel $(BUILD)/moescope
+	bench/bigmodel.sh $(BUILD)
+
+-include $(BENCH_LIB:.o=.d) $(BUILD)/obj/bench/bench.d $(BUILD)/obj/bench/genmodel.d
+
+# Keep the bench objects, which make would otherwise delete as intermediates of the pattern rule above.
+.SECONDARY: $(BENCH_LIB) $(BUILD)/obj/bench/bench.o $(BUILD)/obj/bench/genmodel.o
