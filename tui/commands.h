@@ -9,5 +9,6 @@ int cmd_analyze(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_tui(int argc, char **argv);
 
 #endif

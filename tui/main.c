@@ -25,6 +25,8 @@ const cli_command cli_commands[] = {
 	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense|factors] [--max-shard-size S] [--force] "
 	 "[--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
+	{"tui", cmd_tui, "tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
+	 "The interactive application (also `moescope MODEL [CALIB]`); --script runs keys from a file without a terminal."},
 	{"samples", cmd_samples, "samples DIR [--only NAME]",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},
 };
@@ -53,7 +55,6 @@ int main(int argc, char **argv)
 	for (int i = 0; i < cli_command_count; i++)
 		if (strcmp(argv[1], cli_commands[i].name) == 0)
 			return cli_commands[i].run(argc - 1, argv + 1);
-	/* Until the interactive application lands, `moescope MODEL [CALIB]` describes the model. */
-	char *info_argv[] = {"info", argv[1], NULL};
-	return cmd_info(2, info_argv);
+	/* `moescope MODEL [CALIB]` is the interactive application. */
+	return cmd_tui(argc, argv);
 }

@@ -1,0 +1,270 @@
+/* The interactive application's model (DESIGN 6), apart from drawing: the model and calibration set, every
+ * block's statistics as the worker delivers them, the current plan with the choices that made it, its undo and
+ * redo stacks, the evaluation of each merged block, and where the user is (block, view, cursors, dialog).
+ *
+ * Keys go in through app_key (which looks them up in tui/keys.h's table), worker results through app_poll, and
+ * app_draw renders the state into the grid (tui/views.h); tui/app_curses.c copies the grid to the terminal and
+ * tui/app_script.c runs the same state from a script without one. */
+#ifndef APP_APP_H
+#define APP_APP_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "analysis/pipeline.h"
+#include "io/calib.h"
+#include "io/model.h"
+#include "io/plan.h"
+#include "tui/grid.h"
+#include "tui/keys.h"
+#include "tui/merge_run.h"
+#include "tui/worker.h"
+
+typedef enum { APP_VIEW_USAGE, APP_VIEW_HEATMAP, APP_VIEW_RANKS, APP_VIEW_GROUPS, APP_VIEW_COMPRESS, APP_VIEW_COUNT }
+	app_view;
+/* Tab titles, indexed by app_view. */
+extern const char *const app_view_names[APP_VIEW_COUNT];
+
+typedef enum {
+	APP_MODE_NORMAL,
+	APP_MODE_HELP,      /* the key table, scrollable */
+	APP_MODE_PROMPT,    /* one line of text: a path to export to or import from */
+	APP_MODE_COMMIT,    /* the commit dialog: directory, layout, router */
+	APP_MODE_PROGRESS,  /* a commit running; Esc cancels it */
+	APP_MODE_MESSAGE,   /* a result or an error; any key closes it */
+	APP_MODE_CONFIRM,   /* "plan not saved: quit anyway? y/n" */
+} app_mode;
+
+typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT } app_prompt;
+
+/* Commit dialog fields, in focus order. */
+enum { APP_COMMIT_DIR, APP_COMMIT_LAYOUT, APP_COMMIT_ROUTER, APP_COMMIT_FORCE, APP_COMMIT_FIELDS };
+
+/* What the modal dialogs hold. */
+typedef struct {
+	app_prompt prompt;
+	char input[1024];        /* the text being typed (UTF-8) */
+	int field;               /* commit dialog: focused field */
+	pipe_layout layout;
+	rfit_method router;
+	int force;
+	int is_error;            /* message: an error (drawn as such) */
+	char title[64];
+	char text[1536];         /* message: lines separated by '\n' */
+} app_dialog;
+
+/* The plan and what produced it: an undo step restores all of it. */
+typedef struct {
+	plan p;
+	int *groups;             /* [n_blocks]: G the user chose for each block */
+	unsigned char *edited;   /* [n_blocks]: 1 when the grouping was set by hand or imported, so new
+				  * statistics do not remake it */
+	grp_method method;
+	sim_base base;
+} app_plan_state;
+
+/* Statistics a block has (bits of app.have). */
+enum { APP_HAVE_ROUTING = 1, APP_HAVE_SRANK = 2, APP_HAVE_REAP = 4 };
+#define APP_HAVE_BASE(b) (8u << (b))
+
+typedef enum { APP_EVAL_NONE, APP_EVAL_PENDING, APP_EVAL_DONE, APP_EVAL_FAILED } app_eval_state;
+
+/* One block's merge under the current plan, as the worker evaluated it. */
+typedef struct {
+	app_eval_state state;    /* NONE: the block is not merged */
+	unsigned gen;            /* the request it answers; later requests make earlier answers stale */
+	blk_eval_result r;
+	int groups;
+	double *merged_srank;    /* [groups, MDL_NMAT]: stable rank of each group's merged expert (NAN: no gate) */
+	cmp_result *compression; /* [groups, MDL_NMAT] when compressing, else NULL */
+	char error[1024];
+} app_eval;
+
+/* What the command line chose. */
+typedef struct {
+	int ascii;               /* ASCII glyphs */
+	int mono;                /* the monochrome scheme */
+	int width, height;       /* grid size without a terminal */
+	int64_t eval_tokens;     /* tokens per block evaluation */
+	worker_commit_fn commit; /* mrun_run, or a stand-in in tests */
+	mrun_request commit_defaults;
+} app_config;
+
+#define APP_UNDO_DEPTH 64
+
+typedef struct app {
+	const mdl_model *m;
+	const calib *cal;
+	app_config cfg;
+	int n_blocks, E;
+
+	/* statistics as they land */
+	pipe_stats *stats;       /* [n_blocks] */
+	unsigned *have;          /* [n_blocks]: APP_HAVE_* bits */
+	unsigned *asked;         /* [n_blocks]: bits requested from the worker and not yet delivered */
+	char (*stats_error)[1024]; /* [n_blocks]: why the statistics failed, "" when they did not */
+
+	/* the plan */
+	app_plan_state cur;
+	app_plan_state undo[APP_UNDO_DEPTH], redo[APP_UNDO_DEPTH];
+	int n_undo, n_redo;
+	plan saved;              /* the plan as last exported, imported or committed: dirty when they differ */
+	grp_linkage linkage;
+	pipe_merge_options mo;   /* weighting, alignment, compression of the evaluation and the commit */
+	int rank_step;           /* index into the threshold steps of mo.compress.mode */
+
+	/* evaluations */
+	app_eval *eval;          /* [n_blocks] */
+	unsigned eval_gen;
+	int eval_slots;          /* compact E' the evaluations used */
+
+	/* where the user is */
+	int block;               /* selected block */
+	app_view view;
+	int expert;              /* expert cursor (usage, ranks, groups, compression; heatmap column) */
+	int heat_row;            /* heatmap cursor row */
+	int usage_by_index;      /* usage bars in index order instead of usage order */
+	int heat_by_group;       /* heatmap ordered by group instead of by index */
+	int help_top;            /* first help line shown */
+	app_mode mode;
+	app_dialog dlg;
+	char message[1280];       /* one line in the status bar until the next key */
+	int message_error;
+	int quit;
+
+	grid g;
+	const grid_scheme *scheme;
+	worker *w;
+	unsigned commit_gen;     /* the commit job in flight */
+} app;
+
+/* Sets up the state for m and cal (may be NULL) and starts the worker on every block's statistics. 0, or -1
+ * with a message in err. */
+int app_init(app *a, const mdl_model *m, const calib *cal, const app_config *cfg, ms_error *err);
+/* Stops the worker (after its current job) and frees everything. */
+void app_free(app *a);
+
+/* Handles one key in the current mode; returns KEYS_* reaction flags (already acted on). */
+unsigned app_key(app *a, int key);
+/* Applies the worker's results; returns 1 when the state changed. */
+int app_poll(app *a);
+/* Waits until the worker has nothing left to do, then applies its results. */
+void app_wait_idle(app *a);
+/* Renders the state into a->g. */
+void app_draw(app *a);
+/* The grid takes a new size; 0 or -1. */
+int app_resize(app *a, int w, int h);
+/* The scheme for the flags and the environment (NO_COLOR set and not empty: mono) given the colours the
+ * terminal has (0 when it has none). */
+const grid_scheme *app_choose_scheme(int mono_flag, int colours);
+
+/* Runs the keys of a script without a terminal (tui/app_script.c), one per line: a character, a key name
+ * (tui/keys.h: <Up>, <Enter>, <C-r>, ...), `type:TEXT` (types TEXT), `wait` (until the worker is idle),
+ * `dump` (appends the screen to dump), `resize:WxH`; empty lines and lines starting "# " are skipped. The screen
+ * is also dumped at the end. Returns 0, or 2 with a message naming the line of an entry it does not know. */
+int app_run_script(app *a, const char *script_path, FILE *dump, char *msg, size_t len);
+/* Runs the application on the terminal (tui/app_curses.c) until the user quits; dump (may be NULL) receives the
+ * last screen. Returns 0, or 1 with a message when the terminal cannot be used. */
+int app_run_terminal(app *a, int mono_flag, FILE *dump, char *msg, size_t len);
+
+/* Plan state (tui/app_plan.c). */
+int app_plan_state_copy(app_plan_state *dst, const app_plan_state *src, int n_blocks);
+void app_plan_state_free(app_plan_state *s);
+/* Pushes the current plan on the undo stack (clearing redo) before a change. */
+void app_push_undo(app *a);
+int app_undo(app *a);
+int app_redo(app *a);
+/* Remakes the grouping of block b (or of every block when b < 0) from its statistics, unless edited. */
+void app_replan(app *a, int b);
+/* Sets every block's G from MC-SMoE's global allocation of an average G; 0, or -1 with a message. */
+int app_plan_global(app *a, int avg);
+/* Moves expert e of block b to group g (g == G makes a new group); keeps the plan valid. 0 or -1. */
+int app_move_expert(app *a, int b, int e, int g);
+/* Makes expert e the dominant of its group. */
+int app_make_dominant(app *a, int b, int e);
+/* Posts evaluations for the blocks whose grouping differs from before (every merged block when all). */
+void app_schedule_evals(app *a, const plan *before, int all);
+/* Asks the worker for the statistics the current settings need and block b lacks (every block when b < 0). */
+void app_request_stats(app *a, int b);
+/* 1 when the plan differs from the one last saved. */
+int app_dirty(const app *a);
+/* Whether block b can be planned with the current method and base, i.e. has the statistics it needs. */
+int app_can_plan(const app *a, int b);
+/* The compact E' of the plan: its largest group count. */
+int app_plan_slots(const plan *p);
+/* 1 when block b of p keeps every expert as its own group. */
+int app_plan_is_identity(const plan *p, int b);
+
+/* Orders the views list experts in. */
+typedef enum { APP_ORDER_INDEX, APP_ORDER_USAGE, APP_ORDER_GROUP } app_order;
+/* The experts of block b in that order into order [E]: usage is descending frequency (index order until the
+ * statistics are in), group is by group label with each group's dominant first, dropped experts last; ties go
+ * to the lower index. */
+void app_expert_order(const app *a, int b, app_order how, int *order);
+/* The order the current view shows its experts (and moves its cursor) in. */
+app_order app_view_order(const app *a);
+
+/* Plan totals for the header. */
+typedef struct {
+	int kept, experts;       /* experts kept over all blocks / all experts */
+	int evaluated, merged;   /* merged blocks evaluated / merged blocks */
+	int64_t params_saved;
+	double bytes_saved;
+	double mean_error;       /* NAN when no merged block is evaluated */
+} app_totals;
+app_totals app_plan_totals(const app *a);
+
+/* Compression threshold steps (tui/app_actions.c): the value of step i of a mode, and how many steps it has. */
+int app_rank_steps(cmp_rank_mode mode);
+void app_apply_rank_step(app *a);
+
+/* Dialogs (tui/app_dialog.c). */
+unsigned app_dialog_key(app *a, int key);
+void app_open_prompt(app *a, app_prompt which, const char *initial);
+void app_open_commit(app *a);
+void app_show_message(app *a, const char *title, int is_error, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Applies the result of a commit job. */
+void app_commit_done(app *a, const work_result *r);
+
+/* Actions of the key table (tui/app_actions.c). */
+unsigned app_act_block_next(app *a);
+unsigned app_act_block_prev(app *a);
+unsigned app_act_block_first(app *a);
+unsigned app_act_block_last(app *a);
+unsigned app_act_view_next(app *a);
+unsigned app_act_view_prev(app *a);
+unsigned app_act_view_usage(app *a);
+unsigned app_act_view_heatmap(app *a);
+unsigned app_act_view_ranks(app *a);
+unsigned app_act_view_groups(app *a);
+unsigned app_act_view_compress(app *a);
+unsigned app_act_expert_next(app *a);
+unsigned app_act_expert_prev(app *a);
+unsigned app_act_heat_up(app *a);
+unsigned app_act_heat_down(app *a);
+unsigned app_act_order(app *a);
+unsigned app_act_groups_up(app *a);
+unsigned app_act_groups_down(app *a);
+unsigned app_act_global_up(app *a);
+unsigned app_act_global_down(app *a);
+unsigned app_act_method(app *a);
+unsigned app_act_base(app *a);
+unsigned app_act_weighting(app *a);
+unsigned app_act_align(app *a);
+unsigned app_act_rank_mode(app *a);
+unsigned app_act_rank_up(app *a);
+unsigned app_act_rank_down(app *a);
+unsigned app_act_move_prev(app *a);
+unsigned app_act_move_next(app *a);
+unsigned app_act_dominant(app *a);
+unsigned app_act_undo(app *a);
+unsigned app_act_redo(app *a);
+unsigned app_act_export(app *a);
+unsigned app_act_import(app *a);
+unsigned app_act_commit(app *a);
+unsigned app_act_help(app *a);
+unsigned app_act_quit(app *a);
+
+#endif

@@ -1,0 +1,259 @@
+/* The modal parts of the application: help, the path prompt (export, import), the commit dialog and its
+ * progress, messages and the quit question. Each mode takes the keys while it is open. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tui/app.h"
+#include "tui/views.h"
+
+void app_show_message(app *a, const char *title, int is_error, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(a->dlg.text, sizeof a->dlg.text, fmt, ap);
+	va_end(ap);
+	snprintf(a->dlg.title, sizeof a->dlg.title, "%s", title);
+	a->dlg.is_error = is_error;
+	a->mode = APP_MODE_MESSAGE;
+}
+
+void app_open_prompt(app *a, app_prompt which, const char *initial)
+{
+	a->dlg.prompt = which;
+	snprintf(a->dlg.input, sizeof a->dlg.input, "%s", initial);
+	snprintf(a->dlg.title, sizeof a->dlg.title, "%s", which == APP_PROMPT_EXPORT ? "Export plan" : "Import plan");
+	a->mode = APP_MODE_PROMPT;
+}
+
+void app_open_commit(app *a)
+{
+	const char *dir = a->m->dir;
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	snprintf(a->dlg.input, sizeof a->dlg.input, "%.*s-merged", (int)n, dir);
+	snprintf(a->dlg.title, sizeof a->dlg.title, "Commit plan");
+	a->dlg.field = APP_COMMIT_DIR;
+	a->dlg.layout = a->mo.layout;
+	a->dlg.router = a->mo.router;
+	a->dlg.force = 0;
+	a->mode = APP_MODE_COMMIT;
+}
+
+/* Typing into a text field: printable characters append, Backspace removes the last character, C-u clears. */
+static int edit_text(char *buf, size_t len, int key)
+{
+	size_t n = strlen(buf);
+	if (key == KEYS_BACKSPACE || key == 8) {
+		while (n > 0 && ((unsigned char)buf[n - 1] & 0xC0) == 0x80)
+			n--;  /* continuation bytes of the last character */
+		if (n > 0)
+			n--;
+		buf[n] = '\0';
+		return 1;
+	}
+	if (key == KEYS_CTRL('u')) {
+		buf[0] = '\0';
+		return 1;
+	}
+	if (key < 0x20 || key == 0x7F || key >= 0x110000)
+		return 0;
+	char enc[4];
+	int k = grid_utf8_encode((uint32_t)key, enc);
+	if (n + (size_t)k + 1 > len)
+		return 1;
+	memcpy(buf + n, enc, (size_t)k);
+	buf[n + (size_t)k] = '\0';
+	return 1;
+}
+
+static void remember_saved(app *a)
+{
+	plan copy;
+	if (plan_copy(&copy, &a->cur.p) != 0)
+		return;
+	plan_free(&a->saved);
+	a->saved = copy;
+}
+
+static void do_export(app *a, const char *path)
+{
+	ms_error err = {0};
+	if (plan_write_csv(path, &a->cur.p, &err) != MS_OK) {
+		app_show_message(a, "Export failed", 1, "%s", err.msg);
+		return;
+	}
+	remember_saved(a);
+	a->mode = APP_MODE_NORMAL;
+	snprintf(a->message, sizeof a->message, "plan written to %s", path);
+}
+
+static void do_import(app *a, const char *path)
+{
+	ms_error err = {0};
+	plan p;
+	const char **labels = malloc((size_t)a->n_blocks * sizeof *labels);
+	for (int b = 0; labels && b < a->n_blocks; b++)
+		labels[b] = a->m->blocks[b].label;
+	ms_status st = labels ? plan_read_csv(path, a->n_blocks, a->E, labels, &p, &err)
+			      : ms_fail(&err, MS_ERR_NOMEM, "out of memory");
+	free(labels);
+	if (st != MS_OK) {
+		app_show_message(a, "Import failed", 1, "%s", err.msg);
+		return;
+	}
+	app_push_undo(a);
+	plan before = a->cur.p;
+	a->cur.p = p;
+	for (int b = 0; b < a->n_blocks; b++) {
+		a->cur.edited[b] = 1;  /* the file's grouping stands until the user changes it */
+		a->cur.groups[b] = plan_groups(&p, b);
+	}
+	remember_saved(a);
+	app_schedule_evals(a, &before, 0);
+	plan_free(&before);
+	a->mode = APP_MODE_NORMAL;
+	snprintf(a->message, sizeof a->message, "plan imported from %s", path);
+}
+
+static unsigned prompt_key(app *a, int key)
+{
+	if (key == KEYS_ESC) {
+		a->mode = APP_MODE_NORMAL;
+	} else if (key == KEYS_ENTER || key == '\r') {
+		char path[sizeof a->dlg.input];
+		snprintf(path, sizeof path, "%s", a->dlg.input);
+		if (!path[0])
+			return KEYS_REDRAW;
+		if (a->dlg.prompt == APP_PROMPT_EXPORT)
+			do_export(a, path);
+		else
+			do_import(a, path);
+	} else {
+		edit_text(a->dlg.input, sizeof a->dlg.input, key);
+	}
+	return KEYS_REDRAW;
+}
+
+/* Posts the commit job; returns KEYS_REEVAL when the dialog changed the layout or router the evaluations use. */
+static unsigned start_commit(app *a)
+{
+	if (!a->dlg.input[0])
+		return KEYS_REDRAW;
+	if (a->dlg.router == RFIT_LSE_FIT && !a->cal) {
+		app_show_message(a, "Commit", 1, "the lse-fit router needs a calibration set: choose mean or dominant");
+		return KEYS_REDRAW;
+	}
+	unsigned flags = KEYS_REDRAW;
+	if (a->mo.layout != a->dlg.layout || a->mo.router != a->dlg.router)
+		flags |= KEYS_REEVAL;
+	a->mo.layout = a->dlg.layout;
+	a->mo.router = a->dlg.router;
+	work_job j = {.kind = WORK_COMMIT, .block = -1, .gen = ++a->commit_gen};
+	j.req = a->cfg.commit_defaults;
+	j.req.opts = a->mo;
+	j.req.force = a->dlg.force;
+	j.req.eval_tokens = a->cfg.eval_tokens;
+	snprintf(j.out_dir, sizeof j.out_dir, "%s", a->dlg.input);
+	if (plan_copy(&j.p, &a->cur.p) != 0 || worker_post(a->w, &j) != 0) {
+		work_job_free(&j);
+		app_show_message(a, "Commit failed", 1, "out of memory");
+		return flags;
+	}
+	a->mode = APP_MODE_PROGRESS;
+	return flags;
+}
+
+static void cycle_field(app *a, int delta)
+{
+	app_dialog *d = &a->dlg;
+	switch (d->field) {
+	case APP_COMMIT_LAYOUT: d->layout = (pipe_layout)((d->layout + PIPE_LAYOUT_COUNT + delta) % PIPE_LAYOUT_COUNT); break;
+	case APP_COMMIT_ROUTER: d->router = (rfit_method)((d->router + RFIT_METHOD_COUNT + delta) % RFIT_METHOD_COUNT); break;
+	case APP_COMMIT_FORCE: d->force = !d->force; break;
+	default: break;
+	}
+}
+
+static unsigned commit_key(app *a, int key)
+{
+	app_dialog *d = &a->dlg;
+	if (key == KEYS_ESC) {
+		a->mode = APP_MODE_NORMAL;
+		return KEYS_REDRAW;
+	}
+	if (key == KEYS_ENTER || key == '\r')
+		return start_commit(a);
+	if (key == KEYS_TAB || key == KEYS_DOWN)
+		d->field = (d->field + 1) % APP_COMMIT_FIELDS;
+	else if (key == KEYS_BTAB || key == KEYS_UP)
+		d->field = (d->field + APP_COMMIT_FIELDS - 1) % APP_COMMIT_FIELDS;
+	else if (d->field == APP_COMMIT_DIR)
+		edit_text(d->input, sizeof d->input, key);
+	else if (key == KEYS_RIGHT || key == ' ')
+		cycle_field(a, +1);
+	else if (key == KEYS_LEFT)
+		cycle_field(a, -1);
+	return KEYS_REDRAW;
+}
+
+void app_commit_done(app *a, const work_result *r)
+{
+	if (r->status != MS_OK) {
+		app_show_message(a, r->status == MS_ERR_INTERRUPTED ? "Commit cancelled" : "Commit failed", 1, "%s",
+				 r->err.msg);
+		return;
+	}
+	remember_saved(a);
+	const mrun_summary *s = &r->summary;
+	char before[32], after[32];
+	views_format_bytes((double)s->bytes_before, before, sizeof before);
+	views_format_bytes((double)s->bytes_after, after, sizeof after);
+	app_show_message(a, "Commit done", 0,
+			 "wrote %s\n%d blocks, experts per block %d -> %d\ncheckpoint %s -> %s\nmean output error "
+			 "%.4f",
+			 a->dlg.input, s->blocks, s->experts_before, s->experts_after, before, after,
+			 s->mean_rel_error);
+}
+
+static unsigned help_key(app *a, int key)
+{
+	if (key == KEYS_ESC || key == 'q' || key == '?' || key == KEYS_F1 || key == KEYS_ENTER)
+		a->mode = APP_MODE_NORMAL;
+	else if (key == 'j' || key == KEYS_DOWN)
+		a->help_top++;
+	else if (key == 'k' || key == KEYS_UP)
+		a->help_top--;
+	else if (key == KEYS_PGDN || key == ' ')
+		a->help_top += 10;
+	else if (key == KEYS_PGUP)
+		a->help_top -= 10;
+	if (a->help_top < 0)
+		a->help_top = 0;
+	return KEYS_REDRAW;  /* the view clamps help_top to the text's length */
+}
+
+unsigned app_dialog_key(app *a, int key)
+{
+	switch (a->mode) {
+	case APP_MODE_HELP: return help_key(a, key);
+	case APP_MODE_PROMPT: return prompt_key(a, key);
+	case APP_MODE_COMMIT: return commit_key(a, key);
+	case APP_MODE_PROGRESS:
+		if (key == KEYS_ESC)
+			worker_cancel(a->w);
+		return KEYS_REDRAW;
+	case APP_MODE_MESSAGE:
+		a->mode = APP_MODE_NORMAL;
+		return KEYS_REDRAW;
+	case APP_MODE_CONFIRM:
+		if (key == 'y' || key == 'Y')
+			return KEYS_QUIT;
+		if (key == 'n' || key == 'N' || key == KEYS_ESC)
+			a->mode = APP_MODE_NORMAL;
+		return KEYS_REDRAW;
+	default: return 0;
+	}
+}

@@ -1,0 +1,146 @@
+/* `moescope tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--eval-tokens N]`
+ * and `moescope tui --list-keys`: opens the model and runs the interactive application, on the terminal or, with
+ * --script, without one. */
+#include <getopt.h>
+#include <langinfo.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tui/app.h"
+#include "tui/cli.h"
+#include "tui/commands.h"
+#include "tui/options.h"
+
+typedef struct {
+	const char *model, *calib, *script, *dump;
+	int ascii, mono, list_keys;
+	int width, height;
+	long long eval_tokens;
+} tui_args;
+
+static int parse_size(const char *s, tui_args *t)
+{
+	long long w, h;
+	char buf[32];
+	const char *x = strchr(s, 'x');
+	if (!x || (size_t)(x - s) >= sizeof buf)
+		return -1;
+	memcpy(buf, s, (size_t)(x - s));
+	buf[x - s] = '\0';
+	if (cli_parse_int(buf, 20, 4096, &w) != 0 || cli_parse_int(x + 1, 8, 4096, &h) != 0)
+		return -1;
+	t->width = (int)w;
+	t->height = (int)h;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, tui_args *t)
+{
+	static const struct option longopts[] = {
+		{"script", required_argument, NULL, 's'}, {"dump", required_argument, NULL, 'd'},
+		{"size", required_argument, NULL, 'z'},   {"calib", required_argument, NULL, 'c'},
+		{"no-color", no_argument, NULL, 'n'},     {"ascii", no_argument, NULL, 'a'},
+		{"list-keys", no_argument, NULL, 'k'},    {"eval-tokens", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	};
+	int c;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': t->script = optarg; break;
+		case 'd': t->dump = optarg; break;
+		case 'c': t->calib = optarg; break;
+		case 'n': t->mono = 1; break;
+		case 'a': t->ascii = 1; break;
+		case 'k': t->list_keys = 1; break;
+		case 'h': return cli_help("tui") - 1;
+		case 'z':
+			if (parse_size(optarg, t) != 0)
+				return cli_usage_error("tui", "--size: '%s' is not WxH (at least 20x8)", optarg);
+			break;
+		case 't':
+			if (cli_parse_int(optarg, 1, 1LL << 31, &t->eval_tokens) != 0)
+				return cli_usage_error("tui", "--eval-tokens: '%s' is not a whole number >= 1", optarg);
+			break;
+		default: return cli_usage_error("tui", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (t->list_keys)
+		return 0;
+	if (optind >= argc || argc - optind > 2 || (t->calib && argc - optind == 2))
+		return cli_usage_error("tui", "MODEL and at most one calibration set expected");
+	t->model = argv[optind];
+	if (argc - optind == 2)
+		t->calib = argv[optind + 1];
+	return 0;
+}
+
+/* The key table, one binding a line: key, action, where, description (tab-separated). */
+static int list_keys(void)
+{
+	for (int i = 0; i < keys_count; i++) {
+		char name[16];
+		const keys_binding *k = &keys_table[i];
+		printf("%s\t%s\t%s\t%s\n", keys_format(k->key, name, sizeof name), k->name,
+		       k->flags ? "similarity view" : "everywhere", k->description);
+	}
+	return CLI_OK;
+}
+
+/* UTF-8 glyphs unless asked for ASCII or the locale's character set is not UTF-8. */
+static int want_ascii(int flag)
+{
+	const char *cs = nl_langinfo(CODESET);
+	return flag || !cs || (strcmp(cs, "UTF-8") != 0 && strcmp(cs, "utf8") != 0);
+}
+
+static int run(const tui_args *t, mdl_model *m, calib *cal)
+{
+	app_config cfg = {
+		.ascii = want_ascii(t->ascii), .mono = t->mono, .width = t->width, .height = t->height,
+		.eval_tokens = t->eval_tokens, .commit = mrun_run, .commit_defaults = mrun_request_defaults(),
+	};
+	FILE *dump = NULL;
+	if (t->dump && !(dump = fopen(t->dump, "w"))) {
+		perror(t->dump);
+		return CLI_USER_ERROR;
+	}
+	app a;
+	ms_error err = {0};
+	char msg[1200] = "";
+	int rc = CLI_USER_ERROR;
+	if (app_init(&a, m, cal, &cfg, &err) != 0) {
+		cli_report(&err);
+	} else {
+		a.scheme = app_choose_scheme(t->mono, 256);
+		rc = t->script ? app_run_script(&a, t->script, dump, msg, sizeof msg)
+			       : app_run_terminal(&a, t->mono, dump, msg, sizeof msg);
+		app_free(&a);  /* after endwin: the terminal is restored before anything is printed */
+		if (msg[0])
+			fprintf(stderr, "moescope tui: %s\n", msg);
+	}
+	if (dump && fclose(dump) != 0 && rc == CLI_OK) {
+		perror(t->dump);
+		rc = CLI_USER_ERROR;
+	}
+	return rc;
+}
+
+int cmd_tui(int argc, char **argv)
+{
+	tui_args t = {.width = 100, .height = 30, .eval_tokens = 2048};
+	int rc = parse_args(argc, argv, &t);
+	if (rc != 0)
+		return rc < 0 ? CLI_OK : rc;
+	if (t.list_keys)
+		return list_keys();
+	mdl_model *m;
+	calib *cal = NULL;
+	if (opt_open(t.model, t.calib, &m, t.calib ? &cal : NULL))
+		return CLI_USER_ERROR;
+	rc = run(&t, m, cal);
+	opt_close(m, cal);
+	return rc;
+}

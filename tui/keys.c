@@ -1,0 +1,206 @@
+#include "tui/keys.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tui/app.h"
+#include "tui/grid.h"
+
+#define HEATMAP KEYS_VIEW(APP_VIEW_HEATMAP)
+
+/* The order here is the order of the help screen. */
+const keys_binding keys_table[] = {
+	{'j', "block-next", "next block in the layer list", app_act_block_next, 0},
+	{KEYS_DOWN, "block-next", "next block in the layer list", app_act_block_next, 0},
+	{'k', "block-prev", "previous block in the layer list", app_act_block_prev, 0},
+	{KEYS_UP, "block-prev", "previous block in the layer list", app_act_block_prev, 0},
+	{KEYS_HOME, "block-first", "first block", app_act_block_first, 0},
+	{KEYS_END, "block-last", "last block", app_act_block_last, 0},
+	{KEYS_TAB, "view-next", "next view", app_act_view_next, 0},
+	{KEYS_BTAB, "view-prev", "previous view", app_act_view_prev, 0},
+	{'1', "view-usage", "view 1: usage bars", app_act_view_usage, 0},
+	{'2', "view-similarity", "view 2: similarity heatmap", app_act_view_heatmap, 0},
+	{'3', "view-ranks", "view 3: stable ranks before and after the merge", app_act_view_ranks, 0},
+	{'4', "view-groups", "view 4: groups, merge weights, moving experts", app_act_view_groups, 0},
+	{'5', "view-compression", "view 5: compression of the merged experts", app_act_view_compress, 0},
+	{'l', "expert-next", "next expert (heatmap: cursor right)", app_act_expert_next, 0},
+	{KEYS_RIGHT, "expert-next", "next expert (heatmap: cursor right)", app_act_expert_next, 0},
+	{'h', "expert-prev", "previous expert (heatmap: cursor left)", app_act_expert_prev, 0},
+	{KEYS_LEFT, "expert-prev", "previous expert (heatmap: cursor left)", app_act_expert_prev, 0},
+	{KEYS_DOWN, "heat-down", "heatmap cursor down", app_act_heat_down, HEATMAP},
+	{KEYS_UP, "heat-up", "heatmap cursor up", app_act_heat_up, HEATMAP},
+	{'o', "order", "order: usage bars by usage/index, heatmap by index/group", app_act_order, 0},
+	{'+', "groups-up", "one group more in this block (G + 1)", app_act_groups_up, 0},
+	{'=', "groups-up", "one group more in this block (G + 1)", app_act_groups_up, 0},
+	{'-', "groups-down", "one group fewer in this block (G - 1)", app_act_groups_down, 0},
+	{'G', "global-up", "average G + 1 over all blocks (MC-SMoE global allocation)", app_act_global_up, 0},
+	{'g', "global-down", "average G - 1 over all blocks (MC-SMoE global allocation)", app_act_global_down, 0},
+	{'m', "method", "grouping method: msmoe, hc, prune-frequency, prune-reap", app_act_method, 0},
+	{'b', "base", "similarity base: router-logits, router-weight, weight, expert-output", app_act_base, 0},
+	{'w', "weighting", "merge weighting: frequency, uniform, dominant", app_act_weighting, 0},
+	{'a', "align", "alignment: dominant, first, none", app_act_align, 0},
+	{'r', "rank-mode", "compression: none, energy, stable rank, fixed rank", app_act_rank_mode, 0},
+	{']', "rank-up", "compression threshold up (keep more)", app_act_rank_up, 0},
+	{'[', "rank-down", "compression threshold down (keep less)", app_act_rank_down, 0},
+	{'<', "move-prev", "move the expert under the cursor to the previous group", app_act_move_prev, 0},
+	{'>', "move-next", "move the expert under the cursor to the next (or a new) group", app_act_move_next, 0},
+	{'d', "dominant", "make the expert under the cursor its group's dominant", app_act_dominant, 0},
+	{'u', "undo", "undo the last plan change", app_act_undo, 0},
+	{'U', "redo", "redo", app_act_redo, 0},
+	{KEYS_CTRL('r'), "redo", "redo", app_act_redo, 0},
+	{'e', "export", "export the plan CSV (asks for a path)", app_act_export, 0},
+	{'i', "import", "import a plan CSV (asks for a path)", app_act_import, 0},
+	{'c', "commit", "commit: write the merged checkpoint (dialog)", app_act_commit, 0},
+	{'?', "help", "this help", app_act_help, 0},
+	{KEYS_F1, "help", "this help", app_act_help, 0},
+	{'q', "quit", "quit (asks first when the plan is not saved)", app_act_quit, 0},
+};
+const int keys_count = (int)(sizeof keys_table / sizeof keys_table[0]);
+
+const keys_binding *keys_lookup(int key, int view)
+{
+	const unsigned bit = view >= 0 && view < 31 ? KEYS_VIEW(view) : 0;
+	for (int i = 0; i < keys_count; i++)
+		if (keys_table[i].key == key && (keys_table[i].flags & bit))
+			return &keys_table[i];
+	for (int i = 0; i < keys_count; i++)
+		if (keys_table[i].key == key && keys_table[i].flags == 0)
+			return &keys_table[i];
+	return NULL;
+}
+
+static const struct {
+	int key;
+	const char *name;
+} key_names[] = {
+	{KEYS_UP, "Up"},       {KEYS_DOWN, "Down"},   {KEYS_LEFT, "Left"},     {KEYS_RIGHT, "Right"},
+	{KEYS_HOME, "Home"},   {KEYS_END, "End"},     {KEYS_PGUP, "PgUp"},     {KEYS_PGDN, "PgDn"},
+	{KEYS_TAB, "Tab"},     {KEYS_BTAB, "S-Tab"},  {KEYS_ENTER, "Enter"},   {KEYS_ESC, "Esc"},
+	{KEYS_BACKSPACE, "BS"}, {KEYS_DELETE, "Del"}, {' ', "Space"},          {KEYS_RESIZE, "Resize"},
+};
+#define N_KEY_NAMES ((int)(sizeof key_names / sizeof key_names[0]))
+
+/* A name between angle brackets: the table's, Fn, or C-x. */
+static int parse_name(const char *name, size_t n)
+{
+	for (int i = 0; i < N_KEY_NAMES; i++)
+		if (strlen(key_names[i].name) == n && strncmp(key_names[i].name, name, n) == 0)
+			return key_names[i].key;
+	if (n == 3 && name[0] == 'C' && name[1] == '-' && name[2] >= 'a' && name[2] <= 'z')
+		return KEYS_CTRL(name[2]);
+	if ((n == 2 || n == 3) && name[0] == 'F' && name[1] >= '1' && name[1] <= '9') {
+		int f = name[1] - '0';
+		if (n == 3) {
+			if (name[2] < '0' || name[2] > '9')
+				return -1;
+			f = f * 10 + (name[2] - '0');
+		}
+		return f >= 1 && f <= 12 ? KEYS_F1 + f - 1 : -1;
+	}
+	return -1;
+}
+
+int keys_parse(const char *text)
+{
+	if (!text || !*text)
+		return -1;
+	size_t n = strlen(text);
+	if (text[0] == '<' && n > 2 && text[n - 1] == '>')
+		return parse_name(text + 1, n - 2);
+	int len;
+	uint32_t cp = grid_utf8_decode(text, &len);
+	if (cp == 0xFFFD || (size_t)len != n || cp < 0x20 || cp == 0x7F)
+		return -1;
+	return (int)cp;
+}
+
+const char *keys_format(int key, char *buf, size_t len)
+{
+	for (int i = 0; i < N_KEY_NAMES; i++)
+		if (key_names[i].key == key) {
+			snprintf(buf, len, "<%s>", key_names[i].name);
+			return buf;
+		}
+	if (key >= KEYS_F1 && key <= KEYS_F12)
+		snprintf(buf, len, "<F%d>", key - KEYS_F1 + 1);
+	else if (key >= 1 && key <= 26)
+		snprintf(buf, len, "<C-%c>", 'a' + key - 1);
+	else if (key > 0x20 && key < 0x110000 && key != 0x7F) {
+		char enc[5] = {0};
+		grid_utf8_encode((uint32_t)key, enc);
+		snprintf(buf, len, "%s", enc);
+	} else {
+		snprintf(buf, len, "<0x%x>", (unsigned)key);
+	}
+	return buf;
+}
+
+/* Appends to a growing string; -1 when out of memory. */
+static int append(char **s, size_t *n, size_t *cap, const char *text)
+{
+	size_t k = strlen(text);
+	if (*n + k + 1 > *cap) {
+		size_t c = (*cap ? *cap * 2 : 1024) + k;
+		char *p = realloc(*s, c);
+		if (!p)
+			return -1;
+		*s = p;
+		*cap = c;
+	}
+	memcpy(*s + *n, text, k + 1);
+	*n += k;
+	return 0;
+}
+
+/* Whether an earlier row has the same action and place (its keys were listed with that row). */
+static int listed_before(int i)
+{
+	for (int j = 0; j < i; j++)
+		if (keys_table[j].action == keys_table[i].action && keys_table[j].flags == keys_table[i].flags)
+			return 1;
+	return 0;
+}
+
+/* "k, <Up>": every key of row i's action in that place. */
+static void keys_of(int i, char *out, size_t len)
+{
+	out[0] = '\0';
+	for (int j = i; j < keys_count; j++) {
+		if (keys_table[j].action != keys_table[i].action || keys_table[j].flags != keys_table[i].flags)
+			continue;
+		char name[16];
+		size_t used = strlen(out);
+		snprintf(out + used, len - used, "%s%s", used ? ", " : "", keys_format(keys_table[j].key, name, sizeof name));
+	}
+}
+
+static int help_section(char **s, size_t *n, size_t *cap, const char *title, int view_only)
+{
+	if (append(s, n, cap, title) || append(s, n, cap, "\n"))
+		return -1;
+	for (int i = 0; i < keys_count; i++) {
+		if ((keys_table[i].flags != 0) != view_only || listed_before(i))
+			continue;
+		char keys[64], line[256];
+		keys_of(i, keys, sizeof keys);
+		snprintf(line, sizeof line, "  %-13s %s\n", keys, keys_table[i].description);
+		if (append(s, n, cap, line))
+			return -1;
+	}
+	return 0;
+}
+
+char *keys_help_text(void)
+{
+	char *s = NULL;
+	size_t n = 0, cap = 0;
+	if (help_section(&s, &n, &cap, "Everywhere", 0) || append(&s, &n, &cap, "\n") ||
+	    help_section(&s, &n, &cap, "In the similarity view", 1) ||
+	    append(&s, &n, &cap, "\nIn a dialog: type to edit, <Tab>/<Up>/<Down> move between fields, <Left>/<Right>/"
+				 "<Space> change a choice, <Enter> confirms, <Esc> cancels.\n")) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}

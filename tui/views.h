@@ -1,0 +1,52 @@
+/* Drawing: pure functions from the application's state to the grid (tui/grid.h). Nothing here changes the state
+ * or calls curses, so a test can draw any state and read the text back.
+ *
+ * Layout (at least 80 x 24): three header lines (the model; the plan's totals; the settings), the view tabs, the
+ * layer list on the left and the selected view on the right, the status line at the bottom; dialogs and help
+ * are drawn over the body. */
+#ifndef VIEWS_VIEWS_H
+#define VIEWS_VIEWS_H
+
+#include <stddef.h>
+
+#include "tui/app.h"
+#include "tui/grid.h"
+
+/* The whole screen. */
+void views_draw(const app *a, grid *g);
+
+/* The parts, each inside its rectangle (tui/views_frame.c). */
+void views_header(const app *a, grid *g, grid_rect r);
+void views_tabs(const app *a, grid *g, grid_rect r);
+void views_layers(const app *a, grid *g, grid_rect r);
+void views_status(const app *a, grid *g, grid_rect r);
+/* The width the layer list takes on a screen w columns wide. */
+int views_layers_width(const app *a, int w);
+
+/* The views (one file each). */
+void views_usage(const app *a, grid *g, grid_rect r);
+void views_heatmap(const app *a, grid *g, grid_rect r);
+void views_ranks(const app *a, grid *g, grid_rect r);
+void views_groups(const app *a, grid *g, grid_rect r);
+void views_compress(const app *a, grid *g, grid_rect r);
+
+/* Overlays (tui/views_dialog.c). */
+void views_help(const app *a, grid *g, grid_rect r);
+void views_dialog(const app *a, grid *g, grid_rect r);
+
+/* Shared helpers (tui/views_frame.c). */
+/* "1.50 MiB", "312 B" */
+void views_format_bytes(double bytes, char *buf, size_t len);
+/* "12.3K", "4.56M": a count in three significant digits */
+void views_format_count(double n, char *buf, size_t len);
+/* A number in w columns, or "-" when NaN. */
+void views_format_number(double v, int decimals, char *buf, size_t len);
+/* Why block b has nothing to show yet ("computing statistics", the error, "no calibration set"), or NULL when
+ * the statistics in `need` (APP_HAVE bits) are there. */
+const char *views_waiting(const app *a, int b, unsigned need);
+/* A title line at the top of r; returns the rectangle below it. */
+grid_rect views_title(grid *g, grid_rect r, const char *text);
+/* The first row of a list of n rows shown in `rows` lines so that row `cursor` is visible. */
+int views_scroll(int n, int rows, int cursor);
+
+#endif

@@ -1,0 +1,92 @@
+/* View 5: the compression of the selected block's merged experts (the rank mode and threshold, per group and
+ * matrix the rank kept, the energy kept, parameters and error, as pipe_merge_block reported them) and the
+ * block's evaluation: output error, routing agreement, parameters and FLOPs before and after. */
+#include <stdio.h>
+
+#include "tui/views.h"
+
+static const char *const mat_names[MDL_NMAT] = {"gate", "up", "down"};
+
+static void mode_line(const app *a, grid *g, grid_rect r)
+{
+	const cmp_options *c = &a->mo.compress;
+	switch (c->mode) {
+	case CMP_RANK_ENERGY:
+		grid_printf(g, r.x, r.y, r.w, GRID_EL_DEFAULT, 0, "rank: smallest keeping %.3g of the energy   [ ] change, r mode",
+			    c->energy);
+		break;
+	case CMP_RANK_STABLE:
+		grid_printf(g, r.x, r.y, r.w, GRID_EL_DEFAULT, 0, "rank: %.3g x the stable rank   [ ] change, r mode", c->stable_k);
+		break;
+	case CMP_RANK_FIXED:
+		grid_printf(g, r.x, r.y, r.w, GRID_EL_DEFAULT, 0, "rank: %d   [ ] change, r mode", c->rank);
+		break;
+	default:
+		grid_text(g, r.x, r.y, r.w, "no compression: r chooses a rank mode (energy, stable rank, fixed rank)",
+			  GRID_EL_DIM, 0);
+		break;
+	}
+}
+
+static void eval_lines(const app *a, grid *g, grid_rect r, int y)
+{
+	const app_eval *ev = &a->eval[a->block];
+	if (ev->state == APP_EVAL_NONE) {
+		grid_text(g, r.x, y, r.w, a->cal ? "block not merged (G = E): nothing to evaluate"
+						  : "no calibration set: no evaluation",
+			  GRID_EL_DIM, 0);
+		return;
+	}
+	if (ev->state == APP_EVAL_PENDING) {
+		grid_text(g, r.x, y, r.w, "evaluating the merge...", GRID_EL_DIM, 0);
+		return;
+	}
+	if (ev->state == APP_EVAL_FAILED) {
+		grid_text(g, r.x, y, r.w, ev->error, GRID_EL_ERROR, 0);
+		return;
+	}
+	char pb[16], pa[16], fb[16], fa[16];
+	views_format_count((double)ev->r.params_before, pb, sizeof pb);
+	views_format_count((double)ev->r.params_after, pa, sizeof pa);
+	views_format_count(ev->r.flops_before, fb, sizeof fb);
+	views_format_count(ev->r.flops_after, fa, sizeof fa);
+	grid_printf(g, r.x, y, r.w, GRID_EL_DEFAULT, 0, "output error %.4f  routing agreement %.4f  (%lld tokens)",
+		    ev->r.rel_error, ev->r.routing_agreement, (long long)ev->r.tokens);
+	grid_printf(g, r.x, y + 1, r.w, GRID_EL_DEFAULT, 0, "params %s -> %s  FLOPs/token %s -> %s", pb, pa, fb, fa);
+}
+
+static void matrix_rows(const app *a, grid *g, grid_rect r, int y)
+{
+	const app_eval *ev = &a->eval[a->block];
+	if (ev->state != APP_EVAL_DONE || !ev->compression)
+		return;
+	grid_text(g, r.x, y++, r.w, "group matrix  rank   energy   params before -> after    error", GRID_EL_LABEL,
+		  GRID_UNDERLINE);
+	const int rows = r.y + r.h - y;
+	const int n = ev->groups * MDL_NMAT;
+	const int first = views_scroll(n, rows, 0);
+	for (int i = 0; i < rows && first + i < n; i++) {
+		const int grp = (first + i) / MDL_NMAT, m = (first + i) % MDL_NMAT;
+		const cmp_result *c = &ev->compression[first + i];
+		if (c->params_before == 0) {
+			grid_printf(g, r.x, y + i, r.w, GRID_EL_DIM, 0, "%5d %-6s  (none)", grp, mat_names[m]);
+			continue;
+		}
+		char pb[16], pa[16];
+		views_format_count((double)c->params_before, pb, sizeof pb);
+		views_format_count((double)c->params_after, pa, sizeof pa);
+		grid_printf(g, r.x, y + i, r.w, c->compressed ? GRID_EL_DEFAULT : GRID_EL_DIM, 0,
+			    "%5d %-6s %5d  %7.4f  %13s -> %-8s %7.4f", grp, mat_names[m], c->rank, c->energy_kept, pb, pa,
+			    c->rel_error);
+	}
+}
+
+void views_compress(const app *a, grid *g, grid_rect r)
+{
+	char title[160];
+	snprintf(title, sizeof title, "Compression of block %s's merged experts", a->m->blocks[a->block].label);
+	grid_rect body = views_title(g, r, title);
+	mode_line(a, g, body);
+	eval_lines(a, g, body, body.y + 2);
+	matrix_rows(a, g, body, body.y + 5);
+}

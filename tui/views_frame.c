@@ -1,0 +1,327 @@
+/* The frame around the views: header, tabs, layer list, status line, and the helpers the views share.
+ * Arrays of E entries live on the stack: mdl_open caps E at 4096. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tui/views.h"
+
+void views_format_bytes(double bytes, char *buf, size_t len)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+	double v = fabs(bytes);
+	while (v >= 1024.0 && u < 4) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%s%.0f B", bytes < 0 ? "-" : "", v);
+	else
+		snprintf(buf, len, "%s%.2f %s", bytes < 0 ? "-" : "", v, units[u]);
+}
+
+void views_format_count(double n, char *buf, size_t len)
+{
+	static const char *const units[] = {"", "K", "M", "G", "T"};
+	int u = 0;
+	double v = fabs(n);
+	while (v >= 1000.0 && u < 4) {
+		v /= 1000.0;
+		u++;
+	}
+	const char *sign = n < 0 ? "-" : "";
+	if (u == 0)
+		snprintf(buf, len, "%s%.0f", sign, v);
+	else
+		snprintf(buf, len, "%s%.*f%s", sign, v < 10 ? 2 : v < 100 ? 1 : 0, v, units[u]);
+}
+
+void views_format_number(double v, int decimals, char *buf, size_t len)
+{
+	if (isnan(v))
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.*f", decimals, v);
+}
+
+const char *views_waiting(const app *a, int b, unsigned need)
+{
+	if (a->stats_error[b][0])
+		return a->stats_error[b];
+	if (!a->cal && (need & APP_HAVE_ROUTING))
+		return "usage unknown: no calibration set (moescope MODEL CALIB)";
+	if (!a->cal && (need & ~a->have[b] & ~(unsigned)APP_HAVE_SRANK) != 0)
+		return "this similarity base needs a calibration set (b: router-weight or weight)";
+	if ((a->have[b] & need) != need)
+		return "computing statistics...";
+	return NULL;
+}
+
+grid_rect views_title(grid *g, grid_rect r, const char *text)
+{
+	grid_text(g, r.x, r.y, r.w, text, GRID_EL_TITLE, 0);
+	return (grid_rect){r.x, r.y + 1, r.w, r.h - 1};
+}
+
+int views_scroll(int n, int rows, int cursor)
+{
+	if (rows <= 0 || n <= rows)
+		return 0;
+	int top = cursor - rows / 2;
+	return top < 0 ? 0 : top > n - rows ? n - rows : top;
+}
+
+/* The last path component of a directory name, for the header. */
+static const char *base_name(const char *dir, char *buf, size_t len)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	size_t s = n;
+	while (s > 0 && dir[s - 1] != '/')
+		s--;
+	snprintf(buf, len, "%.*s", (int)(n - s), dir + s);
+	return buf;
+}
+
+static void header_model(const app *a, grid *g, grid_rect r)
+{
+	const mdl_model *m = a->m;
+	char name[256], tokens[64] = "no calibration set";
+	if (a->cal) {
+		int64_t lo = calib_tokens(a->cal, 0), hi = lo;
+		for (int b = 1; b < a->n_blocks; b++) {
+			int64_t t = calib_tokens(a->cal, b);
+			lo = t < lo ? t : lo;
+			hi = t > hi ? t : hi;
+		}
+		if (lo == hi)
+			snprintf(tokens, sizeof tokens, "calib %lld tok", (long long)lo);
+		else
+			snprintf(tokens, sizeof tokens, "calib %lld-%lld tok", (long long)lo, (long long)hi);
+	}
+	grid_printf(g, r.x, r.y, r.w, GRID_EL_HEADER, 0, " %s  %s  %d blocks  E %d top-%d  d %d f %d  %s",
+		    base_name(m->dir, name, sizeof name), m->model_type, m->n_blocks, m->n_experts, m->top_k, m->hidden,
+		    m->inter, tokens);
+}
+
+static void header_totals(const app *a, grid *g, grid_rect r)
+{
+	app_totals t = app_plan_totals(a);
+	char params[32], bytes[32], err[32] = "-", pending[64] = "";
+	views_format_count((double)t.params_saved, params, sizeof params);
+	views_format_bytes(t.bytes_saved, bytes, sizeof bytes);
+	if (!isnan(t.mean_error))
+		snprintf(err, sizeof err, "%.4f", t.mean_error);
+	if (t.evaluated < t.merged)
+		snprintf(pending, sizeof pending, " (%d/%d blocks)", t.evaluated, t.merged);
+	grid_printf(g, r.x, r.y, r.w, GRID_EL_HEADER, 0,
+		    " plan  %d/%d experts  saves %s params (%s)  mean error %s%s%s", t.kept, t.experts, params, bytes,
+		    err, pending, app_dirty(a) ? "  modified" : "");
+}
+
+static void header_settings(const app *a, grid *g, grid_rect r)
+{
+	const cmp_options *c = &a->mo.compress;
+	char rank[48];
+	switch (c->mode) {
+	case CMP_RANK_ENERGY: snprintf(rank, sizeof rank, "energy %.3g", c->energy); break;
+	case CMP_RANK_STABLE: snprintf(rank, sizeof rank, "stable x%.3g", c->stable_k); break;
+	case CMP_RANK_FIXED: snprintf(rank, sizeof rank, "rank %d", c->rank); break;
+	default: snprintf(rank, sizeof rank, "none"); break;
+	}
+	grid_printf(g, r.x, r.y, r.w, GRID_EL_HEADER, 0,
+		    " method %s  base %s  weights %s  align %s  rank %s  %s %s",
+		    grp_method_name(a->cur.method), sim_base_name(a->cur.base), merge_weighting_name(a->mo.weighting),
+		    align_ref_name(a->mo.align), rank, pipe_layout_names[a->mo.layout], rfit_method_name(a->mo.router));
+}
+
+void views_header(const app *a, grid *g, grid_rect r)
+{
+	grid_fill(g, r, ' ', GRID_EL_HEADER, 0);
+	header_model(a, g, r);
+	header_totals(a, g, (grid_rect){r.x, r.y + 1, r.w, 1});
+	header_settings(a, g, (grid_rect){r.x, r.y + 2, r.w, 1});
+}
+
+void views_tabs(const app *a, grid *g, grid_rect r)
+{
+	grid_fill(g, r, ' ', GRID_EL_TAB, 0);
+	int x = r.x + 1;
+	for (int v = 0; v < APP_VIEW_COUNT; v++) {
+		char text[48];
+		snprintf(text, sizeof text, " %d %s ", v + 1, app_view_names[v]);
+		x += grid_text(g, x, r.y, r.x + r.w - x, text, v == (int)a->view ? GRID_EL_TAB_ACTIVE : GRID_EL_TAB, 0);
+		x++;
+	}
+}
+
+static int label_width(const app *a)
+{
+	int w = 1;
+	for (int b = 0; b < a->n_blocks; b++) {
+		int n = (int)strlen(a->m->blocks[b].label);
+		w = n > w ? n : w;
+	}
+	return w > 12 ? 12 : w;
+}
+
+static int spark_width(const app *a, int w)
+{
+	int s = w >= 100 ? 16 : 8;
+	return a->E < s ? a->E : s;
+}
+
+int views_layers_width(const app *a, int w)
+{
+	/* pointer, label, spark, G (3), error (7), with a space between each */
+	return 1 + label_width(a) + 1 + spark_width(a, w) + 1 + 3 + 1 + 7;
+}
+
+/* The block's usage as a sparkline of n cells: experts in the usage view's order, several per cell (their
+ * maximum) when E > n, heights relative to the most used expert. */
+static void sparkline(const app *a, grid *g, int b, int x, int y, int n)
+{
+	const double *f = a->stats[b].frequency;
+	if (!f) {
+		for (int i = 0; i < n; i++)
+			grid_put(g, x + i, y, '.', GRID_EL_DIM, 0);
+		return;
+	}
+	int order[a->E];
+	app_expert_order(a, b, a->usage_by_index ? APP_ORDER_INDEX : APP_ORDER_USAGE, order);
+	double top = 0;
+	for (int e = 0; e < a->E; e++)
+		top = f[e] > top ? f[e] : top;
+	for (int i = 0; i < n; i++) {
+		double v = 0;
+		for (int j = i * a->E / n; j < (i + 1) * a->E / n; j++)
+			v = f[order[j]] > v ? f[order[j]] : v;
+		grid_put(g, x + i, y, grid_spark(g, top > 0 ? v / top : 0), GRID_EL_SPARK, 0);
+	}
+}
+
+static void eval_cell(const app *a, int b, char *buf, size_t len)
+{
+	const app_eval *ev = &a->eval[b];
+	switch (ev->state) {
+	case APP_EVAL_PENDING: snprintf(buf, len, "..."); break;
+	case APP_EVAL_DONE: snprintf(buf, len, "%.4f", ev->r.rel_error); break;
+	case APP_EVAL_FAILED: snprintf(buf, len, "failed"); break;
+	default: snprintf(buf, len, "-"); break;
+	}
+}
+
+static void layer_row(const app *a, grid *g, grid_rect r, int b, int y)
+{
+	const int lw = label_width(a), sw = spark_width(a, g->w);
+	const int sel = b == a->block;
+	int x = r.x;
+	grid_put(g, x, y, sel ? g->gl->pointer : ' ', GRID_EL_DEFAULT, 0);
+	grid_text(g, x + 1, y, lw, a->m->blocks[b].label, GRID_EL_LABEL, 0);
+	x += 2 + lw;
+	sparkline(a, g, b, x, y, sw);
+	x += sw + 1;
+	char err[16];
+	eval_cell(a, b, err, sizeof err);
+	const int pending = !a->cur.edited[b] && plan_groups(&a->cur.p, b) != a->cur.groups[b];
+	grid_printf(g, x, y, 3, pending ? GRID_EL_DIM : GRID_EL_DEFAULT, 0, "%3d", a->cur.groups[b]);
+	grid_printf(g, x + 4, y, 7, a->eval[b].state == APP_EVAL_FAILED ? GRID_EL_ERROR : GRID_EL_DEFAULT, 0, "%7s",
+		    err);
+	if (sel)
+		grid_paint(g, (grid_rect){r.x + 1, y, lw, 1}, GRID_EL_SELECTED, 0);
+}
+
+void views_layers(const app *a, grid *g, grid_rect r)
+{
+	const int lw = label_width(a), sw = spark_width(a, g->w);
+	grid_printf(g, r.x + 1, r.y, r.w - 1, GRID_EL_TITLE, 0, "%-*s %-*s %3s %7s", lw, "L", sw, "usage", "G", "error");
+	const int rows = r.h - 1;
+	const int top = views_scroll(a->n_blocks, rows, a->block);
+	for (int i = 0; i < rows && top + i < a->n_blocks; i++)
+		layer_row(a, g, r, top + i, r.y + 1 + i);
+}
+
+/* The worker's progress bar at the right end of the status line; returns the column it starts at (r.x + r.w
+ * when the worker is idle). */
+static int status_progress(const app *a, grid *g, grid_rect r)
+{
+	worker_progress p;
+	worker_get_progress(a->w, &p);
+	if (!p.busy)
+		return r.x + r.w;
+	char text[160];
+	const int bar = 10;
+	snprintf(text, sizeof text, " %s %d/%d ", p.label[0] ? p.label : "waiting", p.done, p.total);
+	int x = r.x + r.w - (grid_text_width(text) + bar + 2);
+	if (x < r.x + r.w / 2)
+		x = r.x + r.w / 2;
+	double frac = p.total > 0 ? (double)p.done / p.total : 0;
+	grid_put(g, x, r.y, '[', GRID_EL_STATUS, 0);
+	grid_fill(g, (grid_rect){x + 1, r.y, bar, 1}, g->gl->empty, GRID_EL_PROGRESS, 0);
+	grid_fill(g, (grid_rect){x + 1, r.y, (int)(frac * bar), 1}, g->gl->fill, GRID_EL_PROGRESS, 0);
+	grid_put(g, x + 1 + bar, r.y, ']', GRID_EL_STATUS, 0);
+	grid_text(g, x + 2 + bar, r.y, r.x + r.w - x - 2 - bar, text, GRID_EL_STATUS, 0);
+	return x;
+}
+
+/* Key hints for the status line: the keys a newcomer needs first. */
+static const char *const hints[][2] = {
+	{"?", "help"}, {"+/-", "G"}, {"Tab", "view"}, {"m", "method"}, {"b", "base"},
+	{"e", "export"}, {"c", "commit"}, {"q", "quit"},
+};
+
+void views_status(const app *a, grid *g, grid_rect r)
+{
+	grid_fill(g, r, ' ', GRID_EL_STATUS, 0);
+	const int end = status_progress(a, g, r) - 1;
+	if (a->message[0]) {
+		grid_text(g, r.x + 1, r.y, end - r.x - 1, a->message, a->message_error ? GRID_EL_ERROR : GRID_EL_MESSAGE, 0);
+		return;
+	}
+	int x = r.x + 1;
+	for (size_t i = 0; i < sizeof hints / sizeof hints[0]; i++) {
+		const int w = grid_text_width(hints[i][0]) + 1 + grid_text_width(hints[i][1]);
+		if (x + w > end)
+			break;  /* whole hints only */
+		x += grid_text(g, x, r.y, w, hints[i][0], GRID_EL_STATUS_KEY, 0);
+		x += grid_text(g, x + 1, r.y, w, hints[i][1], GRID_EL_STATUS, 0) + 3;
+	}
+}
+
+static void draw_view(const app *a, grid *g, grid_rect r)
+{
+	static void (*const draw[APP_VIEW_COUNT])(const app *, grid *, grid_rect) = {
+		views_usage, views_heatmap, views_ranks, views_groups, views_compress,
+	};
+	grid_clip(g, r);
+	draw[a->view](a, g, r);
+	grid_unclip(g);
+}
+
+void views_draw(const app *a, grid *g)
+{
+	grid_clear(g);
+	const int W = g->w, H = g->h;
+	if (W < 20 || H < 8) {
+		grid_text(g, 0, 0, W, "screen too small", GRID_EL_ERROR, 0);
+		return;
+	}
+	views_header(a, g, (grid_rect){0, 0, W, 3});
+	views_tabs(a, g, (grid_rect){0, 3, W, 1});
+	const grid_rect body = {0, 4, W, H - 5};
+	int lw = views_layers_width(a, W);
+	if (lw > W / 2)
+		lw = W / 2;
+	grid_clip(g, (grid_rect){0, body.y, lw, body.h});
+	views_layers(a, g, (grid_rect){0, body.y, lw, body.h});
+	grid_unclip(g);
+	grid_fill(g, (grid_rect){lw, body.y, 1, body.h}, g->gl->vline, GRID_EL_FRAME, 0);
+	draw_view(a, g, (grid_rect){lw + 2, body.y, W - lw - 2, body.h});
+	if (a->mode == APP_MODE_HELP)
+		views_help(a, g, body);
+	else if (a->mode != APP_MODE_NORMAL)
+		views_dialog(a, g, body);
+	views_status(a, g, (grid_rect){0, H - 1, W, 1});
+}

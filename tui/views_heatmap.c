@@ -1,0 +1,125 @@
+/* View 2: the selected block's E x E similarity in the chosen base as a heatmap, by index or by group, with a
+ * legend and the cell under the cursor explained. The shades stretch over the block's off-diagonal range: the
+ * mapped cosines of a block often all lie above 0.5, and a fixed 0..1 scale would show one colour. */
+#include <math.h>
+#include <stdio.h>
+
+#include "tui/views.h"
+
+typedef struct {
+	const double *sim;   /* [E, E] */
+	double lo, hi;       /* off-diagonal range */
+	int cw;              /* columns per cell */
+	int rows, cols;      /* cells shown */
+	int row0, col0;      /* first row and column shown, as positions in the order */
+} heat_layout;
+
+static void off_diagonal_range(const double *sim, int E, double *lo, double *hi)
+{
+	*lo = INFINITY;
+	*hi = -INFINITY;
+	for (int i = 0; i < E; i++)
+		for (int j = 0; j < E; j++)
+			if (i != j && isfinite(sim[(size_t)i * E + j])) {
+				*lo = fmin(*lo, sim[(size_t)i * E + j]);
+				*hi = fmax(*hi, sim[(size_t)i * E + j]);
+			}
+	if (!(*hi >= *lo))
+		*lo = *hi = 1.0;  /* a single expert: only the diagonal */
+}
+
+static int position(const int *order, int E, int e)
+{
+	for (int i = 0; i < E; i++)
+		if (order[i] == e)
+			return i;
+	return 0;
+}
+
+static void axis_labels(const app *a, grid *g, grid_rect r, const heat_layout *h, const int *order)
+{
+	for (int j = 0; j < h->cols; j++) {
+		int e = order[h->col0 + j];
+		grid_printf(g, r.x + 4 + j * h->cw, r.y, h->cw, e == a->expert ? GRID_EL_CURSOR : GRID_EL_DIM, 0, "%*d", h->cw,
+			    h->cw >= 2 ? e % 100 : e % 10);
+	}
+	for (int i = 0; i < h->rows; i++) {
+		int e = order[h->row0 + i];
+		grid_printf(g, r.x, r.y + 1 + i, 3, e == a->heat_row ? GRID_EL_CURSOR : GRID_EL_DIM, 0, "%3d", e);
+	}
+}
+
+static void cells(const app *a, grid *g, grid_rect r, const heat_layout *h, const int *order)
+{
+	const int E = a->E;
+	const int *grp = a->cur.p.group + (size_t)a->block * E;
+	for (int i = 0; i < h->rows; i++) {
+		const int ei = order[h->row0 + i];
+		for (int j = 0; j < h->cols; j++) {
+			const int ej = order[h->col0 + j];
+			const double v = h->sim[(size_t)ei * E + ej];
+			const int level = grid_heat_level(v, h->lo, h->hi);
+			const int cursor = ei == a->heat_row && ej == a->expert;
+			/* same-group cells of the by-group order carry a mark so groups read as blocks in mono too */
+			unsigned attr = cursor ? GRID_REVERSE : grp[ei] >= 0 && grp[ei] == grp[ej] && a->heat_by_group ? GRID_BOLD : 0;
+			for (int c = 0; c < h->cw; c++)
+				grid_put(g, r.x + 4 + j * h->cw + c, r.y + 1 + i, g->gl->shade[level],
+					 (grid_element)(GRID_EL_HEAT0 + level), attr);
+		}
+	}
+}
+
+/* "scale . <0.712 : >=0.712 ...": each shade with the lower edge of its band (the first with its upper). */
+static void legend(grid *g, int x, int y, int w, const heat_layout *h)
+{
+	const double step = (h->hi - h->lo) / GRID_HEAT_LEVELS;
+	int used = grid_text(g, x, y, w, "scale ", GRID_EL_DIM, 0);
+	for (int l = 0; l < GRID_HEAT_LEVELS && used < w; l++) {
+		grid_put(g, x + used, y, g->gl->shade[l], (grid_element)(GRID_EL_HEAT0 + l), 0);
+		used += 1 + grid_printf(g, x + used + 1, y, w - used - 1, GRID_EL_DIM, 0, "%s%.3f ", l ? ">=" : "<",
+					h->lo + step * (l ? l : 1));
+	}
+}
+
+static void explain(const app *a, grid *g, int x, int y, int w, const heat_layout *h)
+{
+	const int E = a->E, i = a->heat_row, j = a->expert;
+	const int *grp = a->cur.p.group + (size_t)a->block * E;
+	char gi[16] = "dropped", gj[16] = "dropped";
+	if (grp[i] >= 0)
+		snprintf(gi, sizeof gi, "%d", grp[i]);
+	if (grp[j] >= 0)
+		snprintf(gj, sizeof gj, "%d", grp[j]);
+	grid_printf(g, x, y, w, GRID_EL_DEFAULT, 0, "expert %d vs %d: %.4f (%s), groups %s / %s", i, j,
+		    h->sim[(size_t)i * E + j], sim_base_name(a->cur.base), gi, gj);
+}
+
+void views_heatmap(const app *a, grid *g, grid_rect r)
+{
+	const int b = a->block, E = a->E;
+	char title[160];
+	snprintf(title, sizeof title, "Similarity (%s) of block %s, by %s", sim_base_name(a->cur.base),
+		 a->m->blocks[b].label, a->heat_by_group ? "group" : "index");
+	grid_rect body = views_title(g, r, title);
+	const char *wait = views_waiting(a, b, APP_HAVE_BASE(a->cur.base));
+	if (wait) {
+		grid_text(g, body.x, body.y, body.w, wait, GRID_EL_DIM, 0);
+		return;
+	}
+	heat_layout h = {.sim = a->stats[b].similarity[a->cur.base]};
+	off_diagonal_range(h.sim, E, &h.lo, &h.hi);
+	const int avail_w = body.w - 4, avail_h = body.h - 4;  /* row labels; column labels, legend, explanation */
+	h.cw = avail_w >= 2 * E ? 2 : 1;
+	h.cols = avail_w / h.cw < E ? avail_w / h.cw : E;
+	h.rows = avail_h < E ? avail_h : E;
+	if (h.cols <= 0 || h.rows <= 0)
+		return;
+	int order[E];
+	app_expert_order(a, b, a->heat_by_group ? APP_ORDER_GROUP : APP_ORDER_INDEX, order);
+	h.row0 = views_scroll(E, h.rows, position(order, E, a->heat_row));
+	h.col0 = views_scroll(E, h.cols, position(order, E, a->expert));
+	axis_labels(a, g, body, &h, order);
+	cells(a, g, body, &h, order);
+	legend(g, body.x, body.y + 2 + h.rows, body.w, &h);
+	explain(a, g, body.x, body.y + 3 + h.rows, body.w, &h);
+}

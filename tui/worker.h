@@ -1,0 +1,83 @@
+/* The interactive application's worker thread: everything slow (loading a block, its statistics, evaluating a
+ * merge, committing a plan) runs here while the screen stays live. The UI posts jobs into a mutex-protected
+ * queue and collects results from another; it polls (tui/app_curses.c waits at most 100 ms for a key), so no
+ * wake-up channel is needed. A job owns copies of what it reads (the plan), so the UI can go on changing its
+ * own. One block at a time is in memory: the last one loaded is kept for the next job on the same block. */
+#ifndef WORKER_WORKER_H
+#define WORKER_WORKER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "analysis/pipeline.h"
+#include "io/calib.h"
+#include "io/model.h"
+#include "io/plan.h"
+#include "tui/merge_run.h"
+
+typedef enum { WORK_STATS, WORK_EVAL, WORK_COMMIT } work_kind;
+
+/* mrun_run's signature: the commit job calls it (tests pass a stand-in). */
+typedef ms_status (*worker_commit_fn)(const mdl_model *m, const calib *cal, const mrun_request *req,
+				      mrun_progress_fn progress, void *ctx, volatile sig_atomic_t *cancel,
+				      mrun_summary *summary, ms_error *err);
+
+typedef struct {
+	work_kind kind;
+	int block;                /* STATS, EVAL */
+	unsigned gen;             /* returned with the result, to tell current answers from stale ones */
+	pipe_analyze_options ao;  /* STATS; without a calibration set only the router-weight and weight bases and
+				   * the stable ranks can be computed */
+	plan p;                   /* EVAL, COMMIT: a copy the job owns */
+	pipe_merge_options mo;    /* EVAL */
+	int64_t eval_tokens;      /* EVAL */
+	mrun_request req;        /* COMMIT: its plan and out_dir are set to the job's own by worker_post */
+	char out_dir[4096];       /* COMMIT */
+} work_job;
+
+typedef struct {
+	work_kind kind;
+	int block;
+	unsigned gen;
+	ms_status status;
+	ms_error err;
+	/* STATS */
+	pipe_analyze_options ao;  /* what was asked */
+	int routing;              /* frequency and co-activation were computed (only with calibration) */
+	pipe_stats stats;
+	/* EVAL */
+	blk_eval_result eval;
+	int groups;
+	double *merged_srank;     /* [groups, MDL_NMAT] */
+	cmp_result *compression;  /* [groups, MDL_NMAT], or NULL without compression */
+	/* COMMIT */
+	mrun_summary summary;
+} work_result;
+
+typedef struct {
+	int busy;                 /* a job runs or waits */
+	int done, total;          /* jobs finished / posted since the worker was last idle */
+	char label[128];          /* the running job: "statistics 3", "evaluate 5", "commit: write 2/7" */
+} worker_progress;
+
+typedef struct worker worker;
+
+/* Starts the thread; NULL when out of resources. */
+worker *worker_start(const mdl_model *m, const calib *cal, worker_commit_fn commit);
+/* Drops the queued jobs, cancels a running commit, waits for the running job and frees everything. */
+void worker_stop(worker *w);
+/* Queues *job (taking what it owns; *job is cleared). A commit goes first, evaluations before statistics, and
+ * a new evaluation of a block replaces one of the same block still queued. 0, or -1 when out of memory. */
+int worker_post(worker *w, work_job *job);
+/* The oldest result not yet taken, or NULL; free it with work_result_free. */
+work_result *worker_poll(worker *w);
+/* Blocks until no job runs or waits. */
+void worker_wait_idle(worker *w);
+void worker_get_progress(worker *w, worker_progress *p);
+/* Asks a running commit to stop (it removes what it wrote). */
+void worker_cancel(worker *w);
+
+void work_job_free(work_job *j);
+void work_result_free(work_result *r);
+
+#endif
