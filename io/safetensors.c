@@ -518,10 +518,39 @@ static ms_status parse_entries(const st_ctx *c, const cJSON *root, const char *d
 	return MS_OK;
 }
 
+/* Offset of the first byte of text [len] that is not part of well-formed UTF-8 (no overlong forms, no surrogates,
+ * nothing past U+10FFFF), or len. The reference reader refuses a header that is not UTF-8, and a name that is not
+ * would make a checkpoint that no other tool reads. */
+static size_t utf8_prefix(const unsigned char *text, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned char b = text[i];
+		size_t n = b < 0x80 ? 0 : b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 4;
+		if (n == 4 || len - i <= n)
+			return i;
+		/* the second byte's range excludes overlong forms, surrogates and code points past U+10FFFF */
+		unsigned char lo = b == 0xe0 ? 0xa0 : b == 0xf0 ? 0x90 : 0x80;
+		unsigned char hi = b == 0xed ? 0x9f : b == 0xf4 ? 0x8f : 0xbf;
+		if (n && (text[i + 1] < lo || text[i + 1] > hi))
+			return i;
+		for (size_t k = 2; k <= n; k++)
+			if ((text[i + k] & 0xc0) != 0x80)
+				return i;
+		i += n + 1;
+	}
+	return len;
+}
+
 /* text[len] (NUL-terminated) as one JSON object. cJSON stops at the end of the first value, so only whitespace may
  * follow it (the writer pads with spaces). *at is where parsing stopped, for messages. */
 static cJSON *parse_object(const char *text, size_t len, size_t *at, const char **what)
 {
+	*at = utf8_prefix((const unsigned char *)text, len);
+	if (*at < len) {
+		*what = "not valid UTF-8";
+		return NULL;
+	}
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	*at = end ? (size_t)(end - text) : 0;
@@ -848,9 +877,9 @@ static ms_status open_dir(st_file *f, const char *dir, ms_error *err)
 	ms_status st;
 	if (!idx || !one)
 		st = st_fail(err, MS_ERR_NOMEM, "%s: out of memory", dir);
-	else if (access(idx, F_OK) == 0)
+	else if (access(idx, F_OK) == 0 || errno != ENOENT) /* there but unusable (a symlink loop): opening says why */
 		st = open_index(f, idx, err);
-	else if (access(one, F_OK) == 0)
+	else if (access(one, F_OK) == 0 || errno != ENOENT)
 		st = add_shard(f, one, err);
 	else
 		st = st_fail(err, MS_ERR_IO, "%s: neither %s nor %s is there", dir, ST_INDEX_NAME, ST_SINGLE_NAME);
