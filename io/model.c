@@ -401,7 +401,7 @@ static ms_status stack_layers(const mdl_stack *s, const cJSON *cfg, const char *
 	return get_int(cfg, where, name, 1, MAX_LAYERS, 1, 0, n, err);
 }
 
-static ms_status add_block(mdl_model *m, const mdl_stack *s, int i)
+static void add_block(mdl_model *m, const mdl_stack *s, int i)
 {
 	mdl_block *b = &m->blocks[m->n_blocks];
 	b->layer = i;
@@ -410,11 +410,7 @@ static ms_status add_block(mdl_model *m, const mdl_stack *s, int i)
 	else
 		snprintf(b->label, sizeof b->label, "%d", i);
 	snprintf(b->prefix, sizeof b->prefix, "%s%d%s", s->head, i, s->tail);
-	b->experts = calloc((size_t)m->n_experts * MDL_NMAT, sizeof *b->experts);
-	if (!b->experts)
-		return MS_ERR_NOMEM;
-	m->n_blocks++;
-	return MS_OK;
+	m->n_blocks++;   /* its expert table waits for check_block: a config may claim far more than the file holds */
 }
 
 /* Lists the MoE blocks of every stack, in layer order. */
@@ -439,8 +435,8 @@ static ms_status list_blocks(mdl_model *m, const cJSON *cfg, const char *where, 
 	for (int s = 0; st == MS_OK && s < fam->n_stacks; s++) {
 		st = fam->moe_layers(cfg, where, s, counts[s], is_moe, err);
 		for (int i = 0; st == MS_OK && i < counts[s]; i++)
-			if (is_moe[i] && add_block(m, &fam->stacks[s], i) != MS_OK)
-				st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", where);
+			if (is_moe[i])
+				add_block(m, &fam->stacks[s], i);
 	}
 	free(is_moe);
 	if (st == MS_OK && m->n_blocks == 0)
@@ -506,6 +502,10 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 	const dim f = {m->inter, fam->inter_field};
 	const dim rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
 	char name[256], what[96];
+	blk->experts = calloc((size_t)m->n_experts * MDL_NMAT, sizeof *blk->experts);
+	if (!blk->experts)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
+			       blk->label);
 	snprintf(what, sizeof what, "router of layer %s", blk->label);
 	mdl_router_name(m, b, name, sizeof name);
 	ms_status st = expect_matrix(m, name, E, d, what, &blk->router, err);
