@@ -380,6 +380,48 @@ static void round_to_dtype(st_dtype dtype, float *x, int64_t n)
 			x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
 }
 
+/* Index of the first NaN or infinity in x [n], or -1. */
+static int64_t first_nonfinite(const float *x, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!isfinite(x[i]))
+			return i;
+	return -1;
+}
+
+/* Merged weights must be finite once rounded to the checkpoint's dtype: finite inputs can still give infinity
+ * when a low-rank reconstruction overshoots the largest F16 value, and a merge must not write or evaluate that. */
+static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *mg, int G, const char *label,
+				      ms_error *err)
+{
+	static const char *const names[MDL_NMAT] = {"gate", "up", "down"};
+	for (int g = 0; g < G; g++) {
+		const expert_weights *w = &mg->experts[g];
+		const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
+		for (int mat = 0; mat < MDL_NMAT; mat++) {
+			int rows, cols;
+			matrix_shape(blk, mat, &rows, &cols);
+			int64_t bad = rows && mats[mat] ? first_nonfinite(mats[mat], (int64_t)rows * cols) : -1;
+			if (bad >= 0)
+				return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged group %d: %s matrix: row %lld: NaN "
+					       "or infinity after merging%s and rounding to %s", label, g,
+					       names[mat], (long long)(bad / cols), mg->compression ? ", compressing" : "",
+					       st_dtype_name(blk->expert_dtype));
+		}
+	}
+	return MS_OK;
+}
+
+static ms_status check_merged_router(const pipe_block *blk, const pipe_merged *mg, const char *label,
+				     ms_error *err)
+{
+	int64_t bad = first_nonfinite(mg->router, (int64_t)mg->n_router * blk->d);
+	if (bad < 0)
+		return MS_OK;
+	return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged router: row %lld: NaN or infinity after fitting and "
+		       "rounding to %s", label, (long long)(bad / blk->d), st_dtype_name(blk->router_dtype));
+}
+
 ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
 			   pipe_merged *out, ms_error *err)
 {
@@ -399,8 +441,10 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 	scratch_free(&scratch);
 	for (int g = 0; st == MS_OK && compress && g < G; g++)
 		st = compress_slot(blk, out, g, &o->compress, err);
-	if (st == MS_OK)
+	if (st == MS_OK) {
 		round_to_dtype(blk->expert_dtype, out->weights, (int64_t)G * blk->per_expert);
+		st = check_merged_experts(blk, out, G, p->labels[b], err);
+	}
 	if (st == MS_OK) {
 		fill_slot_groups(out, G);
 		for (int s = G; s < n_slots; s++)
@@ -409,8 +453,10 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 			       (size_t)blk->per_expert * sizeof(float));
 		st = build_router(blk, p, b, o, out, err);
 	}
-	if (st == MS_OK)
+	if (st == MS_OK) {
 		round_to_dtype(blk->router_dtype, out->router, (int64_t)out->n_router * blk->d);
+		st = check_merged_router(blk, out, p->labels[b], err);
+	}
 	if (st != MS_OK) {
 		pipe_free_merged(out);
 		return st;
