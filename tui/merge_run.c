@@ -187,37 +187,57 @@ static ms_status copy_plain_tensors(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-static ms_status check_finite(const float *v, int64_t n, const char *what, const char *label, ms_error *err)
+/* v [n] as stored in dtype must be finite: a value past the F16 or BF16 range becomes infinity only when it is
+ * converted, so the check rounds first. `name` and `row_len` say where, for the message. */
+static ms_status check_finite(const float *v, int64_t n, st_dtype dtype, const char *name, int64_t row_len,
+			      const char *label, ms_error *err)
 {
-	for (int64_t i = 0; i < n; i++)
-		if (!isfinite(v[i]))
-			return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged %s has NaN or infinity at element %lld; "
-				       "nothing was written", label, what, (long long)i);
+	for (int64_t i = 0; i < n; i++) {
+		float x = dtype == ST_F16 ? st_f16_to_f32(st_f32_to_f16(v[i]))
+			  : dtype == ST_BF16 ? st_bf16_to_f32(st_f32_to_bf16(v[i])) : v[i];
+		if (!isfinite(x))
+			return ms_fail(err, MS_ERR_NONFINITE, "block %s: tensor '%s': row %lld: the merged value is NaN or "
+				       "infinity as %s; nothing was written", label, name, (long long)(i / row_len),
+				       st_dtype_name(dtype));
+	}
 	return MS_OK;
 }
 
-static ms_status write_floats(mrun_ctx *c, const float *v, int64_t n, const char *label, ms_error *err)
+/* Where the values of one output tensor go, for write_floats' check and message. */
+typedef struct {
+	const char *label;   /* the block */
+	char name[600];      /* the output tensor */
+	st_dtype dtype;
+} mrun_dest;
+
+/* float32 values [rows, row_len] of the tensor `suffix` names after dest->name, checked, then converted. */
+static ms_status write_floats(mrun_ctx *c, const float *v, int64_t n, int64_t row_len, const mrun_dest *dest,
+			      const char *suffix, ms_error *err)
 {
-	ms_status st = check_finite(v, n, "expert", label, err);
+	char name[sizeof dest->name + 16];
+	snprintf(name, sizeof name, "%s%s", dest->name, suffix);
+	ms_status st = check_finite(v, n, dest->dtype, name, row_len > 0 ? row_len : 1, dest->label, err);
 	return st == MS_OK ? st_writer_write_f32(c->w, v, (uint64_t)n, err) : st;
 }
 
 static ms_status write_factors(mrun_ctx *c, const cmp_factors *fa, const cmp_result *r, int rows, int cols,
-			       const char *label, ms_error *err)
+			       const mrun_dest *dest, ms_error *err)
 {
-	ms_status st = write_floats(c, fa->u, (int64_t)rows * r->rank, label, err);
+	ms_status st = write_floats(c, fa->u, (int64_t)rows * r->rank, r->rank, dest, "_u", err);
 	if (st == MS_OK)
-		st = write_floats(c, fa->v, (int64_t)r->rank * cols, label, err);
+		st = write_floats(c, fa->v, (int64_t)r->rank * cols, cols, dest, "_v", err);
 	if (st == MS_OK && r->nnz > 0)
 		st = st_writer_write(c->w, fa->sparse_idx, (uint64_t)r->nnz * sizeof(int32_t), err);
 	if (st == MS_OK && r->nnz > 0)
-		st = write_floats(c, fa->sparse_val, r->nnz, label, err);
+		st = write_floats(c, fa->sparse_val, r->nnz, r->nnz, dest, "_sparse_val", err);
 	return st;
 }
 
-/* The matrices of merged slot s in gate, up, down order, skipping an absent gate; factored ones as factors. */
-static ms_status write_slot(mrun_ctx *c, const pipe_merged *mg, int s, const char *label, ms_error *err)
+/* The matrices of merged slot s, written as output expert e of block b, in gate, up, down order, skipping an
+ * absent gate; factored ones as factors. */
+static ms_status write_slot(mrun_ctx *c, int b, const pipe_merged *mg, int s, int e, ms_error *err)
 {
+	const mdl_block *blk = &c->m->blocks[b];
 	const expert_weights *w = &mg->experts[s];
 	const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
 	const int g = mg->slot_group[s];
@@ -225,13 +245,16 @@ static ms_status write_slot(mrun_ctx *c, const pipe_merged *mg, int s, const cha
 	for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
 		if (!mats[mat])
 			continue;
+		mrun_dest dest = {.label = blk->label, .dtype = blk->experts[mat]->dtype};
+		if (mdl_expert_name(c->m, b, e, mat, dest.name, sizeof dest.name) != 0)
+			return ms_fail(err, MS_ERR_ARG, "block %s: tensor name too long", blk->label);
+		const int rows = mat == MDL_DOWN ? w->d : w->f, cols = mat == MDL_DOWN ? w->f : w->d;
 		const cmp_factors *fa = mg->factors ? &mg->factors[g * MDL_NMAT + mat] : NULL;
 		const cmp_result *r = mg->compression ? &mg->compression[g * MDL_NMAT + mat] : NULL;
 		if (fa && fa->u && r && r->compressed)
-			st = write_factors(c, fa, r, mat == MDL_DOWN ? w->d : w->f, mat == MDL_DOWN ? w->f : w->d, label,
-					   err);
+			st = write_factors(c, fa, r, rows, cols, &dest, err);
 		else
-			st = write_floats(c, mats[mat], (int64_t)w->d * w->f, label, err);
+			st = write_floats(c, mats[mat], (int64_t)rows * cols, cols, &dest, "", err);
 	}
 	return st;
 }
@@ -245,14 +268,14 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 		/* the router is unchanged: its bytes are copied */
 		st = st_writer_write(c->w, blk->router->data, blk->router->nbytes, err);
 		for (int e = 0; st == MS_OK && e < c->m->n_experts; e++)
-			st = write_slot(c, mg, p->group[(size_t)b * c->m->n_experts + e], blk->label, err);
+			st = write_slot(c, b, mg, p->group[(size_t)b * c->m->n_experts + e], e, err);
 		return st;
 	}
-	st = check_finite(mg->router, (int64_t)mg->n_router * c->m->hidden, "router", blk->label, err);
-	if (st == MS_OK)
-		st = st_writer_write_f32(c->w, mg->router, (uint64_t)mg->n_router * (uint64_t)c->m->hidden, err);
+	mrun_dest dest = {.label = blk->label, .dtype = blk->router->dtype};
+	snprintf(dest.name, sizeof dest.name, "%s", blk->router->name);
+	st = write_floats(c, mg->router, (int64_t)mg->n_router * c->m->hidden, c->m->hidden, &dest, "", err);
 	for (int s = 0; st == MS_OK && s < mg->n_slots; s++)
-		st = write_slot(c, mg, s, blk->label, err);
+		st = write_slot(c, b, mg, s, s, err);
 	return st;
 }
 
