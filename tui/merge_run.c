@@ -168,7 +168,32 @@ static ms_status declare_all(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-/* Non-expert tensors byte for byte, in chunks so an interrupt is seen promptly. */
+/* Control characters in err's message as '?': it may echo a tensor name from a file's header, and stays one line. */
+static ms_status one_line(ms_error *err, ms_status st)
+{
+	for (char *p = err ? err->msg : NULL; p && *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return st;
+}
+
+/* Index of the first NaN or infinity among the n elements of a float tensor's bytes, or -1 (and -1 for a dtype
+ * that is not F32, F16 or BF16). Looks at the exponent bits only, so nothing is converted. */
+static int64_t first_nonfinite_raw(st_dtype dtype, const unsigned char *p, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		if (dtype == ST_F32 && (p[4 * i + 3] & 0x7f) == 0x7f && (p[4 * i + 2] & 0x80))
+			return (int64_t)i;
+		if (dtype == ST_F16 && (p[2 * i + 1] & 0x7c) == 0x7c)
+			return (int64_t)i;
+		if (dtype == ST_BF16 && (p[2 * i + 1] & 0x7f) == 0x7f && (p[2 * i] & 0x80))
+			return (int64_t)i;
+	}
+	return -1;
+}
+
+/* Non-expert tensors byte for byte, in chunks so an interrupt is seen promptly. A NaN or infinity in one is
+ * refused like one in an expert: a merged checkpoint never holds one. */
 static ms_status copy_plain_tensors(mrun_ctx *c, ms_error *err)
 {
 	const st_file *f = c->m->st;
@@ -177,11 +202,19 @@ static ms_status copy_plain_tensors(mrun_ctx *c, ms_error *err)
 		const st_tensor *t = st_get(f, i);
 		if (is_block_tensor(c, t))
 			continue;
+		const size_t es = st_dtype_size(t->dtype);
+		const uint64_t row_len = t->ndim && t->numel ? t->numel / (uint64_t)t->shape[0] : 1;
 		for (uint64_t off = 0; st == MS_OK && off < t->nbytes; off += COPY_CHUNK) {
 			uint64_t n = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
+			const unsigned char *p = (const unsigned char *)t->data + off;
+			int64_t bad = first_nonfinite_raw(t->dtype, p, n / es);
 			st = interrupted(c, err);
+			if (st == MS_OK && bad >= 0)
+				st = one_line(err, ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %llu: NaN or infinity; "
+							   "nothing was written", t->path, t->name,
+							   (unsigned long long)((off / es + (uint64_t)bad) / row_len)));
 			if (st == MS_OK)
-				st = st_writer_write(c->w, (const char *)t->data + off, n, err);
+				st = st_writer_write(c->w, p, n, err);
 		}
 	}
 	return st;

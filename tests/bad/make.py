@@ -60,6 +60,8 @@ def tensor(name, shape, seed, scale=0.5, dtype="F32"):
 def pack(dtype, vals):
     if isinstance(vals, bytes):
         return vals
+    if dtype == "BF16":  # the top half of float32 (truncated: the test values need no rounding)
+        return b"".join(struct.pack("<f", v)[2:] for v in vals)
     return f16_bytes(vals) if dtype == "F16" else f32_bytes(vals)
 
 
@@ -438,6 +440,23 @@ def nonfinite_cases():
              r"model\.safetensors: tensor '%s': row 3: NaN or infinity" % re_esc(router))
         case("nan-calib-" + cmd, use("nan-calib"), 1,
              r"calib\.safetensors: tensor '%s': row 17: NaN or infinity" % re_esc(x1))
+    # the same through the F16 and BF16 conversions, and in a tensor that merge copies byte for byte
+    w2 = MOE % 0 + ".experts.3.w2.weight"
+    case("inf-bf16-expert-eval", EVAL, 1, r"model\.safetensors: tensor '%s': row 2: NaN or infinity" % re_esc(w2),
+         lambda d: write_model(d, config=dict(CONFIG, torch_dtype="bfloat16"), calib=True, plan=True,
+                               tensors=with_tensor(model_tensors("BF16"), w2, set_row(2, 7, -math.inf, F))))
+    x0 = MOE % 0 + ".input"
+    case("nan-f16-calib-plan", PLAN, 1, r"calib\.safetensors: tensor '%s': row 4: NaN or infinity" % re_esc(x0),
+         lambda d: write_model(d, calib=[[t[0], "F16", t[2], t[3]] for t in
+                                         with_tensor(calib_tensors(), x0, set_row(4, 0, math.nan, D))]))
+    case("nan-plain-tensor-merge", MERGE, 1,
+         r"model\.safetensors: tensor 'lm_head\.weight': row 9: NaN or infinity; nothing was written",
+         lambda d: write_model(d, calib=True, plan=True,
+                               tensors=with_tensor(model_tensors(), "lm_head.weight", set_row(9, 1, math.nan, D))))
+    case("inf-plain-tensor-control-name-merge", MERGE, 1,
+         r"model\.safetensors: tensor 'extra\?\?\[2Jx': row 1: NaN or infinity; nothing was written",
+         lambda d: write_model(d, calib=True, plan=True,
+                               tensors=model_tensors() + [["extra\n\x1b[2Jx", "F32", [2, 2], [0.0, 1.0, -math.inf, 2.0]]]))
     # F16 experts whose values sit at the top of the F16 range: a rank-1 reconstruction overshoots 65504, which
     # is infinity once rounded to F16; merge must refuse rather than write it
     case("merge-overflows-f16", "$MOESCOPE merge $CASE --plan $CASE/plan.csv --calib $CASE/calib.safetensors --rank 1 "
