@@ -1,0 +1,189 @@
+/* Thread determinism: the whole per-block pipeline (routing statistics, the four similarity bases, stable ranks,
+ * REAP saliency, the msmoe plan, the aligned merge with its lse-fit router, the layer evaluation) run with one
+ * OpenBLAS thread and with two must give bit-identical results. The block is large enough that OpenBLAS does
+ * split its GEMMs and GEMVs between threads (its cut-off is about 64^3 multiply-adds per GEMM): the golden model
+ * is too small for that, so this test makes its own block in memory. tests/cli/threads.sh checks the commands'
+ * JSON the same way. */
+#include <cblas.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "analysis/pipeline.h"
+#include "tests/test.h"
+
+enum { E = 8, TOPK = 2, D = 192, F = 320, T = 768, G = 3 };
+
+/* One block with some structure: experts 2i and 2i + 1 share most of their weights, so grouping and alignment
+ * have something to find; routers lean the same way. */
+typedef struct {
+	pipe_block blk;
+	float router[E * D];
+	int identity[E];
+	expert_weights experts[E];
+} test_block;
+
+static void fill_block(test_block *tb, float *weights, float *x)
+{
+	unsigned long long s = 12345;
+	const int64_t per = 3LL * F * D;
+	for (int64_t i = 0; i < per; i++) {
+		for (int e = 0; e < E; e += 2) {
+			const float shared = test_rand_f(&s) * 0.05f;
+			weights[e * per + i] = shared + 0.02f * test_rand_f(&s);
+			weights[(e + 1) * per + i] = shared + 0.02f * test_rand_f(&s);
+		}
+	}
+	for (int i = 0; i < E * D; i++)
+		tb->router[i] = 0.1f * test_rand_f(&s) + (i / D % 2 ? tb->router[i - D] * 0.5f : 0.0f);
+	for (int64_t i = 0; i < (int64_t)T * D; i++)
+		x[i] = test_rand_f(&s) + 0.3f * (float)((i / D) % 3);
+	for (int e = 0; e < E; e++) {
+		float *base = weights + e * per;
+		tb->identity[e] = e;
+		tb->experts[e] = (expert_weights){.gate = base, .up = base + F * D, .down = base + 2 * F * D, .d = D,
+						  .f = F, .act = MDL_ACT_SILU_GLU};
+	}
+	pipe_block *b = &tb->blk;
+	*b = (pipe_block){.block = 0, .E = E, .d = D, .f = F, .T = T, .act = MDL_ACT_SILU_GLU,
+			  .routing = {.top_k = TOPK, .renormalize = 1, .scale = 1.0f}, .router = tb->router,
+			  .weights = weights, .per_expert = per, .experts = tb->experts, .x = x,
+			  .identity = tb->identity};
+}
+
+/* Everything one run produces. */
+typedef struct {
+	pipe_stats stats;
+	plan p;
+	pipe_merged mg;
+	blk_eval_result eval;
+	ms_status st;
+} run_result;
+
+static void run_pipeline(const pipe_block *b, int threads, run_result *r)
+{
+	openblas_set_num_threads(threads);
+	CHECK(openblas_get_num_threads() == threads, "OpenBLAS runs %d threads, asked for %d",
+	      openblas_get_num_threads(), threads);
+	ms_error err = {0};
+	const char *labels[1] = {"0"};
+	pipe_analyze_options ao = {.bases = (1u << SIM_BASE_COUNT) - 1, .stable_ranks = 1, .reap = 1};
+	pipe_plan_options po = {.method = GRP_MSMOE, .base = SIM_ROUTER_LOGITS, .groups = G};
+	pipe_merge_options mo = pipe_merge_defaults();
+	r->st = pipe_analyze_block(b, &ao, &r->stats, &err);
+	if (r->st == MS_OK)
+		r->st = plan_init(&r->p, 1, E, labels) == 0 ? MS_OK : MS_ERR_NOMEM;
+	if (r->st == MS_OK)
+		r->st = pipe_make_plan(&r->stats, 1, &po, &r->p, &err);
+	if (r->st == MS_OK)
+		r->st = pipe_merge_block(b, &r->p, 0, &mo, &r->mg, &err);
+	if (r->st == MS_OK)
+		r->st = pipe_eval_block(b, &r->mg, &r->p, 0, 0, &r->eval, &err);
+	CHECK(r->st == MS_OK, "pipeline with %d threads: %s", threads, err.msg);
+}
+
+static void free_result(run_result *r)
+{
+	pipe_free_stats(&r->stats);
+	plan_free(&r->p);
+	pipe_free_merged(&r->mg);
+}
+
+static int same_doubles(const double *a, const double *b, size_t n)
+{
+	return (!a && !b) || (a && b && memcmp(a, b, n * sizeof *a) == 0);
+}
+
+static void compare_stats(const pipe_stats *a, const pipe_stats *b)
+{
+	CHECK(same_doubles(a->frequency, b->frequency, E), "frequencies differ");
+	CHECK(same_doubles(a->coact, b->coact, (size_t)E * E), "co-activation differs");
+	CHECK(a->usage_entropy == b->usage_entropy && a->cv == b->cv, "entropy or cv differs");
+	for (int base = 0; base < SIM_BASE_COUNT; base++) {
+		CHECK(a->similarity[base] != NULL, "%s similarity missing", sim_base_name((sim_base)base));
+		CHECK(same_doubles(a->similarity[base], b->similarity[base], (size_t)E * E), "%s similarity differs",
+		      sim_base_name((sim_base)base));
+		CHECK(same_doubles(a->distance[base], b->distance[base], (size_t)E * E), "%s distance differs",
+		      sim_base_name((sim_base)base));
+	}
+	CHECK(same_doubles(a->stable_rank, b->stable_rank, (size_t)E * MDL_NMAT), "stable ranks differ");
+	CHECK(same_doubles(a->reap, b->reap, E), "REAP saliency differs");
+}
+
+static void compare_merge(const run_result *a, const run_result *b)
+{
+	CHECK(memcmp(a->p.group, b->p.group, E * sizeof(int)) == 0, "plans group differently");
+	CHECK(memcmp(a->p.dominant, b->p.dominant, E) == 0, "plans pick different dominants");
+	CHECK(a->mg.n_slots == b->mg.n_slots && a->mg.n_router == b->mg.n_router, "merged layouts differ");
+	if (a->mg.n_slots != b->mg.n_slots || a->mg.n_router != b->mg.n_router)
+		return;
+	CHECK(memcmp(a->mg.weights, b->mg.weights, (size_t)a->mg.n_slots * a->mg.per_expert * sizeof(float)) == 0,
+	      "merged weights differ");
+	CHECK(memcmp(a->mg.router, b->mg.router, (size_t)a->mg.n_router * D * sizeof(float)) == 0,
+	      "fitted router rows differ");
+	CHECK(a->eval.rel_error == b->eval.rel_error, "layer error %.17g vs %.17g", a->eval.rel_error,
+	      b->eval.rel_error);
+	CHECK(a->eval.routing_agreement == b->eval.routing_agreement, "routing agreement differs");
+	CHECK(a->eval.flops_after == b->eval.flops_after, "FLOPs differ");
+}
+
+/* The pipeline gives the same bits with one and with two OpenBLAS threads. */
+static void test_one_and_two_threads_agree(void)
+{
+	static test_block tb;
+	float *weights = malloc((size_t)E * 3 * F * D * sizeof *weights); /* [E, 3 F D] */
+	float *x = malloc((size_t)T * D * sizeof *x);                    /* [T, D] */
+	CHECK(weights && x);
+	if (!weights || !x) {
+		free(weights);
+		free(x);
+		return;
+	}
+	fill_block(&tb, weights, x);
+	run_result one = {0}, two = {0};
+	run_pipeline(&tb.blk, 1, &one);
+	run_pipeline(&tb.blk, 2, &two);
+	if (one.st == MS_OK && two.st == MS_OK) {
+		compare_stats(&one.stats, &two.stats);
+		compare_merge(&one, &two);
+		/* The data is not degenerate: some experts merged, and the merge changed the output. */
+		CHECK(plan_groups(&one.p, 0) == G && one.eval.rel_error > 0.0, "G %d, error %g",
+		      plan_groups(&one.p, 0), one.eval.rel_error);
+	}
+	free_result(&one);
+	free_result(&two);
+	free(weights);
+	free(x);
+}
+
+/* A second run with the same thread count repeats itself exactly (no state carried between runs). */
+static void test_repeatable(void)
+{
+	static test_block tb;
+	float *weights = malloc((size_t)E * 3 * F * D * sizeof *weights);
+	float *x = malloc((size_t)T * D * sizeof *x);
+	CHECK(weights && x);
+	if (!weights || !x) {
+		free(weights);
+		free(x);
+		return;
+	}
+	fill_block(&tb, weights, x);
+	run_result a = {0}, b = {0};
+	run_pipeline(&tb.blk, 2, &a);
+	run_pipeline(&tb.blk, 2, &b);
+	if (a.st == MS_OK && b.st == MS_OK) {
+		compare_stats(&a.stats, &b.stats);
+		compare_merge(&a, &b);
+	}
+	free_result(&a);
+	free_result(&b);
+	free(weights);
+	free(x);
+}
+
+int main(void)
+{
+	RUN(test_one_and_two_threads_agree);
+	RUN(test_repeatable);
+	return test_summary();
+}
