@@ -211,7 +211,8 @@ typedef struct {
 	int evaluated, merged;   /* merged blocks evaluated / merged blocks */
 	int64_t params_saved;
 	double bytes_saved;
-	double mean_error;       /* NAN when no merged block is evaluated */
+	double mean_error;       /* over the evaluated and the unmerged blocks (error 0); NAN when no merged block is
+				  * evaluated */
 } app_totals;
 app_totals app_plan_totals(const app *a);
 

@@ -417,8 +417,9 @@ app_totals app_plan_totals(const app *a)
 		err_sum += ev->r.rel_error;
 	}
 	t.bytes_saved = (double)t.params_saved * (double)elem;
+	/* over every block, the unmerged ones with their error of 0, as the commit's summary counts it */
 	if (t.evaluated > 0)
-		t.mean_error = err_sum / t.evaluated;
+		t.mean_error = err_sum / (t.evaluated + a->n_blocks - t.merged);
 	return t;
 }
 

@@ -22,7 +22,7 @@ static void mode_line(const app *a, grid *g, grid_rect r)
 		grid_printf(g, r.x, r.y, r.w, GRID_EL_DEFAULT, 0, "rank: %d   [ ] change, r mode", c->rank);
 		break;
 	default:
-		grid_text(g, r.x, r.y, r.w, "no compression: r chooses a rank mode (energy, stable rank, fixed rank)",
+		grid_text(g, r.x, r.y, r.w, "no compression (r: energy, stable rank or fixed rank)",
 			  GRID_EL_DIM, 0);
 		break;
 	}
@@ -50,9 +50,10 @@ static void eval_lines(const app *a, grid *g, grid_rect r, int y)
 	views_format_count((double)ev->r.params_after, pa, sizeof pa);
 	views_format_count(ev->r.flops_before, fb, sizeof fb);
 	views_format_count(ev->r.flops_after, fa, sizeof fa);
-	grid_printf(g, r.x, y, r.w, GRID_EL_DEFAULT, 0, "output error %.4f  routing agreement %.4f  (%lld tokens)",
-		    ev->r.rel_error, ev->r.routing_agreement, (long long)ev->r.tokens);
-	grid_printf(g, r.x, y + 1, r.w, GRID_EL_DEFAULT, 0, "params %s -> %s  FLOPs/token %s -> %s", pb, pa, fb, fa);
+	grid_printf(g, r.x, y, r.w, GRID_EL_DEFAULT, 0, "output error %.4f  routing agreement %.4f", ev->r.rel_error,
+		    ev->r.routing_agreement);
+	grid_printf(g, r.x, y + 1, r.w, GRID_EL_DEFAULT, 0, "params %s -> %s  FLOPs/token %s -> %s  (%lld tokens)", pb,
+		    pa, fb, fa, (long long)ev->r.tokens);
 }
 
 static void matrix_rows(const app *a, grid *g, grid_rect r, int y)

@@ -117,8 +117,8 @@ static void header_totals(const app *a, grid *g, grid_rect r)
 	if (t.evaluated < t.merged)
 		snprintf(pending, sizeof pending, " (%d/%d blocks)", t.evaluated, t.merged);
 	grid_printf(g, r.x, r.y, r.w, GRID_EL_HEADER, 0,
-		    " plan  %d/%d experts  saves %s params (%s)  mean error %s%s%s", t.kept, t.experts, params, bytes,
-		    err, pending, app_dirty(a) ? "  modified" : "");
+		    " plan  %d/%d experts  saves %s params (%s)  mean error %s%s", t.kept, t.experts, params,
+		    bytes, err, pending);
 }
 
 static void header_settings(const app *a, grid *g, grid_rect r)
@@ -155,6 +155,9 @@ void views_tabs(const app *a, grid *g, grid_rect r)
 		x += grid_text(g, x, r.y, r.x + r.w - x, text, v == (int)a->view ? GRID_EL_TAB_ACTIVE : GRID_EL_TAB, 0);
 		x++;
 	}
+	/* like an editor's modified mark: the plan differs from the one last exported, imported or committed */
+	if (app_dirty(a) && x + 9 <= r.x + r.w)
+		grid_text(g, r.x + r.w - 9, r.y, 8, "modified", GRID_EL_TAB, GRID_BOLD);
 }
 
 static int label_width(const app *a)

@@ -329,6 +329,7 @@ static void test_app_per_block_plan(void)
 	CHECK(app_dirty(a));
 	app_totals t = app_plan_totals(a);
 	CHECK(t.kept == 9 && t.experts == 24 && t.evaluated == 3 && t.merged == 3);
+	CHECK_CLOSE(t.mean_error, (a->eval[0].r.rel_error + a->eval[1].r.rel_error + a->eval[2].r.rel_error) / 3, 1e-12);
 	/* the header says what the state holds */
 	app_draw(a);
 	CHECK(screen_has(&a->g, "9/24 experts"), "header: '%s'", row(&a->g, 1));
