@@ -53,8 +53,13 @@ for s in tests/cli/*.sh; do
 	run_suite "cli/$(basename "$s" .sh)" bash "$s" "$build"
 done
 
-# The kept fuzz corpus replayed through every parser target (no clang needed: a standalone driver).
+# The kept fuzz corpus replayed through every parser target (no clang needed: a standalone driver), then each
+# libFuzzer target fuzzed from that corpus for a few seconds when clang is installed (FUZZ_SMOKE_SECONDS, 20 by
+# default; 0 skips it).
 run_suite fuzz-replay env BUILD="$build" tests/fuzz/run.sh replay
+if [ "${FUZZ_SMOKE_SECONDS:-20}" -gt 0 ]; then
+	run_suite fuzz-smoke env BUILD="$build" tests/fuzz/run.sh smoke "${FUZZ_SMOKE_SECONDS:-20}"
+fi
 
 echo
 if [ ${#failed_suites[@]} -ne 0 ]; then

@@ -8,7 +8,11 @@
 #                                          git) and the script fails: fix the bug, then move the input into the
 #                                          corpus so that replay keeps checking it.
 #   tests/fuzz/run.sh replay [TARGET...]   build each target with $CC (ASan + UBSan, no libFuzzer needed) and run
-#                                          every kept input once: the smoke test for `make test`.
+#                                          every kept input once (part of `make test`).
+#   tests/fuzz/run.sh smoke SECONDS [TARGET...]
+#                                          fuzz each target for SECONDS starting from the kept corpus alone (a
+#                                          fresh work directory each run), as `make test` does for 20 s when
+#                                          clang is installed; without clang it says so and counts nothing.
 #
 # TARGET is plan, safetensors, config or calib (default: all). A target whose module is not written yet is
 # skipped with a note. Environment: BUILD (default build), CC (default cc), FUZZ_CC (default clang);
@@ -42,7 +46,16 @@ usage() {
 [ $# -ge 1 ] || usage
 mode=$1
 shift
+seconds=$mode
 case $mode in
+replay) ;;
+smoke)
+	[ $# -ge 1 ] || usage
+	seconds=$1
+	shift
+	;;
+esac
+case $seconds in
 replay) ;;
 *[!0-9]* | '') usage ;;
 esac
@@ -70,6 +83,11 @@ else
 	link_flags="$SAN -fsanitize=fuzzer"
 	driver=
 	if ! command -v "$cc" >/dev/null; then
+		if [ "$mode" = smoke ]; then # make test on a machine without clang: nothing to count, nothing failed
+			echo "fuzz smoke: skipped, $cc not found (scripts/deps.sh installs clang)"
+			echo "0 passed, 0 failed"
+			exit 0
+		fi
 		echo "fuzz: $cc not found; install clang (libFuzzer ships with it), or run '$0 replay'" >&2
 		exit 2
 	fi
@@ -111,15 +129,21 @@ missing_module() {
 	return 1
 }
 
-# libFuzzer: kept corpus read-only, new inputs in the work directory, artifacts checked afterwards.
+# libFuzzer: kept corpus read-only, new inputs in the work directory, artifacts checked afterwards. A smoke run
+# starts from an empty work directory, so that each `make test` fuzzes from the same place.
 fuzz_one() {
 	local t=$1 work=$BUILD/fuzz/work/$1 art=$BUILD/fuzz/artifacts/$1 log=$BUILD/fuzz/logs/$1.log
 	local dict=tests/fuzz/dict/$1.dict dict_arg=
+	if [ "$mode" = smoke ]; then
+		work=$BUILD/fuzz/smoke/$1
+		log=$BUILD/fuzz/logs/smoke-$1.log
+		rm -rf "$work"
+	fi
 	mkdir -p "$work" "$art" "$BUILD/fuzz/logs"
 	rm -f "$art"/*
 	[ -f "$dict" ] && dict_arg=-dict=$dict
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-		"$out/fuzz_$t" -max_total_time="$mode" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		"$out/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix="$art/" $dict_arg "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1
 	local rc=$?
 	if [ -n "$(ls -A "$art")" ]; then
@@ -134,7 +158,7 @@ fuzz_one() {
 		tail -n 8 "$log" | sed 's/^/    /'
 		return 1
 	fi
-	echo "fuzz $t: ok, $(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}') runs in ${mode}s," \
+	echo "fuzz $t: ok, $(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}') runs in ${seconds}s," \
 		"$(ls "$work" | wc -l) new inputs in $work"
 }
 
