@@ -39,6 +39,15 @@ static void print_block(const mdl_model *m, int b, const pipe_stats *s, sim_base
 	}
 }
 
+/* "block L: " in front of an analysis error that does not already say which block it is about. */
+static void name_block(ms_error *err, const char *label)
+{
+	char prefix[48];
+	int n = snprintf(prefix, sizeof prefix, "block %s", label);
+	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
+		ms_error_prefix(err, prefix);
+}
+
 typedef struct {
 	const char *model, *calib, *json;
 	unsigned bases;
@@ -105,6 +114,8 @@ int cmd_analyze(int argc, char **argv)
 		st = pipe_load_block(m, cal, b, &blk, &err);
 		if (st == MS_OK) {
 			st = pipe_analyze_block(&blk, &ao, &s, &err);
+			if (st != MS_OK)
+				name_block(&err, m->blocks[b].label);
 			pipe_free_block(&blk);
 		}
 		if (st != MS_OK)

@@ -63,6 +63,15 @@ static int parse_args(int argc, char **argv, eval_args *a)
 	return 0;
 }
 
+/* "block L: " in front of an analysis error that does not already say which block it is about. */
+static void name_block(ms_error *err, const char *label)
+{
+	char prefix[48];
+	int n = snprintf(prefix, sizeof prefix, "block %s", label);
+	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
+		ms_error_prefix(err, prefix);
+}
+
 /* The block with no plan: its output norm and MEO. */
 static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max_tokens, cJSON *jb,
 			    const char *label, ms_error *err)
@@ -171,6 +180,8 @@ int cmd_eval(int argc, char **argv)
 		cJSON *jb = report_block(report, m, b);
 		st = a.plan_path ? eval_planned(&blk, &p, b, &a.mo, a.eval_tokens, jb, &err)
 				 : eval_plain(&blk, cal, a.eval_tokens, jb, m->blocks[b].label, &err);
+		if (st != MS_OK)
+			name_block(&err, m->blocks[b].label);
 		pipe_free_block(&blk);
 	}
 	cli_progress("eval", m->n_blocks, m->n_blocks);

@@ -71,6 +71,15 @@ static int parse_args(int argc, char **argv, plan_args *a)
 	return 0;
 }
 
+/* "block L: " in front of an analysis error that does not already say which block it is about. */
+static void name_block(ms_error *err, const char *label)
+{
+	char prefix[48];
+	int n = snprintf(prefix, sizeof prefix, "block %s", label);
+	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
+		ms_error_prefix(err, prefix);
+}
+
 /* Statistics of every block: what grouping needs (the chosen base, REAP when pruning by it, stable ranks for the
  * plan's columns). */
 static ms_status all_stats(const mdl_model *m, const calib *cal, const pipe_plan_options *po, pipe_stats *stats,
@@ -88,6 +97,8 @@ static ms_status all_stats(const mdl_model *m, const calib *cal, const pipe_plan
 		if (st != MS_OK)
 			break;
 		st = pipe_analyze_block(&blk, &ao, &stats[b], err);
+		if (st != MS_OK)
+			name_block(err, m->blocks[b].label);
 		pipe_free_block(&blk);
 	}
 	cli_progress("plan", m->n_blocks, m->n_blocks);

@@ -387,6 +387,15 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	return MS_OK;
 }
 
+/* "block L: " in front of an analysis error that does not already say which block it is about. */
+static void name_block(ms_error *err, const char *label)
+{
+	char prefix[48];
+	int n = snprintf(prefix, sizeof prefix, "block %s", label);
+	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
+		ms_error_prefix(err, prefix);
+}
+
 /* Factored output declares every tensor before writing any, so the rank and residual size of each group's
  * matrices are found first by merging every block once (the write pass merges again). */
 static ms_status measure_factors(mrun_ctx *c, ms_error *err)
@@ -409,6 +418,8 @@ static ms_status measure_factors(mrun_ctx *c, ms_error *err)
 		if (st != MS_OK)
 			break;
 		st = pipe_merge_block(&blk, c->req->plan, b, &o, &mg, err);
+		if (st != MS_OK)
+			name_block(err, m->blocks[b].label);
 		if (st == MS_OK && mg.compression)
 			memcpy(&c->shapes[(size_t)b * m->n_experts * MDL_NMAT], mg.compression,
 			       (size_t)mg.groups * MDL_NMAT * sizeof *c->shapes);
@@ -433,8 +444,12 @@ static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 		if (st != MS_OK)
 			break;
 		st = pipe_merge_block(&blk, c->req->plan, b, &c->opts, &mg, err);
+		if (st != MS_OK)
+			name_block(err, c->m->blocks[b].label);
 		if (st == MS_OK) {
 			st = report_block_merge(c, b, &blk, &mg, err);
+			if (st != MS_OK)
+				name_block(err, c->m->blocks[b].label);
 			if (st == MS_OK)
 				st = write_block(c, b, &mg, err);
 			pipe_free_merged(&mg);

@@ -457,6 +457,18 @@ def nonfinite_cases():
          r"model\.safetensors: tensor 'extra\?\?\[2Jx': row 1: NaN or infinity; nothing was written",
          lambda d: write_model(d, calib=True, plan=True,
                                tensors=model_tensors() + [["extra\n\x1b[2Jx", "F32", [2, 2], [0.0, 1.0, -math.inf, 2.0]]]))
+    # finite but so large (1e30) that the computations overflow: the error names the block
+    scaled = lambda k, f: [[t[0], t[1], t[2], [v * f for v in t[3]]] if k in t[0] else t for t in model_tensors()]
+    write_model(os.path.join(CASES, "huge-experts"), tensors=scaled(".experts.", 1e30), calib=True, plan=True)
+    for cmd, line, why in (("analyze", ANALYZE + " --similarity expert-output", "expert-output similarity failed"),
+                           ("eval", EVAL, "aligning expert"),
+                           ("merge", MERGE, "aligning expert")):
+        case("huge-experts-" + cmd, line.replace("$CASE", "$BAD/cases/huge-experts"), 1,
+             r"^moescope: block 0: %s.*NaN or infinity" % why)
+    case("huge-calib-eval-meo", "$MOESCOPE eval $BASE --calib $CASE/calib.safetensors --json $OUT", 1,
+         r"^moescope: block 0: MEO: the errors are not finite",
+         lambda d: write_model(d, config=False, weights=False,
+                               calib=[[t[0], t[1], t[2], [v * 1e30 for v in t[3]]] for t in calib_tensors()]))
     # F16 experts whose values sit at the top of the F16 range: a rank-1 reconstruction overshoots 65504, which
     # is infinity once rounded to F16; merge must refuse rather than write it
     case("merge-overflows-f16", "$MOESCOPE merge $CASE --plan $CASE/plan.csv --calib $CASE/calib.safetensors --rank 1 "
@@ -559,6 +571,9 @@ def plan_cases():
          plan_only((hdr + "\xff\xfe0,0,0,1,0.25\n").encode("latin-1")))
     case("plan-number-overflow", MERGE_BASE_PLAN, 1, r"plan\.csv: line 2, column 2: expert '99999999999999999999' is not a number",
          plan_only(good.replace("0,0,0,1,", "0,99999999999999999999,0,1,", 1)))
+    case("plan-drops-a-whole-block", MERGE_BASE_PLAN, 1, r"^moescope: block 0: the plan keeps no expert$",
+         plan_only(hdr + "".join("0,%d,-1,0,0.25\n" % e for e in range(E)) + "".join(
+             "1,%d,%d,%d,0.25\n" % (e, e // 2, int(e % 2 == 0)) for e in range(E))))
     case("plan-is-directory", "$MOESCOPE merge $BASE --plan $BAD/cases --calib $BASE/calib.safetensors --out $OUT", 1,
          r"cases: is a directory, not a plan CSV", None)
     case("plan-eval-wrong-model", "$MOESCOPE eval $BASE --plan $CASE/plan.csv --calib $BASE/calib.safetensors --json $OUT",
