@@ -56,6 +56,8 @@ static void eval_lines(const app *a, grid *g, grid_rect r, int y)
 		    pa, fb, fa, (long long)ev->r.tokens);
 }
 
+/* One line per compressed matrix of each group's merged expert (a family without a gate has two), starting so
+ * that the group of the expert under the cursor is in view. */
 static void matrix_rows(const app *a, grid *g, grid_rect r, int y)
 {
 	const app_eval *ev = &a->eval[a->block];
@@ -63,20 +65,17 @@ static void matrix_rows(const app *a, grid *g, grid_rect r, int y)
 		return;
 	grid_text(g, r.x, y++, r.w, "group matrix  rank   energy   params before -> after    error", GRID_EL_LABEL,
 		  GRID_UNDERLINE);
-	const int rows = r.y + r.h - y;
-	const int n = ev->groups * MDL_NMAT;
-	const int first = views_scroll(n, rows, 0);
+	const int per = a->m->act == MDL_ACT_SILU_GLU ? MDL_NMAT : MDL_NMAT - 1, skip = MDL_NMAT - per;
+	const int n = ev->groups * per, rows = r.y + r.h - y;
+	const int cursor_group = a->cur.p.group[(size_t)a->block * a->E + a->expert];
+	const int first = views_scroll(n, rows, cursor_group > 0 ? cursor_group * per : 0);
 	for (int i = 0; i < rows && first + i < n; i++) {
-		const int grp = (first + i) / MDL_NMAT, m = (first + i) % MDL_NMAT;
-		const cmp_result *c = &ev->compression[first + i];
-		if (c->params_before == 0) {
-			grid_printf(g, r.x, y + i, r.w, GRID_EL_DIM, 0, "%5d %-6s  (none)", grp, mat_names[m]);
-			continue;
-		}
+		const int grp = (first + i) / per, m = (first + i) % per + skip;
+		const cmp_result *c = &ev->compression[(size_t)grp * MDL_NMAT + m];
 		char pb[16], pa[16];
 		views_format_count((double)c->params_before, pb, sizeof pb);
 		views_format_count((double)c->params_after, pa, sizeof pa);
-		grid_printf(g, r.x, y + i, r.w, c->compressed ? GRID_EL_DEFAULT : GRID_EL_DIM, 0,
+		grid_printf(g, r.x, y + i, r.w, c->compressed ? grid_group_element(grp) : GRID_EL_DIM, 0,
 			    "%5d %-6s %5d  %7.4f  %13s -> %-8s %7.4f", grp, mat_names[m], c->rank, c->energy_kept, pb, pa,
 			    c->rel_error);
 	}
