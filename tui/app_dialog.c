@@ -29,11 +29,14 @@ void app_open_prompt(app *a, app_prompt which, const char *initial)
 
 void app_open_commit(app *a)
 {
-	const char *dir = a->m->dir;
+	/* beside the model: "DIR-merged", from the absolute path so that "." gives a sensible name */
+	char *abs = realpath(a->m->dir, NULL);
+	const char *dir = abs ? abs : a->m->dir;
 	size_t n = strlen(dir);
 	while (n > 1 && dir[n - 1] == '/')
 		n--;
 	snprintf(a->dlg.input, sizeof a->dlg.input, "%.*s-merged", (int)n, dir);
+	free(abs);
 	snprintf(a->dlg.title, sizeof a->dlg.title, "Commit plan");
 	a->dlg.field = APP_COMMIT_DIR;
 	a->dlg.layout = a->mo.layout;

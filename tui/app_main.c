@@ -81,10 +81,10 @@ static int parse_args(int argc, char **argv, tui_args *t)
 static int list_keys(void)
 {
 	for (int i = 0; i < keys_count; i++) {
-		char name[16];
+		char name[16], where[128];
 		const keys_binding *k = &keys_table[i];
 		printf("%s\t%s\t%s\t%s\n", keys_format(k->key, name, sizeof name), k->name,
-		       k->flags ? "similarity view" : "everywhere", k->description);
+		       keys_where(k->flags, where, sizeof where), k->description);
 	}
 	return CLI_OK;
 }

@@ -175,12 +175,32 @@ static void keys_of(int i, char *out, size_t len)
 	}
 }
 
-static int help_section(char **s, size_t *n, size_t *cap, const char *title, int view_only)
+const char *keys_where(unsigned flags, char *buf, size_t len)
 {
+	if (!flags) {
+		snprintf(buf, len, "everywhere");
+		return buf;
+	}
+	size_t n = 0;
+	buf[0] = '\0';
+	for (int v = 0; v < APP_VIEW_COUNT && n < len; v++)
+		if (flags & KEYS_VIEW(v))
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "in the ", app_view_names[v]);
+	if (n < len)
+		snprintf(buf + n, len - n, " view");
+	return buf;
+}
+
+/* The lines of the bindings that apply where `flags` says, under a heading. */
+static int help_section(char **s, size_t *n, size_t *cap, unsigned flags)
+{
+	char title[128];
+	keys_where(flags, title, sizeof title);
+	title[0] = (char)(title[0] - 'a' + 'A');
 	if (append(s, n, cap, title) || append(s, n, cap, "\n"))
 		return -1;
 	for (int i = 0; i < keys_count; i++) {
-		if ((keys_table[i].flags != 0) != view_only || listed_before(i))
+		if (keys_table[i].flags != flags || listed_before(i))
 			continue;
 		char keys[64], line[256];
 		keys_of(i, keys, sizeof keys);
@@ -188,6 +208,15 @@ static int help_section(char **s, size_t *n, size_t *cap, const char *title, int
 		if (append(s, n, cap, line))
 			return -1;
 	}
+	return append(s, n, cap, "\n");
+}
+
+/* Whether an earlier row has the same place (its section is written already). */
+static int place_seen(int i)
+{
+	for (int j = 0; j < i; j++)
+		if (keys_table[j].flags == keys_table[i].flags)
+			return 1;
 	return 0;
 }
 
@@ -195,10 +224,14 @@ char *keys_help_text(void)
 {
 	char *s = NULL;
 	size_t n = 0, cap = 0;
-	if (help_section(&s, &n, &cap, "Everywhere", 0) || append(&s, &n, &cap, "\n") ||
-	    help_section(&s, &n, &cap, "In the similarity view", 1) ||
-	    append(&s, &n, &cap, "\nIn a dialog: type to edit, <Tab>/<Up>/<Down> move between fields, <Left>/<Right>/"
-				 "<Space> change a choice, <Enter> confirms, <Esc> cancels.\n")) {
+	int rc = help_section(&s, &n, &cap, 0);
+	for (int i = 0; rc == 0 && i < keys_count; i++)
+		if (keys_table[i].flags && !place_seen(i))
+			rc = help_section(&s, &n, &cap, keys_table[i].flags);
+	if (rc == 0)
+		rc = append(&s, &n, &cap, "In a dialog: type to edit, <Tab>/<Up>/<Down> move between fields, <Left>/<Right>/"
+					  "<Space> change a choice, <Enter> confirms, <Esc> cancels.\n");
+	if (rc != 0) {
 		free(s);
 		return NULL;
 	}

@@ -66,6 +66,9 @@ int keys_parse(const char *text);
 /* The name keys_parse reads back: "q", "<Up>", "<C-r>". Returns buf. */
 const char *keys_format(int key, char *buf, size_t len);
 
+/* Where bindings with these flags apply, in words: "everywhere", "in the Similarity view". Returns buf. */
+const char *keys_where(unsigned flags, char *buf, size_t len);
+
 /* The help text: one line per action, its keys then its description, grouped by where they apply, lines
  * separated by '\n'. Allocated; the caller frees it. NULL when out of memory. */
 char *keys_help_text(void);
