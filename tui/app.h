@@ -147,6 +147,9 @@ void app_free(app *a);
 
 /* Handles one key in the current mode; returns KEYS_* reaction flags (already acted on). */
 unsigned app_key(app *a, int key);
+/* A mouse click at (x, y) of the screen: a tab selects its view, a layer list row its block, a heatmap cell
+ * moves the cursor there (tui/app_actions.c). Ignored while a dialog is open. Returns KEYS_REDRAW or 0. */
+unsigned app_click(app *a, int x, int y);
 /* Applies the worker's results; returns 1 when the state changed. */
 int app_poll(app *a);
 /* Waits until the worker has nothing left to do, then applies its results. */
@@ -161,7 +164,7 @@ const grid_scheme *app_choose_scheme(int mono_flag, int colours);
 
 /* Runs the keys of a script without a terminal (tui/app_script.c), one per line: a character, a key name
  * (tui/keys.h: <Up>, <Enter>, <C-r>, ...), `type:TEXT` (types TEXT), `wait` (until the worker is idle),
- * `dump` (appends the screen to dump), `resize:WxH`; empty lines and lines starting "# " are skipped. The screen
+ * `dump` (appends the screen to dump), `resize:WxH`, `click:X,Y` (a mouse click); empty lines and lines starting "# " are skipped. The screen
  * is also dumped at the end. Returns 0, or 2 with a message naming the line of an entry it does not know. */
 int app_run_script(app *a, const char *script_path, FILE *dump, char *msg, size_t len);
 /* Runs the application on the terminal (tui/app_curses.c) until the user quits; dump (may be NULL) receives the

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tui/app.h"
+#include "tui/views.h"
 
 static void note(app *a, const char *text)
 {
@@ -309,4 +310,20 @@ unsigned app_act_quit(app *a)
 		return KEYS_QUIT;
 	a->mode = APP_MODE_CONFIRM;
 	return KEYS_REDRAW;
+}
+
+unsigned app_click(app *a, int x, int y)
+{
+	if (a->mode != APP_MODE_NORMAL)
+		return 0;
+	views_hit hit = views_hit_test(a, a->g.w, a->g.h, x, y);
+	switch (hit.kind) {
+	case VIEWS_HIT_TAB: return select_view(a, hit.index);
+	case VIEWS_HIT_BLOCK: return select_block(a, hit.index);
+	case VIEWS_HIT_CELL:
+		a->heat_row = hit.row;
+		a->expert = hit.col;
+		return KEYS_REDRAW;
+	default: return 0;
+	}
 }

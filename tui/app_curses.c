@@ -90,6 +90,8 @@ static int start_curses(app *a, int mono_flag, char *msg, size_t len)
 	}
 	a->scheme = app_choose_scheme(mono_flag, colours);
 	init_colours(a->scheme);
+	mousemask(BUTTON1_CLICKED | BUTTON1_PRESSED, NULL);  /* optional: keys do everything a click does */
+	mouseinterval(0);
 	return 0;
 }
 
@@ -123,6 +125,12 @@ int app_run_terminal(app *a, int mono_flag, FILE *dump, char *msg, size_t len)
 		int r = get_wch(&ch);
 		if (r == ERR)
 			continue;
+		MEVENT ev;
+		if (r == KEY_CODE_YES && ch == KEY_MOUSE) {
+			if (getmouse(&ev) == OK && (ev.bstate & (BUTTON1_CLICKED | BUTTON1_PRESSED)))
+				redraw |= app_click(a, ev.x, ev.y) != 0;
+			continue;
+		}
 		int key = translate(r, ch);
 		if (key == KEYS_RESIZE && resize_to_terminal(a) != 0)
 			rc = 1;

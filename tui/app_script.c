@@ -61,6 +61,11 @@ static int run_line(app *a, const char *line, FILE *dump, int *screens)
 			return -2;
 	} else if (strncmp(line, "type:", 5) == 0) {
 		type_text(a, line + 5);
+	} else if (strncmp(line, "click:", 6) == 0) {
+		if (sscanf(line + 6, "%d,%d", &w, &h) != 2)
+			return -1;
+		app_click(a, w, h);
+		app_poll(a);
 	} else if (strncmp(line, "resize:", 7) == 0) {
 		if (parse_size(line + 7, &w, &h) != 0 || app_resize(a, w, h) != 0)
 			return -1;

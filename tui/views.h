@@ -30,6 +30,17 @@ void views_ranks(const app *a, grid *g, grid_rect r);
 void views_groups(const app *a, grid *g, grid_rect r);
 void views_compress(const app *a, grid *g, grid_rect r);
 
+/* What a mouse click at (x, y) of a w x h screen points at, found by the same layout the drawing uses. */
+typedef enum { VIEWS_HIT_NONE, VIEWS_HIT_TAB, VIEWS_HIT_BLOCK, VIEWS_HIT_CELL } views_hit_kind;
+typedef struct {
+	views_hit_kind kind;
+	int index;        /* TAB: the view; BLOCK: the block */
+	int row, col;     /* CELL: the heatmap's row and column experts */
+} views_hit;
+views_hit views_hit_test(const app *a, int w, int h, int x, int y);
+/* The heatmap cell at (x, y) of the view's rectangle r: 1 with its experts, or 0. */
+int views_heatmap_hit(const app *a, grid_rect r, int x, int y, int *row, int *col);
+
 /* Overlays (tui/views_dialog.c). */
 void views_help(const app *a, grid *g, grid_rect r);
 void views_dialog(const app *a, grid *g, grid_rect r);

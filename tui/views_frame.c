@@ -145,12 +145,27 @@ void views_header(const app *a, grid *g, grid_rect r)
 	header_settings(a, g, (grid_rect){r.x, r.y + 2, r.w, 1});
 }
 
+/* Where tab v starts on the tab row and how wide it is. */
+static int tab_span(int v, int *width)
+{
+	int x = 1;
+	for (int i = 0; i <= v; i++) {
+		char text[48];
+		*width = snprintf(text, sizeof text, " %d %s ", i + 1, app_view_names[i]);
+		if (i < v)
+			x += *width + 1;
+	}
+	return x;
+}
+
 void views_tabs(const app *a, grid *g, grid_rect r)
 {
 	grid_fill(g, r, ' ', GRID_EL_TAB, 0);
 	int x = r.x + 1;
 	for (int v = 0; v < APP_VIEW_COUNT; v++) {
 		char text[48];
+		int w;
+		x = r.x + tab_span(v, &w);
 		snprintf(text, sizeof text, " %d %s ", v + 1, app_view_names[v]);
 		x += grid_text(g, x, r.y, r.x + r.w - x, text, v == (int)a->view ? GRID_EL_TAB_ACTIVE : GRID_EL_TAB, 0);
 		x++;
@@ -303,25 +318,64 @@ static void draw_view(const app *a, grid *g, grid_rect r)
 	grid_unclip(g);
 }
 
+/* The screen's parts: three header lines, the tabs, the body (the layer list, a rule, the view), the status
+ * line. */
+typedef struct {
+	grid_rect body, layers, view;
+} screen_layout;
+
+static int layout(const app *a, int W, int H, screen_layout *l)
+{
+	if (W < 20 || H < 8)
+		return -1;
+	l->body = (grid_rect){0, 4, W, H - 5};
+	int lw = views_layers_width(a, W);
+	if (lw > W / 2)
+		lw = W / 2;
+	l->layers = (grid_rect){0, l->body.y, lw, l->body.h};
+	l->view = (grid_rect){lw + 2, l->body.y, W - lw - 2, l->body.h};
+	return 0;
+}
+
+views_hit views_hit_test(const app *a, int w, int h, int x, int y)
+{
+	views_hit hit = {VIEWS_HIT_NONE, -1, -1, -1};
+	screen_layout l;
+	if (layout(a, w, h, &l) != 0 || x < 0 || y < 0 || x >= w || y >= h)
+		return hit;
+	for (int v = 0; y == 3 && v < APP_VIEW_COUNT; v++) {
+		int tw, tx = tab_span(v, &tw);
+		if (x >= tx && x < tx + tw)
+			return (views_hit){VIEWS_HIT_TAB, v, -1, -1};
+	}
+	const int rows = l.layers.h - 1;
+	if (x < l.layers.w && y > l.layers.y && y < l.layers.y + l.layers.h) {
+		int b = views_scroll(a->n_blocks, rows, a->block) + y - l.layers.y - 1;
+		if (b < a->n_blocks)
+			hit = (views_hit){VIEWS_HIT_BLOCK, b, -1, -1};
+	} else if (a->view == APP_VIEW_HEATMAP && views_heatmap_hit(a, l.view, x, y, &hit.row, &hit.col)) {
+		hit.kind = VIEWS_HIT_CELL;
+	}
+	return hit;
+}
+
 void views_draw(const app *a, grid *g)
 {
 	grid_clear(g);
 	const int W = g->w, H = g->h;
-	if (W < 20 || H < 8) {
+	screen_layout l;
+	if (layout(a, W, H, &l) != 0) {
 		grid_text(g, 0, 0, W, "screen too small", GRID_EL_ERROR, 0);
 		return;
 	}
+	const grid_rect body = l.body;
 	views_header(a, g, (grid_rect){0, 0, W, 3});
 	views_tabs(a, g, (grid_rect){0, 3, W, 1});
-	const grid_rect body = {0, 4, W, H - 5};
-	int lw = views_layers_width(a, W);
-	if (lw > W / 2)
-		lw = W / 2;
-	grid_clip(g, (grid_rect){0, body.y, lw, body.h});
-	views_layers(a, g, (grid_rect){0, body.y, lw, body.h});
+	grid_clip(g, l.layers);
+	views_layers(a, g, l.layers);
 	grid_unclip(g);
-	grid_fill(g, (grid_rect){lw, body.y, 1, body.h}, g->gl->vline, GRID_EL_FRAME, 0);
-	draw_view(a, g, (grid_rect){lw + 2, body.y, W - lw - 2, body.h});
+	grid_fill(g, (grid_rect){l.layers.w, body.y, 1, body.h}, g->gl->vline, GRID_EL_FRAME, 0);
+	draw_view(a, g, l.view);
 	if (a->mode == APP_MODE_HELP)
 		views_help(a, g, body);
 	else if (a->mode != APP_MODE_NORMAL)

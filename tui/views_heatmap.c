@@ -3,6 +3,7 @@
  * mapped cosines of a block often all lie above 0.5, and a fixed 0..1 scale would show one colour. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "tui/views.h"
 
@@ -94,6 +95,25 @@ static void explain(const app *a, grid *g, int x, int y, int w, const heat_layou
 		    h->sim[(size_t)i * E + j], sim_base_name(a->cur.base), gi, gj);
 }
 
+/* The layout of the cells inside body (below the title) for block b; 0, or -1 when nothing fits. order [E]
+ * receives the experts in display order. */
+static int heat_geometry(const app *a, grid_rect body, heat_layout *h, int *order)
+{
+	const int b = a->block, E = a->E;
+	memset(h, 0, sizeof *h);
+	h->sim = a->stats[b].similarity[a->cur.base];
+	const int avail_w = body.w - 4, avail_h = body.h - 4;  /* row labels; column labels, legend, explanation */
+	h->cw = avail_w >= 2 * E ? 2 : 1;
+	h->cols = avail_w / h->cw < E ? avail_w / h->cw : E;
+	h->rows = avail_h < E ? avail_h : E;
+	if (h->cols <= 0 || h->rows <= 0)
+		return -1;
+	app_expert_order(a, b, a->heat_by_group ? APP_ORDER_GROUP : APP_ORDER_INDEX, order);
+	h->row0 = views_scroll(E, h->rows, position(order, E, a->heat_row));
+	h->col0 = views_scroll(E, h->cols, position(order, E, a->expert));
+	return 0;
+}
+
 void views_heatmap(const app *a, grid *g, grid_rect r)
 {
 	const int b = a->block, E = a->E;
@@ -106,20 +126,29 @@ void views_heatmap(const app *a, grid *g, grid_rect r)
 		grid_text(g, body.x, body.y, body.w, wait, GRID_EL_DIM, 0);
 		return;
 	}
-	heat_layout h = {.sim = a->stats[b].similarity[a->cur.base]};
-	off_diagonal_range(h.sim, E, &h.lo, &h.hi);
-	const int avail_w = body.w - 4, avail_h = body.h - 4;  /* row labels; column labels, legend, explanation */
-	h.cw = avail_w >= 2 * E ? 2 : 1;
-	h.cols = avail_w / h.cw < E ? avail_w / h.cw : E;
-	h.rows = avail_h < E ? avail_h : E;
-	if (h.cols <= 0 || h.rows <= 0)
-		return;
+	heat_layout h;
 	int order[E];
-	app_expert_order(a, b, a->heat_by_group ? APP_ORDER_GROUP : APP_ORDER_INDEX, order);
-	h.row0 = views_scroll(E, h.rows, position(order, E, a->heat_row));
-	h.col0 = views_scroll(E, h.cols, position(order, E, a->expert));
+	if (heat_geometry(a, body, &h, order) != 0)
+		return;
+	off_diagonal_range(h.sim, E, &h.lo, &h.hi);
 	axis_labels(a, g, body, &h, order);
 	cells(a, g, body, &h, order);
 	legend(g, body.x, body.y + 2 + h.rows, body.w, &h);
 	explain(a, g, body.x, body.y + 3 + h.rows, body.w, &h);
+}
+
+int views_heatmap_hit(const app *a, grid_rect r, int x, int y, int *row, int *col)
+{
+	const int E = a->E;
+	grid_rect body = {r.x, r.y + 1, r.w, r.h - 1};
+	heat_layout h;
+	int order[E];
+	if (views_waiting(a, a->block, APP_HAVE_BASE(a->cur.base)) || heat_geometry(a, body, &h, order) != 0)
+		return 0;
+	const int i = y - (body.y + 1), j = x - (body.x + 4) >= 0 ? (x - (body.x + 4)) / h.cw : -1;
+	if (i < 0 || i >= h.rows || j < 0 || j >= h.cols)
+		return 0;
+	*row = order[h.row0 + i];
+	*col = order[h.col0 + j];
+	return 1;
 }

@@ -534,6 +534,63 @@ static void test_app_views_fit(void)
 	golden_close(&ga);
 }
 
+/* Clicks hit what is drawn there: every tab, every block row, every heatmap cell exactly once. */
+static void test_app_mouse(void)
+{
+	golden_app ga;
+	if (golden_open(&ga, 80, 24) != 0) {
+		CHECK(0, "golden case unavailable");
+		golden_close(&ga);
+		return;
+	}
+	app *a = &ga.a;
+	app_key(a, '2');
+	app_draw(a);
+	int tabs[APP_VIEW_COUNT] = {0}, blocks[3] = {0}, cells[64] = {0};
+	for (int y = 0; y < a->g.h; y++)
+		for (int x = 0; x < a->g.w; x++) {
+			views_hit h = views_hit_test(a, a->g.w, a->g.h, x, y);
+			if (h.kind == VIEWS_HIT_TAB)
+				tabs[h.index]++;
+			if (h.kind == VIEWS_HIT_BLOCK)
+				blocks[h.index]++;
+			if (h.kind == VIEWS_HIT_CELL) {
+				cells[h.row * 8 + h.col]++;
+				/* the glyph under the click is a heat shade, drawn in a heat colour */
+				const grid_cell *c = grid_at(&a->g, x, y);
+				CHECK(c->el >= GRID_EL_HEAT0 && c->el <= GRID_EL_HEAT4, "(%d, %d) is not a cell", x, y);
+			}
+		}
+	for (int v = 0; v < APP_VIEW_COUNT; v++)
+		CHECK(tabs[v] == grid_text_width(app_view_names[v]) + 4, "tab %d: %d columns", v, tabs[v]);
+	for (int b = 0; b < 3; b++)
+		CHECK(blocks[b] > 0, "block %d not clickable", b);
+	for (int i = 0; i < 64; i++)
+		CHECK(cells[i] == 2, "cell %d vs %d: %d columns", i / 8, i % 8, cells[i]);  /* two columns a cell */
+	for (int y = 0; y < a->g.h; y++)
+		for (int x = 0; x < a->g.w; x++) {
+			views_hit h = views_hit_test(a, a->g.w, a->g.h, x, y);
+			if (h.kind == VIEWS_HIT_CELL && h.row == 5 && h.col == 3) {
+				CHECK(app_click(a, x, y) == KEYS_REDRAW && a->heat_row == 5 && a->expert == 3);
+				y = a->g.h;
+				break;
+			}
+		}
+	for (int y = 0; y < a->g.h; y++)
+		for (int x = 0; x < a->g.w; x++) {
+			views_hit h = views_hit_test(a, a->g.w, a->g.h, x, y);
+			if (h.kind == VIEWS_HIT_BLOCK && h.index == 2) {
+				app_click(a, x, y);
+				y = a->g.h;
+				break;
+			}
+		}
+	CHECK(a->block == 2);
+	app_key(a, '?');
+	CHECK(app_click(a, 1, 5) == 0 && a->block == 2, "clicks do nothing under a dialog");
+	golden_close(&ga);
+}
+
 int main(void)
 {
 	setenv("OPENBLAS_NUM_THREADS", "1", 0);
@@ -551,5 +608,6 @@ int main(void)
 	RUN(test_app_commit_and_quit);
 	RUN(test_app_stale_evaluation);
 	RUN(test_app_views_fit);
+	RUN(test_app_mouse);
 	return test_summary();
 }
