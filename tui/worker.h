@@ -31,7 +31,7 @@ typedef struct {
 	plan p;                   /* EVAL, COMMIT: a copy the job owns */
 	pipe_merge_options mo;    /* EVAL */
 	int64_t eval_tokens;      /* EVAL */
-	mrun_request req;        /* COMMIT: its plan and out_dir are set to the job's own by worker_post */
+	mrun_request req;         /* COMMIT: its plan and out_dir are pointed at the job's own when it runs */
 	char out_dir[4096];       /* COMMIT */
 } work_job;
 
