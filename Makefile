@@ -52,9 +52,14 @@ $(BUILD)/moescope: $(OBJ)
 $(BUILD)/san/moescope: $(SAN_CORE) $(SAN_TUI)
 	$(CC) $(SAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/%: tests/%.c $(SAN_CORE)
+# The application's files without curses or main(): unit tests may link them (the grid, keys, views, state).
+TUI_UNIT_SRC := tui/grid.c tui/keys.c tui/worker.c tui/merge_run.c tui/report.c \
+	$(filter-out tui/app_main.c tui/app_curses.c,$(wildcard tui/app_*.c)) $(wildcard tui/views*.c)
+SAN_TUI_UNIT := $(patsubst %.c,$(BUILD)/san/%.o,$(TUI_UNIT_SRC))
+
+$(BUILD)/tests/%: tests/%.c $(SAN_CORE) $(SAN_TUI_UNIT)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(SAN_CORE) $(PKG_LIBS)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(SAN_CORE) $(SAN_TUI_UNIT) $(PKG_LIBS)
 
 $(SAMPLE_DIR)/.stamp: $(BUILD)/moescope
 	$(BUILD)/moescope samples $(SAMPLE_DIR)
