@@ -602,18 +602,16 @@ void pipe_free_stats(pipe_stats *s)
 	memset(s, 0, sizeof *s);
 }
 
-/* Stable rank of every matrix of every expert; NAN for an absent gate. */
-static ms_status block_stable_ranks(const pipe_block *blk, double tol, double *sr, ms_error *err)
+ms_status pipe_stable_ranks(const expert_weights *experts, int n, double tol, double *sr, ms_error *err)
 {
-	for (int e = 0; e < blk->E; e++) {
-		const expert_weights *w = &blk->experts[e];
+	for (int e = 0; e < n; e++) {
+		const expert_weights *w = &experts[e];
 		const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
 		for (int mat = 0; mat < MDL_NMAT; mat++) {
-			int rows, cols;
-			matrix_shape(blk, mat, &rows, &cols);
+			int rows = mat == MDL_DOWN ? w->d : w->f, cols = mat == MDL_DOWN ? w->f : w->d;
 			double *dst = &sr[(size_t)e * MDL_NMAT + mat];
 			*dst = NAN;
-			if (rows == 0 || !mats[mat])
+			if (!mats[mat])
 				continue;
 			ms_status st = srank_stable_rank(mats[mat], rows, cols, tol, dst);
 			if (st != MS_OK)
@@ -676,19 +674,24 @@ static ms_status weight_statistics(const pipe_block *blk, const pipe_analyze_opt
 	out->stable_rank = malloc((size_t)blk->E * MDL_NMAT * sizeof(double));
 	if (!out->stable_rank)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
-	return block_stable_ranks(blk, o->srank_tol > 0 ? o->srank_tol : 1e-4, out->stable_rank, err);
+	return pipe_stable_ranks(blk->experts, blk->E, o->srank_tol > 0 ? o->srank_tol : SRANK_DEFAULT_TOL,
+				 out->stable_rank, err);
 }
+
+/* The bases computed from weights alone, available without calibration tokens. */
+#define PIPE_WEIGHT_BASES ((1u << SIM_ROUTER_WEIGHT) | (1u << SIM_WEIGHT))
 
 ms_status pipe_analyze_block(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
 	out->E = blk->E;
 	out->T = blk->T;
-	if (blk->T <= 0 || !blk->x)
-		return ms_fail(err, MS_ERR_ARG, "analysis needs the calibration set");
+	const int tokens = blk->T > 0 && blk->x;
+	if (!tokens && ((o->bases & ~PIPE_WEIGHT_BASES) || o->reap))
+		return ms_fail(err, MS_ERR_ARG, "usage, router-logits, expert-output and REAP need the calibration set");
 	float *z = NULL, *w = NULL;
 	int *idx = NULL;
-	ms_status st = block_routing(blk, out, &z, &idx, &w, err);
+	ms_status st = tokens ? block_routing(blk, out, &z, &idx, &w, err) : MS_OK;
 	if (st == MS_OK)
 		st = block_similarities(blk, o->bases, z, out, err);
 	if (st == MS_OK)

@@ -64,10 +64,15 @@ typedef struct {
 	double *reap;                          /* [E] */
 } pipe_stats;
 
-/* Statistics of a loaded block (its calibration inputs are needed for everything but router-weight, weight and
- * stable ranks). */
+/* Statistics of a loaded block. Without calibration tokens (T == 0) only what weights alone give is computed:
+ * the router-weight and weight similarities and the stable ranks (frequency, coact stay NULL); asking for more is
+ * MS_ERR_ARG. */
 ms_status pipe_analyze_block(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out, ms_error *err);
 void pipe_free_stats(pipe_stats *s);
+
+/* Stable ranks of every matrix of n experts into sr [n, MDL_NMAT] (NAN where the family has no gate), sigma_max to
+ * relative accuracy tol. */
+ms_status pipe_stable_ranks(const expert_weights *experts, int n, double tol, double *sr, ms_error *err);
 
 /* How a plan is made from every block's statistics. */
 typedef struct {

@@ -79,56 +79,6 @@ static const pipe_block *get_block(worker *w, int b, ms_error *err)
 	return &w->cached;
 }
 
-/* Stable ranks of every matrix of n experts into sr [n, MDL_NMAT]; NAN where a family has no gate. */
-static ms_status expert_stable_ranks(const expert_weights *ex, int n, double tol, double *sr, ms_error *err)
-{
-	for (int e = 0; e < n; e++) {
-		const expert_weights *x = &ex[e];
-		const float *mats[MDL_NMAT] = {x->gate, x->up, x->down};
-		for (int mat = 0; mat < MDL_NMAT; mat++) {
-			int rows = mat == MDL_DOWN ? x->d : x->f, cols = mat == MDL_DOWN ? x->f : x->d;
-			double *dst = &sr[(size_t)e * MDL_NMAT + mat];
-			*dst = NAN;
-			if (!mats[mat])
-				continue;
-			ms_status st = srank_stable_rank(mats[mat], rows, cols, tol, dst);
-			if (st != MS_OK)
-				return ms_fail(err, st, "expert %d: stable rank failed: %s", e, ms_status_text(st));
-		}
-	}
-	return MS_OK;
-}
-
-/* Without calibration tokens pipe_analyze_block has nothing to route, so the weight-only statistics (the
- * router-weight and weight similarities, the stable ranks) are computed here from the same analysis calls. */
-static ms_status weight_only_stats(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *s,
-				   ms_error *err)
-{
-	memset(s, 0, sizeof *s);
-	s->E = blk->E;
-	const size_t EE = (size_t)blk->E * blk->E;
-	sim_inputs in = {.E = blk->E, .d = blk->d, .router = blk->router, .experts = blk->experts};
-	ms_status st = MS_OK;
-	for (int base = 0; st == MS_OK && base < SIM_BASE_COUNT; base++) {
-		if (!(o->bases & (1u << base)) || (base != SIM_ROUTER_WEIGHT && base != SIM_WEIGHT))
-			continue;
-		s->similarity[base] = malloc(EE * sizeof(double));
-		s->distance[base] = malloc(EE * sizeof(double));
-		if (!s->similarity[base] || !s->distance[base])
-			st = ms_fail(err, MS_ERR_NOMEM, "out of memory");
-		else if ((st = sim_compute((sim_base)base, &in, s->similarity[base], s->distance[base])) != MS_OK)
-			ms_fail(err, st, "%s similarity failed: %s", sim_base_name((sim_base)base), ms_status_text(st));
-	}
-	if (st == MS_OK && o->stable_ranks) {
-		s->stable_rank = malloc((size_t)blk->E * MDL_NMAT * sizeof(double));
-		st = s->stable_rank ? expert_stable_ranks(blk->experts, blk->E, SRANK_DEFAULT_TOL, s->stable_rank, err)
-				    : ms_fail(err, MS_ERR_NOMEM, "out of memory");
-	}
-	if (st != MS_OK)
-		pipe_free_stats(s);
-	return st;
-}
-
 static void run_stats(worker *w, const work_job *j, work_result *r)
 {
 	r->ao = j->ao;
@@ -137,12 +87,8 @@ static void run_stats(worker *w, const work_job *j, work_result *r)
 		r->status = r->err.code;
 		return;
 	}
-	if (w->cal) {
-		r->status = pipe_analyze_block(blk, &j->ao, &r->stats, &r->err);
-		r->routing = r->status == MS_OK;
-	} else {
-		r->status = weight_only_stats(blk, &j->ao, &r->stats, &r->err);
-	}
+	r->status = pipe_analyze_block(blk, &j->ao, &r->stats, &r->err);
+	r->routing = w->cal && r->status == MS_OK;
 }
 
 /* The merged block's figures: its evaluation, each group's merged expert's stable ranks, the compression. */
@@ -156,7 +102,7 @@ static ms_status eval_figures(const pipe_block *blk, const pipe_merged *mg, cons
 	r->merged_srank = malloc((size_t)G * MDL_NMAT * sizeof *r->merged_srank);
 	if (!r->merged_srank)
 		return ms_fail(&r->err, MS_ERR_NOMEM, "out of memory");
-	st = expert_stable_ranks(mg->experts, G, SRANK_DEFAULT_TOL, r->merged_srank, &r->err);
+	st = pipe_stable_ranks(mg->experts, G, SRANK_DEFAULT_TOL, r->merged_srank, &r->err);
 	if (st == MS_OK && mg->compression) {
 		r->compression = malloc((size_t)G * MDL_NMAT * sizeof *r->compression);
 		if (!r->compression)
