@@ -16,6 +16,7 @@
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/plan.h"
+#include "tui/autosave.h"
 #include "tui/grid.h"
 #include "tui/keys.h"
 #include "tui/merge_run.h"
@@ -34,6 +35,7 @@ typedef enum {
 	APP_MODE_PROGRESS,  /* a commit running; Esc cancels it */
 	APP_MODE_MESSAGE,   /* a result or an error; any key closes it */
 	APP_MODE_CONFIRM,   /* "plan not saved: quit anyway? y/n" */
+	APP_MODE_RESTORE,   /* "an unsaved plan ... was found: restore it? (y/n)" (tui/app_restore.c) */
 } app_mode;
 
 typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT } app_prompt;
@@ -89,6 +91,8 @@ typedef struct {
 	int64_t eval_tokens;     /* tokens per block evaluation */
 	worker_commit_fn commit; /* mrun_run, or a stand-in in tests */
 	mrun_request commit_defaults;
+	int autosave;            /* keep the plan in the XDG state directory after every change and offer it back
+				  * on opening (tui/autosave.h); 0 in unit tests that do not test it */
 } app_config;
 
 #define APP_UNDO_DEPTH 64
@@ -137,6 +141,14 @@ typedef struct app {
 	const grid_scheme *scheme;
 	worker *w;
 	unsigned commit_gen;     /* the commit job in flight */
+
+	/* the autosave (tui/app_restore.c) */
+	char autosave_path[AUTOSAVE_PATH_MAX]; /* "" when off */
+	autosave_identity autosave_id;
+	autosave_record *restore;  /* the autosave the restore dialog offers, NULL when none */
+	uint64_t autosave_print;   /* fingerprint (app_autosave_update) of the state the file now holds, or of the
+				    * clean state when there is no file */
+	uint64_t clean_print;      /* fingerprint at the last clean point: opening, export, commit */
 } app;
 
 /* Sets up the state for m and cal (may be NULL) and starts the worker on every block's statistics. 0, or -1
@@ -222,6 +234,19 @@ app_totals app_plan_totals(const app *a);
 /* Compression threshold steps (tui/app_actions.c): the value of step i of a mode, and how many steps it has. */
 int app_rank_steps(cmp_rank_mode mode);
 void app_apply_rank_step(app *a);
+
+/* The autosave (tui/app_restore.c). On opening: finds the model's autosave file and, when one is there, opens
+ * the restore dialog (or reports a broken or foreign one, which is removed). Off, with a note in the status line,
+ * when the model's path or the state directory cannot be used. */
+void app_autosave_open(app *a);
+/* After a key: writes the file when the settings or the plan the user chose changed, removes it when the state
+ * went back to the last clean point. A failure is reported in the status line. */
+void app_autosave_update(app *a);
+/* At a clean point (export, commit, quitting, a script's end): removes the file; nothing is unsaved. Keeps it
+ * while the restore dialog has not been answered. */
+void app_autosave_clean(app *a);
+/* The restore dialog: y restores the autosave (undoable), n or Esc discards it; other keys are ignored. */
+unsigned app_restore_key(app *a, int key);
 
 /* Dialogs (tui/app_dialog.c). */
 unsigned app_dialog_key(app *a, int key);

@@ -91,6 +91,7 @@ static void do_export(app *a, const char *path)
 	remember_saved(a);
 	a->mode = APP_MODE_NORMAL;
 	snprintf(a->message, sizeof a->message, "plan written to %s", path);
+	app_autosave_clean(a);
 }
 
 static void do_import(app *a, const char *path)
@@ -210,6 +211,7 @@ void app_commit_done(app *a, const work_result *r)
 		return;
 	}
 	remember_saved(a);
+	app_autosave_clean(a);  /* the commit keeps the plan beside the weights */
 	const mrun_summary *s = &r->summary;
 	char before[32], after[32];
 	views_format_bytes((double)s->bytes_before, before, sizeof before);
@@ -251,6 +253,7 @@ unsigned app_dialog_key(app *a, int key)
 	case APP_MODE_MESSAGE:
 		a->mode = APP_MODE_NORMAL;
 		return KEYS_REDRAW;
+	case APP_MODE_RESTORE: return app_restore_key(a, key);
 	case APP_MODE_CONFIRM:
 		if (key == 'y' || key == 'Y')
 			return KEYS_QUIT;

@@ -101,6 +101,7 @@ static int run(const tui_args *t, mdl_model *m, calib *cal)
 	app_config cfg = {
 		.ascii = want_ascii(t->ascii), .mono = t->mono, .width = t->width, .height = t->height,
 		.eval_tokens = t->eval_tokens, .commit = mrun_run, .commit_defaults = mrun_request_defaults(),
+		.autosave = 1,
 	};
 	FILE *dump = NULL;
 	if (t->dump && !(dump = fopen(t->dump, "w"))) {

@@ -104,6 +104,8 @@ int app_run_script(app *a, const char *script_path, FILE *dump, char *msg, size_
 		}
 	}
 	fclose(f);
+	/* The script ran to its end (or to a quit): a clean exit, which leaves no autosave to restore. */
+	app_autosave_clean(a);
 	if (rc == 0) {
 		app_poll(a);
 		if (dump_screen(a, dump, &screens) != 0) {

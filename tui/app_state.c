@@ -81,6 +81,8 @@ int app_init(app *a, const mdl_model *m, const calib *cal, const app_config *cfg
 		return -1;
 	}
 	app_request_stats(a, -1);
+	if (cfg->autosave)
+		app_autosave_open(a);
 	return 0;
 }
 
@@ -105,6 +107,9 @@ void app_free(app *a)
 	for (int i = 0; i < a->n_redo; i++)
 		app_plan_state_free(&a->redo[i]);
 	plan_free(&a->saved);
+	if (a->restore)
+		autosave_record_free(a->restore);
+	free(a->restore);
 	grid_free(&a->g);
 	memset(a, 0, sizeof *a);
 }
@@ -264,5 +269,9 @@ unsigned app_key(app *a, int key)
 		flags = kb ? kb->action(a) : 0;
 	}
 	react(a, flags);
+	if (a->quit)
+		app_autosave_clean(a);  /* quitting by a key is a clean exit; a signal or a crash keeps the file */
+	else
+		app_autosave_update(a);
 	return flags | KEYS_REDRAW;
 }

@@ -1,5 +1,5 @@
 /* Overlays: the help screen (generated from the key table) and the dialogs (path prompt, commit, progress,
- * messages, the quit question), each a framed box over the body. */
+ * messages, the quit question, the offer to restore an autosave), each a framed box over the body. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,20 +131,24 @@ static void progress_dialog(const app *a, grid *g, grid_rect r)
 	grid_text(g, in.x, in.y + 3, in.w, "Esc cancels (nothing is left behind)", GRID_EL_DIM, 0);
 }
 
+/* The dialog's text in a box as tall as it needs, with a hint on its last line. */
+static void text_dialog(const app *a, grid *g, grid_rect r, const char *hint)
+{
+	const int w = r.w < 72 ? r.w : 72;
+	const int h = text_lines(NULL, (grid_rect){0, 0, w - 4, 1}, 0, a->dlg.text, 0, GRID_EL_DIALOG) + 4;
+	grid_rect in = box(g, r, w, h, a->dlg.title, a->dlg.is_error ? GRID_EL_ERROR : GRID_EL_FRAME);
+	text_lines(g, in, in.y, a->dlg.text, 0, GRID_EL_DIALOG);
+	grid_text(g, in.x, in.y + in.h - 1, in.w, hint, GRID_EL_DIM, 0);
+}
+
 void views_dialog(const app *a, grid *g, grid_rect r)
 {
 	switch (a->mode) {
 	case APP_MODE_PROMPT: prompt_dialog(a, g, r); break;
 	case APP_MODE_COMMIT: commit_dialog(a, g, r); break;
 	case APP_MODE_PROGRESS: progress_dialog(a, g, r); break;
-	case APP_MODE_MESSAGE: {
-		const int w = r.w < 72 ? r.w : 72;
-		const int h = text_lines(NULL, (grid_rect){0, 0, w - 4, 1}, 0, a->dlg.text, 0, GRID_EL_DIALOG) + 4;
-		grid_rect in = box(g, r, w, h, a->dlg.title, a->dlg.is_error ? GRID_EL_ERROR : GRID_EL_FRAME);
-		text_lines(g, in, in.y, a->dlg.text, 0, GRID_EL_DIALOG);
-		grid_text(g, in.x, in.y + in.h - 1, in.w, "press any key", GRID_EL_DIM, 0);
-		break;
-	}
+	case APP_MODE_MESSAGE: text_dialog(a, g, r, "press any key"); break;
+	case APP_MODE_RESTORE: text_dialog(a, g, r, "y restores it, n discards it"); break;
 	case APP_MODE_CONFIRM: {
 		grid_rect in = box(g, r, 44, 3, "Quit", GRID_EL_FRAME);
 		grid_text(g, in.x, in.y, in.w, "plan not saved: quit anyway? y/n", GRID_EL_DIALOG, GRID_BOLD);
