@@ -366,7 +366,7 @@ static int parse_int(const char **s, long long lo, long long hi, long long *v)
 static ms_status parse_list(hdr *h, const char *key, const char *s, long long *v, int n, long long lo, long long hi)
 {
 	for (int i = 0; i < n; i++) {
-		if ((i > 0 && *s++ != ' ') || parse_int(&s, lo, hi, &v[i]) != 0)
+		if ((i > 0 && *s++ != ' ') || parse_int(&s, lo, hi, &v[i]) != 0 || (*s != ' ' && *s != '\0'))
 			return hdr_fail(h, MS_ERR_IO, "%s: value %d is missing or not a whole number in %lld..%lld", key,
 					i + 1, lo, hi);
 	}
