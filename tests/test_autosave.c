@@ -597,6 +597,38 @@ static void test_app_writes_and_removes(void)
 	unsetenv("XDG_STATE_HOME");
 }
 
+/* G lowered before the block's statistics are in: the file first holds the new G with the old grouping, then,
+ * once the statistics land and remake the block, the new grouping. (When the statistics win the race the file
+ * has it at once; either way it ends up with it.) */
+static void test_app_rewrites_when_statistics_land(void)
+{
+	char state[512];
+	fresh_dir(state, sizeof state, "app-state3");
+	setenv("XDG_STATE_HOME", state, 1);
+	ms_error err = {0};
+	golden_app ga;
+	memset(&ga, 0, sizeof ga);
+	CHECK(mdl_open(GOLDEN "/model", &ga.m, &err) == MS_OK && calib_open(GOLDEN "/calib.safetensors", ga.m, &ga.cal,
+									&err) == MS_OK, "%s", err.msg);
+	app_config cfg = {.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1};
+	if (!ga.cal || app_init(&ga.a, ga.m, ga.cal, &cfg, &err) != 0) {
+		CHECK(0, "%s", err.msg);
+		close_app(&ga);
+		return;
+	}
+	app_key(&ga.a, '-');  /* no waiting */
+	CHECK(file_has(ga.a.autosave_path, "\ngroups 7 8 8\n"));
+	app_wait_idle(&ga.a);
+	autosave_record r;
+	const char *lab[3] = {"0", "1", "2"};
+	CHECK(autosave_read(ga.a.autosave_path, &ga.a.autosave_id, 3, 8, lab, &r, &err) == MS_OK, "%s", err.msg);
+	CHECK(plan_groups(&r.p, 0) == 7 && plan_groups(&r.p, 1) == 8, "block 0 has %d groups in the file",
+	      plan_groups(&r.p, 0));
+	autosave_record_free(&r);
+	close_app(&ga);
+	unsetenv("XDG_STATE_HOME");
+}
+
 static void test_app_restores(void)
 {
 	char state[512];
@@ -697,6 +729,7 @@ int main(void)
 	RUN(test_write_errors);
 	RUN(test_format_time);
 	RUN(test_app_writes_and_removes);
+	RUN(test_app_rewrites_when_statistics_land);
 	RUN(test_app_restores);
 	RUN(test_app_without_state_dir);
 	char cmd[400];

@@ -146,9 +146,9 @@ typedef struct app {
 	char autosave_path[AUTOSAVE_PATH_MAX]; /* "" when off */
 	autosave_identity autosave_id;
 	autosave_record *restore;  /* the autosave the restore dialog offers, NULL when none */
-	uint64_t autosave_print;   /* fingerprint (app_autosave_update) of the state the file now holds, or of the
-				    * clean state when there is no file */
-	uint64_t clean_print;      /* fingerprint at the last clean point: opening, export, commit */
+	uint64_t autosave_print;   /* fingerprint of what the file holds (tui/app_restore.c); 0: no file */
+	uint64_t clean_print;      /* fingerprint of what the user chose at the last clean point: opening, export,
+				    * commit */
 } app;
 
 /* Sets up the state for m and cal (may be NULL) and starts the worker on every block's statistics. 0, or -1
@@ -239,8 +239,9 @@ void app_apply_rank_step(app *a);
  * the restore dialog (or reports a broken or foreign one, which is removed). Off, with a note in the status line,
  * when the model's path or the state directory cannot be used. */
 void app_autosave_open(app *a);
-/* After a key: writes the file when the settings or the plan the user chose changed, removes it when the state
- * went back to the last clean point. A failure is reported in the status line. */
+/* After a key or results from the worker: writes the file when what the user chose differs from the last clean
+ * point and the plan or its settings changed, removes it when they went back to the clean point. A failure is
+ * reported in the status line. */
 void app_autosave_update(app *a);
 /* At a clean point (export, commit, quitting, a script's end): removes the file; nothing is unsaved. Keeps it
  * while the restore dialog has not been answered. */

@@ -1,10 +1,12 @@
-/* The autosave in the application (tui/autosave.h is the file): written after every key that changed what the
- * user chose, removed at every clean point, offered back on opening.
+/* The autosave in the application (tui/autosave.h is the file): written after every change of what the user
+ * chose, removed at every clean point, offered back on opening.
  *
  * What the user chose is the settings, each block's G and whether its grouping was set by hand, and the
- * grouping of the blocks set by hand; the other blocks' groupings follow from those and the statistics. A
- * fingerprint of exactly that decides when to write, so statistics landing or the cursor moving write nothing,
- * and a session in which nothing was changed leaves no file. */
+ * grouping of the blocks set by hand; the other blocks' groupings follow from those and the statistics. While
+ * that differs from the last clean point (opening, export, commit) the file exists and holds the whole current
+ * plan: it is rewritten when the plan changes, also when statistics landing remake a block the user gave a new
+ * G before they were in. The cursor moving writes nothing, and a session in which nothing was changed, or
+ * everything undone, leaves no file. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +25,8 @@ static autosave_settings current_settings(const app *a)
 	return s;
 }
 
-static uint64_t state_print(const app *a)
+/* A fingerprint of what the user chose. */
+static uint64_t user_print(const app *a)
 {
 	const autosave_settings s = current_settings(a);
 	const int fields[] = {(int)s.method, (int)s.base, (int)s.weighting, (int)s.align, (int)s.rank_mode,
@@ -39,6 +42,16 @@ static uint64_t state_print(const app *a)
 		h = autosave_fnv1a(h, a->cur.p.dominant + (size_t)b * E, (size_t)E);
 	}
 	return h;
+}
+
+/* A fingerprint of what the file holds: what the user chose and every block's grouping. Never 0, which stands
+ * for "no file". */
+static uint64_t file_print(const app *a, uint64_t user)
+{
+	const size_t n = (size_t)a->n_blocks * (size_t)a->E;
+	uint64_t h = autosave_fnv1a(user, a->cur.p.group, n * sizeof *a->cur.p.group);
+	h = autosave_fnv1a(h, a->cur.p.dominant, n);
+	return h ? h : 1;
 }
 
 /* The calibration set's canonical path, "" without one. */
@@ -71,14 +84,18 @@ void app_autosave_update(app *a)
 {
 	if (!a->autosave_path[0] || a->restore)
 		return;  /* off, or the file is still the one the dialog offers */
-	const uint64_t print = state_print(a);
+	const uint64_t user = user_print(a);
+	if (user == a->clean_print) {
+		if (a->autosave_print)
+			autosave_remove(a->autosave_path);  /* undone back to what was saved: nothing to keep */
+		a->autosave_print = 0;
+		return;
+	}
+	const uint64_t print = file_print(a, user);
 	if (print == a->autosave_print)
 		return;
-	a->autosave_print = print;
-	if (print == a->clean_print)
-		autosave_remove(a->autosave_path);  /* undone back to what was saved: nothing to keep */
-	else
-		write_now(a);
+	a->autosave_print = print;  /* also when writing fails: the next change tries again, not every poll */
+	write_now(a);
 }
 
 void app_autosave_clean(app *a)
@@ -90,7 +107,8 @@ void app_autosave_clean(app *a)
 			 strerror(errno));
 		a->message_error = 1;
 	}
-	a->clean_print = a->autosave_print = state_print(a);
+	a->clean_print = user_print(a);
+	a->autosave_print = 0;
 }
 
 /* ---- offering the autosave back ---- */
@@ -163,7 +181,8 @@ void app_autosave_open(app *a)
 		a->message_error = 1;
 		return;
 	}
-	a->clean_print = a->autosave_print = state_print(a);
+	a->clean_print = user_print(a);
+	a->autosave_print = 0;
 	offer(a);
 }
 
@@ -193,7 +212,7 @@ static void restore(app *a, autosave_record *r)
 	app_replan(a, -1);
 	app_schedule_evals(a, &before, 1);
 	plan_free(&before);
-	a->autosave_print = state_print(a);  /* what the file holds */
+	a->autosave_print = file_print(a, user_print(a));  /* what the file holds, near enough: rewritten when not */
 	char when[64];
 	autosave_format_time(r->saved, when, sizeof when);
 	snprintf(a->message, sizeof a->message, "plan restored from the autosave of %s (u undoes)", when);

@@ -215,6 +215,8 @@ int app_poll(app *a)
 		work_result_free(r);
 		changed = 1;
 	}
+	if (changed)
+		app_autosave_update(a);  /* statistics landing may remake a block whose G the user changed */
 	return changed;
 }
 
