@@ -177,7 +177,9 @@ const grid_scheme *app_choose_scheme(int mono_flag, int colours);
 /* Runs the keys of a script without a terminal (tui/app_script.c), one per line: a character, a key name
  * (tui/keys.h: <Up>, <Enter>, <C-r>, ...), `type:TEXT` (types TEXT), `wait` (until the worker is idle),
  * `dump` (appends the screen to dump), `resize:WxH`, `click:X,Y` (a mouse click); empty lines and lines starting "# " are skipped. The screen
- * is also dumped at the end. Returns 0, or 2 with a message naming the line of an entry it does not know. */
+ * is also dumped at the end. The script's end is a clean exit, like quitting: it removes the autosave (unless the
+ * restore dialog is still unanswered). Returns 0, or 2 with a message naming the line of an entry it does not
+ * know. */
 int app_run_script(app *a, const char *script_path, FILE *dump, char *msg, size_t len);
 /* Runs the application on the terminal (tui/app_curses.c) until the user quits; dump (may be NULL) receives the
  * last screen. Returns 0, or 1 with a message when the terminal cannot be used. */

@@ -221,7 +221,8 @@ static ms_status check_record(const char *path, const autosave_record *r, ms_err
 		return ms_fail(err, MS_ERR_ARG, "%s: a setting out of range", path);
 	for (int b = 0; b < r->p.n_blocks; b++)
 		if (r->groups[b] < 1 || r->groups[b] > r->p.n_experts || r->edited[b] > 1)
-			return ms_fail(err, MS_ERR_ARG, "%s: block %d: G %d out of range", path, b, r->groups[b]);
+			return ms_fail(err, MS_ERR_ARG, "%s: block %d: G %d or its edited flag out of range", path, b,
+				       r->groups[b]);
 	return MS_OK;
 }
 
