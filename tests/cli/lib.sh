@@ -8,6 +8,8 @@ _pass=0
 _fail=0
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moescope-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
+# The application autosaves plans under XDG_STATE_HOME: tests keep theirs apart from the user's.
+export XDG_STATE_HOME="$TMP/state"
 
 pass() { _pass=$((_pass + 1)); echo "ok   $1"; }
 fail() { _fail=$((_fail + 1)); echo "FAIL $1${2:+: $2}"; }
