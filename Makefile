@@ -52,12 +52,19 @@ $(BUILD)/moescope: $(OBJ)
 $(BUILD)/san/moescope: $(SAN_CORE) $(SAN_TUI)
 	$(CC) $(SAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
 
-# The application's files without curses or main(): unit tests may link them (the grid, keys, views, state).
+# The application's files without curses or main(): the unit tests of the application (those including a tui/
+# header) link them; every other unit test links io/, analysis/ and samples/ alone.
 TUI_UNIT_SRC := tui/grid.c tui/keys.c tui/worker.c tui/merge_run.c tui/report.c \
 	$(filter-out tui/app_main.c tui/app_curses.c,$(wildcard tui/app_*.c)) $(wildcard tui/views*.c)
 SAN_TUI_UNIT := $(patsubst %.c,$(BUILD)/san/%.o,$(TUI_UNIT_SRC))
+UI_TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(shell grep -l '^\#include "tui/' $(TEST_SRC) 2>/dev/null))
+CORE_TESTS   := $(filter-out $(UI_TESTS),$(TESTS))
 
-$(BUILD)/tests/%: tests/%.c $(SAN_CORE) $(SAN_TUI_UNIT)
+$(CORE_TESTS): $(BUILD)/tests/%: tests/%.c $(SAN_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(SAN_CORE) $(PKG_LIBS)
+
+$(UI_TESTS): $(BUILD)/tests/%: tests/%.c $(SAN_CORE) $(SAN_TUI_UNIT)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(SAN_CORE) $(SAN_TUI_UNIT) $(PKG_LIBS)
 

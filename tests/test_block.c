@@ -6,69 +6,10 @@
 #include <string.h>
 
 #include "analysis/block.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
 
 #define MAX_ROWS 64
-
-/* E experts with their router rows, bound as expert_weights; slot is the identity. */
-typedef struct {
-	int E, d, f;
-	mdl_act act;
-	float *weights;       /* [E, per expert]: gate [f, d] (when gated), up [f, d], down [d, f] */
-	float *router;        /* [E, d] */
-	expert_weights *ex;   /* [E] */
-	int *slot;            /* [E] */
-} bank;
-
-static float *rand_floats(int64_t n, float scale, unsigned long long *seed)
-{
-	float *v = malloc((size_t)n * sizeof *v);
-	for (int64_t i = 0; i < n; i++)
-		v[i] = scale * test_rand_f(seed);
-	return v;
-}
-
-static void bank_bind(bank *b)
-{
-	const int64_t fd = (int64_t)b->f * b->d, per = fd * (b->act == MDL_ACT_SILU_GLU ? 3 : 2);
-	for (int e = 0; e < b->E; e++) {
-		float *base = b->weights + e * per;
-		int gated = b->act == MDL_ACT_SILU_GLU;
-		b->ex[e] = (expert_weights){.gate = gated ? base : NULL, .up = base + (gated ? fd : 0),
-					    .down = base + (gated ? 2 * fd : fd), .d = b->d, .f = b->f, .act = b->act};
-		b->slot[e] = e;
-	}
-}
-
-static void bank_init(bank *b, int E, int d, int f, mdl_act act, unsigned long long *seed)
-{
-	*b = (bank){.E = E, .d = d, .f = f, .act = act};
-	const int64_t per = (int64_t)f * d * (act == MDL_ACT_SILU_GLU ? 3 : 2);
-	b->weights = rand_floats(E * per, 1.0f / sqrtf((float)d), seed);
-	b->router = rand_floats((int64_t)E * d, 1.0f, seed);
-	b->ex = malloc((size_t)E * sizeof *b->ex);
-	b->slot = malloc((size_t)E * sizeof *b->slot);
-	bank_bind(b);
-}
-
-static void bank_free(bank *b)
-{
-	free(b->weights);
-	free(b->router);
-	free(b->ex);
-	free(b->slot);
-}
-
-static int64_t bank_per_expert(const bank *b)
-{
-	return (int64_t)b->f * b->d * (b->act == MDL_ACT_SILU_GLU ? 3 : 2);
-}
-
-static blk_config bank_config(const bank *b, mdl_routing r)
-{
-	return (blk_config){.n_router = b->E, .router = b->router, .slot = b->slot, .n_slots = b->E,
-			    .experts = b->ex, .routing = r, .d = b->d};
-}
 
 /* ---- the reference: one token at a time, in double, in plain loops ---- */
 

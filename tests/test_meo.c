@@ -6,61 +6,8 @@
 #include <string.h>
 
 #include "analysis/meo.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
-
-/* E experts with their router rows, bound as expert_weights; slot is the identity. */
-typedef struct {
-	int E, d, f;
-	mdl_act act;
-	float *weights;       /* [E, per expert]: gate [f, d] (when gated), up [f, d], down [d, f] */
-	float *router;        /* [E, d] */
-	expert_weights *ex;   /* [E] */
-	int *slot;            /* [E] */
-} bank;
-
-static float *rand_floats(int64_t n, float scale, unsigned long long *seed)
-{
-	float *v = malloc((size_t)n * sizeof *v);
-	for (int64_t i = 0; i < n; i++)
-		v[i] = scale * test_rand_f(seed);
-	return v;
-}
-
-static int64_t per_expert(int d, int f, mdl_act act)
-{
-	return (int64_t)f * d * (act == MDL_ACT_SILU_GLU ? 3 : 2);
-}
-
-static void bank_init(bank *b, int E, int d, int f, mdl_act act, unsigned long long *seed)
-{
-	*b = (bank){.E = E, .d = d, .f = f, .act = act};
-	const int64_t fd = (int64_t)f * d, per = per_expert(d, f, act);
-	const int gated = act == MDL_ACT_SILU_GLU;
-	b->weights = rand_floats(E * per, 1.0f / sqrtf((float)d), seed);
-	b->router = rand_floats((int64_t)E * d, 1.0f, seed);
-	b->ex = malloc((size_t)E * sizeof *b->ex);
-	b->slot = malloc((size_t)E * sizeof *b->slot);
-	for (int e = 0; e < E; e++) {
-		float *base = b->weights + e * per;
-		b->ex[e] = (expert_weights){.gate = gated ? base : NULL, .up = base + (gated ? fd : 0),
-					    .down = base + (gated ? 2 * fd : fd), .d = d, .f = f, .act = act};
-		b->slot[e] = e;
-	}
-}
-
-static void bank_free(bank *b)
-{
-	free(b->weights);
-	free(b->router);
-	free(b->ex);
-	free(b->slot);
-}
-
-static blk_config bank_config(const bank *b, mdl_routing r)
-{
-	return (blk_config){.n_router = b->E, .router = b->router, .slot = b->slot, .n_slots = b->E,
-			    .experts = b->ex, .routing = r, .d = b->d};
-}
 
 /* ---- the reference ---- */
 
@@ -68,7 +15,7 @@ static blk_config bank_config(const bank *b, mdl_routing r)
 static void ref_mixed(const bank *b, const double *coef, const float *x, double *out)
 {
 	const int d = b->d, f = b->f, gated = b->act == MDL_ACT_SILU_GLU;
-	const int64_t per = per_expert(d, f, b->act), fd = (int64_t)f * d;
+	const int64_t per = bank_per_expert(b), fd = (int64_t)f * d;
 	double *mix = calloc((size_t)per, sizeof *mix), *h = malloc((size_t)f * sizeof *h);
 	for (int e = 0; e < b->E; e++)
 		for (int64_t i = 0; i < per; i++)
@@ -257,7 +204,7 @@ static void test_identical_experts(void)
 	unsigned long long seed = 6;
 	bank b;
 	bank_init(&b, 5, 16, 20, MDL_ACT_SILU_GLU, &seed);
-	const int64_t per = per_expert(16, 20, MDL_ACT_SILU_GLU);
+	const int64_t per = (int64_t)20 * 16 * 3;
 	for (int e = 1; e < 5; e++)
 		memcpy(b.weights + e * per, b.weights, (size_t)per * sizeof(float));
 	blk_config c = bank_config(&b, (mdl_routing){.top_k = 3, .renormalize = 1, .scale = 1.0f});

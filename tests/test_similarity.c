@@ -10,6 +10,7 @@
 #include "analysis/routing.h"
 #include "analysis/similarity.h"
 #include "io/safetensors.h"
+#include "tests/fixtures.h"
 #include "tests/test.h"
 
 #define GOLDEN "tests/data/golden/msmoe-mixtral/"
@@ -487,31 +488,6 @@ static void test_compute_dispatch(void)
 
 /* ---- golden ---- */
 
-/* Tensor `name` of the safetensors file at path, as a malloc'd float32 array of rows x cols, through the io
- * reader; NULL (with the reason on stderr) when it cannot be read or is not 2-D. */
-static float *golden_tensor(const char *path, const char *name, int *rows, int *cols)
-{
-	st_file *f = NULL;
-	ms_error err = { 0 };
-	float *out = NULL;
-	if (st_open(path, &f, &err) != MS_OK) {
-		fprintf(stderr, "  %s\n", err.msg);
-		return NULL;
-	}
-	const st_tensor *t = st_find(f, name);
-	if (t && t->ndim == 2) {
-		*rows = (int)t->shape[0];
-		*cols = (int)t->shape[1];
-		out = malloc((size_t)t->numel * sizeof *out);
-		if (out && st_read_f32(t, out, &err) != MS_OK) {
-			fprintf(stderr, "  %s\n", err.msg);
-			free(out);
-			out = NULL;
-		}
-	}
-	st_close(f);
-	return out;
-}
 
 /* expected/similarity_router_logits_layer{L}.csv: 8 lines of 8 numbers. */
 static int golden_similarity(int layer, double *sim)
