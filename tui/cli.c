@@ -11,7 +11,12 @@
 
 int cli_report(const ms_error *err)
 {
-	fprintf(stderr, "moescope: %s\n", err && err->msg[0] ? err->msg : ms_status_text(err ? err->code : MS_OK));
+	const char *msg = err && err->msg[0] ? err->msg : ms_status_text(err ? err->code : MS_OK);
+	/* One line whatever a file put in the message: control bytes (a newline in a tensor name) become '?'. */
+	fputs("moescope: ", stderr);
+	for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+		fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, stderr);
+	fputc('\n', stderr);
 	return CLI_USER_ERROR;
 }
 
