@@ -78,7 +78,14 @@ static void release_mapped(const st_tensor *t)
 /* At most this many threads convert a block's experts. Loading is bound by one core per thread (BF16 to float32
  * conversion and first touch of the float pages), not by memory bandwidth, so a second core shortens it (OLMoE
  * block on 2 cores: 1.2 s -> 0.65 s with populate below; see make bench). */
-#define PIPE_LOAD_THREADS 8
+#define PIPE_THREADS 8
+
+/* Threads worth running: one per core, at most PIPE_THREADS. */
+static int core_count(void)
+{
+	const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	return cores < 1 ? 1 : cores > PIPE_THREADS ? PIPE_THREADS : (int)cores;
+}
 
 /* One loader's share: experts first, first + stride, ... of the block, in increasing order, stopping at the
  * first that fails. */
@@ -108,17 +115,15 @@ static void *load_share_run(void *arg)
 	return NULL;
 }
 
-/* Loads every expert of block b, split between threads (one per core, at most PIPE_LOAD_THREADS). Each float
+/* Loads every expert of block b, split between threads (one per core, at most PIPE_THREADS). Each float
  * is written by exactly one thread from the same bytes, so the result does not depend on the thread count; on
  * failure the error reported is that of the lowest failing expert, as a single thread would report it. */
 static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, ms_error *err)
 {
-	const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	int n = cores < 1 ? 1 : cores > PIPE_LOAD_THREADS ? PIPE_LOAD_THREADS : (int)cores;
-	n = n < blk->E ? n : blk->E;
-	load_share share[PIPE_LOAD_THREADS];
-	pthread_t tid[PIPE_LOAD_THREADS];
-	int started[PIPE_LOAD_THREADS] = {0};
+	const int n = core_count() < blk->E ? core_count() : blk->E;
+	load_share share[PIPE_THREADS];
+	pthread_t tid[PIPE_THREADS];
+	int started[PIPE_THREADS] = {0};
 	for (int i = 0; i < n; i++)
 		share[i] = (load_share){.m = m, .blk = blk, .b = b, .first = i, .stride = n, .failed = blk->E};
 	for (int i = 1; i < n; i++)
@@ -138,6 +143,45 @@ static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, ms_err
 	if (err)
 		*err = share[worst].err;
 	return share[worst].st;
+}
+
+/* Element-wise passes over a whole block (gigabytes for Mixtral) are split into contiguous spans of [0, n), one
+ * per core (at most PIPE_THREADS), because one core moves far less than the memory bandwidth. Every element is
+ * computed by one thread exactly as a single thread would, so results do not depend on the split. */
+typedef void (*span_fn)(void *ctx, int64_t begin, int64_t end);
+
+/* Below this many elements one thread does it all: starting threads would cost more than they save. */
+#define PIPE_SPLIT_MIN (1 << 20)
+
+typedef struct {
+	span_fn fn;
+	void *ctx;
+	int64_t begin, end;
+} span_job;
+
+static void *span_run(void *arg)
+{
+	span_job *j = arg;
+	j->fn(j->ctx, j->begin, j->end);
+	return NULL;
+}
+
+static void run_split(int64_t n, span_fn fn, void *ctx)
+{
+	const int t = n < PIPE_SPLIT_MIN ? 1 : core_count();
+	span_job job[PIPE_THREADS];
+	pthread_t tid[PIPE_THREADS];
+	int started[PIPE_THREADS] = {0};
+	for (int i = 0; i < t; i++)
+		job[i] = (span_job){.fn = fn, .ctx = ctx, .begin = n * i / t, .end = n * (i + 1) / t};
+	for (int i = 1; i < t; i++)
+		started[i] = pthread_create(&tid[i], NULL, span_run, &job[i]) == 0;
+	for (int i = 0; i < t; i++)   /* span 0, and any span whose thread could not start, run here */
+		if (!started[i])
+			span_run(&job[i]);
+	for (int i = 1; i < t; i++)
+		if (started[i])
+			pthread_join(tid[i], NULL);
 }
 
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
@@ -282,8 +326,6 @@ static int scratch_alloc(const pipe_block *blk, merge_scratch *s)
 	return s->aligned && s->perm && s->members && s->freq && s->coef;
 }
 
-/* out [per_expert] = the weighted merge of group g's members, each aligned first when asked. Accumulates member
- * by member in index order, so only one aligned copy is in memory at a time. */
 /* out [n] += c src [n]. Written in blocks of 8 with restrict pointers because -O2 leaves the plain loop scalar (it
  * will not add an overlap test or a remainder loop), and the scalar loop runs well below memory bandwidth; each
  * element is still one rounded product and one rounded sum, so the bits are those of the plain loop. */
@@ -297,6 +339,20 @@ static void add_scaled(float *restrict out, const float *restrict src, float c, 
 		out[j] += c * src[j];
 }
 
+typedef struct {
+	float *out;
+	const float *src;
+	float c;
+} add_scaled_job;
+
+static void add_scaled_span(void *ctx, int64_t begin, int64_t end)
+{
+	const add_scaled_job *j = ctx;
+	add_scaled(j->out + begin, j->src + begin, j->c, end - begin);
+}
+
+/* out [per_expert] = the weighted merge of group g's members, each aligned first when asked. Accumulates member
+ * by member in index order, so only one aligned copy is in memory at a time. */
 static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g, const pipe_merge_options *o,
 			     float *out, merge_scratch *s, ms_error *err)
 {
@@ -336,7 +392,8 @@ static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g,
 					       p->labels[b], members[i], ref, ms_status_text(st));
 			src = tmp;
 		}
-		add_scaled(out, src, (float)coef[i], blk->per_expert);
+		add_scaled_job job = {.out = out, .src = src, .c = (float)coef[i]};
+		run_split(blk->per_expert, add_scaled_span, &job);
 	}
 	return MS_OK;
 }
@@ -489,21 +546,54 @@ static ms_status build_router(const pipe_block *blk, const plan *p, int b, const
 	return MS_OK;
 }
 
+typedef struct {
+	st_dtype dtype;
+	float *x;
+} round_job;
+
+static void round_span(void *ctx, int64_t begin, int64_t end)
+{
+	const round_job *j = ctx;
+	float *x = j->x;
+	if (j->dtype == ST_BF16)
+		for (int64_t i = begin; i < end; i++)
+			x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+	else if (j->dtype == ST_F16)
+		for (int64_t i = begin; i < end; i++)
+			x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+}
+
 /* Rounds x [n] to the values dtype can hold (F16 and BF16 round to nearest even; F32 is left alone). */
 static void round_to_dtype(st_dtype dtype, float *x, int64_t n)
 {
-	if (dtype == ST_BF16)
-		for (int64_t i = 0; i < n; i++)
-			x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
-	else if (dtype == ST_F16)
-		for (int64_t i = 0; i < n; i++)
-			x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+	round_job job = {.dtype = dtype, .x = x};
+	if (dtype == ST_BF16 || dtype == ST_F16)
+		run_split(n, round_span, &job);
+}
+
+/* Elements per block of first_nonfinite's screening pass: a constant trip count lets -O2 vectorise it. */
+#define FINITE_BLOCK 4096
+
+/* 1 when a block of FINITE_BLOCK floats holds a NaN or an infinity (all exponent bits set), without a branch per
+ * element: the isfinite loop compiled to two scalar compares per float and took seconds on a Mixtral block. */
+static int block_has_nonfinite(const float *x)
+{
+	uint32_t bad = 0;
+	for (int i = 0; i < FINITE_BLOCK; i++) {
+		uint32_t u;
+		memcpy(&u, &x[i], sizeof u);
+		bad |= (u & 0x7f800000u) == 0x7f800000u;
+	}
+	return bad != 0;
 }
 
 /* Index of the first NaN or infinity in x [n], or -1. */
 static int64_t first_nonfinite(const float *x, int64_t n)
 {
-	for (int64_t i = 0; i < n; i++)
+	int64_t i0 = 0;
+	while (i0 + FINITE_BLOCK <= n && !block_has_nonfinite(x + i0))
+		i0 += FINITE_BLOCK;
+	for (int64_t i = i0; i < n; i++)
 		if (!isfinite(x[i]))
 			return i;
 	return -1;
