@@ -772,7 +772,7 @@ static void body_merge(bench_ctx *c)
 
 static void stage_merge(bench_ctx *c)
 {
-	bench_row *r = timed_row(c, "merge: expert weighted sums", body_merge, 1);
+	bench_row *r = timed_row(c, "merge: expert weighted sums", body_merge, 2);
 	const double per = (double)c->blk.per_expert, E = c->blk.E, G = c->mg.n_slots;
 	roofline(c->tb, r, 2.0 * E * per, 4.0 * (E * per + 2.0 * G * per));
 	snprintf(r->note, sizeof r->note, "weighted sums of %d experts into %d (no alignment, dominant router rows)",
