@@ -11,11 +11,11 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "tests/app_fixture.h"
 #include "tests/test.h"
 #include "tui/app.h"
 #include "tui/autosave.h"
 
-#define GOLDEN "tests/data/golden/msmoe-mixtral"
 
 static char tmp_root[256];
 
@@ -504,39 +504,6 @@ static void test_format_time(void)
 
 /* ---- the application ---- */
 
-typedef struct {
-	mdl_model *m;
-	calib *cal;
-	app a;
-} golden_app;
-
-static int open_app(golden_app *ga)
-{
-	ms_error err = {0};
-	memset(ga, 0, sizeof *ga);
-	if (mdl_open(GOLDEN "/model", &ga->m, &err) != MS_OK ||
-	    calib_open(GOLDEN "/calib.safetensors", ga->m, &ga->cal, &err) != MS_OK) {
-		fprintf(stderr, "  golden case: %s\n", err.msg);
-		return -1;
-	}
-	app_config cfg = {.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1};
-	if (app_init(&ga->a, ga->m, ga->cal, &cfg, &err) != 0) {
-		fprintf(stderr, "  app_init: %s\n", err.msg);
-		return -1;
-	}
-	app_wait_idle(&ga->a);
-	return 0;
-}
-
-static void close_app(golden_app *ga)
-{
-	app_free(&ga->a);
-	if (ga->cal)
-		calib_close(ga->cal);
-	if (ga->m)
-		mdl_close(ga->m);
-}
-
 static void press(app *a, const char *keys)
 {
 	for (const char *k = keys; *k; k++) {
@@ -560,7 +527,7 @@ static void test_app_writes_and_removes(void)
 	fresh_dir(state, sizeof state, "app-state");
 	setenv("XDG_STATE_HOME", state, 1);
 	golden_app ga;
-	if (open_app(&ga) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
 		CHECK(0, "golden model");
 		return;
 	}
@@ -592,7 +559,7 @@ static void test_app_writes_and_removes(void)
 	CHECK(exists(csv) && !exists(path), "export removes the autosave");
 	press(a, "-");
 	CHECK(file_has(path, "\ngroups 8 6 8\n"));
-	close_app(&ga);  /* no quit: as after a kill */
+	golden_app_close(&ga);  /* no quit: as after a kill */
 	CHECK(exists(path), "the file outlives the application");
 	unsetenv("XDG_STATE_HOME");
 }
@@ -613,7 +580,7 @@ static void test_app_rewrites_when_statistics_land(void)
 	app_config cfg = {.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1};
 	if (!ga.cal || app_init(&ga.a, ga.m, ga.cal, &cfg, &err) != 0) {
 		CHECK(0, "%s", err.msg);
-		close_app(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app_key(&ga.a, '-');  /* no waiting */
@@ -625,7 +592,7 @@ static void test_app_rewrites_when_statistics_land(void)
 	CHECK(plan_groups(&r.p, 0) == 7 && plan_groups(&r.p, 1) == 8, "block 0 has %d groups in the file",
 	      plan_groups(&r.p, 0));
 	autosave_record_free(&r);
-	close_app(&ga);
+	golden_app_close(&ga);
 	unsetenv("XDG_STATE_HOME");
 }
 
@@ -635,7 +602,7 @@ static void test_app_restores(void)
 	fresh_dir(state, sizeof state, "app-state2");
 	setenv("XDG_STATE_HOME", state, 1);
 	golden_app ga;
-	if (open_app(&ga) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
 		CHECK(0, "golden model");
 		return;
 	}
@@ -646,10 +613,10 @@ static void test_app_restores(void)
 	plan want;
 	plan_copy(&want, &a->cur.p);
 	const grp_method method = a->cur.method;
-	close_app(&ga);
+	golden_app_close(&ga);
 
 	/* opened again: the dialog; other keys leave it open; y restores */
-	CHECK(open_app(&ga) == 0);
+	CHECK(golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) == 0);
 	a = &ga.a;
 	CHECK(a->mode == APP_MODE_RESTORE && a->restore, "the dialog opens");
 	CHECK(strstr(a->dlg.text, "An unsaved plan from ") && strstr(a->dlg.text, "Restore it? (y/n)"), "%s",
@@ -671,26 +638,26 @@ static void test_app_restores(void)
 	CHECK(a->mode == APP_MODE_CONFIRM);
 	press(a, "y");
 	CHECK(a->quit && !exists(path), "a confirmed quit removes the file");
-	close_app(&ga);
+	golden_app_close(&ga);
 	plan_free(&want);
 
 	/* n discards */
-	CHECK(open_app(&ga) == 0);
+	CHECK(golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) == 0);
 	press(&ga.a, "-");
-	close_app(&ga);
-	CHECK(open_app(&ga) == 0);
+	golden_app_close(&ga);
+	CHECK(golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) == 0);
 	CHECK(ga.a.mode == APP_MODE_RESTORE);
 	press(&ga.a, "n");
 	CHECK(ga.a.mode == APP_MODE_NORMAL && ga.a.cur.groups[0] == 8 && !exists(path));
-	close_app(&ga);
+	golden_app_close(&ga);
 
 	/* broken: reported in an error dialog, removed */
 	write_text(path, "moescope-autosave 1\nmodel /elsewhere\n", 37);
-	CHECK(open_app(&ga) == 0);
+	CHECK(golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) == 0);
 	CHECK(ga.a.mode == APP_MODE_MESSAGE && ga.a.dlg.is_error && strstr(ga.a.dlg.text, "cannot be restored") &&
 	      strstr(ga.a.dlg.text, "line 3"), "%s", ga.a.dlg.text);
 	CHECK(!exists(path), "the broken file is discarded");
-	close_app(&ga);
+	golden_app_close(&ga);
 	unsetenv("XDG_STATE_HOME");
 }
 
@@ -700,11 +667,11 @@ static void test_app_without_state_dir(void)
 	unsetenv("XDG_STATE_HOME");
 	unsetenv("HOME");
 	golden_app ga;
-	CHECK(open_app(&ga) == 0);
+	CHECK(golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) == 0);
 	CHECK(!ga.a.autosave_path[0] && strstr(ga.a.message, "autosave off"), "%s", ga.a.message);
 	press(&ga.a, "-");
 	CHECK(ga.a.cur.groups[0] == 7, "the application works without it");
-	close_app(&ga);
+	golden_app_close(&ga);
 	if (old_home)
 		setenv("HOME", old_home, 1);
 	free(old_home);

@@ -7,13 +7,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/app_fixture.h"
 #include "tests/test.h"
 #include "tui/app.h"
 #include "tui/grid.h"
 #include "tui/keys.h"
 #include "tui/views.h"
 
-#define GOLDEN "tests/data/golden/msmoe-mixtral"
 
 /* The text of row y, trailing spaces dropped. */
 static const char *row(const grid *g, int y)
@@ -234,39 +234,6 @@ static ms_status fake_commit(const mdl_model *m, const calib *cal, const mrun_re
 	return strstr(req->out_dir, "fail") ? ms_fail(err, MS_ERR_IO, "%s: disk full", req->out_dir) : MS_OK;
 }
 
-typedef struct {
-	mdl_model *m;
-	calib *cal;
-	app a;
-} golden_app;
-
-static int golden_open(golden_app *ga, int w, int h)
-{
-	ms_error err = {0};
-	memset(ga, 0, sizeof *ga);
-	if (mdl_open(GOLDEN "/model", &ga->m, &err) != MS_OK ||
-	    calib_open(GOLDEN "/calib.safetensors", ga->m, &ga->cal, &err) != MS_OK) {
-		fprintf(stderr, "  golden case: %s\n", err.msg);
-		return -1;
-	}
-	app_config cfg = {.width = w, .height = h, .eval_tokens = 256, .commit = fake_commit};
-	if (app_init(&ga->a, ga->m, ga->cal, &cfg, &err) != 0) {
-		fprintf(stderr, "  app_init: %s\n", err.msg);
-		return -1;
-	}
-	app_wait_idle(&ga->a);
-	return 0;
-}
-
-static void golden_close(golden_app *ga)
-{
-	app_free(&ga->a);
-	if (ga->cal)
-		calib_close(ga->cal);
-	if (ga->m)
-		mdl_close(ga->m);
-}
-
 static void keys(app *a, const char *seq)
 {
 	for (const char *s = seq; *s; s++)
@@ -305,9 +272,9 @@ static void test_app_per_block_plan(void)
 {
 	golden_app ga;
 	plan want;
-	if (golden_open(&ga, 100, 30) != 0 || read_golden("plan_per_layer_3.csv", ga.m, &want) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 256, .commit = fake_commit}) != 0 || read_golden("plan_per_layer_3.csv", ga.m, &want) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -335,7 +302,7 @@ static void test_app_per_block_plan(void)
 	CHECK(screen_has(&a->g, "9/24 experts"), "header: '%s'", row(&a->g, 1));
 	CHECK(screen_has(&a->g, "modified"));
 	plan_free(&want);
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 /* g four times (average G 8 -> 4) gives the golden MC-SMoE global allocation plan. */
@@ -343,9 +310,9 @@ static void test_app_global_plan(void)
 {
 	golden_app ga;
 	plan want;
-	if (golden_open(&ga, 100, 30) != 0 || read_golden("plan_global_avg4.csv", ga.m, &want) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 256, .commit = fake_commit}) != 0 || read_golden("plan_global_avg4.csv", ga.m, &want) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -365,16 +332,16 @@ static void test_app_global_plan(void)
 	for (int b = 0; b < a->n_blocks; b++)
 		CHECK(same_partition(&a->cur.p, &want, b), "block %d after undo and redo", b);
 	plan_free(&want);
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 /* Exporting writes the plan that importing reads back; a bad file opens an error dialog naming the place. */
 static void test_app_export_import(void)
 {
 	golden_app ga;
-	if (golden_open(&ga, 100, 30) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 256, .commit = fake_commit}) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -421,7 +388,7 @@ static void test_app_export_import(void)
 	unlink(path);
 	unlink(bad);
 	rmdir(dir);
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 /* The commit dialog hands the current plan and the chosen layout and router to the commit function; quitting
@@ -429,9 +396,9 @@ static void test_app_export_import(void)
 static void test_app_commit_and_quit(void)
 {
 	golden_app ga;
-	if (golden_open(&ga, 80, 24) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 80, .height = 24, .eval_tokens = 256, .commit = fake_commit}) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -467,7 +434,7 @@ static void test_app_commit_and_quit(void)
 	app_key(a, 'q');
 	app_key(a, 'y');
 	CHECK(a->quit);
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 /* An evaluation answered after the plan changed again is dropped: G - 1 then G + 1 at once leaves the block
@@ -475,9 +442,9 @@ static void test_app_commit_and_quit(void)
 static void test_app_stale_evaluation(void)
 {
 	golden_app ga;
-	if (golden_open(&ga, 100, 30) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 256, .commit = fake_commit}) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -489,7 +456,7 @@ static void test_app_stale_evaluation(void)
 	keys(a, "-");
 	app_wait_idle(a);
 	CHECK(a->eval[0].state == APP_EVAL_DONE && a->eval[0].groups == 7);
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 /* Every view draws at 80 x 24 without a cell outside the screen, the heatmap explains its cursor, the help
@@ -497,9 +464,9 @@ static void test_app_stale_evaluation(void)
 static void test_app_views_fit(void)
 {
 	golden_app ga;
-	if (golden_open(&ga, 80, 24) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 80, .height = 24, .eval_tokens = 256, .commit = fake_commit}) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -531,16 +498,16 @@ static void test_app_views_fit(void)
 	app_key(a, KEYS_RESIZE);
 	app_draw(a);
 	CHECK(a->g.w == 120 && screen_has(&a->g, "Similarity (router-logits) of block 0"));
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 /* Clicks hit what is drawn there: every tab, every block row, every heatmap cell exactly once. */
 static void test_app_mouse(void)
 {
 	golden_app ga;
-	if (golden_open(&ga, 80, 24) != 0) {
+	if (golden_app_open(&ga, &(app_config){.width = 80, .height = 24, .eval_tokens = 256, .commit = fake_commit}) != 0) {
 		CHECK(0, "golden case unavailable");
-		golden_close(&ga);
+		golden_app_close(&ga);
 		return;
 	}
 	app *a = &ga.a;
@@ -588,7 +555,7 @@ static void test_app_mouse(void)
 	CHECK(a->block == 2);
 	app_key(a, '?');
 	CHECK(app_click(a, 1, 5) == 0 && a->block == 2, "clicks do nothing under a dialog");
-	golden_close(&ga);
+	golden_app_close(&ga);
 }
 
 int main(void)
