@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include "analysis/lap.h"
+#include "analysis/par.h"
 
 const char *const align_ref_names[ALIGN_COUNT] = {
 	[ALIGN_NONE] = "none",
@@ -54,28 +55,41 @@ static void cost_rows(const expert_weights *r, const expert_weights *t, int r0, 
 		    f);
 }
 
+typedef struct {
+	const expert_weights *r, *t;
+	int chunk;
+	double *c;
+} cost_job;
+
+/* One strip of ALIGN_ROW_CHUNK rows of C, with float scratch of its own: strips run as parallel tasks. */
+static ms_status cost_strip(void *ctx, int64_t strip, ms_error *err)
+{
+	(void)err;
+	const cost_job *j = ctx;
+	const int f = j->r->f, r0 = (int)strip * j->chunk;
+	const int m = f - r0 < j->chunk ? f - r0 : j->chunk;
+	float *part = malloc((size_t)m * (size_t)f * sizeof *part); /* [m, f] */
+	if (!part)
+		return MS_ERR_NOMEM;
+	cost_rows(j->r, j->t, r0, m, part);
+	const size_t count = (size_t)m * (size_t)f;
+	double *dst = j->c + (size_t)r0 * (size_t)f;
+	ms_status st = MS_OK;
+	for (size_t k = 0; k < count; k++) {
+		if (!isfinite(part[k]))
+			st = MS_ERR_NONFINITE;
+		dst[k] = part[k];
+	}
+	free(part);
+	return st;
+}
+
 /* C [f, f] in double for the solver, built ALIGN_ROW_CHUNK rows at a time so the float scratch stays small. */
 static ms_status cost_matrix(const expert_weights *r, const expert_weights *t, double *c)
 {
 	const int f = r->f;
-	const int chunk = f < ALIGN_ROW_CHUNK ? f : ALIGN_ROW_CHUNK;
-	float *part = malloc((size_t)chunk * (size_t)f * sizeof *part); /* [chunk, f] */
-	if (!part)
-		return MS_ERR_NOMEM;
-	ms_status st = MS_OK;
-	for (int r0 = 0; r0 < f && st == MS_OK; r0 += chunk) {
-		const int m = f - r0 < chunk ? f - r0 : chunk;
-		cost_rows(r, t, r0, m, part);
-		const size_t count = (size_t)m * (size_t)f;
-		double *dst = c + (size_t)r0 * (size_t)f;
-		for (size_t k = 0; k < count; k++) {
-			if (!isfinite(part[k]))
-				st = MS_ERR_NONFINITE;
-			dst[k] = part[k];
-		}
-	}
-	free(part);
-	return st;
+	cost_job j = {.r = r, .t = t, .chunk = f < ALIGN_ROW_CHUNK ? f : ALIGN_ROW_CHUNK, .c = c};
+	return par_for((f + j.chunk - 1) / j.chunk, cost_strip, &j, NULL);
 }
 
 ms_status align_permutation(const expert_weights *ref, const expert_weights *t, int *perm)

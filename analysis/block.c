@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/par.h"
 #include "analysis/routing.h"
 
 /* Tokens whose router logits are computed at once: bounds the logits buffer to ROUTE_CHUNK * n_router floats. */
@@ -270,36 +271,120 @@ void blk_scatter_add(const float *src, int64_t width, const int64_t *rows, const
 	}
 }
 
-/* y [T, d] = sum over slots of the weighted expert outputs, slot by slot, batch by batch. */
+/* Tokens one round of blk_forward dispatches at once: the expert outputs of a round, [routes, d] with up to
+ * FORWARD_CHUNK * k routes, are held until they are added up. Fixed, so the batches (and so the bits) depend on the
+ * tokens alone. */
+#define FORWARD_CHUNK 2048
+
+/* One round of run_experts: every (slot, batch of up to BLK_BATCH of its tokens) is a task writing the outputs of
+ * its routes into yr; then each token's routes are added in slot order, as a serial slot-by-slot pass would. */
+typedef struct {
+	const blk_config *cfg;
+	const blk_dispatch *dp;
+	const float *x;          /* [T, d] this round's tokens */
+	float *y;                /* [T, d] */
+	int64_t T;
+	float *yr;               /* [routes, d] each route's expert output, in dispatch order */
+	int *task_slot;          /* [n_tasks] */
+	int64_t *task_begin;     /* [n_tasks] first route of the task */
+	int64_t *tok_start;      /* [T + 1] CSR of each token's routes */
+	int64_t *tok_route;      /* [routes] in slot order within each token */
+	int64_t *cursor;         /* [T] scratch */
+} experts_round;
+
+static ms_status expert_batch_task(void *ctx, int64_t task, ms_error *err)
+{
+	const experts_round *r = ctx;
+	const int s = r->task_slot[task];
+	const int64_t b = r->task_begin[task], d = r->cfg->d;
+	const int64_t n = r->dp->start[s + 1] - b < BLK_BATCH ? r->dp->start[s + 1] - b : BLK_BATCH;
+	const expert_weights *ew = &r->cfg->experts[s];
+	float *xg = alloc_array(n * d, sizeof(float));                    /* [n, d] gathered inputs */
+	float *work = alloc_array(expert_work_floats(ew, n), sizeof(float));
+	ms_status st = xg && work ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory");
+	if (st == MS_OK) {
+		blk_gather(r->x, d, r->dp->token + b, n, xg);
+		st = expert_forward(ew, xg, n, 1.0f, 0, r->yr + b * d, work);
+		if (st != MS_OK)
+			ms_fail(err, st, "block forward: expert slot %d failed", s);
+	}
+	free(xg);
+	free(work);
+	return st;
+}
+
+/* Tokens per combining task. */
+#define COMBINE_SPAN 64
+
+static ms_status combine_task(void *ctx, int64_t task, ms_error *err)
+{
+	(void)err;
+	const experts_round *r = ctx;
+	const int64_t d = r->cfg->d, t1 = (task + 1) * COMBINE_SPAN < r->T ? (task + 1) * COMBINE_SPAN : r->T;
+	for (int64_t t = task * COMBINE_SPAN; t < t1; t++) {
+		float *o = r->y + t * d;
+		memset(o, 0, (size_t)d * sizeof *o);
+		for (int64_t i = r->tok_start[t]; i < r->tok_start[t + 1]; i++) {
+			const int64_t route = r->tok_route[i];
+			const float g = r->dp->weight[route];
+			const float *src = r->yr + route * d;
+			for (int64_t c = 0; c < d; c++)
+				o[c] += g * src[c];
+		}
+	}
+	return MS_OK;
+}
+
+/* The (slot, batch) tasks and each token's routes in slot order. */
+static void plan_round(experts_round *r, int64_t routes)
+{
+	int64_t n = 0;
+	for (int s = 0; s < r->cfg->n_slots; s++)
+		for (int64_t b = r->dp->start[s]; b < r->dp->start[s + 1]; b += BLK_BATCH) {
+			r->task_slot[n] = s;
+			r->task_begin[n++] = b;
+		}
+	memset(r->tok_start, 0, (size_t)(r->T + 1) * sizeof *r->tok_start);
+	for (int64_t i = 0; i < routes; i++)
+		r->tok_start[r->dp->token[i] + 1]++;
+	for (int64_t t = 0; t < r->T; t++)
+		r->tok_start[t + 1] += r->tok_start[t];
+	memcpy(r->cursor, r->tok_start, (size_t)r->T * sizeof *r->cursor);
+	for (int64_t i = 0; i < routes; i++)
+		r->tok_route[r->cursor[r->dp->token[i]]++] = i;
+}
+
+/* y [T, d] = for each token, the sum over its slots (in slot order) of weight x expert output. */
 static ms_status run_experts(const blk_config *cfg, const blk_dispatch *dp, const float *x, int64_t T, float *y,
 			     ms_error *err)
 {
-	const int64_t d = cfg->d;
-	int64_t work_floats = 0;
-	for (int s = 0; s < cfg->n_slots; s++) {
-		int64_t n = expert_work_floats(&cfg->experts[s], BLK_BATCH);
-		work_floats = n > work_floats ? n : work_floats;
+	const int64_t d = cfg->d, routes = dp->start[cfg->n_slots];
+	const int64_t max_tasks = routes / BLK_BATCH + cfg->n_slots;
+	experts_round r = {.cfg = cfg, .dp = dp, .x = x, .y = y, .T = T};
+	r.yr = alloc_array(routes * d, sizeof(float));
+	r.task_slot = alloc_array(max_tasks, sizeof(int));
+	r.task_begin = alloc_array(max_tasks, sizeof(int64_t));
+	r.tok_start = alloc_array(T + 1, sizeof(int64_t));
+	r.tok_route = alloc_array(routes, sizeof(int64_t));
+	r.cursor = alloc_array(T, sizeof(int64_t));
+	ms_status st = r.yr && r.task_slot && r.task_begin && r.tok_start && r.tok_route && r.cursor
+			       ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory for %lld routes",
+						 (long long)routes);
+	if (st == MS_OK) {
+		plan_round(&r, routes);
+		int64_t n_tasks = 0;
+		for (int s = 0; s < cfg->n_slots; s++)
+			n_tasks += (dp->start[s + 1] - dp->start[s] + BLK_BATCH - 1) / BLK_BATCH;
+		st = par_for(n_tasks, expert_batch_task, &r, err);
 	}
-	float *xg = alloc_array(BLK_BATCH * d, sizeof(float));   /* [BLK_BATCH, d] gathered inputs */
-	float *yg = alloc_array(BLK_BATCH * d, sizeof(float));   /* [BLK_BATCH, d] their expert outputs */
-	float *work = alloc_array(work_floats, sizeof(float));
-	ms_status st = xg && yg && work ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory");
 	if (st == MS_OK)
-		memset(y, 0, (size_t)(T * d) * sizeof(float));
-	for (int s = 0; st == MS_OK && s < cfg->n_slots; s++) {
-		for (int64_t b = dp->start[s]; st == MS_OK && b < dp->start[s + 1]; b += BLK_BATCH) {
-			int64_t n = dp->start[s + 1] - b < BLK_BATCH ? dp->start[s + 1] - b : BLK_BATCH;
-			blk_gather(x, d, dp->token + b, n, xg);
-			st = expert_forward(&cfg->experts[s], xg, n, 1.0f, 0, yg, work);
-			if (st != MS_OK)
-				ms_fail(err, st, "block forward: expert slot %d failed", s);
-			else
-				blk_scatter_add(yg, d, dp->token + b, dp->weight + b, n, y);
-		}
-	}
-	free(xg);
-	free(yg);
-	free(work);
+		st = par_for((T + COMBINE_SPAN - 1) / COMBINE_SPAN, combine_task, &r, err);
+	free(r.yr);
+	free(r.task_slot);
+	free(r.task_begin);
+	free(r.tok_start);
+	free(r.tok_route);
+	free(r.cursor);
 	return st;
 }
 
@@ -316,17 +401,19 @@ ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y
 		return ms_fail(err, MS_ERR_ARG, "block forward: %lld tokens is too many", (long long)T);
 	int *s_buf = sel ? sel : alloc_array(T * k, sizeof(int));       /* [T, k] */
 	float *w_buf = w ? w : alloc_array(T * k, sizeof(float));       /* [T, k] */
-	blk_dispatch dp = {0};
 	if (!s_buf || !w_buf)
 		st = ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory for the routing of %lld tokens",
 			     (long long)T);
 	if (st == MS_OK)
 		st = blk_route(cfg, x, T, s_buf, w_buf, err);
-	if (st == MS_OK)
-		st = blk_dispatch_build(cfg, s_buf, w_buf, T, k, &dp, err);
-	if (st == MS_OK)
-		st = run_experts(cfg, &dp, x, T, y, err);
-	blk_dispatch_free(&dp);
+	for (int64_t t0 = 0; st == MS_OK && t0 < T; t0 += FORWARD_CHUNK) {
+		const int64_t n = T - t0 < FORWARD_CHUNK ? T - t0 : FORWARD_CHUNK;
+		blk_dispatch dp = {0};
+		st = blk_dispatch_build(cfg, s_buf + t0 * k, w_buf + t0 * k, n, k, &dp, err);
+		if (st == MS_OK)
+			st = run_experts(cfg, &dp, x + t0 * cfg->d, n, y + t0 * cfg->d, err);
+		blk_dispatch_free(&dp);
+	}
 	if (s_buf != sel)
 		free(s_buf);
 	if (w_buf != w)

@@ -47,9 +47,10 @@ int blk_top_k(const blk_config *cfg);
 ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err);
 
 /* y [T, d] = the block's output on x [T, d]: for each token the sum over its k selected rows of the routing
- * weight times the output of the row's expert slot (rows sharing a slot add their weights). Each slot runs one
- * expert_forward per batch of up to BLK_BATCH of its gathered tokens; the results are added into y in slot
- * order, then token order, so the sums do not depend on the thread count. sel [T, k] and w [T, k] (k =
+ * weight times the output of the row's expert slot (rows sharing a slot add their weights). Tokens are taken 2048
+ * at a time; in each round every slot runs one expert_forward per batch of up to BLK_BATCH of its gathered tokens
+ * (one parallel task each), and each token's outputs are then added in slot order, so the sums do not depend on
+ * the thread count. sel [T, k] and w [T, k] (k =
  * blk_top_k) receive the routing when not NULL. */
 ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y, int *sel, float *w,
 		      ms_error *err);

@@ -1,5 +1,6 @@
 #include "analysis/expert.h"
 
+#include <limits.h>
 #include <math.h>
 #include <cblas.h>
 
@@ -7,6 +8,17 @@ int64_t expert_work_floats(const expert_weights *w, int64_t T)
 {
 	/* h [T, f] plus, for gated experts, the gate projection [T, f]. */
 	return T * (int64_t)w->f * (w->act == MDL_ACT_SILU_GLU ? 2 : 1);
+}
+
+/* c [T, n] = alpha a [T, k] b^T + beta c, with b [n, k]. BLAS takes int sizes, so a batch of more than INT_MAX
+ * rows goes through in slices rather than through a narrowing cast. */
+static void gemm_rows(int64_t T, int n, int k, float alpha, const float *a, const float *b, float beta, float *c)
+{
+	for (int64_t t0 = 0; t0 < T; t0 += INT_MAX) {
+		const int m = (int)(T - t0 < INT_MAX ? T - t0 : INT_MAX);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, alpha, a + t0 * k, k, b, k, beta,
+			    c + t0 * n, n);
+	}
 }
 
 static float silu(float v)
@@ -22,7 +34,7 @@ ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, floa
 		return MS_OK;
 	const int d = w->d, f = w->f;
 	/* h = x up^T: [T, d] x [d, f] */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, f, d, 1.0f, x, d, w->up, d, 0.0f, h, f);
+	gemm_rows(T, f, d, 1.0f, x, w->up, 0.0f, h);
 	const int64_t n = T * (int64_t)f;
 	if (w->act == MDL_ACT_RELU) {
 		for (int64_t i = 0; i < n; i++)
@@ -32,7 +44,7 @@ ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, floa
 	if (!w->gate || !work)
 		return MS_ERR_ARG;
 	float *g = work; /* [T, f] */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, f, d, 1.0f, x, d, w->gate, d, 0.0f, g, f);
+	gemm_rows(T, f, d, 1.0f, x, w->gate, 0.0f, g);
 	for (int64_t i = 0; i < n; i++)
 		h[i] *= silu(g[i]);
 	return MS_OK;
@@ -51,7 +63,6 @@ ms_status expert_forward(const expert_weights *w, const float *x, int64_t T, flo
 	if (st != MS_OK)
 		return st;
 	/* y = alpha h down^T (+ y): [T, f] x [f, d] */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, w->d, w->f, alpha, h, w->f, w->down, w->f,
-		    accumulate ? 1.0f : 0.0f, y, w->d);
+	gemm_rows(T, w->d, w->f, alpha, h, w->down, accumulate ? 1.0f : 0.0f, y);
 	return MS_OK;
 }

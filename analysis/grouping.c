@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/par.h"
+
 const char *const grp_method_names[GRP_METHOD_COUNT] = {
 	[GRP_MSMOE] = "msmoe",
 	[GRP_HC] = "hc",
@@ -355,6 +357,37 @@ static ms_status reap_check_experts(const expert_weights *experts, int E, int64_
 	return MS_OK;
 }
 
+typedef struct {
+	const expert_weights *experts;
+	const float *x;
+	const reap_routes *r;
+	int64_t work_floats;
+	double *saliency;
+} reap_job;
+
+/* One expert's saliency, with buffers of its own: experts run as parallel tasks. */
+static ms_status reap_task(void *ctx, int64_t e, ms_error *err)
+{
+	(void)err;
+	const reap_job *j = ctx;
+	const size_t d = (size_t)j->experts[0].d;
+	reap_buffers b = {
+		.xs = malloc(GRP_REAP_CHUNK * d * sizeof *b.xs),
+		.ys = malloc(GRP_REAP_CHUNK * d * sizeof *b.ys),
+		.work = malloc((size_t)j->work_floats * sizeof *b.work),
+	};
+	ms_status st = b.xs && b.ys && b.work ? MS_OK : MS_ERR_NOMEM;
+	double sum = 0.0;
+	if (st == MS_OK)
+		st = reap_expert_sum(&j->experts[e], j->x, j->r, (int)e, &b, &sum);
+	const int64_t routed = j->r->start[e + 1] - j->r->start[e];
+	j->saliency[e] = routed ? sum / (double)routed : 0.0;
+	free(b.xs);
+	free(b.ys);
+	free(b.work);
+	return st;
+}
+
 ms_status grp_reap_saliency(const expert_weights *experts, int E, const float *x, int64_t T, const int *idx,
 			    const float *weight, int k, double *saliency)
 {
@@ -365,26 +398,11 @@ ms_status grp_reap_saliency(const expert_weights *experts, int E, const float *x
 	int64_t work_floats;
 	if (reap_check_experts(experts, E, &work_floats) != MS_OK)
 		return MS_ERR_ARG;
-	const size_t d = (size_t)experts[0].d;
 	reap_routes r = { 0 };
-	reap_buffers b = { 0 };
 	ms_status st = reap_routes_build(E, T, k, idx, weight, &r);
-	if (st == MS_OK) {
-		b.xs = malloc(GRP_REAP_CHUNK * d * sizeof *b.xs);
-		b.ys = malloc(GRP_REAP_CHUNK * d * sizeof *b.ys);
-		b.work = malloc((size_t)work_floats * sizeof *b.work);
-		if (!b.xs || !b.ys || !b.work)
-			st = MS_ERR_NOMEM;
-	}
-	for (int e = 0; e < E && st == MS_OK; e++) {
-		const int64_t routed = r.start[e + 1] - r.start[e];
-		double sum = 0.0;
-		st = reap_expert_sum(&experts[e], x, &r, e, &b, &sum);
-		saliency[e] = routed ? sum / (double)routed : 0.0;
-	}
-	free(b.xs);
-	free(b.ys);
-	free(b.work);
+	reap_job j = {.experts = experts, .x = x, .r = &r, .work_floats = work_floats, .saliency = saliency};
+	if (st == MS_OK)
+		st = par_for(E, reap_task, &j, NULL);
 	reap_routes_free(&r);
 	return st;
 }

@@ -1,7 +1,6 @@
 #include "analysis/pipeline.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "analysis/par.h"
 #include "analysis/routing.h"
 
 /* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
@@ -75,113 +75,60 @@ static void release_mapped(const st_tensor *t)
 #endif
 }
 
-/* At most this many threads convert a block's experts. Loading is bound by one core per thread (BF16 to float32
- * conversion and first touch of the float pages), not by memory bandwidth, so a second core shortens it (OLMoE
- * block on 2 cores: 1.2 s -> 0.65 s with populate below; see make bench). */
-#define PIPE_THREADS 8
-
-/* Threads worth running: one per core, at most PIPE_THREADS. */
-static int core_count(void)
-{
-	const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	return cores < 1 ? 1 : cores > PIPE_THREADS ? PIPE_THREADS : (int)cores;
-}
-
-/* One loader's share: experts first, first + stride, ... of the block, in increasing order, stopping at the
- * first that fails. */
+/* Loading a block's experts: one task per expert (conversion of BF16 to float32 and the first touch of the
+ * float pages are bound by one core each, so more cores shorten it). Each float is written by one task from the
+ * same bytes, and par_for reports the lowest failing expert, so neither the result nor the error depends on the
+ * thread count. */
 typedef struct {
 	const mdl_model *m;
 	pipe_block *blk;
-	int b, first, stride;
-	int failed;        /* the expert that failed, or E */
-	ms_status st;
-	ms_error err;
-} load_share;
+	int b;
+} load_job;
 
-static void *load_share_run(void *arg)
+static ms_status load_expert_task(void *ctx, int64_t e, ms_error *err)
 {
-	load_share *s = arg;
-	for (int e = s->first; e < s->blk->E; e += s->stride) {
-		expert_weights *w = &s->blk->experts[e];
-		populate(s->blk->weights + (int64_t)e * s->blk->per_expert, (size_t)s->blk->per_expert * sizeof(float));
-		s->st = mdl_load_expert(s->m, s->b, e, (float *)w->gate, (float *)w->up, (float *)w->down, &s->err);
-		if (s->st != MS_OK) {
-			s->failed = e;
-			break;
-		}
-		for (int k = 0; k < MDL_NMAT; k++)
-			release_mapped(s->m->blocks[s->b].experts[e * MDL_NMAT + k]);
-	}
-	return NULL;
+	const load_job *j = ctx;
+	expert_weights *w = &j->blk->experts[e];
+	populate(j->blk->weights + e * j->blk->per_expert, (size_t)j->blk->per_expert * sizeof(float));
+	ms_status st = mdl_load_expert(j->m, j->b, (int)e, (float *)w->gate, (float *)w->up, (float *)w->down, err);
+	if (st != MS_OK)
+		return st;
+	for (int k = 0; k < MDL_NMAT; k++)
+		release_mapped(j->m->blocks[j->b].experts[e * MDL_NMAT + k]);
+	return MS_OK;
 }
 
-/* Loads every expert of block b, split between threads (one per core, at most PIPE_THREADS). Each float
- * is written by exactly one thread from the same bytes, so the result does not depend on the thread count; on
- * failure the error reported is that of the lowest failing expert, as a single thread would report it. */
 static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, ms_error *err)
 {
-	const int n = core_count() < blk->E ? core_count() : blk->E;
-	load_share share[PIPE_THREADS];
-	pthread_t tid[PIPE_THREADS];
-	int started[PIPE_THREADS] = {0};
-	for (int i = 0; i < n; i++)
-		share[i] = (load_share){.m = m, .blk = blk, .b = b, .first = i, .stride = n, .failed = blk->E};
-	for (int i = 1; i < n; i++)
-		started[i] = pthread_create(&tid[i], NULL, load_share_run, &share[i]) == 0;
-	for (int i = 0; i < n; i++)   /* share 0, and any share whose thread could not start, run here */
-		if (!started[i])
-			load_share_run(&share[i]);
-	int worst = -1;
-	for (int i = 0; i < n; i++) {
-		if (started[i])
-			pthread_join(tid[i], NULL);
-		if (share[i].st != MS_OK && (worst < 0 || share[i].failed < share[worst].failed))
-			worst = i;
-	}
-	if (worst < 0)
-		return MS_OK;
-	if (err)
-		*err = share[worst].err;
-	return share[worst].st;
+	load_job j = {.m = m, .blk = blk, .b = b};
+	return par_for(blk->E, load_expert_task, &j, err);
 }
 
-/* Element-wise passes over a whole block (gigabytes for Mixtral) are split into contiguous spans of [0, n), one
- * per core (at most PIPE_THREADS), because one core moves far less than the memory bandwidth. Every element is
- * computed by one thread exactly as a single thread would, so results do not depend on the split. */
+/* Element-wise passes over a whole block (gigabytes for Mixtral) run as tasks of PIPE_SPAN elements, because one
+ * core moves far less than the memory bandwidth. Every element is computed as a single thread would. */
 typedef void (*span_fn)(void *ctx, int64_t begin, int64_t end);
 
-/* Below this many elements one thread does it all: starting threads would cost more than they save. */
-#define PIPE_SPLIT_MIN (1 << 20)
+#define PIPE_SPAN (1 << 20)
 
 typedef struct {
 	span_fn fn;
 	void *ctx;
-	int64_t begin, end;
+	int64_t n;
 } span_job;
 
-static void *span_run(void *arg)
+static ms_status span_task(void *ctx, int64_t i, ms_error *err)
 {
-	span_job *j = arg;
-	j->fn(j->ctx, j->begin, j->end);
-	return NULL;
+	(void)err;
+	const span_job *j = ctx;
+	const int64_t begin = i * PIPE_SPAN, end = begin + PIPE_SPAN < j->n ? begin + PIPE_SPAN : j->n;
+	j->fn(j->ctx, begin, end);
+	return MS_OK;
 }
 
 static void run_split(int64_t n, span_fn fn, void *ctx)
 {
-	const int t = n < PIPE_SPLIT_MIN ? 1 : core_count();
-	span_job job[PIPE_THREADS];
-	pthread_t tid[PIPE_THREADS];
-	int started[PIPE_THREADS] = {0};
-	for (int i = 0; i < t; i++)
-		job[i] = (span_job){.fn = fn, .ctx = ctx, .begin = n * i / t, .end = n * (i + 1) / t};
-	for (int i = 1; i < t; i++)
-		started[i] = pthread_create(&tid[i], NULL, span_run, &job[i]) == 0;
-	for (int i = 0; i < t; i++)   /* span 0, and any span whose thread could not start, run here */
-		if (!started[i])
-			span_run(&job[i]);
-	for (int i = 1; i < t; i++)
-		if (started[i])
-			pthread_join(tid[i], NULL);
+	span_job j = {.fn = fn, .ctx = ctx, .n = n};
+	(void)par_for((n + PIPE_SPAN - 1) / PIPE_SPAN, span_task, &j, NULL);
 }
 
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
@@ -715,23 +662,32 @@ void pipe_free_stats(pipe_stats *s)
 	memset(s, 0, sizeof *s);
 }
 
+typedef struct {
+	const expert_weights *experts;
+	double tol;
+	double *sr;
+} srank_job;
+
+/* Stable rank of matrix (task % MDL_NMAT) of expert (task / MDL_NMAT). */
+static ms_status srank_task(void *ctx, int64_t task, ms_error *err)
+{
+	const srank_job *j = ctx;
+	const int e = (int)(task / MDL_NMAT), mat = (int)(task % MDL_NMAT);
+	const expert_weights *w = &j->experts[e];
+	const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
+	const int rows = mat == MDL_DOWN ? w->d : w->f, cols = mat == MDL_DOWN ? w->f : w->d;
+	double *dst = &j->sr[task];
+	*dst = NAN;
+	if (!mats[mat])
+		return MS_OK;
+	ms_status st = srank_stable_rank(mats[mat], rows, cols, j->tol, dst);
+	return st == MS_OK ? MS_OK : ms_fail(err, st, "expert %d: stable rank failed: %s", e, ms_status_text(st));
+}
+
 ms_status pipe_stable_ranks(const expert_weights *experts, int n, double tol, double *sr, ms_error *err)
 {
-	for (int e = 0; e < n; e++) {
-		const expert_weights *w = &experts[e];
-		const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
-		for (int mat = 0; mat < MDL_NMAT; mat++) {
-			int rows = mat == MDL_DOWN ? w->d : w->f, cols = mat == MDL_DOWN ? w->f : w->d;
-			double *dst = &sr[(size_t)e * MDL_NMAT + mat];
-			*dst = NAN;
-			if (!mats[mat])
-				continue;
-			ms_status st = srank_stable_rank(mats[mat], rows, cols, tol, dst);
-			if (st != MS_OK)
-				return ms_fail(err, st, "expert %d: stable rank failed: %s", e, ms_status_text(st));
-		}
-	}
-	return MS_OK;
+	srank_job j = {.experts = experts, .tol = tol, .sr = sr};
+	return par_for((int64_t)n * MDL_NMAT, srank_task, &j, err);
 }
 
 /* Routing of the calibration tokens: logits z [T, E] (kept for router-logits), selections and weights. */

@@ -5,14 +5,35 @@
 #include <string.h>
 #include <cblas.h>
 
+#include "analysis/par.h"
+
+/* Tokens per task of route_logits: fixed, so each GEMM (and its bits) depends on the tokens alone. */
+#define ROUTE_TASK_TOKENS 1024
+
+typedef struct {
+	const float *x, *router;
+	int64_t T;
+	int d, E;
+	float *z;
+} logits_job;
+
+static ms_status logits_task(void *ctx, int64_t task, ms_error *err)
+{
+	(void)err;
+	const logits_job *j = ctx;
+	const int64_t t0 = task * ROUTE_TASK_TOKENS;
+	const int n = (int)(j->T - t0 < ROUTE_TASK_TOKENS ? j->T - t0 : ROUTE_TASK_TOKENS);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, j->E, j->d, 1.0f, j->x + t0 * j->d, j->d, j->router,
+		    j->d, 0.0f, j->z + t0 * j->E, j->E);
+	return MS_OK;
+}
+
 ms_status route_logits(const float *x, int64_t T, int d, const float *router, int E, float *z)
 {
 	if (!x || !router || !z || T < 0 || d <= 0 || E <= 0)
 		return MS_ERR_ARG;
-	if (T == 0)
-		return MS_OK;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, E, d, 1.0f, x, d, router, d, 0.0f, z, E);
-	return MS_OK;
+	logits_job j = {.x = x, .router = router, .T = T, .d = d, .E = E, .z = z};
+	return par_for((T + ROUTE_TASK_TOKENS - 1) / ROUTE_TASK_TOKENS, logits_task, &j, NULL);
 }
 
 /* Inserts expert e with logit v into the descending top list (length k, filled n); ties keep the lower index

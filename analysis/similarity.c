@@ -6,6 +6,7 @@
 #include <string.h>
 #include <cblas.h>
 
+#include "analysis/par.h"
 #include "analysis/routing.h"
 
 /* ---- the table of bases ---- */
@@ -128,24 +129,77 @@ static void scaled_copy(const float *x, int len, double by, float *dst)
 		dst[k] = (float)(x[k] * by);
 }
 
-/* Adds coordinates of n contiguous vectors src[i][0 .. len) to the Gram matrix. Each row's block is read twice,
- * once for its length and once for the scaled copy, the second time from cache. */
+/* gram_add_rows works in waves of blocks: each block of a wave is a parallel task (lengths, scaled copy, SYRK into
+ * a part of its own), then the parts are added to the double Gram matrix in block order, exactly as one thread
+ * going block by block would add them. */
+typedef struct {
+	const gram_acc *g;
+	const float *const *src;
+	int64_t len, first;   /* coordinates per vector; the wave's first block */
+	float *buf;           /* [wave][n, cap] scaled blocks */
+	float *part;          /* [wave][n, n] their SYRKs */
+	double *raw;          /* [wave][n] squared lengths */
+} rows_wave;
+
+static ms_status rows_block_task(void *ctx, int64_t i, ms_error *err)
+{
+	(void)err;
+	const rows_wave *w = ctx;
+	const int n = w->g->n;
+	const int64_t off = (w->first + i) * w->g->cap;
+	const int cb = (int)(w->len - off < w->g->cap ? w->len - off : w->g->cap);
+	float *buf = w->buf + (size_t)i * (size_t)n * (size_t)w->g->cap;
+	double *raw = w->raw + (size_t)i * (size_t)n;
+	for (int v = 0; v < n; v++) {
+		const float *x = w->src[v] + off;
+		raw[v] = sum_squares(x, cb);
+		const double inv = isfinite(raw[v]) && raw[v] > 0.0 ? 1.0 / sqrt(raw[v]) : 1.0;
+		scaled_copy(x, cb, inv, buf + (size_t)v * (size_t)cb);
+	}
+	cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, cb, 1.0f, buf, cb, 0.0f,
+		    w->part + (size_t)i * (size_t)n * (size_t)n, n);
+	return MS_OK;
+}
+
+/* Adds block i of the wave to the Gram matrix, as block_scale and block_accumulate do for one block. */
+static ms_status rows_block_add(gram_acc *g, const rows_wave *w, int64_t i)
+{
+	const int n = g->n;
+	const double *raw = w->raw + (size_t)i * (size_t)n;
+	const float *part = w->part + (size_t)i * (size_t)n * (size_t)n;
+	for (int v = 0; v < n; v++) {
+		double inv;
+		ms_status st = block_scale(g, v, raw[v], &inv);
+		if (st != MS_OK)
+			return st;
+	}
+	for (int a = 0; a < n; a++)
+		for (int b = a; b < n; b++)
+			g->gram[(size_t)a * n + b] += (double)part[(size_t)a * n + b] * g->sumsq[a] * g->sumsq[b];
+	return MS_OK;
+}
+
+/* Adds coordinates of n contiguous vectors src[i][0 .. len) to the Gram matrix, par_threads() blocks at a time
+ * (how many are in flight changes the memory used, never the result). */
 static ms_status gram_add_rows(gram_acc *g, const float *const *src, int64_t len)
 {
-	for (int64_t off = 0; off < len; off += g->cap) {
-		const int cb = (int)(len - off < g->cap ? len - off : g->cap);
-		for (int i = 0; i < g->n; i++) {
-			const float *s = src[i] + off;
-			float *dst = g->buf + (size_t)i * (size_t)cb;
-			double inv;
-			ms_status st = block_scale(g, i, sum_squares(s, cb), &inv);
-			if (st != MS_OK)
-				return st;
-			scaled_copy(s, cb, inv, dst);
-		}
-		block_accumulate(g, cb, 0);
+	const int64_t blocks = (len + g->cap - 1) / g->cap, wave = par_threads();
+	const size_t n = (size_t)g->n;
+	rows_wave w = {.g = g, .src = src, .len = len};
+	w.buf = malloc((size_t)wave * n * (size_t)g->cap * sizeof *w.buf);
+	w.part = malloc((size_t)wave * n * n * sizeof *w.part);
+	w.raw = malloc((size_t)wave * n * sizeof *w.raw);
+	ms_status st = w.buf && w.part && w.raw ? MS_OK : MS_ERR_NOMEM;
+	for (w.first = 0; st == MS_OK && w.first < blocks; w.first += wave) {
+		const int64_t count = blocks - w.first < wave ? blocks - w.first : wave;
+		st = par_for(count, rows_block_task, &w, NULL);
+		for (int64_t i = 0; st == MS_OK && i < count; i++)
+			st = rows_block_add(g, &w, i);
 	}
-	return MS_OK;
+	free(w.buf);
+	free(w.part);
+	free(w.raw);
+	return st;
 }
 
 /* Adds the columns of z [T, n] (a block of rows at a time) to the Gram matrix. */
@@ -310,6 +364,29 @@ static ms_status expert_mean(const expert_weights *w, const float *x, int64_t T,
 	return project_mean(w, hsum, T, o);
 }
 
+typedef struct {
+	const expert_weights *experts;
+	const float *x;
+	int64_t T, chunk;
+	float *out;
+} mean_job;
+
+/* One expert's mean output, with buffers of its own: experts run as parallel tasks. */
+static ms_status mean_task(void *ctx, int64_t e, ms_error *err)
+{
+	(void)err;
+	const mean_job *j = ctx;
+	const int d = j->experts[0].d, f = j->experts[0].f;
+	float *h = malloc((size_t)j->chunk * (size_t)f * 2 * sizeof *h); /* [chunk, f] hidden + [chunk, f] gate */
+	double *hsum = malloc((size_t)f * sizeof *hsum);                  /* [f] */
+	ms_status st = h && hsum ? MS_OK : MS_ERR_NOMEM;
+	if (st == MS_OK)
+		st = expert_mean(&j->experts[e], j->x, j->T, j->chunk, h, hsum, j->out + (size_t)e * (size_t)d);
+	free(h);
+	free(hsum);
+	return st;
+}
+
 ms_status sim_expert_mean_outputs(const expert_weights *experts, int E, const float *x, int64_t T, int64_t chunk,
 				  float *out)
 {
@@ -323,15 +400,8 @@ ms_status sim_expert_mean_outputs(const expert_weights *experts, int E, const fl
 		chunk = T;
 	if (chunk > INT_MAX / experts[0].f)
 		chunk = INT_MAX / experts[0].f;
-	const int d = experts[0].d, f = experts[0].f;
-	float *h = malloc((size_t)chunk * (size_t)f * 2 * sizeof *h); /* [chunk, f] hidden + [chunk, f] gate */
-	double *hsum = malloc((size_t)f * sizeof *hsum);              /* [f] */
-	ms_status st = h && hsum ? MS_OK : MS_ERR_NOMEM;
-	for (int e = 0; e < E && st == MS_OK; e++)
-		st = expert_mean(&experts[e], x, T, chunk, h, hsum, out + (size_t)e * (size_t)d);
-	free(h);
-	free(hsum);
-	return st;
+	mean_job j = {.experts = experts, .x = x, .T = T, .chunk = chunk, .out = out};
+	return par_for(E, mean_task, &j, NULL);
 }
 
 /* ---- Euclidean distance ---- */

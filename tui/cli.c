@@ -9,6 +9,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+const char cli_threads_help[] =
+	"--threads N  threads to use (default: one per core); results are bit-identical for any N";
+
 int cli_report(const ms_error *err)
 {
 	const char *msg = err && err->msg[0] ? err->msg : ms_status_text(err ? err->code : MS_OK);
@@ -47,7 +50,7 @@ int cli_help(const char *cmd)
 	const cli_command *c = find_command(cmd);
 	if (!c)
 		return CLI_USAGE;
-	printf("usage: moescope %s\n\n%s\n", c->synopsis, c->summary);
+	printf("usage: moescope %s\n\n%s\n\n%s\n", c->synopsis, c->summary, cli_threads_help);
 	return CLI_OK;
 }
 

@@ -19,6 +19,9 @@ typedef struct {
 extern const cli_command cli_commands[];
 extern const int cli_command_count;
 
+/* The one line every help text gives for --threads, which main() takes for every command. */
+extern const char cli_threads_help[];
+
 /* Prints "moescope: <err->msg>" on stderr and returns CLI_USER_ERROR. */
 int cli_report(const ms_error *err);
 /* Prints "moescope CMD: <message>" and "usage: ..." on stderr and returns CLI_USAGE. */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "analysis/par.h"
 #include "tui/cli.h"
 #include "tui/commands.h"
 
@@ -37,13 +38,47 @@ static void print_usage(FILE *out)
 	fprintf(out, "usage: moescope COMMAND [ARGS]\n       moescope MODEL [CALIB]\n\ncommands:\n");
 	for (int i = 0; i < cli_command_count; i++)
 		fprintf(out, "  %-60s\n      %s\n", cli_commands[i].synopsis, cli_commands[i].summary);
-	fprintf(out, "\n`moescope COMMAND --help` describes one command.\n");
+	fprintf(out, "\n%s\n\n`moescope COMMAND --help` describes one command.\n", cli_threads_help);
+}
+
+/* --threads N (or --threads=N) works with every command and the application, so it is taken out of argv here,
+ * before a command parses the rest. Returns 0, or -1 for a missing or bad count (*bad names it). */
+static int take_threads(int *argc, char **argv, int *threads, const char **bad)
+{
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		const char *value = NULL;
+		if (strcmp(argv[i], "--threads") == 0) {
+			value = i + 1 < *argc ? argv[++i] : "";
+		} else if (strncmp(argv[i], "--threads=", 10) == 0) {
+			value = argv[i] + 10;
+		} else {
+			argv[out++] = argv[i];
+			continue;
+		}
+		long long n;
+		if (cli_parse_int(value, 1, PAR_MAX_THREADS, &n) != 0) {
+			*bad = value;
+			return -1;
+		}
+		*threads = (int)n;
+	}
+	*argc = out;
+	argv[out] = NULL;
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	/* Character classification and wide output from the locale, but numbers always with a decimal point. */
 	setlocale(LC_CTYPE, "");
+	int threads = 0;
+	const char *bad = NULL;
+	if (take_threads(&argc, argv, &threads, &bad) != 0) {
+		fprintf(stderr, "moescope: --threads: '%s' is not a thread count (1..%d)\n", bad, PAR_MAX_THREADS);
+		return CLI_USAGE;
+	}
+	par_set_threads(threads);
 	if (argc < 2) {
 		print_usage(stderr);
 		return CLI_USAGE;

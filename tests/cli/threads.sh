@@ -1,9 +1,8 @@
 # Thread determinism of the commands: analyze, plan and eval (with a plan, and the MEO analysis without one) give
-# byte-identical JSON and CSV with one and with two OpenBLAS threads. The golden model is too small for OpenBLAS to
-# split its work (it stays on one thread below about 64^3 multiply-adds per GEMM); the olmoe-mini sample (d=256)
-# is not, so it is used when make test has generated the samples. tests/test_threads.c checks the same in process
-# on a block built for the purpose. Every comparison is exact: nothing in these paths depends on the thread count
-# (OpenBLAS splits GEMM and GEMV by output rows or columns, never a sum, and our own sums run in a fixed order).
+# byte-identical JSON and CSV with --threads 1, 2 and 3, whatever OPENBLAS_NUM_THREADS says (moescope splits the
+# work itself and runs OpenBLAS on one thread). The olmoe-mini sample (64 experts, d 256) has many tasks in every
+# parallel path, so it is used when make test has generated the samples. tests/test_threads.c checks the same in
+# process. Every comparison is exact.
 . "$(dirname "$0")/lib.sh"
 
 models=("$GOLDEN/model|$GOLDEN/calib.safetensors")
@@ -23,25 +22,34 @@ for pair in "${models[@]}"; do
 	C=${pair#*|}
 	name=$(basename "$M")
 	[ "$name" = model ] && name=golden
-	for t in 1 2; do
-		export OPENBLAS_NUM_THREADS=$t
+	for t in 1 2 3; do
+		# An outside OpenBLAS setting that would split its calls must not matter.
+		export OPENBLAS_NUM_THREADS=$((t + 1))
 		expect_status "$name: analyze --similarity all, $t thread(s)" 0 \
-			"$MOESCOPE" analyze "$M" --calib "$C" --similarity all --json "$TMP/analyze_$t.json"
+			"$MOESCOPE" analyze "$M" --calib "$C" --similarity all --json "$TMP/analyze_$t.json" --threads $t
 		expect_status "$name: plan --groups 4, $t thread(s)" 0 \
-			"$MOESCOPE" plan "$M" --calib "$C" --groups 4 --out "$TMP/plan_$t.csv"
+			"$MOESCOPE" plan "$M" --calib "$C" --groups 4 --out "$TMP/plan_$t.csv" --threads=$t
 		expect_status "$name: plan --method hc (expert-output), $t thread(s)" 0 \
-			"$MOESCOPE" plan "$M" --calib "$C" --groups 3 --method hc --out "$TMP/hc_$t.csv"
+			"$MOESCOPE" --threads $t plan "$M" --calib "$C" --groups 3 --method hc --out "$TMP/hc_$t.csv"
 		expect_status "$name: eval --plan, $t thread(s)" 0 \
-			"$MOESCOPE" eval "$M" --calib "$C" --plan "$TMP/plan_1.csv" --json "$TMP/eval_$t.json"
+			"$MOESCOPE" eval "$M" --calib "$C" --plan "$TMP/plan_1.csv" --json "$TMP/eval_$t.json" --threads $t
 		expect_status "$name: eval without a plan (MEO), $t thread(s)" 0 \
-			"$MOESCOPE" eval "$M" --calib "$C" --json "$TMP/meo_$t.json"
+			"$MOESCOPE" eval "$M" --calib "$C" --json "$TMP/meo_$t.json" --threads $t
+		expect_status "$name: merge (aligned, lse-fit), $t thread(s)" 0 \
+			"$MOESCOPE" merge "$M" --calib "$C" --plan "$TMP/plan_1.csv" --out "$TMP/merged_$t" --threads $t
+		(cd "$TMP/merged_$t" && sha256sum -- * >"$TMP/merged_$t.sha256")
 	done
 	unset OPENBLAS_NUM_THREADS
-	same "$name: analyze JSON identical with 1 and 2 threads" "$TMP/analyze_1.json" "$TMP/analyze_2.json"
-	same "$name: msmoe plan identical" "$TMP/plan_1.csv" "$TMP/plan_2.csv"
-	same "$name: hc plan identical" "$TMP/hc_1.csv" "$TMP/hc_2.csv"
-	same "$name: eval --plan JSON identical" "$TMP/eval_1.json" "$TMP/eval_2.json"
-	same "$name: MEO JSON identical" "$TMP/meo_1.json" "$TMP/meo_2.json"
+	for t in 2 3; do
+		same "$name: analyze JSON identical with 1 and $t threads" "$TMP/analyze_1.json" "$TMP/analyze_$t.json"
+		same "$name: msmoe plan identical with 1 and $t threads" "$TMP/plan_1.csv" "$TMP/plan_$t.csv"
+		same "$name: hc plan identical with 1 and $t threads" "$TMP/hc_1.csv" "$TMP/hc_$t.csv"
+		same "$name: eval --plan JSON identical with 1 and $t threads" "$TMP/eval_1.json" "$TMP/eval_$t.json"
+		same "$name: MEO JSON identical with 1 and $t threads" "$TMP/meo_1.json" "$TMP/meo_$t.json"
+		same "$name: merged checkpoint byte-identical with 1 and $t threads" "$TMP/merged_1.sha256" \
+			"$TMP/merged_$t.sha256"
+	done
+	rm -rf "$TMP"/merged_*
 	# The reports are about the model: they must hold per-block results, not be empty shells that trivially agree.
 	expect_grep "$name: analyze JSON holds stable ranks" '"stable_rank' "$TMP/analyze_1.json"
 	expect_grep "$name: eval JSON holds the output error" '"output_rel_error"' "$TMP/eval_1.json"
