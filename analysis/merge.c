@@ -81,21 +81,48 @@ ms_status merge_coefficients(int n_members, const double *frequency, int dominan
 	return MS_OK;
 }
 
-/* out [numel] = sum_e coef[e] mats[e], member 0 first for every element. The chunk's sums are finished before
+int merge_copy_member(int n_members, merge_weighting w, int dominant_member)
+{
+	return n_members == 1 ? 0 : w == MERGE_DOMINANT ? dominant_member : -1;
+}
+
+/* Written in blocks of 8 because -O2 leaves the plain loop scalar; each element is still one rounded product and
+ * (after the first member) one rounded sum, so the bits are those of the plain loop. */
+void merge_term(float *restrict out, const float *restrict x, float c, int64_t n, int first)
+{
+	int64_t j = 0;
+	if (first) {
+		for (; j + 8 <= n; j += 8)
+			for (int k = 0; k < 8; k++)
+				out[j + k] = c * x[j + k];
+		for (; j < n; j++)
+			out[j] = c * x[j];
+		return;
+	}
+	for (; j + 8 <= n; j += 8)
+		for (int k = 0; k < 8; k++)
+			out[j + k] += c * x[j + k];
+	for (; j < n; j++)
+		out[j] += c * x[j];
+}
+
+/* out [numel] = sum_e coef[e] mats[e], member 0 first for every element, members with coefficient 0 left out (so
+ * none needs aligning: analysis/pipeline.c skips them too). The chunk's sums are finished before
  * any of its elements is stored, which is what lets out be one of the members. */
 static void weighted_sum(int n, const float *const *mats, const float *coef, int64_t numel, float *out)
 {
 	float acc[MERGE_CHUNK];
 	for (int64_t at = 0; at < numel; at += MERGE_CHUNK) {
 		const int64_t len = numel - at < MERGE_CHUNK ? numel - at : MERGE_CHUNK;
-		const float *m0 = mats[0] + at;
-		for (int64_t i = 0; i < len; i++)
-			acc[i] = coef[0] * m0[i];
-		for (int e = 1; e < n; e++) {
-			const float *me = mats[e] + at;
-			for (int64_t i = 0; i < len; i++)
-				acc[i] += coef[e] * me[i];
+		int first = 1;
+		for (int e = 0; e < n; e++) {
+			if (coef[e] == 0.0f)
+				continue;
+			merge_term(acc, mats[e] + at, coef[e], len, first);
+			first = 0;
 		}
+		if (first)
+			memset(acc, 0, (size_t)len * sizeof *acc);
 		memcpy(out + at, acc, (size_t)len * sizeof *acc);
 	}
 }
@@ -114,7 +141,7 @@ ms_status merge_matrices(int n_members, const float *const *mats, const double *
 	ms_status st = merge_coefficients(n_members, frequency, dominant_member, w, coef);
 	if (st == MS_OK && numel > 0) {
 		/* Copies are exact: a group of one, or the dominant's matrix, keeps its bits. */
-		const int copy_from = n_members == 1 ? 0 : w == MERGE_DOMINANT ? dominant_member : -1;
+		const int copy_from = merge_copy_member(n_members, w, dominant_member);
 		if (copy_from >= 0) {
 			if (out != mats[copy_from])
 				memmove(out, mats[copy_from], (size_t)numel * sizeof *out);

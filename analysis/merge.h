@@ -36,6 +36,15 @@ int merge_weighting_parse(const char *name);          /* the merge_weighting cal
 ms_status merge_coefficients(int n_members, const double *frequency, int dominant_member, merge_weighting w,
 			     double *coef);
 
+/* The two pieces every merge is made of, shared by merge_matrices and the block merge of analysis/pipeline.c (which
+ * adds aligned members one at a time so only one aligned copy is in memory):
+ * merge_copy_member: the member whose matrix is the merge, copied bit for bit (a group of one, or the dominant
+ * weighting), or -1 when the merge is a weighted sum;
+ * merge_term: out [n] = c x [n] when first, else out += c x, element by element. Summing the members with a nonzero
+ * coefficient in order with it is the whole weighted sum. out and x must not overlap. */
+int merge_copy_member(int n_members, merge_weighting w, int dominant_member);
+void merge_term(float *restrict out, const float *restrict x, float c, int64_t n, int first);
+
 /* out [numel] = the merge of mats [n_members] (each [numel], the same matrix of each member, already aligned).
  * Arguments as merge_coefficients. A group of one is copied exactly (bit for bit), not scaled by f / (f + eps):
  * an expert that merges with nobody must stay the expert it was. out may be one of the members (the merge reads

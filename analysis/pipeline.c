@@ -5,11 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "analysis/par.h"
 #include "analysis/routing.h"
+#include "io/pages.h"
 
 /* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
 static int64_t expert_floats(mdl_act act, int d, int f)
@@ -35,46 +34,6 @@ static void bind_experts(pipe_block *blk)
 		expert_view(blk, blk->weights + (int64_t)e * blk->per_expert, &blk->experts[e]);
 }
 
-/* Maps the pages under a buffer about to be written in one system call (MADV_POPULATE_WRITE, Linux 5.14) rather
- * than one page fault per 4 KiB: for gigabytes of fresh float32 the faults cost more than the conversion, and
- * they do not get cheaper with a second thread. A hint only: where the kernel refuses, the faults happen as usual.
- * (Transparent huge pages would cut the faults further but can stall for seconds compacting memory.) */
-static void populate(void *p, size_t bytes)
-{
-#ifdef MADV_POPULATE_WRITE
-	const long page = sysconf(_SC_PAGESIZE);
-	if (page <= 0)
-		return;
-	const uintptr_t mask = (uintptr_t)page - 1;
-	const uintptr_t start = ((uintptr_t)p + mask) & ~mask, end = ((uintptr_t)p + bytes) & ~mask;
-	if (end > start)
-		(void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
-#else
-	(void)p, (void)bytes;
-#endif
-}
-
-/* Drops a converted tensor's pages from this process's view of the memory-mapped checkpoint. The mapping is
- * read-only, so nothing is lost: the pages stay in the page cache and a later read maps them again. Without this
- * every block read stays mapped and counts in the resident set until the kernel reclaims it (analyze on a 24 GB
- * Mixtral-shaped model showed 17 GB of file pages beside 5.6 GB of float32; see bench/bigmodel.sh). Pages shared
- * with a neighbouring tensor are left alone. A hint only: where it is refused the pages simply stay. */
-static void release_mapped(const st_tensor *t)
-{
-#ifdef MADV_DONTNEED
-	const long page = sysconf(_SC_PAGESIZE);
-	if (!t || !t->data || page <= 0)
-		return;
-	const uintptr_t mask = (uintptr_t)page - 1;
-	const uintptr_t start = ((uintptr_t)t->data + mask) & ~mask;
-	const uintptr_t end = ((uintptr_t)t->data + t->nbytes) & ~mask;
-	if (end > start)
-		(void)madvise((void *)start, end - start, MADV_DONTNEED);
-#else
-	(void)t;
-#endif
-}
-
 /* Loading a block's experts: one task per expert (conversion of BF16 to float32 and the first touch of the
  * float pages are bound by one core each, so more cores shorten it). Each float is written by one task from the
  * same bytes, and par_for reports the lowest failing expert, so neither the result nor the error depends on the
@@ -89,12 +48,12 @@ static ms_status load_expert_task(void *ctx, int64_t e, ms_error *err)
 {
 	const load_job *j = ctx;
 	expert_weights *w = &j->blk->experts[e];
-	populate(j->blk->weights + e * j->blk->per_expert, (size_t)j->blk->per_expert * sizeof(float));
+	pages_populate(j->blk->weights + e * j->blk->per_expert, (size_t)j->blk->per_expert * sizeof(float));
 	ms_status st = mdl_load_expert(j->m, j->b, (int)e, (float *)w->gate, (float *)w->up, (float *)w->down, err);
 	if (st != MS_OK)
 		return st;
 	for (int k = 0; k < MDL_NMAT; k++)
-		release_mapped(j->m->blocks[j->b].experts[e * MDL_NMAT + k]);
+		pages_release_tensor(j->m->blocks[j->b].experts[e * MDL_NMAT + k]);
 	return MS_OK;
 }
 
@@ -273,33 +232,22 @@ static int scratch_alloc(const pipe_block *blk, merge_scratch *s)
 	return s->aligned && s->perm && s->members && s->freq && s->coef;
 }
 
-/* out [n] += c src [n]. Written in blocks of 8 with restrict pointers because -O2 leaves the plain loop scalar (it
- * will not add an overlap test or a remainder loop), and the scalar loop runs well below memory bandwidth; each
- * element is still one rounded product and one rounded sum, so the bits are those of the plain loop. */
-static void add_scaled(float *restrict out, const float *restrict src, float c, int64_t n)
-{
-	int64_t j = 0;
-	for (; j + 8 <= n; j += 8)
-		for (int k = 0; k < 8; k++)
-			out[j + k] += c * src[j + k];
-	for (; j < n; j++)
-		out[j] += c * src[j];
-}
-
 typedef struct {
 	float *out;
 	const float *src;
 	float c;
-} add_scaled_job;
+	int first;
+} term_job;
 
-static void add_scaled_span(void *ctx, int64_t begin, int64_t end)
+static void term_span(void *ctx, int64_t begin, int64_t end)
 {
-	const add_scaled_job *j = ctx;
-	add_scaled(j->out + begin, j->src + begin, j->c, end - begin);
+	const term_job *j = ctx;
+	merge_term(j->out + begin, j->src + begin, j->c, end - begin, j->first);
 }
 
-/* out [per_expert] = the weighted merge of group g's members, each aligned first when asked. Accumulates member
- * by member in index order, so only one aligned copy is in memory at a time. */
+/* out [per_expert] = the weighted merge of group g's members, each aligned first when asked: merge_matrices's
+ * arithmetic (analysis/merge.h), but adding member by member in index order so that only one aligned copy is in
+ * memory at a time. */
 static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g, const pipe_merge_options *o,
 			     float *out, merge_scratch *s, ms_error *err)
 {
@@ -322,11 +270,12 @@ static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g,
 	if (st != MS_OK)
 		return ms_fail(err, st, "block %s: group %d: merge weights failed", p->labels[b], g);
 	const int ref = align_reference(blk, group, dominant, g, o->align);
-	memset(out, 0, (size_t)blk->per_expert * sizeof *out);
+	const int copy = merge_copy_member(n, o->weighting, dom);
+	int first = 1;
 	for (int i = 0; i < n; i++) {
-		const float *src = blk->weights + (int64_t)members[i] * blk->per_expert;
-		if (coef[i] == 0.0)
+		if (copy >= 0 ? i != copy : (float)coef[i] == 0.0f)
 			continue;
+		const float *src = blk->weights + (int64_t)members[i] * blk->per_expert;
 		if (ref >= 0 && members[i] != ref) {
 			expert_weights dst;
 			expert_view(blk, tmp, &dst);
@@ -339,9 +288,16 @@ static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g,
 					       p->labels[b], members[i], ref, ms_status_text(st));
 			src = tmp;
 		}
-		add_scaled_job job = {.out = out, .src = src, .c = (float)coef[i]};
-		run_split(blk->per_expert, add_scaled_span, &job);
+		if (copy >= 0) {
+			memcpy(out, src, (size_t)blk->per_expert * sizeof *out);
+			return MS_OK;
+		}
+		term_job job = {.out = out, .src = src, .c = (float)coef[i], .first = first};
+		run_split(blk->per_expert, term_span, &job);
+		first = 0;
 	}
+	if (first)
+		memset(out, 0, (size_t)blk->per_expert * sizeof *out);
 	return MS_OK;
 }
 
@@ -420,7 +376,7 @@ static ms_status alloc_merged(const pipe_block *blk, int n_slots, int n_router, 
 	mg->groups = G;
 	mg->weights = malloc((size_t)n_slots * blk->per_expert * sizeof(float));
 	if (mg->weights)
-		populate(mg->weights, (size_t)n_slots * blk->per_expert * sizeof(float));
+		pages_populate(mg->weights, (size_t)n_slots * blk->per_expert * sizeof(float));
 	mg->experts = calloc((size_t)n_slots, sizeof *mg->experts);
 	mg->slot_group = malloc((size_t)n_slots * sizeof(int));
 	mg->router = malloc((size_t)n_router * blk->d * sizeof(float));

@@ -128,11 +128,67 @@ static void test_alignment_lowers_merge_error(void)
 	plan_free(&p);
 }
 
+/* The block merge (members added one at a time) and merge_matrices (all members at once, what test_merge checks
+ * against the golden case) are one implementation: for every weighting, unaligned, the merged experts are
+ * merge_matrices of the members' matrices, rounded to the checkpoint's dtype, bit for bit. */
+static void test_block_merge_is_merge_matrices(void)
+{
+	const int E = model->n_experts;
+	const char *labels[16];
+	for (int b = 0; b < model->n_blocks; b++)
+		labels[b] = model->blocks[b].label;
+	plan p;
+	CHECK(plan_init(&p, model->n_blocks, E, labels) == 0);
+	for (int b = 0; b < model->n_blocks; b++)
+		for (int e = 0; e < E; e++) {
+			/* groups {0,3,5}, {1,2}, {4}, {6,7} with unequal usage, one of them unused */
+			static const int grp[8] = {0, 1, 1, 0, 2, 0, 3, 3};
+			p.group[b * E + e] = grp[e % 8];
+			p.dominant[b * E + e] = e == 3 || e == 2 || e == 4 || e == 7;
+			p.frequency[b * E + e] = e == 6 || e == 7 ? 0.0 : 0.05 * (e + 1);
+		}
+	ms_error err = {0};
+	CHECK(plan_validate(&p, &err) == MS_OK, "%s", err.msg);
+	pipe_block blk;
+	CHECK(pipe_load_block(model, cal, 1, &blk, &err) == MS_OK, "%s", err.msg);
+	float *want = malloc((size_t)blk.per_expert * sizeof *want);
+	for (int w = 0; w < MERGE_WEIGHTING_COUNT && want; w++) {
+		pipe_merge_options o = pipe_merge_defaults();
+		o.layout = PIPE_LAYOUT_ALIASED;
+		o.align = ALIGN_NONE;
+		o.weighting = (merge_weighting)w;
+		pipe_merged mg;
+		CHECK(pipe_merge_block(&blk, &p, 1, &o, &mg, &err) == MS_OK, "%s", err.msg);
+		for (int g = 0; g < mg.groups; g++) {
+			const float *mats[8];
+			double freq[8];
+			int n = 0, dom = 0;
+			for (int e = 0; e < E; e++)
+				if (p.group[E + e] == g) {
+					dom = p.dominant[E + e] ? n : dom;
+					freq[n] = p.frequency[E + e];
+					mats[n++] = blk.weights + (int64_t)e * blk.per_expert;
+				}
+			CHECK(merge_matrices(n, mats, freq, dom, (merge_weighting)w, blk.per_expert, want) == MS_OK);
+			for (int64_t i = 0; i < blk.per_expert; i++)
+				want[i] = blk.expert_dtype == ST_BF16 ? st_bf16_to_f32(st_f32_to_bf16(want[i])) : want[i];
+			CHECK(memcmp(want, mg.weights + (int64_t)g * blk.per_expert, (size_t)blk.per_expert * sizeof *want) == 0,
+			      "weighting %s, group %d: the block merge differs from merge_matrices",
+			      merge_weighting_name((merge_weighting)w), g);
+		}
+		pipe_free_merged(&mg);
+	}
+	free(want);
+	pipe_free_block(&blk);
+	plan_free(&p);
+}
+
 int main(void)
 {
 	RUN(setup);
 	RUN(test_alignment_recovers_planted_permutations);
 	RUN(test_alignment_lowers_merge_error);
+	RUN(test_block_merge_is_merge_matrices);
 	cJSON_Delete(truth);
 	calib_close(cal);
 	mdl_close(model);
