@@ -9,7 +9,8 @@
  * invariant kept throughout is that every assigned row sits on a column minimising sign c[i, j] - v[j]. */
 typedef struct {
 	int n;
-	const double *c;  /* [n, n] */
+	const double *c;  /* [n, n], or NULL when the costs are cf */
+	const float *cf;  /* [n, n] float costs (alignment's), read as doubles */
 	double sign;      /* +1 to minimise, -1 to maximise */
 	double *v;        /* [n] column potentials */
 	double *d;        /* [n] path lengths of the current search */
@@ -20,17 +21,25 @@ typedef struct {
 	int *free_rows;   /* [n] */
 } lap_work;
 
-static double reduced(const lap_work *w, int i, int j)
+/* Cost k of the matrix, whichever precision it is stored in: a float cost is exactly the same double. */
+static inline double cost_at(const lap_work *w, size_t k)
 {
-	return w->sign * w->c[(size_t)i * (size_t)w->n + (size_t)j] - w->v[j];
+	return w->c ? w->c[k] : (double)w->cf[k];
 }
 
-static ms_status check_costs(int n, const double *cost)
+static double reduced(const lap_work *w, int i, int j)
 {
-	const size_t nn = (size_t)n * (size_t)n;
-	for (size_t k = 0; k < nn; k++)
-		if (!isfinite(cost[k]) || fabs(cost[k]) > LAP_COST_MAX)
+	return w->sign * cost_at(w, (size_t)i * (size_t)w->n + (size_t)j) - w->v[j];
+}
+
+static ms_status check_costs(const lap_work *w)
+{
+	const size_t nn = (size_t)w->n * (size_t)w->n;
+	for (size_t k = 0; k < nn; k++) {
+		const double c = cost_at(w, k);
+		if (!isfinite(c) || fabs(c) > LAP_COST_MAX)
 			return MS_ERR_ARG;
+	}
 	return MS_OK;
 }
 
@@ -41,14 +50,14 @@ static void column_reduction(lap_work *w)
 	const int n = w->n;
 	int *best = w->pred; /* cheapest row of each column; pred is free until the searches start */
 	for (int j = 0; j < n; j++) {
-		w->v[j] = w->sign * w->c[j];
+		w->v[j] = w->sign * cost_at(w, (size_t)j);
 		best[j] = 0;
 	}
 	for (int i = 1; i < n; i++) {
-		const double *row = w->c + (size_t)i * (size_t)n;
+		const size_t row = (size_t)i * (size_t)n;
 		for (int j = 0; j < n; j++)
-			if (w->sign * row[j] < w->v[j]) {
-				w->v[j] = w->sign * row[j];
+			if (w->sign * cost_at(w, row + (size_t)j) < w->v[j]) {
+				w->v[j] = w->sign * cost_at(w, row + (size_t)j);
 				best[j] = i;
 			}
 	}
@@ -247,31 +256,45 @@ static ms_status alloc_work(lap_work *w, int n)
 	return MS_OK;
 }
 
-ms_status lap_solve(int n, const double *cost, int maximize, int *col_of_row, double *total)
+static ms_status solve(lap_work *w, int *col_of_row, double *total)
 {
-	if (n < 0 || (n > 0 && (!cost || !col_of_row)))
-		return MS_ERR_ARG;
+	const int n = w->n;
 	if (total)
 		*total = 0.0;
 	if (n == 0)
 		return MS_OK;
-	if (check_costs(n, cost) != MS_OK)
+	if (check_costs(w) != MS_OK)
 		return MS_ERR_ARG;
-	lap_work w = { .n = n, .c = cost, .sign = maximize ? -1.0 : 1.0 };
-	if (alloc_work(&w, n) != MS_OK)
+	if (alloc_work(w, n) != MS_OK)
 		return MS_ERR_NOMEM;
-	column_reduction(&w);
-	row_reduction(&w);
+	column_reduction(w);
+	row_reduction(w);
 	for (int i = 0; i < n; i++)
-		if (w.x[i] < 0)
-			augment(&w, i);
+		if (w->x[i] < 0)
+			augment(w, i);
 	double sum = 0.0;
 	for (int i = 0; i < n; i++) {
-		col_of_row[i] = w.x[i];
-		sum += cost[(size_t)i * (size_t)n + (size_t)w.x[i]];
+		col_of_row[i] = w->x[i];
+		sum += cost_at(w, (size_t)i * (size_t)n + (size_t)w->x[i]);
 	}
 	if (total)
 		*total = sum;
-	free_work(&w);
+	free_work(w);
 	return MS_OK;
+}
+
+ms_status lap_solve(int n, const double *cost, int maximize, int *col_of_row, double *total)
+{
+	if (n < 0 || (n > 0 && (!cost || !col_of_row)))
+		return MS_ERR_ARG;
+	lap_work w = { .n = n, .c = cost, .sign = maximize ? -1.0 : 1.0 };
+	return solve(&w, col_of_row, total);
+}
+
+ms_status lap_solve_f32(int n, const float *cost, int maximize, int *col_of_row, double *total)
+{
+	if (n < 0 || (n > 0 && (!cost || !col_of_row)))
+		return MS_ERR_ARG;
+	lap_work w = { .n = n, .cf = cost, .sign = maximize ? -1.0 : 1.0 };
+	return solve(&w, col_of_row, total);
 }

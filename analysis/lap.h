@@ -19,4 +19,8 @@
  * infinite or beyond LAP_COST_MAX; MS_ERR_NOMEM when the O(n) work arrays cannot be had. */
 ms_status lap_solve(int n, const double *cost, int maximize, int *col_of_row, double *total);
 
+/* The same on a float matrix (half the memory: alignment's f x f costs are float products anyway); every cost is
+ * read as the double it equals, so the assignment is the one lap_solve gives on that matrix widened. */
+ms_status lap_solve_f32(int n, const float *cost, int maximize, int *col_of_row, double *total);
+
 #endif
