@@ -1,5 +1,6 @@
 # moescope: `make` builds build/moescope; `make run` opens the sample; `make test` runs every test under
-# AddressSanitizer and UndefinedBehaviorSanitizer with -Werror. BUILD=dir puts everything in another directory
+# AddressSanitizer and UndefinedBehaviorSanitizer with -Werror, and the application's unit tests again under
+# ThreadSanitizer (mk/tsan.mk). BUILD=dir puts everything in another directory
 # (lets several builds run side by side).
 
 BUILD   ?= build

@@ -47,6 +47,12 @@ for t in "$build"/tests/test_*; do
 	case "$t" in *.d|*.o) continue ;; esac
 	run_suite "$(basename "$t")" "$t"
 done
+# The application's unit tests again under ThreadSanitizer: the worker thread against the UI thread.
+for t in "$build"/tsan/tests/test_*; do
+	[ -x "$t" ] || continue
+	case "$t" in *.d|*.o) continue ;; esac
+	run_suite "tsan/$(basename "$t")" tests/tsan/run.sh "$t"
+done
 for s in tests/cli/*.sh; do
 	[ -f "$s" ] || continue
 	[ "$(basename "$s")" = lib.sh ] && continue

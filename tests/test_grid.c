@@ -216,7 +216,7 @@ static struct {
 } commit_seen;
 
 static ms_status fake_commit(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
-			     void *ctx, volatile sig_atomic_t *cancel, mrun_summary *summary, ms_error *err)
+			     void *ctx, const atomic_int *cancel, mrun_summary *summary, ms_error *err)
 {
 	(void)cal;
 	(void)cancel;

@@ -3,6 +3,7 @@
  * codes, and handles a resize in one place. endwin runs on every way out. */
 #include <curses.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +12,14 @@
 
 #include "tui/app.h"
 
-static volatile sig_atomic_t stop_signal;
+/* The signal that asks the application to quit. The handler may run on the worker thread (a process-directed
+ * signal goes to any thread that does not block it) while this loop reads the flag, so it is a lock-free atomic
+ * (tui/merge_run.h asserts atomic_int is), whose store is async-signal-safe. */
+static atomic_int stop_signal;
 
 static void on_signal(int sig)
 {
-	stop_signal = sig;
+	atomic_store(&stop_signal, sig);
 }
 
 static attr_t curses_attr(unsigned a)
@@ -113,7 +117,7 @@ int app_run_terminal(app *a, int mono_flag, FILE *dump, char *msg, size_t len)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	int rc = resize_to_terminal(a) == 0 ? 0 : 1, redraw = 1;
-	while (rc == 0 && !a->quit && !stop_signal) {
+	while (rc == 0 && !a->quit && !atomic_load(&stop_signal)) {
 		worker_progress p;
 		worker_get_progress(a->w, &p);
 		if (app_poll(a) || redraw || p.busy) {

@@ -163,8 +163,13 @@ static void request_block(app *a, int b)
 	j.ao.stable_ranks = (missing & APP_HAVE_SRANK) != 0;
 	j.ao.reap = (missing & APP_HAVE_REAP) != 0;
 	j.ao.srank_tol = SRANK_DEFAULT_TOL;
-	if (worker_post(a->w, &j) == 0)
+	if (worker_post(a->w, &j) == 0) {
 		a->asked[b] |= missing | (a->cal ? APP_HAVE_ROUTING : 0);
+		return;
+	}
+	/* Not asked, so the next request tries again; meanwhile the user sees why nothing comes. */
+	snprintf(a->message, sizeof a->message, "block %s: statistics: out of memory", a->m->blocks[b].label);
+	a->message_error = 1;
 }
 
 void app_request_stats(app *a, int b)

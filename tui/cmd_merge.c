@@ -2,6 +2,7 @@
  * [--max-shard-size S] [--force]`: write the merged checkpoint. */
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +12,14 @@
 #include "tui/merge_run.h"
 #include "tui/options.h"
 
-static volatile sig_atomic_t merge_cancel;
+/* Set by the handler, on whichever thread the signal lands (OpenBLAS may run threads of its own), and read by
+ * the merge: lock-free (tui/merge_run.h asserts it), so the store is async-signal-safe. */
+static atomic_int merge_cancel;
 
 static void on_signal(int sig)
 {
 	(void)sig;
-	merge_cancel = 1;
+	atomic_store(&merge_cancel, 1);
 }
 
 /* SIGINT and SIGTERM ask the merge to stop (it then removes its temporary directory); SIGXFSZ is ignored so that

@@ -32,7 +32,7 @@ typedef struct {
 	const mrun_request *req;
 	mrun_progress_fn progress;
 	void *ctx;
-	volatile sig_atomic_t *cancel;
+	const atomic_int *cancel;
 	pipe_merge_options opts;
 	int n_out;                   /* experts per block in the output: E' (compact) or E (aliased) */
 	const st_tensor **block_tensors; /* sorted pointers of every router and expert tensor, to tell them apart */
@@ -55,7 +55,7 @@ static int cmp_ptr(const void *a, const void *b)
 
 static ms_status interrupted(const mrun_ctx *c, ms_error *err)
 {
-	if (c->cancel && *c->cancel)
+	if (c->cancel && atomic_load(c->cancel))
 		return ms_fail(err, MS_ERR_INTERRUPTED, "%s: merge interrupted; nothing was written", c->req->out_dir);
 	return MS_OK;
 }
@@ -638,7 +638,7 @@ static ms_status run(mrun_ctx *c, ms_error *err)
 }
 
 ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
-		    void *ctx, volatile sig_atomic_t *cancel, mrun_summary *summary, ms_error *err)
+		    void *ctx, const atomic_int *cancel, mrun_summary *summary, ms_error *err)
 {
 	mrun_ctx c = {.m = m, .cal = cal, .req = req, .progress = progress, .ctx = ctx, .cancel = cancel};
 	c.opts = req->opts;

@@ -3,7 +3,7 @@
 #ifndef MRUN_MERGE_RUN_H
 #define MRUN_MERGE_RUN_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "analysis/pipeline.h"
@@ -35,13 +35,17 @@ typedef struct {
 /* Progress: stage ("merge", "write", "validate"), done of total. May be NULL. */
 typedef void (*mrun_progress_fn)(void *ctx, const char *stage, int done, int total);
 
+/* The cancel flag is set by another thread (the application's UI) or by a signal handler (`moescope merge`, where
+ * the signal may land on any thread): a C11 atomic is the one type both may store to and the merge may read
+ * without a data race, and in a signal handler only when it is lock-free. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may store to atomic_int only when it is lock-free");
+
 /* Writes the merged checkpoint of m under req->plan into req->out_dir via a temporary sibling directory that is
  * validated and renamed into place. cal may be NULL unless the router is lse-fit (it is also used for the
- * report's evaluation). When *cancel becomes nonzero (a signal handler sets it) the work stops, the temporary
- * directory is removed and MS_ERR_INTERRUPTED returned. On any failure nothing is left behind and the input is
- * untouched. */
+ * report's evaluation). When *cancel (may be NULL) becomes nonzero the work stops, the temporary directory is
+ * removed and MS_ERR_INTERRUPTED returned. On any failure nothing is left behind and the input is untouched. */
 ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
-		    void *ctx, volatile sig_atomic_t *cancel, mrun_summary *summary, ms_error *err);
+		    void *ctx, const atomic_int *cancel, mrun_summary *summary, ms_error *err);
 
 /* The defaults of `moescope merge`. */
 mrun_request mrun_request_defaults(void);

@@ -6,15 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A job and its result, allocated together by worker_post: once a job is queued, nothing on its way to the
+ * result queue needs memory, so every posted job answers. The same node carries the result back. */
 typedef struct job_node {
 	work_job job;
+	work_result *r;
 	struct job_node *next;
 } job_node;
 
-typedef struct result_node {
-	work_result *r;
-	struct result_node *next;
-} result_node;
+void *(*worker_calloc)(size_t n, size_t size) = calloc;
 
 struct worker {
 	const mdl_model *m;
@@ -24,12 +24,19 @@ struct worker {
 	pthread_mutex_t mu;
 	pthread_cond_t has_job;   /* signalled when a job is queued or stop is set */
 	pthread_cond_t idle;      /* signalled when the queue empties and no job runs */
+	/* under mu */
 	job_node *jobs;
-	result_node *results, *results_tail;
+	job_node *results, *results_tail;  /* finished jobs, oldest first, each holding its result */
 	int running, stop;
+	work_kind running_kind;
+	int running_block;
 	int done, total;
 	char label[128];
-	volatile sig_atomic_t cancel;
+	worker_stage_fn stage_hook;
+	void *stage_ctx;
+	/* The running job should stop. Stored by the UI thread (worker_cancel, a newer evaluation of the same block,
+	 * worker_stop) while the job reads it without taking mu, so it is atomic; cleared as each job starts. */
+	atomic_int cancel;
 	/* touched by the worker thread only */
 	pipe_block cached;
 	int cached_block;         /* block in `cached`, -1 for none */
@@ -59,11 +66,27 @@ static int priority(work_kind k)
 	return k == WORK_COMMIT ? 0 : k == WORK_EVAL ? 1 : 2;
 }
 
+/* The running job enters a stage: the progress line shows text, and the stage hook hears of it. */
 static void set_label(worker *w, const char *text)
 {
 	pthread_mutex_lock(&w->mu);
 	snprintf(w->label, sizeof w->label, "%s", text);
+	worker_stage_fn hook = w->stage_hook;
+	void *ctx = w->stage_ctx;
 	pthread_mutex_unlock(&w->mu);
+	if (hook)
+		hook(ctx, text);
+}
+
+/* An evaluation or statistics job enters stage `what` of block b; MS_ERR_INTERRUPTED when it was cancelled. */
+static ms_status enter_stage(worker *w, const char *job, int b, const char *what, ms_error *err)
+{
+	char text[128];
+	snprintf(text, sizeof text, "%s %s: %s", job, w->m->blocks[b].label, what);
+	set_label(w, text);
+	if (atomic_load(&w->cancel))
+		return ms_fail(err, MS_ERR_INTERRUPTED, "%s %s: cancelled", job, w->m->blocks[b].label);
+	return MS_OK;
 }
 
 /* The block for a job: the cached one when it matches, else loaded in its place (one block in memory). */
@@ -82,19 +105,27 @@ static const pipe_block *get_block(worker *w, int b, ms_error *err)
 static void run_stats(worker *w, const work_job *j, work_result *r)
 {
 	r->ao = j->ao;
+	r->status = enter_stage(w, "statistics", j->block, "load", &r->err);
+	if (r->status != MS_OK)
+		return;
 	const pipe_block *blk = get_block(w, j->block, &r->err);
 	if (!blk) {
 		r->status = r->err.code;
 		return;
 	}
-	r->status = pipe_analyze_block(blk, &j->ao, &r->stats, &r->err);
+	r->status = enter_stage(w, "statistics", j->block, "analyze", &r->err);
+	if (r->status == MS_OK)
+		r->status = pipe_analyze_block(blk, &j->ao, &r->stats, &r->err);
 	r->routing = w->cal && r->status == MS_OK;
 }
 
 /* The merged block's figures: its evaluation, each group's merged expert's stable ranks, the compression. */
-static ms_status eval_figures(const pipe_block *blk, const pipe_merged *mg, const work_job *j, work_result *r)
+static ms_status eval_figures(worker *w, const pipe_block *blk, const pipe_merged *mg, const work_job *j,
+			      work_result *r)
 {
-	ms_status st = pipe_eval_block(blk, mg, &j->p, j->block, j->eval_tokens, &r->eval, &r->err);
+	ms_status st = enter_stage(w, "evaluate", j->block, "measure", &r->err);
+	if (st == MS_OK)
+		st = pipe_eval_block(blk, mg, &j->p, j->block, j->eval_tokens, &r->eval, &r->err);
 	if (st != MS_OK)
 		return st;
 	const int G = mg->groups;
@@ -102,7 +133,9 @@ static ms_status eval_figures(const pipe_block *blk, const pipe_merged *mg, cons
 	r->merged_srank = malloc((size_t)G * MDL_NMAT * sizeof *r->merged_srank);
 	if (!r->merged_srank)
 		return ms_fail(&r->err, MS_ERR_NOMEM, "out of memory");
-	st = pipe_stable_ranks(mg->experts, G, SRANK_DEFAULT_TOL, r->merged_srank, &r->err);
+	st = enter_stage(w, "evaluate", j->block, "ranks", &r->err);
+	if (st == MS_OK)
+		st = pipe_stable_ranks(mg->experts, G, SRANK_DEFAULT_TOL, r->merged_srank, &r->err);
 	if (st == MS_OK && mg->compression) {
 		r->compression = malloc((size_t)G * MDL_NMAT * sizeof *r->compression);
 		if (!r->compression)
@@ -112,18 +145,26 @@ static ms_status eval_figures(const pipe_block *blk, const pipe_merged *mg, cons
 	return st;
 }
 
+/* A superseded evaluation is cancelled between its stages (load, merge, measure, ranks): its answer would be
+ * stale, and the newer one waits behind it. */
 static void run_eval(worker *w, const work_job *j, work_result *r)
 {
+	r->status = enter_stage(w, "evaluate", j->block, "load", &r->err);
+	if (r->status != MS_OK)
+		return;
 	const pipe_block *blk = get_block(w, j->block, &r->err);
 	if (!blk) {
 		r->status = r->err.code;
 		return;
 	}
+	r->status = enter_stage(w, "evaluate", j->block, "merge", &r->err);
+	if (r->status != MS_OK)
+		return;
 	pipe_merged mg;
 	r->status = pipe_merge_block(blk, &j->p, j->block, &j->mo, &mg, &r->err);
 	if (r->status != MS_OK)
 		return;
-	r->status = eval_figures(blk, &mg, j, r);
+	r->status = eval_figures(w, blk, &mg, j, r);
 	pipe_free_merged(&mg);
 }
 
@@ -150,14 +191,12 @@ static void run_commit(worker *w, work_job *j, work_result *r)
 
 static void run_job(worker *w, work_job *j, work_result *r)
 {
-	r->kind = j->kind;
-	r->block = j->block;
-	r->gen = j->gen;
-	const char *label = w->m && j->block >= 0 && j->block < w->m->n_blocks ? w->m->blocks[j->block].label : "";
-	char text[128];
-	snprintf(text, sizeof text, "%s %s", j->kind == WORK_STATS ? "statistics" : j->kind == WORK_EVAL ? "evaluate" : "commit",
-		 j->kind == WORK_COMMIT ? "" : label);
-	set_label(w, text);
+	if (j->kind != WORK_COMMIT && (!w->m || j->block < 0 || j->block >= w->m->n_blocks)) {
+		r->status = ms_fail(&r->err, MS_ERR_ARG, "no block %d", j->block);
+		return;
+	}
+	if (j->kind == WORK_COMMIT)
+		set_label(w, "commit");
 	switch (j->kind) {
 	case WORK_STATS: run_stats(w, j, r); break;
 	case WORK_EVAL: run_eval(w, j, r); break;
@@ -167,14 +206,10 @@ static void run_job(worker *w, work_job *j, work_result *r)
 		ms_fail(&r->err, r->status, NULL);
 }
 
-static void push_result(worker *w, work_result *r)
+/* The result of n's job is ready: n moves to the result queue, its job freed. Called with mu held. */
+static void push_result(worker *w, job_node *n)
 {
-	result_node *n = malloc(sizeof *n);
-	if (!n) {
-		work_result_free(r);  /* nothing to report it with; the UI shows the block as pending */
-		return;
-	}
-	n->r = r;
+	work_job_free(&n->job);
 	n->next = NULL;
 	if (w->results_tail)
 		w->results_tail->next = n;
@@ -195,15 +230,14 @@ static void *worker_main(void *arg)
 		job_node *n = w->jobs;
 		w->jobs = n->next;
 		w->running = 1;
+		w->running_kind = n->job.kind;
+		w->running_block = n->job.block;
+		atomic_store(&w->cancel, 0);  /* a cancel was meant for the job before */
 		pthread_mutex_unlock(&w->mu);
-		work_result *r = calloc(1, sizeof *r);
-		if (r)
-			run_job(w, &n->job, r);
+		run_job(w, &n->job, n->r);
 		work_job_free(&n->job);
-		free(n);
 		pthread_mutex_lock(&w->mu);
-		if (r)
-			push_result(w, r);
+		push_result(w, n);
 		w->running = 0;
 		w->done++;
 		if (!w->jobs)
@@ -236,13 +270,19 @@ worker *worker_start(const mdl_model *m, const calib *cal, worker_commit_fn comm
 	return w;
 }
 
+static void free_node(job_node *n)
+{
+	work_job_free(&n->job);
+	work_result_free(n->r);
+	free(n);
+}
+
 static void drop_jobs(worker *w)
 {
 	while (w->jobs) {
 		job_node *n = w->jobs;
 		w->jobs = n->next;
-		work_job_free(&n->job);
-		free(n);
+		free_node(n);
 	}
 }
 
@@ -253,7 +293,7 @@ void worker_stop(worker *w)
 	pthread_mutex_lock(&w->mu);
 	drop_jobs(w);
 	w->stop = 1;
-	w->cancel = 1;
+	atomic_store(&w->cancel, 1);
 	pthread_cond_signal(&w->has_job);
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
@@ -266,38 +306,43 @@ void worker_stop(worker *w)
 	free(w);
 }
 
-/* Removes a queued evaluation of block b (a newer one replaces it). */
-static void drop_queued_eval(worker *w, int b)
+/* Removes a queued evaluation of block b and cancels a running one (a newer one replaces them). */
+static void drop_eval(worker *w, int b)
 {
 	for (job_node **pp = &w->jobs; *pp;) {
 		job_node *n = *pp;
 		if (n->job.kind == WORK_EVAL && n->job.block == b) {
 			*pp = n->next;
-			work_job_free(&n->job);
-			free(n);
+			free_node(n);
 			w->total--;
 		} else {
 			pp = &n->next;
 		}
 	}
+	if (w->running && w->running_kind == WORK_EVAL && w->running_block == b)
+		atomic_store(&w->cancel, 1);
 }
 
 int worker_post(worker *w, work_job *job)
 {
-	job_node *n = malloc(sizeof *n);
-	if (!n) {
+	job_node *n = worker_calloc(1, sizeof *n);
+	work_result *r = n ? worker_calloc(1, sizeof *r) : NULL;
+	if (!r) {
+		free(n);
 		work_job_free(job);
 		return -1;
 	}
 	n->job = *job;
+	n->r = r;
+	r->kind = job->kind;
+	r->block = job->block;
+	r->gen = job->gen;
 	memset(job, 0, sizeof *job);
 	pthread_mutex_lock(&w->mu);
 	if (!w->jobs && !w->running)
 		w->done = w->total = 0;  /* a new burst of work: the progress bar starts over */
 	if (n->job.kind == WORK_EVAL)
-		drop_queued_eval(w, n->job.block);
-	if (n->job.kind == WORK_COMMIT)
-		w->cancel = 0;
+		drop_eval(w, n->job.block);
 	job_node **pp = &w->jobs;
 	while (*pp && priority((*pp)->job.kind) <= priority(n->job.kind))
 		pp = &(*pp)->next;
@@ -312,7 +357,7 @@ int worker_post(worker *w, work_job *job)
 work_result *worker_poll(worker *w)
 {
 	pthread_mutex_lock(&w->mu);
-	result_node *n = w->results;
+	job_node *n = w->results;
 	if (n) {
 		w->results = n->next;
 		if (!w->results)
@@ -346,5 +391,31 @@ void worker_get_progress(worker *w, worker_progress *p)
 
 void worker_cancel(worker *w)
 {
-	w->cancel = 1;
+	pthread_mutex_lock(&w->mu);
+	if (w->running && w->running_kind == WORK_COMMIT)
+		atomic_store(&w->cancel, 1);
+	for (job_node **pp = &w->jobs; *pp;) {
+		job_node *n = *pp;
+		if (n->job.kind != WORK_COMMIT) {
+			pp = &n->next;
+			continue;
+		}
+		/* still queued: it answers now, having written nothing */
+		*pp = n->next;
+		n->r->status = ms_fail(&n->r->err, MS_ERR_INTERRUPTED, "%s: commit cancelled before it started; nothing "
+				       "was written", n->job.out_dir);
+		push_result(w, n);
+		w->done++;
+	}
+	if (!w->jobs && !w->running)
+		pthread_cond_broadcast(&w->idle);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void worker_set_stage_hook(worker *w, worker_stage_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&w->mu);
+	w->stage_hook = fn;
+	w->stage_ctx = ctx;
+	pthread_mutex_unlock(&w->mu);
 }

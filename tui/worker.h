@@ -6,7 +6,8 @@
 #ifndef WORKER_WORKER_H
 #define WORKER_WORKER_H
 
-#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "analysis/pipeline.h"
@@ -19,7 +20,7 @@ typedef enum { WORK_STATS, WORK_EVAL, WORK_COMMIT } work_kind;
 
 /* mrun_run's signature: the commit job calls it (tests pass a stand-in). */
 typedef ms_status (*worker_commit_fn)(const mdl_model *m, const calib *cal, const mrun_request *req,
-				      mrun_progress_fn progress, void *ctx, volatile sig_atomic_t *cancel,
+				      mrun_progress_fn progress, void *ctx, const atomic_int *cancel,
 				      mrun_summary *summary, ms_error *err);
 
 typedef struct {
@@ -62,20 +63,34 @@ typedef struct {
 
 typedef struct worker worker;
 
+/* Called on the worker thread each time the running job enters a stage, with the label the progress line shows
+ * for it ("evaluate 3: merge", "commit: write 2/7"), before the job looks whether it was cancelled. Tests hold a
+ * job at a known point with it. */
+typedef void (*worker_stage_fn)(void *ctx, const char *label);
+
+/* How worker_post allocates a job's queue entry and its result (calloc by default). Tests point it at an
+ * allocator that fails; set it only while no worker_post runs. */
+extern void *(*worker_calloc)(size_t n, size_t size);
+
 /* Starts the thread; NULL when out of resources. */
 worker *worker_start(const mdl_model *m, const calib *cal, worker_commit_fn commit);
-/* Drops the queued jobs, cancels a running commit, waits for the running job and frees everything. */
+/* Drops the queued jobs, cancels the running job, waits for it and frees everything. */
 void worker_stop(worker *w);
 /* Queues *job (taking what it owns; *job is cleared). A commit goes first, evaluations before statistics, and
- * a new evaluation of a block replaces one of the same block still queued. 0, or -1 when out of memory. */
+ * a new evaluation of a block replaces one of the same block still queued and cancels one that is running (its
+ * answer would be stale). The job's result is allocated here, so once posted a job always answers. 0, or -1
+ * when out of memory (the job is freed; the caller reports it). */
 int worker_post(worker *w, work_job *job);
 /* The oldest result not yet taken, or NULL; free it with work_result_free. */
 work_result *worker_poll(worker *w);
 /* Blocks until no job runs or waits. */
 void worker_wait_idle(worker *w);
 void worker_get_progress(worker *w, worker_progress *p);
-/* Asks a running commit to stop (it removes what it wrote). */
+/* Cancels the commit: a running one stops and removes what it wrote, a queued one never starts. Either answers
+ * with MS_ERR_INTERRUPTED. Other jobs are left alone. */
 void worker_cancel(worker *w);
+/* Installs fn (NULL for none) as the stage hook; call it while the worker is idle. */
+void worker_set_stage_hook(worker *w, worker_stage_fn fn, void *ctx);
 
 void work_job_free(work_job *j);
 void work_result_free(work_result *r);
