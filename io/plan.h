@@ -31,7 +31,8 @@ int plan_groups(const plan *p, int b);
  * experts not dominant. The message names the block label and group. */
 ms_status plan_validate(const plan *p, ms_error *err);
 
-/* Writes the CSV (into path + ".tmp", then renamed), checking every write and fclose. */
+/* Writes the CSV (into path + ".tmp", synced, then renamed and its directory synced: io/durable.h), checking
+ * every write and fclose. */
 ms_status plan_write_csv(const char *path, const plan *p, ms_error *err);
 
 /* Reads a CSV for a model whose blocks carry `labels`. Every problem gives its own status and a message

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/durable.h"
+
 #define AUTOSAVE_MAGIC "moescope-autosave 1"
 /* The plan CSV is refused past 64 MiB (io/plan.c); the header adds a few bytes per block. */
 #define AUTOSAVE_FILE_LIMIT (80LL << 20)
@@ -226,7 +228,7 @@ static ms_status check_record(const char *path, const autosave_record *r, ms_err
 	return MS_OK;
 }
 
-/* The header and csv into tmp, then tmp renamed over path. */
+/* The header and csv into tmp, synced, then tmp renamed over path and the directory synced (io/durable.h). */
 static ms_status write_whole(const char *path, const char *tmp, const autosave_record *r, const char *csv,
 			     size_t csv_len, ms_error *err)
 {
@@ -236,20 +238,19 @@ static ms_status write_whole(const char *path, const char *tmp, const autosave_r
 	errno = 0;
 	int bad = write_header(f, r, csv_len, autosave_fnv1a(AUTOSAVE_FNV_BASIS, csv, csv_len));
 	bad |= fwrite(csv, 1, csv_len, f) != csv_len;
-	int saved = errno;
-	if (fclose(f) != 0 && !bad) {
-		bad = 1;
-		saved = errno;
-	}
-	if (!bad && rename(tmp, path) != 0) {
-		bad = 1;
-		saved = errno;
-	}
+	ms_status st = MS_OK;
 	if (bad) {
-		remove(tmp);
-		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", path, saved ? strerror(saved) : "unknown error");
+		int saved = errno;
+		fclose(f);
+		st = ms_fail(err, MS_ERR_IO, "%s: write failed: %s", tmp, saved ? strerror(saved) : "unknown error");
+	} else {
+		st = dur_fclose(f, tmp, err);
 	}
-	return MS_OK;
+	if (!st)
+		st = dur_rename(tmp, path, NULL, err);
+	if (st)
+		remove(tmp);
+	return st;
 }
 
 ms_status autosave_write(const char *path, const autosave_record *r, ms_error *err)
