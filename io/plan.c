@@ -849,3 +849,17 @@ ms_status plan_write_csv(const char *path, const plan *p, ms_error *err)
 	free(tmp);
 	return st;
 }
+
+ms_status plan_write_csv_stream(FILE *f, const plan *p, ms_error *err)
+{
+	ms_status st = plan_validate(p, err);
+	if (st)
+		return st;
+	c_numbers cn;
+	c_numbers_begin(&cn);
+	errno = 0;
+	if (write_all(f, p) || fflush(f) != 0)
+		st = ms_fail(err, MS_ERR_IO, "plan CSV: write failed: %s", errno ? strerror(errno) : "unknown error");
+	c_numbers_end(&cn);
+	return st;
+}
