@@ -859,14 +859,7 @@ static ms_status write_merged(bench_ctx *c, const char *dir, uint64_t *bytes, ms
 			st = st_writer_write_f32(w, mats[mat], (uint64_t)c->blk.f * c->blk.d, err);
 	}
 	if (st == MS_OK)
-		st = st_writer_finish(w, err);
-	for (size_t i = 0; st == MS_OK && i < st_writer_file_count(w); i++) {
-		int fd = open(st_writer_file_path(w, i), O_RDONLY);
-		if (fd < 0 || fsync(fd) != 0)
-			st = ms_fail(err, MS_ERR_IO, "fsync failed");
-		if (fd >= 0)
-			close(fd);
-	}
+		st = st_writer_finish(w, err); /* syncs every file it wrote, as a merge does */
 	st_writer_free(w);
 	return st;
 }

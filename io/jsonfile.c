@@ -6,6 +6,8 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 
+#include "io/durable.h"
+
 static ms_status write_text(FILE *f, const char *text, const char *path, ms_error *err)
 {
 	size_t n = strlen(text);
@@ -37,10 +39,12 @@ ms_status jsonf_write(const char *path, const void *json, ms_error *err)
 		st = ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
 	if (st == MS_OK)
 		st = write_text(f, text, tmp, err);
-	if (f && fclose(f) != 0 && st == MS_OK)
-		st = ms_fail(err, MS_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-	if (st == MS_OK && rename(tmp, path) != 0)
-		st = ms_fail(err, MS_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+	if (f && st != MS_OK)
+		fclose(f);
+	else if (f)
+		st = dur_fclose(f, tmp, err);
+	if (st == MS_OK)
+		st = dur_rename(tmp, path, NULL, err);
 	if (st != MS_OK)
 		remove(tmp);
 	free(tmp);

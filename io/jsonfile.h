@@ -1,5 +1,6 @@
-/* Writing a JSON document to a file safely: into PATH.tmp, every write and fclose checked, then renamed over
- * PATH, so a reader never sees half a report. */
+/* Writing a JSON document to a file safely: into PATH.tmp, every write and fclose checked, synced, then renamed
+ * over PATH and its directory synced (io/durable.h), so a reader never sees half a report, nor a power cut an
+ * empty one. */
 #ifndef JSONF_JSONFILE_H
 #define JSONF_JSONFILE_H
 

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/durable.h"
+
 struct outdir {
 	char final[PATH_MAX];
 	char tmp[PATH_MAX];
@@ -148,34 +150,38 @@ ms_status outdir_copy_file(const outdir *o, const char *src, const char *name, m
 		else if (fwrite(buf, 1, (size_t)n, f) != (size_t)n)
 			st = ms_fail(err, MS_ERR_IO, "%s: write failed: %s", dst, strerror(errno));
 	}
-	if (f && fclose(f) != 0 && st == MS_OK)
-		st = ms_fail(err, MS_ERR_IO, "%s: write failed: %s", dst, strerror(errno));
+	if (f && st != MS_OK)
+		fclose(f);
+	else if (f)
+		st = dur_fclose(f, dst, err);
 	close(in);
 	return st;
 }
 
 ms_status outdir_commit(outdir *o, ms_error *err)
 {
-	ms_status st = MS_OK;
+	/* Every file was synced as it was closed; the directory's own entries follow before it takes the name. */
+	ms_status st = dur_sync_dir(o->tmp, err);
 	char aside[PATH_MAX] = "";
-	if (o->replace) {
+	if (st == MS_OK && o->replace) {
 		if (snprintf(aside, sizeof aside, "%s.old-moescope-%ld", o->tmp, (long)getpid()) >= (int)sizeof aside ||
 		    rename(o->final, aside) != 0)
 			st = ms_fail(err, MS_ERR_IO, "%s: cannot move the old output aside: %s", o->final, strerror(errno));
 	}
-	if (st == MS_OK && rename(o->tmp, o->final) != 0) {
-		st = ms_fail(err, MS_ERR_IO, "%s: cannot rename into place: %s", o->final, strerror(errno));
+	int renamed = 0;
+	if (st == MS_OK)
+		st = dur_rename(o->tmp, o->final, &renamed, err);
+	if (!renamed) {
 		if (aside[0])
 			rename(aside, o->final);
-	}
-	if (st != MS_OK) {
 		outdir_abort(o);
 		return st;
 	}
+	/* In place, though when the parent's sync failed (st says so) the new name may not survive a power cut. */
 	if (aside[0])
 		outdir_remove_tree(aside);
 	free(o);
-	return MS_OK;
+	return st;
 }
 
 void outdir_abort(outdir *o)

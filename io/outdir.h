@@ -1,5 +1,7 @@
 /* A new output directory written safely (DESIGN 4.3): everything goes into a temporary sibling directory
- * (".NAME.moescope-XXXXXX" beside NAME), which is renamed into place only when complete and validated. An
+ * (".NAME.moescope-XXXXXX" beside NAME), which is renamed into place only when complete and validated, and
+ * durably (io/durable.h): its files synced as they are closed, then the directory, then the parent after the
+ * rename. An
  * existing NAME is replaced only with force, and never when it is the input itself. On failure the temporary
  * directory is removed and NAME is as it was. */
 #ifndef OUTDIR_OUTDIR_H
@@ -16,10 +18,12 @@ ms_status outdir_begin(const char *final_dir, const char *input_dir, int force, 
 const char *outdir_tmp_path(const outdir *o);
 /* tmp path + "/" + name into buf; -1 when it does not fit. */
 int outdir_file(const outdir *o, const char *name, char *buf, size_t len);
-/* Copies src (a regular file) into the temporary directory as name, checking every write and fclose. */
+/* Copies src (a regular file) into the temporary directory as name, checking every write, syncing and closing. */
 ms_status outdir_copy_file(const outdir *o, const char *src, const char *name, ms_error *err);
-/* Renames the temporary directory to the final name (an existing one, with force, is moved aside and removed
- * after the rename) and frees o. */
+/* Syncs the temporary directory, renames it to the final name (an existing one, with force, is moved aside and
+ * removed after the rename), syncs the parent directory and frees o. Every file written into the temporary
+ * directory must have been closed with dur_fclose. On a failure before the rename the temporary directory is
+ * removed and the old output is back; a failure of the parent's sync is reported with the output in place. */
 ms_status outdir_commit(outdir *o, ms_error *err);
 /* Removes the temporary directory and everything in it, and frees o. */
 void outdir_abort(outdir *o);

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/durable.h"
+
 /* A plan has one short row per expert: 256 blocks of 256 experts take about 6 MiB. Anything far larger is not a
  * plan, and refusing it early keeps a wrong path from being read whole. */
 #define PLAN_FILE_LIMIT (64LL << 20)
@@ -803,29 +805,27 @@ static int write_all(FILE *f, const plan *p)
 	return 0;
 }
 
-/* Writes tmp and renames it over path; on any failure removes tmp, so no half-written plan is left. */
+/* Writes tmp, syncs it and renames it over path (io/durable.h); on any failure removes tmp, so no half-written
+ * plan is left. */
 static ms_status write_file(const char *path, const char *tmp, const plan *p, ms_error *err)
 {
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		return ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
 	errno = 0;
-	int failed = write_all(f, p);
-	int saved = errno;
-	if (fclose(f) != 0 && !failed) {
-		failed = 1;
-		saved = errno;
+	ms_status st = MS_OK;
+	if (write_all(f, p)) {
+		int saved = errno;
+		fclose(f);
+		st = ms_fail(err, MS_ERR_IO, "%s: write failed: %s", tmp, saved ? strerror(saved) : "unknown error");
+	} else {
+		st = dur_fclose(f, tmp, err);
 	}
-	if (!failed && rename(tmp, path) != 0) {
-		saved = errno;
+	if (!st)
+		st = dur_rename(tmp, path, NULL, err);
+	if (st)
 		remove(tmp);
-		return ms_fail(err, MS_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(saved));
-	}
-	if (failed) {
-		remove(tmp);
-		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", tmp, saved ? strerror(saved) : "unknown error");
-	}
-	return MS_OK;
+	return st;
 }
 
 ms_status plan_write_csv(const char *path, const plan *p, ms_error *err)
@@ -847,5 +847,19 @@ ms_status plan_write_csv(const char *path, const plan *p, ms_error *err)
 	st = write_file(path, tmp, p, err);
 	c_numbers_end(&cn);
 	free(tmp);
+	return st;
+}
+
+ms_status plan_write_csv_stream(FILE *f, const plan *p, ms_error *err)
+{
+	ms_status st = plan_validate(p, err);
+	if (st)
+		return st;
+	c_numbers cn;
+	c_numbers_begin(&cn);
+	errno = 0;
+	if (write_all(f, p) || fflush(f) != 0)
+		st = ms_fail(err, MS_ERR_IO, "plan CSV: write failed: %s", errno ? strerror(errno) : "unknown error");
+	c_numbers_end(&cn);
 	return st;
 }

@@ -6,6 +6,8 @@
 #ifndef PLAN_PLAN_H
 #define PLAN_PLAN_H
 
+#include <stdio.h>
+
 #include "io/error.h"
 
 typedef struct {
@@ -31,8 +33,12 @@ int plan_groups(const plan *p, int b);
  * experts not dominant. The message names the block label and group. */
 ms_status plan_validate(const plan *p, ms_error *err);
 
-/* Writes the CSV (into path + ".tmp", then renamed), checking every write and fclose. */
+/* Writes the CSV (into path + ".tmp", synced, then renamed and its directory synced: io/durable.h), checking
+ * every write and fclose. */
 ms_status plan_write_csv(const char *path, const plan *p, ms_error *err);
+/* The same CSV, validated the same way, to an open stream (the autosave writes it into memory); the caller
+ * closes f and checks that. */
+ms_status plan_write_csv_stream(FILE *f, const plan *p, ms_error *err);
 
 /* Reads a CSV for a model whose blocks carry `labels`. Every problem gives its own status and a message
  * "PATH: line L, column C: ..." for the first one found: bad CSV, wrong header, text in a number, unknown layer,

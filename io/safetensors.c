@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/durable.h"
+
 /* Numbers in a header are read through cJSON's double; above 2^53 a double no longer holds every integer, so a
  * larger shape or offset could be silently changed. No real file gets near (2^53 bytes is 8 PiB). */
 #define ST_EXACT_MAX 9007199254740992.0
@@ -1397,20 +1399,16 @@ static ms_status write_bytes(st_writer *w, const char *path, const void *p, size
 	return MS_OK;
 }
 
-/* fflush then fclose, both checked: a full disk often shows only here. */
+/* fflush, fsync and fclose, all checked (io/durable.h): a full disk often shows only here, and a file closed
+ * without a sync can come back empty after a power cut. Once per file, not per write. */
 static ms_status close_file(st_writer *w, FILE **fp, const char *path, ms_error *err)
 {
 	FILE *f = *fp;
 	*fp = NULL;
-	errno = 0;
-	int bad = fflush(f) != 0;
-	int e = errno;
-	if (fclose(f) != 0 && !bad) {
-		bad = 1;
-		e = errno;
-	}
-	errno = e;
-	return bad ? writer_fail(w, err, MS_ERR_IO, path, "write failed") : MS_OK;
+	ms_status st = dur_fclose(f, path, err);
+	if (st)
+		w->failed = st;
+	return st;
 }
 
 /* Closes the shard being written and creates the next with its header. */

@@ -79,7 +79,8 @@ uint16_t st_f32_to_f16(float x);
  * DIR/model.safetensors; more as DIR/model-00001-of-0000N.safetensors plus DIR/model.safetensors.index.json with
  * metadata.total_size and weight_map. Each header carries {"format":"pt"} (plus st_writer_metadata entries) and
  * is padded with spaces to a multiple of 8 bytes. A tensor goes to the current shard unless that would push the
- * shard past max_shard_bytes and the shard already holds a tensor. Every fwrite and fclose is checked.
+ * shard past max_shard_bytes and the shard already holds a tensor. Every fwrite and fclose is checked, and each
+ * file is fsynced as it is closed (io/durable.h); syncing DIR itself is the caller's (outdir_commit).
  * file_base "model" gives the names above; another base (e.g. "calib") gives base.safetensors etc. */
 typedef struct st_writer st_writer;
 
@@ -92,7 +93,7 @@ ms_status st_writer_declare(st_writer *w, const char *name, st_dtype dtype, int 
 ms_status st_writer_write(st_writer *w, const void *bytes, uint64_t n, ms_error *err);
 /* float32 values of the current tensor, converted to its dtype (F32, F16 or BF16). */
 ms_status st_writer_write_f32(st_writer *w, const float *x, uint64_t count, ms_error *err);
-/* Checks every declared byte was written, closes every file (checking fclose) and writes the index. */
+/* Checks every declared byte was written, syncs and closes every file (checking both) and writes the index. */
 ms_status st_writer_finish(st_writer *w, ms_error *err);
 /* Frees the writer; if st_writer_finish did not succeed, the files it created stay for the caller to remove. */
 void st_writer_free(st_writer *w);

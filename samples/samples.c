@@ -31,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "io/durable.h"
 #include "io/safetensors.h"
 
 #define MAX_PROTO 8
@@ -821,11 +822,13 @@ static ms_status write_text(const char *dir, const char *name, const char *text,
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-	int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF;
-	bad |= fclose(f) != 0;
-	if (bad)
-		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-	return MS_OK;
+	errno = 0;
+	if (fputs(text, f) < 0 || fputc('\n', f) == EOF) {
+		int e = errno;
+		fclose(f);
+		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", path, e ? strerror(e) : "unknown error");
+	}
+	return dur_fclose(f, path, err);
 }
 
 /* Prints and writes a cJSON document (and frees it); NULL means a failed allocation while building it. */
@@ -1158,7 +1161,8 @@ static int only_sample_files(const char *dir)
 	return ok;
 }
 
-/* Moves the finished tmp directory to final, replacing an earlier sample there. */
+/* Moves the finished tmp directory (its files synced as written) to final, durably (io/durable.h), replacing an
+ * earlier sample there. */
 static ms_status install_dir(const char *tmp, const char *final, ms_error *err)
 {
 	struct stat sb;
@@ -1167,9 +1171,8 @@ static ms_status install_dir(const char *tmp, const char *final, ms_error *err)
 			return ms_fail(err, MS_ERR_EXISTS, "%s: exists and holds files the generator did not write; "
 				       "not replacing it", final);
 	}
-	if (rename(tmp, final) != 0)
-		return ms_fail(err, MS_ERR_IO, "%s: cannot rename %s into place: %s", final, tmp, strerror(errno));
-	return MS_OK;
+	ms_status st = dur_sync_dir(tmp, err);
+	return st ? st : dur_rename(tmp, final, NULL, err);
 }
 
 static ms_status write_sample(const char *dir, int i, ms_error *err)

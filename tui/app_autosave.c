@@ -1,7 +1,7 @@
-/* The autosave file (tui/autosave.h): its place, its name, writing it atomically and reading it back with every
- * line checked. The plan part is the plan CSV exactly as io/plan.h writes and reads it: written through
- * plan_write_csv into a scratch file and copied in, read by copying it out to a scratch file for plan_read_csv,
- * so there is one CSV format and one CSV parser. (The file is named app_autosave.c only so that the Makefile's
+/* The autosave file (tui/autosave.h): its place, its name, writing it atomically and durably (io/durable.h) and
+ * reading it back with every line checked. The plan part is the plan CSV exactly as io/plan.h writes and reads
+ * it: written through plan_write_csv_stream into memory and copied in, read by copying it out to a scratch file
+ * for plan_read_csv, so there is one CSV format and one CSV parser. (The file is named app_autosave.c only so that the Makefile's
  * list of unit-test sources, which takes in tui/app_*.c, links it.) */
 #include "tui/autosave.h"
 
@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "io/durable.h"
 
 #define AUTOSAVE_MAGIC "moescope-autosave 1"
 /* The plan CSV is refused past 64 MiB (io/plan.c); the header adds a few bytes per block. */
@@ -226,7 +228,7 @@ static ms_status check_record(const char *path, const autosave_record *r, ms_err
 	return MS_OK;
 }
 
-/* The header and csv into tmp, then tmp renamed over path. */
+/* The header and csv into tmp, synced, then tmp renamed over path and the directory synced (io/durable.h). */
 static ms_status write_whole(const char *path, const char *tmp, const autosave_record *r, const char *csv,
 			     size_t csv_len, ms_error *err)
 {
@@ -236,20 +238,19 @@ static ms_status write_whole(const char *path, const char *tmp, const autosave_r
 	errno = 0;
 	int bad = write_header(f, r, csv_len, autosave_fnv1a(AUTOSAVE_FNV_BASIS, csv, csv_len));
 	bad |= fwrite(csv, 1, csv_len, f) != csv_len;
-	int saved = errno;
-	if (fclose(f) != 0 && !bad) {
-		bad = 1;
-		saved = errno;
-	}
-	if (!bad && rename(tmp, path) != 0) {
-		bad = 1;
-		saved = errno;
-	}
+	ms_status st = MS_OK;
 	if (bad) {
-		remove(tmp);
-		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", path, saved ? strerror(saved) : "unknown error");
+		int saved = errno;
+		fclose(f);
+		st = ms_fail(err, MS_ERR_IO, "%s: write failed: %s", tmp, saved ? strerror(saved) : "unknown error");
+	} else {
+		st = dur_fclose(f, tmp, err);
 	}
-	return MS_OK;
+	if (!st)
+		st = dur_rename(tmp, path, NULL, err);
+	if (st)
+		remove(tmp);
+	return st;
 }
 
 ms_status autosave_write(const char *path, const autosave_record *r, ms_error *err)
@@ -257,21 +258,22 @@ ms_status autosave_write(const char *path, const autosave_record *r, ms_error *e
 	ms_status st = check_record(path, r, err);
 	if (st)
 		return st;
-	char *scratch = sibling(path, ".csv"), *tmp = sibling(path, ".tmp");
-	char *csv = NULL;
+	/* The CSV goes to memory first: its length and checksum head the file. */
+	char *tmp = sibling(path, ".tmp"), *csv = NULL;
 	size_t csv_len = 0;
-	if (!scratch || !tmp)
+	FILE *mem = tmp ? open_memstream(&csv, &csv_len) : NULL;
+	if (!mem)
 		st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-	if (!st)
-		st = plan_write_csv(scratch, &r->p, err);
-	if (!st)
-		st = slurp(scratch, &csv, &csv_len, err);
-	if (scratch)
-		remove(scratch);
+	if (!st) {
+		st = plan_write_csv_stream(mem, &r->p, err);
+		if (st)
+			ms_error_prefix(err, path);
+	}
+	if (mem && fclose(mem) != 0 && !st)
+		st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	if (!st)
 		st = write_whole(path, tmp, r, csv, csv_len, err);
 	free(csv);
-	free(scratch);
 	free(tmp);
 	return st;
 }
