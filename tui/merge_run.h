@@ -43,7 +43,9 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may store to atomic_
 /* Writes the merged checkpoint of m under req->plan into req->out_dir via a temporary sibling directory that is
  * validated and renamed into place. cal may be NULL unless the router is lse-fit (it is also used for the
  * report's evaluation). When *cancel (may be NULL) becomes nonzero the work stops, the temporary directory is
- * removed and MS_ERR_INTERRUPTED returned. On any failure nothing is left behind and the input is untouched. */
+ * removed and MS_ERR_INTERRUPTED returned. On any failure nothing is left behind and the input is untouched, with
+ * one exception (io/outdir.h): when syncing the parent directory fails after the rename, the complete output
+ * stays in place and the error names the directory. */
 ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
 		    void *ctx, const atomic_int *cancel, mrun_summary *summary, ms_error *err);
 
