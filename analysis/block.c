@@ -484,49 +484,6 @@ static int sorted_set(int *v, int n)
 	return m;
 }
 
-/* Work and buffers of one blk_eval run, sized for one chunk of evaluated tokens. */
-typedef struct {
-	const blk_config *orig, *merged;
-	const int *group_of_orig, *slot_group;
-	int ko, km;
-	int64_t chunk;
-	float *xs;        /* [chunk, d] the evaluated tokens */
-	float *y, *y2;    /* [chunk, d] original and merged outputs */
-	int *so, *sm;     /* [chunk, ko], [chunk, km] selected rows */
-	float *wo, *wm;   /* [chunk, ko], [chunk, km] routing weights */
-	int *ga, *gb;     /* [ko], [km] one token's groups */
-	double sum_y, sum_diff, agree, flops_o, flops_m;
-} eval_state;
-
-static void eval_free(eval_state *e)
-{
-	free(e->xs);
-	free(e->y);
-	free(e->y2);
-	free(e->so);
-	free(e->sm);
-	free(e->wo);
-	free(e->wm);
-	free(e->ga);
-	free(e->gb);
-}
-
-static ms_status eval_alloc(eval_state *e, int64_t d, ms_error *err)
-{
-	e->xs = alloc_array(e->chunk * d, sizeof(float));
-	e->y = alloc_array(e->chunk * d, sizeof(float));
-	e->y2 = alloc_array(e->chunk * d, sizeof(float));
-	e->so = alloc_array(e->chunk * e->ko, sizeof(int));
-	e->sm = alloc_array(e->chunk * e->km, sizeof(int));
-	e->wo = alloc_array(e->chunk * e->ko, sizeof(float));
-	e->wm = alloc_array(e->chunk * e->km, sizeof(float));
-	e->ga = alloc_array(e->ko, sizeof(int));
-	e->gb = alloc_array(e->km, sizeof(int));
-	if (e->xs && e->y && e->y2 && e->so && e->sm && e->wo && e->wm && e->ga && e->gb)
-		return MS_OK;
-	return ms_fail(err, MS_ERR_NOMEM, "block evaluation: out of memory for %lld tokens", (long long)e->chunk);
-}
-
 /* The router and the selected experts of one token, counting a multiply-add as 2 FLOPs. */
 static double token_flops(const blk_config *cfg, const int *sel, int k)
 {
@@ -536,93 +493,156 @@ static double token_flops(const blk_config *cfg, const int *sel, int k)
 	return f;
 }
 
-/* 1 when the token's original and merged selections reach the same set of groups. */
-static int same_groups(eval_state *e, const int *so, const int *sm)
+ms_status blk_eval_reference(const blk_config *orig, const float *x, int64_t T, int64_t max_tokens,
+			     blk_eval_ref *ref, ms_error *err)
 {
-	for (int j = 0; j < e->ko; j++)
-		e->ga[j] = e->group_of_orig[e->orig->slot[so[j]]];
-	for (int j = 0; j < e->km; j++) {
-		int s = e->merged->slot[sm[j]];
-		e->gb[j] = e->slot_group ? e->slot_group[s] : s;
-	}
-	int na = sorted_set(e->ga, e->ko), nb = sorted_set(e->gb, e->km);
-	return na == nb && memcmp(e->ga, e->gb, (size_t)na * sizeof(int)) == 0;
-}
-
-static void eval_tally(eval_state *e, int64_t n, int64_t d)
-{
-	for (int64_t i = 0; i < n * d; i++) {
-		double a = e->y[i], diff = (double)e->y[i] - e->y2[i];
-		e->sum_y += a * a;
-		e->sum_diff += diff * diff;
-	}
-	for (int64_t t = 0; t < n; t++) {
-		e->agree += same_groups(e, e->so + t * e->ko, e->sm + t * e->km);
-		e->flops_o += token_flops(e->orig, e->so + t * e->ko, e->ko);
-		e->flops_m += token_flops(e->merged, e->sm + t * e->km, e->km);
-	}
-}
-
-static ms_status eval_chunk(eval_state *e, const float *x, int64_t T, int64_t n, int64_t i0, int64_t nc,
-			    ms_error *err)
-{
-	const int64_t d = e->orig->d;
-	for (int64_t i = 0; i < nc; i++)
-		memcpy(e->xs + i * d, x + blk_subsample_index(i0 + i, T, n) * d, (size_t)d * sizeof(float));
-	ms_status st = blk_forward(e->orig, e->xs, nc, e->y, e->so, e->wo, err);
-	if (st != MS_OK) {
-		ms_error_prefix(err, "original");
-		return st;
-	}
-	st = blk_forward(e->merged, e->xs, nc, e->y2, e->sm, e->wm, err);
-	if (st != MS_OK) {
-		ms_error_prefix(err, "merged");
-		return st;
-	}
-	eval_tally(e, nc, d);
-	return MS_OK;
-}
-
-static ms_status eval_check(const blk_config *orig, const blk_config *merged, const int *group_of_orig,
-			    const float *x, int64_t T, blk_eval_result *out, ms_error *err)
-{
+	if (!ref)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: no output");
+	memset(ref, 0, sizeof *ref);
 	ms_status st = blk_check(orig, err);
 	if (st != MS_OK) {
 		ms_error_prefix(err, "original");
 		return st;
 	}
-	st = blk_check(merged, err);
+	if (!x || T <= 0)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: no tokens (T = %lld)", (long long)T);
+	const int64_t n = blk_subsample_count(T, max_tokens), d = orig->d;
+	if (n <= 0)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: %lld tokens is too many to evaluate",
+			       (long long)max_tokens);
+	ref->n = n;
+	ref->d = orig->d;
+	ref->ko = blk_top_k(orig);
+	ref->n_router = orig->n_router;
+	ref->params = blk_params(orig);
+	ref->xs = alloc_array(n * d, sizeof(float));
+	ref->y = alloc_array(n * d, sizeof(float));
+	ref->so = alloc_array(n * ref->ko, sizeof(int));
+	ref->slot = alloc_array(orig->n_router, sizeof(int));
+	float *wo = alloc_array(n * ref->ko, sizeof(float));
+	if (!ref->xs || !ref->y || !ref->so || !ref->slot || !wo)
+		st = ms_fail(err, MS_ERR_NOMEM, "block evaluation: out of memory for %lld tokens", (long long)n);
+	if (st == MS_OK) {
+		memcpy(ref->slot, orig->slot, (size_t)orig->n_router * sizeof *ref->slot);
+		for (int64_t i = 0; i < n; i++)
+			memcpy(ref->xs + i * d, x + blk_subsample_index(i, T, n) * d, (size_t)d * sizeof(float));
+	}
+	/* The chunks are the ones blk_eval_against runs the merged block in, so both see the same batches. */
+	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += EVAL_CHUNK) {
+		const int64_t nc = n - i0 < EVAL_CHUNK ? n - i0 : EVAL_CHUNK;
+		st = blk_forward(orig, ref->xs + i0 * d, nc, ref->y + i0 * d, ref->so + i0 * ref->ko, wo, err);
+		if (st != MS_OK)
+			ms_error_prefix(err, "original");
+	}
+	for (int64_t t = 0; st == MS_OK && t < n; t++)
+		ref->flops += token_flops(orig, ref->so + t * ref->ko, ref->ko);
+	free(wo);
+	if (st != MS_OK)
+		blk_eval_ref_free(ref);
+	return st;
+}
+
+void blk_eval_ref_free(blk_eval_ref *ref)
+{
+	if (!ref)
+		return;
+	free(ref->xs);
+	free(ref->y);
+	free(ref->so);
+	free(ref->slot);
+	memset(ref, 0, sizeof *ref);
+}
+
+/* Work and buffers of one blk_eval_against run, sized for one chunk of evaluated tokens. */
+typedef struct {
+	const blk_eval_ref *ref;
+	const blk_config *merged;
+	const int *group_of_orig, *slot_group;
+	int km;
+	float *y2;        /* [EVAL_CHUNK, d] merged outputs */
+	int *sm;          /* [EVAL_CHUNK, km] selected rows */
+	float *wm;        /* [EVAL_CHUNK, km] routing weights */
+	int *ga, *gb;     /* [ko], [km] one token's groups */
+	double sum_y, sum_diff, agree, flops_m;
+} eval_state;
+
+static void eval_free(eval_state *e)
+{
+	free(e->y2);
+	free(e->sm);
+	free(e->wm);
+	free(e->ga);
+	free(e->gb);
+}
+
+static ms_status eval_alloc(eval_state *e, int64_t d, ms_error *err)
+{
+	const int64_t chunk = e->ref->n < EVAL_CHUNK ? e->ref->n : EVAL_CHUNK;
+	e->y2 = alloc_array(chunk * d, sizeof(float));
+	e->sm = alloc_array(chunk * e->km, sizeof(int));
+	e->wm = alloc_array(chunk * e->km, sizeof(float));
+	e->ga = alloc_array(e->ref->ko, sizeof(int));
+	e->gb = alloc_array(e->km, sizeof(int));
+	if (e->y2 && e->sm && e->wm && e->ga && e->gb)
+		return MS_OK;
+	return ms_fail(err, MS_ERR_NOMEM, "block evaluation: out of memory for %lld tokens", (long long)chunk);
+}
+
+/* 1 when the token's original and merged selections reach the same set of groups. */
+static int same_groups(eval_state *e, const int *so, const int *sm)
+{
+	for (int j = 0; j < e->ref->ko; j++)
+		e->ga[j] = e->group_of_orig[e->ref->slot[so[j]]];
+	for (int j = 0; j < e->km; j++) {
+		int s = e->merged->slot[sm[j]];
+		e->gb[j] = e->slot_group ? e->slot_group[s] : s;
+	}
+	int na = sorted_set(e->ga, e->ref->ko), nb = sorted_set(e->gb, e->km);
+	return na == nb && memcmp(e->ga, e->gb, (size_t)na * sizeof(int)) == 0;
+}
+
+/* Adds chunk [i0, i0 + n) to the sums, element by element and token by token in order. */
+static void eval_tally(eval_state *e, int64_t i0, int64_t n, int64_t d)
+{
+	const float *y = e->ref->y + i0 * d;
+	for (int64_t i = 0; i < n * d; i++) {
+		double a = y[i], diff = (double)y[i] - e->y2[i];
+		e->sum_y += a * a;
+		e->sum_diff += diff * diff;
+	}
+	for (int64_t t = 0; t < n; t++) {
+		e->agree += same_groups(e, e->ref->so + (i0 + t) * e->ref->ko, e->sm + t * e->km);
+		e->flops_m += token_flops(e->merged, e->sm + t * e->km, e->km);
+	}
+}
+
+ms_status blk_eval_against(const blk_eval_ref *ref, const blk_config *merged, const int *group_of_orig,
+			   const int *slot_group, blk_eval_result *out, ms_error *err)
+{
+	if (out)
+		memset(out, 0, sizeof *out);
+	if (!ref || !ref->y || !group_of_orig || !out)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: no reference, no groups or no output");
+	ms_status st = blk_check(merged, err);
 	if (st != MS_OK) {
 		ms_error_prefix(err, "merged");
 		return st;
 	}
-	if (orig->d != merged->d)
-		return ms_fail(err, MS_ERR_ARG, "block evaluation: original width %d, merged width %d", orig->d,
+	if (ref->d != merged->d)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: original width %d, merged width %d", ref->d,
 			       merged->d);
-	if (!group_of_orig || !x || !out || T <= 0)
-		return ms_fail(err, MS_ERR_ARG, "block evaluation: no groups, no output or no tokens (T = %lld)",
-			       (long long)T);
-	return MS_OK;
-}
-
-ms_status blk_eval(const blk_config *orig, const blk_config *merged, const int *group_of_orig,
-		   const int *slot_group, const float *x, int64_t T, int64_t max_tokens, blk_eval_result *out,
-		   ms_error *err)
-{
-	if (out)
-		memset(out, 0, sizeof *out);
-	ms_status st = eval_check(orig, merged, group_of_orig, x, T, out, err);
-	if (st != MS_OK)
-		return st;
-	const int64_t n = blk_subsample_count(T, max_tokens);
-	if (n <= 0)
-		return ms_fail(err, MS_ERR_ARG, "block evaluation: %lld tokens is too many to evaluate",
-			       (long long)max_tokens);
-	eval_state e = {.orig = orig, .merged = merged, .group_of_orig = group_of_orig, .slot_group = slot_group,
-			.ko = blk_top_k(orig), .km = blk_top_k(merged), .chunk = n < EVAL_CHUNK ? n : EVAL_CHUNK};
-	st = eval_alloc(&e, orig->d, err);
-	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += e.chunk)
-		st = eval_chunk(&e, x, T, n, i0, n - i0 < e.chunk ? n - i0 : e.chunk, err);
+	const int64_t n = ref->n, d = ref->d;
+	eval_state e = {.ref = ref, .merged = merged, .group_of_orig = group_of_orig, .slot_group = slot_group,
+			.km = blk_top_k(merged)};
+	st = eval_alloc(&e, d, err);
+	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += EVAL_CHUNK) {
+		const int64_t nc = n - i0 < EVAL_CHUNK ? n - i0 : EVAL_CHUNK;
+		st = blk_forward(merged, ref->xs + i0 * d, nc, e.y2, e.sm, e.wm, err);
+		if (st != MS_OK)
+			ms_error_prefix(err, "merged");
+		else
+			eval_tally(&e, i0, nc, d);
+	}
 	eval_free(&e);
 	if (st != MS_OK)
 		return st;
@@ -632,9 +652,25 @@ ms_status blk_eval(const blk_config *orig, const blk_config *merged, const int *
 	out->tokens = n;
 	out->rel_error = e.sum_y > 0 ? sqrt(e.sum_diff / e.sum_y) : sqrt(e.sum_diff);
 	out->routing_agreement = e.agree / (double)n;
-	out->params_before = blk_params(orig);
+	out->params_before = ref->params;
 	out->params_after = blk_params(merged);
-	out->flops_before = e.flops_o / (double)n;
+	out->flops_before = ref->flops / (double)n;
 	out->flops_after = e.flops_m / (double)n;
 	return MS_OK;
+}
+
+ms_status blk_eval(const blk_config *orig, const blk_config *merged, const int *group_of_orig,
+		   const int *slot_group, const float *x, int64_t T, int64_t max_tokens, blk_eval_result *out,
+		   ms_error *err)
+{
+	if (out)
+		memset(out, 0, sizeof *out);
+	if (!group_of_orig || !out)
+		return ms_fail(err, MS_ERR_ARG, "block evaluation: no groups or no output");
+	blk_eval_ref ref;
+	ms_status st = blk_eval_reference(orig, x, T, max_tokens, &ref, err);
+	if (st == MS_OK)
+		st = blk_eval_against(&ref, merged, group_of_orig, slot_group, out, err);
+	blk_eval_ref_free(&ref);
+	return st;
 }

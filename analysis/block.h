@@ -114,4 +114,26 @@ ms_status blk_eval(const blk_config *orig, const blk_config *merged, const int *
 		   const int *slot_group, const float *x, int64_t T, int64_t max_tokens, blk_eval_result *out,
 		   ms_error *err);
 
+/* blk_eval in two halves, so that the original block's outputs can be computed before it is merged in place and
+ * its experts are gone: the reference holds the evaluated tokens, the original's outputs and selections (n = the
+ * subsample, [n, d] floats twice), and blk_eval_against measures a merged block against it. blk_eval is exactly
+ * the two in a row. */
+typedef struct {
+	int64_t n;          /* evaluated tokens */
+	int d, ko;          /* width; the original's top-k */
+	int n_router;
+	float *xs;          /* [n, d] the evaluated tokens */
+	float *y;           /* [n, d] the original's outputs */
+	int *so;            /* [n, ko] the original's selected rows */
+	int *slot;          /* [n_router] the original's row-to-slot map */
+	double flops;       /* summed over the tokens, as blk_eval_result counts them */
+	int64_t params;     /* blk_params of the original */
+} blk_eval_ref;
+
+ms_status blk_eval_reference(const blk_config *orig, const float *x, int64_t T, int64_t max_tokens,
+			     blk_eval_ref *ref, ms_error *err);
+ms_status blk_eval_against(const blk_eval_ref *ref, const blk_config *merged, const int *group_of_orig,
+			   const int *slot_group, blk_eval_result *out, ms_error *err);
+void blk_eval_ref_free(blk_eval_ref *ref);
+
 #endif

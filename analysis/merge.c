@@ -86,6 +86,12 @@ int merge_copy_member(int n_members, merge_weighting w, int dominant_member)
 	return n_members == 1 ? 0 : w == MERGE_DOMINANT ? dominant_member : -1;
 }
 
+void merge_scale(float *x, float c, int64_t n)
+{
+	for (int64_t j = 0; j < n; j++)
+		x[j] = c * x[j];
+}
+
 /* Written in blocks of 8 because -O2 leaves the plain loop scalar; each element is still one rounded product and
  * (after the first member) one rounded sum, so the bits are those of the plain loop. */
 void merge_term(float *restrict out, const float *restrict x, float c, int64_t n, int first)
@@ -106,17 +112,19 @@ void merge_term(float *restrict out, const float *restrict x, float c, int64_t n
 		out[j] += c * x[j];
 }
 
-/* out [numel] = sum_e coef[e] mats[e], member 0 first for every element, members with coefficient 0 left out (so
- * none needs aligning: analysis/pipeline.c skips them too). The chunk's sums are finished before
+/* out [numel] = sum_e coef[e] mats[e], the dominant member first and the others in order for every element,
+ * members with coefficient 0 left out (so none needs aligning: analysis/pipeline.c merges in the same order). The chunk's sums are finished before
  * any of its elements is stored, which is what lets out be one of the members. */
-static void weighted_sum(int n, const float *const *mats, const float *coef, int64_t numel, float *out)
+static void weighted_sum(int n, const float *const *mats, const float *coef, int dominant, int64_t numel,
+			 float *out)
 {
 	float acc[MERGE_CHUNK];
 	for (int64_t at = 0; at < numel; at += MERGE_CHUNK) {
 		const int64_t len = numel - at < MERGE_CHUNK ? numel - at : MERGE_CHUNK;
 		int first = 1;
-		for (int e = 0; e < n; e++) {
-			if (coef[e] == 0.0f)
+		for (int k = -1; k < n; k++) {
+			const int e = k < 0 ? dominant : k;
+			if ((k >= 0 && e == dominant) || coef[e] == 0.0f)
 				continue;
 			merge_term(acc, mats[e] + at, coef[e], len, first);
 			first = 0;
@@ -149,7 +157,8 @@ ms_status merge_matrices(int n_members, const float *const *mats, const double *
 			float *coef_f = (float *)(coef + n_members);
 			for (int e = 0; e < n_members; e++)
 				coef_f[e] = (float)coef[e];
-			weighted_sum(n_members, mats, coef_f, numel, out);
+			const int lead = dominant_member >= 0 && dominant_member < n_members ? dominant_member : 0;
+			weighted_sum(n_members, mats, coef_f, lead, numel, out);
 		}
 	}
 	free(coef);

@@ -2,7 +2,8 @@
  * 2310.01334, which weights each member by its usage frequency). Alignment, when wanted, has already been done by
  * analysis/align.h: this module only forms the weighted average of matrices that correspond element by element.
  *
- * The sum runs in float in member order (member 0 first) for every element, so the same inputs give the same bits
+ * The sum runs in float, the dominant member first (member 0 when dominant_member is out of range and unused) and
+ * the others in order, for every element, so the same inputs give the same bits
  * whatever the thread count or the compiler's vectorisation. */
 #ifndef MERGE_MERGE_H
 #define MERGE_MERGE_H
@@ -41,8 +42,11 @@ ms_status merge_coefficients(int n_members, const double *frequency, int dominan
  * merge_copy_member: the member whose matrix is the merge, copied bit for bit (a group of one, or the dominant
  * weighting), or -1 when the merge is a weighted sum;
  * merge_term: out [n] = c x [n] when first, else out += c x, element by element. Summing the members with a nonzero
- * coefficient in order with it is the whole weighted sum. out and x must not overlap. */
+ * coefficient with it, the dominant member first and the others in order, is the whole weighted sum. out and x
+ * must not overlap. */
 int merge_copy_member(int n_members, merge_weighting w, int dominant_member);
+/* x [n] *= c: merge_term's first term when the merge is built in the first member's own storage (same bits). */
+void merge_scale(float *x, float c, int64_t n);
 void merge_term(float *restrict out, const float *restrict x, float c, int64_t n, int first);
 
 /* out [numel] = the merge of mats [n_members] (each [numel], the same matrix of each member, already aligned).

@@ -190,7 +190,8 @@ void pipe_free_merged(pipe_merged *mg)
 	memset(mg, 0, sizeof *mg);
 }
 
-/* The expert each member of group g is aligned to, or -1 for none. */
+/* The expert every member of group g is aligned to, or -1 for none: the group's dominant, or expert 0 of the block
+ * for ALIGN_FIRST (as the MC-SMoE Switch scripts align every expert to expert 0). */
 static int align_reference(const pipe_block *blk, const int *group, const unsigned char *dominant, int g,
 			   align_ref ref)
 {
@@ -204,32 +205,140 @@ static int align_reference(const pipe_block *blk, const int *group, const unsign
 	return -1;
 }
 
-/* Work space of merge_group, allocated once per block. */
+/* How a block is merged. Every alignment is computed first, on the untouched block (perm rows); then each group is
+ * summed with its target member's term first (the member holding the alignment reference, else the dominant) and
+ * the others in index order, members with a zero coefficient left out. Built in place, the target member's own
+ * storage receives the merge and the others are permuted where they lie; built apart, each member is permuted
+ * into a scratch copy. Both orders of operations are the same, so both give the same bits. */
 typedef struct {
-	float *aligned;   /* [per_expert]: one member after alignment */
-	int *perm;        /* [f] */
-	int *members;     /* [E] */
-	double *freq;     /* [E] */
-	double *coef;     /* [E] */
-} merge_scratch;
+	const pipe_block *blk;
+	const plan *p;
+	int b;
+	const pipe_merge_options *o;
+	float *weights;     /* the block's storage when merging in place, else NULL */
+	int *perm;          /* [E, f]: row e is expert e's alignment to its reference */
+	unsigned char *aligned; /* [E] perm row e is in use */
+	float *tmp;         /* [per_expert]: one aligned member (merging apart) */
+	int *members;       /* [E] one group's members, target first */
+	double *freq;       /* [E] */
+	double *coef;       /* [E] */
+} merge_work;
 
-static void scratch_free(merge_scratch *s)
+static void merge_work_free(merge_work *w)
 {
-	free(s->aligned);
-	free(s->perm);
-	free(s->members);
-	free(s->freq);
-	free(s->coef);
+	free(w->perm);
+	free(w->aligned);
+	free(w->tmp);
+	free(w->members);
+	free(w->freq);
+	free(w->coef);
 }
 
-static int scratch_alloc(const pipe_block *blk, merge_scratch *s)
+static ms_status merge_work_alloc(merge_work *w, ms_error *err)
 {
-	s->aligned = malloc((size_t)blk->per_expert * sizeof *s->aligned);
-	s->perm = malloc((size_t)blk->f * sizeof *s->perm);
-	s->members = malloc((size_t)blk->E * sizeof *s->members);
-	s->freq = malloc((size_t)blk->E * sizeof *s->freq);
-	s->coef = malloc((size_t)blk->E * sizeof *s->coef);
-	return s->aligned && s->perm && s->members && s->freq && s->coef;
+	const pipe_block *blk = w->blk;
+	w->perm = malloc((size_t)blk->E * (size_t)blk->f * sizeof *w->perm);
+	w->aligned = calloc((size_t)blk->E, 1);
+	w->tmp = w->weights ? NULL : malloc((size_t)blk->per_expert * sizeof *w->tmp);
+	w->members = malloc((size_t)blk->E * sizeof *w->members);
+	w->freq = malloc((size_t)blk->E * sizeof *w->freq);
+	w->coef = malloc((size_t)blk->E * sizeof *w->coef);
+	if (w->perm && w->aligned && (w->weights || w->tmp) && w->members && w->freq && w->coef)
+		return MS_OK;
+	return ms_fail(err, MS_ERR_NOMEM, "out of memory merging block %s", w->p->labels[w->b]);
+}
+
+/* Group g's members into w->members with the target first, the others in index order, and their coefficients
+ * (computed in index order, as merge_matrices would); returns the count in *n_out, the target expert in *target
+ * and the member to copy (merge_copy_member, as an index into members) in *copy. */
+static ms_status group_members(merge_work *w, int g, int *n_out, int *target, int *copy, ms_error *err)
+{
+	const int E = w->blk->E;
+	const int *group = w->p->group + (size_t)w->b * E;
+	const unsigned char *dominant = w->p->dominant + (size_t)w->b * E;
+	const int ref = align_reference(w->blk, group, dominant, g, w->o->align);
+	int n = 0, dom = 0;
+	for (int e = 0; e < E; e++)
+		if (group[e] == g) {
+			if (dominant[e])
+				dom = n;
+			w->freq[n] = w->p->frequency[(size_t)w->b * E + e];
+			w->members[n++] = e;
+		}
+	ms_status st = merge_coefficients(n, w->freq, dom, w->o->weighting, w->coef);
+	if (st != MS_OK)
+		return ms_fail(err, st, "block %s: group %d: merge weights failed", w->p->labels[w->b], g);
+	int t = dom;
+	for (int i = 0; i < n; i++)
+		if (w->members[i] == ref)
+			t = i;
+	*copy = merge_copy_member(n, w->o->weighting, dom);
+	*target = w->members[t];
+	/* the target to the front, the others keeping their order */
+	const int e_t = w->members[t];
+	const double c_t = w->coef[t];
+	for (int i = t; i > 0; i--) {
+		w->members[i] = w->members[i - 1];
+		w->coef[i] = w->coef[i - 1];
+	}
+	w->members[0] = e_t;
+	w->coef[0] = c_t;
+	if (*copy >= 0)
+		*copy = *copy == t ? 0 : *copy < t ? *copy + 1 : *copy;
+	*n_out = n;
+	return MS_OK;
+}
+
+/* 1 when member i of a group (coefficient coef, copy as group_members gives it) takes part in the merge. */
+static int contributes(int i, int copy, double coef)
+{
+	return copy >= 0 ? i == copy : (float)coef != 0.0f;
+}
+
+/* Every alignment the merge needs, on the untouched block. */
+static ms_status align_all(merge_work *w, int G, ms_error *err)
+{
+	const pipe_block *blk = w->blk;
+	const int *group = w->p->group + (size_t)w->b * blk->E;
+	const unsigned char *dominant = w->p->dominant + (size_t)w->b * blk->E;
+	for (int g = 0; g < G; g++) {
+		int n, target, copy;
+		ms_status st = group_members(w, g, &n, &target, &copy, err);
+		const int ref = align_reference(blk, group, dominant, g, w->o->align);
+		for (int i = 0; st == MS_OK && ref >= 0 && i < n; i++) {
+			const int e = w->members[i];
+			if (e == ref || !contributes(i, copy, w->coef[i]))
+				continue;
+			st = align_permutation(&blk->experts[ref], &blk->experts[e], w->perm + (size_t)e * blk->f);
+			if (st != MS_OK)
+				return ms_fail(err, st, "block %s: aligning expert %d to expert %d failed: %s",
+					       w->p->labels[w->b], e, ref, ms_status_text(st));
+			w->aligned[e] = 1;
+		}
+		if (st != MS_OK)
+			return st;
+	}
+	return MS_OK;
+}
+
+/* Expert e's weights as the merge uses them: aligned when it has a permutation, in place or into tmp. */
+static ms_status member_weights(merge_work *w, int e, const float **src)
+{
+	const pipe_block *blk = w->blk;
+	*src = blk->weights + (int64_t)e * blk->per_expert;
+	if (!w->aligned[e])
+		return MS_OK;
+	const int *perm = w->perm + (size_t)e * blk->f;
+	if (w->weights) {
+		float *at = w->weights + (int64_t)e * blk->per_expert;
+		expert_weights v;
+		expert_view(blk, at, &v);
+		return align_apply(perm, (float *)v.gate, (float *)v.up, (float *)v.down, blk->d, blk->f);
+	}
+	expert_weights dst;
+	expert_view(blk, w->tmp, &dst);
+	*src = w->tmp;
+	return align_apply_into(perm, &blk->experts[e], (float *)dst.gate, (float *)dst.up, (float *)dst.down);
 }
 
 typedef struct {
@@ -242,63 +351,50 @@ typedef struct {
 static void term_span(void *ctx, int64_t begin, int64_t end)
 {
 	const term_job *j = ctx;
-	merge_term(j->out + begin, j->src + begin, j->c, end - begin, j->first);
+	if (j->out == j->src)
+		merge_scale(j->out + begin, j->c, end - begin);
+	else
+		merge_term(j->out + begin, j->src + begin, j->c, end - begin, j->first);
 }
 
-/* out [per_expert] = the weighted merge of group g's members, each aligned first when asked: merge_matrices's
- * arithmetic (analysis/merge.h), but adding member by member in index order so that only one aligned copy is in
- * memory at a time. */
-static ms_status merge_group(const pipe_block *blk, const plan *p, int b, int g, const pipe_merge_options *o,
-			     float *out, merge_scratch *s, ms_error *err)
+/* Merges group g into out [per_expert] (the target member's storage when merging in place). */
+static ms_status merge_group(merge_work *w, int g, float *out, ms_error *err)
 {
-	const int E = blk->E;
-	const int *group = p->group + (size_t)b * E;
-	const unsigned char *dominant = p->dominant + (size_t)b * E;
-	int n = 0, dom = 0;
-	int *members = s->members, *perm = s->perm;
-	double *freq = s->freq, *coef = s->coef;
-	float *tmp = s->aligned;
-	for (int e = 0; e < E; e++) {
-		if (group[e] != g)
-			continue;
-		if (dominant[e])
-			dom = n;
-		freq[n] = p->frequency[(size_t)b * E + e];
-		members[n++] = e;
-	}
-	ms_status st = merge_coefficients(n, freq, dom, o->weighting, coef);
-	if (st != MS_OK)
-		return ms_fail(err, st, "block %s: group %d: merge weights failed", p->labels[b], g);
-	const int ref = align_reference(blk, group, dominant, g, o->align);
-	const int copy = merge_copy_member(n, o->weighting, dom);
+	const pipe_block *blk = w->blk;
+	int n, target, copy;
+	ms_status st = group_members(w, g, &n, &target, &copy, err);
 	int first = 1;
-	for (int i = 0; i < n; i++) {
-		if (copy >= 0 ? i != copy : (float)coef[i] == 0.0f)
+	for (int i = 0; st == MS_OK && i < n; i++) {
+		if (!contributes(i, copy, w->coef[i]))
 			continue;
-		const float *src = blk->weights + (int64_t)members[i] * blk->per_expert;
-		if (ref >= 0 && members[i] != ref) {
-			expert_weights dst;
-			expert_view(blk, tmp, &dst);
-			st = align_permutation(&blk->experts[ref], &blk->experts[members[i]], perm);
-			if (st == MS_OK)
-				st = align_apply_into(perm, &blk->experts[members[i]], (float *)dst.gate,
-						      (float *)dst.up, (float *)dst.down);
-			if (st != MS_OK)
-				return ms_fail(err, st, "block %s: aligning expert %d to expert %d failed: %s",
-					       p->labels[b], members[i], ref, ms_status_text(st));
-			src = tmp;
-		}
+		const float *src;
+		st = member_weights(w, w->members[i], &src);
+		if (st != MS_OK)
+			return ms_fail(err, st, "block %s: aligning expert %d failed: %s", w->p->labels[w->b],
+				       w->members[i], ms_status_text(st));
 		if (copy >= 0) {
-			memcpy(out, src, (size_t)blk->per_expert * sizeof *out);
+			if (out != src)
+				memcpy(out, src, (size_t)blk->per_expert * sizeof *out);
 			return MS_OK;
 		}
-		term_job job = {.out = out, .src = src, .c = (float)coef[i], .first = first};
+		/* In place, only the target (member 0) can be out itself, and it comes first: a scaling. */
+		term_job job = {.out = out, .src = src, .c = (float)w->coef[i], .first = first};
 		run_split(blk->per_expert, term_span, &job);
 		first = 0;
 	}
-	if (first)
+	if (st == MS_OK && first)
 		memset(out, 0, (size_t)blk->per_expert * sizeof *out);
-	return MS_OK;
+	return st;
+}
+
+/* The storage group g's merge goes to: its target member's when merging in place. */
+static float *group_storage(merge_work *w, const pipe_merged *mg, int g, ms_error *err, ms_status *st)
+{
+	if (!w->weights)
+		return mg->weights + (int64_t)g * w->blk->per_expert;
+	int n, target, copy;
+	*st = group_members(w, g, &n, &target, &copy, err);
+	return w->weights + (int64_t)target * w->blk->per_expert;
 }
 
 /* Shapes [rows, cols] of matrix `mat` of an expert; 0 rows for an absent gate. */
@@ -367,16 +463,19 @@ static ms_status compress_slot(const pipe_block *blk, pipe_merged *mg, int s, co
 	return MS_OK;
 }
 
+/* The merged block's arrays. Merging in place, weights holds only the padding copies (slots G..n_slots-1) and
+ * slots 0..G-1 are pointed at their groups' storage later. */
 static ms_status alloc_merged(const pipe_block *blk, int n_slots, int n_router, int G, int compress,
-			      int keep_factors, pipe_merged *mg, ms_error *err)
+			      int keep_factors, int in_place, pipe_merged *mg, ms_error *err)
 {
 	mg->n_slots = n_slots;
 	mg->per_expert = (int)blk->per_expert;
 	mg->n_router = n_router;
 	mg->groups = G;
-	mg->weights = malloc((size_t)n_slots * blk->per_expert * sizeof(float));
+	const int owned = in_place ? n_slots - G : n_slots, first_owned = n_slots - owned;
+	mg->weights = malloc((size_t)(owned > 0 ? owned : 1) * blk->per_expert * sizeof(float));
 	if (mg->weights)
-		pages_populate(mg->weights, (size_t)n_slots * blk->per_expert * sizeof(float));
+		pages_populate(mg->weights, (size_t)owned * blk->per_expert * sizeof(float));
 	mg->experts = calloc((size_t)n_slots, sizeof *mg->experts);
 	mg->slot_group = malloc((size_t)n_slots * sizeof(int));
 	mg->router = malloc((size_t)n_router * blk->d * sizeof(float));
@@ -389,8 +488,8 @@ static ms_status alloc_merged(const pipe_block *blk, int n_slots, int n_router, 
 	if (!mg->weights || !mg->experts || !mg->slot_group || !mg->router || !mg->slot || !mg->router_residual ||
 	    (compress && !mg->compression))
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory for a merged block of %d experts", n_slots);
-	for (int s = 0; s < n_slots; s++)
-		expert_view(blk, mg->weights + (int64_t)s * blk->per_expert, &mg->experts[s]);
+	for (int s = first_owned; s < n_slots; s++)
+		expert_view(blk, mg->weights + (int64_t)(s - first_owned) * blk->per_expert, &mg->experts[s]);
 	for (int g = 0; g < G; g++)
 		mg->router_residual[g] = NAN;
 	return MS_OK;
@@ -535,8 +634,32 @@ static ms_status check_merged_router(const pipe_block *blk, const pipe_merged *m
 		       "rounding to %s", label, (long long)(bad / blk->d), st_dtype_name(blk->router_dtype));
 }
 
-ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
-			   pipe_merged *out, ms_error *err)
+/* Merges every group, rounds the merged experts to the checkpoint's dtype and checks them. */
+static ms_status merge_groups(merge_work *w, pipe_merged *out, int G, int compress, ms_error *err)
+{
+	const pipe_block *blk = w->blk;
+	ms_status st = merge_work_alloc(w, err);
+	if (st == MS_OK)
+		st = align_all(w, G, err);
+	for (int g = 0; st == MS_OK && g < G; g++) {
+		float *dst = group_storage(w, out, g, err, &st);
+		if (st == MS_OK) {
+			expert_view(blk, dst, &out->experts[g]);
+			st = merge_group(w, g, dst, err);
+		}
+	}
+	for (int g = 0; st == MS_OK && compress && g < G; g++)
+		st = compress_slot(blk, out, g, &w->o->compress, err);
+	for (int g = 0; st == MS_OK && g < G; g++)
+		round_to_dtype(blk->expert_dtype, (float *)(out->experts[g].gate ? out->experts[g].gate
+								       : out->experts[g].up), blk->per_expert);
+	if (st == MS_OK)
+		st = check_merged_experts(blk, out, G, w->p->labels[w->b], err);
+	return st;
+}
+
+static ms_status merge_block(const pipe_block *blk, float *in_place, const plan *p, int b,
+			     const pipe_merge_options *o, pipe_merged *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
 	const int G = plan_groups(p, b);
@@ -545,25 +668,19 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 	const int compact = o->layout == PIPE_LAYOUT_COMPACT;
 	const int n_slots = compact && o->slots > G ? o->slots : G;
 	const int compress = o->compress.mode != CMP_RANK_NONE || o->compress.sparse_ratio > 0;
-	ms_status st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors, out, err);
-	merge_scratch scratch = {0};
-	if (st == MS_OK && !scratch_alloc(blk, &scratch))
-		st = ms_fail(err, MS_ERR_NOMEM, "out of memory merging block %s", p->labels[b]);
-	for (int g = 0; st == MS_OK && g < G; g++)
-		st = merge_group(blk, p, b, g, o, out->weights + (int64_t)g * blk->per_expert, &scratch, err);
-	scratch_free(&scratch);
-	for (int g = 0; st == MS_OK && compress && g < G; g++)
-		st = compress_slot(blk, out, g, &o->compress, err);
-	if (st == MS_OK) {
-		round_to_dtype(blk->expert_dtype, out->weights, (int64_t)G * blk->per_expert);
-		st = check_merged_experts(blk, out, G, p->labels[b], err);
-	}
+	ms_status st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors,
+				    in_place != NULL, out, err);
+	merge_work w = {.blk = blk, .p = p, .b = b, .o = o, .weights = in_place};
+	if (st == MS_OK)
+		st = merge_groups(&w, out, G, compress, err);
+	merge_work_free(&w);
 	if (st == MS_OK) {
 		fill_slot_groups(out, G);
-		for (int s = G; s < n_slots; s++)
-			memcpy(out->weights + (int64_t)s * blk->per_expert,
-			       out->weights + (int64_t)out->slot_group[s] * blk->per_expert,
-			       (size_t)blk->per_expert * sizeof(float));
+		for (int s = G; s < n_slots; s++) {
+			const expert_weights *from = &out->experts[out->slot_group[s]];
+			memcpy((float *)(out->experts[s].gate ? out->experts[s].gate : out->experts[s].up),
+			       from->gate ? from->gate : from->up, (size_t)blk->per_expert * sizeof(float));
+		}
 		st = build_router(blk, p, b, o, out, err);
 	}
 	if (st == MS_OK) {
@@ -584,6 +701,18 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 	return MS_OK;
 }
 
+ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+			   pipe_merged *out, ms_error *err)
+{
+	return merge_block(blk, NULL, p, b, o, out, err);
+}
+
+ms_status pipe_merge_block_in_place(pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+				    pipe_merged *out, ms_error *err)
+{
+	return merge_block(blk, blk->weights, p, b, o, out, err);
+}
+
 void pipe_compressed_params(const pipe_merged *mg, int64_t *before, int64_t *after)
 {
 	*before = *after = 0;
@@ -596,11 +725,28 @@ void pipe_compressed_params(const pipe_merged *mg, int64_t *before, int64_t *aft
 ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,
 			  blk_eval_result *out, ms_error *err)
 {
+	blk_eval_ref ref;
+	ms_status st = pipe_eval_reference(blk, p, b, max_tokens, &ref, err);
+	if (st == MS_OK)
+		st = pipe_eval_against(&ref, blk, mg, p, b, out, err);
+	blk_eval_ref_free(&ref);
+	return st;
+}
+
+ms_status pipe_eval_reference(const pipe_block *blk, const plan *p, int b, int64_t max_tokens, blk_eval_ref *ref,
+			      ms_error *err)
+{
+	memset(ref, 0, sizeof *ref);
 	if (blk->T == 0)
 		return ms_fail(err, MS_ERR_ARG, "block %s: evaluation needs the calibration set", p->labels[b]);
 	blk_config orig = pipe_block_config(blk);
-	return blk_eval(&orig, &mg->cfg, p->group + (size_t)b * blk->E, mg->slot_group, blk->x, blk->T, max_tokens,
-			out, err);
+	return blk_eval_reference(&orig, blk->x, blk->T, max_tokens, ref, err);
+}
+
+ms_status pipe_eval_against(const blk_eval_ref *ref, const pipe_block *blk, const pipe_merged *mg, const plan *p,
+			    int b, blk_eval_result *out, ms_error *err)
+{
+	return blk_eval_against(ref, &mg->cfg, p->group + (size_t)b * blk->E, mg->slot_group, out, err);
 }
 
 void pipe_free_stats(pipe_stats *s)

@@ -139,6 +139,14 @@ ms_status pipe_merge_block(const pipe_block *blk, const plan *p, int b, const pi
 			   pipe_merged *out, ms_error *err);
 void pipe_free_merged(pipe_merged *mg);
 
+/* The same merged block, bit for bit, built in the block's own storage: every member is aligned where it lies and
+ * each group's merge is written over its target member (the one holding the alignment reference, else the
+ * dominant), so the merged experts take no memory beside the block (a compact layout's padding copies aside).
+ * This consumes blk's experts: afterwards blk is only good for its router, its calibration inputs, and freeing
+ * (after the merged block, whose experts point into it). Evaluate against a blk_eval_reference taken before. */
+ms_status pipe_merge_block_in_place(pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+				    pipe_merged *out, ms_error *err);
+
 /* Parameters of the merged experts' matrices before and after compression, counting each group once (the
  * convention of cmp_result: a residual entry counts as an index and a value). 0 and 0 without compression. */
 void pipe_compressed_params(const pipe_merged *mg, int64_t *before, int64_t *after);
@@ -146,6 +154,11 @@ void pipe_compressed_params(const pipe_merged *mg, int64_t *before, int64_t *aft
 /* Evaluates a merged block against the original on at most max_tokens calibration tokens. */
 ms_status pipe_eval_block(const pipe_block *blk, const pipe_merged *mg, const plan *p, int b, int64_t max_tokens,
 			  blk_eval_result *out, ms_error *err);
+/* The same in two halves: the original's side first (before an in-place merge), then the merged block's. */
+ms_status pipe_eval_reference(const pipe_block *blk, const plan *p, int b, int64_t max_tokens, blk_eval_ref *ref,
+			      ms_error *err);
+ms_status pipe_eval_against(const blk_eval_ref *ref, const pipe_block *blk, const pipe_merged *mg, const plan *p,
+			    int b, blk_eval_result *out, ms_error *err);
 
 /* |y|_F of a block configuration's output on the same deterministic subsample blk_eval uses (at most max_tokens
  * of x [T, d]): lets a merged checkpoint opened as a model be compared with the merge previewed on the original. */

@@ -183,12 +183,81 @@ static void test_block_merge_is_merge_matrices(void)
 	plan_free(&p);
 }
 
+/* Merging in the block's own storage (the commit path: original outputs first, then the merge over the members)
+ * gives the merged block and the evaluation that the merge beside the block gives, bit for bit: every alignment,
+ * weighting and layout, compact padding and compression included. */
+static void test_in_place_merge_is_the_same(void)
+{
+	const int E = model->n_experts;
+	const char *labels[16];
+	for (int b = 0; b < model->n_blocks; b++)
+		labels[b] = model->blocks[b].label;
+	plan p;
+	CHECK(plan_init(&p, model->n_blocks, E, labels) == 0);
+	for (int b = 0; b < model->n_blocks; b++)
+		for (int e = 0; e < E; e++) {
+			/* expert 0 is not its group's dominant, so ALIGN_FIRST aligns a dominant too */
+			static const int grp[8] = {0, 1, 1, 0, 2, 0, 1, 2};
+			p.group[b * E + e] = grp[e % 8];
+			p.dominant[b * E + e] = e == 3 || e == 2 || e == 4;
+			p.frequency[b * E + e] = 0.02 * (e + 1);
+		}
+	ms_error err = {0};
+	CHECK(plan_validate(&p, &err) == MS_OK, "%s", err.msg);
+	const int b = 2;
+	pipe_block orig, work;
+	CHECK(pipe_load_block(model, cal, b, &orig, &err) == MS_OK, "%s", err.msg);
+	int cases = 0, differ = 0;
+	for (int layout = 0; layout < PIPE_LAYOUT_COUNT; layout++)
+		for (int align = 0; align < ALIGN_COUNT; align++)
+			for (int w = 0; w < MERGE_WEIGHTING_COUNT; w++)
+				for (int cmp = 0; cmp < 2; cmp++) {
+					pipe_merge_options o = pipe_merge_defaults();
+					o.layout = (pipe_layout)layout;
+					o.align = (align_ref)align;
+					o.weighting = (merge_weighting)w;
+					o.slots = layout == PIPE_LAYOUT_COMPACT ? 5 : 0; /* 3 groups padded to 5 */
+					if (cmp)
+						o.compress = (cmp_options){.mode = CMP_RANK_FIXED, .rank = 8};
+					pipe_merged a, c;
+					blk_eval_result ra, rc;
+					blk_eval_ref ref;
+					CHECK(pipe_merge_block(&orig, &p, b, &o, &a, &err) == MS_OK, "%s", err.msg);
+					CHECK(pipe_eval_block(&orig, &a, &p, b, 300, &ra, &err) == MS_OK, "%s", err.msg);
+					CHECK(pipe_load_block(model, cal, b, &work, &err) == MS_OK, "%s", err.msg);
+					CHECK(pipe_eval_reference(&work, &p, b, 300, &ref, &err) == MS_OK, "%s", err.msg);
+					CHECK(pipe_merge_block_in_place(&work, &p, b, &o, &c, &err) == MS_OK, "%s", err.msg);
+					CHECK(pipe_eval_against(&ref, &work, &c, &p, b, &rc, &err) == MS_OK, "%s", err.msg);
+					int same = a.n_slots == c.n_slots && a.n_router == c.n_router &&
+						   memcmp(a.router, c.router, (size_t)a.n_router * orig.d * sizeof(float)) == 0 &&
+						   memcmp(&ra, &rc, sizeof ra) == 0;
+					for (int s = 0; same && s < a.n_slots; s++) {
+						const expert_weights *x = &a.experts[s], *y = &c.experts[s];
+						same = (!x->gate || memcmp(x->gate, y->gate, (size_t)orig.f * orig.d * 4) == 0) &&
+						       memcmp(x->up, y->up, (size_t)orig.f * orig.d * 4) == 0 &&
+						       memcmp(x->down, y->down, (size_t)orig.f * orig.d * 4) == 0;
+					}
+					if (!same && differ++ < 4)
+						CHECK(same, "layout %d align %d weighting %d compress %d: in place differs", layout,
+						      align, w, cmp);
+					cases++;
+					blk_eval_ref_free(&ref);
+					pipe_free_merged(&a);
+					pipe_free_merged(&c);
+					pipe_free_block(&work);
+				}
+	CHECK(differ == 0, "%d of %d cases differ", differ, cases);
+	pipe_free_block(&orig);
+	plan_free(&p);
+}
+
 int main(void)
 {
 	RUN(setup);
 	RUN(test_alignment_recovers_planted_permutations);
 	RUN(test_alignment_lowers_merge_error);
 	RUN(test_block_merge_is_merge_matrices);
+	RUN(test_in_place_merge_is_the_same);
 	cJSON_Delete(truth);
 	calib_close(cal);
 	mdl_close(model);

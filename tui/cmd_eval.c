@@ -105,19 +105,26 @@ static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max
 	return MS_OK;
 }
 
-/* The block under the plan: the merged block against the original. */
-static ms_status eval_planned(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *mo,
+/* The block under the plan: the merged block against the original. The original's outputs are taken first, so the
+ * block is merged in its own storage (the block is freed right after). */
+static ms_status eval_planned(pipe_block *blk, const plan *p, int b, const pipe_merge_options *mo,
 			      int64_t max_tokens, cJSON *jb, ms_error *err)
 {
 	pipe_merged mg;
 	blk_eval_result r;
+	blk_eval_ref ref;
 	double norm = 0.0;
-	ms_status st = pipe_merge_block(blk, p, b, mo, &mg, err);
-	if (st != MS_OK)
+	ms_status st = pipe_eval_reference(blk, p, b, max_tokens, &ref, err);
+	if (st == MS_OK)
+		st = pipe_merge_block_in_place(blk, p, b, mo, &mg, err);
+	if (st != MS_OK) {
+		blk_eval_ref_free(&ref);
 		return st;
+	}
 	int64_t cmp_before, cmp_after;
 	pipe_compressed_params(&mg, &cmp_before, &cmp_after);
-	st = pipe_eval_block(blk, &mg, p, b, max_tokens, &r, err);
+	st = pipe_eval_against(&ref, blk, &mg, p, b, &r, err);
+	blk_eval_ref_free(&ref);
 	if (st == MS_OK)
 		st = pipe_output_norm(&mg.cfg, blk->x, blk->T, max_tokens, &norm, err);
 	pipe_free_merged(&mg);

@@ -358,8 +358,8 @@ static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_
 		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);
 }
 
-static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, const pipe_merged *mg,
-				    ms_error *err)
+static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, const blk_eval_ref *ref,
+				    const pipe_merged *mg, ms_error *err)
 {
 	cJSON *jb = report_block(c->report, c->m, b);
 	uint64_t before, after;
@@ -377,7 +377,7 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	if (blk->T == 0)
 		return MS_OK;
 	blk_eval_result r;
-	ms_status st = pipe_eval_block(blk, mg, c->req->plan, b, c->req->eval_tokens, &r, err);
+	ms_status st = pipe_eval_against(ref, blk, mg, c->req->plan, b, &r, err);
 	if (st != MS_OK)
 		return st;
 	report_add_eval(jb, &r);
@@ -438,22 +438,29 @@ static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 			c->progress(c->ctx, "merge", b, c->m->n_blocks);
 		pipe_block blk;
 		pipe_merged mg;
+		blk_eval_ref ref = {0};
 		st = interrupted(c, err);
 		if (st == MS_OK)
 			st = pipe_load_block(c->m, c->cal, b, &blk, err);
 		if (st != MS_OK)
 			break;
-		st = pipe_merge_block(&blk, c->req->plan, b, &c->opts, &mg, err);
+		/* The original's outputs first, then the merge in the block's own storage: the original block is the
+		 * only copy of the experts in memory. */
+		if (blk.T > 0)
+			st = pipe_eval_reference(&blk, c->req->plan, b, c->req->eval_tokens, &ref, err);
+		if (st == MS_OK)
+			st = pipe_merge_block_in_place(&blk, c->req->plan, b, &c->opts, &mg, err);
 		if (st != MS_OK)
 			name_block(err, c->m->blocks[b].label);
 		if (st == MS_OK) {
-			st = report_block_merge(c, b, &blk, &mg, err);
+			st = report_block_merge(c, b, &blk, &ref, &mg, err);
 			if (st != MS_OK)
 				name_block(err, c->m->blocks[b].label);
 			if (st == MS_OK)
 				st = write_block(c, b, &mg, err);
 			pipe_free_merged(&mg);
 		}
+		blk_eval_ref_free(&ref);
 		pipe_free_block(&blk);
 	}
 	if (st == MS_OK && c->progress)
