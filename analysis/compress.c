@@ -7,25 +7,19 @@
 #include <string.h>
 
 #include "analysis/stable_rank.h"
+#include "io/safetensors.h"
 
-const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT] = {
-	[CMP_RANK_NONE] = "none",
-	[CMP_RANK_FIXED] = "rank",
-	[CMP_RANK_ENERGY] = "energy",
-	[CMP_RANK_STABLE] = "stable",
-};
+const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT] = { CMP_RANK_MODE_TABLE(NAMES_X_NAME) };
+const char *const cmp_rank_mode_help[CMP_RANK_MODE_COUNT] = { CMP_RANK_MODE_TABLE(NAMES_X_HELP) };
 
 const char *cmp_rank_mode_name(cmp_rank_mode m)
 {
-	return (int)m >= 0 && m < CMP_RANK_MODE_COUNT ? cmp_rank_mode_names[m] : "?";
+	return names_at(cmp_rank_mode_names, CMP_RANK_MODE_COUNT, (int)m);
 }
 
 int cmp_rank_mode_parse(const char *name)
 {
-	for (int k = 0; name && k < CMP_RANK_MODE_COUNT; k++)
-		if (strcmp(name, cmp_rank_mode_names[k]) == 0)
-			return k;
-	return -1;
+	return names_index(cmp_rank_mode_names, CMP_RANK_MODE_COUNT, name);
 }
 
 cmp_options cmp_options_none(void)

@@ -11,17 +11,23 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/names.h"
+
+/* How the rank r is chosen: X(value, name, help) rows (io/names.h). */
+#define CMP_RANK_MODE_TABLE(X) \
+	X(CMP_RANK_NONE,   "none",   "no compression: approx = W") \
+	X(CMP_RANK_FIXED,  "rank",   "r = rank (--rank R)") \
+	X(CMP_RANK_ENERGY, "energy", "the smallest r keeping a fraction `energy` of sum s^2 (--rank-energy e)") \
+	X(CMP_RANK_STABLE, "stable", "r = ceil(stable_k x stable rank) (--rank-stable k)")
 
 typedef enum {
-	CMP_RANK_NONE,    /* no compression: approx = W */
-	CMP_RANK_FIXED,   /* r = rank (--rank R) */
-	CMP_RANK_ENERGY,  /* the smallest r keeping a fraction `energy` of sum s^2 (--rank-energy e) */
-	CMP_RANK_STABLE,  /* r = ceil(stable_k x stable rank) (--rank-stable k) */
+	CMP_RANK_MODE_TABLE(NAMES_X_ENUM)
 	CMP_RANK_MODE_COUNT
 } cmp_rank_mode;
 
-/* "none", "rank", "energy", "stable", indexed by cmp_rank_mode. */
+/* The table's names and help lines, indexed by cmp_rank_mode. */
 extern const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT];
+extern const char *const cmp_rank_mode_help[CMP_RANK_MODE_COUNT];
 const char *cmp_rank_mode_name(cmp_rank_mode m);  /* "?" when out of range */
 int cmp_rank_mode_parse(const char *name);        /* the cmp_rank_mode called name, or -1 */
 

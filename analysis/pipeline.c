@@ -191,14 +191,17 @@ blk_config pipe_block_config(const pipe_block *blk)
 	return c;
 }
 
-const char *const pipe_layout_names[PIPE_LAYOUT_COUNT] = {"compact", "aliased"};
+const char *const pipe_layout_names[PIPE_LAYOUT_COUNT] = { PIPE_LAYOUT_TABLE(NAMES_X_NAME) };
+const char *const pipe_layout_help[PIPE_LAYOUT_COUNT] = { PIPE_LAYOUT_TABLE(NAMES_X_HELP) };
+
+const char *pipe_layout_name(pipe_layout l)
+{
+	return names_at(pipe_layout_names, PIPE_LAYOUT_COUNT, (int)l);
+}
 
 int pipe_layout_parse(const char *name)
 {
-	for (int i = 0; name && i < PIPE_LAYOUT_COUNT; i++)
-		if (strcmp(name, pipe_layout_names[i]) == 0)
-			return i;
-	return -1;
+	return names_index(pipe_layout_names, PIPE_LAYOUT_COUNT, name);
 }
 
 pipe_merge_options pipe_merge_defaults(void)
@@ -747,16 +750,13 @@ static ms_status weight_statistics(const pipe_block *blk, const pipe_analyze_opt
 				 out->stable_rank, err);
 }
 
-/* The bases computed from weights alone, available without calibration tokens. */
-#define PIPE_WEIGHT_BASES ((1u << SIM_ROUTER_WEIGHT) | (1u << SIM_WEIGHT))
-
 ms_status pipe_analyze_block(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
 	out->E = blk->E;
 	out->T = blk->T;
 	const int tokens = blk->T > 0 && blk->x;
-	if (!tokens && ((o->bases & ~PIPE_WEIGHT_BASES) || o->reap))
+	if (!tokens && ((o->bases & ~sim_bases_without_calibration()) || o->reap))
 		return ms_fail(err, MS_ERR_ARG, "usage, router-logits, expert-output and REAP need the calibration set");
 	float *z = NULL, *w = NULL;
 	int *idx = NULL;

@@ -15,16 +15,22 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/names.h"
+
+/* How a merged expert's router row is made: X(value, name, help) rows (io/names.h). */
+#define RFIT_METHOD_TABLE(X) \
+	X(RFIT_LSE_FIT,  "lse-fit",  "least squares fit of the members' logsumexp (the default; needs calibration)") \
+	X(RFIT_MEAN,     "mean",     "frequency-weighted mean of the members' rows") \
+	X(RFIT_DOMINANT, "dominant", "the dominant member's row")
 
 typedef enum {
-	RFIT_LSE_FIT,   /* least squares fit of the members' logsumexp (the default; needs calibration tokens) */
-	RFIT_MEAN,      /* frequency-weighted mean of the members' rows */
-	RFIT_DOMINANT,  /* the dominant member's row */
+	RFIT_METHOD_TABLE(NAMES_X_ENUM)
 	RFIT_METHOD_COUNT
 } rfit_method;
 
-/* "lse-fit", "mean", "dominant", indexed by rfit_method. */
+/* The table's names and help lines, indexed by rfit_method. */
 extern const char *const rfit_method_names[RFIT_METHOD_COUNT];
+extern const char *const rfit_method_help[RFIT_METHOD_COUNT];
 const char *rfit_method_name(rfit_method m);  /* "?" when out of range */
 int rfit_method_parse(const char *name);      /* the rfit_method called name, or -1 */
 

@@ -14,7 +14,8 @@
 #include "io/safetensors.h"
 #include "tui/report.h"
 
-const char *const mrun_format_names[MRUN_FORMAT_COUNT] = {"dense", "factors"};
+const char *const mrun_format_names[MRUN_FORMAT_COUNT] = { MRUN_FORMAT_TABLE(NAMES_X_NAME) };
+const char *const mrun_format_help[MRUN_FORMAT_COUNT] = { MRUN_FORMAT_TABLE(NAMES_X_HELP) };
 
 mrun_request mrun_request_defaults(void)
 {

@@ -119,11 +119,11 @@ const char *const opt_merge_option_names[] = {
 /* Parses `value` against a name table; -1 with a message listing the choices when it is none of them. */
 static int parse_choice(const char *opt, const char *value, const char *const *names, int n, char *msg, size_t len)
 {
-	for (int i = 0; i < n; i++)
-		if (strcmp(value, names[i]) == 0)
-			return i;
+	int i = names_index(names, n, value);
+	if (i >= 0)
+		return i;
 	int off = snprintf(msg, len, "--%s: '%s' is not one of", opt, value);
-	for (int i = 0; i < n && off > 0 && (size_t)off < len; i++)
+	for (i = 0; i < n && off > 0 && (size_t)off < len; i++)
 		off += snprintf(msg + off, len - (size_t)off, " %s", names[i]);
 	return -1;
 }
