@@ -625,6 +625,14 @@ int mdl_find_block(const mdl_model *m, const char *label)
 	return -1;
 }
 
+const char **mdl_block_labels(const mdl_model *m)
+{
+	const char **labels = malloc((size_t)(m->n_blocks > 0 ? m->n_blocks : 1) * sizeof *labels);
+	for (int b = 0; labels && b < m->n_blocks; b++)
+		labels[b] = m->blocks[b].label;
+	return labels;
+}
+
 static int fits(int n, size_t len)
 {
 	return n >= 0 && (size_t)n < len;

@@ -27,4 +27,8 @@ void outdir_abort(outdir *o);
 /* Removes a directory tree (no symlinks followed). 0 on success. */
 int outdir_remove_tree(const char *path);
 
+/* mkdir -p: creates dir and its missing parents with `mode` (before the umask); MS_OK when dir ends up a
+ * directory. Messages name the component that could not be made. */
+ms_status outdir_make_dirs(const char *dir, unsigned mode, ms_error *err);
+
 #endif

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/outdir.h"
+
 #define AUTOSAVE_MAGIC "moescope-autosave 1"
 /* The plan CSV is refused past 64 MiB (io/plan.c); the header adds a few bytes per block. */
 #define AUTOSAVE_FILE_LIMIT (80LL << 20)
@@ -109,29 +111,6 @@ ms_status autosave_identify(const char *model_dir, autosave_identity *id, ms_err
 	return MS_OK;
 }
 
-/* mkdir -p with mode 0700 (state is private); the last component must end up a directory. */
-static ms_status make_dirs(const char *dir, ms_error *err)
-{
-	char p[AUTOSAVE_PATH_MAX];
-	if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
-		return ms_fail(err, MS_ERR_ARG, "%s: path too long", dir);
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		const char c = *s;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", p, strerror(errno));
-		*s = c;
-		if (!c)
-			break;
-	}
-	struct stat sb;
-	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		return ms_fail(err, MS_ERR_IO, "%s: not a directory", dir);
-	return MS_OK;
-}
-
 ms_status autosave_locate(const char *model_dir, autosave_identity *id, char *path, size_t len, ms_error *err)
 {
 	char dir[AUTOSAVE_PATH_MAX];
@@ -139,7 +118,7 @@ ms_status autosave_locate(const char *model_dir, autosave_identity *id, char *pa
 	if (!st)
 		st = autosave_state_dir(dir, sizeof dir, err);
 	if (!st)
-		st = make_dirs(dir, err);
+		st = outdir_make_dirs(dir, 0700, err);  /* state is private */
 	if (!st)
 		st = autosave_file_name(dir, id->model, path, len, err);
 	return st;
