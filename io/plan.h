@@ -6,6 +6,8 @@
 #ifndef PLAN_PLAN_H
 #define PLAN_PLAN_H
 
+#include <stdio.h>
+
 #include "io/error.h"
 
 typedef struct {
@@ -34,11 +36,20 @@ ms_status plan_validate(const plan *p, ms_error *err);
 /* Writes the CSV (into path + ".tmp", then renamed), checking every write and fclose. */
 ms_status plan_write_csv(const char *path, const plan *p, ms_error *err);
 
+/* Writes the CSV to an open stream (validated first; flushed, not closed). Messages name `name`. */
+ms_status plan_write_csv_stream(FILE *f, const char *name, const plan *p, ms_error *err);
+
 /* Reads a CSV for a model whose blocks carry `labels`. Every problem gives its own status and a message
  * "PATH: line L, column C: ..." for the first one found: bad CSV, wrong header, text in a number, unknown layer,
  * expert out of range, an expert listed twice or missing, groups not numbered 0..G-1, a group without exactly one
  * dominant. */
 ms_status plan_read_csv(const char *path, int n_blocks, int n_experts, const char *const *labels, plan *out,
 			ms_error *err);
+
+/* The same reader on the bytes buf [len] (no NUL needed), for a plan held in memory or embedded in another file:
+ * messages read "NAME: line L, column C: ...", counting buf's first line as first_line (>= 1), so that they point
+ * into the file the bytes came from. */
+ms_status plan_read_csv_buffer(const char *name, long first_line, const char *buf, size_t len, int n_blocks,
+			       int n_experts, const char *const *labels, plan *out, ms_error *err);
 
 #endif
