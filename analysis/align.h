@@ -1,7 +1,7 @@
-/* Permutation alignment of experts before merging (DESIGN 3; weight matching of Git Re-Basin, Ainsworth et al.,
- * arXiv 2209.04836). The f intermediate neurons of an expert can be reordered without changing its function, so
- * before averaging two experts we reorder the neurons of one to best match the other: the maximum-weight
- * assignment on C = G_r G_t^T + U_r U_t^T + D_r^T D_t, solved exactly by analysis/lap. */
+/* Permutation alignment of experts before merging (docs/design.md §3.4; weight matching of Git Re-Basin, Ainsworth et
+ * al., arXiv 2209.04836). The f intermediate neurons of an expert can be reordered without changing its function, so
+ * before averaging two experts we reorder the neurons of one to best match the other: the maximum-weight assignment
+ * on C = G_r G_t^T + U_r U_t^T + D_r^T D_t, solved exactly by analysis/lap. */
 #ifndef ALIGN_ALIGN_H
 #define ALIGN_ALIGN_H
 

@@ -1,5 +1,5 @@
-/* Grouping the experts of one MoE block (DESIGN 3): which experts merge together and which member of each group
- * is its dominant; or, for the pruning baselines, which experts survive. Also MC-SMoE's global allocation of
+/* Grouping the experts of one MoE block (docs/design.md §3.5): which experts merge together and which member of each
+ * group is its dominant; or, for the pruning baselines, which experts survive. Also MC-SMoE's global allocation of
  * group counts across blocks.
  *
  * Every method fills group [E] (labels 0..G-1, or -1 for an expert dropped by pruning) and dominant [E] (1 for

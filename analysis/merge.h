@@ -1,4 +1,4 @@
-/* Merging the experts of one group into one expert, matrix by matrix (DESIGN 3 "Merging"; M-SMoE, arXiv
+/* Merging the experts of one group into one expert, matrix by matrix (docs/design.md §3.6; M-SMoE, arXiv
  * 2310.01334, which weights each member by its usage frequency). Alignment, when wanted, has already been done by
  * analysis/align.h: this module only forms the weighted average of matrices that correspond element by element.
  *

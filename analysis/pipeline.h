@@ -1,7 +1,7 @@
 /* The per-block pipeline the commands and the interactive application share: load one MoE block (router,
  * experts, calibration inputs) as float32, compute its statistics, group its experts into a plan, build the
  * merged block a plan implies and evaluate it. One block is in memory at a time; the caller frees each block
- * before loading the next (DESIGN 7: peak memory is one block's experts in float32 plus its calibration). */
+ * before loading the next (docs/design.md §7: peak memory is one block's experts in float32 plus its calibration). */
 #ifndef PIPE_PIPELINE_H
 #define PIPE_PIPELINE_H
 
@@ -94,7 +94,7 @@ ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
 blk_config pipe_block_config(const pipe_block *blk);
 
-/* How the merged block is laid out (DESIGN 4.3). */
+/* How the merged block is laid out (docs/design.md §4.3). */
 /* X(value, name, help) rows (io/names.h). */
 #define PIPE_LAYOUT_TABLE(X) \
 	X(PIPE_LAYOUT_COMPACT, "compact", "E' experts per block, router rows rewritten (the default)") \

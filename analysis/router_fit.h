@@ -1,5 +1,5 @@
-/* Router rows for the compact merged layout (DESIGN 4.3): when the E experts of a block become G merged experts,
- * the router's E rows [E, d] must become G rows [G, d].
+/* Router rows for the compact merged layout (docs/design.md §4.3): when the E experts of a block become G merged
+ * experts, the router's E rows [E, d] must become G rows [G, d].
  *
  * lse-fit (the default) asks the new row of group g to reproduce, on the calibration tokens, the log of the summed
  * exponentiated logits of its members: x . r_g ~ t_g(x) = logsumexp_{e in S_g} (x . r_e). Then exp(x . r_g) is

@@ -1,4 +1,4 @@
-/* Expert similarity (DESIGN 3): four bases, each an E x E matrix in [0, 1].
+/* Expert similarity (docs/design.md §3.2): four bases, each an E x E matrix in [0, 1].
  *
  * Every basis compares one vector per expert by cosine, mapped to [0, 1] as (cos + 1) / 2 with
  * cos = a.b / max(|a| |b|, SIM_NORM_FLOOR) (so a zero vector is 1/2 from everything), the diagonal exactly 1:

@@ -1,4 +1,4 @@
-/* A Hugging Face MoE checkpoint: config.json, the family table and the tensor checks (DESIGN 2.1).
+/* A Hugging Face MoE checkpoint: config.json, the family table and the tensor checks (docs/design.md §2.2).
  *
  * Every family is one row of `families` below. A row says where each number lives in config.json, how the MoE
  * blocks are named (a block prefix such as "model.layers.3.mlp", the router suffix, the expert matrices), how

@@ -1,7 +1,7 @@
 /* A Hugging Face MoE checkpoint: config.json read with cJSON, tensors through io/safetensors.
  *
- * Each supported family is one row of the table in model.c (DESIGN 2.1): its config field names, which layers
- * are MoE blocks, the router and expert tensor name patterns, the expert activation and the routing rule.
+ * Each supported family is one row of the table in model.c (docs/design.md §2.2): its config field names, which
+ * layers are MoE blocks, the router and expert tensor name patterns, the expert activation and the routing rule.
  * Nothing outside model.c branches on the family name. */
 #ifndef MDL_MODEL_H
 #define MDL_MODEL_H

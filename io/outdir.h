@@ -1,4 +1,4 @@
-/* A new output directory written safely (DESIGN 4.3): everything goes into a temporary sibling directory
+/* A new output directory written safely (docs/design.md §4.3): everything goes into a temporary sibling directory
  * (".NAME.moescope-XXXXXX" beside NAME), which is renamed into place only when complete and validated. An
  * existing NAME is replaced only with force, and never when it is the input itself. On failure the temporary
  * directory is removed and NAME is as it was. */

@@ -1,4 +1,4 @@
-/* The grouping plan CSV (DESIGN 4.1): reading with libcsv in strict RFC 4180 mode, writing by hand.
+/* The grouping plan CSV (docs/design.md §4.1): reading with libcsv in strict RFC 4180 mode, writing by hand.
  *
  * libcsv reports fields and records through callbacks but not where they were, so the reader feeds it one byte
  * at a time and keeps the line itself: the line of a field is the line of its first byte, which is what a user

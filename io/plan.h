@@ -1,4 +1,4 @@
-/* The grouping plan (DESIGN 4.1): which group every expert of every MoE block joins, and which member is the
+/* The grouping plan (docs/design.md §4.1): which group every expert of every MoE block joins, and which member is the
  * group's dominant. Stored as RFC 4180 CSV, one row per expert:
  *   layer,expert,group,dominant,frequency,similarity_to_dominant,stable_rank_gate,stable_rank_up,stable_rank_down
  * group is 0..G-1, or -1 for an expert dropped by pruning. The first five columns are required on import; the

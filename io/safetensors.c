@@ -1,10 +1,10 @@
 /* safetensors reading (mmap, one file or a shard set) and streaming writing.
  *
- * Reading follows the rules of the reference implementation (huggingface/safetensors, DESIGN 2.1) but reports
- * each broken rule with its own status. A file is mapped once, read-only; its header is copied out and parsed with
- * cJSON, every entry is checked on its own (dtype, shape, offsets, size), then the entries are sorted by name to
- * find duplicates and by offset to check that the data buffer is tiled exactly. Tensors of every shard end up in
- * one array sorted by name, so st_get is name order and st_find is a binary search.
+ * Reading follows the rules of the reference implementation (huggingface/safetensors; docs/design.md §2.1) but
+ * reports each broken rule with its own status. A file is mapped once, read-only; its header is copied out and parsed
+ * with cJSON, every entry is checked on its own (dtype, shape, offsets, size), then the entries are sorted by name to
+ * find duplicates and by offset to check that the data buffer is tiled exactly. Tensors of every shard end up in one
+ * array sorted by name, so st_get is name order and st_find is a binary search.
  *
  * Byte offsets in messages are absolute file offsets: a tensor's data is at 8 + N + begin; a problem inside the
  * header points at the entry's key in the header text where it can be found. */

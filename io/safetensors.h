@@ -2,10 +2,10 @@
  *
  * Format (huggingface/safetensors): 8-byte little-endian header length N, N bytes of JSON
  * {"__metadata__": {str: str}, "name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...},
- * then the data buffer. The reader enforces the reference rules (DESIGN 2.1): N <= 100,000,000; the header is a
- * JSON object; offsets, sorted by begin, start at 0 and are contiguous; end - begin == prod(shape) * dtype size;
- * the buffer is covered exactly; no duplicate names. Every violation has its own status code and a message
- * naming the file, the tensor and the byte offset. Files are mapped read-only and never read whole. */
+ * then the data buffer. The reader enforces the reference rules (docs/design.md §2.1): N <= 100,000,000; the header
+ * is a JSON object; offsets, sorted by begin, start at 0 and are contiguous; end - begin == prod(shape) * dtype size;
+ * the buffer is covered exactly; no duplicate names. Every violation has its own status code and a message naming the
+ * file, the tensor and the byte offset. Files are mapped read-only and never read whole. */
 #ifndef ST_SAFETENSORS_H
 #define ST_SAFETENSORS_H
 

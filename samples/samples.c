@@ -186,7 +186,7 @@ static int tensor_cmp(const void *a, const void *b)
 
 /* ---- samples ----------------------------------------------------------------------------------------------- */
 
-/* Tensor names of a family's MoE block (DESIGN 2.1), after the block prefix. */
+/* Tensor names of a family's MoE block (docs/design.md §2.2), after the block prefix. */
 typedef struct {
 	const char *router;          /* ".gate.weight" */
 	const char *expert_stem;     /* ".experts." then the expert number */

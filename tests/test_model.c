@@ -220,7 +220,7 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 
 /* ---- tiny models --------------------------------------------------------------------------------------------- */
 
-/* How a family names a block's tensors, as in DESIGN 2.1 (written out here, not taken from model.c). */
+/* How a family names a block's tensors, as in docs/design.md §2.2 (written out here, not taken from model.c). */
 typedef struct {
 	const char *router_suffix, *infix;
 	const char *mats[3];   /* gate, up, down; gate NULL for switch */

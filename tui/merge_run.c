@@ -115,7 +115,7 @@ static ms_status declare(mrun_ctx *c, const char *name, const char *suffix, st_d
 }
 
 /* A matrix stored as factors: NAME_u [m, r], NAME_v [r, n], and the residual NAME_sparse_idx (I32) and
- * NAME_sparse_val [nnz] when there is one (DESIGN 4.3). */
+ * NAME_sparse_val [nnz] when there is one (docs/design.md §4.3). */
 static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor *src, const cmp_result *r,
 				 ms_error *err)
 {

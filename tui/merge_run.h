@@ -1,4 +1,4 @@
-/* Committing a plan: writes the merged checkpoint (DESIGN 4.3). `moescope merge` and the interactive
+/* Committing a plan: writes the merged checkpoint (docs/design.md §4.3). `moescope merge` and the interactive
  * application's commit dialog both call mrun_run, so what the dialog writes is what the command writes. */
 #ifndef MRUN_MERGE_RUN_H
 #define MRUN_MERGE_RUN_H
@@ -14,7 +14,7 @@
 
 /* How a compressed matrix is stored (--compress-format): X(value, name, help) rows (io/names.h). */
 #define MRUN_FORMAT_TABLE(X) \
-	X(MRUN_FORMAT_DENSE,   "dense",   "the low-rank reconstruction as an ordinary weight (the default; loads anywhere)") \
+	X(MRUN_FORMAT_DENSE,   "dense",   "the reconstruction as an ordinary weight (the default; loads anywhere)") \
 	X(MRUN_FORMAT_FACTORS, "factors", "the factors _u, _v and the sparse residual (smaller; needs a loader)")
 
 typedef enum {
