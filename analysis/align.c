@@ -9,23 +9,17 @@
 #include "analysis/lap.h"
 #include "analysis/par.h"
 
-const char *const align_ref_names[ALIGN_COUNT] = {
-	[ALIGN_NONE] = "none",
-	[ALIGN_DOMINANT] = "dominant",
-	[ALIGN_FIRST] = "first",
-};
+const char *const align_ref_names[ALIGN_COUNT] = { ALIGN_REF_TABLE(NAMES_X_NAME) };
+const char *const align_ref_help[ALIGN_COUNT] = { ALIGN_REF_TABLE(NAMES_X_HELP) };
 
 const char *align_ref_name(align_ref r)
 {
-	return (int)r >= 0 && r < ALIGN_COUNT ? align_ref_names[r] : "?";
+	return names_at(align_ref_names, ALIGN_COUNT, (int)r);
 }
 
 int align_ref_parse(const char *name)
 {
-	for (int r = 0; name && r < ALIGN_COUNT; r++)
-		if (strcmp(name, align_ref_names[r]) == 0)
-			return r;
-	return -1;
+	return names_index(align_ref_names, ALIGN_COUNT, name);
 }
 
 static int has_gate(const expert_weights *w)

@@ -1,23 +1,28 @@
-/* Permutation alignment of experts before merging (DESIGN 3; weight matching of Git Re-Basin, Ainsworth et al.,
- * arXiv 2209.04836). The f intermediate neurons of an expert can be reordered without changing its function, so
- * before averaging two experts we reorder the neurons of one to best match the other: the maximum-weight
- * assignment on C = G_r G_t^T + U_r U_t^T + D_r^T D_t, solved exactly by analysis/lap. */
+/* Permutation alignment of experts before merging (docs/design.md §3.4; weight matching of Git Re-Basin, Ainsworth et
+ * al., arXiv 2209.04836). The f intermediate neurons of an expert can be reordered without changing its function, so
+ * before averaging two experts we reorder the neurons of one to best match the other: the maximum-weight assignment
+ * on C = G_r G_t^T + U_r U_t^T + D_r^T D_t, solved exactly by analysis/lap. */
 #ifndef ALIGN_ALIGN_H
 #define ALIGN_ALIGN_H
 
 #include "analysis/expert.h"
 #include "io/error.h"
+#include "io/names.h"
 
-/* Which expert each member of a group is aligned to. */
+/* Which expert each member of a group is aligned to: X(value, name, help) rows (io/names.h). */
+#define ALIGN_REF_TABLE(X) \
+	X(ALIGN_NONE,     "none",     "no alignment") \
+	X(ALIGN_DOMINANT, "dominant", "every member to its group's dominant expert (the default)") \
+	X(ALIGN_FIRST,    "first",    "every expert to expert 0, as the MC-SMoE Switch scripts do")
+
 typedef enum {
-	ALIGN_NONE,      /* no alignment */
-	ALIGN_DOMINANT,  /* every member to its group's dominant expert (the default) */
-	ALIGN_FIRST,     /* every expert to expert 0, as the MC-SMoE Switch scripts do */
+	ALIGN_REF_TABLE(NAMES_X_ENUM)
 	ALIGN_COUNT
 } align_ref;
 
-/* "none", "dominant", "first", indexed by align_ref. */
+/* The table's names and help lines, indexed by align_ref. */
 extern const char *const align_ref_names[ALIGN_COUNT];
+extern const char *const align_ref_help[ALIGN_COUNT];
 
 /* The name of r, or "?" when out of range. */
 const char *align_ref_name(align_ref r);

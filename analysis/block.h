@@ -1,5 +1,5 @@
 /* A whole MoE block: its forward pass (router, top-k, experts) and the evaluation of a merged block against the
- * original on calibration tokens (DESIGN 3 "Layer evaluation").
+ * original on calibration tokens (docs/design.md §3.8).
  *
  * One configuration describes the original block and every merged layout: each router row dispatches to an
  * expert slot, so several rows may share a slot (the aliased layout: every member of a group routes to the

@@ -7,25 +7,19 @@
 #include <string.h>
 
 #include "analysis/stable_rank.h"
+#include "io/safetensors.h"
 
-const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT] = {
-	[CMP_RANK_NONE] = "none",
-	[CMP_RANK_FIXED] = "rank",
-	[CMP_RANK_ENERGY] = "energy",
-	[CMP_RANK_STABLE] = "stable",
-};
+const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT] = { CMP_RANK_MODE_TABLE(NAMES_X_NAME) };
+const char *const cmp_rank_mode_help[CMP_RANK_MODE_COUNT] = { CMP_RANK_MODE_TABLE(NAMES_X_HELP) };
 
 const char *cmp_rank_mode_name(cmp_rank_mode m)
 {
-	return (int)m >= 0 && m < CMP_RANK_MODE_COUNT ? cmp_rank_mode_names[m] : "?";
+	return names_at(cmp_rank_mode_names, CMP_RANK_MODE_COUNT, (int)m);
 }
 
 int cmp_rank_mode_parse(const char *name)
 {
-	for (int k = 0; name && k < CMP_RANK_MODE_COUNT; k++)
-		if (strcmp(name, cmp_rank_mode_names[k]) == 0)
-			return k;
-	return -1;
+	return names_index(cmp_rank_mode_names, CMP_RANK_MODE_COUNT, name);
 }
 
 cmp_options cmp_options_none(void)
@@ -64,15 +58,6 @@ static const char *options_problem(const cmp_options *o)
 	return NULL;
 }
 
-/* The flat index of the first NaN or infinite entry, or -1. */
-static int64_t first_nonfinite(const float *w, int64_t count)
-{
-	for (int64_t i = 0; i < count; i++)
-		if (!isfinite(w[i]))
-			return i;
-	return -1;
-}
-
 /* ---- SVD ---- */
 
 /* Thin SVD of w [m, n] in double: s [k] descending, and when u and vt are not NULL, u [m, k] and vt [k, n], both
@@ -100,7 +85,7 @@ ms_status cmp_singular_values(const float *w, int m, int n, double *s)
 {
 	if (!w || !s || m < 1 || n < 1)
 		return MS_ERR_ARG;
-	if (first_nonfinite(w, (int64_t)m * n) >= 0)
+	if (st_first_nonfinite(w, (int64_t)m * n) >= 0)
 		return MS_ERR_NONFINITE;
 	return svd(w, m, n, s, NULL, NULL);
 }
@@ -373,7 +358,7 @@ ms_status cmp_compress(const float *w, int m, int n, const cmp_options *opts, fl
 	const char *problem = options_problem(opts);
 	if (problem)
 		return ms_fail(err, MS_ERR_ARG, "compress: %s", problem);
-	const int64_t bad = first_nonfinite(w, (int64_t)m * n);
+	const int64_t bad = st_first_nonfinite(w, (int64_t)m * n);
 	if (bad >= 0)
 		return ms_fail(err, MS_ERR_NONFINITE, "compress: entry (%lld, %lld) is not finite",
 			       (long long)(bad / n), (long long)(bad % n));

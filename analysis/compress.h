@@ -1,4 +1,4 @@
-/* Compression of one (merged) expert matrix (DESIGN 3 "Compression"; the "compress" half of MC-SMoE, arXiv
+/* Compression of one (merged) expert matrix (docs/design.md §3.7; the "compress" half of MC-SMoE, arXiv
  * 2310.01334): a truncated SVD W ~ U_r S_r V_r^T, optionally plus a sparse residual holding the largest entries of
  * |W - U_r S_r V_r^T| (a training-free form of LoSparse, arXiv 2306.11222).
  *
@@ -11,17 +11,23 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/names.h"
+
+/* How the rank r is chosen: X(value, name, help) rows (io/names.h). */
+#define CMP_RANK_MODE_TABLE(X) \
+	X(CMP_RANK_NONE,   "none",   "no compression: approx = W") \
+	X(CMP_RANK_FIXED,  "rank",   "r = rank (--rank R)") \
+	X(CMP_RANK_ENERGY, "energy", "the smallest r keeping a fraction `energy` of sum s^2 (--rank-energy e)") \
+	X(CMP_RANK_STABLE, "stable", "r = ceil(stable_k x stable rank) (--rank-stable k)")
 
 typedef enum {
-	CMP_RANK_NONE,    /* no compression: approx = W */
-	CMP_RANK_FIXED,   /* r = rank (--rank R) */
-	CMP_RANK_ENERGY,  /* the smallest r keeping a fraction `energy` of sum s^2 (--rank-energy e) */
-	CMP_RANK_STABLE,  /* r = ceil(stable_k x stable rank) (--rank-stable k) */
+	CMP_RANK_MODE_TABLE(NAMES_X_ENUM)
 	CMP_RANK_MODE_COUNT
 } cmp_rank_mode;
 
-/* "none", "rank", "energy", "stable", indexed by cmp_rank_mode. */
+/* The table's names and help lines, indexed by cmp_rank_mode. */
 extern const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT];
+extern const char *const cmp_rank_mode_help[CMP_RANK_MODE_COUNT];
 const char *cmp_rank_mode_name(cmp_rank_mode m);  /* "?" when out of range */
 int cmp_rank_mode_parse(const char *name);        /* the cmp_rank_mode called name, or -1 */
 
@@ -56,8 +62,9 @@ typedef struct {
 	double rel_error;      /* |W - approx|_F / |W|_F on the float approx returned; 0 when W is zero */
 } cmp_result;
 
-/* Optional outputs for the factored storage (DESIGN 4.3 --compress-format factors), in buffers the caller owns.
- * Written only when the result is compressed. approx equals u v plus the sparse entries, up to float rounding. */
+/* Optional outputs for the factored storage (docs/design.md §4.3, --compress-format factors), in buffers the
+ * caller owns. Written only when the result is compressed. approx equals u v plus the sparse entries, up to float
+ * rounding. */
 typedef struct {
 	float *u;            /* [m, max_rank] floats of room; receives [m, r] (row stride r): U_r S_r, S folded in */
 	float *v;            /* [max_rank, n] floats of room; receives [r, n]: V_r^T */
@@ -65,8 +72,8 @@ typedef struct {
 	int32_t *sparse_idx; /* [max_nnz]: flat row-major indices i n + j, ascending (NULL when no residual wanted) */
 	float *sparse_val;   /* [max_nnz]: W - U_r S_r V_r^T at those indices */
 	int64_t max_nnz;     /* room in sparse_idx and sparse_val: cmp_sparse_count(m, n, ratio) is enough */
-	/* Flat indices are I32 as DESIGN 4.3 stores them: a residual for a matrix of more than INT32_MAX entries
-	 * fails with MS_ERR_ARG. */
+	/* Flat indices are I32 as docs/design.md §4.3 stores them: a residual for a matrix of more than INT32_MAX
+	 * entries fails with MS_ERR_ARG. */
 } cmp_factors;
 
 /* The number of residual entries a ratio keeps: ratio x m n rounded to the nearest integer, capped at m n. */

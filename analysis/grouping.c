@@ -7,45 +7,29 @@
 
 #include "analysis/par.h"
 
-const char *const grp_method_names[GRP_METHOD_COUNT] = {
-	[GRP_MSMOE] = "msmoe",
-	[GRP_HC] = "hc",
-	[GRP_PRUNE_FREQUENCY] = "prune-frequency",
-	[GRP_PRUNE_REAP] = "prune-reap",
-};
-
-const char *const grp_linkage_names[GRP_LINK_COUNT] = {
-	[GRP_LINK_AVERAGE] = "average",
-	[GRP_LINK_SINGLE] = "single",
-	[GRP_LINK_COMPLETE] = "complete",
-};
-
-static int parse_name(const char *name, const char *const *names, int count)
-{
-	for (int k = 0; name && k < count; k++)
-		if (strcmp(name, names[k]) == 0)
-			return k;
-	return -1;
-}
+const char *const grp_method_names[GRP_METHOD_COUNT] = { GRP_METHOD_TABLE(NAMES_X_NAME) };
+const char *const grp_method_help[GRP_METHOD_COUNT] = { GRP_METHOD_TABLE(NAMES_X_HELP) };
+const char *const grp_linkage_names[GRP_LINK_COUNT] = { GRP_LINKAGE_TABLE(NAMES_X_NAME) };
+const char *const grp_linkage_help[GRP_LINK_COUNT] = { GRP_LINKAGE_TABLE(NAMES_X_HELP) };
 
 const char *grp_method_name(grp_method m)
 {
-	return (int)m >= 0 && m < GRP_METHOD_COUNT ? grp_method_names[m] : "?";
+	return names_at(grp_method_names, GRP_METHOD_COUNT, (int)m);
 }
 
 int grp_method_parse(const char *name)
 {
-	return parse_name(name, grp_method_names, GRP_METHOD_COUNT);
+	return names_index(grp_method_names, GRP_METHOD_COUNT, name);
 }
 
 const char *grp_linkage_name(grp_linkage l)
 {
-	return (int)l >= 0 && l < GRP_LINK_COUNT ? grp_linkage_names[l] : "?";
+	return names_at(grp_linkage_names, GRP_LINK_COUNT, (int)l);
 }
 
 int grp_linkage_parse(const char *name)
 {
-	return parse_name(name, grp_linkage_names, GRP_LINK_COUNT);
+	return names_index(grp_linkage_names, GRP_LINK_COUNT, name);
 }
 
 /* ---- shared helpers ---- */

@@ -1,5 +1,5 @@
-/* Grouping the experts of one MoE block (DESIGN 3): which experts merge together and which member of each group
- * is its dominant; or, for the pruning baselines, which experts survive. Also MC-SMoE's global allocation of
+/* Grouping the experts of one MoE block (docs/design.md §3.5): which experts merge together and which member of each
+ * group is its dominant; or, for the pruning baselines, which experts survive. Also MC-SMoE's global allocation of
  * group counts across blocks.
  *
  * Every method fills group [E] (labels 0..G-1, or -1 for an expert dropped by pruning) and dominant [E] (1 for
@@ -14,29 +14,40 @@
 
 #include "analysis/expert.h"
 #include "io/error.h"
+#include "io/names.h"
+
+/* The grouping methods: X(value, name, help) rows (io/names.h). */
+#define GRP_METHOD_TABLE(X) \
+	X(GRP_MSMOE,           "msmoe",           "M-SMoE: the most-used lead, the others join the most similar (default)") \
+	X(GRP_HC,              "hc",              "HC-SMoE: agglomerative clustering on a distance") \
+	X(GRP_PRUNE_FREQUENCY, "prune-frequency", "keep the G most-used experts, drop the rest") \
+	X(GRP_PRUNE_REAP,      "prune-reap",      "keep the G experts of highest REAP saliency, drop the rest")
 
 typedef enum {
-	GRP_MSMOE,            /* M-SMoE: most-used experts lead, the rest join the most similar leader */
-	GRP_HC,               /* HC-SMoE: agglomerative clustering on a distance */
-	GRP_PRUNE_FREQUENCY,  /* keep the G most-used experts */
-	GRP_PRUNE_REAP,       /* keep the G experts of highest REAP saliency */
+	GRP_METHOD_TABLE(NAMES_X_ENUM)
 	GRP_METHOD_COUNT
 } grp_method;
 
-/* "msmoe", "hc", "prune-frequency", "prune-reap", indexed by grp_method. */
+/* The table's names and help lines, indexed by grp_method. */
 extern const char *const grp_method_names[GRP_METHOD_COUNT];
+extern const char *const grp_method_help[GRP_METHOD_COUNT];
 const char *grp_method_name(grp_method m);  /* "?" when out of range */
 int grp_method_parse(const char *name);     /* the grp_method called name, or -1 */
 
+/* The linkages of HC-SMoE's clustering: X(value, name, help) rows (io/names.h). */
+#define GRP_LINKAGE_TABLE(X) \
+	X(GRP_LINK_AVERAGE,  "average",  "mean distance over all member pairs (the default)") \
+	X(GRP_LINK_SINGLE,   "single",   "distance of the closest pair") \
+	X(GRP_LINK_COMPLETE, "complete", "distance of the farthest pair")
+
 typedef enum {
-	GRP_LINK_AVERAGE,   /* mean distance over all member pairs (the default) */
-	GRP_LINK_SINGLE,    /* closest pair */
-	GRP_LINK_COMPLETE,  /* farthest pair */
+	GRP_LINKAGE_TABLE(NAMES_X_ENUM)
 	GRP_LINK_COUNT
 } grp_linkage;
 
-/* "average", "single", "complete", indexed by grp_linkage. */
+/* The table's names and help lines, indexed by grp_linkage. */
 extern const char *const grp_linkage_names[GRP_LINK_COUNT];
+extern const char *const grp_linkage_help[GRP_LINK_COUNT];
 const char *grp_linkage_name(grp_linkage l);
 int grp_linkage_parse(const char *name);
 

@@ -4,23 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const merge_weighting_names[MERGE_WEIGHTING_COUNT] = {
-	[MERGE_FREQUENCY] = "frequency",
-	[MERGE_UNIFORM] = "uniform",
-	[MERGE_DOMINANT] = "dominant",
-};
+const char *const merge_weighting_names[MERGE_WEIGHTING_COUNT] = { MERGE_WEIGHTING_TABLE(NAMES_X_NAME) };
+const char *const merge_weighting_help[MERGE_WEIGHTING_COUNT] = { MERGE_WEIGHTING_TABLE(NAMES_X_HELP) };
 
 const char *merge_weighting_name(merge_weighting w)
 {
-	return (int)w >= 0 && w < MERGE_WEIGHTING_COUNT ? merge_weighting_names[w] : "?";
+	return names_at(merge_weighting_names, MERGE_WEIGHTING_COUNT, (int)w);
 }
 
 int merge_weighting_parse(const char *name)
 {
-	for (int k = 0; name && k < MERGE_WEIGHTING_COUNT; k++)
-		if (strcmp(name, merge_weighting_names[k]) == 0)
-			return k;
-	return -1;
+	return names_index(merge_weighting_names, MERGE_WEIGHTING_COUNT, name);
 }
 
 /* Elements merged per pass: the partial sums stay in L1 while each member's slice streams past once. */

@@ -1,4 +1,4 @@
-/* Merging the experts of one group into one expert, matrix by matrix (DESIGN 3 "Merging"; M-SMoE, arXiv
+/* Merging the experts of one group into one expert, matrix by matrix (docs/design.md §3.6; M-SMoE, arXiv
  * 2310.01334, which weights each member by its usage frequency). Alignment, when wanted, has already been done by
  * analysis/align.h: this module only forms the weighted average of matrices that correspond element by element.
  *
@@ -11,16 +11,22 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/names.h"
+
+/* How the members are averaged: X(value, name, help) rows (io/names.h). */
+#define MERGE_WEIGHTING_TABLE(X) \
+	X(MERGE_FREQUENCY, "frequency", "W = sum f_e W_e / (sum f_e + 1e-7), uniform when the sum is 0 (the default)") \
+	X(MERGE_UNIFORM,   "uniform",   "W = the mean of the members") \
+	X(MERGE_DOMINANT,  "dominant",  "W = the dominant member's matrix")
 
 typedef enum {
-	MERGE_FREQUENCY,  /* W = sum f_e W_e / (sum f_e + 1e-7); uniform when the group's sum is 0 (the default) */
-	MERGE_UNIFORM,    /* W = mean of the members */
-	MERGE_DOMINANT,   /* W = the dominant member's matrix */
+	MERGE_WEIGHTING_TABLE(NAMES_X_ENUM)
 	MERGE_WEIGHTING_COUNT
 } merge_weighting;
 
-/* "frequency", "uniform", "dominant", indexed by merge_weighting. */
+/* The table's names and help lines, indexed by merge_weighting. */
 extern const char *const merge_weighting_names[MERGE_WEIGHTING_COUNT];
+extern const char *const merge_weighting_help[MERGE_WEIGHTING_COUNT];
 const char *merge_weighting_name(merge_weighting w);  /* "?" when out of range */
 int merge_weighting_parse(const char *name);          /* the merge_weighting called name, or -1 */
 

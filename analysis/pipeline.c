@@ -9,6 +9,7 @@
 #include "analysis/par.h"
 #include "analysis/routing.h"
 #include "io/pages.h"
+#include "io/safetensors.h"
 
 /* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
 static int64_t expert_floats(mdl_act act, int d, int f)
@@ -150,14 +151,17 @@ blk_config pipe_block_config(const pipe_block *blk)
 	return c;
 }
 
-const char *const pipe_layout_names[PIPE_LAYOUT_COUNT] = {"compact", "aliased"};
+const char *const pipe_layout_names[PIPE_LAYOUT_COUNT] = { PIPE_LAYOUT_TABLE(NAMES_X_NAME) };
+const char *const pipe_layout_help[PIPE_LAYOUT_COUNT] = { PIPE_LAYOUT_TABLE(NAMES_X_HELP) };
+
+const char *pipe_layout_name(pipe_layout l)
+{
+	return names_at(pipe_layout_names, PIPE_LAYOUT_COUNT, (int)l);
+}
 
 int pipe_layout_parse(const char *name)
 {
-	for (int i = 0; name && i < PIPE_LAYOUT_COUNT; i++)
-		if (strcmp(name, pipe_layout_names[i]) == 0)
-			return i;
-	return -1;
+	return names_index(pipe_layout_names, PIPE_LAYOUT_COUNT, name);
 }
 
 pipe_merge_options pipe_merge_defaults(void)
@@ -573,34 +577,6 @@ static void round_to_dtype(st_dtype dtype, float *x, int64_t n)
 		run_split(n, round_span, &job);
 }
 
-/* Elements per block of first_nonfinite's screening pass: a constant trip count lets -O2 vectorise it. */
-#define FINITE_BLOCK 4096
-
-/* 1 when a block of FINITE_BLOCK floats holds a NaN or an infinity (all exponent bits set), without a branch per
- * element: the isfinite loop compiled to two scalar compares per float and took seconds on a Mixtral block. */
-static int block_has_nonfinite(const float *x)
-{
-	uint32_t bad = 0;
-	for (int i = 0; i < FINITE_BLOCK; i++) {
-		uint32_t u;
-		memcpy(&u, &x[i], sizeof u);
-		bad |= (u & 0x7f800000u) == 0x7f800000u;
-	}
-	return bad != 0;
-}
-
-/* Index of the first NaN or infinity in x [n], or -1. */
-static int64_t first_nonfinite(const float *x, int64_t n)
-{
-	int64_t i0 = 0;
-	while (i0 + FINITE_BLOCK <= n && !block_has_nonfinite(x + i0))
-		i0 += FINITE_BLOCK;
-	for (int64_t i = i0; i < n; i++)
-		if (!isfinite(x[i]))
-			return i;
-	return -1;
-}
-
 /* Merged weights must be finite once rounded to the checkpoint's dtype: finite inputs can still give infinity
  * when a low-rank reconstruction overshoots the largest F16 value, and a merge must not write or evaluate that. */
 static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *mg, int G, const char *label,
@@ -613,7 +589,7 @@ static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *
 		for (int mat = 0; mat < MDL_NMAT; mat++) {
 			int rows, cols;
 			matrix_shape(blk, mat, &rows, &cols);
-			int64_t bad = rows && mats[mat] ? first_nonfinite(mats[mat], (int64_t)rows * cols) : -1;
+			int64_t bad = rows && mats[mat] ? st_first_nonfinite(mats[mat], (int64_t)rows * cols) : -1;
 			if (bad >= 0)
 				return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged group %d: %s matrix: row %lld: NaN "
 					       "or infinity after merging%s and rounding to %s", label, g,
@@ -627,7 +603,7 @@ static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *
 static ms_status check_merged_router(const pipe_block *blk, const pipe_merged *mg, const char *label,
 				     ms_error *err)
 {
-	int64_t bad = first_nonfinite(mg->router, (int64_t)mg->n_router * blk->d);
+	int64_t bad = st_first_nonfinite(mg->router, (int64_t)mg->n_router * blk->d);
 	if (bad < 0)
 		return MS_OK;
 	return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged router: row %lld: NaN or infinity after fitting and "
@@ -849,16 +825,13 @@ static ms_status weight_statistics(const pipe_block *blk, const pipe_analyze_opt
 				 out->stable_rank, err);
 }
 
-/* The bases computed from weights alone, available without calibration tokens. */
-#define PIPE_WEIGHT_BASES ((1u << SIM_ROUTER_WEIGHT) | (1u << SIM_WEIGHT))
-
 ms_status pipe_analyze_block(const pipe_block *blk, const pipe_analyze_options *o, pipe_stats *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
 	out->E = blk->E;
 	out->T = blk->T;
 	const int tokens = blk->T > 0 && blk->x;
-	if (!tokens && ((o->bases & ~PIPE_WEIGHT_BASES) || o->reap))
+	if (!tokens && ((o->bases & ~sim_bases_without_calibration()) || o->reap))
 		return ms_fail(err, MS_ERR_ARG, "usage, router-logits, expert-output and REAP need the calibration set");
 	float *z = NULL, *w = NULL;
 	int *idx = NULL;

@@ -1,7 +1,7 @@
 /* The per-block pipeline the commands and the interactive application share: load one MoE block (router,
  * experts, calibration inputs) as float32, compute its statistics, group its experts into a plan, build the
  * merged block a plan implies and evaluate it. One block is in memory at a time; the caller frees each block
- * before loading the next (DESIGN 7: peak memory is one block's experts in float32 plus its calibration). */
+ * before loading the next (docs/design.md §7: peak memory is one block's experts in float32 plus its calibration). */
 #ifndef PIPE_PIPELINE_H
 #define PIPE_PIPELINE_H
 
@@ -16,6 +16,7 @@
 #include "analysis/router_fit.h"
 #include "analysis/similarity.h"
 #include "analysis/stable_rank.h"
+#include "io/names.h"
 #include "io/calib.h"
 #include "io/error.h"
 #include "io/model.h"
@@ -93,13 +94,21 @@ ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
 blk_config pipe_block_config(const pipe_block *blk);
 
-/* How the merged block is laid out (DESIGN 4.3). */
+/* How the merged block is laid out (docs/design.md §4.3). */
+/* X(value, name, help) rows (io/names.h). */
+#define PIPE_LAYOUT_TABLE(X) \
+	X(PIPE_LAYOUT_COMPACT, "compact", "E' experts per block, router rows rewritten (the default)") \
+	X(PIPE_LAYOUT_ALIASED, "aliased", "every member stores its group's merge, router unchanged (MC-SMoE)")
+
 typedef enum {
-	PIPE_LAYOUT_COMPACT,  /* E' experts, router rows rewritten (the default) */
-	PIPE_LAYOUT_ALIASED,  /* every member stores its group's merge; router unchanged (MC-SMoE semantics) */
+	PIPE_LAYOUT_TABLE(NAMES_X_ENUM)
 	PIPE_LAYOUT_COUNT
 } pipe_layout;
+
+/* The table's names and help lines, indexed by pipe_layout. */
 extern const char *const pipe_layout_names[PIPE_LAYOUT_COUNT];
+extern const char *const pipe_layout_help[PIPE_LAYOUT_COUNT];
+const char *pipe_layout_name(pipe_layout l); /* "?" when out of range */
 int pipe_layout_parse(const char *name);   /* the pipe_layout called name, or -1 */
 
 typedef struct {

@@ -8,23 +8,17 @@
 
 #include "analysis/merge.h"
 
-const char *const rfit_method_names[RFIT_METHOD_COUNT] = {
-	[RFIT_LSE_FIT] = "lse-fit",
-	[RFIT_MEAN] = "mean",
-	[RFIT_DOMINANT] = "dominant",
-};
+const char *const rfit_method_names[RFIT_METHOD_COUNT] = { RFIT_METHOD_TABLE(NAMES_X_NAME) };
+const char *const rfit_method_help[RFIT_METHOD_COUNT] = { RFIT_METHOD_TABLE(NAMES_X_HELP) };
 
 const char *rfit_method_name(rfit_method m)
 {
-	return (int)m >= 0 && m < RFIT_METHOD_COUNT ? rfit_method_names[m] : "?";
+	return names_at(rfit_method_names, RFIT_METHOD_COUNT, (int)m);
 }
 
 int rfit_method_parse(const char *name)
 {
-	for (int k = 0; name && k < RFIT_METHOD_COUNT; k++)
-		if (strcmp(name, rfit_method_names[k]) == 0)
-			return k;
-	return -1;
+	return names_index(rfit_method_names, RFIT_METHOD_COUNT, name);
 }
 
 /* ---- checks ---- */

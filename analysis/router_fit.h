@@ -1,5 +1,5 @@
-/* Router rows for the compact merged layout (DESIGN 4.3): when the E experts of a block become G merged experts,
- * the router's E rows [E, d] must become G rows [G, d].
+/* Router rows for the compact merged layout (docs/design.md §4.3): when the E experts of a block become G merged
+ * experts, the router's E rows [E, d] must become G rows [G, d].
  *
  * lse-fit (the default) asks the new row of group g to reproduce, on the calibration tokens, the log of the summed
  * exponentiated logits of its members: x . r_g ~ t_g(x) = logsumexp_{e in S_g} (x . r_e). Then exp(x . r_g) is
@@ -15,16 +15,22 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/names.h"
+
+/* How a merged expert's router row is made: X(value, name, help) rows (io/names.h). */
+#define RFIT_METHOD_TABLE(X) \
+	X(RFIT_LSE_FIT,  "lse-fit",  "least squares fit of the members' logsumexp (the default; needs calibration)") \
+	X(RFIT_MEAN,     "mean",     "frequency-weighted mean of the members' rows") \
+	X(RFIT_DOMINANT, "dominant", "the dominant member's row")
 
 typedef enum {
-	RFIT_LSE_FIT,   /* least squares fit of the members' logsumexp (the default; needs calibration tokens) */
-	RFIT_MEAN,      /* frequency-weighted mean of the members' rows */
-	RFIT_DOMINANT,  /* the dominant member's row */
+	RFIT_METHOD_TABLE(NAMES_X_ENUM)
 	RFIT_METHOD_COUNT
 } rfit_method;
 
-/* "lse-fit", "mean", "dominant", indexed by rfit_method. */
+/* The table's names and help lines, indexed by rfit_method. */
 extern const char *const rfit_method_names[RFIT_METHOD_COUNT];
+extern const char *const rfit_method_help[RFIT_METHOD_COUNT];
 const char *rfit_method_name(rfit_method m);  /* "?" when out of range */
 int rfit_method_parse(const char *name);      /* the rfit_method called name, or -1 */
 

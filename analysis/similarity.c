@@ -8,27 +8,50 @@
 
 #include "analysis/par.h"
 #include "analysis/routing.h"
+#include "io/names.h"
 
 /* ---- the table of bases ---- */
 
 const char *const sim_base_names[SIM_BASE_COUNT] = {
-	[SIM_ROUTER_LOGITS] = "router-logits",
-	[SIM_ROUTER_WEIGHT] = "router-weight",
-	[SIM_WEIGHT] = "weight",
-	[SIM_EXPERT_OUTPUT] = "expert-output",
+#define SIM_X_NAME(value, name, calib, help) [value] = name,
+	SIM_BASE_TABLE(SIM_X_NAME)
+#undef SIM_X_NAME
+};
+
+const char *const sim_base_help[SIM_BASE_COUNT] = {
+#define SIM_X_HELP(value, name, calib, help) [value] = help,
+	SIM_BASE_TABLE(SIM_X_HELP)
+#undef SIM_X_HELP
+};
+
+static const unsigned char needs_calibration[SIM_BASE_COUNT] = {
+#define SIM_X_CALIB(value, name, calib, help) [value] = calib,
+	SIM_BASE_TABLE(SIM_X_CALIB)
+#undef SIM_X_CALIB
 };
 
 const char *sim_base_name(sim_base b)
 {
-	return (int)b >= 0 && b < SIM_BASE_COUNT ? sim_base_names[b] : "?";
+	return names_at(sim_base_names, SIM_BASE_COUNT, (int)b);
 }
 
 int sim_base_parse(const char *name)
 {
-	for (int b = 0; name && b < SIM_BASE_COUNT; b++)
-		if (strcmp(name, sim_base_names[b]) == 0)
-			return b;
-	return -1;
+	return names_index(sim_base_names, SIM_BASE_COUNT, name);
+}
+
+int sim_base_needs_calibration(sim_base b)
+{
+	return (int)b < 0 || b >= SIM_BASE_COUNT || needs_calibration[b];
+}
+
+unsigned sim_bases_without_calibration(void)
+{
+	unsigned mask = 0;
+	for (int b = 0; b < SIM_BASE_COUNT; b++)
+		if (!needs_calibration[b])
+			mask |= 1u << b;
+	return mask;
 }
 
 /* ---- blockwise Gram accumulation ----

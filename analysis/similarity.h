@@ -1,4 +1,4 @@
-/* Expert similarity (DESIGN 3): four bases, each an E x E matrix in [0, 1].
+/* Expert similarity (docs/design.md §3.2): four bases, each an E x E matrix in [0, 1].
  *
  * Every basis compares one vector per expert by cosine, mapped to [0, 1] as (cos + 1) / 2 with
  * cos = a.b / max(|a| |b|, SIM_NORM_FLOOR) (so a zero vector is 1/2 from everything), the diagonal exactly 1:
@@ -28,18 +28,31 @@
 /* Tokens per chunk in sim_expert_mean_outputs when the caller passes chunk <= 0. */
 #define SIM_TOKEN_CHUNK 512
 
+/* The similarity bases, one row each: X(value, name, needs calibration tokens, help). A base that needs tokens
+ * cannot be computed from the checkpoint alone (the application without a calibration set, analyze without
+ * --calib); this column is the one place that says which. */
+#define SIM_BASE_TABLE(X) \
+	X(SIM_ROUTER_LOGITS, "router-logits", 1, "columns of the router logits X R^T on calibration tokens (M-SMoE, default)") \
+	X(SIM_ROUTER_WEIGHT, "router-weight", 0, "rows of the router weight R") \
+	X(SIM_WEIGHT,        "weight",        0, "each expert's gate, up and down weights, concatenated") \
+	X(SIM_EXPERT_OUTPUT, "expert-output", 1, "each expert's mean output on the calibration tokens (HC-SMoE)")
+
+#define SIM_X_ENUM(value, name, calib, help) value,
 typedef enum {
-	SIM_ROUTER_LOGITS,
-	SIM_ROUTER_WEIGHT,
-	SIM_WEIGHT,
-	SIM_EXPERT_OUTPUT,
+	SIM_BASE_TABLE(SIM_X_ENUM)
 	SIM_BASE_COUNT
 } sim_base;
+#undef SIM_X_ENUM
 
-/* "router-logits", "router-weight", "weight", "expert-output", indexed by sim_base. */
+/* The names and help lines of the table, indexed by sim_base. */
 extern const char *const sim_base_names[SIM_BASE_COUNT];
+extern const char *const sim_base_help[SIM_BASE_COUNT];
 const char *sim_base_name(sim_base b);     /* "?" when out of range */
 int sim_base_parse(const char *name);      /* the sim_base called name, or -1 */
+/* Nonzero when the base needs calibration tokens (the table's column); nonzero for an out-of-range b too. */
+int sim_base_needs_calibration(sim_base b);
+/* The bases computable from the weights alone, as a mask of 1u << sim_base. */
+unsigned sim_bases_without_calibration(void);
 /* Nonzero when the base's clustering distance is Euclidean on the compared vectors (expert-output), zero when it
  * is 1 - similarity. */
 int sim_base_euclidean(sim_base b);

@@ -1,4 +1,5 @@
-/* Stable rank (DESIGN 3): |W|_F^2 / (sigma_max^2 + 1e-7), the MC-SMoE measure of how compressible a matrix is.
+/* Stable rank (docs/design.md §3.3): |W|_F^2 / (sigma_max^2 + 1e-7), the MC-SMoE measure of how compressible a
+ * matrix is.
  *
  * sigma_max comes from Golub-Kahan-Lanczos bidiagonalisation (Golub & Van Loan, Matrix Computations, 10.4) with
  * full reorthogonalisation, not from a full SVD: each step costs two matrix-vector products, and the largest
@@ -12,7 +13,7 @@
 
 #define SRANK_FLOOR 1e-7
 
-/* Relative accuracy DESIGN 3 asks of sigma_max. */
+/* Relative accuracy of sigma_max unless the caller asks for another (docs/design.md §3.3). */
 #define SRANK_DEFAULT_TOL 1e-4
 
 /* sum of w [m, n]^2, accumulated in double. */

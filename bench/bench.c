@@ -1,6 +1,6 @@
-/* `make bench`: times every stage of the moescope pipeline on one synthetic BF16 block of each real shape DESIGN 7
- * names (OLMoE: E=64, top-8, d=2048, f=1024; Mixtral: E=8, top-2, d=4096, f=14336; 4096 calibration tokens) and
- * prints each time beside a limit measured in the same run on this machine:
+/* `make bench`: times every stage of the moescope pipeline on one synthetic BF16 block of each real shape that
+ * docs/design.md §7 names (OLMoE: E=64, top-8, d=2048, f=1024; Mixtral: E=8, top-2, d=4096, f=14336; 4096
+ * calibration tokens) and prints each time beside a limit measured in the same run on this machine:
  *   sgemm   the stage's floating-point work at the GFLOP/s of cblas_sgemm on a large square problem
  *   memcpy  the bytes it moves at memcpy's bandwidth (bytes read plus bytes written)
  *   disk    a plain write(2) of the same bytes plus fsync

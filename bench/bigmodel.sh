@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Peak memory on a model larger than one would hold in memory (DESIGN 7: one block's experts in float32 plus its
-# calibration inputs, whatever the model's size). Generates, streaming through st_writer, a Mixtral-shaped BF16
+# Peak memory on a model larger than one would hold in memory (docs/design.md §7: one block's experts in float32 plus
+# its calibration inputs, whatever the model's size). Generates, streaming through st_writer, a Mixtral-shaped BF16
 # checkpoint of 8 layers x 8 experts x 3 matrices of 4096 x 14336 (22.5 GB) plus attention, embeddings and norms
-# (23.7 GB in all, 13 shards of 2 GB: more than the 23 GB of RAM of the machine it was written on) with 512
-# calibration tokens per block under BUILD/bigmodel, runs analyze, plan --groups 4 and merge on it
-# under /usr/bin/time -v, and prints each command's peak RSS beside the bound. A sampler of /proc/PID/status also
-# records the peak of RssAnon (memory the program allocated) and RssFile (pages of the memory-mapped checkpoint
-# it has touched and not released): both count in RSS, but only the first is a demand on memory, since clean file
-# pages are dropped under pressure.
+# (23.7 GB in all, 13 shards of 2 GB: more than the 23 GB of RAM of the machine it was written on) with 512 calibration
+# tokens per block under BUILD/bigmodel, runs analyze, plan --groups 4 and merge on it under /usr/bin/time -v, and
+# prints each command's peak RSS beside the bound. A sampler of /proc/PID/status also records the peak of RssAnon
+# (memory the program allocated) and RssFile (pages of the memory-mapped checkpoint it has touched and not released):
+# both count in RSS, but only the first is a demand on memory, since clean file pages are dropped under pressure.
 #
 # Usage: bench/bigmodel.sh BUILD_DIR [--keep]        (make bigmodel runs it; the model is deleted unless --keep)
 # Needs about 37 GB of disk (model and merged checkpoint) and takes about 25 minutes on 2 cores, most of it the

@@ -27,7 +27,7 @@ typedef struct {
 	int vocab;                /* with full: embedding rows */
 } syn_shape;
 
-/* The two shapes DESIGN 7 names, one block each and 4096 calibration tokens. */
+/* The two shapes docs/design.md §7 names, one block each and 4096 calibration tokens. */
 syn_shape syn_olmoe(void);
 syn_shape syn_mixtral(void);
 

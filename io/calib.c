@@ -1,4 +1,5 @@
-/* Calibration set (DESIGN 2.2): the recorded inputs of every MoE block, checked against the model on open. */
+/* Calibration set (docs/design.md §2.3): the recorded inputs of every MoE block, checked against the model on
+ * open. */
 #include "io/calib.h"
 
 #include <stdio.h>

@@ -1,7 +1,7 @@
-/* Calibration set (DESIGN 2.2): a safetensors file holding, for every MoE block, the hidden states entering it,
- * tensor "<block prefix>.input" [T, d] in F32, BF16 or F16; optional token_ids [T] (I32/I64) and segment_ids [T]
- * (I32). T may differ between blocks. Opening checks that every block of the model has its input, with width d
- * and T > 0. */
+/* Calibration set (docs/design.md §2.3): a safetensors file holding, for every MoE block, the hidden states
+ * entering it, tensor "<block prefix>.input" [T, d] in F32, BF16 or F16; optional token_ids [T] (I32/I64) and
+ * segment_ids [T] (I32). T may differ between blocks. Opening checks that every block of the model has its input,
+ * with width d and T > 0. */
 #ifndef CALIB_CALIB_H
 #define CALIB_CALIB_H
 

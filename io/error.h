@@ -18,7 +18,7 @@
 	X(MS_ERR_INTERRUPTED,       "interrupted") \
 	X(MS_ERR_NUMERIC,           "numerical routine failed") \
 	X(MS_ERR_NONFINITE,         "NaN or infinity in the data") \
-	/* safetensors container (DESIGN 2.1) */ \
+	/* safetensors container (docs/design.md §2.1) */ \
 	X(MS_ERR_ST_TRUNCATED,      "file shorter than its 8-byte header length") \
 	X(MS_ERR_ST_HEADER_LIMIT,   "header length over 100,000,000 bytes") \
 	X(MS_ERR_ST_HEADER_PAST_END,"header runs past the end of the file") \

@@ -1,4 +1,4 @@
-/* A Hugging Face MoE checkpoint: config.json, the family table and the tensor checks (DESIGN 2.1).
+/* A Hugging Face MoE checkpoint: config.json, the family table and the tensor checks (docs/design.md §2.2).
  *
  * Every family is one row of `families` below. A row says where each number lives in config.json, how the MoE
  * blocks are named (a block prefix such as "model.layers.3.mlp", the router suffix, the expert matrices), how
@@ -213,32 +213,43 @@ static ms_status deepseek_check(const cJSON *cfg, const char *where, ms_error *e
 
 /* ---- the family table ---------------------------------------------------------------------------------------- */
 
-#define DECODER(tail) {{NULL, "num_hidden_layers", NULL, "model.layers.", tail}}, 1
+/* The decoder stack of a decoder-only model: layer i's block prefix is "model.layers." i suffix. */
+#define DECODER(suffix) .stacks = {{.layers_field = "num_hidden_layers", .head = "model.layers.", .tail = suffix}}, \
+			.n_stacks = 1
 #define MIXTRAL_MATS {"w1", "w3", "w2"}
 #define MLP_MATS {"gate_proj", "up_proj", "down_proj"}
+/* What every family but switch shares: the router is block.gate, experts are block.experts.<e>, SiLU-GLU. */
+#define GATE_ROUTER .router_suffix = ".gate.weight", .expert_infix = ".experts.", .act = MDL_ACT_SILU_GLU
 
 static const mdl_family families[] = {
-	{"mixtral", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size",
-	 DECODER(".block_sparse_moe"), ".gate.weight", ".experts.", MIXTRAL_MATS, MDL_ACT_SILU_GLU, 1, NULL, NULL,
-	 every_layer, NULL},
-	{"phimoe", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size",
-	 DECODER(".block_sparse_moe"), ".gate.weight", ".experts.", MIXTRAL_MATS, MDL_ACT_SILU_GLU, 1, NULL, NULL,
-	 every_layer, NULL},
-	{"qwen2_moe", "num_experts", "num_experts_per_tok", "hidden_size", "moe_intermediate_size", DECODER(".mlp"),
-	 ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, "norm_topk_prob", NULL, qwen_layers, NULL},
+	{.model_type = "mixtral", .experts_field = "num_local_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "intermediate_size", DECODER(".block_sparse_moe"),
+	 GATE_ROUTER, .mats = MIXTRAL_MATS, .renormalize = 1, .moe_layers = every_layer},
+	{.model_type = "phimoe", .experts_field = "num_local_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "intermediate_size", DECODER(".block_sparse_moe"),
+	 GATE_ROUTER, .mats = MIXTRAL_MATS, .renormalize = 1, .moe_layers = every_layer},
+	{.model_type = "qwen2_moe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
+	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = qwen_layers},
 	/* Qwen3MoeConfig's norm_topk_prob defaults to False too; the released Qwen3 checkpoints set it to true. */
-	{"qwen3_moe", "num_experts", "num_experts_per_tok", "hidden_size", "moe_intermediate_size", DECODER(".mlp"),
-	 ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, "norm_topk_prob", NULL, qwen_layers, NULL},
-	{"olmoe", "num_experts", "num_experts_per_tok", "hidden_size", "intermediate_size", DECODER(".mlp"),
-	 ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, "norm_topk_prob", NULL, every_layer, NULL},
-	{"deepseek_v2", "n_routed_experts", "num_experts_per_tok", "hidden_size", "moe_intermediate_size",
-	 DECODER(".mlp"), ".gate.weight", ".experts.", MLP_MATS, MDL_ACT_SILU_GLU, 0, NULL, "routed_scaling_factor",
-	 deepseek_layers, deepseek_check},
-	{"switch_transformers", "num_experts", NULL, "d_model", "d_ff",
-	 {{"encoder", "num_layers", NULL, "encoder.block.", ".layer.1.mlp"},
-	  {"decoder", "num_decoder_layers", "num_layers", "decoder.block.", ".layer.2.mlp"}}, 2,
-	 ".router.classifier.weight", ".experts.expert_", {NULL, "wi", "wo"}, MDL_ACT_RELU, 0, NULL, NULL,
-	 switch_layers, NULL},
+	{.model_type = "qwen3_moe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
+	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = qwen_layers},
+	{.model_type = "olmoe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "intermediate_size", DECODER(".mlp"),
+	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = every_layer},
+	{.model_type = "deepseek_v2", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
+	 GATE_ROUTER, .mats = MLP_MATS, .scale_field = "routed_scaling_factor", .moe_layers = deepseek_layers,
+	 .check = deepseek_check},
+	/* Top-1 (no top-k field), an encoder and a decoder stack, no gate matrix, ReLU. */
+	{.model_type = "switch_transformers", .experts_field = "num_experts",
+	 .hidden_field = "d_model", .inter_field = "d_ff",
+	 .stacks = {{.name = "encoder", .layers_field = "num_layers", .head = "encoder.block.", .tail = ".layer.1.mlp"},
+		    {.name = "decoder", .layers_field = "num_decoder_layers", .layers_fallback = "num_layers",
+		     .head = "decoder.block.", .tail = ".layer.2.mlp"}},
+	 .n_stacks = 2, .router_suffix = ".router.classifier.weight", .expert_infix = ".experts.expert_",
+	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .moe_layers = switch_layers},
 };
 #define FAMILY_COUNT ((int)(sizeof families / sizeof families[0]))
 
@@ -612,6 +623,14 @@ int mdl_find_block(const mdl_model *m, const char *label)
 		if (strcmp(m->blocks[b].label, label) == 0)
 			return b;
 	return -1;
+}
+
+const char **mdl_block_labels(const mdl_model *m)
+{
+	const char **labels = malloc((size_t)(m->n_blocks > 0 ? m->n_blocks : 1) * sizeof *labels);
+	for (int b = 0; labels && b < m->n_blocks; b++)
+		labels[b] = m->blocks[b].label;
+	return labels;
 }
 
 static int fits(int n, size_t len)

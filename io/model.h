@@ -1,7 +1,7 @@
 /* A Hugging Face MoE checkpoint: config.json read with cJSON, tensors through io/safetensors.
  *
- * Each supported family is one row of the table in model.c (DESIGN 2.1): its config field names, which layers
- * are MoE blocks, the router and expert tensor name patterns, the expert activation and the routing rule.
+ * Each supported family is one row of the table in model.c (docs/design.md §2.2): its config field names, which
+ * layers are MoE blocks, the router and expert tensor name patterns, the expert activation and the routing rule.
  * Nothing outside model.c branches on the family name. */
 #ifndef MDL_MODEL_H
 #define MDL_MODEL_H
@@ -69,6 +69,10 @@ void mdl_close(mdl_model *m);
 
 /* Index of the block whose label is `label` (as in the plan CSV), or -1. */
 int mdl_find_block(const mdl_model *m, const char *label);
+
+/* labels [n_blocks] pointing at each block's label, as plan_init and the plan readers take them: malloc'd (the
+ * caller frees the array, not the strings, which the model owns), NULL when out of memory. */
+const char **mdl_block_labels(const mdl_model *m);
 
 /* The family's tensor names, for writers: the router of layer block b, and matrix `mat` of expert e. A matrix
  * the family lacks (switch's gate) yields an empty string. Returns 0, or -1 when buf is too small. */

@@ -191,3 +191,25 @@ void outdir_abort(outdir *o)
 	outdir_remove_tree(o->tmp);
 	free(o);
 }
+
+ms_status outdir_make_dirs(const char *dir, unsigned mode, ms_error *err)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+		return ms_fail(err, MS_ERR_ARG, "%.64s...: path too long", dir);
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		const char c = *p;
+		*p = '\0';
+		if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
+			return ms_fail(err, MS_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
+		*p = c;
+		if (!c)
+			break;
+	}
+	struct stat sb;
+	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return ms_fail(err, MS_ERR_IO, "%s: not a directory", dir);
+	return MS_OK;
+}

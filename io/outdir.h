@@ -1,4 +1,4 @@
-/* A new output directory written safely (DESIGN 4.3): everything goes into a temporary sibling directory
+/* A new output directory written safely (docs/design.md §4.3): everything goes into a temporary sibling directory
  * (".NAME.moescope-XXXXXX" beside NAME), which is renamed into place only when complete and validated, and
  * durably (io/durable.h): its files synced as they are closed, then the directory, then the parent after the
  * rename. An
@@ -30,5 +30,9 @@ void outdir_abort(outdir *o);
 
 /* Removes a directory tree (no symlinks followed). 0 on success. */
 int outdir_remove_tree(const char *path);
+
+/* mkdir -p: creates dir and its missing parents with `mode` (before the umask); MS_OK when dir ends up a
+ * directory. Messages name the component that could not be made. */
+ms_status outdir_make_dirs(const char *dir, unsigned mode, ms_error *err);
 
 #endif

@@ -1,4 +1,4 @@
-/* The grouping plan CSV (DESIGN 4.1): reading with libcsv in strict RFC 4180 mode, writing by hand.
+/* The grouping plan CSV (docs/design.md §4.1): reading with libcsv in strict RFC 4180 mode, writing by hand.
  *
  * libcsv reports fields and records through callbacks but not where they were, so the reader feeds it one byte
  * at a time and keeps the line itself: the line of a field is the line of its first byte, which is what a user
@@ -308,7 +308,8 @@ static int parse_real(const char *s, size_t n, double *v)
 /* ---- reading ---- */
 
 typedef struct {
-	const char *path;
+	const char *path;             /* the file, or the name a buffer's messages give */
+	long first_line;              /* line number of the first byte (1 unless the plan is part of a larger file) */
 	plan *p;
 	ms_error *err;
 	ms_status st;                 /* the first problem; nothing is checked after it */
@@ -601,23 +602,28 @@ static ms_status check_size(reader *r, FILE *f)
 	return MS_OK;
 }
 
-/* Feeds the whole file through libcsv (skipping a UTF-8 byte order mark, which spreadsheets write). */
+/* Feeds the next n bytes through libcsv; *total counts the bytes fed before. A UTF-8 byte order mark at the very
+ * start (spreadsheets write one) is skipped. */
+static void feed_chunk(reader *r, struct csv_parser *cp, const unsigned char *buf, size_t n, long long *total)
+{
+	size_t i = *total == 0 && n >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;
+	*total += (long long)n;
+	if (*total > PLAN_FILE_LIMIT) {
+		r->st = ms_fail(r->err, MS_ERR_PLAN_SYNTAX, "%s: over the %lld-byte limit for a plan", r->path,
+				PLAN_FILE_LIMIT);
+		return;
+	}
+	for (; i < n && !r->st; i++)
+		feed_byte(r, cp, buf[i]);
+}
+
 static void feed_file(reader *r, FILE *f, struct csv_parser *cp)
 {
 	unsigned char buf[65536];
 	long long total = 0;
 	size_t n;
-	while (!r->st && (n = fread(buf, 1, sizeof buf, f)) > 0) {
-		size_t i = total == 0 && n >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;
-		total += (long long)n;
-		if (total > PLAN_FILE_LIMIT) {
-			r->st = ms_fail(r->err, MS_ERR_PLAN_SYNTAX, "%s: over the %lld-byte limit for a plan", r->path,
-					PLAN_FILE_LIMIT);
-			return;
-		}
-		for (; i < n && !r->st; i++)
-			feed_byte(r, cp, buf[i]);
-	}
+	while (!r->st && (n = fread(buf, 1, sizeof buf, f)) > 0)
+		feed_chunk(r, cp, buf, n, &total);
 	if (!r->st && ferror(f))
 		r->st = ms_fail(r->err, MS_ERR_IO, "%s: read failed: %s", r->path, strerror(errno));
 }
@@ -629,7 +635,7 @@ static void finish_parse(reader *r, struct csv_parser *cp)
 	if (csv_fini(cp, on_field, on_record, r) != 0 && !r->st)
 		rd_fail(r, MS_ERR_PLAN_SYNTAX, r->start_line, r->nf + 1, "quoted field never closed");
 	if (!r->st && r->nrec == 0)
-		rd_fail(r, MS_ERR_PLAN_HEADER, 1, 1, "empty file: expected the header row %s,%s,%s,%s,%s", col_names[0],
+		rd_fail(r, MS_ERR_PLAN_HEADER, r->first_line, 1, "empty file: expected the header row %s,%s,%s,%s,%s", col_names[0],
 			col_names[1], col_names[2], col_names[3], col_names[4]);
 }
 
@@ -641,15 +647,20 @@ static int no_space(unsigned char c)
 	return 0;
 }
 
-static ms_status parse_stream(reader *r, FILE *f)
+/* Parses the file f or, when f is NULL, the bytes buf [len]. */
+static ms_status parse_source(reader *r, FILE *f, const unsigned char *buf, size_t len)
 {
 	struct csv_parser cp;
-	if (check_size(r, f))
+	if (f && check_size(r, f))
 		return r->st;
 	if (csv_init(&cp, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL) != 0)
 		return r->st = ms_fail(r->err, MS_ERR_NOMEM, NULL);
 	csv_set_space_func(&cp, no_space);
-	feed_file(r, f, &cp);
+	long long total = 0;
+	if (f)
+		feed_file(r, f, &cp);
+	else
+		feed_chunk(r, &cp, buf, len, &total);
 	if (!r->st)
 		finish_parse(r, &cp);
 	csv_free(&cp);
@@ -724,24 +735,22 @@ static ms_status read_prepare(reader *r, int n_blocks, int n_experts, const char
 	return MS_OK;
 }
 
-ms_status plan_read_csv(const char *path, int n_blocks, int n_experts, const char *const *labels, plan *out,
-			ms_error *err)
+/* The one reader behind both entry points: the file called name when from_file, else buf [len] under that name. */
+static ms_status read_plan(const char *name, long first_line, int from_file, const char *buf, size_t len,
+			   int n_blocks, int n_experts, const char *const *labels, plan *out, ms_error *err)
 {
-	if (out)
-		memset(out, 0, sizeof *out);
-	if (!out || !path)
-		return ms_fail(err, MS_ERR_ARG, "plan_read_csv: no path or no plan");
 	reader *r = calloc(1, sizeof *r); /* ~3 KB of field buffers: off the stack of a worker thread */
 	if (!r)
 		return ms_fail(err, MS_ERR_NOMEM, NULL);
-	*r = (reader){ .path = path, .p = out, .err = err, .line = 1, .need_start = 1, .at_row_start = 1 };
+	*r = (reader){ .path = name, .first_line = first_line, .p = out, .err = err, .line = first_line,
+		       .need_start = 1, .at_row_start = 1 };
 	c_numbers cn;
 	c_numbers_begin(&cn);
 	if (!read_prepare(r, n_blocks, n_experts, labels)) {
-		FILE *f = fopen(path, "rb");
-		if (!f)
-			r->st = ms_fail(err, MS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-		else if (!parse_stream(r, f))
+		FILE *f = NULL;
+		if (from_file && !(f = fopen(name, "rb")))
+			r->st = ms_fail(err, MS_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
+		else if (!parse_source(r, f, (const unsigned char *)buf, len))
 			check_complete(r);
 		if (f)
 			fclose(f);
@@ -754,6 +763,26 @@ ms_status plan_read_csv(const char *path, int n_blocks, int n_experts, const cha
 	if (st)
 		plan_free(out);
 	return st;
+}
+
+ms_status plan_read_csv(const char *path, int n_blocks, int n_experts, const char *const *labels, plan *out,
+			ms_error *err)
+{
+	if (out)
+		memset(out, 0, sizeof *out);
+	if (!out || !path)
+		return ms_fail(err, MS_ERR_ARG, "plan_read_csv: no path or no plan");
+	return read_plan(path, 1, 1, NULL, 0, n_blocks, n_experts, labels, out, err);
+}
+
+ms_status plan_read_csv_buffer(const char *name, long first_line, const char *buf, size_t len, int n_blocks,
+			       int n_experts, const char *const *labels, plan *out, ms_error *err)
+{
+	if (out)
+		memset(out, 0, sizeof *out);
+	if (!out || !name || (!buf && len) || first_line < 1)
+		return ms_fail(err, MS_ERR_ARG, "plan_read_csv_buffer: no name, no buffer or no plan");
+	return read_plan(name, first_line, 0, buf, len, n_blocks, n_experts, labels, out, err);
 }
 
 /* ---- writing ---- */
@@ -805,6 +834,24 @@ static int write_all(FILE *f, const plan *p)
 	return 0;
 }
 
+ms_status plan_write_csv_stream(FILE *f, const char *name, const plan *p, ms_error *err)
+{
+	ms_status st = plan_validate(p, err);
+	if (st) {
+		ms_error_prefix(err, name);
+		return st;
+	}
+	c_numbers cn;
+	c_numbers_begin(&cn);
+	errno = 0;
+	const int failed = write_all(f, p) || fflush(f) != 0;
+	const int saved = errno;
+	c_numbers_end(&cn);
+	if (failed)
+		return ms_fail(err, MS_ERR_IO, "%s: write failed: %s", name, saved ? strerror(saved) : "unknown error");
+	return MS_OK;
+}
+
 /* Writes tmp, syncs it and renames it over path (io/durable.h); on any failure removes tmp, so no half-written
  * plan is left. */
 static ms_status write_file(const char *path, const char *tmp, const plan *p, ms_error *err)
@@ -847,19 +894,5 @@ ms_status plan_write_csv(const char *path, const plan *p, ms_error *err)
 	st = write_file(path, tmp, p, err);
 	c_numbers_end(&cn);
 	free(tmp);
-	return st;
-}
-
-ms_status plan_write_csv_stream(FILE *f, const plan *p, ms_error *err)
-{
-	ms_status st = plan_validate(p, err);
-	if (st)
-		return st;
-	c_numbers cn;
-	c_numbers_begin(&cn);
-	errno = 0;
-	if (write_all(f, p) || fflush(f) != 0)
-		st = ms_fail(err, MS_ERR_IO, "plan CSV: write failed: %s", errno ? strerror(errno) : "unknown error");
-	c_numbers_end(&cn);
 	return st;
 }

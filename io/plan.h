@@ -1,4 +1,4 @@
-/* The grouping plan (DESIGN 4.1): which group every expert of every MoE block joins, and which member is the
+/* The grouping plan (docs/design.md §4.1): which group every expert of every MoE block joins, and which member is the
  * group's dominant. Stored as RFC 4180 CSV, one row per expert:
  *   layer,expert,group,dominant,frequency,similarity_to_dominant,stable_rank_gate,stable_rank_up,stable_rank_down
  * group is 0..G-1, or -1 for an expert dropped by pruning. The first five columns are required on import; the
@@ -36,9 +36,8 @@ ms_status plan_validate(const plan *p, ms_error *err);
 /* Writes the CSV (into path + ".tmp", synced, then renamed and its directory synced: io/durable.h), checking
  * every write and fclose. */
 ms_status plan_write_csv(const char *path, const plan *p, ms_error *err);
-/* The same CSV, validated the same way, to an open stream (the autosave writes it into memory); the caller
- * closes f and checks that. */
-ms_status plan_write_csv_stream(FILE *f, const plan *p, ms_error *err);
+/* Writes the CSV to an open stream (validated first; flushed, not closed). Messages name `name`. */
+ms_status plan_write_csv_stream(FILE *f, const char *name, const plan *p, ms_error *err);
 
 /* Reads a CSV for a model whose blocks carry `labels`. Every problem gives its own status and a message
  * "PATH: line L, column C: ..." for the first one found: bad CSV, wrong header, text in a number, unknown layer,
@@ -46,5 +45,11 @@ ms_status plan_write_csv_stream(FILE *f, const plan *p, ms_error *err);
  * dominant. */
 ms_status plan_read_csv(const char *path, int n_blocks, int n_experts, const char *const *labels, plan *out,
 			ms_error *err);
+
+/* The same reader on the bytes buf [len] (no NUL needed), for a plan held in memory or embedded in another file:
+ * messages read "NAME: line L, column C: ...", counting buf's first line as first_line (>= 1), so that they point
+ * into the file the bytes came from. */
+ms_status plan_read_csv_buffer(const char *name, long first_line, const char *buf, size_t len, int n_blocks,
+			       int n_experts, const char *const *labels, plan *out, ms_error *err);
 
 #endif

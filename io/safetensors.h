@@ -2,10 +2,10 @@
  *
  * Format (huggingface/safetensors): 8-byte little-endian header length N, N bytes of JSON
  * {"__metadata__": {str: str}, "name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...},
- * then the data buffer. The reader enforces the reference rules (DESIGN 2.1): N <= 100,000,000; the header is a
- * JSON object; offsets, sorted by begin, start at 0 and are contiguous; end - begin == prod(shape) * dtype size;
- * the buffer is covered exactly; no duplicate names. Every violation has its own status code and a message
- * naming the file, the tensor and the byte offset. Files are mapped read-only and never read whole. */
+ * then the data buffer. The reader enforces the reference rules (docs/design.md §2.1): N <= 100,000,000; the header
+ * is a JSON object; offsets, sorted by begin, start at 0 and are contiguous; end - begin == prod(shape) * dtype size;
+ * the buffer is covered exactly; no duplicate names. Every violation has its own status code and a message naming the
+ * file, the tensor and the byte offset. Files are mapped read-only and never read whole. */
 #ifndef ST_SAFETENSORS_H
 #define ST_SAFETENSORS_H
 
@@ -69,6 +69,13 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err);
 
 /* Scalar conversions. Rounding to F16/BF16 is round-to-nearest-even; NaN stays NaN. */
+/* Index of the first NaN or infinity in x [n], or -1. Every reader and kernel that refuses non-finite data
+ * screens with this one: it tests blocks of floats without a branch per element, which the compiler vectorises. */
+int64_t st_first_nonfinite(const float *x, int64_t n);
+/* The same over n elements of a float dtype's raw bytes (F32, F16, BF16; -1 for any other dtype), by the
+ * exponent bits alone, so that a tensor copied byte for byte is checked without converting it. */
+int64_t st_first_nonfinite_raw(st_dtype dtype, const void *bytes, uint64_t n);
+
 float st_bf16_to_f32(uint16_t h);
 uint16_t st_f32_to_bf16(float x);
 float st_f16_to_f32(uint16_t h);

@@ -1,6 +1,6 @@
-# `make bench`: stage timings beside limits measured in the same run (bench/bench.c, DESIGN 7), built -O2 from the
-# core objects. `make bigmodel`: peak memory of analyze, plan and merge on a generated >= 12 GB Mixtral-shaped
-# checkpoint (bench/bigmodel.sh). Neither is part of `make test`: no test asserts a time.
+# `make bench`: stage timings beside limits measured in the same run (bench/bench.c, docs/design.md §7), built -O2
+# from the core objects. `make bigmodel`: peak memory of analyze, plan and merge on a generated >= 12 GB
+# Mixtral-shaped checkpoint (bench/bigmodel.sh). Neither is part of `make test`: no test asserts a time.
 
 BENCH_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,bench/synth.c bench/hungarian.c)
 BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC))

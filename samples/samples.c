@@ -32,6 +32,7 @@
 #include <cjson/cJSON.h>
 
 #include "io/durable.h"
+#include "io/outdir.h"
 #include "io/safetensors.h"
 
 #define MAX_PROTO 8
@@ -186,7 +187,7 @@ static int tensor_cmp(const void *a, const void *b)
 
 /* ---- samples ----------------------------------------------------------------------------------------------- */
 
-/* Tensor names of a family's MoE block (DESIGN 2.1), after the block prefix. */
+/* Tensor names of a family's MoE block (docs/design.md §2.2), after the block prefix. */
 typedef struct {
 	const char *router;          /* ".gate.weight" */
 	const char *expert_stem;     /* ".experts." then the expert number */
@@ -1126,28 +1127,6 @@ static int remove_dir(const char *dir, int only_sample_files)
 	return rmdir(dir);
 }
 
-static ms_status make_dirs(const char *dir, ms_error *err)
-{
-	char path[4096];
-	if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-		return ms_fail(err, MS_ERR_ARG, "%.64s...: path too long", dir);
-	for (char *p = path + 1; ; p++) {
-		if (*p != '/' && *p)
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(path, 0777) != 0 && errno != EEXIST)
-			return ms_fail(err, MS_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
-		*p = c;
-		if (!c)
-			break;
-	}
-	struct stat sb;
-	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		return ms_fail(err, MS_ERR_IO, "%s: not a directory", dir);
-	return MS_OK;
-}
-
 /* 1 when dir holds nothing but sample files (so replacing it loses nothing of the user's). */
 static int only_sample_files(const char *dir)
 {
@@ -1206,7 +1185,7 @@ ms_status samples_write(const char *dir, const char *only, ms_error *err)
 	}
 	if (only && !found)
 		return ms_fail(err, MS_ERR_ARG, "samples: unknown sample '%s' (known: %s)", only, known);
-	ms_status st = make_dirs(dir, err);
+	ms_status st = outdir_make_dirs(dir, 0777, err);
 	for (int i = 0; i < samples_count && !st; i++)
 		if (!only || strcmp(samples_table[i].name, only) == 0)
 			st = write_sample(dir, i, err);

@@ -22,6 +22,9 @@ static int test_passed, test_failed;
 		} \
 	} while (0)
 
+/* A check whose condition says it all. */
+#define EXPECT(cond) CHECK(cond, "%s", "")
+
 /* |a - b| <= tol * max(1, |b|) */
 #define CHECK_CLOSE(a, b, tol) \
 	do { \

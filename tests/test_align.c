@@ -7,8 +7,6 @@
 #include "tests/test.h"
 
 /* CHECK with no message trips -Wformat-zero-length under -Werror; EXPECT passes an empty one. */
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 typedef struct {
 	float *gate, *up, *down; /* [f, d], [f, d], [d, f]; gate NULL for relu */
 	expert_weights w;

@@ -9,8 +9,6 @@
 
 #include "tests/test.h"
 
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 static float *random_matrix(int m, int n, unsigned long long seed)
 {
 	float *w = malloc(sizeof(float) * (size_t)m * n);

@@ -10,8 +10,6 @@
 #include "io/safetensors.h"
 #include "tests/test.h"
 
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 /* ---- by hand ---- */
 
 static const float A[5] = { 1, -2, 3, 0.5f, 8 };

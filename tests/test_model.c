@@ -15,8 +15,6 @@
 #include "tests/test.h"
 
 /* CHECK with no message trips -Wformat-zero-length under -Werror; EXPECT passes an empty one. */
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 #define GOLDEN "tests/data/golden/msmoe-mixtral"
 
 static char tmp_root[64];
@@ -222,7 +220,7 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 
 /* ---- tiny models --------------------------------------------------------------------------------------------- */
 
-/* How a family names a block's tensors, as in DESIGN 2.1 (written out here, not taken from model.c). */
+/* How a family names a block's tensors, as in docs/design.md §2.2 (written out here, not taken from model.c). */
 typedef struct {
 	const char *router_suffix, *infix;
 	const char *mats[3];   /* gate, up, down; gate NULL for switch */

@@ -12,8 +12,6 @@
 
 #include "tests/test.h"
 
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 #define GOLDEN_DIR "tests/data/golden/msmoe-mixtral/expected/"
 
 static char tmpdir[] = "/tmp/moescope-test-plan-XXXXXX";
@@ -227,6 +225,47 @@ static void test_export_import_identity(void)
 	plan_free(&p);
 	plan_free(&q);
 	plan_free(&r);
+}
+
+/* The buffer reader is the file reader on memory: the same plan from the same bytes, and its messages name the
+ * given place with lines counted from first_line. The stream writer gives the file writer's bytes. */
+static void test_buffer_reader_and_stream_writer(void)
+{
+	const char *labels[] = { "0", "1" };
+	plan p, q;
+	ms_error err;
+	EXPECT(plan_init(&p, 2, 4, labels) == MS_OK);
+	random_block(&p, 0, 2);
+	random_block(&p, 1, 3);
+	const char *path = tmp_path("stream.csv");
+	EXPECT(plan_write_csv(path, &p, &err) == MS_OK);
+	size_t n = 0, m = 0;
+	char *text = slurp(path, &n), *mem = NULL;
+	FILE *f = open_memstream(&mem, &m);
+	EXPECT(f && plan_write_csv_stream(f, "memory", &p, &err) == MS_OK);
+	if (f)
+		fclose(f);
+	EXPECT(text && mem && n == m && !memcmp(text, mem, n));
+	ms_status st = plan_read_csv_buffer("memory", 1, mem, m, 2, 4, labels, &q, &err);
+	CHECK(st == MS_OK, "%s", err.msg);
+	if (st == MS_OK) {
+		EXPECT(plans_equal(&p, &q));
+		plan_free(&q);
+	}
+	/* a bad expert on the CSV's third line, the buffer standing for lines 10.. of some file */
+	char *bad = text ? strdup(text) : NULL;
+	char *row = bad ? strchr(strchr(bad, '\n') + 1, '\n') + 1 : NULL; /* line 3: "0,1,..." */
+	if (row)
+		row[2] = '9';
+	st = bad ? plan_read_csv_buffer("state.autosave", 10, bad, n, 2, 4, labels, &q, &err) : MS_ERR_NOMEM;
+	CHECK(st == MS_ERR_PLAN_EXPERT && strstr(err.msg, "state.autosave: line 12, column 2: "), "%d %s", st, err.msg);
+	EXPECT(plan_read_csv_buffer("empty", 3, "", 0, 2, 4, labels, &q, &err) == MS_ERR_PLAN_HEADER &&
+	       strstr(err.msg, "empty: line 3, column 1: "));
+	free(bad);
+	free(text);
+	free(mem);
+	remove(path);
+	plan_free(&p);
 }
 
 static void test_init_and_groups(void)
@@ -548,6 +587,7 @@ int main(void)
 	}
 	RUN(test_golden_plans_import);
 	RUN(test_export_import_identity);
+	RUN(test_buffer_reader_and_stream_writer);
 	RUN(test_init_and_groups);
 	RUN(test_validate);
 	RUN(test_malformed_plans);

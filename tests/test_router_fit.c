@@ -8,8 +8,6 @@
 
 #include "tests/test.h"
 
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 static double gaussian(unsigned long long *s)
 {
 	const double u1 = ((test_rand_u64(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);

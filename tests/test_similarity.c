@@ -16,8 +16,6 @@
 #define GOLDEN "tests/data/golden/msmoe-mixtral/"
 
 /* A check whose condition says it all. */
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 /* ---- brute force ---- */
 
 /* (cos + 1) / 2 of two vectors given by a getter, all in double, with the 1e-7 floor. */

@@ -14,8 +14,6 @@
 #define GOLDEN "tests/data/golden/msmoe-mixtral/"
 
 /* A check whose condition says it all. */
-#define EXPECT(cond) CHECK(cond, "%s", "")
-
 /* ---- references ---- */
 
 /* Singular values of w [m, n] in descending order into s [min(m, n)], by double-precision LAPACK. */

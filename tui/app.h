@@ -1,4 +1,4 @@
-/* The interactive application's model (DESIGN 6), apart from drawing: the model and calibration set, every
+/* The interactive application's model (docs/design.md §6.1), apart from drawing: the model and calibration set, every
  * block's statistics as the worker delivers them, the current plan with the choices that made it, its undo and
  * redo stacks, the evaluation of each merged block, and where the user is (block, view, cursors, dialog).
  *

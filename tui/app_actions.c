@@ -133,7 +133,7 @@ static void next_base(app *a)
 {
 	do
 		a->cur.base = (sim_base)((a->cur.base + 1) % SIM_BASE_COUNT);
-	while (!a->cal && a->cur.base != SIM_ROUTER_WEIGHT && a->cur.base != SIM_WEIGHT);
+	while (!a->cal && sim_base_needs_calibration(a->cur.base));
 }
 
 unsigned app_act_method(app *a)

@@ -1,7 +1,7 @@
 /* The autosave file (tui/autosave.h): its place, its name, writing it atomically and durably (io/durable.h) and
  * reading it back with every line checked. The plan part is the plan CSV exactly as io/plan.h writes and reads
- * it: written through plan_write_csv_stream into memory and copied in, read by copying it out to a scratch file
- * for plan_read_csv, so there is one CSV format and one CSV parser. (The file is named app_autosave.c only so that the Makefile's
+ * it: written by plan_write_csv_stream into memory, read in place by plan_read_csv_buffer, so there is one CSV
+ * format and one CSV parser, and no scratch file. (The file is named app_autosave.c only so that the Makefile's
  * list of unit-test sources, which takes in tui/app_*.c, links it.) */
 #include "tui/autosave.h"
 
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "io/durable.h"
+#include "io/outdir.h"
 
 #define AUTOSAVE_MAGIC "moescope-autosave 1"
 /* The plan CSV is refused past 64 MiB (io/plan.c); the header adds a few bytes per block. */
@@ -111,29 +112,6 @@ ms_status autosave_identify(const char *model_dir, autosave_identity *id, ms_err
 	return MS_OK;
 }
 
-/* mkdir -p with mode 0700 (state is private); the last component must end up a directory. */
-static ms_status make_dirs(const char *dir, ms_error *err)
-{
-	char p[AUTOSAVE_PATH_MAX];
-	if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
-		return ms_fail(err, MS_ERR_ARG, "%s: path too long", dir);
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		const char c = *s;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", p, strerror(errno));
-		*s = c;
-		if (!c)
-			break;
-	}
-	struct stat sb;
-	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		return ms_fail(err, MS_ERR_IO, "%s: not a directory", dir);
-	return MS_OK;
-}
-
 ms_status autosave_locate(const char *model_dir, autosave_identity *id, char *path, size_t len, ms_error *err)
 {
 	char dir[AUTOSAVE_PATH_MAX];
@@ -141,7 +119,7 @@ ms_status autosave_locate(const char *model_dir, autosave_identity *id, char *pa
 	if (!st)
 		st = autosave_state_dir(dir, sizeof dir, err);
 	if (!st)
-		st = make_dirs(dir, err);
+		st = outdir_make_dirs(dir, 0700, err);  /* state is private */
 	if (!st)
 		st = autosave_file_name(dir, id->model, path, len, err);
 	return st;
@@ -149,7 +127,7 @@ ms_status autosave_locate(const char *model_dir, autosave_identity *id, char *pa
 
 /* ---- small file helpers ---- */
 
-/* path + suffix with this process's id in between: two applications on one model never share scratch files. */
+/* path + suffix with this process's id in between: two applications on one model never share a temporary file. */
 static char *sibling(const char *path, const char *suffix)
 {
 	size_t n = strlen(path) + strlen(suffix) + 24;
@@ -259,16 +237,14 @@ ms_status autosave_write(const char *path, const autosave_record *r, ms_error *e
 	if (st)
 		return st;
 	/* The CSV goes to memory first: its length and checksum head the file. */
-	char *tmp = sibling(path, ".tmp"), *csv = NULL;
+	char *tmp = sibling(path, ".tmp");
+	char *csv = NULL;
 	size_t csv_len = 0;
 	FILE *mem = tmp ? open_memstream(&csv, &csv_len) : NULL;
 	if (!mem)
 		st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-	if (!st) {
-		st = plan_write_csv_stream(mem, &r->p, err);
-		if (st)
-			ms_error_prefix(err, path);
-	}
+	if (!st)
+		st = plan_write_csv_stream(mem, path, &r->p, err);
 	if (mem && fclose(mem) != 0 && !st)
 		st = ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
 	if (!st)
@@ -540,47 +516,12 @@ static ms_status check_identity(const char *path, const autosave_identity *got, 
 	return MS_OK;
 }
 
-/* plan_read_csv's "SCRATCH: line L, column C: ..." as "PATH: line L + header, column C: ...". */
-static void reword_plan_error(ms_error *err, const char *scratch, const char *path, int header_lines)
-{
-	if (!err)
-		return;
-	const size_t n = strlen(scratch);
-	if (strncmp(err->msg, scratch, n) != 0)
-		return;
-	char rest[sizeof err->msg];
-	long line;
-	int col, used = 0;
-	if (sscanf(err->msg + n, ": line %ld, column %d: %n", &line, &col, &used) == 2 && used > 0) {
-		snprintf(rest, sizeof rest, "%s", err->msg + n + used);
-		ms_fail(err, err->code, "%s: line %ld, column %d: %s", path, line + header_lines, col, rest);
-	} else {
-		snprintf(rest, sizeof rest, "%s", err->msg + n);
-		ms_fail(err, err->code, "%s: plan%s", path, rest);
-	}
-}
-
-/* The plan part through plan_read_csv, by way of a scratch file beside the autosave. */
+/* The plan part, in place: its lines are counted from the one after the header, so a message points into the
+ * autosave file itself. */
 static ms_status read_plan_part(hdr *h, int n_blocks, int n_experts, const char *const *labels, plan *out)
 {
-	char *scratch = sibling(h->path, ".read.csv");
-	if (!scratch)
-		return ms_fail(h->err, MS_ERR_NOMEM, "%s: out of memory", h->path);
-	const size_t n = h->len - h->pos;
-	FILE *f = fopen(scratch, "w");
-	ms_status st = MS_OK;
-	if (!f)
-		st = ms_fail(h->err, MS_ERR_IO, "%s: cannot create: %s", scratch, strerror(errno));
-	else if ((fwrite(h->buf + h->pos, 1, n, f) != n) | (fclose(f) != 0))
-		st = ms_fail(h->err, MS_ERR_IO, "%s: write failed", scratch);
-	if (!st) {
-		st = plan_read_csv(scratch, n_blocks, n_experts, labels, out, h->err);
-		if (st)
-			reword_plan_error(h->err, scratch, h->path, h->line);
-	}
-	remove(scratch);
-	free(scratch);
-	return st;
+	return plan_read_csv_buffer(h->path, h->line + 1, h->buf + h->pos, h->len - h->pos, n_blocks, n_experts,
+				    labels, out, h->err);
 }
 
 static ms_status read_buffer(hdr *h, const autosave_identity *expect, int n_blocks, int n_experts,

@@ -98,9 +98,7 @@ static void do_import(app *a, const char *path)
 {
 	ms_error err = {0};
 	plan p;
-	const char **labels = malloc((size_t)a->n_blocks * sizeof *labels);
-	for (int b = 0; labels && b < a->n_blocks; b++)
-		labels[b] = a->m->blocks[b].label;
+	const char **labels = mdl_block_labels(a->m);
 	ms_status st = labels ? plan_read_csv(path, a->n_blocks, a->E, labels, &p, &err)
 			      : ms_fail(&err, MS_ERR_NOMEM, "out of memory");
 	free(labels);

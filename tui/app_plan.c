@@ -144,7 +144,7 @@ static unsigned wanted_stats(const app *a)
 {
 	const sim_base base = a->cur.base;
 	if (!a->cal) /* only what the weights alone give */
-		return APP_HAVE_SRANK | (base == SIM_ROUTER_WEIGHT || base == SIM_WEIGHT ? APP_HAVE_BASE(base) : 0);
+		return APP_HAVE_SRANK | (sim_base_needs_calibration(base) ? 0 : APP_HAVE_BASE(base));
 	unsigned want = APP_HAVE_ROUTING | APP_HAVE_SRANK | APP_HAVE_BASE(base);
 	if (a->cur.method == GRP_PRUNE_REAP)
 		want |= APP_HAVE_REAP;

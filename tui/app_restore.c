@@ -113,17 +113,9 @@ void app_autosave_clean(app *a)
 
 /* ---- offering the autosave back ---- */
 
-static const char **block_labels(const app *a)
-{
-	const char **labels = malloc((size_t)a->n_blocks * sizeof *labels);
-	for (int b = 0; labels && b < a->n_blocks; b++)
-		labels[b] = a->m->blocks[b].label;
-	return labels;
-}
-
 static autosave_record *read_autosave(const app *a, ms_error *err)
 {
-	const char **labels = block_labels(a);
+	const char **labels = mdl_block_labels(a->m);
 	autosave_record *r = calloc(1, sizeof *r);
 	ms_status st = labels && r ? autosave_read(a->autosave_path, &a->autosave_id, a->n_blocks, a->E, labels, r, err)
 				   : ms_fail(err, MS_ERR_NOMEM, "out of memory reading the autosave");

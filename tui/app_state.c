@@ -16,18 +16,10 @@ const grid_scheme *app_choose_scheme(int mono_flag, int colours)
 	return colours >= 256 ? &grid_scheme_color256 : &grid_scheme_color8;
 }
 
-static const char **block_labels(const mdl_model *m)
-{
-	const char **labels = malloc((size_t)m->n_blocks * sizeof *labels);
-	for (int b = 0; labels && b < m->n_blocks; b++)
-		labels[b] = m->blocks[b].label;
-	return labels;
-}
-
 static int alloc_state(app *a)
 {
 	const int n = a->n_blocks;
-	const char **labels = block_labels(a->m);
+	const char **labels = mdl_block_labels(a->m);
 	int rc = labels ? plan_init(&a->cur.p, n, a->E, labels) : -1;
 	if (rc == 0)
 		rc = plan_init(&a->saved, n, a->E, labels);

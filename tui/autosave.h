@@ -95,9 +95,9 @@ ms_status autosave_identify(const char *model_dir, autosave_identity *id, ms_err
  * with its parents) and the file's path in it. */
 ms_status autosave_locate(const char *model_dir, autosave_identity *id, char *path, size_t len, ms_error *err);
 
-/* Writes r as the file at path, atomically (through plan_write_csv into PATH.PID.csv, then PATH.PID.tmp renamed
- * over path); r->p must be valid. Leaves nothing behind on failure. MS_ERR_IO naming the file, MS_ERR_ARG for a
- * calibration path with a newline, MS_ERR_NOMEM. */
+/* Writes r as the file at path, atomically (header and plan CSV into PATH.PID.tmp, then renamed over path);
+ * r->p must be valid. Leaves nothing behind on failure. MS_ERR_IO naming the file, MS_ERR_ARG for a calibration
+ * path with a newline, MS_ERR_NOMEM. */
 ms_status autosave_write(const char *path, const autosave_record *r, ms_error *err);
 
 /* Reads the file at path for a model with these blocks and experts. Every problem is an error naming the file

@@ -9,6 +9,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "analysis/pipeline.h"
+#include "tui/merge_run.h"
+
 const char cli_threads_help[] =
 	"--threads N  threads to use (default: one per core); results are bit-identical for any N";
 
@@ -45,12 +48,48 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	return CLI_USAGE;
 }
 
+/* The options whose value is one of a table's names (io/names.h): --help lists them from the tables themselves,
+ * so the help cannot fall behind a new row. */
+static const struct {
+	const char *option;
+	const char *const *names, *const *help;
+	int n;
+} choices[] = {
+	{"--similarity", sim_base_names, sim_base_help, SIM_BASE_COUNT},
+	{"--method", grp_method_names, grp_method_help, GRP_METHOD_COUNT},
+	{"--linkage", grp_linkage_names, grp_linkage_help, GRP_LINK_COUNT},
+	{"--layout", pipe_layout_names, pipe_layout_help, PIPE_LAYOUT_COUNT},
+	{"--router", rfit_method_names, rfit_method_help, RFIT_METHOD_COUNT},
+	{"--align", align_ref_names, align_ref_help, ALIGN_COUNT},
+	{"--weighting", merge_weighting_names, merge_weighting_help, MERGE_WEIGHTING_COUNT},
+	{"--compress-format", mrun_format_names, mrun_format_help, MRUN_FORMAT_COUNT},
+};
+
+/* Whether the synopsis mentions the option as a whole word ("--rank" is not "--rank-energy"). */
+static int mentions(const char *synopsis, const char *option)
+{
+	size_t n = strlen(option);
+	for (const char *p = strstr(synopsis, option); p; p = strstr(p + 1, option))
+		if (p[n] == ' ' || p[n] == ']' || p[n] == '\0')
+			return 1;
+	return 0;
+}
+
 int cli_help(const char *cmd)
 {
 	const cli_command *c = find_command(cmd);
 	if (!c)
 		return CLI_USAGE;
-	printf("usage: moescope %s\n\n%s\n\n%s\n", c->synopsis, c->summary, cli_threads_help);
+	printf("usage: moescope %s\n\n%s\n\n", c->synopsis, c->summary);
+	for (size_t i = 0; i < sizeof choices / sizeof choices[0]; i++) {
+		if (!mentions(c->synopsis, choices[i].option))
+			continue;
+		printf("%s, one of:\n", choices[i].option);
+		for (int k = 0; k < choices[i].n; k++)
+			printf("  %-16s %s\n", choices[i].names[k], choices[i].help[k]);
+		putchar('\n');
+	}
+	printf("%s\n", cli_threads_help);
 	return CLI_OK;
 }
 

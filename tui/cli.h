@@ -6,7 +6,7 @@
 
 #include "io/error.h"
 
-/* Exit statuses (DESIGN 5). */
+/* Exit statuses (docs/design.md §5). */
 enum { CLI_OK = 0, CLI_USER_ERROR = 1, CLI_USAGE = 2 };
 
 typedef struct {

@@ -69,12 +69,9 @@ static int parse_args(int argc, char **argv, merge_args *a)
 		case 'f': a->req.force = 1; break;
 		case 'h': return cli_help("merge") - 1;
 		case 'F':
-			found = 0;
-			for (int i = 0; i < MRUN_FORMAT_COUNT; i++)
-				if (strcmp(optarg, mrun_format_names[i]) == 0)
-					a->req.format = (mrun_format)i, found = 1;
-			if (!found)
+			if ((found = names_index(mrun_format_names, MRUN_FORMAT_COUNT, optarg)) < 0)
 				return cli_usage_error("merge", "--compress-format: '%s' is not dense or factors", optarg);
+			a->req.format = (mrun_format)found;
 			break;
 		case 'S':
 			if (cli_parse_size(optarg, &a->req.max_shard_bytes) != 0)

@@ -15,16 +15,15 @@ const cli_command cli_commands[] = {
 	{"plan", cmd_plan,
 	 "plan MODEL --calib C --groups G [--global] [--method M] [--linkage L] [--similarity B] [--layers LIST] "
 	 "--out PLAN.csv",
-	 "Group the experts of every block (msmoe, hc, prune-frequency, prune-reap) and write the plan CSV."},
+	 "Group the experts of every block (M-SMoE, HC-SMoE or a pruning baseline) and write the plan CSV."},
 	{"eval", cmd_eval,
 	 "eval MODEL --calib C [--plan PLAN.csv] [--layout L] [--router R] [--align A] [--weighting W] "
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--eval-tokens N] [--json OUT]",
 	 "Output error, routing agreement, parameters and FLOPs of a plan per block; without a plan, MEO."},
 	{"merge", cmd_merge,
-	 "merge MODEL --plan PLAN.csv --out DIR [--calib C] [--layout compact|aliased] [--router lse-fit|mean|dominant] "
-	 "[--align dominant|first|none] [--weighting frequency|uniform|dominant] [--rank R | --rank-energy E | "
-	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense|factors] [--max-shard-size S] [--force] "
-	 "[--eval-tokens N]",
+	 "merge MODEL --plan PLAN.csv --out DIR [--calib C] [--layout L] [--router R] [--align A] [--weighting W] "
+	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--compress-format F] [--max-shard-size S] "
+	 "[--force] [--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
 	{"tui", cmd_tui, "tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
 	 "The interactive application (also `moescope MODEL [CALIB]`); --script runs keys from a file without a terminal."},

@@ -14,7 +14,8 @@
 #include "io/safetensors.h"
 #include "tui/report.h"
 
-const char *const mrun_format_names[MRUN_FORMAT_COUNT] = {"dense", "factors"};
+const char *const mrun_format_names[MRUN_FORMAT_COUNT] = { MRUN_FORMAT_TABLE(NAMES_X_NAME) };
+const char *const mrun_format_help[MRUN_FORMAT_COUNT] = { MRUN_FORMAT_TABLE(NAMES_X_HELP) };
 
 mrun_request mrun_request_defaults(void)
 {
@@ -114,7 +115,7 @@ static ms_status declare(mrun_ctx *c, const char *name, const char *suffix, st_d
 }
 
 /* A matrix stored as factors: NAME_u [m, r], NAME_v [r, n], and the residual NAME_sparse_idx (I32) and
- * NAME_sparse_val [nnz] when there is one (DESIGN 4.3). */
+ * NAME_sparse_val [nnz] when there is one (docs/design.md §4.3). */
 static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor *src, const cmp_result *r,
 				 ms_error *err)
 {
@@ -177,21 +178,6 @@ static ms_status one_line(ms_error *err, ms_status st)
 	return st;
 }
 
-/* Index of the first NaN or infinity among the n elements of a float tensor's bytes, or -1 (and -1 for a dtype
- * that is not F32, F16 or BF16). Looks at the exponent bits only, so nothing is converted. */
-static int64_t first_nonfinite_raw(st_dtype dtype, const unsigned char *p, uint64_t n)
-{
-	for (uint64_t i = 0; i < n; i++) {
-		if (dtype == ST_F32 && (p[4 * i + 3] & 0x7f) == 0x7f && (p[4 * i + 2] & 0x80))
-			return (int64_t)i;
-		if (dtype == ST_F16 && (p[2 * i + 1] & 0x7c) == 0x7c)
-			return (int64_t)i;
-		if (dtype == ST_BF16 && (p[2 * i + 1] & 0x7f) == 0x7f && (p[2 * i] & 0x80))
-			return (int64_t)i;
-	}
-	return -1;
-}
-
 /* Non-expert tensors byte for byte, in chunks so an interrupt is seen promptly. A NaN or infinity in one is
  * refused like one in an expert: a merged checkpoint never holds one. */
 static ms_status copy_plain_tensors(mrun_ctx *c, ms_error *err)
@@ -207,7 +193,7 @@ static ms_status copy_plain_tensors(mrun_ctx *c, ms_error *err)
 		for (uint64_t off = 0; st == MS_OK && off < t->nbytes; off += COPY_CHUNK) {
 			uint64_t n = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
 			const unsigned char *p = (const unsigned char *)t->data + off;
-			int64_t bad = first_nonfinite_raw(t->dtype, p, n / es);
+			int64_t bad = st_first_nonfinite_raw(t->dtype, p, n / es);
 			st = interrupted(c, err);
 			if (st == MS_OK && bad >= 0)
 				st = one_line(err, ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %llu: NaN or infinity; "

@@ -1,4 +1,4 @@
-/* Committing a plan: writes the merged checkpoint (DESIGN 4.3). `moescope merge` and the interactive
+/* Committing a plan: writes the merged checkpoint (docs/design.md §4.3). `moescope merge` and the interactive
  * application's commit dialog both call mrun_run, so what the dialog writes is what the command writes. */
 #ifndef MRUN_MERGE_RUN_H
 #define MRUN_MERGE_RUN_H
@@ -9,10 +9,20 @@
 #include "analysis/pipeline.h"
 #include "io/calib.h"
 #include "io/model.h"
+#include "io/names.h"
 #include "io/plan.h"
 
-typedef enum { MRUN_FORMAT_DENSE, MRUN_FORMAT_FACTORS, MRUN_FORMAT_COUNT } mrun_format;
+/* How a compressed matrix is stored (--compress-format): X(value, name, help) rows (io/names.h). */
+#define MRUN_FORMAT_TABLE(X) \
+	X(MRUN_FORMAT_DENSE,   "dense",   "the reconstruction as an ordinary weight (the default; loads anywhere)") \
+	X(MRUN_FORMAT_FACTORS, "factors", "the factors _u, _v and the sparse residual (smaller; needs a loader)")
+
+typedef enum {
+	MRUN_FORMAT_TABLE(NAMES_X_ENUM)
+	MRUN_FORMAT_COUNT
+} mrun_format;
 extern const char *const mrun_format_names[MRUN_FORMAT_COUNT];
+extern const char *const mrun_format_help[MRUN_FORMAT_COUNT];
 
 typedef struct {
 	const char *out_dir;

@@ -30,18 +30,9 @@ void opt_close(mdl_model *m, calib *cal)
 		mdl_close(m);
 }
 
-/* The block labels as plan_init and plan_read_csv take them. */
-static const char **block_labels(const mdl_model *m)
-{
-	const char **labels = malloc((size_t)m->n_blocks * sizeof *labels);
-	for (int b = 0; labels && b < m->n_blocks; b++)
-		labels[b] = m->blocks[b].label;
-	return labels;
-}
-
 int opt_plan_init(const mdl_model *m, plan *p)
 {
-	const char **labels = block_labels(m);
+	const char **labels = mdl_block_labels(m);
 	int rc = labels ? plan_init(p, m->n_blocks, m->n_experts, labels) : -1;
 	free(labels);
 	if (rc != 0) {
@@ -54,7 +45,7 @@ int opt_plan_init(const mdl_model *m, plan *p)
 int opt_plan_read(const mdl_model *m, const char *path, plan *p)
 {
 	ms_error err = {0};
-	const char **labels = block_labels(m);
+	const char **labels = mdl_block_labels(m);
 	if (!labels) {
 		fprintf(stderr, "moescope: out of memory\n");
 		return 1;
@@ -119,11 +110,11 @@ const char *const opt_merge_option_names[] = {
 /* Parses `value` against a name table; -1 with a message listing the choices when it is none of them. */
 static int parse_choice(const char *opt, const char *value, const char *const *names, int n, char *msg, size_t len)
 {
-	for (int i = 0; i < n; i++)
-		if (strcmp(value, names[i]) == 0)
-			return i;
+	int i = names_index(names, n, value);
+	if (i >= 0)
+		return i;
 	int off = snprintf(msg, len, "--%s: '%s' is not one of", opt, value);
-	for (int i = 0; i < n && off > 0 && (size_t)off < len; i++)
+	for (i = 0; i < n && off > 0 && (size_t)off < len; i++)
 		off += snprintf(msg + off, len - (size_t)off, " %s", names[i]);
 	return -1;
 }

@@ -1,4 +1,4 @@
-/* The report JSON (DESIGN 4.2): what was analysed, with which options, and every block's results, as cJSON
+/* The report JSON (docs/design.md §4.2): what was analysed, with which options, and every block's results, as cJSON
  * objects the commands assemble and io/jsonfile writes. */
 #ifndef REPORT_REPORT_H
 #define REPORT_REPORT_H

@@ -1,9 +1,9 @@
-# Interrupting a merge (DESIGN 4.3): SIGINT or SIGTERM part-way through a merge of olmoe-mini must end with exit
-# status 1 and one line saying it was interrupted, leave neither the output nor the temporary directory, and
-# leave the input's files as they were. The merge runs in the background; the signal goes when the temporary
-# directory ".NAME.moescope-*" appears beside the output (or, in the later variants, once the first or the second
-# shard is being written into it). Polling is bounded; a merge that finishes before the signal could be sent is retried
-# with more work (compression), and reported if it still outruns the poll.
+# Interrupting a merge (docs/design.md §4.3): SIGINT or SIGTERM part-way through a merge of olmoe-mini must end with
+# exit status 1 and one line saying it was interrupted, leave neither the output nor the temporary directory, and
+# leave the input's files as they were. The merge runs in the background; the signal goes when the temporary directory
+# ".NAME.moescope-*" appears beside the output (or, in the later variants, once the first or the second shard is being
+# written into it). Polling is bounded; a merge that finishes before the signal could be sent is retried with more
+# work (compression), and reported if it still outruns the poll.
 . "$(dirname "$0")/lib.sh"
 S=${SAMPLES:-$BUILD/samples}/olmoe-mini
 C=$S/calib.safetensors

@@ -80,7 +80,7 @@ static void fz_note(ms_status st, const ms_error *err)
 		fprintf(stderr, "  -> %s%s%s\n", ms_status_name(st), st ? ": " : "", st ? err->msg : "");
 }
 
-/* A failed call must leave a one-line message (DESIGN 8) that names the file it was given. */
+/* A failed call must leave a one-line message (docs/design.md §8) that names the file it was given. */
 static void fz_check_error(ms_status st, const ms_error *err, const char *path)
 {
 	fz_note(st, err);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzing of the parsers of untrusted input (DESIGN 8), and replay of the kept corpus.
+# Fuzzing of the parsers of untrusted input (docs/design.md §8), and replay of the kept corpus.
 #
 #   tests/fuzz/run.sh SECONDS [TARGET...]  build with clang's libFuzzer (ASan + UBSan) and fuzz each target for
 #                                          SECONDS; new inputs go to $BUILD/fuzz/work/TARGET, the kept corpus in
