@@ -34,7 +34,7 @@ double srank_frobenius2(const float *w, int m, int n)
  *
  * sigma_max^2 is the largest eigenvalue of the Gram matrix W^T W. Two ways to get it, for W [m, n], k = min(m, n),
  * l = max(m, n), counting multiply-adds:
- *   Gram: form the k x k Gram matrix in double (DSYRK, k^2 l / 2) and take its largest eigenvalue directly
+ *   Gram: form the k x k Gram matrix in double (k^2 l / 2) and take its largest eigenvalue directly
  *         (DSYEVR, about 4/3 k^3 to reduce it to tridiagonal form). Exact to rounding, no iteration.
  *   Lanczos on W^T W: each step applies W^T W to a vector in one pass over W (2 m n = 2 k l), plus
  *         reorthogonalisation against the steps so far. Pure noise, whose top singular values crowd together,
@@ -42,8 +42,11 @@ double srank_frobenius2(const float *w, int m, int n)
  * Lanczos never needs more than k steps, and 50 steps cost 100 k l against Gram's k l (k / 2 + 4/3 k^2 / l)
  * (done in double, at about half the float rate). So Gram wins only for small matrices, k up to about 64, where
  * Lanczos would run nearly to k steps anyway; from there up Lanczos wins by a growing factor (k / 100 at worst,
- * and a Gram matrix of real expert shapes costs 10-100 times a whole Lanczos run). */
-#define SRANK_GRAM_MAX 64
+ * and a Gram matrix of real expert shapes costs 10-100 times a whole Lanczos run). Even for small k the automatic
+ * choice is Lanczos for now (SRANK_GRAM_MAX 0): LAPACKE_dsyevr's result changes in the last bits with the number
+ * of OpenBLAS threads (seen on the golden model's 32 x 48 experts), which would make results depend on the
+ * thread count; with BLAS pinned to one thread SRANK_GRAM_MAX can be 64. Both cost little there either way. */
+#define SRANK_GRAM_MAX 0
 
 /* ---- Gram matrix and a direct eigenvalue solver (small matrices) ---- */
 
@@ -57,9 +60,18 @@ static ms_status gram_sigma_max(const float *w, int m, int n, double *sigma)
 	if (a && g && eig && support) {
 		for (size_t i = 0; i < (size_t)m * n; i++)
 			a[i] = w[i];
-		/* G = W W^T when m <= n (a [m, n] times its transpose), else W^T W; upper triangle, k x k. Double
-		 * cannot overflow here: a float squared and summed l times stays far below 1e308. */
-		cblas_dsyrk(CblasRowMajor, CblasUpper, m <= n ? CblasNoTrans : CblasTrans, k, l, 1.0, a, n, 0.0, g, k);
+		/* G = W W^T when m <= n, else W^T W; upper triangle, k x k, summed in a fixed order by plain loops (at
+		 * k <= SRANK_GRAM_MAX this is cheap, and a threaded DSYRK could split the sums differently with the
+		 * thread count). Double cannot overflow here: a float squared and summed l times stays below 1e308. */
+		const int wide = m <= n;
+		for (int i = 0; i < k; i++)
+			for (int j = i; j < k; j++) {
+				double acc = 0.0;
+				for (int r = 0; r < l; r++)
+					acc += wide ? a[(size_t)i * n + r] * a[(size_t)j * n + r]
+						    : a[(size_t)r * n + i] * a[(size_t)r * n + j];
+				g[(size_t)i * k + j] = acc;
+			}
 		lapack_int found = 0;
 		lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'N', 'I', 'U', k, g, k, 0.0, 0.0, k, k, 0.0, &found,
 						 eig, NULL, 1, support);

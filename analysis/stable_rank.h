@@ -1,11 +1,12 @@
 /* Stable rank (DESIGN 3): |W|_F^2 / (sigma_max^2 + 1e-7), the MC-SMoE measure of how compressible a matrix is.
  *
- * sigma_max^2 is the largest eigenvalue of W^T W. Small matrices (min(m, n) <= 64) get it exactly from their Gram
- * matrix in double (DSYRK, then LAPACKE_dsyevr for the top eigenvalue alone); larger ones from Lanczos on W^T W
- * with full reorthogonalisation (one pass over W per step, no Gram matrix formed), which reaches 1e-4 in a few
- * dozen steps even when the top singular values crowd together, far fewer than power iteration. stable_rank.c
- * states the cost model behind the choice. The start vector is fixed and nothing runs in parallel inside, so
- * results are reproducible and independent of thread count. Work space is allocated and freed inside. */
+ * sigma_max^2 is the largest eigenvalue of W^T W, found by Lanczos on W^T W with full reorthogonalisation (one
+ * pass over W per step, no Gram matrix formed), which reaches 1e-4 in a few dozen steps even when the top singular
+ * values crowd together, far fewer than power iteration. A second method, exact to rounding, forms the Gram
+ * matrix in double and takes its top eigenvalue with LAPACKE_dsyevr (the better choice for tiny matrices);
+ * stable_rank.c states the cost model and why the automatic choice is Lanczos for now. The start vector is fixed
+ * and nothing runs in parallel inside, so Lanczos results are reproducible and independent of thread count. Work
+ * space is allocated and freed inside. */
 #ifndef SRANK_STABLE_RANK_H
 #define SRANK_STABLE_RANK_H
 
