@@ -1,11 +1,13 @@
 /* Stable rank (docs/design.md §3.3): |W|_F^2 / (sigma_max^2 + 1e-7), the MC-SMoE measure of how compressible a
  * matrix is.
  *
- * sigma_max comes from Golub-Kahan-Lanczos bidiagonalisation (Golub & Van Loan, Matrix Computations, 10.4) with
- * full reorthogonalisation, not from a full SVD: each step costs two matrix-vector products, and the largest
- * singular value of the small bidiagonal (LAPACKE_dbdsqr) converges to sigma_max in a few dozen steps, far
- * faster than power iteration when the top singular values are close. The start vector is fixed, so results
- * are reproducible. Work space is allocated and freed inside. */
+ * sigma_max^2 is the largest eigenvalue of W^T W, found by Lanczos on W^T W with full reorthogonalisation (one
+ * pass over W per step, no Gram matrix formed), which reaches 1e-4 in a few dozen steps even when the top singular
+ * values crowd together, far fewer than power iteration. A second method, exact to rounding, forms the Gram
+ * matrix in double and takes its top eigenvalue with LAPACKE_dsyevr (the better choice for tiny matrices);
+ * stable_rank.c states the cost model and why the automatic choice is Lanczos for now. The start vector is fixed
+ * and nothing runs in parallel inside, so Lanczos results are reproducible and independent of thread count. Work
+ * space is allocated and freed inside. */
 #ifndef SRANK_STABLE_RANK_H
 #define SRANK_STABLE_RANK_H
 
@@ -19,14 +21,21 @@
 /* sum of w [m, n]^2, accumulated in double. */
 double srank_frobenius2(const float *w, int m, int n);
 
-/* *sigma = the largest singular value of w [m, n]. Iterates until the largest Ritz value changes by less than
- * rel_tol / 10 relative to itself and, since a change test alone stalls on plateaus when the top singular values
- * crowd together, the residual of its Ritz vector also bounds the error below rel_tol (see stable_rank.c); or
- * until the Krylov space is exhausted; or for min(m, n) steps, where the result is exact up to rounding.
- * *iterations (may be NULL) = bidiagonalisation steps taken, each two matrix-vector products. A zero matrix
+typedef enum { SRANK_AUTO, SRANK_LANCZOS, SRANK_GRAM } srank_method;
+
+/* *sigma = the largest singular value of w [m, n]. Lanczos iterates until the largest Ritz value has changed by
+ * less than rel_tol / 10 relative to itself over the last few steps and, since a change test alone stalls on
+ * plateaus when the top singular values crowd together, the residual of its Ritz vector also bounds the error
+ * below rel_tol (see stable_rank.c); or until the Krylov space is exhausted; or for min(m, n) steps, where the
+ * result is exact up to rounding. The Gram method is exact up to rounding whatever rel_tol.
+ * *iterations (may be NULL) = Lanczos steps taken, each one pass over w (0 for the Gram method). A zero matrix
  * gives 0 in zero steps. MS_ERR_ARG on bad sizes or rel_tol <= 0, MS_ERR_NONFINITE when w holds NaN or infinity
- * (or values whose products overflow float), MS_ERR_NUMERIC when LAPACK fails, MS_ERR_NOMEM. */
+ * (or values whose products overflow), MS_ERR_NUMERIC when LAPACK fails, MS_ERR_NOMEM. */
 ms_status srank_sigma_max(const float *w, int m, int n, double rel_tol, double *sigma, int *iterations);
+
+/* The same with the method chosen by the caller (SRANK_AUTO: as srank_sigma_max); for tests and benchmarks. */
+ms_status srank_sigma_max_by(const float *w, int m, int n, double rel_tol, srank_method how, double *sigma,
+			     int *iterations);
 
 /* *sr = |w|_F^2 / (sigma_max^2 + SRANK_FLOOR), sigma_max as above (same errors). */
 ms_status srank_stable_rank(const float *w, int m, int n, double rel_tol, double *sr);

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1018,33 +1019,253 @@ const char *st_shard_path(const st_file *f, size_t i)
 	return f && i < f->nshards ? f->shards[i].path : NULL;
 }
 
-/* ---- reading rows as float32 ---- */
+/* ---- row conversions ---- */
 
-/* Little-endian loads byte by byte: mapped data need not be aligned, and the file order is fixed. */
-static uint16_t load_u16(const unsigned char *p)
+/* The row loops below work in blocks of ST_BLOCK values: each block is copied into a local array (a memcpy, as the
+ * mapped data need not be aligned), converted lane by lane with no branch and copied out. A loop with a fixed trip
+ * count, no aliasing (restrict, local arrays) and only selects is what gcc's -O2 vectoriser accepts; the last
+ * partial block goes through the same lane functions one value at a time. Files are little-endian; a big-endian
+ * host swaps each value's bytes after loading and before storing. */
+#define ST_BLOCK 32
+
+#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define ST_HOST_BIG_ENDIAN 1
+#else
+#define ST_HOST_BIG_ENDIAN 0
+#endif
+
+static uint16_t le16(uint16_t v)
 {
-	return (uint16_t)(p[0] | p[1] << 8);
+	return ST_HOST_BIG_ENDIAN ? (uint16_t)(v >> 8 | v << 8) : v;
 }
 
-static uint32_t load_u32(const unsigned char *p)
+static uint32_t le32(uint32_t v)
 {
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	return ST_HOST_BIG_ENDIAN ? (v >> 24) | (v >> 8 & 0xff00u) | (v << 8 & 0xff0000u) | (v << 24) : v;
 }
 
-/* One loop per dtype, so the dtype is not decided again for every element. */
-static void convert_f32(st_dtype dt, const unsigned char *src, float *dst, uint64_t n) /* dst [n] */
+/* Lane functions, branch-free; each equals the scalar conversion above for every input (tests/test_safetensors.c
+ * checks all 65,536 codes and random floats). A lane's "exponent all ones" bit: adding one unit of the
+ * exponent field to the masked exponent carries into the sign position exactly when every exponent bit is set,
+ * i.e. for infinity and NaN, so OR-ing that bit over a row screens it in the same pass. */
+static uint32_t bf16_lane(uint16_t h) /* float32 bits */
 {
-	if (dt == ST_F32) {
-		for (uint64_t i = 0; i < n; i++)
-			dst[i] = bits_f32(load_u32(src + 4 * i));
-	} else if (dt == ST_F16) {
-		for (uint64_t i = 0; i < n; i++)
-			dst[i] = st_f16_to_f32(load_u16(src + 2 * i));
-	} else {
-		for (uint64_t i = 0; i < n; i++)
-			dst[i] = st_bf16_to_f32(load_u16(src + 2 * i));
+	return (uint32_t)h << 16;
+}
+
+static uint16_t bf16_nonfinite(uint16_t h)
+{
+	return (uint16_t)(((h & 0x7f80u) + 0x0080u) & 0x8000u);
+}
+
+static uint16_t f16_nonfinite(uint16_t h)
+{
+	return (uint16_t)(((h & 0x7c00u) + 0x0400u) & 0x8000u);
+}
+
+static uint32_t f32_nonfinite(uint32_t u)
+{
+	return ((u & 0x7f800000u) + 0x00800000u) & 0x80000000u;
+}
+
+/* F16 to float32 bits. A normal half moves its exponent from bias 15 to bias 127 (+112) and its mantissa up 13
+ * bits; infinity and NaN keep an all-ones exponent and the mantissa (the payload) moved up; a zero or subnormal
+ * is mant * 2^-24, an exact float32 (an integer below 2^10 times a power of two). All three are computed and the
+ * exponent picks one with masks. */
+static inline uint32_t f16_lane(uint16_t h)
+{
+	const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	const uint32_t em = h & 0x7fffu;      /* exponent and mantissa */
+	const uint32_t exp = em >> 10;
+	const uint32_t normal = (em << 13) + (112u << 23);
+	const uint32_t special = (em << 13) | 0x7f800000u;
+	const uint32_t tiny = f32_bits((float)(int32_t)em * 0x1p-24f); /* meaningful when exp == 0 */
+	const uint32_t is_tiny = 0u - (uint32_t)(exp == 0), is_special = 0u - (uint32_t)(exp == 0x1f);
+	const uint32_t r = (tiny & is_tiny) | (special & is_special) | (normal & ~(is_tiny | is_special));
+	return sign | r;
+}
+
+/* Float32 bits to BF16, as st_f32_to_bf16: round half to even by adding 0x7fff plus the lowest kept bit; a NaN
+ * keeps its top bits and gets the quiet bit, so it cannot round into infinity. */
+static uint16_t bf16_round_lane(uint32_t u)
+{
+	const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+	const uint32_t quiet = (u >> 16) | 0x0040u;
+	const uint32_t is_nan = 0u - (uint32_t)((int32_t)(u & 0x7fffffffu) > 0x7f800000);
+	return (uint16_t)((quiet & is_nan) | (rounded & ~is_nan));
+}
+
+/* Float32 bits to F16, as st_f32_to_f16, without branches. Normal halves: subtracting 112 from the exponent and
+ * rounding the 13 dropped bits half to even (adding 0xfff plus the lowest kept bit) in one integer sum, a carry
+ * moving correctly into the exponent. Subnormal halves and values that round to zero: |x| + 0.5f puts the
+ * value's units of 2^-24 (the spacing of float32 in [0.5, 1)) into the low mantissa bits, rounded to nearest
+ * even by the addition itself (the technique of F. Giesen's float_to_half_fast3_rtne); the bits of 0.5f are then
+ * subtracted. This relies on float arithmetic rounding to nearest in float precision (FLT_EVAL_METHOD 0, default
+ * rounding mode, no flush to zero; moescope changes none of these); without FLT_EVAL_METHOD 0 the scalar
+ * function is used. */
+static inline uint16_t f16_round_lane(uint32_t u)
+{
+	const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+	const int32_t sa = (int32_t)a;      /* a < 2^31: signed compares are exact and vectorise on plain SSE2 */
+	const uint32_t quiet_nan = 0x7e00u | ((a >> 13) & 0x3ffu);
+	const uint32_t normal = (a - (112u << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13;
+	const uint32_t sub = f32_bits(bits_f32(a) + 0.5f) - 0x3f000000u;
+	const uint32_t is_nan = 0u - (uint32_t)(sa > 0x7f800000);
+	const uint32_t is_inf = (0u - (uint32_t)(sa >= 0x477ff000)) & ~is_nan; /* 65520 and up round to infinity */
+	const uint32_t is_normal = (0u - (uint32_t)(sa >= 0x38800000)) & ~(is_inf | is_nan); /* >= 2^-14 */
+	const uint32_t is_sub = ~(is_nan | is_inf | is_normal);
+	const uint32_t h = (quiet_nan & is_nan) | (0x7c00u & is_inf) | (normal & is_normal) | (sub & is_sub);
+	return (uint16_t)(sign | h);
+}
+
+/* Loads and stores of one value in file order at any alignment (memcpy compiles to a plain load or store). */
+static uint16_t get16(const unsigned char *p)
+{
+	uint16_t v;
+	memcpy(&v, p, sizeof v);
+	return le16(v);
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof v);
+	return le32(v);
+}
+
+static void put16(unsigned char *p, uint16_t v)
+{
+	v = le16(v);
+	memcpy(p, &v, sizeof v);
+}
+
+static void put_f32(float *p, uint32_t bits)
+{
+	memcpy(p, &bits, sizeof bits);
+}
+
+/* Each row loop keeps one "non-finite" flag per lane of a block and ORs them together at the end. */
+static int bf16_row_to_f32(const unsigned char *restrict src, float *restrict dst, size_t n)
+{
+	uint16_t bad[ST_BLOCK] = {0};
+	size_t i = 0;
+	for (; i + ST_BLOCK <= n; i += ST_BLOCK) {
+		for (int k = 0; k < ST_BLOCK; k++) {
+			const uint16_t h = get16(src + 2 * (i + k));
+			put_f32(dst + i + k, bf16_lane(h));
+			bad[k] |= bf16_nonfinite(h);
+		}
+	}
+	for (int k = 0; i < n; i++, k++) {
+		const uint16_t h = get16(src + 2 * i);
+		put_f32(dst + i, bf16_lane(h));
+		bad[k] |= bf16_nonfinite(h);
+	}
+	uint16_t any = 0;
+	for (int k = 0; k < ST_BLOCK; k++)
+		any |= bad[k];
+	return any != 0;
+}
+
+static int f16_row_to_f32(const unsigned char *restrict src, float *restrict dst, size_t n)
+{
+	uint16_t bad[ST_BLOCK] = {0};
+	size_t i = 0;
+	for (; i + ST_BLOCK <= n; i += ST_BLOCK) {
+		for (int k = 0; k < ST_BLOCK; k++) {
+			const uint16_t h = get16(src + 2 * (i + k));
+			put_f32(dst + i + k, f16_lane(h));
+			bad[k] |= f16_nonfinite(h);
+		}
+	}
+	for (int k = 0; i < n; i++, k++) {
+		const uint16_t h = get16(src + 2 * i);
+		put_f32(dst + i, f16_lane(h));
+		bad[k] |= f16_nonfinite(h);
+	}
+	uint16_t any = 0;
+	for (int k = 0; k < ST_BLOCK; k++)
+		any |= bad[k];
+	return any != 0;
+}
+
+static int f32_row_to_f32(const unsigned char *restrict src, float *restrict dst, size_t n)
+{
+	uint32_t bad[ST_BLOCK] = {0};
+	size_t i = 0;
+	for (; i + ST_BLOCK <= n; i += ST_BLOCK) {
+		for (int k = 0; k < ST_BLOCK; k++) {
+			const uint32_t u = get32(src + 4 * (i + k));
+			put_f32(dst + i + k, u);
+			bad[k] |= f32_nonfinite(u);
+		}
+	}
+	for (int k = 0; i < n; i++, k++) {
+		const uint32_t u = get32(src + 4 * i);
+		put_f32(dst + i, u);
+		bad[k] |= f32_nonfinite(u);
+	}
+	uint32_t any = 0;
+	for (int k = 0; k < ST_BLOCK; k++)
+		any |= bad[k];
+	return any != 0;
+}
+
+int st_row_to_f32(st_dtype dt, const void *src, float *dst, size_t n)
+{
+	switch (dt) {
+	case ST_F32: return f32_row_to_f32(src, dst, n);
+	case ST_F16: return f16_row_to_f32(src, dst, n);
+	case ST_BF16: return bf16_row_to_f32(src, dst, n);
+	default: return -1;
 	}
 }
+
+static void bf16_row_from_f32(const float *restrict src, unsigned char *restrict dst, size_t n)
+{
+	size_t i = 0;
+	for (; i + ST_BLOCK <= n; i += ST_BLOCK)
+		for (int k = 0; k < ST_BLOCK; k++)
+			put16(dst + 2 * (i + k), bf16_round_lane(f32_bits(src[i + k])));
+	for (; i < n; i++)
+		put16(dst + 2 * i, bf16_round_lane(f32_bits(src[i])));
+}
+
+static void f16_row_from_f32(const float *restrict src, unsigned char *restrict dst, size_t n)
+{
+	size_t i = 0;
+#if FLT_EVAL_METHOD == 0
+	for (; i + ST_BLOCK <= n; i += ST_BLOCK)
+		for (int k = 0; k < ST_BLOCK; k++)
+			put16(dst + 2 * (i + k), f16_round_lane(f32_bits(src[i + k])));
+#endif
+	for (; i < n; i++)
+		put16(dst + 2 * i, st_f32_to_f16(src[i]));
+}
+
+static void f32_row_from_f32(const float *restrict src, unsigned char *restrict dst, size_t n)
+{
+	if (!ST_HOST_BIG_ENDIAN) {
+		memcpy(dst, src, n * sizeof *src);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const uint32_t u = le32(f32_bits(src[i]));
+		memcpy(dst + 4 * i, &u, sizeof u);
+	}
+}
+
+int st_row_from_f32(st_dtype dt, const float *src, void *dst, size_t n)
+{
+	switch (dt) {
+	case ST_F32: f32_row_from_f32(src, dst, n); return 0;
+	case ST_F16: f16_row_from_f32(src, dst, n); return 0;
+	case ST_BF16: bf16_row_from_f32(src, dst, n); return 0;
+	default: return -1;
+	}
+}
+
+/* ---- reading rows as float32 ---- */
 
 static int64_t row_count(const st_tensor *t)
 {
@@ -1069,10 +1290,9 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 	const unsigned char *src = (const unsigned char *)t->data + (uint64_t)row0 * len * es;
 	for (int64_t r = 0; r < nrows; r++) {
 		float *dst = out + (uint64_t)r * len; /* [len] */
-		convert_f32(t->dtype, src + (uint64_t)r * len * es, dst, len);
-		if (st_first_nonfinite(dst, (int64_t)len) >= 0)
-			return st_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path,
-				       t->name, (long long)(row0 + r));
+		if (st_row_to_f32(t->dtype, src + (uint64_t)r * len * es, dst, (size_t)len))
+			return st_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path, t->name,
+				       (long long)(row0 + r));
 	}
 	return MS_OK;
 }
@@ -1532,13 +1752,6 @@ ms_status st_writer_write(st_writer *w, const void *bytes, uint64_t n, ms_error 
 	return st;
 }
 
-static void store_f32(float x, st_dtype dt, unsigned char *dst)
-{
-	uint32_t u = dt == ST_F32 ? f32_bits(x) : dt == ST_F16 ? st_f32_to_f16(x) : st_f32_to_bf16(x);
-	for (size_t i = 0; i < st_dtype_size(dt); i++)
-		dst[i] = (unsigned char)(u >> (8 * i));
-}
-
 ms_status st_writer_write_f32(st_writer *w, const float *x, uint64_t count, ms_error *err)
 {
 	enum { CHUNK = 1024 };
@@ -1561,8 +1774,7 @@ ms_status st_writer_write_f32(st_writer *w, const float *x, uint64_t count, ms_e
 		uint64_t k = (t->nbytes - w->done) / es;
 		k = k < count ? k : count;
 		k = k < CHUNK ? k : CHUNK;
-		for (uint64_t i = 0; i < k; i++)
-			store_f32(x[i], t->dtype, tmp + i * es);
+		st_row_from_f32(t->dtype, x, tmp, (size_t)k);
 		st = st_writer_write(w, tmp, k * es, err);
 		x += k;
 		count -= k;

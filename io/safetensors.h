@@ -81,6 +81,15 @@ uint16_t st_f32_to_bf16(float x);
 float st_f16_to_f32(uint16_t h);
 uint16_t st_f32_to_f16(float x);
 
+/* Row conversions, bit-identical to the scalar ones applied value by value and written to vectorise. src holds n
+ * values of dtype dt (F32, F16 or BF16) as stored in a file (little-endian, any alignment); dst [n] gets them as
+ * float32. Returns 1 when any value is NaN or infinite (dst is still filled), 0 when all are finite, -1 for
+ * another dtype. */
+int st_row_to_f32(st_dtype dt, const void *src, float *dst, size_t n);
+/* src [n] float32 to n values of dtype dt in file order (n * st_dtype_size(dt) bytes, any alignment), rounding
+ * to nearest even, NaN kept NaN. 0, or -1 for a dtype other than F32, F16 or BF16. */
+int st_row_from_f32(st_dtype dt, const float *src, void *dst, size_t n);
+
 /* Streaming writer. Declare every tensor first (this fixes the order, the shards and every header), then hand
  * over the data tensor by tensor in declaration order, in chunks of any size. One shard is written as
  * DIR/model.safetensors; more as DIR/model-00001-of-0000N.safetensors plus DIR/model.safetensors.index.json with

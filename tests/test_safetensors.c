@@ -1,4 +1,4 @@
-/* safetensors: scalar conversions against hand values and brute force, writer/reader round trips (one file and
+/* safetensors: scalar conversions against hand values and brute force, the row converters against the scalar ones, writer/reader round trips (one file and
  * shard sets), a table of malformed files each with its own status, and the golden model. */
 #include "io/safetensors.h"
 
@@ -249,6 +249,210 @@ static void test_rounding_brute_force(void)
 	}
 	CHECK(bad16 == 0, "%d F16 roundings differ from brute force", bad16);
 	CHECK(badbf == 0, "%d BF16 roundings differ from brute force", badbf);
+}
+
+/* ---- row conversions against the scalar ones ---- */
+
+/* Row lengths cycled through below: tails alone, exact blocks, blocks plus tails, long rows. */
+static const size_t row_lengths[] = {1, 2, 7, 31, 32, 33, 63, 64, 65, 100, 255, 1000, 4099};
+#define N_ROW_LENGTHS (sizeof row_lengths / sizeof row_lengths[0])
+
+static int code_nonfinite(st_dtype dt, uint32_t code)
+{
+	return dt == ST_BF16 ? (code & 0x7F80u) == 0x7F80u : dt == ST_F16 ? (code & 0x7C00u) == 0x7C00u
+									  : (code & 0x7F800000u) == 0x7F800000u;
+}
+
+static uint32_t scalar_to_f32_bits(st_dtype dt, uint32_t code)
+{
+	return dt == ST_BF16 ? bits(st_bf16_to_f32((uint16_t)code)) : dt == ST_F16 ? bits(st_f16_to_f32((uint16_t)code))
+										    : code;
+}
+
+/* codes [n] as stored in a file (little-endian) at p, es bytes each. */
+static void put_codes(unsigned char *p, const uint32_t *codes, size_t n, size_t es)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t b = 0; b < es; b++)
+			p[i * es + b] = (unsigned char)(codes[i] >> (8 * b));
+}
+
+/* Converts codes [n] with st_row_to_f32 in rows of every length above, from an odd address, and compares each
+ * value's bits and each row's non-finite flag with the scalar conversion. Returns the number of mismatches. */
+static int check_rows_to_f32(st_dtype dt, const uint32_t *codes, size_t n)
+{
+	const size_t es = st_dtype_size(dt);
+	unsigned char *raw = malloc(n * es + 1);
+	float *out = malloc(n * sizeof *out);
+	int bad = 0;
+	if (!raw || !out) {
+		free(raw), free(out);
+		return 1;
+	}
+	put_codes(raw + 1, codes, n, es);
+	for (size_t at = 0, r = 0; at < n; r++) {
+		size_t len = row_lengths[r % N_ROW_LENGTHS];
+		len = len < n - at ? len : n - at;
+		int any = 0;
+		for (size_t i = at; i < at + len; i++)
+			any |= code_nonfinite(dt, codes[i]);
+		bad += st_row_to_f32(dt, raw + 1 + at * es, out + at, len) != any;
+		at += len;
+	}
+	for (size_t i = 0; i < n; i++)
+		bad += bits(out[i]) != scalar_to_f32_bits(dt, codes[i]);
+	free(raw);
+	free(out);
+	return bad;
+}
+
+/* Every BF16 and F16 code, and random float32 patterns (with infinities and NaNs planted), through the row
+ * converter; then a single infinity or NaN at each position of a row, which the flag must catch. */
+static void test_rows_to_f32_all_codes(void)
+{
+	static uint32_t codes[65536];
+	for (uint32_t h = 0; h < 65536; h++)
+		codes[h] = h;
+	CHECK(check_rows_to_f32(ST_BF16, codes, 65536) == 0, "BF16");
+	CHECK(check_rows_to_f32(ST_F16, codes, 65536) == 0, "F16");
+	unsigned long long s = 99;
+	for (size_t i = 0; i < 65536; i++) {
+		codes[i] = (uint32_t)test_rand_u64(&s);
+		if (i % 97 == 0)
+			codes[i] |= 0x7F800000u; /* infinity or NaN */
+	}
+	CHECK(check_rows_to_f32(ST_F32, codes, 65536) == 0, "F32");
+	static const st_dtype dts[3] = {ST_F32, ST_F16, ST_BF16};
+	static const uint32_t specials[3][2] = {{0x7F800000u, 0xFFC00001u}, {0x7C00u, 0xFE01u}, {0x7F80u, 0xFF81u}};
+	int missed = 0;
+	for (int d = 0; d < 3; d++) {
+		const size_t es = st_dtype_size(dts[d]);
+		for (size_t len = 1; len <= 70; len++) {
+			for (size_t pos = 0; pos < len; pos++) {
+				uint32_t row[70];
+				unsigned char raw[70 * 4];
+				float out[70];
+				for (size_t i = 0; i < len; i++)
+					row[i] = dts[d] == ST_F32 ? 0x3F800000u : dts[d] == ST_F16 ? 0x3C00u : 0x3F80u; /* 1.0 */
+				row[pos] = specials[d][pos & 1];
+				put_codes(raw, row, len, es);
+				missed += st_row_to_f32(dts[d], raw, out, len) != 1;
+				row[pos] = dts[d] == ST_F32 ? 0xC2F6E979u : dts[d] == ST_F16 ? 0x7BFFu : 0xFF7Fu; /* finite */
+				put_codes(raw, row, len, es);
+				missed += st_row_to_f32(dts[d], raw, out, len) != 0;
+			}
+		}
+	}
+	CHECK(missed == 0, "%d rows flagged wrongly", missed);
+	float out[1];
+	CHECK(st_row_to_f32(ST_I32, codes, out, 1) == -1);
+	CHECK(st_row_to_f32(ST_BF16, codes, out, 0) == 0);
+}
+
+/* Every BF16 and F16 code as a tensor [256, 256] in a file, read row by row with st_read_rows_f32: finite rows
+ * equal the scalar conversion, and exactly the rows holding infinity or NaN codes fail, naming their row. */
+static void test_read_rows_all_codes(void)
+{
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s", tdir("codes"));
+	ms_error err;
+	st_writer *w = NULL;
+	static unsigned char raw[65536 * 2];
+	for (uint32_t h = 0; h < 65536; h++)
+		raw[2 * h] = (unsigned char)h, raw[2 * h + 1] = (unsigned char)(h >> 8);
+	CHECK(st_writer_create(dir, "model", 0, &w, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "b", ST_BF16, 2, (int64_t[]){256, 256}, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "h", ST_F16, 2, (int64_t[]){256, 256}, &err) == MS_OK);
+	CHECK(st_writer_write(w, raw, sizeof raw, &err) == MS_OK && st_writer_write(w, raw, sizeof raw, &err) == MS_OK);
+	CHECK(st_writer_finish(w, &err) == MS_OK, "%s", err.msg);
+	st_writer_free(w);
+	st_file *f = NULL;
+	CHECK(st_open(dir, &f, &err) == MS_OK, "%s", err.msg);
+	if (!f)
+		return;
+	int bad = 0;
+	for (int d = 0; d < 2; d++) {
+		const st_dtype dt = d ? ST_F16 : ST_BF16;
+		const st_tensor *t = st_find(f, d ? "h" : "b");
+		for (uint32_t r = 0; r < 256; r++) {
+			float out[256];
+			int any = 0;
+			for (uint32_t c = 0; c < 256; c++)
+				any |= code_nonfinite(dt, r * 256 + c);
+			const ms_status st = st_read_rows_f32(t, r, 1, out, &err);
+			char want[64];
+			snprintf(want, sizeof want, "row %u: NaN or infinity", r);
+			bad += any ? st != MS_ERR_NONFINITE || !strstr(err.msg, want) : st != MS_OK;
+			for (uint32_t c = 0; !any && c < 256; c++)
+				bad += bits(out[c]) != scalar_to_f32_bits(dt, r * 256 + c);
+		}
+	}
+	CHECK(bad == 0, "%d rows or values wrong", bad);
+	st_close(f);
+}
+
+/* Float32 values that exercise every rounding path: random patterns, half subnormals and overflow, exact ties of
+ * both dtypes, NaNs with payloads in kept and dropped bits, infinities, zeros, the largest floats. */
+static void fill_rounding_cases(uint32_t *u, size_t n, unsigned long long seed)
+{
+	static const uint32_t fixed[] = {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0x7F800001u,
+					 0xFF800001u, 0x7FBFFFFFu, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x477FF000u, 0x477FEFFFu,
+					 0x477FE000u, 0x38800000u, 0x387FFFFFu, 0x33000000u, 0x33000001u, 0x32FFFFFFu,
+					 0x00000001u, 0x7F7F8000u, 0x3F808000u, 0x3F818000u, 0xB3800000u, 0x33C00000u};
+	const size_t nf = sizeof fixed / sizeof fixed[0];
+	for (size_t i = 0; i < n; i++) {
+		uint32_t v = (uint32_t)test_rand_u64(&seed);
+		if (i % 3 == 1)
+			v = (v & 0x807FFFFFu) | ((uint32_t)(97 + (test_rand_u64(&seed) % 48)) << 23);
+		if (i % 5 == 0)
+			v = (v & 0xFFFF0000u) | 0x8000u;
+		if (i % 7 == 0)
+			v = (v & 0xFFFFE000u) | 0x1000u;
+		if (i % 11 == 0)
+			v |= 0x7F800000u;
+		u[i] = i < nf ? fixed[i] : v;
+	}
+}
+
+/* Random floats (NaN included) through st_row_from_f32 to an odd address, compared bit for bit with the scalar
+ * st_f32_to_bf16 and st_f32_to_f16 (themselves checked against brute force above); F32 copies the bits. */
+static void test_rows_from_f32(void)
+{
+	enum { N = 200000 };
+	uint32_t *u = malloc(N * sizeof *u);
+	float *x = malloc(N * sizeof *x);
+	unsigned char *raw = malloc(N * 4 + 1);
+	if (!u || !x || !raw) {
+		free(u), free(x), free(raw);
+		CHECK(0, "out of memory");
+		return;
+	}
+	fill_rounding_cases(u, N, 4242);
+	memcpy(x, u, N * sizeof *x);
+	static const st_dtype dts[3] = {ST_F32, ST_F16, ST_BF16};
+	for (int d = 0; d < 3; d++) {
+		const size_t es = st_dtype_size(dts[d]);
+		int bad = 0;
+		for (size_t at = 0, r = 0; at < N; r++) {
+			size_t len = row_lengths[r % N_ROW_LENGTHS];
+			len = len < N - at ? len : N - at;
+			bad += st_row_from_f32(dts[d], x + at, raw + 1 + at * es, len) != 0;
+			at += len;
+		}
+		for (size_t i = 0; i < N; i++) {
+			uint32_t got = 0;
+			for (size_t b = 0; b < es; b++)
+				got |= (uint32_t)raw[1 + i * es + b] << (8 * b);
+			const uint32_t want = dts[d] == ST_F32 ? u[i] : dts[d] == ST_F16 ? st_f32_to_f16(x[i])
+										  : st_f32_to_bf16(x[i]);
+			bad += got != want;
+		}
+		CHECK(bad == 0, "%s: %d values differ from the scalar conversion", st_dtype_name(dts[d]), bad);
+	}
+	CHECK(st_row_from_f32(ST_I8, x, raw, 1) == -1);
+	free(u);
+	free(x);
+	free(raw);
 }
 
 /* ---- writer and reader round trips ---- */
@@ -895,6 +1099,9 @@ int main(void)
 	RUN(test_f16_hand_values);
 	RUN(test_f16_all_halves);
 	RUN(test_rounding_brute_force);
+	RUN(test_rows_to_f32_all_codes);
+	RUN(test_read_rows_all_codes);
+	RUN(test_rows_from_f32);
 	RUN(test_roundtrip_dtypes);
 	RUN(test_read_rows_errors);
 	RUN(test_sharded_roundtrip);

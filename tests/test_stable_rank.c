@@ -1,5 +1,7 @@
-/* Stable rank: sigma_max by Lanczos bidiagonalisation against LAPACKE_dgesvd on random, rank-deficient,
- * degenerate and clustered spectra; the golden stable ranks of the M-SMoE test model. */
+/* Stable rank: sigma_max by both methods (Lanczos on W^T W, and the Gram matrix with a direct eigenvalue solver)
+ * against LAPACKE_dgesvd on random, rank-deficient, degenerate, planted, clustered and crowded (pure-noise)
+ * spectra in both orientations, at magnitudes from 1e-15 to 1e19; the golden stable ranks of the M-SMoE test
+ * model. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +71,12 @@ static void planted_spectrum(int m, int n, const double *sv, unsigned long long 
 	free(q);
 }
 
-/* Checks sigma_max and the stable rank of w against the SVD, to tol relative; returns the steps taken. */
+static const srank_method methods[] = { SRANK_LANCZOS, SRANK_GRAM, SRANK_AUTO };
+static const char *const method_names[] = { "lanczos", "gram", "auto" };
+#define N_METHODS 3
+
+/* Checks sigma_max by every method, and the stable rank, of w against the SVD, to tol relative; returns the
+ * Lanczos steps taken. */
 static int check_against_svd(const float *w, int m, int n, double rel_tol, double tol)
 {
 	const int k = m < n ? m : n;
@@ -78,17 +85,46 @@ static int check_against_svd(const float *w, int m, int n, double rel_tol, doubl
 	double sum2 = 0.0;
 	for (int i = 0; i < k; i++)
 		sum2 += s[i] * s[i];
-	double sigma = -1.0, sr = -1.0;
-	int steps = -1;
-	EXPECT(srank_sigma_max(w, m, n, rel_tol, &sigma, &steps) == MS_OK);
-	CHECK(steps >= 1 && steps <= k, "%dx%d: %d steps", m, n, steps);
-	CHECK(fabs(sigma - s[0]) <= tol * s[0], "%dx%d: sigma %.10g, svd %.10g", m, n, sigma, s[0]);
+	int lanczos_steps = -1;
+	for (int h = 0; h < N_METHODS; h++) {
+		double sigma = -1.0;
+		int steps = -1;
+		EXPECT(srank_sigma_max_by(w, m, n, rel_tol, methods[h], &sigma, &steps) == MS_OK);
+		if (methods[h] == SRANK_LANCZOS) {
+			CHECK(steps >= 1 && steps <= k, "%dx%d: %d steps", m, n, steps);
+			lanczos_steps = steps;
+		} else if (methods[h] == SRANK_GRAM) {
+			CHECK(steps == 0, "%dx%d: gram took %d steps", m, n, steps);
+		}
+		const double t = methods[h] == SRANK_GRAM ? 1e-6 : tol;
+		CHECK(fabs(sigma - s[0]) <= t * s[0], "%dx%d %s: sigma %.10g, svd %.10g", m, n, method_names[h], sigma,
+		      s[0]);
+	}
+	double sr = -1.0;
 	EXPECT(srank_stable_rank(w, m, n, rel_tol, &sr) == MS_OK);
 	const double want = sum2 / (s[0] * s[0] + 1e-7);
-	CHECK(fabs(sr - want) <= tol * want, "%dx%d: stable rank %.10g, svd %.10g", m, n, sr, want);
+	CHECK(fabs(sr - want) <= 2.0 * tol * want, "%dx%d: stable rank %.10g, svd %.10g", m, n, sr, want);
 	CHECK_CLOSE(srank_frobenius2(w, m, n), sum2, 1e-9);
 	free(s);
-	return steps;
+	return lanczos_steps;
+}
+
+/* w [m, n] transposed into t [n, m]. */
+static void transpose(const float *w, int m, int n, float *t)
+{
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++)
+			t[(size_t)j * m + i] = w[(size_t)i * n + j];
+}
+
+/* Checks w and its transpose. */
+static void check_both_orientations(const float *w, int m, int n, double rel_tol, double tol)
+{
+	float *t = malloc((size_t)m * n * sizeof *t);
+	check_against_svd(w, m, n, rel_tol, tol);
+	transpose(w, m, n, t);
+	check_against_svd(t, n, m, rel_tol, tol);
+	free(t);
 }
 
 /* ---- random shapes ---- */
@@ -96,7 +132,7 @@ static int check_against_svd(const float *w, int m, int n, double rel_tol, doubl
 static void test_random_shapes(void)
 {
 	static const int shapes[][2] = { { 48, 32 }, { 32, 48 }, { 256, 128 }, { 128, 256 }, { 1, 40 }, { 40, 1 },
-					 { 1, 1 }, { 2, 3 }, { 97, 61 } };
+					 { 1, 1 }, { 2, 3 }, { 97, 61 }, { 65, 300 }, { 300, 65 } };
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const int m = shapes[i][0], n = shapes[i][1];
 		float *w = malloc((size_t)m * n * sizeof *w);
@@ -128,7 +164,7 @@ static void test_rank_one(void)
 		for (int j = 0; j < n; j++)
 			w[(size_t)i * n + j] = a[i] * b[j];
 	const int steps = check_against_svd(w, m, n, 1e-4, 1e-5);
-	CHECK(steps <= 2, "a rank-1 matrix exhausts its Krylov space at once, took %d steps", steps);
+	CHECK(steps <= 2, "a rank-1 matrix exhausts its Krylov space at once, Lanczos took %d steps", steps);
 	double sr = 0.0;
 	EXPECT(srank_stable_rank(w, m, n, 1e-4, &sr) == MS_OK);
 	CHECK_CLOSE(sr, 1.0, 1e-5);
@@ -231,10 +267,41 @@ static void test_clustered_top(void)
 	const int power = power_steps(w, m, n, 1.0, 1e-4, 2000);
 	CHECK(steps * 4 < power, "Lanczos %d steps, power iteration %d", steps, power);
 
+	float *t = malloc((size_t)m * n * sizeof *t);
+	transpose(w, m, n, t);
+	check_against_svd(t, n, m, 1e-4, 1e-4);
+	free(t);
+
 	for (int i = 0; i < n; i++)
 		sv[i] = i < 8 ? 3.0 - 1e-5 * i : 1.0 / (1 + i);
 	planted_spectrum(m, n, sv, 43, w);
-	check_against_svd(w, m, n, 1e-4, 1e-4);
+	check_both_orientations(w, m, n, 1e-4, 1e-4);
+	free(w);
+}
+
+/* Pure noise, the worst case for Lanczos: the top singular values of a random matrix crowd together at the
+ * Marchenko-Pastur edge, and the top Ritz value can creep along a plateau below sigma_max for several steps.
+ * Uniform and Gaussian-like (sum of uniforms) entries, wide and tall, square; then a low-rank matrix plus noise
+ * (rank 5 with equal singular values, so the top is crowded by construction). */
+static void test_crowded_noise(void)
+{
+	static const int shapes[][2] = { { 512, 1024 }, { 400, 400 }, { 700, 300 } };
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const int m = shapes[i][0], n = shapes[i][1];
+		float *w = malloc((size_t)m * n * sizeof *w);
+		unsigned long long s = 2024 + i;
+		for (size_t k = 0; k < (size_t)m * n; k++)
+			w[k] = i == 1 ? test_rand_f(&s) + test_rand_f(&s) + test_rand_f(&s) : 0.04f * test_rand_f(&s);
+		check_both_orientations(w, m, n, 1e-4, 1e-4);
+		free(w);
+	}
+	const int m = 300, n = 200;
+	double sv[200];
+	for (int i = 0; i < n; i++)
+		sv[i] = i < 5 ? 2.0 : 1.0 - 0.8 * i / n;
+	float *w = malloc((size_t)m * n * sizeof *w);
+	planted_spectrum(m, n, sv, 47, w);
+	check_both_orientations(w, m, n, 1e-4, 1e-4);
 	free(w);
 }
 
@@ -242,28 +309,33 @@ static void test_clustered_top(void)
  * neither underflow nor overflow on the way). */
 static void test_scale_invariance(void)
 {
-	const int m = 40, n = 30;
-	float *w = malloc((size_t)m * n * sizeof *w), *v = malloc((size_t)m * n * sizeof *v);
-	fill_random(w, (size_t)m * n, 55);
-	double base = 0.0, sr_base = 0.0;
-	EXPECT(srank_sigma_max(w, m, n, 1e-6, &base, NULL) == MS_OK);
-	EXPECT(srank_stable_rank(w, m, n, 1e-6, &sr_base) == MS_OK);
-	static const float scales[] = { 1e-15f, 1e-8f, 1e8f, 1e15f };
-	for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++) {
-		for (size_t k = 0; k < (size_t)m * n; k++)
-			v[k] = w[k] * scales[i];
-		double sigma = 0.0;
-		EXPECT(srank_sigma_max(v, m, n, 1e-6, &sigma, NULL) == MS_OK);
-		CHECK(fabs(sigma / scales[i] - base) <= 1e-5 * base, "scale %g: sigma %.9g, expected %.9g", scales[i],
-		      sigma / scales[i], base);
-		if (scales[i] > 1.0f) { /* where the 1e-7 floor is negligible, the stable rank does not move */
-			double sr = 0.0;
-			EXPECT(srank_stable_rank(v, m, n, 1e-6, &sr) == MS_OK);
-			CHECK_CLOSE(sr, sr_base, 1e-5);
+	static const int shapes[][2] = { { 40, 30 }, { 90, 120 } };
+	static const float scales[] = { 1e-15f, 1e-8f, 1e8f, 1e15f, 1e19f };
+	for (size_t sh = 0; sh < 2; sh++) {
+		const int m = shapes[sh][0], n = shapes[sh][1];
+		float *w = malloc((size_t)m * n * sizeof *w), *v = malloc((size_t)m * n * sizeof *v);
+		fill_random(w, (size_t)m * n, 55);
+		for (int h = 0; h < N_METHODS; h++) {
+			double base = 0.0, sr_base = 0.0;
+			EXPECT(srank_sigma_max_by(w, m, n, 1e-6, methods[h], &base, NULL) == MS_OK);
+			EXPECT(srank_stable_rank(w, m, n, 1e-6, &sr_base) == MS_OK);
+			for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++) {
+				for (size_t k = 0; k < (size_t)m * n; k++)
+					v[k] = w[k] * scales[i];
+				double sigma = 0.0;
+				EXPECT(srank_sigma_max_by(v, m, n, 1e-6, methods[h], &sigma, NULL) == MS_OK);
+				CHECK(fabs(sigma / scales[i] - base) <= 1e-5 * base, "%dx%d %s scale %g: sigma %.9g, expected %.9g",
+				      m, n, method_names[h], scales[i], sigma / scales[i], base);
+				if (scales[i] > 1.0f) { /* where the 1e-7 floor is negligible, the stable rank does not move */
+					double sr = 0.0;
+					EXPECT(srank_stable_rank(v, m, n, 1e-6, &sr) == MS_OK);
+					CHECK_CLOSE(sr, sr_base, 1e-5);
+				}
+			}
 		}
+		free(w);
+		free(v);
 	}
-	free(w);
-	free(v);
 }
 
 static void test_deterministic(void)
@@ -273,9 +345,11 @@ static void test_deterministic(void)
 	fill_random(w, (size_t)m * n, 99);
 	double a = 0.0, b = 1.0;
 	int sa = 0, sb = 1;
-	EXPECT(srank_sigma_max(w, m, n, 1e-4, &a, &sa) == MS_OK);
-	EXPECT(srank_sigma_max(w, m, n, 1e-4, &b, &sb) == MS_OK);
-	EXPECT(a == b && sa == sb);
+	for (int h = 0; h < N_METHODS; h++) {
+		EXPECT(srank_sigma_max_by(w, m, n, 1e-4, methods[h], &a, &sa) == MS_OK);
+		EXPECT(srank_sigma_max_by(w, m, n, 1e-4, methods[h], &b, &sb) == MS_OK);
+		EXPECT(a == b && sa == sb);
+	}
 	free(w);
 }
 
@@ -289,14 +363,17 @@ static void test_bad_input(void)
 	EXPECT(srank_sigma_max(w, 2, 3, 0.0, &sigma, NULL) == MS_ERR_ARG);
 	EXPECT(srank_sigma_max(w, 2, 3, NAN, &sigma, NULL) == MS_ERR_ARG);
 	EXPECT(srank_stable_rank(w, 2, 3, 1e-4, NULL) == MS_ERR_ARG);
+	EXPECT(srank_sigma_max_by(w, 2, 3, 1e-4, (srank_method)7, &sigma, NULL) == MS_ERR_ARG);
 	w[4] = NAN;
 	EXPECT(srank_sigma_max(w, 2, 3, 1e-4, &sigma, NULL) == MS_ERR_NONFINITE);
 	w[4] = INFINITY;
 	EXPECT(srank_stable_rank(w, 2, 3, 1e-4, &sr) == MS_ERR_NONFINITE);
 	/* Finite values whose products overflow float: an error, never a silent infinity. */
 	float big[4] = { 3e38f, 3e38f, 3e38f, 3e38f };
-	ms_status st = srank_sigma_max(big, 2, 2, 1e-4, &sigma, NULL);
-	CHECK(st == MS_ERR_NONFINITE || (st == MS_OK && isfinite(sigma)), "status %d", (int)st);
+	for (int h = 0; h < N_METHODS; h++) {
+		ms_status st = srank_sigma_max_by(big, 2, 2, 1e-4, methods[h], &sigma, NULL);
+		CHECK(st == MS_ERR_NONFINITE || (st == MS_OK && isfinite(sigma)), "%s: status %d", method_names[h], (int)st);
+	}
 }
 
 /* ---- golden ---- */
@@ -361,6 +438,7 @@ int main(void)
 	RUN(test_zero_matrix);
 	RUN(test_all_equal);
 	RUN(test_clustered_top);
+	RUN(test_crowded_noise);
 	RUN(test_scale_invariance);
 	RUN(test_deterministic);
 	RUN(test_bad_input);
