@@ -16,17 +16,21 @@ CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_CFLAGS := -O1 -g $(SAN) -Werror
 
+# The rooms, bottom up (README "Layout"): io/ files, analysis/ arithmetic, pipeline/ the work on a model that
+# combines them, samples/ the sample generator, tui/ the interactive application, cli/ main() and the commands.
 IO_SRC   := $(wildcard io/*.c)
 AN_SRC   := $(wildcard analysis/*.c)
+PIPE_SRC := $(wildcard pipeline/*.c)
 SMP_SRC  := $(wildcard samples/*.c)
 TUI_SRC  := $(wildcard tui/*.c)
+CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
-# Objects below tui/ (no curses): what unit tests link.
-CORE_SRC := $(IO_SRC) $(AN_SRC) $(SMP_SRC)
+# Objects below tui/ and cli/ (no curses, no main): what unit tests link.
+CORE_SRC := $(IO_SRC) $(AN_SRC) $(PIPE_SRC) $(SMP_SRC)
 
-OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC) $(TUI_SRC))
+OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC) $(TUI_SRC) $(CLI_SRC))
 SAN_CORE := $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC))
-SAN_TUI  := $(patsubst %.c,$(BUILD)/san/%.o,$(TUI_SRC))
+SAN_TUI  := $(patsubst %.c,$(BUILD)/san/%.o,$(TUI_SRC) $(CLI_SRC))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 SAMPLE_DIR := $(BUILD)/samples
@@ -53,10 +57,9 @@ $(BUILD)/moescope: $(OBJ)
 $(BUILD)/san/moescope: $(SAN_CORE) $(SAN_TUI)
 	$(CC) $(SAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
 
-# The application's files without curses or main(): the unit tests of the application (those including a tui/
-# header) link them; every other unit test links io/, analysis/ and samples/ alone.
-TUI_UNIT_SRC := tui/grid.c tui/keys.c tui/worker.c tui/merge_run.c tui/report.c \
-	$(filter-out tui/app_main.c tui/app_curses.c,$(wildcard tui/app_*.c)) $(wildcard tui/views*.c)
+# The application's files without curses: the unit tests of the application (those including a tui/ header)
+# link them; every other unit test links io/, analysis/, pipeline/ and samples/ alone.
+TUI_UNIT_SRC := $(filter-out tui/app_curses.c,$(TUI_SRC))
 SAN_TUI_UNIT := $(patsubst %.c,$(BUILD)/san/%.o,$(TUI_UNIT_SRC))
 UI_TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(shell grep -l '^\#include "tui/' $(TEST_SRC) 2>/dev/null))
 CORE_TESTS   := $(filter-out $(UI_TESTS),$(TESTS))

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/finite.h"
 #include "analysis/stable_rank.h"
-#include "io/safetensors.h"
 
 const char *const cmp_rank_mode_names[CMP_RANK_MODE_COUNT] = { CMP_RANK_MODE_TABLE(NAMES_X_NAME) };
 const char *const cmp_rank_mode_help[CMP_RANK_MODE_COUNT] = { CMP_RANK_MODE_TABLE(NAMES_X_HELP) };
@@ -85,7 +85,7 @@ ms_status cmp_singular_values(const float *w, int m, int n, double *s)
 {
 	if (!w || !s || m < 1 || n < 1)
 		return MS_ERR_ARG;
-	if (st_first_nonfinite(w, (int64_t)m * n) >= 0)
+	if (fin_first_nonfinite(w, (int64_t)m * n) >= 0)
 		return MS_ERR_NONFINITE;
 	return svd(w, m, n, s, NULL, NULL);
 }
@@ -358,7 +358,7 @@ ms_status cmp_compress(const float *w, int m, int n, const cmp_options *opts, fl
 	const char *problem = options_problem(opts);
 	if (problem)
 		return ms_fail(err, MS_ERR_ARG, "compress: %s", problem);
-	const int64_t bad = st_first_nonfinite(w, (int64_t)m * n);
+	const int64_t bad = fin_first_nonfinite(w, (int64_t)m * n);
 	if (bad >= 0)
 		return ms_fail(err, MS_ERR_NONFINITE, "compress: entry (%lld, %lld) is not finite",
 			       (long long)(bad / n), (long long)(bad % n));

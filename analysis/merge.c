@@ -107,7 +107,7 @@ void merge_term(float *restrict out, const float *restrict x, float c, int64_t n
 }
 
 /* out [numel] = sum_e coef[e] mats[e], the dominant member first and the others in order for every element,
- * members with coefficient 0 left out (so none needs aligning: analysis/pipeline.c merges in the same order). The chunk's sums are finished before
+ * members with coefficient 0 left out (so none needs aligning: pipeline/pipeline.c merges in the same order). The chunk's sums are finished before
  * any of its elements is stored, which is what lets out be one of the members. */
 static void weighted_sum(int n, const float *const *mats, const float *coef, int dominant, int64_t numel,
 			 float *out)

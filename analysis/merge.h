@@ -43,7 +43,7 @@ int merge_weighting_parse(const char *name);          /* the merge_weighting cal
 ms_status merge_coefficients(int n_members, const double *frequency, int dominant_member, merge_weighting w,
 			     double *coef);
 
-/* The two pieces every merge is made of, shared by merge_matrices and the block merge of analysis/pipeline.c (which
+/* The two pieces every merge is made of, shared by merge_matrices and the block merge of pipeline/pipeline.c (which
  * adds aligned members one at a time so only one aligned copy is in memory):
  * merge_copy_member: the member whose matrix is the merge, copied bit for bit (a group of one, or the dominant
  * weighting), or -1 when the merge is a weighted sum;

@@ -3,7 +3,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <unistd.h>
+#include <sched.h>
 #include <cblas.h>
 
 /* One par_for call: its tasks are claimed in increasing order from `next`, so once a task fails every task
@@ -53,8 +53,10 @@ static void pin_blas(void)
 
 int par_cores(void)
 {
-	const long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n > PAR_MAX_THREADS ? PAR_MAX_THREADS : (int)n;
+	/* The cores this process may run on (taskset, cgroup cpusets), not every core the machine has. */
+	cpu_set_t set;
+	const int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+	return n < 1 ? 1 : n > PAR_MAX_THREADS ? PAR_MAX_THREADS : n;
 }
 
 static void run_tasks(par_job *j)

@@ -21,7 +21,7 @@
 #define PAR_MAX_THREADS 256
 
 /* Sets the number of threads (the calling thread included) that par_for uses from now on; n <= 0 means one per
- * online core. Also pins OpenBLAS to one thread. Call it before the first par_for (the command line's --threads);
+ * core this process may run on. Also pins OpenBLAS to one thread. Call it before the first par_for (the command line's --threads);
  * later calls wait for a running par_for to finish and rebuild the pool. Returns the count in force. */
 int par_set_threads(int n);
 
@@ -31,7 +31,7 @@ int par_threads(void);
 /* Joins the pool's threads (a later par_for starts them again). For a clean exit under thread checkers. */
 void par_shutdown(void);
 
-/* One online core per thread, at least 1, at most PAR_MAX_THREADS. */
+/* The cores this process may run on, at least 1, at most PAR_MAX_THREADS. */
 int par_cores(void);
 
 /* One task: work item `task` of the caller's partition. A nonzero status stops the tasks after it from

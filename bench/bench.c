@@ -24,7 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "analysis/lap.h"
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "analysis/routing.h"
 #include "bench/hungarian.h"
 #include "bench/synth.h"

@@ -69,11 +69,9 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err);
 
 /* Scalar conversions. Rounding to F16/BF16 is round-to-nearest-even; NaN stays NaN. */
-/* Index of the first NaN or infinity in x [n], or -1. Every reader and kernel that refuses non-finite data
- * screens with this one: it tests blocks of floats without a branch per element, which the compiler vectorises. */
-int64_t st_first_nonfinite(const float *x, int64_t n);
-/* The same over n elements of a float dtype's raw bytes (F32, F16, BF16; -1 for any other dtype), by the
- * exponent bits alone, so that a tensor copied byte for byte is checked without converting it. */
+/* Index of the first NaN or infinity among n elements of a float dtype's raw bytes (F32, F16, BF16; -1 for any
+ * other dtype, or when all are finite), by the exponent bits alone, so that a tensor copied byte for byte is
+ * checked without converting it. */
 int64_t st_first_nonfinite_raw(st_dtype dtype, const void *bytes, uint64_t n);
 
 float st_bf16_to_f32(uint16_t h);

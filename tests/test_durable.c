@@ -23,7 +23,7 @@
 #include "samples/samples.h"
 #include "tests/test.h"
 #include "tui/autosave.h"
-#include "tui/merge_run.h"
+#include "pipeline/merge_run.h"
 
 /* ---- the recorder behind the hook ---- */
 

@@ -5,7 +5,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "samples/samples.h"
 #include "test.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "analysis/par.h"
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "tests/test.h"
 
 enum { E = 8, TOPK = 2, D = 192, F = 320, T = 768, G = 3 };

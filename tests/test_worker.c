@@ -21,7 +21,7 @@
 #include "tests/app_fixture.h"
 #include "tests/test.h"
 #include "tui/app.h"
-#include "tui/merge_run.h"
+#include "pipeline/merge_run.h"
 #include "tui/worker.h"
 
 static char tmp_root[256];

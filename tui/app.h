@@ -12,18 +12,34 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/plan.h"
 #include "tui/autosave.h"
 #include "tui/grid.h"
 #include "tui/keys.h"
-#include "tui/merge_run.h"
+#include "pipeline/merge_run.h"
 #include "tui/worker.h"
 
-typedef enum { APP_VIEW_USAGE, APP_VIEW_HEATMAP, APP_VIEW_RANKS, APP_VIEW_GROUPS, APP_VIEW_COMPRESS, APP_VIEW_COUNT }
-	app_view;
+/* The views, one row each: value, tab title, drawing function (tui/views_NAME.c, declared from this table in
+ * tui/views.h), key, key name and help line. The enum, the tab titles, the drawing dispatch, the selecting actions
+ * and their key bindings all come from these rows, so a new view is a row here and its drawing file. */
+#define APP_VIEW_TABLE(X) \
+	X(APP_VIEW_USAGE, "Usage", views_usage, '1', "view-usage", "view 1: usage bars") \
+	X(APP_VIEW_HEATMAP, "Similarity", views_heatmap, '2', "view-similarity", "view 2: similarity heatmap") \
+	X(APP_VIEW_RANKS, "Stable rank", views_ranks, '3', "view-ranks", \
+	  "view 3: stable ranks before and after the merge") \
+	X(APP_VIEW_GROUPS, "Groups", views_groups, '4', "view-groups", "view 4: groups, merge weights, moving experts") \
+	X(APP_VIEW_COMPRESS, "Compression", views_compress, '5', "view-compression", \
+	  "view 5: compression of the merged experts")
+
+typedef enum {
+#define APP_VIEW_ENUM(id, title, draw, key, name, help) id,
+	APP_VIEW_TABLE(APP_VIEW_ENUM)
+#undef APP_VIEW_ENUM
+	APP_VIEW_COUNT
+} app_view;
 /* Tab titles, indexed by app_view. */
 extern const char *const app_view_names[APP_VIEW_COUNT];
 
@@ -267,11 +283,10 @@ unsigned app_act_block_first(app *a);
 unsigned app_act_block_last(app *a);
 unsigned app_act_view_next(app *a);
 unsigned app_act_view_prev(app *a);
-unsigned app_act_view_usage(app *a);
-unsigned app_act_view_heatmap(app *a);
-unsigned app_act_view_ranks(app *a);
-unsigned app_act_view_groups(app *a);
-unsigned app_act_view_compress(app *a);
+/* app_act_views_usage and the like: select the view (one per row of APP_VIEW_TABLE). */
+#define APP_VIEW_ACTION_DECL(id, title, draw, key, name, help) unsigned app_act_##draw(app *a);
+APP_VIEW_TABLE(APP_VIEW_ACTION_DECL)
+#undef APP_VIEW_ACTION_DECL
 unsigned app_act_expert_next(app *a);
 unsigned app_act_expert_prev(app *a);
 unsigned app_act_heat_up(app *a);

@@ -36,11 +36,10 @@ static unsigned select_view(app *a, int v)
 
 unsigned app_act_view_next(app *a) { return select_view(a, (int)a->view + 1); }
 unsigned app_act_view_prev(app *a) { return select_view(a, (int)a->view - 1); }
-unsigned app_act_view_usage(app *a) { return select_view(a, APP_VIEW_USAGE); }
-unsigned app_act_view_heatmap(app *a) { return select_view(a, APP_VIEW_HEATMAP); }
-unsigned app_act_view_ranks(app *a) { return select_view(a, APP_VIEW_RANKS); }
-unsigned app_act_view_groups(app *a) { return select_view(a, APP_VIEW_GROUPS); }
-unsigned app_act_view_compress(app *a) { return select_view(a, APP_VIEW_COMPRESS); }
+#define VIEW_ACTION(id, title, draw, key, name, help) \
+	unsigned app_act_##draw(app *a) { return select_view(a, id); }
+APP_VIEW_TABLE(VIEW_ACTION)
+#undef VIEW_ACTION
 
 /* The expert `delta` rows from e in the order the current view lists them (the neighbour on screen). */
 static int step_expert(const app *a, int e, int delta)

@@ -14,7 +14,7 @@
 
 /* The signal that asks the application to quit. The handler may run on the worker thread (a process-directed
  * signal goes to any thread that does not block it) while this loop reads the flag, so it is a lock-free atomic
- * (tui/merge_run.h asserts atomic_int is), whose store is async-signal-safe. */
+ * (pipeline/merge_run.h asserts atomic_int is), whose store is async-signal-safe. */
 static atomic_int stop_signal;
 
 static void on_signal(int sig)

@@ -6,7 +6,11 @@
 #include "tui/app.h"
 #include "tui/views.h"
 
-const char *const app_view_names[APP_VIEW_COUNT] = {"Usage", "Similarity", "Stable rank", "Groups", "Compression"};
+const char *const app_view_names[APP_VIEW_COUNT] = {
+#define VIEW_TITLE(id, title, draw, key, name, help) [id] = title,
+	APP_VIEW_TABLE(VIEW_TITLE)
+#undef VIEW_TITLE
+};
 
 const grid_scheme *app_choose_scheme(int mono_flag, int colours)
 {

@@ -19,11 +19,9 @@ const keys_binding keys_table[] = {
 	{KEYS_END, "block-last", "last block", app_act_block_last, 0},
 	{KEYS_TAB, "view-next", "next view", app_act_view_next, 0},
 	{KEYS_BTAB, "view-prev", "previous view", app_act_view_prev, 0},
-	{'1', "view-usage", "view 1: usage bars", app_act_view_usage, 0},
-	{'2', "view-similarity", "view 2: similarity heatmap", app_act_view_heatmap, 0},
-	{'3', "view-ranks", "view 3: stable ranks before and after the merge", app_act_view_ranks, 0},
-	{'4', "view-groups", "view 4: groups, merge weights, moving experts", app_act_view_groups, 0},
-	{'5', "view-compression", "view 5: compression of the merged experts", app_act_view_compress, 0},
+#define VIEW_KEY(id, title, draw, key, name, help) {key, name, help, app_act_##draw, 0},
+	APP_VIEW_TABLE(VIEW_KEY)
+#undef VIEW_KEY
 	{'l', "expert-next", "next expert (heatmap: cursor right)", app_act_expert_next, 0},
 	{KEYS_RIGHT, "expert-next", "next expert (heatmap: cursor right)", app_act_expert_next, 0},
 	{'h', "expert-prev", "previous expert (heatmap: cursor left)", app_act_expert_prev, 0},

@@ -23,12 +23,10 @@ void views_status(const app *a, grid *g, grid_rect r);
 /* The width the layer list takes on a screen w columns wide. */
 int views_layers_width(const app *a, int w);
 
-/* The views (one file each). */
-void views_usage(const app *a, grid *g, grid_rect r);
-void views_heatmap(const app *a, grid *g, grid_rect r);
-void views_ranks(const app *a, grid *g, grid_rect r);
-void views_groups(const app *a, grid *g, grid_rect r);
-void views_compress(const app *a, grid *g, grid_rect r);
+/* The views, one file each (tui/app.h's APP_VIEW_TABLE). */
+#define VIEWS_DECL(id, title, draw, key, name, help) void draw(const app *a, grid *g, grid_rect r);
+APP_VIEW_TABLE(VIEWS_DECL)
+#undef VIEWS_DECL
 
 /* What a mouse click at (x, y) of a w x h screen points at, found by the same layout the drawing uses. */
 typedef enum { VIEWS_HIT_NONE, VIEWS_HIT_TAB, VIEWS_HIT_BLOCK, VIEWS_HIT_CELL } views_hit_kind;

@@ -311,7 +311,9 @@ void views_status(const app *a, grid *g, grid_rect r)
 static void draw_view(const app *a, grid *g, grid_rect r)
 {
 	static void (*const draw[APP_VIEW_COUNT])(const app *, grid *, grid_rect) = {
-		views_usage, views_heatmap, views_ranks, views_groups, views_compress,
+#define VIEW_DRAW(id, title, draw, key, name, help) [id] = draw,
+		APP_VIEW_TABLE(VIEW_DRAW)
+#undef VIEW_DRAW
 	};
 	grid_clip(g, r);
 	draw[a->view](a, g, r);

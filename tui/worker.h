@@ -10,11 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/plan.h"
-#include "tui/merge_run.h"
+#include "pipeline/merge_run.h"
 
 typedef enum { WORK_STATS, WORK_EVAL, WORK_COMMIT } work_kind;
 

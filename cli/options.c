@@ -1,10 +1,10 @@
-#include "tui/options.h"
+#include "cli/options.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tui/cli.h"
+#include "cli/cli.h"
 
 int opt_open(const char *model_dir, const char *calib_path, mdl_model **m, calib **cal)
 {

@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tui/cli.h"
-#include "tui/commands.h"
-#include "tui/merge_run.h"
-#include "tui/options.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "pipeline/merge_run.h"
+#include "cli/options.h"
 
 /* Set by the handler, on whichever thread the signal lands (OpenBLAS may run threads of its own), and read by
- * the merge: lock-free (tui/merge_run.h asserts it), so the store is async-signal-safe. */
+ * the merge: lock-free (pipeline/merge_run.h asserts it), so the store is async-signal-safe. */
 static atomic_int merge_cancel;
 
 static void on_signal(int sig)

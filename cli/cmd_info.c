@@ -6,9 +6,9 @@
 #include <cjson/cJSON.h>
 
 #include "io/model.h"
-#include "tui/cli.h"
-#include "tui/commands.h"
-#include "tui/report.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "pipeline/report.h"
 
 static const char *const act_text[] = {
 	[MDL_ACT_SILU_GLU] = "SiLU GLU: down(silu(gate x) * up x)",

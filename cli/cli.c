@@ -1,4 +1,4 @@
-#include "tui/cli.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <math.h>
@@ -9,8 +9,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "analysis/pipeline.h"
-#include "tui/merge_run.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/merge_run.h"
 
 const char cli_threads_help[] =
 	"--threads N  threads to use (default: one per core); results are bit-identical for any N";

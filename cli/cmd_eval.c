@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "io/jsonfile.h"
-#include "tui/cli.h"
-#include "tui/commands.h"
-#include "tui/options.h"
-#include "tui/report.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "pipeline/report.h"
 
 typedef struct {
 	const char *model, *calib, *plan_path, *json;

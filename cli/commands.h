@@ -1,5 +1,5 @@
-/* The headless commands, one per file tui/cmd_*.c. argv[0] is the command name. Each returns an exit status
- * (tui/cli.h) and handles --help. */
+/* The headless commands, one per file cli/cmd_*.c. argv[0] is the command name. Each returns an exit status
+ * (cli/cli.h) and handles --help. */
 #ifndef CMD_COMMANDS_H
 #define CMD_COMMANDS_H
 

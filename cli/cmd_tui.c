@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "tui/app.h"
-#include "tui/cli.h"
-#include "tui/commands.h"
-#include "tui/options.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "cli/options.h"
 
 typedef struct {
 	const char *model, *calib, *script, *dump;

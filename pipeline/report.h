@@ -7,7 +7,7 @@
 
 #include "analysis/block.h"
 #include "analysis/meo.h"
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "io/calib.h"
 #include "io/model.h"
 

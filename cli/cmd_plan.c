@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tui/cli.h"
-#include "tui/commands.h"
-#include "tui/options.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "cli/options.h"
 
 typedef struct {
 	const char *model, *calib, *out, *layers;

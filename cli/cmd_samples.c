@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "samples/samples.h"
-#include "tui/cli.h"
-#include "tui/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 
 static int samples_help(void)
 {

@@ -1,4 +1,4 @@
-#include "tui/report.h"
+#include "pipeline/report.h"
 
 #include <math.h>
 

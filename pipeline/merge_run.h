@@ -6,7 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/names.h"

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "analysis/par.h"
-#include "tui/cli.h"
-#include "tui/commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 
 const cli_command cli_commands[] = {
 	{"info", cmd_info, "info MODEL [--json]",

@@ -1,4 +1,4 @@
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/finite.h"
 #include "analysis/par.h"
 #include "analysis/routing.h"
 #include "io/pages.h"
-#include "io/safetensors.h"
 
 /* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
 static int64_t expert_floats(mdl_act act, int d, int f)
@@ -589,7 +589,7 @@ static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *
 		for (int mat = 0; mat < MDL_NMAT; mat++) {
 			int rows, cols;
 			matrix_shape(blk, mat, &rows, &cols);
-			int64_t bad = rows && mats[mat] ? st_first_nonfinite(mats[mat], (int64_t)rows * cols) : -1;
+			int64_t bad = rows && mats[mat] ? fin_first_nonfinite(mats[mat], (int64_t)rows * cols) : -1;
 			if (bad >= 0)
 				return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged group %d: %s matrix: row %lld: NaN "
 					       "or infinity after merging%s and rounding to %s", label, g,
@@ -603,7 +603,7 @@ static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *
 static ms_status check_merged_router(const pipe_block *blk, const pipe_merged *mg, const char *label,
 				     ms_error *err)
 {
-	int64_t bad = st_first_nonfinite(mg->router, (int64_t)mg->n_router * blk->d);
+	int64_t bad = fin_first_nonfinite(mg->router, (int64_t)mg->n_router * blk->d);
 	if (bad < 0)
 		return MS_OK;
 	return ms_fail(err, MS_ERR_NONFINITE, "block %s: merged router: row %lld: NaN or infinity after fitting and "

@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "io/jsonfile.h"
-#include "tui/cli.h"
-#include "tui/commands.h"
-#include "tui/options.h"
-#include "tui/report.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "pipeline/report.h"
 
 /* The expert most similar to e (other than e) under sim [E, E]. */
 static int most_similar(const double *sim, int E, int e)

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "analysis/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/plan.h"

@@ -1,4 +1,4 @@
-#include "tui/merge_run.h"
+#include "pipeline/merge_run.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -12,7 +12,7 @@
 #include "io/jsonfile.h"
 #include "io/outdir.h"
 #include "io/safetensors.h"
-#include "tui/report.h"
+#include "pipeline/report.h"
 
 const char *const mrun_format_names[MRUN_FORMAT_COUNT] = { MRUN_FORMAT_TABLE(NAMES_X_NAME) };
 const char *const mrun_format_help[MRUN_FORMAT_COUNT] = { MRUN_FORMAT_TABLE(NAMES_X_HELP) };
