@@ -21,7 +21,8 @@ SMP_SRC  := $(wildcard samples/*.c)
 TUI_SRC  := $(wildcard tui/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 # Objects below tui/ (no curses): what unit tests link.
-CORE_SRC := $(IO_SRC) $(AN_SRC) $(SMP_SRC)
+PIPE_SRC := $(wildcard pipeline/*.c)
+CORE_SRC := $(IO_SRC) $(AN_SRC) $(PIPE_SRC) $(SMP_SRC)
 
 OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC) $(TUI_SRC))
 SAN_CORE := $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC))

@@ -3,7 +3,7 @@
 # checkpoint (bench/bigmodel.sh). Neither is part of `make test`: no test asserts a time.
 
 BENCH_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,bench/synth.c bench/hungarian.c)
-BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC))
+BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC) $(PIPE_SRC))
 BENCH_BINS := $(BUILD)/bench/bench $(BUILD)/bench/genmodel
 
 .PHONY: bench bigmodel
