@@ -340,6 +340,7 @@ static ms_status read_arch(const reader *r, arch_model *a)
 	if (st == MS_OK)
 		st = get_real(r, "rms_norm_eps", 0.0, 1.0, f->eps_default, &eps);
 	a->norm = f->norm;
+	a->attn = f->attn;
 	a->norm_eps = eps;
 	if (st == MS_OK)
 		st = get_real(r, "rope_theta", 1e-6, 1e30, f->theta_default, &a->rope.theta);

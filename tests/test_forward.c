@@ -168,13 +168,12 @@ static void check_head(const arch_model *a, const fwd_result *r, const float *lo
 	printf("  %s: NLL within %.2g, logits within %.2g of each row's scale\n", name, worst, worst_logit);
 }
 
-static void check_sample(const char *name)
+/* Runs the model at `path` on `tokens` and compares with tests/data/forward/<name>.json. */
+static void check_model(const char *name, const char *path, const char *tokens)
 {
 	ms_error err = {0};
-	char path[512], golden[256];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
+	char golden[256];
 	snprintf(golden, sizeof golden, "tests/data/forward/%s.json", name);
-	CHECK(samples_write(dir, name, &err) == MS_OK, "%s", err.msg);
 	cJSON *g = read_json(golden);
 	mdl_model *m = NULL;
 	arch_model *a = NULL;
@@ -184,7 +183,7 @@ static void check_sample(const char *name)
 	if (!g || !m)
 		goto done;
 	CHECK(arch_open(m, &a, &err) == MS_OK, "%s", err.msg);
-	CHECK(a && tok_read_ids(TOKENS, a->vocab, 2048, 0, &tok, &err) == MS_OK, "%s", err.msg);
+	CHECK(a && tok_read_ids(tokens, a->vocab, 2048, 0, &tok, &err) == MS_OK, "%s", err.msg);
 	if (!a || !tok.T)
 		goto done;
 	const cJSON *rows = cJSON_GetObjectItem(g, "logit_rows");
@@ -211,6 +210,57 @@ done:
 	arch_close(a);
 	mdl_close(m);
 	cJSON_Delete(g);
+}
+
+/* A bundled sample, written afresh by samples_write. */
+static void check_sample(const char *name)
+{
+	ms_error err = {0};
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	CHECK(samples_write(dir, name, &err) == MS_OK, "%s", err.msg);
+	check_model(name, path, TOKENS);
+}
+
+/* A tiny checkpoint of tests/data/forward/models (tests/forward/make_tiny.py): full-scale weights, and the
+ * variants the samples lack. */
+static void check_tiny(const char *name)
+{
+	char path[256];
+	snprintf(path, sizeof path, "tests/data/forward/models/%s", name);
+	check_model(name, path, "tests/data/forward/tokens64.txt");
+}
+
+/* Mixtral with sliding_window 16 (shorter than two of the sequences) and rope_theta 1e6. */
+static void test_mixtral_window_matches_reference(void)
+{
+	check_tiny("mixtral-window");
+}
+
+/* OLMoE with clip_qkv 1.5 after the whole-projection q/k norms, and norm_topk_prob. */
+static void test_olmoe_clip_matches_reference(void)
+{
+	check_tiny("olmoe-clip");
+}
+
+/* Qwen3-MoE: per-head q/k RMSNorm, head_dim 16 != hidden / heads, a dense first layer (mlp_only_layers), linear
+ * RoPE scaling, tied embeddings, norm_topk_prob. */
+static void test_qwen3_matches_reference(void)
+{
+	check_tiny("qwen3-tiny");
+}
+
+/* PhiMoE: LayerNorm with bias, q/k/v/o and lm_head biases, sliding window 8, sparsemixer routing. */
+static void test_phimoe_matches_reference(void)
+{
+	check_tiny("phimoe-tiny");
+}
+
+/* DeepSeek-V2: latent attention with q_lora, yarn RoPE (factor 4 over 32 positions, mscale != mscale_all_dim),
+ * a dense first layer, a shared expert, routed_scaling_factor 1.5. */
+static void test_deepseek_matches_reference(void)
+{
+	check_tiny("deepseek-tiny");
 }
 
 static void test_mixtral_matches_reference(void)
@@ -315,6 +365,11 @@ int main(void)
 	RUN(test_mixtral_matches_reference);
 	RUN(test_olmoe_matches_reference);
 	RUN(test_qwen2moe_matches_reference);
+	RUN(test_mixtral_window_matches_reference);
+	RUN(test_olmoe_clip_matches_reference);
+	RUN(test_qwen3_matches_reference);
+	RUN(test_phimoe_matches_reference);
+	RUN(test_deepseek_matches_reference);
 	RUN(test_threads_bit_identical);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
