@@ -59,6 +59,11 @@ ms_status blk_check(const blk_config *cfg, ms_error *err)
 		if (st != MS_OK)
 			return st;
 	}
+	if (cfg->shared && check_expert(cfg->shared, cfg->d, -1, err) != MS_OK)
+		return ms_fail(err, MS_ERR_ARG, "block: the shared expert does not fit the block (width %d)", cfg->d);
+	if (cfg->sparsemixer_eps > 0 && (cfg->routing.top_k != 2 || active < 2))
+		return ms_fail(err, MS_ERR_ARG, "block: sparsemixer routing picks 2 experts (top-k %d, %d rows routed)",
+			       cfg->routing.top_k, active);
 	return MS_OK;
 }
 
@@ -128,7 +133,9 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 		st = check_logits(z, n, n_active, t0, rows, err);
 		if (st != MS_OK)
 			break;
-		if (route_topk(z, n, n_active, &r, sel + t0 * k, w ? w + t0 * k : NULL) != MS_OK) {
+		if (cfg->sparsemixer_eps > 0)
+			blk_sparsemixer(z, n, n_active, cfg->sparsemixer_eps, sel + t0 * k, w ? w + t0 * k : NULL);
+		else if (route_topk(z, n, n_active, &r, sel + t0 * k, w ? w + t0 * k : NULL) != MS_OK) {
 			st = ms_fail(err, MS_ERR_ARG, "block routing: top-%d of %d rows failed", k, n_active);
 			break;
 		}
@@ -138,6 +145,47 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 	}
 	free(z);
 	return st;
+}
+
+/* The largest of z [E] leaving out index `skip` (-1: none), the lower index on ties. */
+static int argmax_except(const float *z, int E, int skip)
+{
+	int best = -1;
+	for (int i = 0; i < E; i++)
+		if (i != skip && (best < 0 || z[i] > z[best]))
+			best = i;
+	return best;
+}
+
+/* One sparsemixer choice: the softmax weight of `choice` among the logits within 2 eps (relative) of it, `skip`
+ * (the first choice, or -1) left out. */
+static float sparsemixer_weight(const float *z, int E, int choice, int skip, float eps)
+{
+	const float m = z[choice];
+	double sum = 0.0;
+	for (int i = 0; i < E; i++) {
+		if (i == skip)
+			continue;
+		const float a = fabsf(z[i]), factor = a > m ? a : m;
+		if ((m - z[i]) / factor > 2.0f * eps)
+			continue;   /* masked to -inf: no share of the softmax */
+		sum += exp((double)z[i] - (double)m);
+	}
+	return (float)(1.0 / sum);
+}
+
+void blk_sparsemixer(const float *z, int64_t T, int E, float eps, int *idx, float *weight)
+{
+	for (int64_t t = 0; t < T; t++) {
+		const float *zt = z + t * E;
+		const int a = argmax_except(zt, E, -1), b = argmax_except(zt, E, a);
+		idx[2 * t] = a;
+		idx[2 * t + 1] = b;
+		if (weight) {
+			weight[2 * t] = sparsemixer_weight(zt, E, a, -1, eps);
+			weight[2 * t + 1] = sparsemixer_weight(zt, E, b, a, eps);
+		}
+	}
 }
 
 ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err)
@@ -388,6 +436,43 @@ static ms_status run_experts(const blk_config *cfg, const blk_dispatch *dp, cons
 	return st;
 }
 
+/* The shared expert of a block: y [T, d] += g_t * shared(x_t), g_t = sigmoid(x_t . shared_gate) or 1; one task
+ * per BLK_BATCH tokens. */
+typedef struct {
+	const blk_config *cfg;
+	const float *x;
+	float *y;
+	int64_t T;
+} shared_job;
+
+static ms_status shared_task(void *ctx, int64_t task, ms_error *err)
+{
+	const shared_job *j = ctx;
+	const int64_t d = j->cfg->d, t0 = task * BLK_BATCH, n = j->T - t0 < BLK_BATCH ? j->T - t0 : BLK_BATCH;
+	const expert_weights *ew = j->cfg->shared;
+	float *out = alloc_array(n * d, sizeof(float));   /* [n, d] */
+	float *work = alloc_array(expert_work_floats(ew, n), sizeof(float));
+	ms_status st = out && work ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory");
+	if (st == MS_OK && expert_forward(ew, j->x + t0 * d, n, 1.0f, 0, out, work) != MS_OK)
+		st = ms_fail(err, MS_ERR_ARG, "block forward: the shared expert failed");
+	for (int64_t t = 0; st == MS_OK && t < n; t++) {
+		const float *xt = j->x + (t0 + t) * d, *o = out + t * d;
+		float g = 1.0f;
+		if (j->cfg->shared_gate) {
+			float dot = 0.0f;
+			for (int64_t c = 0; c < d; c++)
+				dot += xt[c] * j->cfg->shared_gate[c];
+			g = 1.0f / (1.0f + expf(-dot));
+		}
+		float *yt = j->y + (t0 + t) * d;
+		for (int64_t c = 0; c < d; c++)
+			yt[c] += g * o[c];
+	}
+	free(out);
+	free(work);
+	return st;
+}
+
 ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y, int *sel, float *w,
 		      ms_error *err)
 {
@@ -413,6 +498,10 @@ ms_status blk_forward(const blk_config *cfg, const float *x, int64_t T, float *y
 		if (st == MS_OK)
 			st = run_experts(cfg, &dp, x + t0 * cfg->d, n, y + t0 * cfg->d, err);
 		blk_dispatch_free(&dp);
+	}
+	if (st == MS_OK && cfg->shared) {
+		shared_job j = {.cfg = cfg, .x = x, .y = y, .T = T};
+		st = par_for((T + BLK_BATCH - 1) / BLK_BATCH, shared_task, &j, err);
 	}
 	if (s_buf != sel)
 		free(s_buf);

@@ -28,11 +28,24 @@ typedef struct {
 	const expert_weights *experts;  /* [n_slots], each with width d */
 	mdl_routing routing;
 	int d;
+	/* Family extensions (zero for the plain softmax top-k block the analysis sees): */
+	const expert_weights *shared;   /* an expert every token also passes through, added after the routed ones
+					 * (qwen2_moe's shared_expert, deepseek_v2's shared_experts), or NULL */
+	const float *shared_gate;       /* [d]: the shared output is scaled by sigmoid(x . shared_gate) (qwen2_moe's
+					 * shared_expert_gate), or NULL for 1 */
+	float sparsemixer_eps;          /* > 0: PhiMoE's sparsemixer routing (eval mode, top-2, jitter eps) in place
+					 * of softmax top-k */
 } blk_config;
 
 /* Tokens per expert_forward call: bounds the gather buffers and the experts' work space (a Mixtral-sized expert
  * needs about 60 MB for 512 tokens) while keeping each GEMM tall enough to run near peak. */
 #define BLK_BATCH 512
+
+/* PhiMoE's sparsemixer in eval mode (transformers modeling_phimoe.py), for every row of z [T, E]: the first
+ * choice is the largest logit m1; its weight is softmax over the logits z_i with (m1 - z_i) / max(|z_i|, m1) <=
+ * 2 eps, taken at the choice. The second is the largest logit m2 of the others, weighted the same way among the
+ * others with m2 in place of m1. idx [T, 2], weight [T, 2] (may be NULL). Ties go to the lower index. */
+void blk_sparsemixer(const float *z, int64_t T, int E, float eps, int *idx, float *weight);
 
 /* Checks a configuration: sizes positive, pointers present, slots in -1..n_slots-1, at least one unmasked row,
  * every expert of width d with the matrices its activation needs. MS_ERR_ARG with a message naming the row or
@@ -47,7 +60,8 @@ int blk_top_k(const blk_config *cfg);
 ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err);
 
 /* y [T, d] = the block's output on x [T, d]: for each token the sum over its k selected rows of the routing
- * weight times the output of the row's expert slot (rows sharing a slot add their weights). Tokens are taken 2048
+ * weight times the output of the row's expert slot (rows sharing a slot add their weights), plus the (gated)
+ * shared expert's output when the configuration has one. Tokens are taken 2048
  * at a time; in each round every slot runs one expert_forward per batch of up to BLK_BATCH of its gathered tokens
  * (one parallel task each), and each token's outputs are then added in slot order, so the sums do not depend on
  * the thread count. sel [T, k] and w [T, k] (k =

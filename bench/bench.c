@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "analysis/lap.h"
+#include "analysis/layer.h"
 #include "pipeline/pipeline.h"
 #include "analysis/routing.h"
 #include "bench/hungarian.h"
@@ -839,6 +840,93 @@ static void stage_eval(bench_ctx *c)
 	finish_row(c->tb, r);
 }
 
+/* One decoder layer of the forward pass (pipeline/forward.c's sequence of analysis calls): RMSNorm, q/k/v
+ * projections, RoPE, causal attention over two sequences of T / 2 tokens, o_proj, RMSNorm, the MoE block. The
+ * attention shape is the family's (OLMoE: 16 heads of 128; Mixtral: 32 query and 8 key/value heads of 128). */
+typedef struct {
+	int H, Hkv, hd;
+	float *w;                 /* [2 qd + 2 kd, d]: q [qd, d], k [kd, d], v [kd, d], o [d, qd] */
+	float *norm, *inv_freq;   /* [d], [hd / 2] */
+	float *h, *xn, *y, *q, *k, *v, *att;
+	int32_t *pos;
+	int64_t seq[3];
+} fwd_bench;
+
+static fwd_bench fb;
+
+static void body_forward(bench_ctx *c)
+{
+	ms_error err = {0};
+	const pipe_block *b = &c->blk;
+	const int64_t T = b->T;
+	const int d = b->d, qd = fb.H * fb.hd, kd = fb.Hkv * fb.hd;
+	const float *wq = fb.w, *wk = wq + (int64_t)qd * d, *wv = wk + (int64_t)kd * d, *wo = wv + (int64_t)kd * d;
+	lyr_rmsnorm(fb.h, T, d, fb.norm, 1e-5f, fb.xn);
+	if (lyr_linear(fb.xn, d, T, d, wq, NULL, qd, fb.q, qd, &err) || lyr_linear(fb.xn, d, T, d, wk, NULL, kd, fb.k, kd, &err) ||
+	    lyr_linear(fb.xn, d, T, d, wv, NULL, kd, fb.v, kd, &err))
+		die("forward projections", &err);
+	lyr_rope_apply(fb.q, T, fb.H, fb.hd, 0, fb.hd, fb.pos, fb.inv_freq, 1.0f, 0);
+	lyr_rope_apply(fb.k, T, fb.Hkv, fb.hd, 0, fb.hd, fb.pos, fb.inv_freq, 1.0f, 0);
+	lyr_attn_shape sh = {.H = fb.H, .Hkv = fb.Hkv, .dqk = fb.hd, .dv = fb.hd, .ldq = qd, .ldk = kd, .ldv = kd,
+			     .scale = 1.0f / sqrtf((float)fb.hd)};
+	if (lyr_attention(&sh, fb.q, fb.k, fb.v, fb.seq, 2, fb.att, &err) ||
+	    lyr_linear(fb.att, qd, T, qd, wo, NULL, d, fb.y, d, &err))
+		die("forward attention", &err);
+	for (int64_t i = 0; i < T * d; i++)
+		fb.y[i] += fb.h[i];
+	lyr_rmsnorm(fb.y, T, d, fb.norm, 1e-5f, fb.xn);
+	blk_config cfg = pipe_block_config(b);
+	if (blk_forward(&cfg, fb.xn, T, fb.y, NULL, NULL, &err) != MS_OK)
+		die("forward MoE block", &err);
+}
+
+static void stage_forward(bench_ctx *c)
+{
+	const pipe_block *b = &c->blk;
+	const int64_t T = b->T, d = b->d;
+	const int mixtral = strcmp(c->s->name, "mixtral") == 0;
+	fb.hd = 128;
+	fb.H = (int)(d / 128);
+	fb.Hkv = mixtral ? fb.H / 4 : fb.H;
+	const int64_t qd = (int64_t)fb.H * fb.hd, kd = (int64_t)fb.Hkv * fb.hd, n = T / 2;
+	fb.w = malloc((size_t)((2 * qd + 2 * kd) * d) * sizeof(float));
+	fb.norm = malloc((size_t)d * sizeof(float));
+	fb.inv_freq = malloc((size_t)fb.hd / 2 * sizeof(float));
+	float *bufs[] = {fb.h = malloc((size_t)(T * d) * sizeof(float)), fb.xn = malloc((size_t)(T * d) * sizeof(float)),
+			 fb.y = malloc((size_t)(T * d) * sizeof(float)), fb.q = malloc((size_t)(T * qd) * sizeof(float)),
+			 fb.k = malloc((size_t)(T * kd) * sizeof(float)), fb.v = malloc((size_t)(T * kd) * sizeof(float)),
+			 fb.att = malloc((size_t)(T * qd) * sizeof(float))};
+	fb.pos = malloc((size_t)T * sizeof *fb.pos);
+	unsigned long long seed = 7;
+	for (int64_t i = 0; i < (2 * qd + 2 * kd) * d; i++)
+		fb.w[i] = (float)((double)(seed = seed * 6364136223846793005ULL + 1442695040888963407ULL) / 1.8e19 - 0.5) *
+			  0.05f;
+	for (int64_t i = 0; i < d; i++)
+		fb.norm[i] = 1.0f;
+	memcpy(fb.h, b->x, (size_t)(T * d) * sizeof(float));
+	for (int64_t t = 0; t < T; t++)
+		fb.pos[t] = (int32_t)(t % n);
+	fb.seq[0] = 0, fb.seq[1] = n, fb.seq[2] = T;
+	lyr_rope_params rp = {.theta = 10000.0, .factor = 1.0};
+	float scaling;
+	lyr_rope_init(&rp, fb.hd, fb.inv_freq, &scaling);
+	bench_row *r = timed_row(c, "forward: one layer (prefill)", body_forward, 1);
+	/* multiply-adds as 2 FLOPs: projections, causal attention (scores and values), router, the k experts */
+	const double proj = 2.0 * (double)T * d * (double)(2 * qd + 2 * kd);
+	const double attn = 2.0 * 2.0 * fb.H * fb.hd * 2.0 * ((double)n * (n + 1) / 2.0);
+	const double moe = 2.0 * (double)T * b->E * d + (double)T * b->routing.top_k * 2.0 * (double)b->per_expert;
+	roofline(c->tb, r, proj + attn + moe, 4.0 * ((2 * qd + 2 * kd) * d + (double)b->E * b->per_expert));
+	snprintf(r->note, sizeof r->note, "%lld tokens (2 sequences), %d heads of %d (%d kv), E %d top-%d", (long long)T,
+		 fb.H, fb.hd, fb.Hkv, b->E, b->routing.top_k);
+	finish_row(c->tb, r);
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+		free(bufs[i]);
+	free(fb.w);
+	free(fb.norm);
+	free(fb.inv_freq);
+	free(fb.pos);
+}
+
 /* The merged block's tensors (router, then every slot's gate, up, down) in BF16 through st_writer. */
 static ms_status write_merged(bench_ctx *c, const char *dir, uint64_t *bytes, ms_error *err)
 {
@@ -940,6 +1028,9 @@ static void refresh_limits(bench_limits *lim)
 	lim->sgemm_flops = fl > lim->sgemm_flops ? fl : lim->sgemm_flops;
 }
 
+/* --forward: only the stages the forward row needs (generate, load, forward). */
+static int forward_only;
+
 static void run_shape(bench_table *tb, const syn_shape *s, const char *root, int groups, int align_sub,
 		      int svd_samples, int keep)
 {
@@ -953,6 +1044,15 @@ static void run_shape(bench_table *tb, const syn_shape *s, const char *root, int
 		       .svd_samples = svd_samples};
 	stage_generate(&c);
 	stage_load(&c);
+	stage_forward(&c);
+	if (forward_only) {
+		pipe_free_block(&c.blk);
+		calib_close(c.cal);
+		mdl_close(c.m);
+		if (!keep)
+			remove_tree(dir);
+		return;
+	}
 	stage_routing(&c);
 	stage_similarity(&c);
 	stage_stable_rank(&c);
@@ -984,9 +1084,10 @@ typedef struct {
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench [--json FILE] [--dir DIR] [--shape olmoe|mixtral] [--keep] [--small]\n"
+	fprintf(stderr, "usage: bench [--json FILE] [--dir DIR] [--shape olmoe|mixtral] [--keep] [--small] [--forward]\n"
 			"  --dir DIR   where the synthetic checkpoints are written (removed afterwards unless --keep)\n"
-			"  --small     shapes divided by 8 (a quick check of the bench itself, not a measurement)\n");
+			"  --small     shapes divided by 8 (a quick check of the bench itself, not a measurement)\n"
+			"  --forward   only the forward-per-layer row (after generating and loading the block)\n");
 }
 
 static int parse_args(int argc, char **argv, bench_args *a)
@@ -994,7 +1095,8 @@ static int parse_args(int argc, char **argv, bench_args *a)
 	static const struct option opts[] = {
 		{"json", required_argument, NULL, 'j'}, {"dir", required_argument, NULL, 'd'},
 		{"shape", required_argument, NULL, 's'}, {"keep", no_argument, NULL, 'k'},
-		{"small", no_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+		{"small", no_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
+		{"forward", no_argument, NULL, 'f'},     {NULL, 0, NULL, 0},
 	};
 	a->json = "bench.json";
 	a->dir = "bench-data";
@@ -1006,6 +1108,7 @@ static int parse_args(int argc, char **argv, bench_args *a)
 		case 's': a->only = optarg; break;
 		case 'k': a->keep = 1; break;
 		case 'm': a->small = 1; break;
+		case 'f': forward_only = 1; break;
 		default: usage(); return ch == 'h' ? 1 : 2;
 		}
 	}

@@ -10,5 +10,7 @@ int cmd_plan(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_tui(int argc, char **argv);
+int cmd_capture(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

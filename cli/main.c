@@ -25,6 +25,14 @@ const cli_command cli_commands[] = {
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--compress-format F] [--max-shard-size S] "
 	 "[--force] [--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
+	{"capture", cmd_capture,
+	 "capture MODEL (--text FILE | --tokens FILE) --out CALIB.safetensors [--seq-len N] [--max-tokens N]",
+	 "Run the model forward on the CPU and write the calibration set (every MoE block's input)."},
+	{"perplexity", cmd_perplexity,
+	 "perplexity MODEL (--text FILE | --tokens FILE) [--seq-len N] [--max-tokens N] [--plan PLAN.csv] "
+	 "[--layout L] [--router R] [--align A] [--weighting W] [--rank R | --rank-energy E | --rank-stable K] "
+	 "[--sparse-ratio S] [--json OUT]",
+	 "Next-token NLL and perplexity; with a plan, the merged model beside the original (KL, top-1 agreement)."},
 	{"tui", cmd_tui, "tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
 	 "The interactive application (also `moescope MODEL [CALIB]`); --script runs keys from a file without a terminal."},
 	{"samples", cmd_samples, "samples DIR [--only NAME]",

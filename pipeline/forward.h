@@ -1,0 +1,59 @@
+/* The model forward pass on the CPU, streaming layer by layer: every token passes through layer L before layer
+ * L + 1 is loaded, so one layer's weights are resident at a time (as float32), plus one vocabulary chunk of the
+ * head at the end. Each weight of the checkpoint is read once whatever the number of tokens (the embedding only
+ * at the rows of the tokens present). Activations are [T, d] float32 per stream.
+ *
+ * With a plan, a second stream runs the merged model beside the original in the same pass: each MoE block is
+ * merged in memory by pipe_merge_block exactly as `moescope merge` writes it, its router fitted on the block's
+ * inputs in the original model (what a calibration file captured from the same tokens holds). */
+#ifndef FWD_FORWARD_H
+#define FWD_FORWARD_H
+
+#include <stdint.h>
+
+#include "pipeline/pipeline.h"
+#include "io/arch.h"
+#include "io/error.h"
+#include "io/plan.h"
+#include "io/tokens.h"
+
+/* Called with the input of every MoE block of the original model (its router's input), x [T, d], block order. */
+typedef ms_status (*fwd_block_fn)(void *ctx, int b, const float *x, int64_t T, ms_error *err);
+typedef void (*fwd_progress_fn)(void *ctx, int layer, int n_layers);
+
+typedef struct {
+	fwd_block_fn on_block;
+	void *block_ctx;
+	const plan *plan;                    /* NULL: the original model only */
+	const pipe_merge_options *merge;     /* with plan */
+	int head;                            /* run the final norm and the head: NLL, with a plan KL and top-1 */
+	int n_logit_rows;                    /* tokens whose logits of the original are kept: */
+	const int64_t *logit_rows;           /* [n_logit_rows] token indices */
+	float *logits;                       /* [n_logit_rows, vocab] */
+	fwd_progress_fn progress;
+	void *progress_ctx;
+} fwd_options;
+
+typedef struct {
+	int64_t T;
+	int64_t predicted;         /* tokens with a next token in their sequence */
+	double *nll;               /* [T] -log p(next token) under the original, NAN where there is no next token */
+	double *nll_merged;        /* [T] under the merged model (with a plan) */
+	double *kl;                /* [T] KL(original || merged) of the next-token distributions (with a plan) */
+	unsigned char *top1_same;  /* [T] 1 where both models rank the same token first (with a plan) */
+	double mean_nll, ppl;
+	double mean_nll_merged, ppl_merged;
+	double kl_mean, kl_p50, kl_p90, kl_p99;   /* nearest-rank percentiles over the predicted tokens */
+	double top1_agreement;
+} fwd_result;
+
+/* Checks the tokens against the model (ids in the vocabulary, sequences within max_position_embeddings) and
+ * that every weight the forward needs exists with its shape, before any work: messages name the tensor or the
+ * token. */
+ms_status fwd_check(const arch_model *a, const tok_set *tok, ms_error *err);
+
+/* Runs the forward pass. out may be NULL when o->head is 0. */
+ms_status fwd_run(const arch_model *a, const tok_set *tok, const fwd_options *o, fwd_result *out, ms_error *err);
+void fwd_result_free(fwd_result *r);
+
+#endif

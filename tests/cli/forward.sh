@@ -1,0 +1,123 @@
+# The forward pass from the command line: capture writes a calibration set that analyze reads; perplexity of a
+# plan evaluated in memory equals perplexity of the checkpoint `merge` writes with the calibration set captured
+# from the same tokens; results are byte-identical for 1 and 3 threads; bad inputs give one line on stderr,
+# exit 1 and nothing written.
+. "$(dirname "$0")/lib.sh"
+TOK=tests/data/forward/tokens.txt
+S=${SAMPLES:-}
+if [ -z "$S" ] || [ ! -f "$S/mixtral-tiny/config.json" ]; then
+	S=$TMP/samples
+	"$MOESCOPE" samples "$S" >/dev/null
+fi
+M=$S/mixtral-tiny
+
+# json_num FILE KEY...: the number at a path of keys (no JSON tool needed: the reports are flat enough for sed)
+json_num() {
+	local file=$1 key=$2
+	tr -d ' \n\t' <"$file" | sed -n "s/.*\"$key\":\([-0-9.eE+]*\).*/\1/p"
+}
+json_sub() { # json_sub FILE OBJECT KEY
+	tr -d ' \n\t' <"$1" | sed -n "s/.*\"$2\":{[^}]*\"$3\":\([-0-9.eE+]*\).*/\1/p"
+}
+# close NAME A B TOL: |A - B| <= TOL * max(1, |B|)
+close() {
+	if awk -v a="$2" -v b="$3" -v t="$4" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; if (m < 1) m = 1;
+		exit !(a != "" && b != "" && d <= t * m) }'; then pass "$1"; else fail "$1" "$2 vs $3 (tol $4)"; fi
+}
+
+for s in mixtral-tiny olmoe-mini qwen2moe-tiny; do
+	expect_status "$s: capture" 0 "$MOESCOPE" capture "$S/$s" --tokens "$TOK" --out "$TMP/$s.calib.safetensors"
+	expect_status "$s: analyze reads the captured set" 0 "$MOESCOPE" analyze "$S/$s" \
+		--calib "$TMP/$s.calib.safetensors" --json "$TMP/$s.analyze.json"
+	expect_grep "$s: analyze saw every token" '"tokens":[[:space:]]*119' "$TMP/$s.analyze.json"
+	expect_status "$s: perplexity" 0 "$MOESCOPE" perplexity "$S/$s" --tokens "$TOK" --json "$TMP/$s.ppl.json"
+	want=$(sed -n 's/.*"mean_nll":[[:space:]]*\([-0-9.eE+]*\).*/\1/p' tests/data/forward/$s.json)
+	close "$s: mean NLL equals the numpy reference's" "$(json_num "$TMP/$s.ppl.json" nll)" "$want" 1e-4
+done
+expect_grep "perplexity counts predicted tokens" '"tokens":[[:space:]]*116' "$TMP/mixtral-tiny.ppl.json"
+
+# --max-tokens and --seq-len: 50 tokens in pieces of at most 16
+expect_status "capture --max-tokens 50 --seq-len 16" 0 "$MOESCOPE" capture "$M" --tokens "$TOK" --max-tokens 50 \
+	--seq-len 16 --out "$TMP/short.safetensors"
+expect_status "info of the short set" 0 "$MOESCOPE" analyze "$M" --calib "$TMP/short.safetensors" --json "$TMP/short.json"
+expect_grep "the short set holds 50 tokens" '"tokens":[[:space:]]*50' "$TMP/short.json"
+expect_status "perplexity of 50 tokens in 4 sequences" 0 "$MOESCOPE" perplexity "$M" --tokens "$TOK" \
+	--max-tokens 50 --seq-len 16 --json "$TMP/short_ppl.json"
+expect_grep "46 tokens predicted" '"tokens":[[:space:]]*46' "$TMP/short_ppl.json"
+
+# A plan evaluated in memory equals the written merge.
+C=$TMP/mixtral-tiny.calib.safetensors
+expect_status "plan on the captured set" 0 "$MOESCOPE" plan "$M" --calib "$C" --groups 4 --out "$TMP/plan.csv"
+for layout in compact aliased; do
+	expect_status "$layout: perplexity --plan" 0 "$MOESCOPE" perplexity "$M" --tokens "$TOK" --plan "$TMP/plan.csv" \
+		--layout "$layout" --json "$TMP/inmem_$layout.json"
+	expect_status "$layout: merge with the captured set" 0 "$MOESCOPE" merge "$M" --calib "$C" --plan "$TMP/plan.csv" \
+		--layout "$layout" --out "$TMP/merged_$layout"
+	expect_status "$layout: perplexity of the written merge" 0 "$MOESCOPE" perplexity "$TMP/merged_$layout" \
+		--tokens "$TOK" --json "$TMP/written_$layout.json"
+	close "$layout: merged NLL in memory = written" "$(json_sub "$TMP/inmem_$layout.json" merged nll)" \
+		"$(json_num "$TMP/written_$layout.json" nll)" 1e-6
+	close "$layout: original NLL beside the merge = plain run" "$(json_sub "$TMP/inmem_$layout.json" original nll)" \
+		"$(json_num "$TMP/mixtral-tiny.ppl.json" nll)" 1e-12
+	for k in mean p50 p90 p99; do
+		v=$(json_sub "$TMP/inmem_$layout.json" kl $k)
+		if awk -v v="$v" 'BEGIN { exit !(v != "" && v >= 0) }'; then pass "$layout: KL $k reported"; else fail "$layout: KL $k" "'$v'"; fi
+	done
+	expect_grep "$layout: top-1 agreement reported" '"top1_agreement":[[:space:]]*[01]' "$TMP/inmem_$layout.json"
+done
+
+# Threads: byte-identical files and reports.
+for t in 1 3; do
+	"$MOESCOPE" capture "$M" --tokens "$TOK" --out "$TMP/cap_$t.safetensors" --threads $t >/dev/null 2>&1
+	"$MOESCOPE" perplexity "$M" --tokens "$TOK" --plan "$TMP/plan.csv" --json "$TMP/ppl_$t.json" --threads $t \
+		>/dev/null 2>&1
+done
+if cmp -s "$TMP/cap_1.safetensors" "$TMP/cap_3.safetensors"; then pass "capture: 1 and 3 threads identical"; else fail "capture threads"; fi
+if cmp -s "$TMP/ppl_1.json" "$TMP/ppl_3.json"; then pass "perplexity: 1 and 3 threads identical"; else fail "perplexity threads"; fi
+
+# Bad inputs: exit 1, one line naming the file and the place, nothing written.
+mkdir -p "$TMP/bad"
+printf '1 2 3\n4 256 5\n' >"$TMP/bad/vocab.txt"
+printf '\n\n' >"$TMP/bad/empty.txt"
+printf '1 2 x3\n' >"$TMP/bad/word.txt"
+cp -r "$M" "$TMP/kvheads"
+sed -i 's/"num_key_value_heads":[[:space:]]*2/"num_key_value_heads": 4/' "$TMP/kvheads/config.json"
+cp -r "$S/olmoe-mini" "$TMP/nobias"
+sed -i 's/"attention_bias":[[:space:]]*false/"attention_bias": true/' "$TMP/nobias/config.json"
+cp -r "$M" "$TMP/longrope"
+sed -i 's/"rope_scaling":[[:space:]]*null/"rope_scaling": {"rope_type": "longrope", "factor": 2}/' "$TMP/longrope/config.json"
+# bad NAME REGEX ARGS...: capture and perplexity both refuse
+bad() {
+	local name=$1 regex=$2
+	shift 2
+	local out=$TMP/out_$RANDOM
+	mkdir -p "$out"
+	for cmd in capture perplexity; do
+		local extra=()
+		[ $cmd = capture ] && extra=(--out "$out/c.safetensors")
+		[ $cmd = perplexity ] && extra=(--json "$out/p.json")
+		"$MOESCOPE" $cmd "$@" "${extra[@]}" >"$TMP/bad.out" 2>"$TMP/bad.err"
+		local rc=$? lines
+		lines=$(wc -l <"$TMP/bad.err")
+		if [ $rc -eq 1 ] && [ "$lines" -eq 1 ] && grep -qE -- "$regex" "$TMP/bad.err" && [ -z "$(ls -A "$out")" ]; then
+			pass "$cmd: $name"
+		else
+			fail "$cmd: $name" "exit $rc, $lines lines, left: $(ls -A "$out"); stderr: $(head -c 300 "$TMP/bad.err")"
+		fi
+	done
+}
+bad "id out of vocabulary" "vocab.txt: line 2, column 3: token id 256 is outside the vocabulary \(0..255\)" \
+	"$M" --tokens "$TMP/bad/vocab.txt"
+bad "empty file" "empty.txt: no token ids" "$M" --tokens "$TMP/bad/empty.txt"
+bad "not a number" "word.txt: line 1, column 5: 'x3' is not a token id" "$M" --tokens "$TMP/bad/word.txt"
+bad "missing token file" "nope.txt: cannot open" "$M" --tokens "$TMP/bad/nope.txt"
+bad "sequence longer than the model allows" "--seq-len 5000 is longer than the model allows \(max_position_embeddings 4096\)" \
+	"$M" --tokens "$TOK" --seq-len 5000
+bad "text without a tokenizer" "tokenization is not available yet" "$M" --text "$TOK"
+bad "attention shape disagrees with config.json" "k_proj.weight': shape \[64, 128\], expected \[128, 128\]" \
+	"$TMP/kvheads" --tokens "$TOK"
+bad "attention bias missing" "tensor 'model.layers.0.self_attn.q_proj.bias' missing" "$TMP/nobias" --tokens "$TOK"
+bad "unsupported rope scaling" "config.json: field 'rope_scaling': type 'longrope' is not supported" \
+	"$TMP/longrope" --tokens "$TOK"
+bad "switch has no forward here" "switch_transformers.*decoder-only families" "$S/switch-tiny" --tokens "$TOK"
+finish

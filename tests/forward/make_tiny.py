@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Writes the tiny checkpoints of tests/data/forward/models/: one per family variant the bundled samples do not
+cover (qwen3_moe, phimoe, deepseek_v2) or cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
+Weights are drawn at full scale (std 1/sqrt(fan-in)), so attention, norms and routing all matter in the output.
+Tensor names and config fields follow the transformers classes. Run once; the files are committed.
+
+    python3 tests/forward/make_tiny.py tests/data/forward/models
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+V, D, L, H, KV, HD, E, K, F = 64, 32, 2, 4, 2, 8, 4, 2, 16
+
+
+def bf16(a):
+    u = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")   # round to nearest even
+
+
+def write(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        b = bf16(tensors[name]).tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(np.shape(tensors[name])), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+class Gen:
+    def __init__(self, seed):
+        self.r = np.random.default_rng(seed)
+        self.t = {}
+
+    def mat(self, name, rows, cols, scale=1.0):
+        self.t[name] = self.r.standard_normal((rows, cols)) * scale / np.sqrt(cols)
+
+    def vec(self, name, n, center=0.0, std=0.1):
+        self.t[name] = center + std * self.r.standard_normal(n)
+
+    def glu(self, prefix, f, names=("gate_proj", "up_proj", "down_proj")):
+        self.mat("%s.%s.weight" % (prefix, names[0]), f, D)
+        self.mat("%s.%s.weight" % (prefix, names[1]), f, D)
+        self.mat("%s.%s.weight" % (prefix, names[2]), D, f)
+
+    def moe(self, prefix, names, E_=E):
+        self.mat(prefix + ".gate.weight", E_, D, 3.0)
+        for e in range(E_):
+            self.glu("%s.experts.%d" % (prefix, e), F, names)
+
+    def norms(self, i, bias=False):
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            self.vec("model.layers.%d.%s.weight" % (i, n), D, 1.0)
+            if bias:
+                self.vec("model.layers.%d.%s.bias" % (i, n), D)
+
+    def gqa(self, i, hd=HD, bias=False, o_bias=False, qk=None, kv=KV):
+        p = "model.layers.%d.self_attn." % i
+        self.mat(p + "q_proj.weight", H * hd, D)
+        self.mat(p + "k_proj.weight", kv * hd, D)
+        self.mat(p + "v_proj.weight", kv * hd, D)
+        self.mat(p + "o_proj.weight", D, H * hd)
+        if bias:
+            for n, w in (("q", H), ("k", kv), ("v", kv)):
+                self.vec(p + n + "_proj.bias", w * hd, std=0.3)
+        if o_bias:
+            self.vec(p + "o_proj.bias", D)
+        if qk == "head":
+            self.vec(p + "q_norm.weight", hd, 1.0)
+            self.vec(p + "k_norm.weight", hd, 1.0)
+        elif qk == "full":
+            self.vec(p + "q_norm.weight", H * hd, 1.0)
+            self.vec(p + "k_norm.weight", kv * hd, 1.0)
+
+    def ends(self, tied=False, norm_bias=False, head_bias=False):
+        self.t["model.embed_tokens.weight"] = self.r.standard_normal((V, D))
+        self.vec("model.norm.weight", D, 1.0)
+        if norm_bias:
+            self.vec("model.norm.bias", D)
+        if not tied:
+            self.mat("lm_head.weight", V, D, 2.0)
+        if head_bias:
+            self.vec("lm_head.bias", V)
+
+
+def base_config(model_type, arch):
+    return {"architectures": [arch], "model_type": model_type, "vocab_size": V, "hidden_size": D,
+            "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": KV,
+            "max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": None,
+            "tie_word_embeddings": False, "num_experts_per_tok": K, "hidden_act": "silu", "torch_dtype": "bfloat16"}
+
+
+def mixtral_window():
+    g = Gen(1)
+    g.ends()
+    for i in range(L):
+        g.norms(i)
+        g.gqa(i)
+        g.moe("model.layers.%d.block_sparse_moe" % i, ("w1", "w3", "w2"))
+    c = base_config("mixtral", "MixtralForCausalLM")
+    c.update({"intermediate_size": F, "num_local_experts": E, "rms_norm_eps": 1e-5, "sliding_window": 16,
+              "rope_theta": 1e6, "head_dim": HD})
+    return g, c
+
+
+def olmoe_clip():
+    g = Gen(2)
+    g.ends()
+    for i in range(L):
+        g.norms(i)
+        g.gqa(i, qk="full", kv=H)
+        g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
+    c = base_config("olmoe", "OlmoeForCausalLM")
+    c.update({"intermediate_size": F, "num_experts": E, "rms_norm_eps": 1e-5, "clip_qkv": 1.5,
+              "norm_topk_prob": True, "attention_bias": False})
+    c["num_attention_heads"], c["num_key_value_heads"] = H, H   # olmoe: head_dim = hidden / heads
+    return g, c
+
+
+def qwen3():
+    g = Gen(3)
+    g.ends(tied=True)
+    hd = 16   # head_dim from config.json, not hidden / heads
+    for i in range(L):
+        g.norms(i)
+        g.gqa(i, hd=hd, qk="head")
+        if i == 0:
+            g.glu("model.layers.0.mlp", 48)
+        else:
+            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
+    c = base_config("qwen3_moe", "Qwen3MoeForCausalLM")
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "num_experts": E, "rms_norm_eps": 1e-6,
+              "head_dim": hd, "norm_topk_prob": True, "mlp_only_layers": [0], "decoder_sparse_step": 1,
+              "tie_word_embeddings": True, "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+              "attention_bias": False, "use_sliding_window": False})
+    return g, c
+
+
+def phimoe():
+    g = Gen(4)
+    g.ends(norm_bias=True, head_bias=True)
+    for i in range(L):
+        g.norms(i, bias=True)
+        g.gqa(i, bias=True, o_bias=True)
+        g.moe("model.layers.%d.block_sparse_moe" % i, ("w1", "w3", "w2"))
+    c = base_config("phimoe", "PhiMoEForCausalLM")
+    c.update({"intermediate_size": F, "num_local_experts": E, "rms_norm_eps": 1e-5, "attention_bias": True,
+              "lm_head_bias": True, "router_jitter_noise": 0.01, "sliding_window": 8, "rope_theta": 1e6,
+              "input_jitter_noise": 0.0})
+    return g, c
+
+
+def deepseek():
+    g = Gen(5)
+    g.ends()
+    qr, kvr, nope, rope, dv = 24, 16, 8, 4, 8
+    for i in range(L):
+        g.norms(i)
+        p = "model.layers.%d.self_attn." % i
+        g.mat(p + "q_a_proj.weight", qr, D)
+        g.vec(p + "q_a_layernorm.weight", qr, 1.0)
+        g.mat(p + "q_b_proj.weight", H * (nope + rope), qr)
+        g.mat(p + "kv_a_proj_with_mqa.weight", kvr + rope, D)
+        g.vec(p + "kv_a_layernorm.weight", kvr, 1.0)
+        g.mat(p + "kv_b_proj.weight", H * (nope + dv), kvr)
+        g.mat(p + "o_proj.weight", D, H * dv)
+        if i == 0:
+            g.glu("model.layers.0.mlp", 48)
+        else:
+            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
+            g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+    c = base_config("deepseek_v2", "DeepseekV2ForCausalLM")
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E, "n_shared_experts": 1,
+              "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
+              "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+              "routed_scaling_factor": 1.5, "topk_method": "greedy", "norm_topk_prob": False,
+              "max_position_embeddings": 128, "num_key_value_heads": H, "attention_bias": False,
+              "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                               "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.707}})
+    return g, c
+
+
+def main():
+    out = sys.argv[1]
+    for name, fn in (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
+                     ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek)):
+        g, c = fn()
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        write(os.path.join(d, "model.safetensors"), g.t)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(c, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""An independent forward pass in numpy (float64), written from the transformers modeling files
+(src/transformers/models/<family>/modeling_<family>.py): mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe,
+deepseek_v2. It reads a checkpoint directory and a token file and writes the golden values that
+tests/test_forward.c compares moescope's C forward with.
+
+    python3 tests/forward/reference.py MODEL_DIR TOKENS.txt OUT.json
+
+Not part of `make test` (which must not need numpy): run it once when the forward or the samples change.
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+
+
+# ---- checkpoint -------------------------------------------------------------------------------------------------
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        raw = data[b:end]
+        if e["dtype"] == "BF16":
+            u = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            a = u.view(np.float32)
+        elif e["dtype"] == "F16":
+            a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        elif e["dtype"] == "F32":
+            a = np.frombuffer(raw, dtype="<f4")
+        else:
+            continue
+        out[name] = a.astype(np.float64).reshape(e["shape"])
+    return out
+
+
+def read_model(d):
+    idx = os.path.join(d, "model.safetensors.index.json")
+    w = {}
+    if os.path.exists(idx):
+        for shard in sorted(set(json.load(open(idx))["weight_map"].values())):
+            w.update(read_safetensors(os.path.join(d, shard)))
+    else:
+        w.update(read_safetensors(os.path.join(d, "model.safetensors")))
+    return json.load(open(os.path.join(d, "config.json"))), w
+
+
+def read_tokens(path):
+    seqs = []
+    for line in open(path):
+        ids = [int(t) for t in line.replace(",", " ").split()]
+        if ids:
+            seqs.append(ids)
+    return seqs
+
+
+# ---- building blocks --------------------------------------------------------------------------------------------
+
+def rms_norm(x, w, eps):
+    return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def layer_norm(x, w, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def softmax(z, axis=-1):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def glu(x, gate, up, down):
+    return (silu(x @ gate.T) * (x @ up.T)) @ down.T
+
+
+def rope_inv_freq(cfg, dim):
+    """transformers' ROPE_INIT_FUNCTIONS: default, linear, yarn. Returns inv_freq and attention_scaling."""
+    base = cfg.get("rope_theta") or 10000.0
+    inv = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    sc = cfg.get("rope_scaling")
+    if not sc:
+        return inv, 1.0
+    kind = sc.get("rope_type", sc.get("type"))
+    if kind == "default":
+        return inv, 1.0
+    if kind == "linear":
+        return inv / sc["factor"], 1.0
+    assert kind == "yarn", kind
+    factor = sc["factor"]
+    maxpos = cfg["max_position_embeddings"]
+    orig = sc.get("original_max_position_embeddings") or maxpos
+    if sc.get("original_max_position_embeddings"):
+        factor = maxpos / orig
+
+    def get_mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    att = sc.get("attention_factor")
+    ms, msa = sc.get("mscale"), sc.get("mscale_all_dim")
+    if att is None:
+        att = get_mscale(factor, ms) / get_mscale(factor, msa) if ms and msa else get_mscale(factor)
+    beta_fast, beta_slow = sc.get("beta_fast") or 32, sc.get("beta_slow") or 1
+
+    def corr_dim(rot):
+        return (dim * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = corr_dim(beta_fast), corr_dim(beta_slow)
+    if sc.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    extra_factor = 1 - ramp
+    pos = base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    inv = (1.0 / (factor * pos)) * (1 - extra_factor) + (1.0 / pos) * extra_factor
+    return inv, att
+
+
+def rope(x, pos, inv, scaling, interleaved):
+    """x [T, heads, dim]: Llama's rotate_half, or DeepSeek's complex pairs (2i, 2i+1)."""
+    f = pos[:, None] * inv[None, :]
+    c, s = np.cos(f)[:, None, :] * scaling, np.sin(f)[:, None, :] * scaling
+    if interleaved:
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2] = a * c - b * s
+        out[..., 1::2] = a * s + b * c
+        return out
+    h = x.shape[-1] // 2
+    a, b = x[..., :h], x[..., h:]
+    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
+
+
+def attend(q, k, v, scale, window):
+    """One sequence: q [T, H, dq], k [T, Hkv, dq], v [T, Hkv, dv] -> [T, H * dv], causal (and windowed)."""
+    T, H = q.shape[0], q.shape[1]
+    rep = H // k.shape[1]
+    k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+    s = np.einsum("thd,uhd->htu", q, k) * scale
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    mask = j > i
+    if window:
+        mask |= (i - j) >= window
+    s = np.where(mask[None], -np.inf, s)
+    return np.einsum("htu,uhd->thd", softmax(s), v).reshape(T, -1)
+
+
+# ---- families ---------------------------------------------------------------------------------------------------
+
+class Model:
+    def __init__(self, d):
+        self.cfg, self.w = read_model(d)
+        c = self.cfg
+        self.type = c["model_type"]
+        self.L = c["num_hidden_layers"]
+        self.d = c["hidden_size"]
+        self.H = c["num_attention_heads"]
+        self.Hkv = c.get("num_key_value_heads") or self.H
+        self.eps = c.get("rms_norm_eps", 1e-6)
+        if self.type == "olmoe":
+            self.hd = self.d // self.H
+        else:
+            self.hd = c.get("head_dim") or self.d // self.H
+
+    def W(self, name, i=None):
+        return self.w[name % i if i is not None else name]
+
+    def norm(self, x, name, i=None):
+        if self.type == "phimoe":
+            return layer_norm(x, self.W(name + ".weight", i), self.W(name + ".bias", i), self.eps)
+        return rms_norm(x, self.W(name + ".weight", i), self.eps)
+
+    def lin(self, x, name, i, bias):
+        p = "model.layers.%d." + name
+        y = x @ self.W(p + ".weight", i).T
+        return y + self.W(p + ".bias", i) if bias else y
+
+    def is_moe(self, i):
+        c = self.cfg
+        if self.type in ("qwen2_moe", "qwen3_moe"):
+            return i not in (c.get("mlp_only_layers") or []) and (i + 1) % (c.get("decoder_sparse_step") or 1) == 0
+        if self.type == "deepseek_v2":
+            return i >= (c.get("first_k_dense_replace") or 0) and i % (c.get("moe_layer_freq") or 1) == 0
+        return True
+
+    def window(self, i):
+        c = self.cfg
+        if self.type in ("qwen2_moe", "qwen3_moe"):
+            if not c.get("use_sliding_window"):
+                return 0
+            return c.get("sliding_window") if i >= c.get("max_window_layers", 28) else 0
+        if self.type in ("mixtral", "phimoe"):
+            return c.get("sliding_window") or 0
+        return 0
+
+    def attention(self, x, i, pos, seqs):
+        c, t = self.cfg, self.type
+        if t == "deepseek_v2":
+            return self.mla(x, i, pos, seqs)
+        bias = t == "qwen2_moe" or (t != "mixtral" and c.get("attention_bias", False))
+        q = self.lin(x, "self_attn.q_proj", i, bias)
+        k = self.lin(x, "self_attn.k_proj", i, bias)
+        v = self.lin(x, "self_attn.v_proj", i, bias)
+        T = x.shape[0]
+        if t == "olmoe":
+            q = rms_norm(q, self.W("model.layers.%d.self_attn.q_norm.weight", i), self.eps)
+            k = rms_norm(k, self.W("model.layers.%d.self_attn.k_norm.weight", i), self.eps)
+            clip = c.get("clip_qkv")
+            if clip is not None:
+                q, k, v = np.clip(q, -clip, clip), np.clip(k, -clip, clip), np.clip(v, -clip, clip)
+        q = q.reshape(T, self.H, self.hd)
+        k = k.reshape(T, self.Hkv, self.hd)
+        v = v.reshape(T, self.Hkv, self.hd)
+        if t == "qwen3_moe":
+            q = rms_norm(q, self.W("model.layers.%d.self_attn.q_norm.weight", i), self.eps)
+            k = rms_norm(k, self.W("model.layers.%d.self_attn.k_norm.weight", i), self.eps)
+        inv, sc = rope_inv_freq(c, self.hd)
+        q, k = rope(q, pos, inv, sc, False), rope(k, pos, inv, sc, False)
+        out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], self.hd ** -0.5, self.window(i)) for a, b in seqs])
+        o_bias = t not in ("mixtral", "qwen2_moe") and c.get("attention_bias", False)
+        return self.lin(out, "self_attn.o_proj", i, o_bias)
+
+    def mla(self, x, i, pos, seqs):
+        c = self.cfg
+        T, H = x.shape[0], self.H
+        nope, rope_d, dv = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+        kvr = c["kv_lora_rank"]
+        qk = nope + rope_d
+        if c.get("q_lora_rank"):
+            qa = rms_norm(self.lin(x, "self_attn.q_a_proj", i, False),
+                          self.W("model.layers.%d.self_attn.q_a_layernorm.weight", i), self.eps)
+            q = self.lin(qa, "self_attn.q_b_proj", i, False)
+        else:
+            q = self.lin(x, "self_attn.q_proj", i, False)
+        q = q.reshape(T, H, qk)
+        kva = self.lin(x, "self_attn.kv_a_proj_with_mqa", i, False)
+        ckv, kpe = kva[:, :kvr], kva[:, kvr:]
+        kvb = self.lin(rms_norm(ckv, self.W("model.layers.%d.self_attn.kv_a_layernorm.weight", i), self.eps),
+                       "self_attn.kv_b_proj", i, False).reshape(T, H, nope + dv)
+        inv, sc = rope_inv_freq(c, rope_d)
+        q_pe = rope(q[..., nope:], pos, inv, sc, True)
+        k_pe = rope(kpe.reshape(T, 1, rope_d), pos, inv, sc, True)
+        qf = np.concatenate([q[..., :nope], q_pe], axis=-1)
+        kf = np.concatenate([kvb[..., :nope], np.repeat(k_pe, H, axis=1)], axis=-1)
+        v = kvb[..., nope:]
+        scale = qk ** -0.5
+        rs = c.get("rope_scaling")
+        if rs and rs.get("mscale_all_dim"):
+            m = 0.1 * rs["mscale_all_dim"] * math.log(rs["factor"]) + 1.0 if rs["factor"] > 1 else 1.0
+            scale *= m * m
+        out = np.concatenate([attend(qf[a:b], kf[a:b], v[a:b], scale, 0) for a, b in seqs])
+        return self.lin(out, "self_attn.o_proj", i, c.get("attention_bias", False))
+
+    def route(self, z):
+        """Selected experts [T, k] and weights [T, k] from router logits z [T, E]."""
+        c, t = self.cfg, self.type
+        k = c["num_experts_per_tok"]
+        if t == "phimoe":
+            return sparsemixer(z, c.get("router_jitter_noise", 0.01))
+        p = softmax(z)
+        sel = np.argsort(-p, axis=-1, kind="stable")[:, :k]
+        w = np.take_along_axis(p, sel, axis=-1)
+        if t == "mixtral" or (t != "deepseek_v2" and c.get("norm_topk_prob", False)):
+            w = w / w.sum(-1, keepdims=True)
+        if t == "deepseek_v2":
+            w = w * (c.get("routed_scaling_factor") or 1.0)
+        return sel, w
+
+    def moe(self, x, i):
+        t = self.type
+        p = "model.layers.%d." % i + ("block_sparse_moe" if t in ("mixtral", "phimoe") else "mlp")
+        names = ("w1", "w3", "w2") if t in ("mixtral", "phimoe") else ("gate_proj", "up_proj", "down_proj")
+        sel, w = self.route(x @ self.w[p + ".gate.weight"].T)
+        y = np.zeros_like(x)
+        E = self.w[p + ".gate.weight"].shape[0]
+        for e in range(E):
+            rows, slot = np.nonzero(sel == e)
+            if len(rows) == 0:
+                continue
+            mats = [self.w["%s.experts.%d.%s.weight" % (p, e, n)] for n in names]
+            y[rows] += w[rows, slot][:, None] * glu(x[rows], *mats)
+        if t == "qwen2_moe":
+            s = glu(x, *[self.w[p + ".shared_expert.%s.weight" % n] for n in names])
+            g = 1.0 / (1.0 + np.exp(-(x @ self.w[p + ".shared_expert_gate.weight"].T)))
+            y = y + g * s
+        if t == "deepseek_v2" and self.cfg.get("n_shared_experts"):
+            y = y + glu(x, *[self.w[p + ".shared_experts.%s.weight" % n] for n in names])
+        return y, sel
+
+    def forward(self, seqs_ids):
+        ids = np.array([t for s in seqs_ids for t in s])
+        pos = np.concatenate([np.arange(len(s), dtype=np.float64) for s in seqs_ids])
+        bounds, a = [], 0
+        for s in seqs_ids:
+            bounds.append((a, a + len(s)))
+            a += len(s)
+        h = self.w["model.embed_tokens.weight"][ids]
+        blocks = []
+        for i in range(self.L):
+            x = self.norm(h, "model.layers.%d.input_layernorm", i)
+            h = h + self.attention(x, i, pos, bounds)
+            x = self.norm(h, "model.layers.%d.post_attention_layernorm", i)
+            if self.is_moe(i):
+                y, sel = self.moe(x, i)
+                prefix = "model.layers.%d." % i + ("block_sparse_moe" if self.type in ("mixtral", "phimoe") else "mlp")
+                blocks.append((prefix, x, sel))
+            else:
+                y = glu(x, *[self.W("model.layers.%d.mlp." + n + ".weight", i) for n in ("gate_proj", "up_proj", "down_proj")])
+            h = h + y
+        h = self.norm(h, "model.norm")
+        head = self.w["model.embed_tokens.weight"] if self.cfg.get("tie_word_embeddings") else self.w["lm_head.weight"]
+        logits = h @ head.T
+        if self.cfg.get("lm_head_bias"):
+            logits = logits + self.w["lm_head.bias"]
+        return logits, blocks, bounds, ids
+
+
+def sparsemixer(z, eps):
+    """PhiMoE's sparsemixer in eval mode (modeling_phimoe.py), top-2."""
+    T, E = z.shape
+    sel = np.zeros((T, 2), dtype=np.int64)
+    w = np.zeros((T, 2))
+    for t in range(T):
+        s = z[t]
+        a = int(np.argmax(s))
+        m = s[a]
+        mask = (m - s) / np.maximum(np.abs(s), m) > 2 * eps
+        g = softmax(np.where(mask, -np.inf, s))
+        masked = s.copy()
+        masked[a] = -np.inf
+        b = int(np.argmax(masked))
+        m2 = s[b]
+        mask2 = (m2 - s) / np.maximum(np.abs(s), m2) > 2 * eps
+        g2 = softmax(np.where(mask2, -np.inf, masked))
+        sel[t], w[t] = (a, b), (g[a], g2[b])
+    return sel, w
+
+
+def main():
+    model_dir, tok_path, out_path = sys.argv[1:4]
+    m = Model(model_dir)
+    seqs = read_tokens(tok_path)
+    logits, blocks, bounds, ids = m.forward(seqs)
+    lp = logits - logits.max(-1, keepdims=True)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+    nll = [None] * len(ids)
+    for a, b in bounds:
+        for t in range(a, b - 1):
+            nll[t] = float(-lp[t, ids[t + 1]])
+    T = len(ids)
+    rows = sorted(set([0, 1, bounds[0][1] - 1, bounds[1][0] + 40 if len(bounds) > 1 else 2, T - 1]))
+    rows = [r for r in rows if 0 <= r < T]
+    vals = [v for v in nll if v is not None]
+    golden = {
+        "model_type": m.type,
+        "tokens": T,
+        "mean_nll": float(np.mean(vals)),
+        "nll": nll,
+        "logit_rows": rows,
+        "logits": [[float(v) for v in logits[r]] for r in rows],
+        "blocks": [{
+            "prefix": p,
+            "sum": float(x.sum()),
+            "sumsq": float((x * x).sum()),
+            "rows": rows,
+            "values": [[float(v) for v in x[r]] for r in rows],
+            "routing": [sorted(int(e) for e in s) for s in sel],
+        } for p, x, sel in blocks],
+    }
+    with open(out_path, "w") as f:
+        json.dump(golden, f)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
