@@ -1,6 +1,7 @@
 #include "pipeline/pipeline.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,48 @@ static void run_split(int64_t n, span_fn fn, void *ctx)
 	(void)par_for((n + PIPE_SPAN - 1) / PIPE_SPAN, span_task, &j, NULL);
 }
 
+/* The float32 experts of the last freed block, kept for the next load. Commands stream block after block, and a
+ * fresh buffer of gigabytes costs the kernel zeroing every page on first touch (more than the BF16 conversion
+ * itself, in a profile of the load); the last block's pages are already there. Each load overwrites every float,
+ * so nothing of the previous block can show through. At most one buffer is kept, reachable from here. */
+static struct {
+	pthread_mutex_t lock;
+	float *buf;
+	size_t floats;
+} spare = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static float *take_weights(size_t floats)
+{
+	pthread_mutex_lock(&spare.lock);
+	float *buf = NULL;
+	if (spare.buf && spare.floats == floats) {
+		buf = spare.buf;
+		spare.buf = NULL;
+	}
+	pthread_mutex_unlock(&spare.lock);
+	return buf ? buf : malloc(floats * sizeof(float)); /* load_expert_task maps fresh pages in, in parallel */
+}
+
+static void give_weights(float *buf, size_t floats)
+{
+	if (!buf)
+		return;
+	pthread_mutex_lock(&spare.lock);
+	float *old = spare.buf;
+	spare.buf = buf;
+	spare.floats = floats;
+	pthread_mutex_unlock(&spare.lock);
+	free(old);
+}
+
+void pipe_release_spare(void)
+{
+	pthread_mutex_lock(&spare.lock);
+	free(spare.buf);
+	spare.buf = NULL;
+	pthread_mutex_unlock(&spare.lock);
+}
+
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
@@ -107,7 +150,7 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->router_dtype = m->blocks[b].router->dtype;
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
-	out->weights = malloc((size_t)(out->E * out->per_expert) * sizeof(float));
+	out->weights = take_weights((size_t)(out->E * out->per_expert));
 	out->experts = calloc((size_t)out->E, sizeof *out->experts);
 	out->identity = malloc((size_t)out->E * sizeof *out->identity);
 	if (out->T > 0)
@@ -135,7 +178,7 @@ void pipe_free_block(pipe_block *blk)
 	if (!blk)
 		return;
 	free(blk->router);
-	free(blk->weights);
+	give_weights(blk->weights, (size_t)(blk->E * blk->per_expert));
 	free(blk->experts);
 	free(blk->x);
 	free(blk->identity);

@@ -41,7 +41,10 @@ typedef struct {
 
 /* Loads block b; cal may be NULL (then x is NULL and T is 0). */
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err);
+/* Frees a block. Its float32 experts are kept for the next pipe_load_block of the same size (one buffer at most),
+ * which then skips the kernel's zeroing of fresh pages; pipe_release_spare gives that buffer back. */
 void pipe_free_block(pipe_block *blk);
+void pipe_release_spare(void);
 
 /* What pipe_analyze_block computes. */
 typedef struct {
