@@ -437,6 +437,60 @@ static void test_app_plan_change_cancels_forward(void)
 	sample_close(&s);
 }
 
+/* A commit posted while the model-level forward runs does not wait for it: the forward stops before its next
+ * layer, the commit runs, and the forward of the same plan runs again after it. */
+static void test_app_commit_overtakes_forward(void)
+{
+	sample s;
+	app a;
+	ms_error err = {0};
+	if (sample_open(&s) != 0 ||
+	    app_init(&a, s.m, s.cal, &(app_config){.width = 100, .height = 30, .eval_tokens = 256, .commit = mrun_run,
+						    .commit_defaults = mrun_request_defaults(),
+						    .tokens = "tests/data/forward/tokens.txt"}, &err) != 0) {
+		CHECK(0, "sample unavailable: %s", err.msg);
+		sample_close(&s);
+		return;
+	}
+	char parent[512], out[600];
+	fresh_dir(parent, sizeof parent, "overtake");
+	snprintf(out, sizeof out, "%s/merged", parent);
+	app_wait_idle(&a);
+	trail t = {.h = {.at = "perplexity: 1/"}};
+	worker_set_stage_hook(a.w, record, &t);
+	app_key(&a, '-');
+	for (int i = 0; i < 60000 && !atomic_load_explicit(&t.h.reached, memory_order_relaxed); i++) {
+		app_poll(&a);
+		sleep_ms(1);
+	}
+	CHECK(atomic_load_explicit(&t.h.reached, memory_order_relaxed) && a.model.in_flight, "the forward is running");
+	app_key(&a, 'c');
+	app_key(&a, KEYS_CTRL('u'));
+	for (const char *c = out; *c; c++)
+		app_key(&a, *c);
+	app_key(&a, KEYS_ENTER);
+	CHECK(a.mode == APP_MODE_PROGRESS, "mode %d", (int)a.mode);
+	release(&t.h);
+	app_wait_idle(&a);
+	worker_set_stage_hook(a.w, NULL, NULL);
+	int held = -1, commit = -1, again = -1;
+	for (int i = 0; i < t.n; i++) {
+		if (held < 0 && strncmp(t.seen[i], "perplexity: 1/", 14) == 0)
+			held = i;
+		else if (held >= 0 && commit < 0 && strncmp(t.seen[i], "commit", 6) == 0)
+			commit = i;
+		else if (commit >= 0 && again < 0 && strncmp(t.seen[i], "perplexity", 10) == 0)
+			again = i;
+	}
+	CHECK(held >= 0 && commit == held + 1 && again > commit, "held at %d, commit at %d, forward again at %d", held,
+	      commit, again);
+	CHECK(a.mode == APP_MODE_MESSAGE && !a.dlg.is_error, "'%s'", a.dlg.text);
+	CHECK(a.model.shown == APP_MODEL_MERGED && !a.model.stale && !a.model.in_flight, "shown %d stale %d",
+	      (int)a.model.shown, a.model.stale);
+	app_free(&a);
+	sample_close(&s);
+}
+
 static void *fail_calloc(size_t n, size_t size)
 {
 	(void)n;
@@ -534,6 +588,7 @@ int main(void)
 	RUN(test_cancel_running_evaluation);
 	RUN(test_plan_change_cancels_forward);
 	RUN(test_app_plan_change_cancels_forward);
+	RUN(test_app_commit_overtakes_forward);
 	RUN(test_post_out_of_memory);
 	RUN(test_app_shows_refused_jobs);
 	outdir_remove_tree(tmp_root);

@@ -280,6 +280,8 @@ void app_model_free(app *a);
 /* After a key or results from the worker: a changed plan makes the figures stale and cancels a job for an older
  * plan; once no block evaluation or statistics are pending, the current plan's job is posted. */
 void app_model_update(app *a);
+/* A commit was posted: a running forward would hold it up, so it is cancelled and asked for again behind it. */
+void app_model_yield(app *a);
 /* Applies the answer of a forward job; one for a plan since changed is dropped. */
 void app_model_landed(app *a, const work_result *r);
 

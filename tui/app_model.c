@@ -185,6 +185,17 @@ void app_model_update(app *a)
 		post_forward(a, identity);
 }
 
+void app_model_yield(app *a)
+{
+	app_model *md = &a->model;
+	if (!md->in_flight)
+		return;
+	worker_drop(a->w, WORK_FORWARD, -1);
+	md->in_flight = 0;
+	md->gen++;
+	md->asked = 0;  /* app_model_update posts it again, and the queue puts it after the commit */
+}
+
 void app_model_landed(app *a, const work_result *r)
 {
 	app_model *md = &a->model;
