@@ -2,7 +2,8 @@
  * merge, committing a plan) runs here while the screen stays live. The UI posts jobs into a mutex-protected
  * queue and collects results from another; it polls (tui/app_curses.c waits at most 100 ms for a key), so no
  * wake-up channel is needed. A job owns copies of what it reads (the plan), so the UI can go on changing its
- * own. One block at a time is in memory: the last one loaded is kept for the next job on the same block. */
+ * own. One block at a time is in memory: the last one loaded is kept for the next job on the same block (a
+ * forward loads its own, one layer at a time). */
 #ifndef WORKER_WORKER_H
 #define WORKER_WORKER_H
 
@@ -86,8 +87,8 @@ extern void *(*worker_calloc)(size_t n, size_t size);
 worker *worker_start(const mdl_model *m, const calib *cal, worker_commit_fn commit);
 /* Drops the queued jobs, cancels the running job, waits for it and frees everything. */
 void worker_stop(worker *w);
-/* Queues *job (taking what it owns; *job is cleared). A commit goes first, evaluations before statistics, and
- * a new evaluation of a block replaces one of the same block still queued and cancels one that is running (its
+/* Queues *job (taking what it owns; *job is cleared). A commit goes first, evaluations before statistics, a
+ * forward last, and a new evaluation of a block replaces one of the same block still queued and cancels one that is running (its
  * answer would be stale). The job's result is allocated here, so once posted a job always answers. 0, or -1
  * when out of memory (the job is freed; the caller reports it). */
 int worker_post(worker *w, work_job *job);
