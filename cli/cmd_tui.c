@@ -1,4 +1,5 @@
-/* `moescope tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--eval-tokens N]`
+/* `moescope tui MODEL [CALIB] [--tokens FILE] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii]
+ * [--eval-tokens N]`
  * and `moescope tui --list-keys`: opens the model and runs the interactive application, on the terminal or, with
  * --script, without one. */
 #include <getopt.h>
@@ -14,6 +15,7 @@
 
 typedef struct {
 	const char *model, *calib, *script, *dump;
+	const char *tokens, *text;  /* the model-level verdict's token ids; raw text (not available yet) */
 	int ascii, mono, list_keys;
 	int width, height;
 	long long eval_tokens;
@@ -42,6 +44,7 @@ static int parse_args(int argc, char **argv, tui_args *t)
 		{"size", required_argument, NULL, 'z'},   {"calib", required_argument, NULL, 'c'},
 		{"no-color", no_argument, NULL, 'n'},     {"ascii", no_argument, NULL, 'a'},
 		{"list-keys", no_argument, NULL, 'k'},    {"eval-tokens", required_argument, NULL, 't'},
+		{"tokens", required_argument, NULL, 'o'}, {"text", required_argument, NULL, 'x'},
 		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -52,6 +55,8 @@ static int parse_args(int argc, char **argv, tui_args *t)
 		case 's': t->script = optarg; break;
 		case 'd': t->dump = optarg; break;
 		case 'c': t->calib = optarg; break;
+		case 'o': t->tokens = optarg; break;
+		case 'x': t->text = optarg; break;
 		case 'n': t->mono = 1; break;
 		case 'a': t->ascii = 1; break;
 		case 'k': t->list_keys = 1; break;
@@ -69,6 +74,8 @@ static int parse_args(int argc, char **argv, tui_args *t)
 	}
 	if (t->list_keys)
 		return 0;
+	if (t->text && t->tokens)
+		return cli_usage_error("tui", "give at most one of --text FILE and --tokens FILE");
 	if (optind >= argc || argc - optind > 2 || (t->calib && argc - optind == 2))
 		return cli_usage_error("tui", "MODEL and at most one calibration set expected");
 	t->model = argv[optind];
@@ -101,7 +108,7 @@ static int run(const tui_args *t, mdl_model *m, calib *cal)
 	app_config cfg = {
 		.ascii = want_ascii(t->ascii), .mono = t->mono, .width = t->width, .height = t->height,
 		.eval_tokens = t->eval_tokens, .commit = mrun_run, .commit_defaults = mrun_request_defaults(),
-		.autosave = 1,
+		.autosave = 1, .tokens = t->tokens,
 	};
 	FILE *dump = NULL;
 	if (t->dump && !(dump = fopen(t->dump, "w"))) {
@@ -137,6 +144,11 @@ int cmd_tui(int argc, char **argv)
 		return rc < 0 ? CLI_OK : rc;
 	if (t.list_keys)
 		return list_keys();
+	if (t.text) {
+		fprintf(stderr, "moescope: %s: tokenization is not available yet; give token ids with --tokens FILE\n",
+			t.text);
+		return CLI_USER_ERROR;
+	}
 	mdl_model *m;
 	calib *cal = NULL;
 	if (opt_open(t.model, t.calib, &m, t.calib ? &cal : NULL))

@@ -33,7 +33,7 @@ const cli_command cli_commands[] = {
 	 "[--layout L] [--router R] [--align A] [--weighting W] [--rank R | --rank-energy E | --rank-stable K] "
 	 "[--sparse-ratio S] [--json OUT]",
 	 "Next-token NLL and perplexity; with a plan, the merged model beside the original (KL, top-1 agreement)."},
-	{"tui", cmd_tui, "tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
+	{"tui", cmd_tui, "tui MODEL [CALIB] [--tokens FILE] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
 	 "The interactive application (also `moescope MODEL [CALIB]`); --script runs keys from a file without a terminal."},
 	{"samples", cmd_samples, "samples DIR [--only NAME]",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},

@@ -666,6 +666,14 @@ void fwd_result_free(fwd_result *r)
 	memset(r, 0, sizeof *r);
 }
 
+/* MS_ERR_INTERRUPTED when the caller asked the pass to stop; L is the layer about to run (n_layers: the head). */
+static ms_status cancelled(const fwd_options *o, int L, ms_error *err)
+{
+	if (!o->cancel || !atomic_load(o->cancel))
+		return MS_OK;
+	return ms_fail(err, MS_ERR_INTERRUPTED, "forward: cancelled before layer %d", L);
+}
+
 ms_status fwd_run(const arch_model *a, const tok_set *tok, const fwd_options *o, fwd_result *out, ms_error *err)
 {
 	if (!a || !tok || !o || tok->T <= 0 || (o->plan && !o->merge) || (o->head && !out))
@@ -683,8 +691,12 @@ ms_status fwd_run(const arch_model *a, const tok_set *tok, const fwd_options *o,
 	for (int L = 0; st == MS_OK && L < a->n_layers; L++) {
 		if (o->progress)
 			o->progress(o->progress_ctx, L, a->n_layers);
-		st = run_layer(&s, L);
+		st = cancelled(o, L, err);
+		if (st == MS_OK)
+			st = run_layer(&s, L);
 	}
+	if (st == MS_OK && o->head)
+		st = cancelled(o, a->n_layers, err);
 	if (st == MS_OK && o->head)
 		st = run_head(&s, out);
 	if (o->progress && st == MS_OK)

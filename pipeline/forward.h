@@ -9,6 +9,7 @@
 #ifndef FWD_FORWARD_H
 #define FWD_FORWARD_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "pipeline/pipeline.h"
@@ -32,6 +33,9 @@ typedef struct {
 	float *logits;                       /* [n_logit_rows, vocab] */
 	fwd_progress_fn progress;
 	void *progress_ctx;
+	const atomic_int *cancel;            /* NULL, or set by another thread to stop the pass: looked at before
+					      * each layer and before the head, after the progress call; the pass
+					      * then returns MS_ERR_INTERRUPTED */
 } fwd_options;
 
 typedef struct {

@@ -1,6 +1,7 @@
 /* The worker thread against the UI thread (tui/worker.h): a commit cancelled while it writes (the real mrun_run,
  * on the golden model), a queued commit cancelled before it starts, a running evaluation cancelled by a newer one
- * of its block, and a job whose memory cannot be allocated reported rather than left pending. `make test` runs
+ * of its block, a running model-level forward cancelled by a change of the plan (on the mixtral-tiny sample, which
+ * has every weight), and a job whose memory cannot be allocated reported rather than left pending. `make test` runs
  * this binary under ThreadSanitizer as well as ASan: the UI thread's cancel and the job's reads of it must not
  * race.
  *
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "io/outdir.h"
+#include "samples/samples.h"
 #include "tests/app_fixture.h"
 #include "tests/test.h"
 #include "tui/app.h"
@@ -268,6 +270,227 @@ static void test_cancel_running_evaluation(void)
 	golden_close(&g);
 }
 
+/* The mixtral-tiny sample (written once into the temporary root), its calibration set, architecture and tokens. */
+typedef struct {
+	mdl_model *m;
+	calib *cal;
+	arch_model *arch;
+	tok_set tok;
+	char dir[512];
+} sample;
+
+static int sample_open(sample *s)
+{
+	ms_error err = {0};
+	char cal_path[600];
+	memset(s, 0, sizeof *s);
+	snprintf(s->dir, sizeof s->dir, "%s/mixtral-tiny", tmp_root);
+	snprintf(cal_path, sizeof cal_path, "%s/calib.safetensors", s->dir);
+	if ((!exists(cal_path) && samples_write(tmp_root, "mixtral-tiny", &err) != MS_OK) ||
+	    mdl_open(s->dir, &s->m, &err) != MS_OK || calib_open(cal_path, s->m, &s->cal, &err) != MS_OK ||
+	    arch_open(s->m, &s->arch, &err) != MS_OK ||
+	    tok_read_ids("tests/data/forward/tokens.txt", s->arch->vocab, 2048, 0, &s->tok, &err) != MS_OK) {
+		fprintf(stderr, "  sample: %s\n", err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static void sample_close(sample *s)
+{
+	tok_free(&s->tok);
+	if (s->arch)
+		arch_close(s->arch);
+	if (s->cal)
+		calib_close(s->cal);
+	if (s->m)
+		mdl_close(s->m);
+}
+
+/* A forward with a plan beside the original: in every block, the last two experts join expert 0's group. */
+static int post_forward(worker *w, const sample *s, unsigned gen)
+{
+	work_job j = {.kind = WORK_FORWARD, .block = -1, .gen = gen, .arch = s->arch, .tok = &s->tok, .with_plan = 1};
+	j.mo = pipe_merge_defaults();
+	const char **labels = mdl_block_labels(s->m);
+	const int E = s->m->n_experts;
+	if (!labels || plan_init(&j.p, s->m->n_blocks, E, labels) != 0) {
+		free(labels);
+		return -1;
+	}
+	free(labels);
+	for (int b = 0; b < s->m->n_blocks; b++) {
+		for (int e = 0; e < E; e++)
+			j.p.frequency[b * E + e] = 1.0 / E;
+		j.p.group[b * E + E - 1] = j.p.group[b * E + E - 2] = 0;
+		j.p.dominant[b * E + E - 1] = j.p.dominant[b * E + E - 2] = 0;
+	}
+	j.mo.slots = E - 2;
+	return worker_post(w, &j);
+}
+
+/* A change of the plan drops the model-level forward running for the old one: it stops before its next layer and
+ * answers MS_ERR_INTERRUPTED; the same forward undisturbed gives the figures of one never cancelled. */
+static void test_plan_change_cancels_forward(void)
+{
+	sample s;
+	worker *w = NULL;
+	if (sample_open(&s) != 0 || !(w = worker_start(s.m, s.cal, mrun_run))) {
+		CHECK(0, "sample or worker unavailable");
+		sample_close(&s);
+		return;
+	}
+	CHECK(post_forward(w, &s, 1) == 0);
+	work_result *ref = next_result(w);
+	CHECK(ref && ref->kind == WORK_FORWARD && ref->status == MS_OK && ref->with_plan, "'%s'",
+	      ref ? ref->err.msg : "no result");
+
+	hold h = {.at = "perplexity: 1/"};
+	worker_set_stage_hook(w, hold_at, &h);
+	CHECK(post_forward(w, &s, 2) == 0);
+	CHECK(wait_flag(&h.reached), "the forward reached its second layer");
+	worker_progress p;
+	worker_get_progress(w, &p);
+	CHECK(p.busy && p.step == 1 && p.steps == s.arch->n_layers, "step %d/%d", p.step, p.steps);
+	CHECK(post_forward(w, &s, 3) == 0);       /* queued behind it: the plan changes again */
+	worker_drop(w, WORK_FORWARD, -1);         /* what the application does when the plan changes */
+	release(&h);
+	work_result *stale = next_result(w);
+	CHECK(stale && stale->gen == 2 && stale->status == MS_ERR_INTERRUPTED, "status %d",
+	      stale ? (int)stale->status : -1);
+	CHECK(stale && strstr(stale->err.msg, "cancelled before layer 1"), "'%s'", stale ? stale->err.msg : "");
+	CHECK(worker_poll(w) == NULL, "the queued forward was dropped without an answer");
+	worker_get_progress(w, &p);
+	CHECK(!p.busy, "idle after the drop");
+
+	worker_set_stage_hook(w, NULL, NULL);
+	CHECK(post_forward(w, &s, 4) == 0);
+	work_result *fresh = next_result(w);
+	CHECK(fresh && fresh->gen == 4 && fresh->status == MS_OK, "'%s'", fresh ? fresh->err.msg : "no result");
+	if (ref && fresh && ref->status == MS_OK && fresh->status == MS_OK)
+		CHECK(fresh->forward.ppl_merged == ref->forward.ppl_merged && fresh->forward.kl_p99 == ref->forward.kl_p99 &&
+		      fresh->forward.ppl == ref->forward.ppl, "%.17g vs %.17g", fresh->forward.ppl_merged,
+		      ref->forward.ppl_merged);
+	work_result_free(ref);
+	work_result_free(stale);
+	work_result_free(fresh);
+	worker_stop(w);
+	sample_close(&s);
+}
+
+/* Labels the worker entered, in order, for the application-level test below. */
+typedef struct {
+	hold h;
+	char seen[64][64];
+	int n;                 /* worker thread only, read by the test once the worker is idle */
+} trail;
+
+static void record(void *ctx, const char *label)
+{
+	trail *t = ctx;
+	if (t->n < 64)
+		snprintf(t->seen[t->n++], sizeof t->seen[0], "%s", label);
+	hold_at(&t->h, label);
+}
+
+/* In the application: a key that changes the plan while the model-level forward of the previous plan runs
+ * cancels it (no further layer runs), marks the figures stale, and the new plan's figures land. */
+static void test_app_plan_change_cancels_forward(void)
+{
+	sample s;
+	app a;
+	ms_error err = {0};
+	if (sample_open(&s) != 0 ||
+	    app_init(&a, s.m, s.cal, &(app_config){.width = 100, .height = 30, .eval_tokens = 256,
+						    .tokens = "tests/data/forward/tokens.txt"}, &err) != 0) {
+		CHECK(0, "sample unavailable: %s", err.msg);
+		sample_close(&s);
+		return;
+	}
+	app_wait_idle(&a);
+	CHECK(a.model.shown == APP_MODEL_ORIGINAL, "shown %d '%s'", (int)a.model.shown, a.model.error);
+	trail t = {.h = {.at = "perplexity: 1/"}};
+	worker_set_stage_hook(a.w, record, &t);
+	app_key(&a, '-');
+	/* the block's evaluation lands, the plan settles, its forward starts and is held at its second layer */
+	for (int i = 0; i < 60000 && !atomic_load_explicit(&t.h.reached, memory_order_relaxed); i++) {
+		app_poll(&a);
+		sleep_ms(1);
+	}
+	CHECK(atomic_load_explicit(&t.h.reached, memory_order_relaxed) && a.model.in_flight, "the forward is running");
+	const unsigned gen = a.model.gen;
+	app_key(&a, '-');
+	CHECK(!a.model.in_flight && a.model.gen != gen, "the running forward is dropped");
+	release(&t.h);
+	app_wait_idle(&a);
+	worker_set_stage_hook(a.w, NULL, NULL);
+	int held = -1;
+	for (int i = 0; i < t.n && held < 0; i++)
+		if (strncmp(t.seen[i], "perplexity: 1/", 14) == 0)
+			held = i;
+	CHECK(held >= 0 && held + 1 < t.n && strncmp(t.seen[held + 1], "perplexity: 2/", 14) != 0,
+	      "after the hold the cancelled forward ran on: '%s'", held >= 0 && held + 1 < t.n ? t.seen[held + 1] : "");
+	CHECK(a.model.shown == APP_MODEL_MERGED && !a.model.stale && !a.model.failed && !a.model.in_flight,
+	      "shown %d stale %d '%s'", (int)a.model.shown, a.model.stale, a.model.error);
+	CHECK(!a.message[0], "the cancel is no error: '%s'", a.message);
+	app_free(&a);
+	sample_close(&s);
+}
+
+/* A commit posted while the model-level forward runs does not wait for it: the forward stops before its next
+ * layer, the commit runs, and the forward of the same plan runs again after it. */
+static void test_app_commit_overtakes_forward(void)
+{
+	sample s;
+	app a;
+	ms_error err = {0};
+	if (sample_open(&s) != 0 ||
+	    app_init(&a, s.m, s.cal, &(app_config){.width = 100, .height = 30, .eval_tokens = 256, .commit = mrun_run,
+						    .commit_defaults = mrun_request_defaults(),
+						    .tokens = "tests/data/forward/tokens.txt"}, &err) != 0) {
+		CHECK(0, "sample unavailable: %s", err.msg);
+		sample_close(&s);
+		return;
+	}
+	char parent[512], out[600];
+	fresh_dir(parent, sizeof parent, "overtake");
+	snprintf(out, sizeof out, "%s/merged", parent);
+	app_wait_idle(&a);
+	trail t = {.h = {.at = "perplexity: 1/"}};
+	worker_set_stage_hook(a.w, record, &t);
+	app_key(&a, '-');
+	for (int i = 0; i < 60000 && !atomic_load_explicit(&t.h.reached, memory_order_relaxed); i++) {
+		app_poll(&a);
+		sleep_ms(1);
+	}
+	CHECK(atomic_load_explicit(&t.h.reached, memory_order_relaxed) && a.model.in_flight, "the forward is running");
+	app_key(&a, 'c');
+	app_key(&a, KEYS_CTRL('u'));
+	for (const char *c = out; *c; c++)
+		app_key(&a, *c);
+	app_key(&a, KEYS_ENTER);
+	CHECK(a.mode == APP_MODE_PROGRESS, "mode %d", (int)a.mode);
+	release(&t.h);
+	app_wait_idle(&a);
+	worker_set_stage_hook(a.w, NULL, NULL);
+	int held = -1, commit = -1, again = -1;
+	for (int i = 0; i < t.n; i++) {
+		if (held < 0 && strncmp(t.seen[i], "perplexity: 1/", 14) == 0)
+			held = i;
+		else if (held >= 0 && commit < 0 && strncmp(t.seen[i], "commit", 6) == 0)
+			commit = i;
+		else if (commit >= 0 && again < 0 && strncmp(t.seen[i], "perplexity", 10) == 0)
+			again = i;
+	}
+	CHECK(held >= 0 && commit == held + 1 && again > commit, "held at %d, commit at %d, forward again at %d", held,
+	      commit, again);
+	CHECK(a.mode == APP_MODE_MESSAGE && !a.dlg.is_error, "'%s'", a.dlg.text);
+	CHECK(a.model.shown == APP_MODEL_MERGED && !a.model.stale && !a.model.in_flight, "shown %d stale %d",
+	      (int)a.model.shown, a.model.stale);
+	app_free(&a);
+	sample_close(&s);
+}
+
 static void *fail_calloc(size_t n, size_t size)
 {
 	(void)n;
@@ -363,6 +586,9 @@ int main(void)
 	RUN(test_cancel_running_commit);
 	RUN(test_cancel_queued_commit);
 	RUN(test_cancel_running_evaluation);
+	RUN(test_plan_change_cancels_forward);
+	RUN(test_app_plan_change_cancels_forward);
+	RUN(test_app_commit_overtakes_forward);
 	RUN(test_post_out_of_memory);
 	RUN(test_app_shows_refused_jobs);
 	outdir_remove_tree(tmp_root);

@@ -99,6 +99,39 @@ typedef struct {
 	char error[1024];
 } app_eval;
 
+/* What the model-level line of the header shows (tui/app_model.c). */
+typedef enum {
+	APP_MODEL_NOTHING,       /* no result yet: "-" */
+	APP_MODEL_ORIGINAL,      /* the plan merges nothing: the original model's perplexity alone */
+	APP_MODEL_MERGED,        /* the plan's merged model beside the original */
+} app_model_shown;
+
+/* The model-level verdict: with a token file, the whole model is run forward (pipeline/forward.h) on the worker
+ * once the plan has settled, the plan's merged model beside the original, for perplexity, KL and top-1. */
+typedef struct {
+	int enabled;             /* a token file was given: the header has the model line */
+	arch_model *arch;        /* NULL when the token file or the architecture could not be used (error says why;
+				  * never retried) */
+	tok_set tok;
+	/* The original model's figures do not depend on the plan: the first job computes them and they are
+	 * reused (the plan jobs recompute them on the way, see tui/worker.c's run_forward). */
+	int have_original;
+	double nll, ppl;
+	app_model_shown shown;
+	fwd_result fig;          /* APP_MODEL_MERGED: the summary (no per-token arrays) */
+	int stale;               /* the plan changed since the figures shown were computed */
+	int failed;              /* the job of the current plan failed, or the inputs could not be used */
+	char error[1024];
+	/* What the last job was asked for: its figures are shown, it is in flight, or it failed. A plan that
+	 * equals it needs no new job. */
+	int asked;
+	int asked_identity;      /* the plan merged nothing: only the original was asked for */
+	plan asked_plan;
+	pipe_merge_options asked_mo;
+	int in_flight;
+	unsigned gen;            /* of the job in flight: an answer with another is for a plan since changed */
+} app_model;
+
 /* What the command line chose. */
 typedef struct {
 	int ascii;               /* ASCII glyphs */
@@ -107,6 +140,7 @@ typedef struct {
 	int64_t eval_tokens;     /* tokens per block evaluation */
 	worker_commit_fn commit; /* mrun_run, or a stand-in in tests */
 	mrun_request commit_defaults;
+	const char *tokens;      /* token ids for the model-level verdict (--tokens), NULL for none */
 	int autosave;            /* keep the plan in the XDG state directory after every change and offer it back
 				  * on opening (tui/autosave.h); 0 in unit tests that do not test it */
 } app_config;
@@ -157,6 +191,7 @@ typedef struct app {
 	const grid_scheme *scheme;
 	worker *w;
 	unsigned commit_gen;     /* the commit job in flight */
+	app_model model;         /* perplexity and KL of the plan's merged model (with --tokens) */
 
 	/* the autosave (tui/app_restore.c) */
 	char autosave_path[AUTOSAVE_PATH_MAX]; /* "" when off */
@@ -237,6 +272,18 @@ typedef enum { APP_ORDER_INDEX, APP_ORDER_USAGE, APP_ORDER_GROUP } app_order;
 void app_expert_order(const app *a, int b, app_order how, int *order);
 /* The order the current view shows its experts (and moves its cursor) in. */
 app_order app_view_order(const app *a);
+
+/* The model-level verdict (tui/app_model.c). On opening: reads the token file (cfg.tokens) for the model's
+ * architecture; a failure is reported in the status line and on the model line, and nothing is computed. */
+void app_model_open(app *a);
+void app_model_free(app *a);
+/* After a key or results from the worker: a changed plan makes the figures stale and cancels a job for an older
+ * plan; once no block evaluation or statistics are pending, the current plan's job is posted. */
+void app_model_update(app *a);
+/* A commit was posted: a running forward would hold it up, so it is cancelled and asked for again behind it. */
+void app_model_yield(app *a);
+/* Applies the answer of a forward job; one for a plan since changed is dropped. */
+void app_model_landed(app *a, const work_result *r);
 
 /* Plan totals for the header. */
 typedef struct {

@@ -164,6 +164,7 @@ static unsigned start_commit(app *a)
 		app_show_message(a, "Commit failed", 1, "out of memory");
 		return flags;
 	}
+	app_model_yield(a);
 	a->mode = APP_MODE_PROGRESS;
 	return flags;
 }

@@ -79,6 +79,7 @@ int app_init(app *a, const mdl_model *m, const calib *cal, const app_config *cfg
 	app_request_stats(a, -1);
 	if (cfg->autosave)
 		app_autosave_open(a);
+	app_model_open(a);
 	return 0;
 }
 
@@ -86,6 +87,7 @@ void app_free(app *a)
 {
 	worker_stop(a->w);
 	a->w = NULL;
+	app_model_free(a);
 	for (int b = 0; a->stats && b < a->n_blocks; b++)
 		pipe_free_stats(&a->stats[b]);
 	for (int b = 0; a->eval && b < a->n_blocks; b++) {
@@ -208,11 +210,15 @@ int app_poll(app *a)
 			eval_landed(a, r);
 		else if (r->kind == WORK_COMMIT && r->gen == a->commit_gen)
 			app_commit_done(a, r);
+		else if (r->kind == WORK_FORWARD)
+			app_model_landed(a, r);
 		work_result_free(r);
 		changed = 1;
 	}
-	if (changed)
+	if (changed) {
 		app_autosave_update(a);  /* statistics landing may remake a block whose G the user changed */
+		app_model_update(a);     /* the plan may have settled */
+	}
 	return changed;
 }
 
@@ -267,6 +273,7 @@ unsigned app_key(app *a, int key)
 		flags = kb ? kb->action(a) : 0;
 	}
 	react(a, flags);
+	app_model_update(a);
 	if (a->quit)
 		app_autosave_clean(a);  /* quitting by a key is a clean exit; a signal or a crash keeps the file */
 	else

@@ -17,6 +17,11 @@ void views_draw(const app *a, grid *g);
 
 /* The parts, each inside its rectangle (tui/views_frame.c). */
 void views_header(const app *a, grid *g, grid_rect r);
+/* Lines the header takes: 3, or 4 with the model line of a token file. */
+int views_header_rows(const app *a);
+/* The model line's figures as text: "ppl 25.31 -> 26.02  KL 0.0123 (p99 0.21)  top-1 97.3%", "ppl -" before the
+ * first result. */
+void views_format_verdict(const app *a, char *buf, size_t len);
 void views_tabs(const app *a, grid *g, grid_rect r);
 void views_layers(const app *a, grid *g, grid_rect r);
 void views_status(const app *a, grid *g, grid_rect r);

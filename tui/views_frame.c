@@ -137,12 +137,47 @@ static void header_settings(const app *a, grid *g, grid_rect r)
 		    align_ref_name(a->mo.align), rank, pipe_layout_names[a->mo.layout], rfit_method_name(a->mo.router));
 }
 
+/* The model-level verdict, under the plan's totals: the original's perplexity, the merged model's, KL(original ||
+ * merged) and the top-1 agreement; "~" and dim while the plan has changed since they were computed. */
+static void header_verdict(const app *a, grid *g, grid_rect r)
+{
+	const app_model *md = &a->model;
+	const char mark = md->stale ? '~' : ' ';
+	const grid_element el = md->failed ? GRID_EL_ERROR : md->stale ? GRID_EL_DIM : GRID_EL_HEADER;
+	char text[256];
+	views_format_verdict(a, text, sizeof text);
+	grid_printf(g, r.x, r.y, r.w, el, 0, " model %c%s%s", mark, text, md->stale ? "  stale" : "");
+}
+
+void views_format_verdict(const app *a, char *buf, size_t len)
+{
+	const app_model *md = &a->model;
+	const fwd_result *f = &md->fig;
+	if (md->failed)
+		snprintf(buf, len, "ppl failed: %s", md->error);
+	else if (md->shown == APP_MODEL_ORIGINAL)
+		snprintf(buf, len, "ppl %.2f  (nothing merged)", md->ppl);
+	else if (md->shown == APP_MODEL_MERGED)
+		snprintf(buf, len, "ppl %.2f -> %.2f  KL %.3g (p99 %.3g)  top-1 %.1f%%", md->ppl, f->ppl_merged,
+			 f->kl_mean, f->kl_p99, 100.0 * f->top1_agreement);
+	else
+		snprintf(buf, len, "ppl -");
+}
+
+int views_header_rows(const app *a)
+{
+	return a->model.enabled ? 4 : 3;
+}
+
 void views_header(const app *a, grid *g, grid_rect r)
 {
 	grid_fill(g, r, ' ', GRID_EL_HEADER, 0);
 	header_model(a, g, r);
 	header_totals(a, g, (grid_rect){r.x, r.y + 1, r.w, 1});
-	header_settings(a, g, (grid_rect){r.x, r.y + 2, r.w, 1});
+	int y = r.y + 2;
+	if (a->model.enabled)
+		header_verdict(a, g, (grid_rect){r.x, y++, r.w, 1});
+	header_settings(a, g, (grid_rect){r.x, y, r.w, 1});
 }
 
 /* Where tab v starts on the tab row and how wide it is. */
@@ -275,7 +310,9 @@ static int status_progress(const app *a, grid *g, grid_rect r)
 	int x = r.x + r.w - (grid_text_width(text) + bar + 2);
 	if (x < r.x + r.w / 2)
 		x = r.x + r.w / 2;
-	double frac = p.total > 0 ? (double)p.done / p.total : 0;
+	/* a job that says how far it is (a forward, by layers) moves the bar within its share */
+	const double part = p.steps > 0 ? (double)p.step / p.steps : 0;
+	double frac = p.total > 0 ? (p.done + part) / p.total : 0;
 	grid_put(g, x, r.y, '[', GRID_EL_STATUS, 0);
 	grid_fill(g, (grid_rect){x + 1, r.y, bar, 1}, g->gl->empty, GRID_EL_PROGRESS, 0);
 	grid_fill(g, (grid_rect){x + 1, r.y, (int)(frac * bar), 1}, g->gl->fill, GRID_EL_PROGRESS, 0);
@@ -320,7 +357,7 @@ static void draw_view(const app *a, grid *g, grid_rect r)
 	grid_unclip(g);
 }
 
-/* The screen's parts: three header lines, the tabs, the body (the layer list, a rule, the view), the status
+/* The screen's parts: three header lines (four with the model line), the tabs, the body (the layer list, a rule, the view), the status
  * line. */
 typedef struct {
 	grid_rect body, layers, view;
@@ -330,7 +367,8 @@ static int layout(const app *a, int W, int H, screen_layout *l)
 {
 	if (W < 20 || H < 8)
 		return -1;
-	l->body = (grid_rect){0, 4, W, H - 5};
+	const int top = views_header_rows(a) + 1;
+	l->body = (grid_rect){0, top, W, H - top - 1};
 	int lw = views_layers_width(a, W);
 	if (lw > W / 2)
 		lw = W / 2;
@@ -345,7 +383,7 @@ views_hit views_hit_test(const app *a, int w, int h, int x, int y)
 	screen_layout l;
 	if (layout(a, w, h, &l) != 0 || x < 0 || y < 0 || x >= w || y >= h)
 		return hit;
-	for (int v = 0; y == 3 && v < APP_VIEW_COUNT; v++) {
+	for (int v = 0; y == views_header_rows(a) && v < APP_VIEW_COUNT; v++) {
 		int tw, tx = tab_span(v, &tw);
 		if (x >= tx && x < tx + tw)
 			return (views_hit){VIEWS_HIT_TAB, v, -1, -1};
@@ -371,8 +409,9 @@ void views_draw(const app *a, grid *g)
 		return;
 	}
 	const grid_rect body = l.body;
-	views_header(a, g, (grid_rect){0, 0, W, 3});
-	views_tabs(a, g, (grid_rect){0, 3, W, 1});
+	const int rows = views_header_rows(a);
+	views_header(a, g, (grid_rect){0, 0, W, rows});
+	views_tabs(a, g, (grid_rect){0, rows, W, 1});
 	grid_clip(g, l.layers);
 	views_layers(a, g, l.layers);
 	grid_unclip(g);

@@ -31,6 +31,7 @@ struct worker {
 	work_kind running_kind;
 	int running_block;
 	int done, total;
+	int step, steps;          /* the running job's own progress, when it reports one */
 	char label[128];
 	worker_stage_fn stage_hook;
 	void *stage_ctx;
@@ -57,13 +58,20 @@ void work_result_free(work_result *r)
 	pipe_free_stats(&r->stats);
 	free(r->merged_srank);
 	free(r->compression);
+	fwd_result_free(&r->forward);
 	free(r);
 }
 
-/* The job's place in the queue: commits first, then evaluations, then statistics. */
+/* The job's place in the queue: commits first, then evaluations, then statistics, then the model-level forward
+ * (the slowest, and the least urgent: it waits until the figures the user is looking at are in). */
 static int priority(work_kind k)
 {
-	return k == WORK_COMMIT ? 0 : k == WORK_EVAL ? 1 : 2;
+	switch (k) {
+	case WORK_COMMIT: return 0;
+	case WORK_EVAL: return 1;
+	case WORK_STATS: return 2;
+	default: return 3;
+	}
 }
 
 /* The running job enters a stage: the progress line shows text, and the stage hook hears of it. */
@@ -189,9 +197,39 @@ static void run_commit(worker *w, work_job *j, work_result *r)
 	r->status = w->commit(w->m, w->cal, &j->req, commit_progress, w, &w->cancel, &r->summary, &r->err);
 }
 
+static void forward_progress(void *ctx, int layer, int n_layers)
+{
+	worker *w = ctx;
+	char text[128];
+	snprintf(text, sizeof text, "perplexity: %d/%d layers", layer, n_layers);
+	pthread_mutex_lock(&w->mu);
+	w->step = layer;
+	w->steps = n_layers;
+	pthread_mutex_unlock(&w->mu);
+	set_label(w, text);
+}
+
+/* The whole model forward on the tokens, the plan's merged model beside it when asked. Both streams run every
+ * layer and the head even though the original's figures never change with the plan: KL and top-1 need the
+ * original's next-token distribution token by token, and keeping it between jobs would take [T, vocab] floats;
+ * a job with a plan so costs about twice one without (the caller reuses the original's figures and runs
+ * without a plan while nothing is merged). Cancelled between layers. */
+static void run_forward(worker *w, const work_job *j, work_result *r)
+{
+	r->with_plan = j->with_plan;
+	if (!j->arch || !j->tok) {
+		r->status = ms_fail(&r->err, MS_ERR_ARG, "perplexity: no model architecture or no tokens");
+		return;
+	}
+	set_label(w, "perplexity");
+	fwd_options o = {.plan = j->with_plan ? &j->p : NULL, .merge = &j->mo, .head = 1,
+			 .progress = forward_progress, .progress_ctx = w, .cancel = &w->cancel};
+	r->status = fwd_run(j->arch, j->tok, &o, &r->forward, &r->err);
+}
+
 static void run_job(worker *w, work_job *j, work_result *r)
 {
-	if (j->kind != WORK_COMMIT && (!w->m || j->block < 0 || j->block >= w->m->n_blocks)) {
+	if (j->kind != WORK_COMMIT && j->kind != WORK_FORWARD && (!w->m || j->block < 0 || j->block >= w->m->n_blocks)) {
 		r->status = ms_fail(&r->err, MS_ERR_ARG, "no block %d", j->block);
 		return;
 	}
@@ -201,6 +239,7 @@ static void run_job(worker *w, work_job *j, work_result *r)
 	case WORK_STATS: run_stats(w, j, r); break;
 	case WORK_EVAL: run_eval(w, j, r); break;
 	case WORK_COMMIT: run_commit(w, j, r); break;
+	case WORK_FORWARD: run_forward(w, j, r); break;
 	}
 	if (r->status != MS_OK && r->err.code == MS_OK)
 		ms_fail(&r->err, r->status, NULL);
@@ -232,6 +271,7 @@ static void *worker_main(void *arg)
 		w->running = 1;
 		w->running_kind = n->job.kind;
 		w->running_block = n->job.block;
+		w->step = w->steps = 0;
 		atomic_store(&w->cancel, 0);  /* a cancel was meant for the job before */
 		pthread_mutex_unlock(&w->mu);
 		run_job(w, &n->job, n->r);
@@ -306,12 +346,18 @@ void worker_stop(worker *w)
 	free(w);
 }
 
-/* Removes a queued evaluation of block b and cancels a running one (a newer one replaces them). */
-static void drop_eval(worker *w, int b)
+/* Whether a job of kind k for block b is one that worker_drop(kind, block) drops. */
+static int superseded(work_kind k, int b, work_kind kind, int block)
+{
+	return k == kind && (b == block || (kind != WORK_STATS && kind != WORK_EVAL));
+}
+
+/* Removes the queued jobs worker_drop names and cancels the running one. Called with mu held. */
+static void drop_jobs_of(worker *w, work_kind kind, int block)
 {
 	for (job_node **pp = &w->jobs; *pp;) {
 		job_node *n = *pp;
-		if (n->job.kind == WORK_EVAL && n->job.block == b) {
+		if (superseded(n->job.kind, n->job.block, kind, block)) {
 			*pp = n->next;
 			free_node(n);
 			w->total--;
@@ -319,8 +365,17 @@ static void drop_eval(worker *w, int b)
 			pp = &n->next;
 		}
 	}
-	if (w->running && w->running_kind == WORK_EVAL && w->running_block == b)
+	if (w->running && superseded(w->running_kind, w->running_block, kind, block))
 		atomic_store(&w->cancel, 1);
+	if (!w->jobs && !w->running)
+		pthread_cond_broadcast(&w->idle);
+}
+
+void worker_drop(worker *w, work_kind kind, int b)
+{
+	pthread_mutex_lock(&w->mu);
+	drop_jobs_of(w, kind, b);
+	pthread_mutex_unlock(&w->mu);
 }
 
 int worker_post(worker *w, work_job *job)
@@ -341,8 +396,8 @@ int worker_post(worker *w, work_job *job)
 	pthread_mutex_lock(&w->mu);
 	if (!w->jobs && !w->running)
 		w->done = w->total = 0;  /* a new burst of work: the progress bar starts over */
-	if (n->job.kind == WORK_EVAL)
-		drop_eval(w, n->job.block);
+	if (n->job.kind == WORK_EVAL)  /* a new evaluation of a block replaces the older one */
+		drop_jobs_of(w, WORK_EVAL, n->job.block);
 	job_node **pp = &w->jobs;
 	while (*pp && priority((*pp)->job.kind) <= priority(n->job.kind))
 		pp = &(*pp)->next;
@@ -385,6 +440,8 @@ void worker_get_progress(worker *w, worker_progress *p)
 	p->busy = w->jobs != NULL || w->running;
 	p->done = w->done;
 	p->total = w->total;
+	p->step = w->running ? w->step : 0;
+	p->steps = w->running ? w->steps : 0;
 	snprintf(p->label, sizeof p->label, "%s", w->running ? w->label : "");
 	pthread_mutex_unlock(&w->mu);
 }

@@ -55,6 +55,34 @@ else
 	pass "ascii run writes ASCII only"
 fi
 
+# With a token file the header has the model line: exact screens before and after a change, and in between the
+# old figures marked stale (the rest of that screen depends on the worker's timing, so only its model line is
+# compared, with the line of the screen before).
+(cd "$TMP" && "$BIN" tui "$MT" "$MT/calib.safetensors" --tokens "$ROOT/tests/data/forward/tokens.txt" \
+	--script "$SCRIPTS/model_ppl.keys" --dump "$TMP/model_ppl_all.txt" --size 80x24) >"$TMP/out" 2>"$TMP/err" ||
+	fail "model_ppl run" "$(head -c 400 "$TMP/err")"
+awk '/^----- screen 3 -----$/{skip=1; next} /^----- screen/{skip=0} !skip' "$TMP/model_ppl_all.txt" >"$TMP/model_ppl.txt"
+if [ "${UPDATE:-0}" = 1 ]; then
+	cp "$TMP/model_ppl.txt" "$EXPECTED/model_ppl.txt"
+	pass "model_ppl (updated)"
+elif diff -u "$EXPECTED/model_ppl.txt" "$TMP/model_ppl.txt" >"$TMP/diff"; then
+	pass "model_ppl"
+else
+	fail "model_ppl" "screen differs:
+$(head -n 40 "$TMP/diff")"
+fi
+model_line() { awk -v n="$2" '/^----- screen/{s++; r=0; next} s==n && ++r==3' "$1"; }
+fresh=$(model_line "$TMP/model_ppl_all.txt" 2)
+stale=$(model_line "$TMP/model_ppl_all.txt" 3)
+want=$(printf '%s' "$fresh" | sed 's/^ model  ppl/ model ~ppl/; s/ *$/  stale/')
+if [ -n "$fresh" ] && [ "$stale" = "$want" ]; then
+	pass "model_ppl: the old figures marked stale after a change"
+else
+	fail "model_ppl: the old figures marked stale after a change" "'$stale' is not '$want'"
+fi
+expect_grep "model_ppl: merged figures after wait" '^ model  ppl [0-9.]+ -> [0-9.]+  KL .* top-1 [0-9.]+%' \
+	"$TMP/model_ppl.txt"
+
 # The help lists every key of the table that --list-keys prints.
 "$BIN" tui --list-keys >"$TMP/keys.txt" 2>"$TMP/err"
 missing=""
@@ -81,6 +109,13 @@ printf 'wait\n' >"$TMP/wait.keys"
 expect_status "moescope MODEL CALIB runs the application" 0 "$BIN" "$MT" "$MT/calib.safetensors" \
 	--script "$TMP/wait.keys" --dump "$TMP/plain.txt"
 expect_grep "moescope MODEL CALIB screen" "mixtral-tiny  mixtral  4 blocks" "$TMP/plain.txt"
+expect_status "moescope MODEL CALIB --tokens" 0 "$BIN" "$MT" "$MT/calib.safetensors" \
+	--tokens "$ROOT/tests/data/forward/tokens.txt" --script "$TMP/wait.keys" --dump "$TMP/plain_tokens.txt"
+expect_grep "moescope MODEL CALIB --tokens: the model line" "^ model  ppl [0-9.]+  \(nothing merged\)" \
+	"$TMP/plain_tokens.txt"
+# --text waits for the tokenizer, as the perplexity command does.
+expect_status "tui --text is not available yet" 1 "$BIN" tui "$MT" --text "$ROOT/README.md" --script "$TMP/wait.keys"
+expect_grep "tui --text says so" "tokenization is not available yet" "$TMP/err"
 
 # Without calibration: weight-only views, usage unknown, planning refused with a message.
 printf 'wait\ndump\n-\ndump\n2\nwait\ndump\n' >"$TMP/nocal.keys"
