@@ -39,7 +39,8 @@ extern const char *const opt_merge_option_names[];
 	{"rank", required_argument, NULL, OPT_MERGE_BASE + 4}, \
 	{"rank-energy", required_argument, NULL, OPT_MERGE_BASE + 5}, \
 	{"rank-stable", required_argument, NULL, OPT_MERGE_BASE + 6}, \
-	{"sparse-ratio", required_argument, NULL, OPT_MERGE_BASE + 7}
+	{"sparse-ratio", required_argument, NULL, OPT_MERGE_BASE + 7}, \
+	{"refit", required_argument, NULL, OPT_MERGE_BASE + 8}
 
 /* Checks the combination (one rank mode; sparse ratio in [0,1]). 0, or -1 with a message. */
 int opt_merge_check(const pipe_merge_options *o, char *msg, size_t len);

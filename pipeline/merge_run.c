@@ -307,7 +307,7 @@ static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, i
 	cJSON *o = cJSON_AddObjectToObject(jb, "router_fit_residual");
 	const char *best = NULL;
 	double best_v = INFINITY;
-	for (int meth = 0; rows && res && meth < RFIT_METHOD_COUNT; meth++) {
+	for (int meth = 0; rows && res && meth < RFIT_ROW_METHODS; meth++) {
 		ms_error e2 = {0};
 		if (rfit_rows((rfit_method)meth, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
 			      p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows,
