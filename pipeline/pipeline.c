@@ -144,6 +144,17 @@ pipe_split pipe_split_tokens(const int32_t *seg, int64_t T, int64_t *fit_idx, in
 	return PIPE_SPLIT_FIXED;
 }
 
+/* The block's fit and held-out tokens: a block built without a split (fit_idx NULL) fits and evaluates on all. */
+static int64_t fit_count(const pipe_block *blk)
+{
+	return blk->fit_idx ? blk->n_fit : blk->T;
+}
+
+static int64_t fit_token(const pipe_block *blk, int64_t i)
+{
+	return blk->fit_idx ? blk->fit_idx[i] : i;
+}
+
 /* The block's fit and held-out tokens, by the calibration set's segment ids when it has them for these T tokens. */
 static ms_status load_split(const calib *cal, pipe_block *blk, ms_error *err)
 {
@@ -649,14 +660,14 @@ static void fit_ref_free(fit_ref *fr)
 
 static ms_status fit_reference(const pipe_block *blk, fit_ref *fr, ms_error *err)
 {
-	const int64_t n = blk_subsample_count(blk->n_fit, PIPE_FIT_TOKENS), d = blk->d;
+	const int64_t n_fit = fit_count(blk), n = blk_subsample_count(n_fit, PIPE_FIT_TOKENS), d = blk->d;
 	fr->n = n;
 	fr->x = malloc((size_t)(n * d) * sizeof *fr->x);
 	fr->y = malloc((size_t)(n * d) * sizeof *fr->y);
 	if (!fr->x || !fr->y)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory for %lld fit tokens", (long long)n);
 	for (int64_t i = 0; i < n; i++)
-		memcpy(fr->x + i * d, blk->x + blk->fit_idx[blk_subsample_index(i, blk->n_fit, n)] * d,
+		memcpy(fr->x + i * d, blk->x + fit_token(blk, blk_subsample_index(i, n_fit, n)) * d,
 		       (size_t)d * sizeof *fr->x);
 	blk_config orig = pipe_block_config(blk);
 	return blk_forward(&orig, fr->x, n, fr->y, NULL, NULL, err);
@@ -909,6 +920,8 @@ ms_status pipe_eval_reference(const pipe_block *blk, const plan *p, int b, int64
 	if (blk->T == 0)
 		return ms_fail(err, MS_ERR_ARG, "block %s: evaluation needs the calibration set", p->labels[b]);
 	blk_config orig = pipe_block_config(blk);
+	if (!blk->held_idx)
+		return blk_eval_reference(&orig, blk->x, blk->T, max_tokens, ref, err);
 	float *xh = malloc((size_t)(blk->n_held * blk->d) * sizeof *xh);   /* [n_held, d] */
 	if (!xh)
 		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for %lld held-out tokens", p->labels[b],
