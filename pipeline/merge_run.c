@@ -367,6 +367,7 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	if (st != MS_OK)
 		return st;
 	report_add_eval(jb, &r);
+	report_add_fit(jb, blk, mg);
 	c->sum.mean_rel_error += r.rel_error / c->m->n_blocks;
 	if (c->opts.layout == PIPE_LAYOUT_COMPACT)
 		report_router_fit(jb, blk, c->req->plan, b);
@@ -648,6 +649,7 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 	cJSON *o = report_options(c.report);
 	cJSON_AddStringToObject(o, "layout", pipe_layout_names[c.opts.layout]);
 	cJSON_AddStringToObject(o, "router", rfit_method_name(c.opts.router));
+	cJSON_AddStringToObject(o, "refit", pipe_refit_name(c.opts.refit));
 	cJSON_AddStringToObject(o, "align", align_ref_name(c.opts.align));
 	cJSON_AddStringToObject(o, "weighting", merge_weighting_name(c.opts.weighting));
 	cJSON_AddStringToObject(o, "rank_mode", cmp_rank_mode_name(c.opts.compress.mode));

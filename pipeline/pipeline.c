@@ -854,6 +854,7 @@ static ms_status merge_block(const pipe_block *blk, float *in_place, const plan 
 		st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors,
 				  in_place != NULL, out, err);
 	out->fit_tokens = fr.n;
+	out->layout = o->layout;
 	out->fit_error_merged = out->fit_error_refit = NAN;
 	merge_work w = {.blk = blk, .p = p, .b = b, .o = o, .weights = in_place};
 	if (st == MS_OK)

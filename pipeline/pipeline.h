@@ -185,6 +185,7 @@ typedef struct {
 	int *slot;                /* [n_router]: slot each router row dispatches to, -1 for a dropped expert */
 	int groups;               /* G of the block */
 	double *router_residual;  /* [groups]: compact router fit residual on the calibration tokens (NAN if none) */
+	pipe_layout layout;
 	rfit_method router_used;  /* compact: the row method the router was made with (auto's choice) */
 	double router_error[RFIT_ROW_METHODS]; /* compact with auto: each method's routed output error on the fit
 						* tokens before any refit; NAN where not measured */
