@@ -198,11 +198,19 @@ int cmd_eval(int argc, char **argv)
 		opt_close(m, cal);
 		return CLI_USER_ERROR;
 	}
-	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT)
+	ms_error err = {0};
+	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT) {
+		/* every block gets the count the checkpoint would have, by splitting groups rather than padding */
 		a.mo.slots = opt_compact_slots(&p);
+		for (int b = 0; b < p.n_blocks; b++)
+			if (pipe_fill_groups(&p, b, a.mo.slots, &err) != MS_OK) {
+				plan_free(&p);
+				opt_close(m, cal);
+				return cli_report(&err);
+			}
+	}
 	cJSON *report = report_new(m, cal);
 	add_options(report_options(report), &a);
-	ms_error err = {0};
 	ms_status st = MS_OK;
 	for (int b = 0; st == MS_OK && b < m->n_blocks; b++) {
 		cli_progress("eval", b, m->n_blocks);

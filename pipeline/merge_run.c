@@ -638,12 +638,28 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 	c.opts = req->opts;
 	c.opts.keep_factors = req->format == MRUN_FORMAT_FACTORS;
 	c.n_out = m->n_experts;
+	mrun_request filled_req;
+	plan filled = {0};
 	if (req->plan && c.opts.layout == PIPE_LAYOUT_COMPACT) {
 		c.n_out = 0;
 		for (int b = 0; b < req->plan->n_blocks; b++)
 			if (plan_groups(req->plan, b) > c.n_out)
 				c.n_out = plan_groups(req->plan, b);
 		c.opts.slots = c.n_out;
+		/* blocks with fewer groups split groups up to the common count rather than pad with copies; the plan
+		 * written beside the weights is this one */
+		if (plan_copy(&filled, req->plan) != 0)
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory copying the plan");
+		for (int b = 0; b < filled.n_blocks; b++) {
+			ms_status fst = pipe_fill_groups(&filled, b, c.n_out, err);
+			if (fst != MS_OK) {
+				plan_free(&filled);
+				return fst;
+			}
+		}
+		filled_req = *req;
+		filled_req.plan = &filled;
+		c.req = &filled_req;
 	}
 	c.report = report_new(m, cal);
 	cJSON *o = report_options(c.report);
@@ -666,6 +682,7 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 	cJSON_Delete(c.report);
 	free(c.block_tensors);
 	free(c.shapes);
+	plan_free(&filled);
 	if (st == MS_OK && summary)
 		*summary = c.sum;
 	return st;

@@ -230,6 +230,65 @@ void pipe_free_block(pipe_block *blk)
 	memset(blk, 0, sizeof *blk);
 }
 
+static double sim_or_zero(double v)
+{
+	return v == v ? v : 0.0;
+}
+
+/* The group to split in block b (at least two members), or -1. */
+static int group_to_split(const plan *p, int b, int G)
+{
+	const int E = p->n_experts;
+	const int *group = p->group + (size_t)b * E;
+	int best = -1, best_n = 1;
+	double best_coh = 0.0;
+	for (int g = 0; g < G; g++) {
+		int n = 0;
+		double coh = 0.0;
+		for (int e = 0; e < E; e++)
+			if (group[e] == g) {
+				n++;
+				coh += sim_or_zero(p->similarity[(size_t)b * E + e]);
+			}
+		coh = n > 0 ? coh / n : 0.0;
+		if (n > best_n || (n == best_n && n > 1 && coh < best_coh)) {
+			best = g;
+			best_n = n;
+			best_coh = coh;
+		}
+	}
+	return best;
+}
+
+ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err)
+{
+	const int E = p->n_experts;
+	int *group = p->group + (size_t)b * E;
+	unsigned char *dominant = p->dominant + (size_t)b * E;
+	const double *freq = p->frequency + (size_t)b * E;
+	double *sim = p->similarity + (size_t)b * E;
+	int G = plan_groups(p, b);
+	if (target > E || target < G)
+		return ms_fail(err, MS_ERR_ARG, "block %s: %d groups cannot become %d", p->labels[b], G, target);
+	for (; G < target; G++) {
+		const int g = group_to_split(p, b, G);
+		int pick = -1;
+		for (int e = 0; e < E; e++) {
+			if (g >= 0 ? group[e] != g || dominant[e] : group[e] >= 0)
+				continue;
+			const double se = g >= 0 ? sim_or_zero(sim[e]) : 0.0, sp = pick >= 0 && g >= 0 ? sim_or_zero(sim[pick]) : 0.0;
+			if (pick < 0 || se < sp || (se == sp && freq[e] > freq[pick]))
+				pick = e;
+		}
+		if (pick < 0)
+			return ms_fail(err, MS_ERR_ARG, "block %s: no group to split into %d", p->labels[b], target);
+		group[pick] = G;
+		dominant[pick] = 1;
+		sim[pick] = 1.0;
+	}
+	return MS_OK;
+}
+
 blk_config pipe_block_config(const pipe_block *blk)
 {
 	blk_config c = {

@@ -121,6 +121,15 @@ typedef struct {
 ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_options *o, plan *p,
 			 ms_error *err);
 
+/* A compact checkpoint has one expert count for every block (stock configs know one), so a block planned with
+ * fewer groups than that count would be padded with copies. Instead its groups are split until it has `target`:
+ * repeatedly, the group with the most members (the least coherent on ties: lowest mean similarity of its members
+ * to their dominant, NaN counted as 0) gives up its member least similar to the dominant (the more used on ties)
+ * as a new group of its own, labelled next; when every group is a single expert, the most used dropped expert
+ * comes back instead. Same bytes as the copies, no wasted top-k slots. MS_ERR_ARG when target is outside
+ * plan_groups(p, b)..the experts kept and droppable. */
+ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err);
+
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
 blk_config pipe_block_config(const pipe_block *blk);
 

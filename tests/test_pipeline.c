@@ -308,6 +308,35 @@ static void test_held_out_split(void)
 	pipe_free_block(&b);
 }
 
+/* Splitting instead of padding: the largest group gives up its member least similar to its dominant; a plan of
+ * singletons gets its most used dropped expert back; the result is a valid plan with the asked count. */
+static void test_fill_groups_splits(void)
+{
+	const char *labels[1] = {"0"};
+	plan p;
+	CHECK(plan_init(&p, 1, 6, labels) == 0);
+	static const int grp[6] = {0, 0, 0, 1, 1, -1};
+	static const unsigned char dom[6] = {1, 0, 0, 1, 0, 0};
+	static const double sim[6] = {1.0, 0.9, 0.6, 1.0, 0.5, NAN}, freq[6] = {0.4, 0.2, 0.1, 0.15, 0.1, 0.05};
+	for (int e = 0; e < 6; e++) {
+		p.group[e] = grp[e];
+		p.dominant[e] = dom[e];
+		p.similarity[e] = sim[e];
+		p.frequency[e] = freq[e];
+	}
+	ms_error err = {0};
+	CHECK(pipe_fill_groups(&p, 0, 3, &err) == MS_OK, "%s", err.msg);
+	CHECK(p.group[2] == 2 && p.dominant[2] == 1, "expert 2 (least similar, largest group) splits off: group %d",
+	      p.group[2]);
+	CHECK(pipe_fill_groups(&p, 0, 5, &err) == MS_OK, "%s", err.msg);
+	EXPECT(plan_groups(&p, 0) == 5 && p.group[4] >= 2 && p.group[1] >= 2);   /* then the two pairs split */
+	CHECK(pipe_fill_groups(&p, 0, 6, &err) == MS_OK, "%s", err.msg);
+	EXPECT(p.group[5] == 5 && p.dominant[5] == 1);                           /* the dropped expert returns */
+	CHECK(plan_validate(&p, &err) == MS_OK, "%s", err.msg);
+	EXPECT(pipe_fill_groups(&p, 0, 7, &err) == MS_ERR_ARG);
+	plan_free(&p);
+}
+
 int main(void)
 {
 	RUN(setup);
@@ -316,6 +345,7 @@ int main(void)
 	RUN(test_block_merge_is_merge_matrices);
 	RUN(test_in_place_merge_is_the_same);
 	RUN(test_held_out_split);
+	RUN(test_fill_groups_splits);
 	cJSON_Delete(truth);
 	calib_close(cal);
 	mdl_close(model);
