@@ -201,13 +201,11 @@ int cmd_eval(int argc, char **argv)
 	ms_error err = {0};
 	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT) {
 		/* every block gets the count the checkpoint would have, by splitting groups rather than padding */
-		a.mo.slots = opt_compact_slots(&p);
-		for (int b = 0; b < p.n_blocks; b++)
-			if (pipe_fill_groups(&p, b, a.mo.slots, &err) != MS_OK) {
-				plan_free(&p);
-				opt_close(m, cal);
-				return cli_report(&err);
-			}
+		if ((a.mo.slots = opt_compact_fill(&p, &err)) < 0) {
+			plan_free(&p);
+			opt_close(m, cal);
+			return cli_report(&err);
+		}
 	}
 	cJSON *report = report_new(m, cal);
 	add_options(report_options(report), &a);

@@ -202,3 +202,12 @@ int opt_compact_slots(const plan *p)
 	}
 	return slots;
 }
+
+int opt_compact_fill(plan *p, ms_error *err)
+{
+	const int slots = opt_compact_slots(p);
+	for (int b = 0; b < p->n_blocks; b++)
+		if (pipe_fill_groups(p, b, slots, err) != MS_OK)
+			return -1;
+	return slots;
+}

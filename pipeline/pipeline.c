@@ -175,6 +175,20 @@ static ms_status load_split(const calib *cal, pipe_block *blk, ms_error *err)
 	return MS_OK;
 }
 
+ms_status pipe_set_tokens(pipe_block *blk, float *x, int64_t T, const int32_t *seg, ms_error *err)
+{
+	free(blk->fit_idx);
+	free(blk->held_idx);
+	blk->x = x;
+	blk->T = T;
+	blk->fit_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->fit_idx);
+	blk->held_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->held_idx);
+	if (!blk->fit_idx || !blk->held_idx)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory splitting %lld tokens", (long long)T);
+	blk->split = pipe_split_tokens(seg, T, blk->fit_idx, &blk->n_fit, blk->held_idx, &blk->n_held);
+	return MS_OK;
+}
+
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);

@@ -73,6 +73,11 @@ typedef struct {
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err);
 void pipe_free_block(pipe_block *blk);
 
+/* Gives a block loaded without calibration the tokens x [T, d] (borrowed: set blk->x back to NULL and T to 0
+ * before freeing) and splits them as a calibration set with segment ids seg [T] (may be NULL) would be, so that a
+ * merge in memory equals the merge of a set captured from the same tokens. */
+ms_status pipe_set_tokens(pipe_block *blk, float *x, int64_t T, const int32_t *seg, ms_error *err);
+
 /* What pipe_analyze_block computes. */
 typedef struct {
 	unsigned bases;         /* bit (1u << sim_base) for each similarity base wanted */
