@@ -282,6 +282,8 @@ ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err)
 	const double *freq = p->frequency + (size_t)b * E;
 	double *sim = p->similarity + (size_t)b * E;
 	int G = plan_groups(p, b);
+	if (G == 0)
+		return MS_OK;   /* a block that keeps nothing is refused by the merge itself */
 	if (target > E || target < G)
 		return ms_fail(err, MS_ERR_ARG, "block %s: %d groups cannot become %d", p->labels[b], G, target);
 	for (; G < target; G++) {

@@ -131,7 +131,8 @@ ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_
  * repeatedly, the group with the most members (the least coherent on ties: lowest mean similarity of its members
  * to their dominant, NaN counted as 0) gives up its member least similar to the dominant (the more used on ties)
  * as a new group of its own, labelled next; when every group is a single expert, the most used dropped expert
- * comes back instead. Same bytes as the copies, no wasted top-k slots. MS_ERR_ARG when target is outside
+ * comes back instead. Same bytes as the copies, no wasted top-k slots. A block that keeps no expert is left as
+ * it is (the merge refuses it). MS_ERR_ARG when target is outside
  * plan_groups(p, b)..the experts kept and droppable. */
 ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err);
 
