@@ -269,7 +269,7 @@ ms_status rfit_rows(rfit_method method, const float *x, int64_t T, int d, const 
 	ms_status st = check_common(x, T, d, router, E, group, G, err);
 	if (st != MS_OK)
 		return st;
-	if (!out || (int)method < 0 || method >= RFIT_METHOD_COUNT)
+	if (!out || (int)method < 0 || method >= RFIT_ROW_METHODS)
 		return ms_fail(err, MS_ERR_ARG, "router fit: unknown method or missing output");
 	if (method == RFIT_LSE_FIT && !(lambda >= 0 || lambda == RFIT_LAMBDA_DEFAULT))
 		return ms_fail(err, MS_ERR_ARG, "router fit: lambda %g is neither >= 0 nor the default", lambda);

@@ -21,12 +21,17 @@
 #define RFIT_METHOD_TABLE(X) \
 	X(RFIT_LSE_FIT,  "lse-fit",  "least squares fit of the members' logsumexp (the default; needs calibration)") \
 	X(RFIT_MEAN,     "mean",     "frequency-weighted mean of the members' rows") \
-	X(RFIT_DOMINANT, "dominant", "the dominant member's row")
+	X(RFIT_DOMINANT, "dominant", "the dominant member's row") \
+	X(RFIT_AUTO,     "auto",     "per block, the row method whose merged output is closest to the original's on " \
+				     "the fit tokens (the default; mean without calibration)")
 
 typedef enum {
 	RFIT_METHOD_TABLE(NAMES_X_ENUM)
 	RFIT_METHOD_COUNT
 } rfit_method;
+
+/* The methods that make rows are the ones before RFIT_AUTO (which chooses among them). */
+#define RFIT_ROW_METHODS RFIT_AUTO
 
 /* The table's names and help lines, indexed by rfit_method. */
 extern const char *const rfit_method_names[RFIT_METHOD_COUNT];
@@ -50,6 +55,7 @@ int rfit_method_parse(const char *name);      /* the rfit_method called name, or
  *   frequency [E]       usage frequencies (needed by mean, may be NULL otherwise)
  *   lambda              ridge for lse-fit (>= 0, or RFIT_LAMBDA_DEFAULT); ignored by the other methods
  *   residual [G]        (may be NULL; needs x) rfit_residual of the rows written
+ * method is one of the RFIT_ROW_METHODS (RFIT_AUTO is the pipeline's choice among them, not a row method).
  * Every group needs at least one member; dominant needs exactly one dominant member per group. When X is all
  * zero, lse-fit has nothing to fit and the default lambda (0) is replaced by 1, giving zero rows.
  * MS_ERR_ARG (with a message in err, which may be NULL) for bad sizes, groups or arrays; MS_ERR_NONFINITE for a

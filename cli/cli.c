@@ -60,6 +60,7 @@ static const struct {
 	{"--linkage", grp_linkage_names, grp_linkage_help, GRP_LINK_COUNT},
 	{"--layout", pipe_layout_names, pipe_layout_help, PIPE_LAYOUT_COUNT},
 	{"--router", rfit_method_names, rfit_method_help, RFIT_METHOD_COUNT},
+	{"--refit", pipe_refit_names, pipe_refit_help, PIPE_REFIT_COUNT},
 	{"--align", align_ref_names, align_ref_help, ALIGN_COUNT},
 	{"--weighting", merge_weighting_names, merge_weighting_help, MERGE_WEIGHTING_COUNT},
 	{"--compress-format", mrun_format_names, mrun_format_help, MRUN_FORMAT_COUNT},

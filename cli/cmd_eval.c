@@ -105,6 +105,27 @@ static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max
 	return MS_OK;
 }
 
+/* How the error above was reached: the split, the router candidates and the refit. */
+static void print_fit(const pipe_block *blk, const pipe_merged *mg)
+{
+	printf("%-18s held out: %lld tokens (split %s)", "", (long long)(blk->held_idx ? blk->n_held : blk->T),
+	       pipe_split_name(blk->split));
+	if (mg->layout == PIPE_LAYOUT_COMPACT) {
+		printf("  router %s", rfit_method_name(mg->router_used));
+		const char *sep = " (fit error";
+		for (int m = 0; m < RFIT_ROW_METHODS; m++)
+			if (mg->router_error[m] == mg->router_error[m]) {
+				printf("%s %s %.4f", sep, rfit_method_name((rfit_method)m), mg->router_error[m]);
+				sep = ",";
+			}
+		if (sep[0] == ',')
+			printf(")");
+		if (mg->refitted)
+			printf("  refit down: fit error %.4f -> %.4f", mg->fit_error_merged, mg->fit_error_refit);
+	}
+	printf("  on %lld fit tokens\n", (long long)mg->fit_tokens);
+}
+
 /* The block under the plan: the merged block against the original. The original's outputs are taken first, so the
  * block is merged in its own storage (the block is freed right after). */
 static ms_status eval_planned(pipe_block *blk, const plan *p, int b, const pipe_merge_options *mo,
@@ -127,14 +148,18 @@ static ms_status eval_planned(pipe_block *blk, const plan *p, int b, const pipe_
 	blk_eval_ref_free(&ref);
 	if (st == MS_OK)
 		st = pipe_output_norm(&mg.cfg, blk->x, blk->T, max_tokens, &norm, err);
-	pipe_free_merged(&mg);
-	if (st != MS_OK)
+	if (st != MS_OK) {
+		pipe_free_merged(&mg);
 		return st;
+	}
 	printf("block %-12s groups %3d  output error %.6f  routing agreement %.4f  params %lld -> %lld (%.1f%% "
 	       "saved)  output norm %.6g\n",
 	       p->labels[b], plan_groups(p, b), r.rel_error, r.routing_agreement, (long long)r.params_before,
 	       (long long)r.params_after, 100.0 * (1.0 - (double)r.params_after / (double)r.params_before), norm);
+	print_fit(blk, &mg);
 	report_add_eval(jb, &r);
+	report_add_fit(jb, blk, &mg);
+	pipe_free_merged(&mg);
 	cJSON_AddNumberToObject(jb, "output_norm", norm);
 	if (cmp_before > 0) {
 		printf("%-18s compressed merged experts: %lld -> %lld params\n", "", (long long)cmp_before,
@@ -153,6 +178,7 @@ static void add_options(cJSON *o, const eval_args *a)
 	cJSON_AddStringToObject(o, "plan", a->plan_path);
 	cJSON_AddStringToObject(o, "layout", pipe_layout_names[a->mo.layout]);
 	cJSON_AddStringToObject(o, "router", rfit_method_name(a->mo.router));
+	cJSON_AddStringToObject(o, "refit", pipe_refit_name(a->mo.refit));
 	cJSON_AddStringToObject(o, "align", align_ref_name(a->mo.align));
 	cJSON_AddStringToObject(o, "weighting", merge_weighting_name(a->mo.weighting));
 }
@@ -172,11 +198,17 @@ int cmd_eval(int argc, char **argv)
 		opt_close(m, cal);
 		return CLI_USER_ERROR;
 	}
-	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT)
-		a.mo.slots = opt_compact_slots(&p);
+	ms_error err = {0};
+	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT) {
+		/* every block gets the count the checkpoint would have, by splitting groups rather than padding */
+		if ((a.mo.slots = opt_compact_fill(&p, &err)) < 0) {
+			plan_free(&p);
+			opt_close(m, cal);
+			return cli_report(&err);
+		}
+	}
 	cJSON *report = report_new(m, cal);
 	add_options(report_options(report), &a);
-	ms_error err = {0};
 	ms_status st = MS_OK;
 	for (int b = 0; st == MS_OK && b < m->n_blocks; b++) {
 		cli_progress("eval", b, m->n_blocks);

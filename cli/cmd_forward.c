@@ -197,12 +197,17 @@ int cmd_perplexity(int argc, char **argv)
 		mdl_close(m);
 		return CLI_USER_ERROR;
 	}
-	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT)
-		a.mo.slots = opt_compact_slots(&p);
+	ms_error err = {0};
+	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT && (a.mo.slots = opt_compact_fill(&p, &err)) < 0) {
+		plan_free(&p);
+		tok_free(&tok);
+		arch_close(arch);
+		mdl_close(m);
+		return cli_report(&err);
+	}
 	fwd_options o = {.plan = a.plan_path ? &p : NULL, .merge = &a.mo, .head = 1, .progress = show_progress,
 			 .progress_ctx = "perplexity"};
 	fwd_result r;
-	ms_error err = {0};
 	ms_status st = fwd_run(arch, &tok, &o, &r, &err);
 	if (st == MS_OK) {
 		print_result(&r, a.plan_path != NULL);

@@ -17,11 +17,11 @@ const cli_command cli_commands[] = {
 	 "--out PLAN.csv",
 	 "Group the experts of every block (M-SMoE, HC-SMoE or a pruning baseline) and write the plan CSV."},
 	{"eval", cmd_eval,
-	 "eval MODEL --calib C [--plan PLAN.csv] [--layout L] [--router R] [--align A] [--weighting W] "
+	 "eval MODEL --calib C [--plan PLAN.csv] [--layout L] [--router R] [--refit F] [--align A] [--weighting W] "
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--eval-tokens N] [--json OUT]",
 	 "Output error, routing agreement, parameters and FLOPs of a plan per block; without a plan, MEO."},
 	{"merge", cmd_merge,
-	 "merge MODEL --plan PLAN.csv --out DIR [--calib C] [--layout L] [--router R] [--align A] [--weighting W] "
+	 "merge MODEL --plan PLAN.csv --out DIR [--calib C] [--layout L] [--router R] [--refit F] [--align A] [--weighting W] "
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--compress-format F] [--max-shard-size S] "
 	 "[--force] [--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
@@ -30,7 +30,7 @@ const cli_command cli_commands[] = {
 	 "Run the model forward on the CPU and write the calibration set (every MoE block's input)."},
 	{"perplexity", cmd_perplexity,
 	 "perplexity MODEL (--text FILE | --tokens FILE) [--seq-len N] [--max-tokens N] [--plan PLAN.csv] "
-	 "[--layout L] [--router R] [--align A] [--weighting W] [--rank R | --rank-energy E | --rank-stable K] "
+	 "[--layout L] [--router R] [--refit F] [--align A] [--weighting W] [--rank R | --rank-energy E | --rank-stable K] "
 	 "[--sparse-ratio S] [--json OUT]",
 	 "Next-token NLL and perplexity; with a plan, the merged model beside the original (KL, top-1 agreement)."},
 	{"tui", cmd_tui, "tui MODEL [CALIB] [--tokens FILE] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",

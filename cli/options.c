@@ -104,7 +104,7 @@ int opt_parse_layers(const mdl_model *m, const char *list, unsigned char *merge,
 }
 
 const char *const opt_merge_option_names[] = {
-	"layout", "router", "align", "weighting", "rank", "rank-energy", "rank-stable", "sparse-ratio", NULL,
+	"layout", "router", "align", "weighting", "rank", "rank-energy", "rank-stable", "sparse-ratio", "refit", NULL,
 };
 
 /* Parses `value` against a name table; -1 with a message listing the choices when it is none of them. */
@@ -171,6 +171,10 @@ int opt_merge_option(const char *name, const char *value, pipe_merge_options *o,
 		if ((v = parse_choice(name, value, merge_weighting_names, MERGE_WEIGHTING_COUNT, msg, len)) < 0)
 			return -1;
 		o->weighting = (merge_weighting)v;
+	} else if (strcmp(name, "refit") == 0) {
+		if ((v = parse_choice(name, value, pipe_refit_names, PIPE_REFIT_COUNT, msg, len)) < 0)
+			return -1;
+		o->refit = (pipe_refit)v;
 	} else if (strncmp(name, "rank", 4) == 0 || strcmp(name, "sparse-ratio") == 0) {
 		return parse_rank_option(name, value, &o->compress, msg, len);
 	} else {
@@ -196,5 +200,14 @@ int opt_compact_slots(const plan *p)
 		if (g > slots)
 			slots = g;
 	}
+	return slots;
+}
+
+int opt_compact_fill(plan *p, ms_error *err)
+{
+	const int slots = opt_compact_slots(p);
+	for (int b = 0; b < p->n_blocks; b++)
+		if (pipe_fill_groups(p, b, slots, err) != MS_OK)
+			return -1;
 	return slots;
 }

@@ -361,9 +361,17 @@ static ms_status moe_layer(fwd_state *s, int b)
 		/* the merge sees the block as `moescope merge` does with a calibration set captured from these
 		 * tokens: the original model's inputs to the block */
 		pipe_merged mg;
-		blk.x = s->xn[0];
-		blk.T = T;
-		st = pipe_merge_block(&blk, s->o->plan, b, s->o->merge, &mg, s->err);
+		int32_t *seg = malloc((size_t)T * sizeof *seg);   /* [T] the sequence of each token, as capture writes */
+		if (!seg)
+			st = ms_fail(s->err, MS_ERR_NOMEM, "out of memory");
+		for (int i = 0; seg && i < s->tok->n_seq; i++)
+			for (int64_t t = s->tok->seq_start[i]; t < s->tok->seq_start[i + 1]; t++)
+				seg[t] = i;
+		if (st == MS_OK)
+			st = pipe_set_tokens(&blk, s->xn[0], T, seg, s->err);
+		free(seg);
+		if (st == MS_OK)
+			st = pipe_merge_block(&blk, s->o->plan, b, s->o->merge, &mg, s->err);
 		blk.x = NULL;
 		blk.T = 0;
 		if (st == MS_OK) {

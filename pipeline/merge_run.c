@@ -307,7 +307,7 @@ static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, i
 	cJSON *o = cJSON_AddObjectToObject(jb, "router_fit_residual");
 	const char *best = NULL;
 	double best_v = INFINITY;
-	for (int meth = 0; rows && res && meth < RFIT_METHOD_COUNT; meth++) {
+	for (int meth = 0; rows && res && meth < RFIT_ROW_METHODS; meth++) {
 		ms_error e2 = {0};
 		if (rfit_rows((rfit_method)meth, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
 			      p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows,
@@ -367,6 +367,7 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	if (st != MS_OK)
 		return st;
 	report_add_eval(jb, &r);
+	report_add_fit(jb, blk, mg);
 	c->sum.mean_rel_error += r.rel_error / c->m->n_blocks;
 	if (c->opts.layout == PIPE_LAYOUT_COMPACT)
 		report_router_fit(jb, blk, c->req->plan, b);
@@ -637,17 +638,34 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 	c.opts = req->opts;
 	c.opts.keep_factors = req->format == MRUN_FORMAT_FACTORS;
 	c.n_out = m->n_experts;
+	mrun_request filled_req;
+	plan filled = {0};
 	if (req->plan && c.opts.layout == PIPE_LAYOUT_COMPACT) {
 		c.n_out = 0;
 		for (int b = 0; b < req->plan->n_blocks; b++)
 			if (plan_groups(req->plan, b) > c.n_out)
 				c.n_out = plan_groups(req->plan, b);
 		c.opts.slots = c.n_out;
+		/* blocks with fewer groups split groups up to the common count rather than pad with copies; the plan
+		 * written beside the weights is this one */
+		if (plan_copy(&filled, req->plan) != 0)
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory copying the plan");
+		for (int b = 0; b < filled.n_blocks; b++) {
+			ms_status fst = pipe_fill_groups(&filled, b, c.n_out, err);
+			if (fst != MS_OK) {
+				plan_free(&filled);
+				return fst;
+			}
+		}
+		filled_req = *req;
+		filled_req.plan = &filled;
+		c.req = &filled_req;
 	}
 	c.report = report_new(m, cal);
 	cJSON *o = report_options(c.report);
 	cJSON_AddStringToObject(o, "layout", pipe_layout_names[c.opts.layout]);
 	cJSON_AddStringToObject(o, "router", rfit_method_name(c.opts.router));
+	cJSON_AddStringToObject(o, "refit", pipe_refit_name(c.opts.refit));
 	cJSON_AddStringToObject(o, "align", align_ref_name(c.opts.align));
 	cJSON_AddStringToObject(o, "weighting", merge_weighting_name(c.opts.weighting));
 	cJSON_AddStringToObject(o, "rank_mode", cmp_rank_mode_name(c.opts.compress.mode));
@@ -664,6 +682,7 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 	cJSON_Delete(c.report);
 	free(c.block_tensors);
 	free(c.shapes);
+	plan_free(&filled);
 	if (st == MS_OK && summary)
 		*summary = c.sum;
 	return st;

@@ -134,6 +134,104 @@ void pipe_release_spare(void)
 	pthread_mutex_unlock(&spare.lock);
 }
 
+const char *const pipe_split_names[PIPE_SPLIT_COUNT] = { PIPE_SPLIT_TABLE(NAMES_X_NAME) };
+const char *const pipe_split_help[PIPE_SPLIT_COUNT] = { PIPE_SPLIT_TABLE(NAMES_X_HELP) };
+
+const char *pipe_split_name(pipe_split s)
+{
+	return names_at(pipe_split_names, PIPE_SPLIT_COUNT, (int)s);
+}
+
+const char *const pipe_refit_names[PIPE_REFIT_COUNT] = { PIPE_REFIT_TABLE(NAMES_X_NAME) };
+const char *const pipe_refit_help[PIPE_REFIT_COUNT] = { PIPE_REFIT_TABLE(NAMES_X_HELP) };
+
+const char *pipe_refit_name(pipe_refit r)
+{
+	return names_at(pipe_refit_names, PIPE_REFIT_COUNT, (int)r);
+}
+
+/* Whole sequences are held out, when the ids say which tokens belong together: tokens of one sequence are alike,
+ * so holding out tokens from inside the sequences the fits saw would flatter them. */
+static int held_by_segment(int32_t id)
+{
+	return ((id % 4) + 4) % 4 == 3;
+}
+
+pipe_split pipe_split_tokens(const int32_t *seg, int64_t T, int64_t *fit_idx, int64_t *n_fit, int64_t *held_idx,
+			     int64_t *n_held)
+{
+	*n_fit = *n_held = 0;
+	if (T < PIPE_SPLIT_MIN) {
+		for (int64_t t = 0; t < T; t++)
+			fit_idx[(*n_fit)++] = held_idx[(*n_held)++] = t;
+		return PIPE_SPLIT_NONE;
+	}
+	if (seg) {
+		for (int64_t t = 0; t < T; t++) {
+			if (held_by_segment(seg[t]))
+				held_idx[(*n_held)++] = t;
+			else
+				fit_idx[(*n_fit)++] = t;
+		}
+		if (*n_fit > 0 && *n_held > 0)
+			return PIPE_SPLIT_SEGMENTS;
+		*n_fit = *n_held = 0;
+	}
+	const int64_t first_held = T - T / 4;
+	for (int64_t t = 0; t < T; t++) {
+		if (t >= first_held)
+			held_idx[(*n_held)++] = t;
+		else
+			fit_idx[(*n_fit)++] = t;
+	}
+	return PIPE_SPLIT_FIXED;
+}
+
+/* The block's fit and held-out tokens: a block built without a split (fit_idx NULL) fits and evaluates on all. */
+static int64_t fit_count(const pipe_block *blk)
+{
+	return blk->fit_idx ? blk->n_fit : blk->T;
+}
+
+static int64_t fit_token(const pipe_block *blk, int64_t i)
+{
+	return blk->fit_idx ? blk->fit_idx[i] : i;
+}
+
+/* The block's fit and held-out tokens, by the calibration set's segment ids when it has them for these T tokens. */
+static ms_status load_split(const calib *cal, pipe_block *blk, ms_error *err)
+{
+	if (blk->T == 0)
+		return MS_OK;
+	int32_t *seg = NULL;
+	blk->fit_idx = malloc((size_t)blk->T * sizeof *blk->fit_idx);
+	blk->held_idx = malloc((size_t)blk->T * sizeof *blk->held_idx);
+	if (!blk->fit_idx || !blk->held_idx)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory splitting %lld tokens", (long long)blk->T);
+	if (calib_has_segments(cal) && (seg = malloc((size_t)blk->T * sizeof *seg)) != NULL &&
+	    calib_load_segments(cal, seg, blk->T, NULL) != MS_OK) {
+		free(seg);   /* segment ids of another length than this block's tokens: the fixed split */
+		seg = NULL;
+	}
+	blk->split = pipe_split_tokens(seg, blk->T, blk->fit_idx, &blk->n_fit, blk->held_idx, &blk->n_held);
+	free(seg);
+	return MS_OK;
+}
+
+ms_status pipe_set_tokens(pipe_block *blk, float *x, int64_t T, const int32_t *seg, ms_error *err)
+{
+	free(blk->fit_idx);
+	free(blk->held_idx);
+	blk->x = x;
+	blk->T = T;
+	blk->fit_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->fit_idx);
+	blk->held_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->held_idx);
+	if (!blk->fit_idx || !blk->held_idx)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory splitting %lld tokens", (long long)T);
+	blk->split = pipe_split_tokens(seg, T, blk->fit_idx, &blk->n_fit, blk->held_idx, &blk->n_held);
+	return MS_OK;
+}
+
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
@@ -168,6 +266,8 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 		st = load_experts(m, b, out, err);
 	if (st == MS_OK && out->x)
 		st = calib_load(cal, b, out->x, err);
+	if (st == MS_OK)
+		st = load_split(cal, out, err);
 	if (st != MS_OK)
 		pipe_free_block(out);
 	return st;
@@ -182,7 +282,70 @@ void pipe_free_block(pipe_block *blk)
 	free(blk->experts);
 	free(blk->x);
 	free(blk->identity);
+	free(blk->fit_idx);
+	free(blk->held_idx);
 	memset(blk, 0, sizeof *blk);
+}
+
+static double sim_or_zero(double v)
+{
+	return v == v ? v : 0.0;
+}
+
+/* The group to split in block b (at least two members), or -1. */
+static int group_to_split(const plan *p, int b, int G)
+{
+	const int E = p->n_experts;
+	const int *group = p->group + (size_t)b * E;
+	int best = -1, best_n = 1;
+	double best_coh = 0.0;
+	for (int g = 0; g < G; g++) {
+		int n = 0;
+		double coh = 0.0;
+		for (int e = 0; e < E; e++)
+			if (group[e] == g) {
+				n++;
+				coh += sim_or_zero(p->similarity[(size_t)b * E + e]);
+			}
+		coh = n > 0 ? coh / n : 0.0;
+		if (n > best_n || (n == best_n && n > 1 && coh < best_coh)) {
+			best = g;
+			best_n = n;
+			best_coh = coh;
+		}
+	}
+	return best;
+}
+
+ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err)
+{
+	const int E = p->n_experts;
+	int *group = p->group + (size_t)b * E;
+	unsigned char *dominant = p->dominant + (size_t)b * E;
+	const double *freq = p->frequency + (size_t)b * E;
+	double *sim = p->similarity + (size_t)b * E;
+	int G = plan_groups(p, b);
+	if (G == 0)
+		return MS_OK;   /* a block that keeps nothing is refused by the merge itself */
+	if (target > E || target < G)
+		return ms_fail(err, MS_ERR_ARG, "block %s: %d groups cannot become %d", p->labels[b], G, target);
+	for (; G < target; G++) {
+		const int g = group_to_split(p, b, G);
+		int pick = -1;
+		for (int e = 0; e < E; e++) {
+			if (g >= 0 ? group[e] != g || dominant[e] : group[e] >= 0)
+				continue;
+			const double se = g >= 0 ? sim_or_zero(sim[e]) : 0.0, sp = pick >= 0 && g >= 0 ? sim_or_zero(sim[pick]) : 0.0;
+			if (pick < 0 || se < sp || (se == sp && freq[e] > freq[pick]))
+				pick = e;
+		}
+		if (pick < 0)
+			return ms_fail(err, MS_ERR_ARG, "block %s: no group to split into %d", p->labels[b], target);
+		group[pick] = G;
+		dominant[pick] = 1;
+		sim[pick] = 1.0;
+	}
+	return MS_OK;
 }
 
 blk_config pipe_block_config(const pipe_block *blk)
@@ -211,7 +374,7 @@ pipe_merge_options pipe_merge_defaults(void)
 {
 	pipe_merge_options o = {
 		.layout = PIPE_LAYOUT_COMPACT, .weighting = MERGE_FREQUENCY, .align = ALIGN_DOMINANT,
-		.router = RFIT_LSE_FIT, .compress = cmp_options_none(), .slots = 0,
+		.router = RFIT_AUTO, .refit = PIPE_REFIT_DOWN, .compress = cmp_options_none(), .slots = 0,
 	};
 	return o;
 }
@@ -569,20 +732,21 @@ static void keep_singleton_rows(const pipe_block *blk, const int *group, int G, 
 	}
 }
 
-static ms_status build_router(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
-			      pipe_merged *mg, ms_error *err)
+static void round_to_dtype(st_dtype dtype, float *x, int64_t n);
+
+/* The compact router rows of one method into mg->router (padding slots repeat their group's row), rounded to the
+ * router's dtype as they will be written. */
+static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_method method, pipe_merged *mg,
+			     ms_error *err)
 {
 	const int E = blk->E, d = blk->d, G = mg->groups;
 	const int *group = p->group + (size_t)b * E;
-	if (o->layout == PIPE_LAYOUT_ALIASED) {
-		memcpy(mg->router, blk->router, (size_t)E * d * sizeof(float));
-		memcpy(mg->slot, group, (size_t)E * sizeof(int));
-		return MS_OK;
-	}
-	if (o->router == RFIT_LSE_FIT && blk->T == 0)
+	if (method == RFIT_LSE_FIT && blk->T == 0)
 		return ms_fail(err, MS_ERR_ARG, "block %s: --router lse-fit needs the calibration set (--calib)",
 			       p->labels[b]);
-	ms_status st = rfit_rows(o->router, blk->x, blk->T, d, blk->router, E, group, p->dominant + (size_t)b * E,
+	for (int g = 0; g < G; g++)
+		mg->router_residual[g] = NAN;
+	ms_status st = rfit_rows(method, blk->x, blk->T, d, blk->router, E, group, p->dominant + (size_t)b * E,
 				 p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, mg->router,
 				 blk->T > 0 ? mg->router_residual : NULL, err);
 	if (st != MS_OK)
@@ -592,7 +756,94 @@ static ms_status build_router(const pipe_block *blk, const plan *p, int b, const
 		memcpy(mg->router + (size_t)s * d, mg->router + (size_t)mg->slot_group[s] * d, (size_t)d * sizeof(float));
 	for (int s = 0; s < mg->n_slots; s++)
 		mg->slot[s] = s;
+	mg->router_used = method;
+	round_to_dtype(blk->router_dtype, mg->router, (int64_t)mg->n_router * d);
 	return MS_OK;
+}
+
+/* The original block's routed output on (at most PIPE_FIT_TOKENS of) its fit tokens: what the router choice and
+ * the refit match. Taken before merging, because merging in place consumes the original experts. */
+typedef struct {
+	int64_t n;
+	float *x;   /* [n, d] */
+	float *y;   /* [n, d] */
+} fit_ref;
+
+static void fit_ref_free(fit_ref *fr)
+{
+	free(fr->x);
+	free(fr->y);
+	memset(fr, 0, sizeof *fr);
+}
+
+static ms_status fit_reference(const pipe_block *blk, fit_ref *fr, ms_error *err)
+{
+	const int64_t n_fit = fit_count(blk), n = blk_subsample_count(n_fit, PIPE_FIT_TOKENS), d = blk->d;
+	fr->n = n;
+	fr->x = malloc((size_t)(n * d) * sizeof *fr->x);
+	fr->y = malloc((size_t)(n * d) * sizeof *fr->y);
+	if (!fr->x || !fr->y)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory for %lld fit tokens", (long long)n);
+	for (int64_t i = 0; i < n; i++)
+		memcpy(fr->x + i * d, blk->x + fit_token(blk, blk_subsample_index(i, n_fit, n)) * d,
+		       (size_t)d * sizeof *fr->x);
+	blk_config orig = pipe_block_config(blk);
+	return blk_forward(&orig, fr->x, n, fr->y, NULL, NULL, err);
+}
+
+/* The merged block as analysis/block.h sees it. */
+static blk_config merged_config(const pipe_block *blk, const pipe_merged *mg, int compact)
+{
+	blk_config c = {
+		.n_router = mg->n_router, .router = mg->router, .slot = mg->slot, .n_slots = mg->n_slots,
+		.experts = mg->experts, .routing = blk->routing, .d = blk->d,
+	};
+	if (compact && c.routing.top_k > mg->n_slots)
+		c.routing.top_k = mg->n_slots;
+	return c;
+}
+
+/* auto: every row method is tried and the one whose merged block's routed output is closest to the original's on
+ * the fit tokens is kept (a method that cannot fit, e.g. lse-fit on dependent tokens, is left out). */
+static ms_status choose_router(const pipe_block *blk, const plan *p, int b, const fit_ref *fr, pipe_merged *mg,
+			       ms_error *err)
+{
+	int best = -1;
+	for (int m = 0; m < RFIT_ROW_METHODS; m++) {
+		mg->router_error[m] = NAN;
+		ms_error e2 = {0};
+		if (router_rows(blk, p, b, (rfit_method)m, mg, &e2) != MS_OK)
+			continue;
+		blk_config c = merged_config(blk, mg, 1);
+		ms_status st = rft_routed_error(&c, fr->x, fr->n, fr->y, &mg->router_error[m], err);
+		if (st != MS_OK)
+			return st;
+		if (best < 0 || mg->router_error[m] < mg->router_error[best])
+			best = m;
+	}
+	if (best < 0)
+		return ms_fail(err, MS_ERR_NUMERIC, "block %s: no router method could make rows", p->labels[b]);
+	return router_rows(blk, p, b, (rfit_method)best, mg, err);
+}
+
+static ms_status build_router(const pipe_block *blk, const plan *p, int b, const pipe_merge_options *o,
+			      const fit_ref *fr, pipe_merged *mg, ms_error *err)
+{
+	const int E = blk->E, d = blk->d;
+	const int *group = p->group + (size_t)b * E;
+	for (int m = 0; m < RFIT_ROW_METHODS; m++)
+		mg->router_error[m] = NAN;
+	if (o->layout == PIPE_LAYOUT_ALIASED) {
+		memcpy(mg->router, blk->router, (size_t)E * d * sizeof(float));
+		memcpy(mg->slot, group, (size_t)E * sizeof(int));
+		round_to_dtype(blk->router_dtype, mg->router, (int64_t)mg->n_router * d);
+		return MS_OK;
+	}
+	if (o->router != RFIT_AUTO)
+		return router_rows(blk, p, b, o->router, mg, err);
+	if (fr->n == 0)   /* nothing to measure on: the mean rows need no tokens */
+		return router_rows(blk, p, b, RFIT_MEAN, mg, err);
+	return choose_router(blk, p, b, fr, mg, err);
 }
 
 typedef struct {
@@ -677,6 +928,32 @@ static ms_status merge_groups(merge_work *w, pipe_merged *out, int G, int compre
 	return st;
 }
 
+/* The refit of the down projections (analysis/refit.h) on the fit tokens, the result rounded to the checkpoint's
+ * dtype; the routed output error on the fit tokens before and after is kept for the report. */
+static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merged *mg, const char *label,
+			     ms_error *err)
+{
+	blk_config c = merged_config(blk, mg, 1);
+	float **down = malloc((size_t)mg->n_slots * sizeof *down);
+	if (!down)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	for (int s = 0; s < mg->n_slots; s++)
+		down[s] = (float *)mg->experts[s].down;
+	const rft_options ro = rft_defaults();
+	ms_status st = rft_routed_error(&c, fr->x, fr->n, fr->y, &mg->fit_error_merged, err);
+	if (st == MS_OK)
+		st = rft_down(&c, down, fr->x, fr->n, fr->y, &ro, err);
+	for (int s = 0; st == MS_OK && s < mg->n_slots; s++)
+		round_to_dtype(blk->expert_dtype, down[s], (int64_t)blk->d * blk->f);
+	free(down);
+	if (st == MS_OK)
+		st = check_merged_experts(blk, mg, mg->n_slots, label, err);
+	if (st == MS_OK)
+		st = rft_routed_error(&c, fr->x, fr->n, fr->y, &mg->fit_error_refit, err);
+	mg->refitted = st == MS_OK;
+	return st;
+}
+
 static ms_status merge_block(const pipe_block *blk, float *in_place, const plan *p, int b,
 			     const pipe_merge_options *o, pipe_merged *out, ms_error *err)
 {
@@ -687,8 +964,16 @@ static ms_status merge_block(const pipe_block *blk, float *in_place, const plan 
 	const int compact = o->layout == PIPE_LAYOUT_COMPACT;
 	const int n_slots = compact && o->slots > G ? o->slots : G;
 	const int compress = o->compress.mode != CMP_RANK_NONE || o->compress.sparse_ratio > 0;
-	ms_status st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors,
-				    in_place != NULL, out, err);
+	const int refit = compact && !compress && o->refit == PIPE_REFIT_DOWN && blk->T > 0;
+	fit_ref fr = {0};
+	ms_status st = compact && blk->T > 0 && (refit || o->router == RFIT_AUTO) ? fit_reference(blk, &fr, err)
+										  : MS_OK;
+	if (st == MS_OK)
+		st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors,
+				  in_place != NULL, out, err);
+	out->fit_tokens = fr.n;
+	out->layout = o->layout;
+	out->fit_error_merged = out->fit_error_refit = NAN;
 	merge_work w = {.blk = blk, .p = p, .b = b, .o = o, .weights = in_place};
 	if (st == MS_OK)
 		st = merge_groups(&w, out, G, compress, err);
@@ -700,23 +985,18 @@ static ms_status merge_block(const pipe_block *blk, float *in_place, const plan 
 			memcpy((float *)(out->experts[s].gate ? out->experts[s].gate : out->experts[s].up),
 			       from->gate ? from->gate : from->up, (size_t)blk->per_expert * sizeof(float));
 		}
-		st = build_router(blk, p, b, o, out, err);
+		st = build_router(blk, p, b, o, &fr, out, err);
 	}
-	if (st == MS_OK) {
-		round_to_dtype(blk->router_dtype, out->router, (int64_t)out->n_router * blk->d);
+	if (st == MS_OK)
 		st = check_merged_router(blk, out, p->labels[b], err);
-	}
+	if (st == MS_OK && refit)
+		st = refit_block(blk, &fr, out, p->labels[b], err);
+	fit_ref_free(&fr);
 	if (st != MS_OK) {
 		pipe_free_merged(out);
 		return st;
 	}
-	blk_config c = {
-		.n_router = out->n_router, .router = out->router, .slot = out->slot, .n_slots = out->n_slots,
-		.experts = out->experts, .routing = blk->routing, .d = blk->d,
-	};
-	if (compact && c.routing.top_k > out->n_slots)
-		c.routing.top_k = out->n_slots;
-	out->cfg = c;
+	out->cfg = merged_config(blk, out, compact);
 	return MS_OK;
 }
 
@@ -759,7 +1039,16 @@ ms_status pipe_eval_reference(const pipe_block *blk, const plan *p, int b, int64
 	if (blk->T == 0)
 		return ms_fail(err, MS_ERR_ARG, "block %s: evaluation needs the calibration set", p->labels[b]);
 	blk_config orig = pipe_block_config(blk);
-	return blk_eval_reference(&orig, blk->x, blk->T, max_tokens, ref, err);
+	if (!blk->held_idx)
+		return blk_eval_reference(&orig, blk->x, blk->T, max_tokens, ref, err);
+	float *xh = malloc((size_t)(blk->n_held * blk->d) * sizeof *xh);   /* [n_held, d] */
+	if (!xh)
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for %lld held-out tokens", p->labels[b],
+			       (long long)blk->n_held);
+	blk_gather(blk->x, blk->d, blk->held_idx, blk->n_held, xh);
+	ms_status st = blk_eval_reference(&orig, xh, blk->n_held, max_tokens, ref, err);
+	free(xh);
+	return st;
 }
 
 ms_status pipe_eval_against(const blk_eval_ref *ref, const pipe_block *blk, const pipe_merged *mg, const plan *p,

@@ -13,6 +13,7 @@
 #include "analysis/expert.h"
 #include "analysis/grouping.h"
 #include "analysis/merge.h"
+#include "analysis/refit.h"
 #include "analysis/router_fit.h"
 #include "analysis/similarity.h"
 #include "analysis/stable_rank.h"
@@ -21,6 +22,29 @@
 #include "io/error.h"
 #include "io/model.h"
 #include "io/plan.h"
+
+/* How the calibration tokens of a block are split between fitting and evaluation: X(value, name, help) rows. */
+#define PIPE_SPLIT_TABLE(X) \
+	X(PIPE_SPLIT_SEGMENTS, "segments", "held out: the sequences whose segment id is 3 mod 4; fits: the others") \
+	X(PIPE_SPLIT_FIXED,    "fixed",    "held out: the last quarter of the tokens; fits: the first three quarters") \
+	X(PIPE_SPLIT_NONE,     "none",     "fewer than PIPE_SPLIT_MIN tokens: fits and evaluation both use them all")
+
+typedef enum {
+	PIPE_SPLIT_TABLE(NAMES_X_ENUM)
+	PIPE_SPLIT_COUNT
+} pipe_split;
+
+extern const char *const pipe_split_names[PIPE_SPLIT_COUNT];
+extern const char *const pipe_split_help[PIPE_SPLIT_COUNT];
+const char *pipe_split_name(pipe_split s);  /* "?" when out of range */
+
+/* Fewest tokens that are split. */
+#define PIPE_SPLIT_MIN 8
+
+/* Splits T tokens: by segment ids seg [T] (may be NULL) when both sides get tokens, else the fixed split, or none
+ * below PIPE_SPLIT_MIN tokens (then both lists hold every token). fit_idx and held_idx have room for T each. */
+pipe_split pipe_split_tokens(const int32_t *seg, int64_t T, int64_t *fit_idx, int64_t *n_fit, int64_t *held_idx,
+			     int64_t *n_held);
 
 /* One block's data in float32. */
 typedef struct {
@@ -37,6 +61,12 @@ typedef struct {
 	int *identity;           /* [E]: identity[e] = e, the original block's router-row-to-expert map */
 	st_dtype expert_dtype;   /* how the checkpoint stores experts and router: merged weights are rounded to */
 	st_dtype router_dtype;   /* these, so a preview computes exactly what a written checkpoint will */
+	/* The calibration tokens split in two (pipe_split_tokens): fits (router choice, refit) use the fit tokens,
+	 * evaluation the held-out ones, so the reported error is measured on tokens no fit has seen. */
+	int64_t n_fit, n_held;
+	int64_t *fit_idx;        /* [n_fit] ascending */
+	int64_t *held_idx;       /* [n_held] ascending */
+	pipe_split split;
 } pipe_block;
 
 /* Loads block b; cal may be NULL (then x is NULL and T is 0). */
@@ -45,6 +75,11 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
  * which then skips the kernel's zeroing of fresh pages; pipe_release_spare gives that buffer back. */
 void pipe_free_block(pipe_block *blk);
 void pipe_release_spare(void);
+
+/* Gives a block loaded without calibration the tokens x [T, d] (borrowed: set blk->x back to NULL and T to 0
+ * before freeing) and splits them as a calibration set with segment ids seg [T] (may be NULL) would be, so that a
+ * merge in memory equals the merge of a set captured from the same tokens. */
+ms_status pipe_set_tokens(pipe_block *blk, float *x, int64_t T, const int32_t *seg, ms_error *err);
 
 /* What pipe_analyze_block computes. */
 typedef struct {
@@ -94,6 +129,16 @@ typedef struct {
 ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_options *o, plan *p,
 			 ms_error *err);
 
+/* A compact checkpoint has one expert count for every block (stock configs know one), so a block planned with
+ * fewer groups than that count would be padded with copies. Instead its groups are split until it has `target`:
+ * repeatedly, the group with the most members (the least coherent on ties: lowest mean similarity of its members
+ * to their dominant, NaN counted as 0) gives up its member least similar to the dominant (the more used on ties)
+ * as a new group of its own, labelled next; when every group is a single expert, the most used dropped expert
+ * comes back instead. Same bytes as the copies, no wasted top-k slots. A block that keeps no expert is left as
+ * it is (the merge refuses it). MS_ERR_ARG when target is outside
+ * plan_groups(p, b)..the experts kept and droppable. */
+ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err);
+
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
 blk_config pipe_block_config(const pipe_block *blk);
 
@@ -114,11 +159,30 @@ extern const char *const pipe_layout_help[PIPE_LAYOUT_COUNT];
 const char *pipe_layout_name(pipe_layout l); /* "?" when out of range */
 int pipe_layout_parse(const char *name);   /* the pipe_layout called name, or -1 */
 
+/* Recovery after merging (analysis/refit.h): X(value, name, help) rows. */
+#define PIPE_REFIT_TABLE(X) \
+	X(PIPE_REFIT_DOWN, "down", "refit each merged expert's down projection to the original block's output on the " \
+				   "fit tokens (the default; compact layout with calibration, no compression)") \
+	X(PIPE_REFIT_NONE, "none", "keep the merged down projections")
+
+typedef enum {
+	PIPE_REFIT_TABLE(NAMES_X_ENUM)
+	PIPE_REFIT_COUNT
+} pipe_refit;
+
+extern const char *const pipe_refit_names[PIPE_REFIT_COUNT];
+extern const char *const pipe_refit_help[PIPE_REFIT_COUNT];
+const char *pipe_refit_name(pipe_refit r);  /* "?" when out of range */
+
+/* Fit tokens used at most (evenly subsampled from the block's fit tokens). */
+#define PIPE_FIT_TOKENS 4096
+
 typedef struct {
 	pipe_layout layout;
 	merge_weighting weighting;
 	align_ref align;
-	rfit_method router;
+	rfit_method router;     /* RFIT_AUTO: chosen per block by the routed output error on the fit tokens */
+	pipe_refit refit;
 	cmp_options compress;   /* applied to every matrix of every merged expert of a block that merges */
 	int slots;              /* compact: E' >= the block's group count (0: the block's own count) */
 	int keep_factors;       /* keep the low-rank factors and sparse residual of every compressed matrix */
@@ -139,6 +203,14 @@ typedef struct {
 	int *slot;                /* [n_router]: slot each router row dispatches to, -1 for a dropped expert */
 	int groups;               /* G of the block */
 	double *router_residual;  /* [groups]: compact router fit residual on the calibration tokens (NAN if none) */
+	pipe_layout layout;
+	rfit_method router_used;  /* compact: the row method the router was made with (auto's choice) */
+	double router_error[RFIT_ROW_METHODS]; /* compact with auto: each method's routed output error on the fit
+						* tokens before any refit; NAN where not measured */
+	int refitted;             /* 1 when the down projections were refitted */
+	double fit_error_merged;  /* routed output error on the fit tokens before and after the refit (NAN if none) */
+	double fit_error_refit;
+	int64_t fit_tokens;       /* fit tokens used (0: none) */
 	cmp_result *compression;  /* [n_slots * MDL_NMAT] when compressing, else NULL */
 	cmp_factors *factors;     /* [groups * MDL_NMAT] with keep_factors: buffers owned here, sized to the rank and
 				   * residual chosen; u and v NULL where a matrix was not compressed */

@@ -135,6 +135,32 @@ void report_add_eval(cJSON *block, const blk_eval_result *r)
 	cJSON_AddNumberToObject(o, "flops_per_token_after", r->flops_after);
 }
 
+static void add_number_or_null(cJSON *o, const char *key, double v)
+{
+	if (isfinite(v))
+		cJSON_AddNumberToObject(o, key, v);
+	else
+		cJSON_AddNullToObject(o, key);
+}
+
+void report_add_fit(cJSON *block, const pipe_block *blk, const pipe_merged *mg)
+{
+	cJSON *o = cJSON_AddObjectToObject(block, "fit");
+	cJSON_AddStringToObject(o, "split", pipe_split_name(blk->split));
+	cJSON_AddStringToObject(o, "split_rule", pipe_split_help[blk->split]);
+	cJSON_AddNumberToObject(o, "fit_tokens", (double)mg->fit_tokens);
+	cJSON_AddNumberToObject(o, "held_out_tokens", (double)(blk->held_idx ? blk->n_held : blk->T));
+	if (mg->layout == PIPE_LAYOUT_ALIASED)
+		return;   /* the original router, nothing fitted */
+	cJSON_AddStringToObject(o, "router", rfit_method_name(mg->router_used));
+	cJSON *c = cJSON_AddObjectToObject(o, "router_fit_output_error");
+	for (int m = 0; m < RFIT_ROW_METHODS; m++)
+		add_number_or_null(c, rfit_method_name((rfit_method)m), mg->router_error[m]);
+	cJSON_AddBoolToObject(o, "refitted", mg->refitted);
+	add_number_or_null(o, "fit_error_merged", mg->fit_error_merged);
+	add_number_or_null(o, "fit_error_refit", mg->fit_error_refit);
+}
+
 void report_add_meo(cJSON *block, const meo_result *r)
 {
 	cJSON *o = cJSON_AddObjectToObject(block, "meo");

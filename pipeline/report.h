@@ -19,6 +19,9 @@ cJSON *report_block(cJSON *report, const mdl_model *m, int b);  /* appends {"lab
 void report_add_stats(cJSON *block, const pipe_stats *s);
 void report_add_eval(cJSON *block, const blk_eval_result *r);
 void report_add_meo(cJSON *block, const meo_result *r);
+/* "fit": the token split (which tokens the fits used, which the evaluation), the router rows used with every
+ * candidate's routed output error on the fit tokens when auto chose, and the refit's fit error before and after. */
+void report_add_fit(cJSON *block, const pipe_block *blk, const pipe_merged *mg);
 
 /* Adds an array of n doubles (NAN as null) / an n x n matrix as nested arrays. */
 void report_add_array(cJSON *obj, const char *key, const double *v, int n, int stride);

@@ -211,13 +211,19 @@ static void test_in_place_merge_is_the_same(void)
 	for (int layout = 0; layout < PIPE_LAYOUT_COUNT; layout++)
 		for (int align = 0; align < ALIGN_COUNT; align++)
 			for (int w = 0; w < MERGE_WEIGHTING_COUNT; w++)
-				for (int cmp = 0; cmp < 2; cmp++) {
+				for (int cmp = 0; cmp < 3; cmp++) {
+					/* cmp 0: the defaults (auto router, refit); 1: compressed (no refit); 2: lse-fit, no
+					 * refit */
 					pipe_merge_options o = pipe_merge_defaults();
+					if (cmp == 2) {
+						o.router = RFIT_LSE_FIT;
+						o.refit = PIPE_REFIT_NONE;
+					}
 					o.layout = (pipe_layout)layout;
 					o.align = (align_ref)align;
 					o.weighting = (merge_weighting)w;
 					o.slots = layout == PIPE_LAYOUT_COMPACT ? 5 : 0; /* 3 groups padded to 5 */
-					if (cmp)
+					if (cmp == 1)
 						o.compress = (cmp_options){.mode = CMP_RANK_FIXED, .rank = 8};
 					pipe_merged a, c;
 					blk_eval_result ra, rc;
@@ -228,6 +234,9 @@ static void test_in_place_merge_is_the_same(void)
 					CHECK(pipe_eval_reference(&work, &p, b, 300, &ref, &err) == MS_OK, "%s", err.msg);
 					CHECK(pipe_merge_block_in_place(&work, &p, b, &o, &c, &err) == MS_OK, "%s", err.msg);
 					CHECK(pipe_eval_against(&ref, &work, &c, &p, b, &rc, &err) == MS_OK, "%s", err.msg);
+					if (layout == PIPE_LAYOUT_COMPACT && cmp == 0)
+						CHECK(a.refitted && c.refitted && a.router_used == c.router_used &&
+						      a.fit_error_refit == c.fit_error_refit, "the refit ran the same way");
 					int same = a.n_slots == c.n_slots && a.n_router == c.n_router &&
 						   memcmp(a.router, c.router, (size_t)a.n_router * orig.d * sizeof(float)) == 0 &&
 						   memcmp(&ra, &rc, sizeof ra) == 0;
@@ -251,6 +260,83 @@ static void test_in_place_merge_is_the_same(void)
 	plan_free(&p);
 }
 
+/* The split: disjoint, covering, ascending, by segment when ids are given, the same on every load; the
+ * evaluation's tokens are exactly the held-out ones. */
+static void test_held_out_split(void)
+{
+	enum { NT = 100 };
+	int32_t seg[NT];
+	int64_t fit[NT], held[NT], fit2[NT], held2[NT], nf, nh, nf2, nh2;
+	for (int t = 0; t < NT; t++)
+		seg[t] = t / 10;   /* 10 sequences of 10: 3 and 7 held out */
+	EXPECT(pipe_split_tokens(seg, NT, fit, &nf, held, &nh) == PIPE_SPLIT_SEGMENTS);
+	CHECK(nf == 80 && nh == 20, "%lld fit, %lld held out", (long long)nf, (long long)nh);
+	for (int64_t i = 0; i < nh; i++)
+		CHECK(seg[held[i]] % 4 == 3 && (i == 0 || held[i] > held[i - 1]), "held-out token %lld", (long long)held[i]);
+	EXPECT(pipe_split_tokens(seg, NT, fit2, &nf2, held2, &nh2) == PIPE_SPLIT_SEGMENTS);
+	EXPECT(nf2 == nf && nh2 == nh && memcmp(fit, fit2, (size_t)nf * sizeof *fit) == 0 &&
+	       memcmp(held, held2, (size_t)nh * sizeof *held) == 0);
+	for (int t = 0; t < NT; t++)
+		seg[t] = 2;       /* one sequence: nothing to hold out by segment, the fixed split */
+	EXPECT(pipe_split_tokens(seg, NT, fit, &nf, held, &nh) == PIPE_SPLIT_FIXED);
+	CHECK(nf == 75 && nh == 25 && held[0] == 75 && fit[74] == 74, "%lld fit, %lld held out", (long long)nf,
+	      (long long)nh);
+	EXPECT(pipe_split_tokens(NULL, NT, fit, &nf, held, &nh) == PIPE_SPLIT_FIXED && nh == 25);
+	EXPECT(pipe_split_tokens(NULL, 5, fit, &nf, held, &nh) == PIPE_SPLIT_NONE && nf == 5 && nh == 5);
+
+	/* the sample has segment ids: the loaded block is split by them, twice the same way */
+	ms_error err = {0};
+	pipe_block a, b;
+	CHECK(pipe_load_block(model, cal, 1, &a, &err) == MS_OK, "%s", err.msg);
+	CHECK(pipe_load_block(model, cal, 1, &b, &err) == MS_OK, "%s", err.msg);
+	EXPECT(a.split == PIPE_SPLIT_SEGMENTS && a.n_fit + a.n_held == a.T && a.n_held > 0 && a.n_fit > 0);
+	EXPECT(a.n_held == b.n_held && memcmp(a.held_idx, b.held_idx, (size_t)a.n_held * sizeof *a.held_idx) == 0);
+	const char *labels[16];
+	for (int i = 0; i < model->n_blocks; i++)
+		labels[i] = model->blocks[i].label;
+	plan p;
+	CHECK(plan_init(&p, model->n_blocks, model->n_experts, labels) == 0);
+	blk_eval_ref ref;
+	CHECK(pipe_eval_reference(&a, &p, 1, 0, &ref, &err) == MS_OK, "%s", err.msg);
+	EXPECT(ref.n == a.n_held);
+	for (int64_t i = 0; i < ref.n && i < a.n_held; i++)
+		CHECK(memcmp(ref.xs + i * a.d, a.x + a.held_idx[i] * a.d, (size_t)a.d * sizeof(float)) == 0,
+		      "evaluated token %lld is not held-out token %lld", (long long)i, (long long)a.held_idx[i]);
+	blk_eval_ref_free(&ref);
+	plan_free(&p);
+	pipe_free_block(&a);
+	pipe_free_block(&b);
+}
+
+/* Splitting instead of padding: the largest group gives up its member least similar to its dominant; a plan of
+ * singletons gets its most used dropped expert back; the result is a valid plan with the asked count. */
+static void test_fill_groups_splits(void)
+{
+	const char *labels[1] = {"0"};
+	plan p;
+	CHECK(plan_init(&p, 1, 6, labels) == 0);
+	static const int grp[6] = {0, 0, 0, 1, 1, -1};
+	static const unsigned char dom[6] = {1, 0, 0, 1, 0, 0};
+	static const double sim[6] = {1.0, 0.9, 0.6, 1.0, 0.5, NAN}, freq[6] = {0.4, 0.2, 0.1, 0.15, 0.1, 0.05};
+	for (int e = 0; e < 6; e++) {
+		p.group[e] = grp[e];
+		p.dominant[e] = dom[e];
+		p.similarity[e] = sim[e];
+		p.frequency[e] = freq[e];
+	}
+	ms_error err = {0};
+	CHECK(pipe_fill_groups(&p, 0, 3, &err) == MS_OK, "%s", err.msg);
+	CHECK(p.group[2] == 2 && p.dominant[2] == 1, "expert 2 (least similar, largest group) splits off: group %d",
+	      p.group[2]);
+	CHECK(pipe_fill_groups(&p, 0, 5, &err) == MS_OK, "%s", err.msg);
+	EXPECT(plan_groups(&p, 0) == 5 && p.group[4] >= 2 && p.group[1] >= 2);   /* then the two pairs split */
+	CHECK(pipe_fill_groups(&p, 0, 6, &err) == MS_OK, "%s", err.msg);
+	EXPECT(p.group[5] == 5 && p.dominant[5] == 1);                           /* the dropped expert returns */
+	CHECK(plan_validate(&p, &err) == MS_OK, "%s", err.msg);
+	EXPECT(pipe_fill_groups(&p, 0, 7, &err) == MS_ERR_ARG);
+	plan_free(&p);
+}
+
 int main(void)
 {
 	RUN(setup);
@@ -258,6 +344,8 @@ int main(void)
 	RUN(test_alignment_lowers_merge_error);
 	RUN(test_block_merge_is_merge_matrices);
 	RUN(test_in_place_merge_is_the_same);
+	RUN(test_held_out_split);
+	RUN(test_fill_groups_splits);
 	cJSON_Delete(truth);
 	calib_close(cal);
 	mdl_close(model);

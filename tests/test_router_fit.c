@@ -182,9 +182,9 @@ static void test_lse_fit_beats_mean_and_dominant(void)
 	static const double frequency[E] = { 0.1, 0.3, 0.05, 0.2, 0.1, 0.05, 0.15, 0.05 };
 	float *x = gaussian_matrix(T, D, 0.3, 31), *router = grouped_router(E, D, group, G, 0.05, 32);
 	float rows[G * D];
-	double res[RFIT_METHOD_COUNT][G];
+	double res[RFIT_ROW_METHODS][G];
 	ms_error err = { 0 };
-	for (int m = 0; m < RFIT_METHOD_COUNT; m++)
+	for (int m = 0; m < RFIT_ROW_METHODS; m++)
 		CHECK(rfit_rows((rfit_method)m, x, T, D, router, E, group, dominant, frequency, G, RFIT_LAMBDA_DEFAULT,
 				rows, res[m], &err) == MS_OK, "%s: %s", rfit_method_name(m), err.msg);
 	for (int g = 0; g < G; g++) {

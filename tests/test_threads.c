@@ -1,5 +1,6 @@
 /* Thread determinism: the whole per-block pipeline (routing statistics, the four similarity bases, stable ranks,
- * REAP saliency, the msmoe plan, the aligned merge with its lse-fit router, the layer evaluation) run on one, two
+ * REAP saliency, the msmoe plan, the aligned merge with its router chosen among the fits, the refit of its down
+ * projections on the fit tokens, the layer evaluation on the held-out ones) run on one, two
  * and three threads must give bit-identical results. moescope splits the work itself (analysis/par.h) and runs
  * OpenBLAS on one thread; to show that an outside setting cannot change that, OpenBLAS is first told to use four
  * threads. The block is large enough (E 8, d 192, f 320, 768 tokens) that every parallel path has several tasks.
@@ -21,6 +22,7 @@ typedef struct {
 	float router[E * D];
 	int identity[E];
 	expert_weights experts[E];
+	int64_t fit_idx[T], held_idx[T];
 } test_block;
 
 static void fill_block(test_block *tb, float *weights, float *x)
@@ -48,7 +50,8 @@ static void fill_block(test_block *tb, float *weights, float *x)
 	*b = (pipe_block){.block = 0, .E = E, .d = D, .f = F, .T = T, .act = MDL_ACT_SILU_GLU,
 			  .routing = {.top_k = TOPK, .renormalize = 1, .scale = 1.0f}, .router = tb->router,
 			  .weights = weights, .per_expert = per, .experts = tb->experts, .x = x,
-			  .identity = tb->identity};
+			  .identity = tb->identity, .fit_idx = tb->fit_idx, .held_idx = tb->held_idx};
+	b->split = pipe_split_tokens(NULL, T, tb->fit_idx, &b->n_fit, tb->held_idx, &b->n_held);
 }
 
 /* Everything one run produces. */
@@ -121,6 +124,11 @@ static void compare_merge(const run_result *a, const run_result *b)
 	      "merged weights differ");
 	CHECK(memcmp(a->mg.router, b->mg.router, (size_t)a->mg.n_router * D * sizeof(float)) == 0,
 	      "fitted router rows differ");
+	CHECK(a->mg.refitted && b->mg.refitted, "the default merge refits");
+	CHECK(a->mg.router_used == b->mg.router_used, "auto chose different routers");
+	CHECK(memcmp(a->mg.router_error, b->mg.router_error, sizeof a->mg.router_error) == 0,
+	      "router candidates' errors differ");
+	CHECK(a->mg.fit_error_refit == b->mg.fit_error_refit, "refit errors differ");
 	CHECK(a->eval.rel_error == b->eval.rel_error, "layer error %.17g vs %.17g", a->eval.rel_error,
 	      b->eval.rel_error);
 	CHECK(a->eval.routing_agreement == b->eval.routing_agreement, "routing agreement differs");
