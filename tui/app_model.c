@@ -151,7 +151,21 @@ static void post_forward(app *a, int identity)
 	}
 	work_job j = {.kind = WORK_FORWARD, .block = -1, .gen = ++md->gen, .arch = md->arch, .tok = &md->tok,
 		      .with_plan = !identity, .mo = md->asked_mo};
-	if ((!identity && plan_copy(&j.p, &a->cur.p) != 0) || worker_post(a->w, &j) != 0) {
+	if ((!identity && plan_copy(&j.p, &a->cur.p) != 0)) {
+		work_job_free(&j);
+		report_failure(a, "out of memory");
+		return;
+	}
+	/* The merged model is the one a commit writes: in the compact layout, blocks with fewer groups than the
+	 * largest get their groups split up to it (pipe_fill_groups), as merge_run and `perplexity --plan` do. */
+	ms_error err = {0};
+	for (int b = 0; !identity && j.mo.layout == PIPE_LAYOUT_COMPACT && b < j.p.n_blocks; b++)
+		if (pipe_fill_groups(&j.p, b, j.mo.slots, &err) != MS_OK) {
+			work_job_free(&j);
+			report_failure(a, err.msg);
+			return;
+		}
+	if (worker_post(a->w, &j) != 0) {
 		work_job_free(&j);
 		report_failure(a, "out of memory");
 		return;
