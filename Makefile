@@ -5,7 +5,7 @@
 BUILD   ?= build
 CC      ?= cc
 PREFIX  ?= /usr/local
-PKGS    := ncursesw openblas lapacke libcjson
+PKGS    := ncursesw openblas lapacke libcjson libpcre2-8 libutf8proc
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -18,10 +18,11 @@ SAN_CFLAGS := -O1 -g $(SAN) -Werror
 IO_SRC   := $(wildcard io/*.c)
 AN_SRC   := $(wildcard analysis/*.c)
 SMP_SRC  := $(wildcard samples/*.c)
+TXT_SRC  := $(wildcard text/*.c)
 TUI_SRC  := $(wildcard tui/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 # Objects below tui/ (no curses): what unit tests link.
-CORE_SRC := $(IO_SRC) $(AN_SRC) $(SMP_SRC)
+CORE_SRC := $(IO_SRC) $(AN_SRC) $(SMP_SRC) $(TXT_SRC)
 
 OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC) $(TUI_SRC))
 SAN_CORE := $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC))

@@ -10,5 +10,6 @@ int cmd_plan(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_tui(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

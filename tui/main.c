@@ -26,6 +26,9 @@ const cli_command cli_commands[] = {
 	 "--rank-stable K] [--sparse-ratio S] [--compress-format dense|factors] [--max-shard-size S] [--force] "
 	 "[--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
+	{"tokenize", cmd_tokenize, "tokenize TOKENIZER --text FILE [--special] [--decode [--skip-special]]",
+	 "Token ids of a text file for a model's tokenizer.json (or a model directory), as Hugging Face tokenizers "
+	 "gives them; --special adds the post-processor's special tokens; --decode turns a file of ids back into text."},
 	{"tui", cmd_tui, "tui MODEL [CALIB] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
 	 "The interactive application (also `moescope MODEL [CALIB]`); --script runs keys from a file without a terminal."},
 	{"samples", cmd_samples, "samples DIR [--only NAME]",
