@@ -79,11 +79,17 @@ run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/moescope $(SAMPLE_DIR)/.stamp
 	$(BUILD)/moescope $(SAMPLE) $(SAMPLE)/calib.safetensors
 
-check-build: $(BUILD)/san/moescope $(TESTS) $(SAMPLE_DIR)/.stamp
+# The tokenizer.json files the tokenizer tests compare against, kept compressed in tests/tokenizer/.
+TOK_JSON := $(patsubst tests/tokenizer/%.json.xz,$(BUILD)/tokenizers/%.json,$(wildcard tests/tokenizer/*.json.xz))
+$(BUILD)/tokenizers/%.json: tests/tokenizer/%.json.xz
+	@mkdir -p $(dir $@)
+	xz -dc $< >$@.tmp && mv $@.tmp $@
+
+check-build: $(BUILD)/san/moescope $(TESTS) $(SAMPLE_DIR)/.stamp $(TOK_JSON)
 
 test: deps
 	@$(MAKE) --no-print-directory check-build
-	@MOESCOPE=$(BUILD)/san/moescope SAMPLES=$(SAMPLE_DIR) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	@MOESCOPE=$(BUILD)/san/moescope SAMPLES=$(SAMPLE_DIR) TOKENIZERS=$(BUILD)/tokenizers ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1 OPENBLAS_NUM_THREADS=1 tests/run.sh $(BUILD)
 
 install: $(BUILD)/moescope

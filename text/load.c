@@ -535,6 +535,8 @@ static ms_status load_added(loader *L, const cJSON *arr)
 
 static int add_ids(int32_t **v, int *n, const int32_t *ids, int k, int front)
 {
+	if (k == 0)
+		return 0;
 	int32_t *w = realloc(*v, (size_t)(*n + k + 1) * sizeof *w);
 	if (!w)
 		return -1;
