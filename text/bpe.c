@@ -189,7 +189,8 @@ static void cache_put(tk_bpe *m, const char *w, size_t n, const tk_buf *ids, siz
 	if (tk_strmap_put(&m->cache, w, n, (int32_t)m->cache_n) != 0)
 		return;
 	m->cache_ids[m->cache_n] = (int32_t)k;
-	memcpy(m->cache_ids + m->cache_n + 1, ids->s + start, k * sizeof(int32_t));
+	if (k)
+		memcpy(m->cache_ids + m->cache_n + 1, ids->s + start, k * sizeof(int32_t));
 	m->cache_n += k + 1;
 }
 

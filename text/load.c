@@ -9,8 +9,9 @@
 
 #include "text/tok_internal.h"
 
-/* Ids above this are refused: the id table is allocated to the largest id. */
-#define MAX_ID (1 << 24)
+/* Ids from this on are refused: the id table is allocated to the largest id (4M ids; real vocabularies hold
+ * up to about 260K). */
+#define MAX_ID (1 << 22)
 
 typedef struct {
 	tok_tokenizer *t;

@@ -401,7 +401,7 @@ ms_status tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n_ids, i
 			rc = ms_fail(err, MS_ERR_NOMEM, "tokenizer: out of memory decoding");
 	if (!rc && tk_buf_add(&out, "", 0))
 		rc = ms_fail(err, MS_ERR_NOMEM, "tokenizer: out of memory decoding");
-	for (size_t i = 0; tok && i < n_ids; i++)
+	for (size_t i = 0; tok && i < (n_ids ? n_ids : 1); i++) /* a decoder may fill tok[0] of an empty list */
 		tk_buf_free(&tok[i]);
 	free(tok);
 	if (rc) {
