@@ -205,7 +205,18 @@ static int split_added(const tok_tokenizer *t, char *const *ncontent, int normal
                        size_t base, segments *out)
 {
 	size_t i = 0, text_start = 0;
+	uint64_t first[4] = {0}; /* the bytes a token can start with: most positions are skipped on one test */
+	for (int k = 0; k < t->n_added; k++) {
+		unsigned char c = (unsigned char)(ncontent ? ncontent[k] : t->added[k].content)[0];
+		if (t->added[k].normalized == normalized)
+			first[c >> 6] |= 1ULL << (c & 63);
+	}
 	while (i < n) {
+		unsigned char c0 = (unsigned char)s[i];
+		if (!(first[c0 >> 6] >> (c0 & 63) & 1)) {
+			i++;
+			continue;
+		}
 		int best = -1;
 		size_t best_len = 0;
 		for (int k = 0; k < t->n_added; k++) {
