@@ -105,8 +105,9 @@ static ms_status get_str(loader *L, const cJSON *obj, const char *key, int requi
 
 static ms_status get_int(loader *L, const cJSON *v, long lo, long hi, long *out, const place *p, const char *what)
 {
-	if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble || v->valuedouble < (double)lo ||
-	    v->valuedouble > (double)hi)
+	/* the range first: converting a double outside long's range is undefined */
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= (double)lo && v->valuedouble <= (double)hi) ||
+	    v->valuedouble != (double)(long)v->valuedouble)
 		return fail(L, MS_ERR_TOK_FIELD, p, "%s is not an integer in %ld..%ld", what, lo, hi);
 	*out = (long)v->valuedouble;
 	return MS_OK;
@@ -748,6 +749,13 @@ ms_status tk_load_json(tok_tokenizer *t, const char *json, size_t len, ms_error 
 {
 	loader L = {.t = t, .err = err};
 	tk_byte_map_init();
+	/* JSON is UTF-8 (RFC 8259); text taken from an ill-formed file would reach the normalizers ill-formed */
+	for (size_t i = 0; i < len;) {
+		size_t l = tk_utf8_len((const unsigned char *)json + i, len - i);
+		if (!l)
+			return fail(&L, MS_ERR_TOK_JSON, NULL, "byte %zu: not valid UTF-8", i);
+		i += l;
+	}
 	cJSON *root = cJSON_ParseWithLength(json, len);
 	if (!root) {
 		const char *e = cJSON_GetErrorPtr();
