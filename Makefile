@@ -6,7 +6,7 @@
 BUILD   ?= build
 CC      ?= cc
 PREFIX  ?= /usr/local
-PKGS    := ncursesw openblas lapacke libcjson
+PKGS    := ncursesw openblas lapacke libcjson libpcre2-8 libutf8proc
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -16,17 +16,18 @@ CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_CFLAGS := -O1 -g $(SAN) -Werror
 
-# The rooms, bottom up (README "Layout"): io/ files, analysis/ arithmetic, pipeline/ the work on a model that
-# combines them, samples/ the sample generator, tui/ the interactive application, cli/ main() and the commands.
+# The rooms, bottom up (README "Layout"): io/ files, analysis/ arithmetic, text/ the tokenizer, pipeline/ the
+# work on a model that combines them, samples/ the sample generator, tui/ the interactive application, cli/ main() and the commands.
 IO_SRC   := $(wildcard io/*.c)
 AN_SRC   := $(wildcard analysis/*.c)
 PIPE_SRC := $(wildcard pipeline/*.c)
 SMP_SRC  := $(wildcard samples/*.c)
+TXT_SRC  := $(wildcard text/*.c)
 TUI_SRC  := $(wildcard tui/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 # Objects below tui/ and cli/ (no curses, no main): what unit tests link.
-CORE_SRC := $(IO_SRC) $(AN_SRC) $(PIPE_SRC) $(SMP_SRC)
+CORE_SRC := $(IO_SRC) $(AN_SRC) $(TXT_SRC) $(PIPE_SRC) $(SMP_SRC)
 
 OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC) $(TUI_SRC) $(CLI_SRC))
 SAN_CORE := $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC))
@@ -82,11 +83,17 @@ run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/moescope $(SAMPLE_DIR)/.stamp
 	$(BUILD)/moescope $(SAMPLE) $(SAMPLE)/calib.safetensors
 
-check-build: $(BUILD)/san/moescope $(TESTS) $(SAMPLE_DIR)/.stamp
+# The tokenizer.json files the tokenizer tests compare against, kept compressed in tests/tokenizer/.
+TOK_JSON := $(patsubst tests/tokenizer/%.json.xz,$(BUILD)/tokenizers/%.json,$(wildcard tests/tokenizer/*.json.xz))
+$(BUILD)/tokenizers/%.json: tests/tokenizer/%.json.xz
+	@mkdir -p $(dir $@)
+	xz -dc $< >$@.tmp && mv $@.tmp $@
+
+check-build: $(BUILD)/san/moescope $(TESTS) $(SAMPLE_DIR)/.stamp $(TOK_JSON)
 
 test: deps
 	@$(MAKE) --no-print-directory check-build
-	@MOESCOPE=$(BUILD)/san/moescope SAMPLES=$(SAMPLE_DIR) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	@MOESCOPE=$(BUILD)/san/moescope SAMPLES=$(SAMPLE_DIR) TOKENIZERS=$(BUILD)/tokenizers ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1 OPENBLAS_NUM_THREADS=1 tests/run.sh $(BUILD)
 
 install: $(BUILD)/moescope

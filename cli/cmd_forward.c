@@ -107,7 +107,7 @@ static int open_inputs(const fwd_args *a, mdl_model **m, arch_model **arch, tok_
 				     "(max_position_embeddings %d)", a->model, seq_len, max);
 	}
 	if (st == MS_OK)
-		st = tok_read_ids(a->tokens, (*arch)->vocab, seq_len, a->max_tokens, tok, &err);
+		st = tokset_read_ids(a->tokens, (*arch)->vocab, seq_len, a->max_tokens, tok, &err);
 	if (st != MS_OK) {
 		arch_close(*arch);
 		mdl_close(*m);
@@ -132,7 +132,7 @@ int cmd_capture(int argc, char **argv)
 	if (st == MS_OK)
 		printf("wrote %s: %d blocks, %lld tokens in %d sequences\n", a.out, m->n_blocks, (long long)tok.T,
 		       tok.n_seq);
-	tok_free(&tok);
+	tokset_free(&tok);
 	arch_close(arch);
 	mdl_close(m);
 	return st == MS_OK ? CLI_OK : cli_report(&err);
@@ -192,7 +192,7 @@ int cmd_perplexity(int argc, char **argv)
 		return CLI_USER_ERROR;
 	plan p = {0};
 	if (a.plan_path && opt_plan_read(m, a.plan_path, &p)) {
-		tok_free(&tok);
+		tokset_free(&tok);
 		arch_close(arch);
 		mdl_close(m);
 		return CLI_USER_ERROR;
@@ -200,7 +200,7 @@ int cmd_perplexity(int argc, char **argv)
 	ms_error err = {0};
 	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT && (a.mo.slots = opt_compact_fill(&p, &err)) < 0) {
 		plan_free(&p);
-		tok_free(&tok);
+		tokset_free(&tok);
 		arch_close(arch);
 		mdl_close(m);
 		return cli_report(&err);
@@ -219,7 +219,7 @@ int cmd_perplexity(int argc, char **argv)
 	}
 	if (a.plan_path)
 		plan_free(&p);
-	tok_free(&tok);
+	tokset_free(&tok);
 	arch_close(arch);
 	mdl_close(m);
 	return st == MS_OK ? CLI_OK : cli_report(&err);

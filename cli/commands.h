@@ -12,5 +12,6 @@ int cmd_merge(int argc, char **argv);
 int cmd_tui(int argc, char **argv);
 int cmd_capture(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

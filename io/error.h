@@ -52,7 +52,13 @@
 	X(MS_ERR_PLAN_DUPLICATE,    "plan lists an expert twice") \
 	X(MS_ERR_PLAN_MISSING,      "plan misses an expert") \
 	X(MS_ERR_PLAN_GROUP,        "plan group numbering is wrong") \
-	X(MS_ERR_PLAN_DOMINANT,     "plan group without exactly one dominant expert")
+	X(MS_ERR_PLAN_DOMINANT,     "plan group without exactly one dominant expert") \
+	/* tokenizer.json and the text it encodes (text/) */ \
+	X(MS_ERR_TOK_JSON,          "tokenizer.json is not valid JSON") \
+	X(MS_ERR_TOK_FIELD,         "tokenizer.json field missing or invalid") \
+	X(MS_ERR_TOK_UNSUPPORTED,   "tokenizer component not supported") \
+	X(MS_ERR_TOK_REGEX,         "tokenizer regex rejected or failed") \
+	X(MS_ERR_TOK_ID,            "token id out of range")
 
 typedef enum {
 #define MS_X_ENUM(name, text) name,

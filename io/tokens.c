@@ -103,7 +103,7 @@ static ms_status parse_line(reader *r, const char *line, size_t len, long lineno
 	return MS_OK;
 }
 
-ms_status tok_read_ids(const char *path, int vocab, int seq_len, int64_t max_tokens, tok_set *out, ms_error *err)
+ms_status tokset_read_ids(const char *path, int vocab, int seq_len, int64_t max_tokens, tok_set *out, ms_error *err)
 {
 	memset(out, 0, sizeof *out);
 	if (vocab <= 0 || seq_len <= 0)
@@ -135,11 +135,11 @@ ms_status tok_read_ids(const char *path, int vocab, int seq_len, int64_t max_tok
 	if (st == MS_OK && out->T == 0)
 		st = ms_fail(err, MS_ERR_ARG, "%s: no token ids (decimal ids, one sequence per line)", path);
 	if (st != MS_OK)
-		tok_free(out);
+		tokset_free(out);
 	return st;
 }
 
-void tok_free(tok_set *s)
+void tokset_free(tok_set *s)
 {
 	if (!s)
 		return;

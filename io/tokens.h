@@ -17,7 +17,7 @@ typedef struct {
 /* Reads path. Every id must be below vocab; at most max_tokens are kept (all when max_tokens <= 0), the last
  * sequence cut short. Messages name the file, the line and the column: a field that is not a decimal id, an id
  * outside the vocabulary, a file without ids. */
-ms_status tok_read_ids(const char *path, int vocab, int seq_len, int64_t max_tokens, tok_set *out, ms_error *err);
-void tok_free(tok_set *s);
+ms_status tokset_read_ids(const char *path, int vocab, int seq_len, int64_t max_tokens, tok_set *out, ms_error *err);
+void tokset_free(tok_set *s);
 
 #endif

@@ -3,22 +3,31 @@
 # Mixtral-shaped checkpoint (bench/bigmodel.sh). Neither is part of `make test`: no test asserts a time.
 
 BENCH_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,bench/synth.c bench/hungarian.c)
-BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC) $(PIPE_SRC))
-BENCH_BINS := $(BUILD)/bench/bench $(BUILD)/bench/genmodel
+BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC) $(TXT_SRC) $(PIPE_SRC))
+BENCH_BINS := $(BUILD)/bench/bench $(BUILD)/bench/genmodel $(BUILD)/bench/tokbench
 
-.PHONY: bench bigmodel
+.PHONY: bench bench-tokenizer bigmodel
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_LIB) $(BENCH_CORE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BENCH_LIB) $(BENCH_CORE) $(PKG_LIBS)
 
-bench: $(BUILD)/bench/bench
+bench: $(BUILD)/bench/bench $(BUILD)/bench/tokbench $(TOK_JSON)
 	OPENBLAS_NUM_THREADS=2 $(BUILD)/bench/bench --json $(BUILD)/bench.json --dir $(BUILD)/bench-data
+	@mkdir -p $(BUILD)/bench-data
+	$(BUILD)/bench/tokbench $(BUILD)/bench-data $(BUILD)/tokenizers/qwen3.json $(BUILD)/tokenizers/mistral.json \
+		$(BUILD)/tokenizers/deepseek_v3.json
+
+# The tokenizer's row alone: `make bench-tokenizer`.
+bench-tokenizer: $(BUILD)/bench/tokbench $(TOK_JSON)
+	@mkdir -p $(BUILD)/bench-data
+	$(BUILD)/bench/tokbench $(BUILD)/bench-data $(BUILD)/tokenizers/qwen3.json $(BUILD)/tokenizers/mistral.json \
+		$(BUILD)/tokenizers/deepseek_v3.json
 
 bigmodel: $(BUILD)/bench/genmodel $(BUILD)/moescope
 	bench/bigmodel.sh $(BUILD)
 
--include $(BENCH_LIB:.o=.d) $(BUILD)/obj/bench/bench.d $(BUILD)/obj/bench/genmodel.d
+-include $(BENCH_LIB:.o=.d) $(BUILD)/obj/bench/bench.d $(BUILD)/obj/bench/genmodel.d $(BUILD)/obj/bench/tokbench.d
 
 # Keep the bench objects, which make would otherwise delete as intermediates of the pattern rule above.
-.SECONDARY: $(BENCH_LIB) $(BUILD)/obj/bench/bench.o $(BUILD)/obj/bench/genmodel.o
+.SECONDARY: $(BENCH_LIB) $(BUILD)/obj/bench/bench.o $(BUILD)/obj/bench/genmodel.o $(BUILD)/obj/bench/tokbench.o

@@ -2,7 +2,7 @@
 # Installs the Debian packages moescope needs to build, test and run, when some are missing.
 # Uses apt-get as root, sudo otherwise, and says what to install by hand when neither works.
 set -eu
-pkgs="gcc make pkg-config python3 libncurses-dev libopenblas-dev liblapacke-dev libcjson-dev libcsv-dev tmux clang"
+pkgs="gcc make pkg-config python3 libncurses-dev libopenblas-dev liblapacke-dev libcjson-dev libcsv-dev libpcre2-dev libutf8proc-dev xz-utils tmux clang"
 missing=""
 for p in $pkgs; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -183,7 +183,7 @@ static void check_model(const char *name, const char *path, const char *tokens)
 	if (!g || !m)
 		goto done;
 	CHECK(arch_open(m, &a, &err) == MS_OK, "%s", err.msg);
-	CHECK(a && tok_read_ids(tokens, a->vocab, 2048, 0, &tok, &err) == MS_OK, "%s", err.msg);
+	CHECK(a && tokset_read_ids(tokens, a->vocab, 2048, 0, &tok, &err) == MS_OK, "%s", err.msg);
 	if (!a || !tok.T)
 		goto done;
 	const cJSON *rows = cJSON_GetObjectItem(g, "logit_rows");
@@ -206,7 +206,7 @@ static void check_model(const char *name, const char *path, const char *tokens)
 	free_kept(&k);
 	free(logits);
 done:
-	tok_free(&tok);
+	tokset_free(&tok);
 	arch_close(a);
 	mdl_close(m);
 	cJSON_Delete(g);
@@ -350,7 +350,7 @@ static void test_threads_bit_identical(void)
 	free(labels);
 done:
 	par_set_threads(0);
-	tok_free(&tok);
+	tokset_free(&tok);
 	arch_close(a);
 	mdl_close(m);
 }

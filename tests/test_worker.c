@@ -289,7 +289,7 @@ static int sample_open(sample *s)
 	if ((!exists(cal_path) && samples_write(tmp_root, "mixtral-tiny", &err) != MS_OK) ||
 	    mdl_open(s->dir, &s->m, &err) != MS_OK || calib_open(cal_path, s->m, &s->cal, &err) != MS_OK ||
 	    arch_open(s->m, &s->arch, &err) != MS_OK ||
-	    tok_read_ids("tests/data/forward/tokens.txt", s->arch->vocab, 2048, 0, &s->tok, &err) != MS_OK) {
+	    tokset_read_ids("tests/data/forward/tokens.txt", s->arch->vocab, 2048, 0, &s->tok, &err) != MS_OK) {
 		fprintf(stderr, "  sample: %s\n", err.msg);
 		return -1;
 	}
@@ -298,7 +298,7 @@ static int sample_open(sample *s)
 
 static void sample_close(sample *s)
 {
-	tok_free(&s->tok);
+	tokset_free(&s->tok);
 	if (s->arch)
 		arch_close(s->arch);
 	if (s->cal)

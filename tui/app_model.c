@@ -29,13 +29,13 @@ void app_model_open(app *a)
 	ms_status st = arch_open(a->m, &arch, &err);
 	if (st == MS_OK) {
 		const int seq_len = MODEL_SEQ_LEN < arch->max_position ? MODEL_SEQ_LEN : arch->max_position;
-		st = tok_read_ids(a->cfg.tokens, arch->vocab, seq_len, 0, &md->tok, &err);
+		st = tokset_read_ids(a->cfg.tokens, arch->vocab, seq_len, 0, &md->tok, &err);
 	}
 	if (st == MS_OK)
 		st = fwd_check(arch, &md->tok, &err);
 	if (st != MS_OK) {
 		arch_close(arch);
-		tok_free(&md->tok);
+		tokset_free(&md->tok);
 		md->failed = 1;
 		snprintf(md->error, sizeof md->error, "%s", err.msg);
 		snprintf(a->message, sizeof a->message, "perplexity: %s", err.msg);
@@ -50,7 +50,7 @@ void app_model_free(app *a)
 	app_model *md = &a->model;
 	if (md->arch)
 		arch_close(md->arch);
-	tok_free(&md->tok);
+	tokset_free(&md->tok);
 	plan_free(&md->asked_plan);
 	memset(md, 0, sizeof *md);
 }

@@ -178,9 +178,114 @@ def plan_seeds():
     put("plan", "bad_quote.csv", 'layer,expert,group,dominant,frequency\n0,"0,0,1,0.5\n')
     put("plan", "bad_header.csv", "layer,expert,grp,dominant,frequency\n0,0,0,1,0.5\n")
 
+# ---- tokenizer.json ----
+
+def byte_chars():
+    """GPT-2's byte-to-character map, as the byte-level BPE files spell their vocabularies."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    out, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + n)
+            n += 1
+    return out
+
+
+def tokenizer_seeds():
+    bc = byte_chars()
+    vocab = {bc[b]: b for b in range(256)}
+    merges = []
+    for a, b in [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("Ġa", "n"), ("1", "2")]:
+        vocab.setdefault(a + b, len(vocab))
+        merges.append([a, b])
+    qwen_re = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    added = [{"id": len(vocab), "content": "<|im_end|>", "special": True, "lstrip": False, "rstrip": False,
+              "normalized": False, "single_word": False},
+             {"id": len(vocab) + 1, "content": "[m]", "special": False, "lstrip": True, "rstrip": True,
+              "normalized": True, "single_word": True}]
+    bytelevel = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"},
+                                                           {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+                                                           {"type": "Strip", "strip_left": True, "strip_right": True}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": qwen_re}, "behavior": "Isolated", "invert": False},
+            {"type": "Digits", "individual_digits": False},
+            {"type": "Split", "pattern": {"String": "-"}, "behavior": "MergedWithNext", "invert": True},
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}]},
+        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|im_end|>", "type_id": 0}},
+                                                                    {"Sequence": {"id": "A", "type_id": 0}}],
+                           "special_tokens": {"<|im_end|>": {"id": "<|im_end|>", "ids": [len(vocab)], "tokens": ["<|im_end|>"]}}},
+        "decoder": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "ignore_merges": True, "vocab": vocab, "merges": merges},
+    }
+    put("tokenizer", "seed_bytelevel.json", json.dumps(bytelevel))
+    legacy = dict(bytelevel)
+    legacy["model"] = dict(bytelevel["model"], merges=[" ".join(m) for m in merges])
+    legacy["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
+    legacy["post_processor"] = {"type": "Sequence", "processors": [{"type": "ByteLevel"}, {"type": "RobertaProcessing",
+                                "cls": ["<|im_end|>", len(vocab)], "sep": ["<|im_end|>", len(vocab)]}]}
+    put("tokenizer", "seed_string_merges.json", json.dumps(legacy))
+
+    sp_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        sp_vocab["<0x%02X>" % b] = len(sp_vocab)
+    for c in "▁abcdehlorwt":
+        sp_vocab[c] = len(sp_vocab)
+    sp_merges = []
+    for a, b in [("▁", "t"), ("h", "e"), ("▁t", "he"), ("l", "l"), ("▁", "w")]:
+        sp_vocab.setdefault(a + b, len(sp_vocab))
+        sp_merges.append(a + " " + b)
+    spm = {
+        "added_tokens": [{"id": i, "content": c, "special": True} for i, c in enumerate(["<unk>", "<s>", "</s>"])],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": True},
+        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}},
+                                                                    {"SpecialToken": {"id": "</s>"}}],
+                           "special_tokens": {"<s>": {"ids": [1]}, "</s>": {"ids": [2]}}},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"},
+                                                     {"type": "ByteFallback"}, {"type": "Fuse"},
+                                                     {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True, "vocab": sp_vocab,
+                  "merges": sp_merges},
+    }
+    put("tokenizer", "seed_metaspace.json", json.dumps(spm))
+    legacy_sp = dict(spm, pre_tokenizer=None,
+                     normalizer={"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                                    {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+                     decoder={"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                                                               {"type": "ByteFallback"}, {"type": "Fuse"}]})
+    put("tokenizer", "seed_prepend_replace.json", json.dumps(legacy_sp))
+
+    # hostile: each must be refused with one line
+    small = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}
+    put("tokenizer", "bad_not_json.json", '{"model": {"type": "BPE", "vocab": {"a": 0,')
+    put("tokenizer", "bad_no_model.json", "{}")
+    put("tokenizer", "bad_no_vocab.json", json.dumps({"model": {"type": "BPE", "merges": []}}))
+    put("tokenizer", "bad_merge_unknown.json", json.dumps({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a zz"]}}))
+    put("tokenizer", "bad_merge_shape.json", json.dumps({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"], 7, "ab"]}}))
+    put("tokenizer", "bad_huge_id.json", json.dumps({"model": {"type": "BPE", "vocab": {"a": 2 ** 40}, "merges": []}}))
+    put("tokenizer", "bad_big_id.json", json.dumps(dict(small, added_tokens=[{"id": 4194304, "content": "<x>"}])))
+    put("tokenizer", "bad_regex.json", json.dumps(dict(small, pre_tokenizer={"type": "Split", "pattern": {"Regex": "[\\p{Q}"},
+                                                                             "behavior": "Isolated"})))
+    put("tokenizer", "bad_slow_regex.json", json.dumps(dict(small, pre_tokenizer={"type": "Split", "pattern": {"Regex": "(a*)*b"},
+                                                                                  "behavior": "Removed"})))
+    put("tokenizer", "bad_unsupported.json", json.dumps(dict(small, pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Digits"}, {"type": "Whitespace"}]})))
+    put("tokenizer", "bad_unigram.json", json.dumps({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}))
+    put("tokenizer", "bad_template.json", json.dumps(dict(small, post_processor={"type": "TemplateProcessing",
+                                                                                   "single": [{"SpecialToken": {"id": "<s>"}}]})))
+    deep = {"type": "Sequence", "normalizers": []}
+    for _ in range(40):
+        deep = {"type": "Sequence", "normalizers": [deep]}
+    put("tokenizer", "bad_deep.json", json.dumps(dict(small, normalizer=deep)))
+
 
 if __name__ == "__main__":
     safetensors_seeds()
     config_seeds()
     calib_seeds()
     plan_seeds()
+    tokenizer_seeds()

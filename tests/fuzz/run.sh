@@ -14,7 +14,7 @@
 #                                          fresh work directory each run), as `make test` does for 20 s when
 #                                          clang is installed; without clang it says so and counts nothing.
 #
-# TARGET is plan, safetensors, config or calib (default: all). A target whose module is not written yet is
+# TARGET is plan, safetensors, config, calib or tokenizer (default: all). A target whose module is not written yet is
 # skipped with a note. Environment: BUILD (default build), CC (default cc), FUZZ_CC (default clang);
 # FUZZ_VERBOSE=1 prints how each input ended; FUZZ_LAX_MESSAGES=1 accepts error messages that span lines (an
 # echoed name holding a line break), to look past that finding for crashes.
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/../.." || exit 2
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 FUZZ_CC=${FUZZ_CC:-clang}
-ALL_TARGETS="plan safetensors config calib"
+ALL_TARGETS="plan safetensors config calib tokenizer"
 
 # The io/ sources each target needs (it links all of io/, but skips while one of these is missing).
 needs() {
@@ -34,6 +34,7 @@ needs() {
 	safetensors) echo io/error.c io/safetensors.c ;;
 	config) echo io/error.c io/safetensors.c io/model.c ;;
 	calib) echo io/error.c io/safetensors.c io/model.c io/calib.c ;;
+	tokenizer) echo io/error.c text/tokenizer.c ;;
 	*) return 1 ;;
 	esac
 }
@@ -63,8 +64,8 @@ targets=${*:-$ALL_TARGETS}
 for t in $targets; do needs "$t" >/dev/null || usage; done
 
 WARN="-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef"
-PKG_CFLAGS=$(pkg-config --cflags openblas lapacke libcjson 2>/dev/null)
-PKG_LIBS="$(pkg-config --libs openblas lapacke libcjson 2>/dev/null) -lcsv -lpthread -lm"
+PKG_CFLAGS=$(pkg-config --cflags openblas lapacke libcjson libpcre2-8 libutf8proc 2>/dev/null)
+PKG_LIBS="$(pkg-config --libs openblas lapacke libcjson libpcre2-8 libutf8proc 2>/dev/null) -lcsv -lpthread -lm"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 BASE="-std=c11 -D_GNU_SOURCE -I. $PKG_CFLAGS $WARN -O1 -g"
 GOLDEN="-DFZ_GOLDEN_MODEL=\"$PWD/tests/data/golden/msmoe-mixtral/model\""
@@ -94,13 +95,13 @@ else
 fi
 mkdir -p "$out/obj"
 
-# Rebuilds what is older than its source or than any io/ header; io/ is compiled once into an archive so that
-# each target links only the objects it uses.
+# Rebuilds what is older than its source or than any io/ or text/ header; io/ and text/ are compiled once into an
+# archive so that each target links only the objects it uses.
 build_lib() {
 	local changed=0 src obj
-	for src in io/*.c; do
+	for src in io/*.c text/*.c; do
 		obj=$out/obj/$(basename "$src" .c).o
-		if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find io -name '*.h' -newer "$obj" 2>/dev/null)" ]; then
+		if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find io text -name '*.h' -newer "$obj" 2>/dev/null)" ]; then
 			echo "  CC $src"
 			$cc $BASE $lib_flags -c "$src" -o "$obj" || return 1
 			changed=1
