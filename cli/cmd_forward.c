@@ -90,11 +90,6 @@ static int open_inputs(const fwd_args *a, mdl_model **m, arch_model **arch, tok_
 	ms_error err = {0};
 	*arch = NULL;
 	memset(tok, 0, sizeof *tok);
-	if (a->text) {
-		fprintf(stderr, "moescope: %s: tokenization is not available yet; give token ids with --tokens FILE\n",
-			a->text);
-		return 1;
-	}
 	if (opt_open(a->model, NULL, m, NULL))
 		return 1;
 	ms_status st = arch_open(*m, arch, &err);
@@ -106,7 +101,9 @@ static int open_inputs(const fwd_args *a, mdl_model **m, arch_model **arch, tok_
 			st = ms_fail(&err, MS_ERR_ARG, "%s/config.json: --seq-len %d is longer than the model allows "
 				     "(max_position_embeddings %d)", a->model, seq_len, max);
 	}
-	if (st == MS_OK)
+	if (st == MS_OK && a->text)
+		st = fwd_read_text(a->model, a->text, (*arch)->vocab, seq_len, a->max_tokens, tok, &err);
+	else if (st == MS_OK)
 		st = tokset_read_ids(a->tokens, (*arch)->vocab, seq_len, a->max_tokens, tok, &err);
 	if (st != MS_OK) {
 		arch_close(*arch);

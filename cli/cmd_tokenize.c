@@ -7,42 +7,9 @@
 #include <string.h>
 
 #include "text/tokenizer.h"
+#include "io/file.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
-
-static ms_status slurp(const char *path, char **data, size_t *len, ms_error *err)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return ms_fail(err, MS_ERR_IO, "%s: %s", path, strerror(errno));
-	size_t cap = 1 << 16, n = 0, got;
-	char *buf = malloc(cap + 1);
-	while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-		n += got;
-		if (n == cap) {
-			char *bigger = realloc(buf, 2 * cap + 1);
-			if (!bigger) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = bigger;
-			cap *= 2;
-		}
-	}
-	int bad = ferror(f);
-	fclose(f);
-	if (!buf)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory reading it", path);
-	if (bad) {
-		free(buf);
-		return ms_fail(err, MS_ERR_IO, "%s: read error", path);
-	}
-	buf[n] = 0;
-	*data = buf;
-	*len = n;
-	return MS_OK;
-}
 
 /* Ids separated by whitespace or commas (a JSON list's brackets are accepted too). */
 static ms_status parse_ids(const char *path, const char *s, int32_t **ids, size_t *n, ms_error *err)
@@ -90,7 +57,7 @@ static int run(const char *tok_path, const char *file, int special, int decode, 
 	size_t len = 0;
 	if (tok_open(tok_path, &t, &err) != MS_OK)
 		return cli_report(&err);
-	if (slurp(file, &data, &len, &err) != MS_OK) {
+	if (file_read_all(file, &data, &len, &err) != MS_OK) {
 		tok_free(t);
 		return cli_report(&err);
 	}

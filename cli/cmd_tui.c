@@ -15,7 +15,7 @@
 
 typedef struct {
 	const char *model, *calib, *script, *dump;
-	const char *tokens, *text;  /* the model-level verdict's token ids; raw text (not available yet) */
+	const char *tokens, *text;  /* the model-level verdict's token ids, or its text */
 	int ascii, mono, list_keys;
 	int width, height;
 	long long eval_tokens;
@@ -108,7 +108,7 @@ static int run(const tui_args *t, mdl_model *m, calib *cal)
 	app_config cfg = {
 		.ascii = want_ascii(t->ascii), .mono = t->mono, .width = t->width, .height = t->height,
 		.eval_tokens = t->eval_tokens, .commit = mrun_run, .commit_defaults = mrun_request_defaults(),
-		.autosave = 1, .tokens = t->tokens,
+		.autosave = 1, .tokens = t->tokens, .text = t->text,
 	};
 	FILE *dump = NULL;
 	if (t->dump && !(dump = fopen(t->dump, "w"))) {
@@ -144,11 +144,6 @@ int cmd_tui(int argc, char **argv)
 		return rc < 0 ? CLI_OK : rc;
 	if (t.list_keys)
 		return list_keys();
-	if (t.text) {
-		fprintf(stderr, "moescope: %s: tokenization is not available yet; give token ids with --tokens FILE\n",
-			t.text);
-		return CLI_USER_ERROR;
-	}
 	mdl_model *m;
 	calib *cal = NULL;
 	if (opt_open(t.model, t.calib, &m, t.calib ? &cal : NULL))

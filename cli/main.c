@@ -36,7 +36,7 @@ const cli_command cli_commands[] = {
 	{"tokenize", cmd_tokenize, "tokenize TOKENIZER --text FILE [--special] [--decode [--skip-special]]",
 	 "Token ids of a text file for a model's tokenizer.json (or a model directory), as Hugging Face tokenizers "
 	 "gives them; --special adds the post-processor's special tokens; --decode turns a file of ids back into text."},
-	{"tui", cmd_tui, "tui MODEL [CALIB] [--tokens FILE] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
+	{"tui", cmd_tui, "tui MODEL [CALIB] [--text FILE | --tokens FILE] [--script FILE] [--dump FILE] [--size WxH] [--no-color] [--ascii] [--list-keys]",
 	 "The interactive application (also `moescope MODEL [CALIB]`); --script runs keys from a file without a terminal."},
 	{"samples", cmd_samples, "samples DIR [--only NAME]",
 	 "Write the sample models and calibration sets (mixtral-tiny, olmoe-mini, qwen2moe-tiny, switch-tiny)."},

@@ -139,6 +139,33 @@ ms_status tokset_read_ids(const char *path, int vocab, int seq_len, int64_t max_
 	return st;
 }
 
+ms_status tokset_from_ids(const char *name, const int32_t *ids, int64_t n, int vocab, int seq_len,
+			  int64_t max_tokens, tok_set *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	if (vocab <= 0 || seq_len <= 0 || n < 0 || (n > 0 && !ids))
+		return ms_fail(err, MS_ERR_ARG, "%s: no vocabulary, sequence length or ids", name);
+	if (n == 0)
+		return ms_fail(err, MS_ERR_ARG, "%s: no tokens (an empty text)", name);
+	reader r = {.path = name, .vocab = vocab, .seq_len = seq_len, .max_tokens = max_tokens, .s = out, .err = err};
+	ms_status st = grow((void **)&out->seq_start, &r.cap_seq, 1, sizeof *out->seq_start) == 0
+			       ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", name);
+	if (st == MS_OK) {
+		out->seq_start[0] = 0;
+		st = start_seq(&r);
+	}
+	for (int64_t i = 0; st == MS_OK && i < n && (max_tokens <= 0 || out->T < max_tokens); i++) {
+		if (ids[i] < 0 || ids[i] >= vocab)
+			st = ms_fail(err, MS_ERR_ARG, "%s: token %lld: id %d is outside the model's vocabulary (0..%d)", name,
+				     (long long)i, (int)ids[i], vocab - 1);
+		else
+			st = add_id(&r, ids[i]);
+	}
+	if (st != MS_OK)
+		tokset_free(out);
+	return st;
+}
+
 void tokset_free(tok_set *s)
 {
 	if (!s)

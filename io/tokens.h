@@ -18,6 +18,10 @@ typedef struct {
  * sequence cut short. Messages name the file, the line and the column: a field that is not a decimal id, an id
  * outside the vocabulary, a file without ids. */
 ms_status tokset_read_ids(const char *path, int vocab, int seq_len, int64_t max_tokens, tok_set *out, ms_error *err);
+/* The same from ids already in memory (a tokenized text): one stream split into sequences of seq_len; name is
+ * what messages call the source. */
+ms_status tokset_from_ids(const char *name, const int32_t *ids, int64_t n, int vocab, int seq_len,
+			  int64_t max_tokens, tok_set *out, ms_error *err);
 void tokset_free(tok_set *s);
 
 #endif

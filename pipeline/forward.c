@@ -10,6 +10,8 @@
 #include "analysis/block.h"
 #include "analysis/layer.h"
 #include "analysis/par.h"
+#include "io/file.h"
+#include "text/tokenizer.h"
 
 /* Vocabulary rows of the head resident at once. */
 #define VOCAB_CHUNK 4096
@@ -661,6 +663,31 @@ static ms_status result_alloc(fwd_result *r, int64_t T, int two, ms_error *err)
 		return ms_fail(err, MS_ERR_NOMEM, "forward: out of memory for the results");
 	}
 	return MS_OK;
+}
+
+ms_status fwd_read_text(const char *model_dir, const char *text_path, int vocab, int seq_len, int64_t max_tokens,
+			tok_set *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	char *text = NULL;
+	size_t len = 0;
+	tok_tokenizer *t = NULL;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	ms_status st = file_read_all(text_path, &text, &len, err);
+	if (st == MS_OK)
+		st = tok_open(model_dir, &t, err);
+	if (st == MS_OK) {
+		st = tok_encode(t, text, len, 1, &ids, &n, err);
+		if (st != MS_OK)
+			ms_error_prefix(err, text_path);
+	}
+	if (st == MS_OK)
+		st = tokset_from_ids(text_path, ids, (int64_t)n, vocab, seq_len, max_tokens, out, err);
+	free(ids);
+	tok_free(t);
+	free(text);
+	return st;
 }
 
 void fwd_result_free(fwd_result *r)

@@ -51,6 +51,12 @@ typedef struct {
 	double top1_agreement;
 } fwd_result;
 
+/* A text file through the model's tokenizer (model_dir/tokenizer.json, text/tokenizer.h) with its special tokens,
+ * as add_special_tokens=True gives them, split into sequences of seq_len tokens: the tokens `capture --text`,
+ * `perplexity --text` and the application's --text use. Messages name the text or tokenizer file. */
+ms_status fwd_read_text(const char *model_dir, const char *text_path, int vocab, int seq_len, int64_t max_tokens,
+			tok_set *out, ms_error *err);
+
 /* Checks the tokens against the model (ids in the vocabulary, sequences within max_position_embeddings) and
  * that every weight the forward needs exists with its shape, before any work: messages name the tensor or the
  * token. */

@@ -7,34 +7,10 @@
 
 #include <utf8proc.h>
 
+#include "io/file.h"
 #include "text/tok_internal.h"
 
 /* ---- opening ---- */
-
-static ms_status read_file(const char *path, char **data, size_t *len, ms_error *err)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return ms_fail(err, MS_ERR_IO, "%s: %s", path, strerror(errno));
-	tk_buf b = {0};
-	char chunk[1 << 16];
-	size_t got;
-	while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-		if (tk_buf_add(&b, chunk, got)) {
-			fclose(f);
-			tk_buf_free(&b);
-			return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory reading it", path);
-		}
-	int bad = ferror(f);
-	fclose(f);
-	if (bad) {
-		tk_buf_free(&b);
-		return ms_fail(err, MS_ERR_IO, "%s: read error", path);
-	}
-	*data = b.s ? b.s : calloc(1, 1);
-	*len = b.n;
-	return *data ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-}
 
 ms_status tok_open(const char *path, tok_tokenizer **out, ms_error *err)
 {
@@ -52,7 +28,7 @@ ms_status tok_open(const char *path, tok_tokenizer **out, ms_error *err)
 	}
 	char *data = NULL;
 	size_t len = 0;
-	ms_status rc = read_file(file, &data, &len, err);
+	ms_status rc = file_read_all(file, &data, &len, err);
 	if (rc)
 		return rc;
 	rc = tok_load(data, len, file, out, err);

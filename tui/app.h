@@ -141,6 +141,7 @@ typedef struct {
 	worker_commit_fn commit; /* mrun_run, or a stand-in in tests */
 	mrun_request commit_defaults;
 	const char *tokens;      /* token ids for the model-level verdict (--tokens), NULL for none */
+	const char *text;        /* or a text for the model's tokenizer (--text), NULL for none */
 	int autosave;            /* keep the plan in the XDG state directory after every change and offer it back
 				  * on opening (tui/autosave.h); 0 in unit tests that do not test it */
 } app_config;

@@ -21,7 +21,7 @@
 void app_model_open(app *a)
 {
 	app_model *md = &a->model;
-	if (!a->cfg.tokens)
+	if (!a->cfg.tokens && !a->cfg.text)
 		return;
 	md->enabled = 1;
 	ms_error err = {0};
@@ -29,7 +29,8 @@ void app_model_open(app *a)
 	ms_status st = arch_open(a->m, &arch, &err);
 	if (st == MS_OK) {
 		const int seq_len = MODEL_SEQ_LEN < arch->max_position ? MODEL_SEQ_LEN : arch->max_position;
-		st = tokset_read_ids(a->cfg.tokens, arch->vocab, seq_len, 0, &md->tok, &err);
+		st = a->cfg.text ? fwd_read_text(a->m->dir, a->cfg.text, arch->vocab, seq_len, 0, &md->tok, &err)
+				 : tokset_read_ids(a->cfg.tokens, arch->vocab, seq_len, 0, &md->tok, &err);
 	}
 	if (st == MS_OK)
 		st = fwd_check(arch, &md->tok, &err);

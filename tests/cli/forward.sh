@@ -113,11 +113,58 @@ bad "not a number" "word.txt: line 1, column 5: 'x3' is not a token id" "$M" --t
 bad "missing token file" "nope.txt: cannot open" "$M" --tokens "$TMP/bad/nope.txt"
 bad "sequence longer than the model allows" "--seq-len 5000 is longer than the model allows \(max_position_embeddings 4096\)" \
 	"$M" --tokens "$TOK" --seq-len 5000
-bad "text without a tokenizer" "tokenization is not available yet" "$M" --text "$TOK"
+bad "text without a tokenizer" "mixtral-tiny/tokenizer.json: No such file" "$M" --text "$TOK"
 bad "attention shape disagrees with config.json" "k_proj.weight': shape \[64, 128\], expected \[128, 128\]" \
 	"$TMP/kvheads" --tokens "$TOK"
 bad "attention bias missing" "tensor 'model.layers.0.self_attn.q_proj.bias' missing" "$TMP/nobias" --tokens "$TOK"
 bad "unsupported rope scaling" "config.json: field 'rope_scaling': type 'longrope' is not supported" \
 	"$TMP/longrope" --tokens "$TOK"
 bad "switch has no forward here" "switch_transformers.*decoder-only families" "$S/switch-tiny" --tokens "$TOK"
+
+# --text: the model's tokenizer.json gives the ids, with its special tokens, then the same path as --tokens. A
+# byte-level tokenizer of the 256 byte tokens alone (GPT-2's byte-to-character map, no merges) fits mixtral-tiny's
+# 256-token vocabulary; the tokenizer itself is checked against Hugging Face's in tests/test_tokenizer.c.
+MT=$TMP/mt-text
+cp -r "$M" "$MT"
+python3 - "$MT/tokenizer.json" <<'PY'
+import json, sys
+bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+cs, n = bs[:], 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+vocab = {chr(c): i for i, c in enumerate(cs)}
+tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+       "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+       "post_processor": None, "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+       "use_regex": True}, "model": {"type": "BPE", "dropout": None, "unk_token": None,
+       "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+       "ignore_merges": False, "vocab": vocab, "merges": []}}
+json.dump(tok, open(sys.argv[1], "w"))
+PY
+printf 'Experts that route alike can be merged.\nThe merged model keeps its perplexity, or it does not.\n' >"$TMP/text.txt"
+expect_status "tokenize the text" 0 sh -c "'$MOESCOPE' tokenize '$MT' --text '$TMP/text.txt' --special >'$TMP/text_ids.txt'"
+expect_status "capture --text" 0 "$MOESCOPE" capture "$MT" --text "$TMP/text.txt" --out "$TMP/text.calib.safetensors"
+expect_status "capture --tokens of the same ids" 0 "$MOESCOPE" capture "$MT" --tokens "$TMP/text_ids.txt" \
+	--out "$TMP/ids.calib.safetensors"
+if cmp -s "$TMP/text.calib.safetensors" "$TMP/ids.calib.safetensors"; then
+	pass "capture --text equals capture --tokens of moescope tokenize's ids"
+else
+	fail "capture --text equals capture --tokens of moescope tokenize's ids" "the files differ"
+fi
+expect_status "perplexity --text" 0 "$MOESCOPE" perplexity "$MT" --text "$TMP/text.txt" --json "$TMP/text.ppl.json"
+expect_status "perplexity --tokens of the same ids" 0 "$MOESCOPE" perplexity "$MT" --tokens "$TMP/text_ids.txt" \
+	--json "$TMP/ids.ppl.json"
+expect_grep "perplexity --text: one token per byte of the 95, all but the last predicted" '"tokens":[[:space:]]*94' \
+	"$TMP/text.ppl.json"
+if cmp -s "$TMP/text.ppl.json" "$TMP/ids.ppl.json"; then pass "perplexity --text equals --tokens"
+else fail "perplexity --text equals --tokens" "$(diff "$TMP/text.ppl.json" "$TMP/ids.ppl.json" | head -c 300)"; fi
+: >"$TMP/bad/empty_text.txt"
+bad "empty text" "empty_text.txt: no tokens" "$MT" --text "$TMP/bad/empty_text.txt"
+cp build/tokenizers/tiny_bytelevel.json "$TMP/big_vocab.json" 2>/dev/null || xz -dc tests/tokenizer/tiny_bytelevel.json.xz >"$TMP/big_vocab.json"
+MB=$TMP/mt-bigvocab
+cp -r "$M" "$MB"
+cp "$TMP/big_vocab.json" "$MB/tokenizer.json"
+bad "text whose ids the model's vocabulary lacks" "text.txt: token [0-9]+: id [0-9]+ is outside the model's vocabulary \(0..255\)" \
+	"$MB" --text "$TMP/text.txt"
 finish
