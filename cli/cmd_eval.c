@@ -122,6 +122,8 @@ static void print_fit(const pipe_block *blk, const pipe_merged *mg)
 			printf(")");
 		if (mg->refitted)
 			printf("  refit down: fit error %.4f -> %.4f", mg->fit_error_merged, mg->fit_error_refit);
+		else if (mg->refit_skipped)
+			printf("  refit skipped (memory)");
 	}
 	printf("  on %lld fit tokens\n", (long long)mg->fit_tokens);
 }

@@ -954,6 +954,19 @@ static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merg
 	return st;
 }
 
+/* The refit holds one f x f double normal matrix per merged expert (analysis/refit.h). It runs while that stays
+ * within a quarter of the block's float32 experts, or under REFIT_SMALL_BYTES whatever the block, so a merge
+ * keeps to about the one-block memory bound: OLMoE-sized experts (f 1024) always fit; Mixtral's (f 14336, 1.6 GB
+ * per expert) do not, and those blocks are merged without it (the report's "refit_skipped" says so). */
+#define REFIT_SMALL_BYTES (256.0 * 1024 * 1024)
+
+static int refit_fits(const pipe_block *blk, int n_slots)
+{
+	const double need = (double)n_slots * (double)blk->f * (double)blk->f * sizeof(double);
+	const double block = (double)blk->E * (double)blk->per_expert * sizeof(float);
+	return need <= block / 4.0 || need <= REFIT_SMALL_BYTES;
+}
+
 static ms_status merge_block(const pipe_block *blk, float *in_place, const plan *p, int b,
 			     const pipe_merge_options *o, pipe_merged *out, ms_error *err)
 {
@@ -964,7 +977,8 @@ static ms_status merge_block(const pipe_block *blk, float *in_place, const plan 
 	const int compact = o->layout == PIPE_LAYOUT_COMPACT;
 	const int n_slots = compact && o->slots > G ? o->slots : G;
 	const int compress = o->compress.mode != CMP_RANK_NONE || o->compress.sparse_ratio > 0;
-	const int refit = compact && !compress && o->refit == PIPE_REFIT_DOWN && blk->T > 0;
+	const int refit_asked = compact && !compress && o->refit == PIPE_REFIT_DOWN && blk->T > 0;
+	const int refit = refit_asked && refit_fits(blk, n_slots);
 	fit_ref fr = {0};
 	ms_status st = compact && blk->T > 0 && (refit || o->router == RFIT_AUTO) ? fit_reference(blk, &fr, err)
 										  : MS_OK;
@@ -972,6 +986,7 @@ static ms_status merge_block(const pipe_block *blk, float *in_place, const plan 
 		st = alloc_merged(blk, n_slots, compact ? n_slots : blk->E, G, compress, o->keep_factors,
 				  in_place != NULL, out, err);
 	out->fit_tokens = fr.n;
+	out->refit_skipped = refit_asked && !refit;
 	out->layout = o->layout;
 	out->fit_error_merged = out->fit_error_refit = NAN;
 	merge_work w = {.blk = blk, .p = p, .b = b, .o = o, .weights = in_place};

@@ -208,6 +208,7 @@ typedef struct {
 	double router_error[RFIT_ROW_METHODS]; /* compact with auto: each method's routed output error on the fit
 						* tokens before any refit; NAN where not measured */
 	int refitted;             /* 1 when the down projections were refitted */
+	int refit_skipped;        /* 1 when a refit was asked for but its normal matrices would not fit in memory */
 	double fit_error_merged;  /* routed output error on the fit tokens before and after the refit (NAN if none) */
 	double fit_error_refit;
 	int64_t fit_tokens;       /* fit tokens used (0: none) */

@@ -157,6 +157,9 @@ void report_add_fit(cJSON *block, const pipe_block *blk, const pipe_merged *mg)
 	for (int m = 0; m < RFIT_ROW_METHODS; m++)
 		add_number_or_null(c, rfit_method_name((rfit_method)m), mg->router_error[m]);
 	cJSON_AddBoolToObject(o, "refitted", mg->refitted);
+	if (mg->refit_skipped)
+		cJSON_AddStringToObject(o, "refit_skipped", "the normal matrices (one f x f per merged expert) would "
+					"exceed a quarter of the block's memory");
 	add_number_or_null(o, "fit_error_merged", mg->fit_error_merged);
 	add_number_or_null(o, "fit_error_refit", mg->fit_error_refit);
 }

@@ -337,6 +337,62 @@ static void test_fill_groups_splits(void)
 	plan_free(&p);
 }
 
+/* A block whose refit would need more memory than the rule allows (one f x f double matrix per merged expert:
+ * 2 x 6000^2 x 8 bytes = 576 MB for a block of 1.2 MB) is merged without it, and says so; the same block with a
+ * small f is refitted. */
+static void test_refit_skipped_when_too_big(void)
+{
+	enum { E = 4, D = 8, T = 64 };
+	const int fs[2] = {6000, 16};
+	for (int k = 0; k < 2; k++) {
+		const int F = fs[k];
+		const int64_t per = 3LL * F * D;
+		float *w = malloc((size_t)(E * per) * sizeof *w), *x = malloc((size_t)T * D * sizeof *x);
+		float router[E * D];
+		int identity[E];
+		expert_weights ex[E];
+		unsigned long long s = 99;
+		CHECK(w && x);
+		if (!w || !x) {
+			free(w);
+			free(x);
+			return;
+		}
+		for (int64_t i = 0; i < E * per; i++)
+			w[i] = 0.1f * test_rand_f(&s);
+		for (int i = 0; i < T * D; i++)
+			x[i] = test_rand_f(&s);
+		for (int i = 0; i < E * D; i++)
+			router[i] = test_rand_f(&s);
+		for (int e = 0; e < E; e++) {
+			identity[e] = e;
+			ex[e] = (expert_weights){.gate = w + e * per, .up = w + e * per + (int64_t)F * D,
+						 .down = w + e * per + 2LL * F * D, .d = D, .f = F, .act = MDL_ACT_SILU_GLU};
+		}
+		pipe_block blk = {.E = E, .d = D, .f = F, .T = T, .act = MDL_ACT_SILU_GLU, .router = router, .weights = w,
+				  .per_expert = per, .experts = ex, .x = x, .identity = identity,
+				  .routing = {.top_k = 2, .renormalize = 1, .scale = 1.0f}};
+		const char *labels[1] = {"0"};
+		plan p;
+		CHECK(plan_init(&p, 1, E, labels) == 0);
+		for (int e = 0; e < E; e++) {
+			p.group[e] = e / 2;
+			p.dominant[e] = e % 2 == 0;
+			p.frequency[e] = 0.25;
+		}
+		pipe_merge_options o = pipe_merge_defaults();
+		pipe_merged mg;
+		ms_error err = {0};
+		CHECK(pipe_merge_block(&blk, &p, 0, &o, &mg, &err) == MS_OK, "%s", err.msg);
+		CHECK(k == 0 ? mg.refit_skipped && !mg.refitted : !mg.refit_skipped && mg.refitted,
+		      "f %d: refit_skipped %d, refitted %d", F, mg.refit_skipped, mg.refitted);
+		pipe_free_merged(&mg);
+		plan_free(&p);
+		free(w);
+		free(x);
+	}
+}
+
 int main(void)
 {
 	RUN(setup);
@@ -344,6 +400,7 @@ int main(void)
 	RUN(test_alignment_lowers_merge_error);
 	RUN(test_block_merge_is_merge_matrices);
 	RUN(test_in_place_merge_is_the_same);
+	RUN(test_refit_skipped_when_too_big);
 	RUN(test_held_out_split);
 	RUN(test_fill_groups_splits);
 	cJSON_Delete(truth);
