@@ -74,8 +74,8 @@ static const arch_family families[] = {
 	{.model_type = "qwen3_moe", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-6,
 	 .theta_default = 10000.0, .max_position_default = 32768, .head_dim_field = "head_dim", .qkv_bias = -1,
 	 .o_bias = -1, .qk_norm = ARCH_QK_HEAD, .window_field = "sliding_window",
-	 .window_switch_field = "use_sliding_window", .window_layers_field = "max_window_layers",
-	 .window_layers_default = 28, .dense_inter_field = "intermediate_size",
+	 /* Qwen3MoeConfig keeps sliding_window only with use_sliding_window, and then every layer uses it */
+	 .window_switch_field = "use_sliding_window", .dense_inter_field = "intermediate_size",
 	 .names = {ENDS_AND_NORMS, GQA_NAMES, DENSE_NAMES}},
 	{.model_type = "olmoe", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-5,
 	 .theta_default = 10000.0, .max_position_default = 4096, .head_dim_field = NULL, .qkv_bias = -1,

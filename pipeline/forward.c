@@ -251,17 +251,16 @@ static ms_status attention_gqa(fwd_state *s, int L, const float *xn, float *out)
 	return st;
 }
 
-/* DeepseekV2Attention's softmax scale: 1/sqrt(q head dim), times mscale^2 under yarn with mscale_all_dim. */
+/* DeepseekV2Attention's softmax scale in transformers: 1/sqrt(q head dim), with no yarn mscale^2 factor (DeepSeek's
+ * own code and vLLM multiply by it; transformers' deepseek_v2 applies yarn's attention factor to cos and sin
+ * only, and moescope follows transformers). */
 static float mla_scale(const arch_model *a)
 {
-	double scale = 1.0 / sqrt((double)(a->qk_nope_dim + a->qk_rope_dim));
-	const double f = a->rope.factor, m = a->rope.mscale_all_dim;
-	if (a->rope.kind == ARCH_ROPE_YARN && m > 0 && f > 1) {
-		const double ms = 0.1 * m * log(f) + 1.0;
-		scale *= ms * ms;
-	}
-	return (float)scale;
+	return (float)(1.0 / sqrt((double)(a->qk_nope_dim + a->qk_rope_dim)));
 }
+
+/* transformers builds q_a_layernorm and kv_a_layernorm without passing rms_norm_eps: DeepseekV2RMSNorm's default. */
+#define MLA_LORA_NORM_EPS 1e-6f
 
 /* out [T, d] = multi-head latent attention (deepseek_v2) of layer L on xn [T, d]. */
 static ms_status attention_mla(fwd_state *s, int L, const float *xn, float *out)
@@ -271,13 +270,12 @@ static ms_status attention_mla(fwd_state *s, int L, const float *xn, float *out)
 	const int64_t T = s->T;
 	const int d = a->d, H = a->heads, nope = a->qk_nope_dim, rope = a->qk_rope_dim, dv = a->v_head_dim;
 	const int qk = nope + rope, qr = a->q_lora_rank, kvr = a->kv_lora_rank, kvb_w = H * (nope + dv);
-	const float eps = (float)a->norm_eps;
 	float **w = s->w;
 	ms_status st;
 	if (qr > 0) {
 		st = lyr_linear(xn, d, T, d, w[ARCH_T_Q_A], NULL, qr, s->qa, qr, s->err);
 		if (st == MS_OK) {
-			lyr_rmsnorm(s->qa, T, qr, w[ARCH_T_Q_A_NORM], eps, s->qa);
+			lyr_rmsnorm(s->qa, T, qr, w[ARCH_T_Q_A_NORM], MLA_LORA_NORM_EPS, s->qa);
 			st = lyr_linear(s->qa, qr, T, qr, w[ARCH_T_Q_B], NULL, H * qk, s->q, H * qk, s->err);
 		}
 	} else {
@@ -288,7 +286,7 @@ static ms_status attention_mla(fwd_state *s, int L, const float *xn, float *out)
 	if (st != MS_OK)
 		return st;
 	for (int64_t t = 0; t < T; t++) {   /* split the latent from the shared rotary key */
-		lyr_rmsnorm(s->kva + t * (kvr + rope), 1, kvr, w[ARCH_T_KV_A_NORM], eps, s->ckv + t * kvr);
+		lyr_rmsnorm(s->kva + t * (kvr + rope), 1, kvr, w[ARCH_T_KV_A_NORM], MLA_LORA_NORM_EPS, s->ckv + t * kvr);
 		memcpy(s->kpe + t * rope, s->kva + t * (kvr + rope) + kvr, (size_t)rope * sizeof(float));
 	}
 	st = lyr_linear(s->ckv, kvr, T, kvr, w[ARCH_T_KV_B], NULL, kvb_w, s->kvb, kvb_w, s->err);

@@ -205,6 +205,8 @@ class Model:
         if self.type in ("qwen2_moe", "qwen3_moe"):
             if not c.get("use_sliding_window"):
                 return 0
+            if self.type == "qwen3_moe":  # Qwen3MoeConfig: every layer once use_sliding_window is set
+                return c.get("sliding_window") or 0
             return c.get("sliding_window") if i >= c.get("max_window_layers", 28) else 0
         if self.type in ("mixtral", "phimoe"):
             return c.get("sliding_window") or 0
@@ -245,14 +247,14 @@ class Model:
         qk = nope + rope_d
         if c.get("q_lora_rank"):
             qa = rms_norm(self.lin(x, "self_attn.q_a_proj", i, False),
-                          self.W("model.layers.%d.self_attn.q_a_layernorm.weight", i), self.eps)
+                          self.W("model.layers.%d.self_attn.q_a_layernorm.weight", i), 1e-6)
             q = self.lin(qa, "self_attn.q_b_proj", i, False)
         else:
             q = self.lin(x, "self_attn.q_proj", i, False)
         q = q.reshape(T, H, qk)
         kva = self.lin(x, "self_attn.kv_a_proj_with_mqa", i, False)
         ckv, kpe = kva[:, :kvr], kva[:, kvr:]
-        kvb = self.lin(rms_norm(ckv, self.W("model.layers.%d.self_attn.kv_a_layernorm.weight", i), self.eps),
+        kvb = self.lin(rms_norm(ckv, self.W("model.layers.%d.self_attn.kv_a_layernorm.weight", i), 1e-6),
                        "self_attn.kv_b_proj", i, False).reshape(T, H, nope + dv)
         inv, sc = rope_inv_freq(c, rope_d)
         q_pe = rope(q[..., nope:], pos, inv, sc, True)
@@ -260,11 +262,7 @@ class Model:
         qf = np.concatenate([q[..., :nope], q_pe], axis=-1)
         kf = np.concatenate([kvb[..., :nope], np.repeat(k_pe, H, axis=1)], axis=-1)
         v = kvb[..., nope:]
-        scale = qk ** -0.5
-        rs = c.get("rope_scaling")
-        if rs and rs.get("mscale_all_dim"):
-            m = 0.1 * rs["mscale_all_dim"] * math.log(rs["factor"]) + 1.0 if rs["factor"] > 1 else 1.0
-            scale *= m * m
+        scale = qk ** -0.5  # transformers' DeepseekV2Attention: no yarn mscale^2 on the softmax scale
         out = np.concatenate([attend(qf[a:b], kf[a:b], v[a:b], scale, 0) for a, b in seqs])
         return self.lin(out, "self_attn.o_proj", i, c.get("attention_bias", False))
 
