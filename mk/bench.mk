@@ -13,7 +13,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_LIB) $(BENCH_CORE)
 	$(CC) $(CFLAGS) -o $@ $< $(BENCH_LIB) $(BENCH_CORE) $(PKG_LIBS)
 
 bench: $(BUILD)/bench/bench $(BUILD)/bench/tokbench $(TOK_JSON)
-	OPENBLAS_NUM_THREADS=2 $(BUILD)/bench/bench --json $(BUILD)/bench.json --dir $(BUILD)/bench-data
+	$(BUILD)/bench/bench --json $(BUILD)/bench.json --dir $(BUILD)/bench-data
 	@mkdir -p $(BUILD)/bench-data
 	$(BUILD)/bench/tokbench $(BUILD)/bench-data $(BUILD)/tokenizers/qwen3.json $(BUILD)/tokenizers/mistral.json \
 		$(BUILD)/tokenizers/deepseek_v3.json
