@@ -9,6 +9,8 @@
 # both count in RSS, but only the first is a demand on memory, since clean file pages are dropped under pressure.
 #
 # Usage: bench/bigmodel.sh BUILD_DIR [--keep]        (make bigmodel runs it; the model is deleted unless --keep)
+# LAYERS=N (default 8) generates fewer layers for a quicker run: the peaks are per block, whatever N.
+# After the merge it runs capture and perplexity --plan on 512 generated token ids.
 # Needs about 37 GB of disk (model and merged checkpoint) and takes about 25 minutes on 2 cores, most of it the
 # merge's alignment (4 exact assignments of 14336 neurons per layer). Extra merge options can be given in
 # MERGE_OPTS, e.g. MERGE_OPTS='--align none' for a quicker run.
@@ -19,7 +21,7 @@ root=$build/bigmodel
 model=$root/model
 moescope=$build/moescope
 genmodel=$build/bench/genmodel
-E=8 D=4096 F=14336 T=512 LAYERS=8
+E=8 D=4096 F=14336 T=512 LAYERS=${LAYERS:-8}
 
 if [ ! -x /usr/bin/time ]; then
 	echo "bigmodel: /usr/bin/time is missing (Debian: apt-get install time)" >&2
@@ -94,6 +96,15 @@ measure plan "$moescope" plan "$model" --calib "$model/calib.safetensors" --grou
 measure merge "$moescope" merge "$model" --plan "$root/plan.csv" --calib "$model/calib.safetensors" \
 	--out "$root/merged" ${MERGE_OPTS:-}
 echo "  merged checkpoint: $(du -sh "$root/merged" | cut -f1)"
+# The forward pass on the same model: two sequences of 256 token ids (deterministic, below the vocabulary), the
+# calibration set captured, then the plan's merged model beside the original in one streaming pass.
+vocab=$(tr -d ' \n\t' <"$model/config.json" | sed -n 's/.*"vocab_size":\([0-9]*\).*/\1/p')
+awk -v v="$vocab" 'BEGIN { s = 12345; for (q = 0; q < 2; q++) { line = ""; for (i = 0; i < 256; i++) {
+	s = (s * 1103515245 + 12345) % 2147483648; line = line (i ? " " : "") (s % v) } print line } }' >"$root/tokens.txt"
+measure capture "$moescope" capture "$model" --tokens "$root/tokens.txt" --out "$root/captured.safetensors"
+# shellcheck disable=SC2086
+measure perplexity "$moescope" perplexity "$model" --tokens "$root/tokens.txt" --plan "$root/plan.csv" \
+	--json "$root/perplexity.json" ${MERGE_OPTS:-}
 
 if [ "$keep" != "--keep" ]; then
 	rm -rf "$model" "$root/merged"

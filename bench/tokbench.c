@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "io/file.h"
 #include "text/tokenizer.h"
 
 static double now(void)
@@ -16,22 +17,11 @@ static double now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* The whole file, NUL-terminated (io/file.h), or NULL. */
 static char *slurp(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc((size_t)n + 1);
-	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	*len = (size_t)n;
-	return b;
+	char *data;
+	return file_read_all(path, &data, len, NULL) == MS_OK ? data : NULL;
 }
 
 /* About `size` bytes of pieces of the given corpus texts, cut at spaces, picked by a fixed generator. */

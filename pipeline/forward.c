@@ -370,8 +370,10 @@ static ms_status moe_layer(fwd_state *s, int b)
 		if (st == MS_OK)
 			st = pipe_set_tokens(&blk, s->xn[0], T, seg, s->err);
 		free(seg);
+		/* the original stream is done with the block: merge in its own storage (the same bits as the merge
+		 * beside it, pipeline/pipeline.h), so a layer costs one block's memory */
 		if (st == MS_OK)
-			st = pipe_merge_block(&blk, s->o->plan, b, s->o->merge, &mg, s->err);
+			st = pipe_merge_block_in_place(&blk, s->o->plan, b, s->o->merge, &mg, s->err);
 		blk.x = NULL;
 		blk.T = 0;
 		if (st == MS_OK) {

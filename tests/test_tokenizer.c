@@ -7,6 +7,7 @@
 
 #include <utf8proc.h>
 
+#include "io/file.h"
 #include "tests/test.h"
 #include "text/tok_internal.h"
 #include "text/tokenizer.h"
@@ -16,24 +17,11 @@ static const char *const texts[] = {"01-prose", "02-code", "03-numbers", "04-whi
                                     "11-mixed", "12-short", "13-long"};
 enum { N_TEXTS = sizeof texts / sizeof texts[0] };
 
+/* The whole file, NUL-terminated (io/file.h), or NULL. */
 static char *slurp(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n + 1);
-	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	if (buf)
-		buf[n] = 0;
-	*len = (size_t)n;
-	return buf;
+	char *data;
+	return file_read_all(path, &data, len, NULL) == MS_OK ? data : NULL;
 }
 
 static int32_t *parse_ids(const char *s, size_t *n)
