@@ -203,7 +203,7 @@ int cmd_eval(int argc, char **argv)
 	ms_error err = {0};
 	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT) {
 		/* every block gets the count the checkpoint would have, by splitting groups rather than padding */
-		if ((a.mo.slots = opt_compact_fill(&p, &err)) < 0) {
+		if (pipe_fill_plan(&p, &a.mo.slots, &err) != MS_OK) {
 			plan_free(&p);
 			opt_close(m, cal);
 			return cli_report(&err);

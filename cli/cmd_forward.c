@@ -16,7 +16,6 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 
-#define DEFAULT_SEQ_LEN 2048
 
 typedef struct {
 	const char *cmd;
@@ -93,18 +92,8 @@ static int open_inputs(const fwd_args *a, mdl_model **m, arch_model **arch, tok_
 	if (opt_open(a->model, NULL, m, NULL))
 		return 1;
 	ms_status st = arch_open(*m, arch, &err);
-	int seq_len = 0;
-	if (st == MS_OK) {
-		const int max = (*arch)->max_position;
-		seq_len = a->seq_len ? (int)a->seq_len : DEFAULT_SEQ_LEN < max ? DEFAULT_SEQ_LEN : max;
-		if (seq_len > max)
-			st = ms_fail(&err, MS_ERR_ARG, "%s/config.json: --seq-len %d is longer than the model allows "
-				     "(max_position_embeddings %d)", a->model, seq_len, max);
-	}
-	if (st == MS_OK && a->text)
-		st = fwd_read_text(a->model, a->text, (*arch)->vocab, seq_len, a->max_tokens, tok, &err);
-	else if (st == MS_OK)
-		st = tokset_read_ids(a->tokens, (*arch)->vocab, seq_len, a->max_tokens, tok, &err);
+	if (st == MS_OK)
+		st = fwd_read_input(*arch, a->text, a->tokens, (int)a->seq_len, a->max_tokens, tok, &err);
 	if (st != MS_OK) {
 		arch_close(*arch);
 		mdl_close(*m);
@@ -195,7 +184,7 @@ int cmd_perplexity(int argc, char **argv)
 		return CLI_USER_ERROR;
 	}
 	ms_error err = {0};
-	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT && (a.mo.slots = opt_compact_fill(&p, &err)) < 0) {
+	if (a.plan_path && a.mo.layout == PIPE_LAYOUT_COMPACT && pipe_fill_plan(&p, &a.mo.slots, &err) != MS_OK) {
 		plan_free(&p);
 		tokset_free(&tok);
 		arch_close(arch);

@@ -191,23 +191,3 @@ int opt_merge_check(const pipe_merge_options *o, char *msg, size_t len)
 	}
 	return 0;
 }
-
-int opt_compact_slots(const plan *p)
-{
-	int slots = 0;
-	for (int b = 0; b < p->n_blocks; b++) {
-		int g = plan_groups(p, b);
-		if (g > slots)
-			slots = g;
-	}
-	return slots;
-}
-
-int opt_compact_fill(plan *p, ms_error *err)
-{
-	const int slots = opt_compact_slots(p);
-	for (int b = 0; b < p->n_blocks; b++)
-		if (pipe_fill_groups(p, b, slots, err) != MS_OK)
-			return -1;
-	return slots;
-}

@@ -45,9 +45,5 @@ extern const char *const opt_merge_option_names[];
 /* Checks the combination (one rank mode; sparse ratio in [0,1]). 0, or -1 with a message. */
 int opt_merge_check(const pipe_merge_options *o, char *msg, size_t len);
 
-/* The number of experts each compact block gets: the largest group count of the plan. */
-int opt_compact_slots(const plan *p);
-/* The same count, with every block's groups split up to it (pipe_fill_groups: what merge writes); -1 on error. */
-int opt_compact_fill(plan *p, ms_error *err);
 
 #endif

@@ -690,6 +690,20 @@ ms_status fwd_read_text(const char *model_dir, const char *text_path, int vocab,
 	return st;
 }
 
+ms_status fwd_read_input(const arch_model *a, const char *text_path, const char *tokens_path, int seq_len,
+			 int64_t max_tokens, tok_set *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	const int max = a->max_position;
+	if (seq_len <= 0)
+		seq_len = FWD_DEFAULT_SEQ_LEN < max ? FWD_DEFAULT_SEQ_LEN : max;
+	if (seq_len > max)
+		return ms_fail(err, MS_ERR_ARG, "%s/config.json: --seq-len %d is longer than the model allows "
+			       "(max_position_embeddings %d)", a->m->dir, seq_len, max);
+	return text_path ? fwd_read_text(a->m->dir, text_path, a->vocab, seq_len, max_tokens, out, err)
+			 : tokset_read_ids(tokens_path, a->vocab, seq_len, max_tokens, out, err);
+}
+
 void fwd_result_free(fwd_result *r)
 {
 	if (!r)

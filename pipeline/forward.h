@@ -57,6 +57,15 @@ typedef struct {
 ms_status fwd_read_text(const char *model_dir, const char *text_path, int vocab, int seq_len, int64_t max_tokens,
 			tok_set *out, ms_error *err);
 
+/* Tokens per sequence when none is asked for (capture, perplexity and the application alike). */
+#define FWD_DEFAULT_SEQ_LEN 2048
+
+/* The tokens of a forward: text_path through the model's tokenizer (fwd_read_text) when given, else the token
+ * ids of tokens_path (io/tokens.h), in sequences of seq_len tokens (FWD_DEFAULT_SEQ_LEN capped by the model's
+ * max_position_embeddings when seq_len <= 0; a longer seq_len than the model allows is refused). */
+ms_status fwd_read_input(const arch_model *a, const char *text_path, const char *tokens_path, int seq_len,
+			 int64_t max_tokens, tok_set *out, ms_error *err);
+
 /* Checks the tokens against the model (ids in the vocabulary, sequences within max_position_embeddings) and
  * that every weight the forward needs exists with its shape, before any work: messages name the tensor or the
  * token. */

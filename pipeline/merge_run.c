@@ -641,22 +641,16 @@ ms_status mrun_run(const mdl_model *m, const calib *cal, const mrun_request *req
 	mrun_request filled_req;
 	plan filled = {0};
 	if (req->plan && c.opts.layout == PIPE_LAYOUT_COMPACT) {
-		c.n_out = 0;
-		for (int b = 0; b < req->plan->n_blocks; b++)
-			if (plan_groups(req->plan, b) > c.n_out)
-				c.n_out = plan_groups(req->plan, b);
-		c.opts.slots = c.n_out;
 		/* blocks with fewer groups split groups up to the common count rather than pad with copies; the plan
 		 * written beside the weights is this one */
 		if (plan_copy(&filled, req->plan) != 0)
 			return ms_fail(err, MS_ERR_NOMEM, "out of memory copying the plan");
-		for (int b = 0; b < filled.n_blocks; b++) {
-			ms_status fst = pipe_fill_groups(&filled, b, c.n_out, err);
-			if (fst != MS_OK) {
-				plan_free(&filled);
-				return fst;
-			}
+		ms_status fst = pipe_fill_plan(&filled, &c.n_out, err);
+		if (fst != MS_OK) {
+			plan_free(&filled);
+			return fst;
 		}
+		c.opts.slots = c.n_out;
 		filled_req = *req;
 		filled_req.plan = &filled;
 		c.req = &filled_req;

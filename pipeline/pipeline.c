@@ -317,6 +317,25 @@ static int group_to_split(const plan *p, int b, int G)
 	return best;
 }
 
+int pipe_plan_slots(const plan *p)
+{
+	int slots = 0;
+	for (int b = 0; b < p->n_blocks; b++)
+		slots = plan_groups(p, b) > slots ? plan_groups(p, b) : slots;
+	return slots;
+}
+
+ms_status pipe_fill_plan(plan *p, int *slots, ms_error *err)
+{
+	const int n = pipe_plan_slots(p);
+	if (slots)
+		*slots = n;
+	ms_status st = MS_OK;
+	for (int b = 0; st == MS_OK && b < p->n_blocks; b++)
+		st = pipe_fill_groups(p, b, n, err);
+	return st;
+}
+
 ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err)
 {
 	const int E = p->n_experts;

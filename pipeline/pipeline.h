@@ -139,6 +139,12 @@ ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_
  * plan_groups(p, b)..the experts kept and droppable. */
 ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err);
 
+/* The compact layout's expert count for plan p (E'): the largest group count of its blocks. */
+int pipe_plan_slots(const plan *p);
+/* Every block of p split up to pipe_plan_slots(p) groups: the plan a compact checkpoint is written with (merge_run,
+ * `eval --plan`, `perplexity --plan` and the application's model line all use it). *slots (may be NULL) gets E'. */
+ms_status pipe_fill_plan(plan *p, int *slots, ms_error *err);
+
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
 blk_config pipe_block_config(const pipe_block *blk);
 

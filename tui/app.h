@@ -260,8 +260,6 @@ void app_request_stats(app *a, int b);
 int app_dirty(const app *a);
 /* Whether block b can be planned with the current method and base, i.e. has the statistics it needs. */
 int app_can_plan(const app *a, int b);
-/* The compact E' of the plan: its largest group count. */
-int app_plan_slots(const plan *p);
 /* 1 when block b of p keeps every expert as its own group. */
 int app_plan_is_identity(const plan *p, int b);
 

@@ -14,10 +14,6 @@
 
 #include "tui/app.h"
 
-/* Tokens per sequence when the token file has longer lines: `moescope perplexity`'s default --seq-len, so that
- * both see the same sequences. */
-#define MODEL_SEQ_LEN 2048
-
 void app_model_open(app *a)
 {
 	app_model *md = &a->model;
@@ -27,11 +23,8 @@ void app_model_open(app *a)
 	ms_error err = {0};
 	arch_model *arch = NULL;
 	ms_status st = arch_open(a->m, &arch, &err);
-	if (st == MS_OK) {
-		const int seq_len = MODEL_SEQ_LEN < arch->max_position ? MODEL_SEQ_LEN : arch->max_position;
-		st = a->cfg.text ? fwd_read_text(a->m->dir, a->cfg.text, arch->vocab, seq_len, 0, &md->tok, &err)
-				 : tokset_read_ids(a->cfg.tokens, arch->vocab, seq_len, 0, &md->tok, &err);
-	}
+	if (st == MS_OK)
+		st = fwd_read_input(arch, a->cfg.text, a->cfg.tokens, 0, 0, &md->tok, &err);
 	if (st == MS_OK)
 		st = fwd_check(arch, &md->tok, &err);
 	if (st != MS_OK) {
@@ -70,7 +63,7 @@ static int plan_merges_nothing(const plan *p)
 static pipe_merge_options job_options(const app *a)
 {
 	pipe_merge_options mo = a->mo;
-	mo.slots = a->mo.layout == PIPE_LAYOUT_COMPACT ? app_plan_slots(&a->cur.p) : 0;
+	mo.slots = a->mo.layout == PIPE_LAYOUT_COMPACT ? pipe_plan_slots(&a->cur.p) : 0;
 	return mo;
 }
 
@@ -157,15 +150,13 @@ static void post_forward(app *a, int identity)
 		report_failure(a, "out of memory");
 		return;
 	}
-	/* The merged model is the one a commit writes: in the compact layout, blocks with fewer groups than the
-	 * largest get their groups split up to it (pipe_fill_groups), as merge_run and `perplexity --plan` do. */
+	/* The merged model is the one a commit writes (pipe_fill_plan), as `perplexity --plan` merges it. */
 	ms_error err = {0};
-	for (int b = 0; !identity && j.mo.layout == PIPE_LAYOUT_COMPACT && b < j.p.n_blocks; b++)
-		if (pipe_fill_groups(&j.p, b, j.mo.slots, &err) != MS_OK) {
-			work_job_free(&j);
-			report_failure(a, err.msg);
-			return;
-		}
+	if (!identity && j.mo.layout == PIPE_LAYOUT_COMPACT && pipe_fill_plan(&j.p, NULL, &err) != MS_OK) {
+		work_job_free(&j);
+		report_failure(a, err.msg);
+		return;
+	}
 	if (worker_post(a->w, &j) != 0) {
 		work_job_free(&j);
 		report_failure(a, "out of memory");

@@ -30,16 +30,6 @@ void app_plan_state_free(app_plan_state *s)
 	memset(s, 0, sizeof *s);
 }
 
-int app_plan_slots(const plan *p)
-{
-	int slots = 0;
-	for (int b = 0; b < p->n_blocks; b++) {
-		int G = plan_groups(p, b);
-		slots = G > slots ? G : slots;
-	}
-	return slots;
-}
-
 int app_plan_is_identity(const plan *p, int b)
 {
 	return plan_groups(p, b) == p->n_experts;
@@ -390,7 +380,7 @@ static void post_eval(app *a, int b)
 
 void app_schedule_evals(app *a, const plan *before, int all)
 {
-	const int slots = app_plan_slots(&a->cur.p);
+	const int slots = pipe_plan_slots(&a->cur.p);
 	if (a->mo.layout == PIPE_LAYOUT_COMPACT && slots != a->eval_slots)
 		all = 1;  /* every compact block is padded to the largest group count */
 	a->eval_slots = slots;
