@@ -49,6 +49,13 @@ struct mdl_family {
 	int renormalize;             /* default of the routing rule */
 	const char *renorm_field;    /* config field overriding `renormalize`, or NULL when fixed */
 	const char *scale_field;     /* config field multiplying the routing weights, or NULL */
+	mdl_score score;             /* how logits become routing scores */
+	const char *bias_suffix;     /* block prefix + this = the block's e_score_correction_bias [E], or NULL */
+	int n_group_default;         /* group-limited routing: defaults of n_group and topk_group when config.json */
+	int topk_group_default;      /* leaves them out (0: the family has no group-limited routing) */
+	const char *fused_tail;      /* the stack tail of the block prefix in the fused layout when it differs
+				      * (transformers v5 renames mixtral's block_sparse_moe to mlp), or NULL */
+	int no_fused;                /* the family has no fused layout (switch) */
 	mdl_moe_layers_fn moe_layers;
 	mdl_check_fn check;
 };
@@ -167,6 +174,18 @@ static ms_status deepseek_layers(const cJSON *cfg, const char *where, int s, int
 	return MS_OK;
 }
 
+/* DeepseekV3DecoderLayer / Glm4MoeDecoderLayer: sparse when i >= first_k_dense_replace (no moe_layer_freq). */
+static ms_status first_dense_layers(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe,
+				    ms_error *err)
+{
+	(void)s;
+	int first;
+	ms_status st = get_int(cfg, where, "first_k_dense_replace", 0, MAX_LAYERS, 0, 0, &first, err);
+	for (int i = 0; st == MS_OK && i < n; i++)
+		is_moe[i] = i >= first;
+	return st;
+}
+
 /* SwitchTransformersStack: with step = layers // num_sparse_<stack>_layers (SwitchTransformersConfig; no sparse
  * layer when that count is 0; default 3), block i is sparse when step > 0 and (i % step == 1 or step == 1).
  * Configs saved without the count but with <stack>_sparse_step use that step directly (older transformers
@@ -224,7 +243,7 @@ static ms_status deepseek_check(const cJSON *cfg, const char *where, ms_error *e
 static const mdl_family families[] = {
 	{.model_type = "mixtral", .experts_field = "num_local_experts", .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "intermediate_size", DECODER(".block_sparse_moe"),
-	 GATE_ROUTER, .mats = MIXTRAL_MATS, .renormalize = 1, .moe_layers = every_layer},
+	 GATE_ROUTER, .mats = MIXTRAL_MATS, .renormalize = 1, .fused_tail = ".mlp", .moe_layers = every_layer},
 	{.model_type = "phimoe", .experts_field = "num_local_experts", .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "intermediate_size", DECODER(".block_sparse_moe"),
 	 GATE_ROUTER, .mats = MIXTRAL_MATS, .renormalize = 1, .moe_layers = every_layer},
@@ -242,6 +261,21 @@ static const mdl_family families[] = {
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .scale_field = "routed_scaling_factor", .moe_layers = deepseek_layers,
 	 .check = deepseek_check},
+	/* DeepseekV3TopkRouter (Kimi-K2 uses the same model_type): sigmoid scores, a per-expert selection bias and
+	 * group-limited top-k; DeepseekV3Config defaults to 8 groups of which 4 are eligible, norm_topk_prob true. */
+	{.model_type = "deepseek_v3", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
+	 GATE_ROUTER, .mats = MLP_MATS, .renormalize = 1, .renorm_field = "norm_topk_prob",
+	 .scale_field = "routed_scaling_factor", .score = MDL_SCORE_SIGMOID,
+	 .bias_suffix = ".gate.e_score_correction_bias", .n_group_default = 8, .topk_group_default = 4,
+	 .moe_layers = first_dense_layers},
+	/* Glm4MoeTopkRouter: DeepSeek-V3's routing; Glm4MoeConfig defaults to one group. */
+	{.model_type = "glm4_moe", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
+	 GATE_ROUTER, .mats = MLP_MATS, .renormalize = 1, .renorm_field = "norm_topk_prob",
+	 .scale_field = "routed_scaling_factor", .score = MDL_SCORE_SIGMOID,
+	 .bias_suffix = ".gate.e_score_correction_bias", .n_group_default = 1, .topk_group_default = 1,
+	 .moe_layers = first_dense_layers},
 	/* Top-1 (no top-k field), an encoder and a decoder stack, no gate matrix, ReLU. */
 	{.model_type = "switch_transformers", .experts_field = "num_experts",
 	 .hidden_field = "d_model", .inter_field = "d_ff",
@@ -249,7 +283,7 @@ static const mdl_family families[] = {
 		    {.name = "decoder", .layers_field = "num_decoder_layers", .layers_fallback = "num_layers",
 		     .head = "decoder.block.", .tail = ".layer.2.mlp"}},
 	 .n_stacks = 2, .router_suffix = ".router.classifier.weight", .expert_infix = ".experts.expert_",
-	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .moe_layers = switch_layers},
+	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .no_fused = 1, .moe_layers = switch_layers},
 };
 #define FAMILY_COUNT ((int)(sizeof families / sizeof families[0]))
 
@@ -368,6 +402,35 @@ static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
 	return MS_OK;
 }
 
+/* n_group and topk_group of group-limited routing. transformers views the E scores as [n_group, E / n_group]
+ * and takes the top 2 of each group, so E must split evenly into groups of at least two when some group can be
+ * left out. */
+static ms_status read_groups(mdl_model *m, const cJSON *cfg, const char *where, ms_error *err)
+{
+	const mdl_family *fam = m->family;
+	mdl_routing *r = &m->routing;
+	ms_status st = get_int(cfg, where, "n_group", 1, MAX_EXPERTS, 0, fam->n_group_default, &r->n_group, err);
+	if (st == MS_OK)
+		st = get_int(cfg, where, "topk_group", 1, MAX_EXPERTS, 0, fam->topk_group_default, &r->topk_group, err);
+	if (st != MS_OK)
+		return st;
+	m->n_group_field = "n_group";
+	m->topk_group_field = "topk_group";
+	if (m->n_experts % r->n_group != 0)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'n_group' is %d, which does not divide the %d experts of "
+			       "'%s'", where, r->n_group, m->n_experts, fam->experts_field);
+	if (r->topk_group > r->n_group)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'topk_group' is %d, more than the %d groups of 'n_group'",
+			       where, r->topk_group, r->n_group);
+	if (r->topk_group < r->n_group && m->n_experts / r->n_group < 2)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: groups of %d expert(s): group-limited routing scores each group "
+			       "by its two best experts", where, m->n_experts / r->n_group);
+	if (r->topk_group < r->n_group && m->top_k > r->topk_group * (m->n_experts / r->n_group))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' is %d, more than the %d experts of %d eligible groups",
+			       where, fam->topk_field, m->top_k, r->topk_group * (m->n_experts / r->n_group), r->topk_group);
+	return MS_OK;
+}
+
 /* E, top-k, d, f, the layer count and the routing rule. */
 static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms_error *err)
 {
@@ -395,6 +458,10 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 	if (st == MS_OK && fam->scale_field)
 		st = get_positive_real(cfg, where, fam->scale_field, 1.0, &scale, err);
 	m->routing.scale = (float)scale;
+	m->routing.score = fam->score;
+	m->routing.n_group = m->routing.topk_group = 1;
+	if (st == MS_OK && fam->n_group_default)
+		st = read_groups(m, cfg, where, err);
 	if (st == MS_OK && fam->check)
 		st = fam->check(cfg, where, err);
 	m->experts_field = fam->experts_field;
@@ -505,6 +572,114 @@ static void count_expert(mdl_model *m, const st_tensor *t, int first)
 	m->bytes_experts += t->nbytes;
 }
 
+/* The tensor `name` must exist, hold floats and have shape `want` (ndim dimensions, each from a config field). */
+static ms_status expect_tensor(const mdl_model *m, const char *name, int ndim, const dim *want, const char *what,
+			       const st_tensor **out, ms_error *err)
+{
+	const st_tensor *t = st_find(m->st, name);
+	if (!t)
+		return ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' missing (%s)", m->dir, name, what);
+	int64_t shape[3];
+	char fields[160];
+	size_t used = 0;
+	int same = t->ndim == ndim;
+	for (int i = 0; i < ndim; i++) {
+		shape[i] = want[i].n;
+		same = same && t->shape[i] == want[i].n;
+		used += (size_t)snprintf(fields + used, used < sizeof fields ? sizeof fields - used : 0, "%s%s",
+					 i ? " x " : "", want[i].field);
+	}
+	if (!same) {
+		char found[128], expected[96];
+		shape_text(found, sizeof found, t->shape, t->ndim);
+		shape_text(expected, sizeof expected, shape, ndim);
+		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s' (%s): shape %s, expected %s (%s in config.json)",
+			       m->dir, name, what, found, expected, fields);
+	}
+	if (!st_dtype_is_float(t->dtype))
+		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (%s): dtype %s, expected F32, F16 or BF16", m->dir,
+			       name, what, st_dtype_name(t->dtype));
+	*out = t;
+	return MS_OK;
+}
+
+#define VIEW_NAME 192   /* bytes of each view's name */
+
+/* A view of `count` elements of the 3-D tensor t from element `at`, shaped [rows, cols]: the bytes stay the
+ * file's, so reading, page release and byte counts work on it as on any tensor. */
+static void make_view(st_tensor *v, char *name, const st_tensor *t, uint64_t at, int64_t rows, int64_t cols,
+		      const char *slice)
+{
+	const size_t es = st_dtype_size(t->dtype);
+	snprintf(name, VIEW_NAME, "%s%s", t->name, slice);
+	*v = *t;
+	v->name = name;
+	v->ndim = 2;
+	v->shape[0] = rows;
+	v->shape[1] = cols;
+	v->numel = (uint64_t)rows * (uint64_t)cols;
+	v->nbytes = v->numel * es;
+	v->data = (const unsigned char *)t->data + at * es;
+	v->file_offset = t->file_offset + at * es;
+}
+
+/* The fused layout: gate_up_proj [E, 2f, d] holds expert e's gate in rows [0, f) of slab e and its up in rows
+ * [f, 2f) (transformers concatenates gate and up along dim 1); down_proj [E, d, f]. Each expert matrix becomes a
+ * view of its slice. */
+static ms_status check_fused_block(mdl_model *m, int b, ms_error *err)
+{
+	mdl_block *blk = &m->blocks[b];
+	const mdl_family *fam = m->family;
+	const int64_t E = m->n_experts, f = m->inter, d = m->hidden;
+	char twice[96];
+	snprintf(twice, sizeof twice, "2 x %s", fam->inter_field);
+	const dim gate_up[3] = {{E, fam->experts_field}, {2 * f, twice}, {d, fam->hidden_field}};
+	const dim down[3] = {{E, fam->experts_field}, {d, fam->hidden_field}, {f, fam->inter_field}};
+	char name[256], what[96];
+	snprintf(what, sizeof what, "experts of layer %s", blk->label);
+	mdl_fused_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name);
+	ms_status st = expect_tensor(m, name, 3, gate_up, what, &blk->fused[MDL_FUSED_GATE_UP], err);
+	if (st == MS_OK && mdl_fused_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 3, down, what, &blk->fused[MDL_FUSED_DOWN], err);
+	if (st != MS_OK)
+		return st;
+	const size_t n = (size_t)E * MDL_NMAT;
+	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
+	if (!blk->views)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
+			       blk->label);
+	char *names = (char *)(blk->views + n);
+	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
+	for (int64_t e = 0; e < E; e++) {
+		st_tensor *v = blk->views + e * MDL_NMAT;
+		char *vn = names + (size_t)e * MDL_NMAT * VIEW_NAME, slice[64];
+		const uint64_t slab = (uint64_t)(2 * f * d) * (uint64_t)e, mat = (uint64_t)(f * d);
+		snprintf(slice, sizeof slice, "[%lld, :%lld]", (long long)e, (long long)f);
+		make_view(&v[MDL_GATE], vn + MDL_GATE * VIEW_NAME, tgu, slab, f, d, slice);
+		snprintf(slice, sizeof slice, "[%lld, %lld:]", (long long)e, (long long)f);
+		make_view(&v[MDL_UP], vn + MDL_UP * VIEW_NAME, tgu, slab + mat, f, d, slice);
+		snprintf(slice, sizeof slice, "[%lld]", (long long)e);
+		make_view(&v[MDL_DOWN], vn + MDL_DOWN * VIEW_NAME, tdn, mat * (uint64_t)e, d, f, slice);
+		for (int k = 0; k < MDL_NMAT; k++) {
+			blk->experts[e * MDL_NMAT + k] = &v[k];
+			count_expert(m, &v[k], b == 0 && e == 0 && k == MDL_UP);
+		}
+	}
+	return MS_OK;
+}
+
+/* e_score_correction_bias [E]: transformers registers it as a persistent buffer, so a checkpoint of the family
+ * always has one; without it the selection cannot be reproduced. */
+static ms_status check_score_bias(mdl_model *m, int b, ms_error *err)
+{
+	mdl_block *blk = &m->blocks[b];
+	char name[256], what[96];
+	snprintf(what, sizeof what, "routing bias of layer %s", blk->label);
+	mdl_score_bias_name(m, b, name, sizeof name);
+	const dim E = {m->n_experts, m->family->experts_field};
+	return expect_tensor(m, name, 1, &E, what, &blk->score_bias, err);
+}
+
 static ms_status check_block(mdl_model *m, int b, ms_error *err)
 {
 	mdl_block *blk = &m->blocks[b];
@@ -520,6 +695,10 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 	snprintf(what, sizeof what, "router of layer %s", blk->label);
 	mdl_router_name(m, b, name, sizeof name);
 	ms_status st = expect_matrix(m, name, E, d, what, &blk->router, err);
+	if (st == MS_OK && fam->bias_suffix)
+		st = check_score_bias(m, b, err);
+	if (st == MS_OK && m->layout == MDL_LAYOUT_FUSED)
+		return check_fused_block(m, b, err);
 	for (int e = 0; st == MS_OK && e < m->n_experts; e++) {
 		snprintf(what, sizeof what, "expert %d of layer %s", e, blk->label);
 		for (int k = 0; st == MS_OK && k < MDL_NMAT; k++) {
@@ -533,6 +712,27 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 		}
 	}
 	return st;
+}
+
+/* Per expert or fused, decided on the first block: expert 0's up matrix by name, else the fused gate_up_proj
+ * (under the fused layout's block prefix, which every block then takes). When neither exists the per-expert
+ * layout stays, and check_block names the missing tensor. */
+static void detect_layout(mdl_model *m)
+{
+	const mdl_family *fam = m->family;
+	char name[256];
+	m->layout = MDL_LAYOUT_PER_EXPERT;
+	if (fam->no_fused || fam->n_stacks != 1 || m->n_blocks == 0 ||
+	    (mdl_expert_name(m, 0, 0, MDL_UP, name, sizeof name) == 0 && st_find(m->st, name)))
+		return;
+	const mdl_stack *s = &fam->stacks[0];
+	const char *tail = fam->fused_tail ? fam->fused_tail : s->tail;
+	snprintf(name, sizeof name, "%s%d%s.experts.gate_up_proj", s->head, m->blocks[0].layer, tail);
+	if (!st_find(m->st, name))
+		return;
+	m->layout = MDL_LAYOUT_FUSED;
+	for (int b = 0; b < m->n_blocks; b++)
+		snprintf(m->blocks[b].prefix, sizeof m->blocks[b].prefix, "%s%d%s", s->head, m->blocks[b].layer, tail);
 }
 
 static void count_totals(mdl_model *m)
@@ -592,6 +792,8 @@ ms_status mdl_open(const char *dir, mdl_model **out, ms_error *err)
 	ms_status st = open_config(m, where, err);
 	if (st == MS_OK)
 		st = st_open(dir, &m->st, err);
+	if (st == MS_OK)
+		detect_layout(m);
 	for (int b = 0; st == MS_OK && b < m->n_blocks; b++)
 		st = check_block(m, b, err);
 	if (st != MS_OK) {
@@ -607,8 +809,10 @@ void mdl_close(mdl_model *m)
 {
 	if (!m)
 		return;
-	for (int b = 0; b < m->n_blocks; b++)
+	for (int b = 0; b < m->n_blocks; b++) {
 		free(m->blocks[b].experts);
+		free(m->blocks[b].views);
+	}
 	free(m->blocks);
 	st_close(m->st);
 	cJSON_Delete(((model_priv *)m)->config);
@@ -657,6 +861,33 @@ int mdl_expert_name(const mdl_model *m, int b, int e, int mat, char *buf, size_t
 	}
 	int n = snprintf(buf, len, "%s%s%d.%s.weight", m->blocks[b].prefix, m->family->expert_infix, e, name);
 	return fits(n, len) ? 0 : -1;
+}
+
+int mdl_fused_name(const mdl_model *m, int b, int which, char *buf, size_t len)
+{
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || m->layout != MDL_LAYOUT_FUSED || which < 0 ||
+	    which >= MDL_NFUSED)
+		return -1;
+	static const char *const names[MDL_NFUSED] = {"gate_up_proj", "down_proj"};
+	return fits(snprintf(buf, len, "%s.experts.%s", m->blocks[b].prefix, names[which]), len) ? 0 : -1;
+}
+
+int mdl_score_bias_name(const mdl_model *m, int b, char *buf, size_t len)
+{
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || !m->family->bias_suffix)
+		return -1;
+	return fits(snprintf(buf, len, "%s%s", m->blocks[b].prefix, m->family->bias_suffix), len) ? 0 : -1;
+}
+
+ms_status mdl_load_score_bias(const mdl_model *m, int b, float *bias, ms_error *err)
+{
+	if (!m || !bias || b < 0 || b >= m->n_blocks)
+		return ms_fail(err, MS_ERR_ARG, "mdl_load_score_bias: block %d out of range", b);
+	if (!m->blocks[b].score_bias) {
+		memset(bias, 0, (size_t)m->n_experts * sizeof *bias);
+		return MS_OK;
+	}
+	return st_read_f32(m->blocks[b].score_bias, bias, err);
 }
 
 ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *err)

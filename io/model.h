@@ -16,12 +16,34 @@
  * MDL_ACT_RELU:     y = down relu(up x), there is no gate   (switch_transformers: up = wi, down = wo) */
 typedef enum { MDL_ACT_SILU_GLU, MDL_ACT_RELU } mdl_act;
 
-/* How router logits z (one row of X R^T) select experts and weight them. */
+/* How a router logit z_e becomes the score s_e that weights expert e: softmax over all E logits (every family
+ * but deepseek_v3 / glm4_moe), or sigmoid(z_e) of each logit alone (DeepseekV3TopkRouter). */
+typedef enum { MDL_SCORE_SOFTMAX, MDL_SCORE_SIGMOID } mdl_score;
+
+/* How router logits z (one row of X R^T) select experts and weight them.
+ *
+ * Selection ranks the choice values c_e = s_e + score_bias[e] (c_e = z_e when there is neither a bias nor a
+ * sigmoid: softmax is monotone). With n_group > 1 and topk_group < n_group the E experts form n_group
+ * consecutive groups, a group's score is the sum of its two largest c_e, only the topk_group best groups stay
+ * eligible and the others' c_e count as 0 (transformers' masked_fill(.., 0.0)). The weights are the unbiased s_e
+ * of the selected experts, divided by their sum (plus 1e-20 for sigmoid) when renormalize, times scale. */
 typedef struct {
 	int top_k;          /* experts per token (1 for switch) */
-	int renormalize;    /* divide the top-k softmax probabilities by their sum */
-	float scale;        /* multiply the routing weights (deepseek_v2 routed_scaling_factor; 1 otherwise) */
+	int renormalize;    /* divide the top-k scores by their sum */
+	float scale;        /* multiply the routing weights (routed_scaling_factor of deepseek; 1 otherwise) */
+	mdl_score score;
+	int n_group;        /* expert groups of group-limited routing (1: none) */
+	int topk_group;     /* eligible groups per token (n_group: all) */
+	const float *score_bias; /* [E] e_score_correction_bias of one block, or NULL; set per block, never by
+				  * mdl_open (a model's routing holds NULL) */
 } mdl_routing;
+
+/* How a block stores its experts (docs/design.md §2.2):
+ * MDL_LAYOUT_PER_EXPERT: one tensor per expert and matrix ("mlp.experts.3.gate_proj.weight");
+ * MDL_LAYOUT_FUSED:      transformers v5's 3-D parameters, "mlp.experts.gate_up_proj" [E, 2f, d] (gate rows
+ *                        first, then up) and "mlp.experts.down_proj" [E, d, f]. */
+typedef enum { MDL_LAYOUT_PER_EXPERT, MDL_LAYOUT_FUSED } mdl_layout;
+enum { MDL_FUSED_GATE_UP, MDL_FUSED_DOWN, MDL_NFUSED };
 
 /* The three matrices of an expert; gate is NULL when the family has none (MDL_ACT_RELU). */
 enum { MDL_GATE, MDL_UP, MDL_DOWN, MDL_NMAT };
@@ -33,7 +55,12 @@ typedef struct {
 				      * the calibration tensor is prefix + ".input" */
 	const st_tensor *router;     /* [E, d] */
 	const st_tensor **experts;   /* [E * MDL_NMAT]: experts[e * MDL_NMAT + MDL_GATE] etc.; gate [f,d] (or NULL),
-				      * up [f,d], down [d,f] */
+				      * up [f,d], down [d,f]. In the fused layout these are views of slices of the
+				      * 3-D tensors (their own names, the file's bytes), owned by the model */
+	const st_tensor *fused[MDL_NFUSED]; /* the fused layout's gate_up_proj [E, 2f, d] and down_proj [E, d, f];
+					     * NULL per expert */
+	const st_tensor *score_bias; /* [E] gate.e_score_correction_bias (deepseek_v3, glm4_moe), or NULL */
+	st_tensor *views;            /* [E * MDL_NMAT] storage of the fused layout's views, or NULL */
 } mdl_block;
 
 typedef struct mdl_family mdl_family;  /* a row of model.c's table */
@@ -53,6 +80,7 @@ typedef struct {
 	int n_blocks;                /* MoE blocks */
 	mdl_block *blocks;
 	st_dtype expert_dtype;
+	mdl_layout layout;           /* the same for every block */
 	uint64_t bytes_total;        /* all tensors */
 	uint64_t bytes_experts;      /* routed expert matrices */
 	uint64_t params_total;
@@ -60,6 +88,8 @@ typedef struct {
 	/* config.json field names the merge rewrites */
 	const char *experts_field;   /* "num_local_experts", "num_experts", "n_routed_experts" */
 	const char *topk_field;      /* "num_experts_per_tok" or NULL (switch: top-1, no field) */
+	const char *n_group_field;   /* "n_group" where routing may be group-limited, else NULL */
+	const char *topk_group_field;
 } mdl_model;
 
 /* Opens DIR (config.json plus model.safetensors or an index). Checks every MoE block's router and expert tensors
@@ -78,6 +108,14 @@ const char **mdl_block_labels(const mdl_model *m);
  * the family lacks (switch's gate) yields an empty string. Returns 0, or -1 when buf is too small. */
 int mdl_router_name(const mdl_model *m, int b, char *buf, size_t len);
 int mdl_expert_name(const mdl_model *m, int b, int e, int mat, char *buf, size_t len);
+/* The fused layout's tensor `which` (MDL_FUSED_GATE_UP, MDL_FUSED_DOWN) of block b: "<prefix>.experts.down_proj".
+ * Returns 0, or -1 when buf is too small or the model is not fused. */
+int mdl_fused_name(const mdl_model *m, int b, int which, char *buf, size_t len);
+/* The name of block b's e_score_correction_bias, whether or not the model has one. 0 or -1 as above. */
+int mdl_score_bias_name(const mdl_model *m, int b, char *buf, size_t len);
+
+/* Loads block b's e_score_correction_bias [E] as float32 (zeros when the block has none). */
+ms_status mdl_load_score_bias(const mdl_model *m, int b, float *bias, ms_error *err);
 
 /* Loads the router [E, d] of block b as float32. */
 ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *err);
