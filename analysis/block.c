@@ -120,9 +120,22 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 	mdl_routing r = cfg->routing;
 	r.top_k = r.top_k < n_active ? r.top_k : n_active;
 	const int k = r.top_k;
+	float *bias = NULL;
+	if (n_active < cfg->n_router && r.n_group > 1 && r.topk_group < r.n_group)
+		return ms_fail(err, MS_ERR_ARG, "block routing: group-limited routing over %d of %d router rows: dropped "
+			       "experts would break the groups", n_active, cfg->n_router);
+	if (n_active < cfg->n_router && r.score_bias) {   /* the bias of the unmasked rows, like their router rows */
+		bias = alloc_array(n_active, sizeof(float));
+		for (int i = 0; bias && i < n_active; i++)
+			bias[i] = r.score_bias[rows[i]];
+		r.score_bias = bias;
+	}
 	float *z = alloc_array((int64_t)(T < ROUTE_CHUNK ? T : ROUTE_CHUNK) * n_active, sizeof(float));
-	if (!z)
+	if (!z || (cfg->routing.score_bias && !bias && n_active < cfg->n_router)) {
+		free(z);
+		free(bias);
 		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory for the router logits");
+	}
 	ms_status st = MS_OK;
 	for (int64_t t0 = 0; st == MS_OK && t0 < T; t0 += ROUTE_CHUNK) {
 		int64_t n = T - t0 < ROUTE_CHUNK ? T - t0 : ROUTE_CHUNK;
@@ -144,6 +157,7 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 			sel[t0 * k + i] = rows[sel[t0 * k + i]];
 	}
 	free(z);
+	free(bias);
 	return st;
 }
 

@@ -55,30 +55,114 @@ static void topk_insert(int *top, const float *row, int k, int *n, int e)
 		(*n)++;
 }
 
+/* Softmax top-k: the plain rule of every family but deepseek_v3 / glm4_moe. */
+static void softmax_topk(const float *row, int E, const mdl_routing *r, int *top, float *weight)
+{
+	const int k = r->top_k;
+	int n = 0;
+	for (int e = 0; e < E; e++)
+		topk_insert(top, row, k, &n, e);
+	if (!weight)
+		return;
+	/* softmax over all E, in double for a stable denominator */
+	double mx = row[top[0]], sum = 0.0;
+	for (int e = 0; e < E; e++)
+		sum += exp((double)row[e] - mx);
+	double sel = 0.0;
+	for (int j = 0; j < k; j++)
+		sel += exp((double)row[top[j]] - mx);
+	double denom = r->renormalize ? sel : sum;
+	for (int j = 0; j < k; j++)
+		weight[j] = (float)(exp((double)row[top[j]] - mx) / denom * r->scale);
+}
+
+static double score_of(const mdl_routing *r, float z)
+{
+	return r->score == MDL_SCORE_SIGMOID ? 1.0 / (1.0 + exp(-(double)z)) : (double)z;
+}
+
+/* DeepseekV3TopkRouter.get_topk_indices and forward for one token (mdl_routing in io/model.h): choice [E] and
+ * group [n_group] and keep [n_group] are work space. Softmax scoring with a bias or groups goes through here too, with the softmax
+ * taken first. */
+static void biased_topk(const float *row, int E, const mdl_routing *r, int *top, float *weight, float *choice,
+			float *group, int *keep)
+{
+	const int k = r->top_k;
+	double mx = row[0], sum = 0.0;
+	if (r->score == MDL_SCORE_SOFTMAX) {
+		for (int e = 1; e < E; e++)
+			mx = row[e] > mx ? row[e] : mx;
+		for (int e = 0; e < E; e++)
+			sum += exp((double)row[e] - mx);
+	}
+	for (int e = 0; e < E; e++) {
+		double s = r->score == MDL_SCORE_SIGMOID ? score_of(r, row[e]) : exp((double)row[e] - mx) / sum;
+		choice[e] = (float)s + (r->score_bias ? r->score_bias[e] : 0.0f);
+	}
+	const int G = r->n_group, per = E / G;
+	if (G > 1 && r->topk_group < G) {
+		for (int g = 0; g < G; g++) {   /* the sum of the group's two largest choices */
+			int best[2], n = 0;
+			for (int e = 0; e < per; e++)
+				topk_insert(best, choice + g * per, 2, &n, e);
+			group[g] = choice[g * per + best[0]] + choice[g * per + best[1]];
+		}
+		int n = 0;
+		for (int g = 0; g < G; g++)
+			topk_insert(keep, group, r->topk_group, &n, g);
+		for (int g = 0; g < G; g++) {
+			int kept = 0;
+			for (int j = 0; j < r->topk_group; j++)
+				kept |= keep[j] == g;
+			for (int e = 0; !kept && e < per; e++)
+				choice[g * per + e] = 0.0f;   /* transformers masks with 0.0, not -inf */
+		}
+	}
+	int n = 0;
+	for (int e = 0; e < E; e++)
+		topk_insert(top, choice, k, &n, e);
+	if (!weight)
+		return;
+	double sel = 0.0;
+	for (int j = 0; j < k; j++)
+		sel += r->score == MDL_SCORE_SIGMOID ? score_of(r, row[top[j]]) : exp((double)row[top[j]] - mx) / sum;
+	double denom = !r->renormalize ? 1.0 : r->score == MDL_SCORE_SIGMOID ? sel + 1e-20 : sel;
+	for (int j = 0; j < k; j++) {
+		double s = r->score == MDL_SCORE_SIGMOID ? score_of(r, row[top[j]]) : exp((double)row[top[j]] - mx) / sum;
+		weight[j] = (float)(s / denom * r->scale);
+	}
+}
+
+/* Whether r needs more than softmax top-k on the logits. */
+static int plain_rule(const mdl_routing *r)
+{
+	return r->score == MDL_SCORE_SOFTMAX && !r->score_bias && (r->n_group <= 1 || r->topk_group >= r->n_group);
+}
+
 ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int *idx, float *weight)
 {
 	if (!z || !r || !idx || T < 0 || E <= 0 || r->top_k <= 0 || r->top_k > E)
 		return MS_ERR_ARG;
-	const int k = r->top_k;
-	for (int64_t t = 0; t < T; t++) {
-		const float *row = z + t * E;
-		int *top = idx + t * k;
-		int n = 0;
-		for (int e = 0; e < E; e++)
-			topk_insert(top, row, k, &n, e);
-		if (!weight)
-			continue;
-		/* softmax over all E, in double for a stable denominator */
-		double mx = row[top[0]], sum = 0.0;
-		for (int e = 0; e < E; e++)
-			sum += exp((double)row[e] - mx);
-		double sel = 0.0;
-		for (int j = 0; j < k; j++)
-			sel += exp((double)row[top[j]] - mx);
-		double denom = r->renormalize ? sel : sum;
-		for (int j = 0; j < k; j++)
-			weight[t * k + j] = (float)(exp((double)row[top[j]] - mx) / denom * r->scale);
+	const int k = r->top_k, plain = plain_rule(r);
+	if (!plain && r->n_group > 1 && r->topk_group < r->n_group &&
+	    (E % r->n_group != 0 || E / r->n_group < 2 || r->topk_group < 1))
+		return MS_ERR_ARG;
+	const size_t G = (size_t)(r->n_group > 0 ? r->n_group : 1);
+	float *work = plain ? NULL : malloc(((size_t)E + G) * sizeof *work);
+	int *keep = plain ? NULL : malloc(G * sizeof *keep);
+	if (!plain && (!work || !keep)) {
+		free(work);
+		free(keep);
+		return MS_ERR_NOMEM;
 	}
+	for (int64_t t = 0; t < T; t++) {
+		if (plain)
+			softmax_topk(z + t * E, E, r, idx + t * k, weight ? weight + t * k : NULL);
+		else
+			biased_topk(z + t * E, E, r, idx + t * k, weight ? weight + t * k : NULL, work, work + E, keep);
+	}
+	free(work);
+	free(keep);
 	return MS_OK;
 }
 

@@ -10,8 +10,9 @@
 /* z [T, E] = x [T, d] router^T, router [E, d]; one GEMM. */
 ms_status route_logits(const float *x, int64_t T, int d, const float *router, int E, float *z);
 
-/* For every row of z [T, E]: the top-k experts (k = r->top_k) in descending logit order, ties to the lower index,
- * into idx [T, k]; their routing weights into weight [T, k] (may be NULL): softmax over all E logits, taken at the
+/* For every row of z [T, E]: the top-k experts (k = r->top_k) in descending logit order (descending choice value
+ * when r has a score bias, sigmoid scores or groups: io/model.h mdl_routing), ties to the lower index,
+ * into idx [T, k]; their routing weights into weight [T, k] (may be NULL): softmax over all E logits (each logit's sigmoid under MDL_SCORE_SIGMOID), taken at the
  * selected experts, renormalised over them when r->renormalize, times r->scale. */
 ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int *idx, float *weight);
 

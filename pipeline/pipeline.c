@@ -262,6 +262,13 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	for (int e = 0; e < out->E; e++)
 		out->identity[e] = e;
 	ms_status st = mdl_load_router(m, b, out->router, err);
+	if (st == MS_OK && m->blocks[b].score_bias) {
+		out->score_bias = malloc((size_t)out->E * sizeof *out->score_bias);
+		out->score_bias_dtype = m->blocks[b].score_bias->dtype;
+		st = out->score_bias ? mdl_load_score_bias(m, b, out->score_bias, err)
+				     : ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", m->blocks[b].label);
+		out->routing.score_bias = out->score_bias;
+	}
 	if (st == MS_OK)
 		st = load_experts(m, b, out, err);
 	if (st == MS_OK && out->x)
@@ -278,6 +285,7 @@ void pipe_free_block(pipe_block *blk)
 	if (!blk)
 		return;
 	free(blk->router);
+	free(blk->score_bias);
 	give_weights(blk->weights, (size_t)(blk->E * blk->per_expert));
 	free(blk->experts);
 	free(blk->x);
@@ -406,6 +414,7 @@ void pipe_free_merged(pipe_merged *mg)
 	free(mg->experts);
 	free(mg->slot_group);
 	free(mg->router);
+	free(mg->score_bias);
 	free(mg->slot);
 	free(mg->router_residual);
 	free(mg->compression);
@@ -753,6 +762,26 @@ static void keep_singleton_rows(const pipe_block *blk, const int *group, int G, 
 
 static void round_to_dtype(st_dtype dtype, float *x, int64_t n);
 
+/* A compact slot routes for its whole group with one bias: the dominant's, the member whose traffic the merged
+ * expert mostly carries (docs/design.md §4.3). Rounded to the bias tensor's dtype as it will be written. */
+static ms_status merged_score_bias(const pipe_block *blk, const plan *p, int b, pipe_merged *mg, ms_error *err)
+{
+	if (!blk->score_bias)
+		return MS_OK;
+	const int E = blk->E;
+	if (!mg->score_bias && !(mg->score_bias = malloc((size_t)mg->n_router * sizeof *mg->score_bias)))
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", p->labels[b]);
+	for (int s = 0; s < mg->n_router; s++) {
+		const int g = mg->slot_group[mg->slot[s]];
+		mg->score_bias[s] = 0.0f;
+		for (int e = 0; e < E; e++)
+			if (p->group[(size_t)b * E + e] == g && p->dominant[(size_t)b * E + e])
+				mg->score_bias[s] = blk->score_bias[e];
+	}
+	round_to_dtype(blk->score_bias_dtype, mg->score_bias, mg->n_router);
+	return MS_OK;
+}
+
 /* The compact router rows of one method into mg->router (padding slots repeat their group's row), rounded to the
  * router's dtype as they will be written. */
 static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_method method, pipe_merged *mg,
@@ -777,7 +806,7 @@ static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_m
 		mg->slot[s] = s;
 	mg->router_used = method;
 	round_to_dtype(blk->router_dtype, mg->router, (int64_t)mg->n_router * d);
-	return MS_OK;
+	return merged_score_bias(blk, p, b, mg, err);
 }
 
 /* The original block's routed output on (at most PIPE_FIT_TOKENS of) its fit tokens: what the router choice and
@@ -819,6 +848,10 @@ static blk_config merged_config(const pipe_block *blk, const pipe_merged *mg, in
 	};
 	if (compact && c.routing.top_k > mg->n_slots)
 		c.routing.top_k = mg->n_slots;
+	if (compact) {   /* merged slots belong to no original group: the written config drops the limit */
+		c.routing.score_bias = mg->score_bias;
+		c.routing.n_group = c.routing.topk_group = 1;
+	}
 	return c;
 }
 

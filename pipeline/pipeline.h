@@ -54,6 +54,8 @@ typedef struct {
 	mdl_act act;
 	mdl_routing routing;
 	float *router;           /* [E, d] */
+	float *score_bias;       /* [E] e_score_correction_bias (routing.score_bias points here), or NULL */
+	st_dtype score_bias_dtype;
 	float *weights;          /* [E, per_expert]: gate [f, d] (absent without a gate), up [f, d], down [d, f] */
 	int64_t per_expert;      /* floats per expert in weights */
 	expert_weights *experts; /* [E]: views into weights */
@@ -206,6 +208,8 @@ typedef struct {
 	int *slot_group;          /* [n_slots]: the plan group each slot holds */
 	int n_router;
 	float *router;            /* [n_router, d]: compact: fitted rows; aliased: the original router */
+	float *score_bias;        /* [n_router] compact layout of a block with a score bias: each slot's group's
+				   * dominant's bias (docs/design.md §4.3); NULL otherwise (aliased keeps the block's) */
 	int *slot;                /* [n_router]: slot each router row dispatches to, -1 for a dropped expert */
 	int groups;               /* G of the block */
 	double *router_residual;  /* [groups]: compact router fit residual on the calibration tokens (NAN if none) */
