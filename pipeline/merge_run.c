@@ -65,7 +65,7 @@ static ms_status interrupted(const mrun_ctx *c, ms_error *err)
 static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 {
 	const mdl_model *m = c->m;
-	size_t n = (size_t)m->n_blocks * (1 + (size_t)m->n_experts * MDL_NMAT), k = 0;
+	size_t n = (size_t)m->n_blocks * (2 + MDL_NFUSED + (size_t)m->n_experts * MDL_NMAT), k = 0;
 	c->block_tensors = malloc(n * sizeof *c->block_tensors);
 	if (!c->block_tensors)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
@@ -74,6 +74,12 @@ static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 		for (int i = 0; i < m->n_experts * MDL_NMAT; i++)
 			if (m->blocks[b].experts[i])
 				c->block_tensors[k++] = m->blocks[b].experts[i];
+		for (int i = 0; i < MDL_NFUSED; i++)
+			if (m->blocks[b].fused[i])
+				c->block_tensors[k++] = m->blocks[b].fused[i];
+		/* the selection bias follows the router: rewritten in the compact layout, copied in the aliased one */
+		if (m->blocks[b].score_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
+			c->block_tensors[k++] = m->blocks[b].score_bias;
 	}
 	c->n_block_tensors = k;
 	qsort(c->block_tensors, k, sizeof *c->block_tensors, cmp_ptr);
@@ -130,13 +136,30 @@ static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor 
 	return st;
 }
 
-/* Declares the tensors of block b: its router, then n_out experts with the input's matrix shapes and dtypes
+/* The fused layout keeps its two 3-D tensors, with n_out experts along the first axis. */
+static ms_status declare_fused(mrun_ctx *c, int b, ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	ms_status st = MS_OK;
+	for (int i = 0; st == MS_OK && i < MDL_NFUSED; i++) {
+		const st_tensor *src = blk->fused[i];
+		int64_t shape[3] = {c->n_out, src->shape[1], src->shape[2]};
+		st = declare(c, src->name, "", src->dtype, 3, shape, err);
+	}
+	return st;
+}
+
+/* Declares the tensors of block b: its router (and its selection bias), then n_out experts with the input's matrix shapes and dtypes
  * (or their factors). */
 static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
 	int64_t shape[2] = {c->opts.layout == PIPE_LAYOUT_COMPACT ? c->n_out : c->m->n_experts, blk->router->shape[1]};
 	ms_status st = declare(c, blk->router->name, "", blk->router->dtype, 2, shape, err);
+	if (st == MS_OK && blk->score_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
+		st = declare(c, blk->score_bias->name, "", blk->score_bias->dtype, 1, shape, err);
+	if (c->m->layout == MDL_LAYOUT_FUSED)
+		return st == MS_OK ? declare_fused(c, b, err) : st;
 	char name[512];
 	for (int s = 0; st == MS_OK && s < c->n_out; s++) {
 		for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
@@ -278,6 +301,34 @@ static ms_status write_slot(mrun_ctx *c, int b, const pipe_merged *mg, int s, in
 	return st;
 }
 
+/* One matrix of merged slot s as output expert e, named after the fused tensor's slice. */
+static ms_status write_fused_mat(mrun_ctx *c, int b, const pipe_merged *mg, int s, int e, int mat, ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	const expert_weights *w = &mg->experts[s];
+	const float *v = mat == MDL_GATE ? w->gate : mat == MDL_UP ? w->up : w->down;
+	const st_tensor *t = blk->fused[mat == MDL_DOWN ? MDL_FUSED_DOWN : MDL_FUSED_GATE_UP];
+	mrun_dest dest = {.label = blk->label, .dtype = t->dtype};
+	snprintf(dest.name, sizeof dest.name, "%s[%d]", t->name, e);
+	const int rows = mat == MDL_DOWN ? w->d : w->f, cols = mat == MDL_DOWN ? w->f : w->d;
+	return write_floats(c, v, (int64_t)rows * cols, cols, &dest, "", err);
+}
+
+/* The fused tensors in file order: gate_up_proj (each output expert's gate rows, then its up rows), then
+ * down_proj. Output expert e holds slot e, or slot slot_of[e] (the aliased layout: the member's group). */
+static ms_status write_fused(mrun_ctx *c, int b, const pipe_merged *mg, const int *slot_of, ms_error *err)
+{
+	ms_status st = MS_OK;
+	for (int e = 0; st == MS_OK && e < c->n_out; e++) {
+		st = write_fused_mat(c, b, mg, slot_of ? slot_of[e] : e, e, MDL_GATE, err);
+		if (st == MS_OK)
+			st = write_fused_mat(c, b, mg, slot_of ? slot_of[e] : e, e, MDL_UP, err);
+	}
+	for (int e = 0; st == MS_OK && e < c->n_out; e++)
+		st = write_fused_mat(c, b, mg, slot_of ? slot_of[e] : e, e, MDL_DOWN, err);
+	return st;
+}
+
 static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
@@ -286,6 +337,8 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 	if (c->opts.layout == PIPE_LAYOUT_ALIASED) {
 		/* the router is unchanged: its bytes are copied */
 		st = st_writer_write(c->w, blk->router->data, blk->router->nbytes, err);
+		if (c->m->layout == MDL_LAYOUT_FUSED)
+			return st == MS_OK ? write_fused(c, b, mg, p->group + (size_t)b * c->m->n_experts, err) : st;
 		for (int e = 0; st == MS_OK && e < c->m->n_experts; e++)
 			st = write_slot(c, b, mg, p->group[(size_t)b * c->m->n_experts + e], e, err);
 		return st;
@@ -293,6 +346,14 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 	mrun_dest dest = {.label = blk->label, .dtype = blk->router->dtype};
 	snprintf(dest.name, sizeof dest.name, "%s", blk->router->name);
 	st = write_floats(c, mg->router, (int64_t)mg->n_router * c->m->hidden, c->m->hidden, &dest, "", err);
+	if (st == MS_OK && blk->score_bias) {
+		mrun_dest bias = {.label = blk->label, .dtype = blk->score_bias->dtype};
+		snprintf(bias.name, sizeof bias.name, "%s", blk->score_bias->name);
+		st = mg->score_bias ? write_floats(c, mg->score_bias, mg->n_router, mg->n_router, &bias, "", err)
+				    : ms_fail(err, MS_ERR_ARG, "block %s: no merged routing bias", blk->label);
+	}
+	if (c->m->layout == MDL_LAYOUT_FUSED)
+		return st == MS_OK ? write_fused(c, b, mg, NULL, err) : st;
 	for (int s = 0; st == MS_OK && s < mg->n_slots; s++)
 		st = write_slot(c, b, mg, s, s, err);
 	return st;
@@ -465,6 +526,14 @@ static ms_status write_config(mrun_ctx *c, ms_error *err)
 		cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->experts_field, cJSON_CreateNumber(c->n_out));
 		if (c->m->topk_field && c->m->top_k > c->n_out)
 			cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->topk_field, cJSON_CreateNumber(c->n_out));
+		/* merged experts belong to no original group: plain top-k over the biased scores (pipeline.c
+		 * merged_config routes the same way) */
+		if (c->m->n_group_field) {
+			cJSON_DeleteItemFromObjectCaseSensitive(cfg, c->m->n_group_field);
+			cJSON_AddNumberToObject(cfg, c->m->n_group_field, 1);
+			cJSON_DeleteItemFromObjectCaseSensitive(cfg, c->m->topk_group_field);
+			cJSON_AddNumberToObject(cfg, c->m->topk_group_field, 1);
+		}
 	}
 	if (factored(c)) {
 		cJSON *info = cJSON_AddObjectToObject(cfg, "moescope_compression");
@@ -582,6 +651,9 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	ms_status st = plan_validate(p, err);
 	if (st != MS_OK)
 		return st;
+	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->layout == MDL_LAYOUT_FUSED)
+		return ms_fail(err, MS_ERR_ARG, "%s: the experts are fused 3-D tensors; --compress-format factors stores "
+			       "per-expert matrices, use --compress-format dense", c->m->dir);
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->opts.compress.mode == CMP_RANK_NONE)
 		return ms_fail(err, MS_ERR_ARG, "--compress-format factors needs a rank (--rank, --rank-energy or "
 			       "--rank-stable)");
