@@ -40,7 +40,12 @@ static void human_count(char *buf, size_t len, uint64_t n)
 
 static void routing_text(const mdl_model *m, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "softmax over %d experts, top-%d", m->n_experts, m->routing.top_k);
+	const mdl_routing *r = &m->routing;
+	int n = r->score == MDL_SCORE_SIGMOID
+			? snprintf(buf, len, "sigmoid scores of %d experts, top-%d by score + bias", m->n_experts, r->top_k)
+			: snprintf(buf, len, "softmax over %d experts, top-%d", m->n_experts, r->top_k);
+	if (n >= 0 && (size_t)n < len && r->n_group > 1 && r->topk_group < r->n_group)
+		n += snprintf(buf + n, len - (size_t)n, " within the best %d of %d groups", r->topk_group, r->n_group);
 	if (n < 0 || (size_t)n >= len)
 		return;
 	if (m->routing.renormalize)
@@ -90,6 +95,8 @@ static void print_human(const mdl_model *m)
 	printf("%-14s%s\n", "activation", act_text[m->act]);
 	printf("%-14s%s\n", "routing", routing);
 	printf("%-14s%s\n", "expert dtype", st_dtype_name(m->expert_dtype));
+	printf("%-14s%s\n", "expert layout", m->layout == MDL_LAYOUT_FUSED ? "fused 3-D tensors (gate_up_proj, down_proj)"
+									  : "one tensor per expert and matrix");
 	print_amount("experts", m->params_experts, m->bytes_experts);
 	print_amount("total", m->params_total, m->bytes_total);
 }

@@ -58,6 +58,10 @@ cJSON *report_model(const mdl_model *m)
 	cJSON_AddNumberToObject(routing, "top_k", m->routing.top_k);
 	cJSON_AddBoolToObject(routing, "renormalize", m->routing.renormalize);
 	cJSON_AddNumberToObject(routing, "scale", m->routing.scale);
+	cJSON_AddStringToObject(routing, "score", m->routing.score == MDL_SCORE_SIGMOID ? "sigmoid" : "softmax");
+	cJSON_AddNumberToObject(routing, "n_group", m->routing.n_group);
+	cJSON_AddNumberToObject(routing, "topk_group", m->routing.topk_group);
+	cJSON_AddStringToObject(j, "expert_layout", m->layout == MDL_LAYOUT_FUSED ? "fused" : "per_expert");
 	cJSON_AddStringToObject(j, "expert_dtype", st_dtype_name(m->expert_dtype));
 	cJSON_AddItemToObject(j, "params", pair(m->params_experts, m->params_total));
 	cJSON_AddItemToObject(j, "bytes", pair(m->bytes_experts, m->bytes_total));

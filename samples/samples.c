@@ -44,6 +44,8 @@
 #define TOKEN_NOISE 0.15    /* norm of a token's isotropic noise, before normalisation */
 #define NORM_NOISE 0.02     /* norm weights are 1 + NORM_NOISE N(0,1) */
 #define SMALL_STD 0.02      /* attention, embedding and dense weights */
+#define BIAS_LEAD 0.15      /* deepseek_v3 selection bias: how much the lead experts are held back */
+#define BIAS_NOISE 0.03     /* and the spread of every expert's bias */
 
 enum { MAT_GATE, MAT_UP, MAT_DOWN, N_MAT };
 
@@ -119,12 +121,14 @@ static void shuffle(rng *r, int *v, int n)
 
 /* ---- the tensor list of a model ---------------------------------------------------------------------------- */
 
-typedef enum { FILL_NORM, FILL_SMALL, FILL_ROUTER, FILL_EXPERT } fill_kind;
+/* FILL_FUSED: a 3-D fused expert tensor (mat MAT_GATE: gate_up_proj, MAT_DOWN: down_proj) holding every expert's
+ * planted matrices; FILL_BIAS: a block's e_score_correction_bias. */
+typedef enum { FILL_NORM, FILL_SMALL, FILL_ROUTER, FILL_EXPERT, FILL_FUSED, FILL_BIAS } fill_kind;
 
 typedef struct {
 	char name[160];
 	int ndim;
-	int64_t shape[2];
+	int64_t shape[3];
 	fill_kind kind;
 	int block, expert, mat;  /* FILL_ROUTER and FILL_EXPERT */
 } tensor_spec;
@@ -177,7 +181,10 @@ static tensor_spec *tl_add(tensor_list *l, fill_kind kind, int64_t d0, int64_t d
 
 static int64_t tensor_numel(const tensor_spec *t)
 {
-	return t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0];
+	int64_t n = 1;
+	for (int i = 0; i < t->ndim; i++)
+		n *= t->shape[i];
+	return n;
 }
 
 static int tensor_cmp(const void *a, const void *b)
@@ -211,6 +218,9 @@ struct sample_spec {
 	int shared_inter;    /* qwen2_moe shared expert width */
 	int dense_layers;    /* qwen2_moe: the first dense_layers layers are mlp_only_layers */
 	int sparse_step;     /* switch: block i is sparse when i % sparse_step == 1 */
+	int fused;           /* experts stored as transformers v5's 3-D gate_up_proj and down_proj */
+	int n_group, topk_group; /* deepseek_v3: group-limited routing */
+	int kv_lora, q_lora, qk_nope, qk_rope, v_head; /* deepseek_v3 latent attention (q_lora 0: a plain q_proj) */
 	int heads, kv_heads, head_dim;
 	int vocab;
 	int tokens;          /* calibration tokens per block */
@@ -267,6 +277,26 @@ static void add_moe_block(sample_ctx *c, const moe_naming *nm, const char *label
 	tensor_spec *t = tl_add(&c->tensors, FILL_ROUTER, s->n_experts, s->hidden, "%s%s", prefix, nm->router);
 	if (t)
 		t->block = b;
+	if (s->n_group && (t = tl_add(&c->tensors, FILL_BIAS, s->n_experts, 0, "%s.gate.e_score_correction_bias",
+				      prefix)))
+		t->block = b;
+	if (s->fused) {   /* gate_up_proj [E, 2f, d] (gate rows, then up rows), down_proj [E, d, f] */
+		t = tl_add(&c->tensors, FILL_FUSED, s->n_experts, 2 * s->inter, "%s.experts.gate_up_proj", prefix);
+		if (t) {
+			t->ndim = 3;
+			t->shape[2] = s->hidden;
+			t->block = b;
+			t->mat = MAT_GATE;
+		}
+		t = tl_add(&c->tensors, FILL_FUSED, s->n_experts, s->hidden, "%s.experts.down_proj", prefix);
+		if (t) {
+			t->ndim = 3;
+			t->shape[2] = s->inter;
+			t->block = b;
+			t->mat = MAT_DOWN;
+		}
+		return;
+	}
 	for (int e = 0; e < s->n_experts; e++)
 		for (int m = 0; m < N_MAT; m++) {
 			if (!nm->mat[m])
@@ -422,6 +452,42 @@ static void switch_layout(sample_ctx *c)
 	switch_stack(c, "decoder", 1);
 }
 
+/* DeepseekV3DecoderLayer: latent attention (q through a low-rank q_a/q_b pair, keys and values through the
+ * compressed kv_a/kv_b), dense MLPs in the first dense_layers layers, then MoE blocks with shared experts. */
+static void deepseek3_attention(sample_ctx *c, int i)
+{
+	const sample_spec *s = c->spec;
+	tensor_list *l = &c->tensors;
+	const int64_t d = s->hidden, h = s->heads, qk = s->qk_nope + s->qk_rope;
+	tl_add(l, FILL_SMALL, s->q_lora, d, "model.layers.%d.self_attn.q_a_proj.weight", i);
+	tl_add(l, FILL_NORM, s->q_lora, 0, "model.layers.%d.self_attn.q_a_layernorm.weight", i);
+	tl_add(l, FILL_SMALL, h * qk, s->q_lora, "model.layers.%d.self_attn.q_b_proj.weight", i);
+	tl_add(l, FILL_SMALL, s->kv_lora + s->qk_rope, d, "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", i);
+	tl_add(l, FILL_NORM, s->kv_lora, 0, "model.layers.%d.self_attn.kv_a_layernorm.weight", i);
+	tl_add(l, FILL_SMALL, h * (s->qk_nope + s->v_head), s->kv_lora, "model.layers.%d.self_attn.kv_b_proj.weight", i);
+	tl_add(l, FILL_SMALL, d, h * s->v_head, "model.layers.%d.self_attn.o_proj.weight", i);
+	tl_add(l, FILL_NORM, d, 0, "model.layers.%d.input_layernorm.weight", i);
+	tl_add(l, FILL_NORM, d, 0, "model.layers.%d.post_attention_layernorm.weight", i);
+}
+
+static void deepseek3_layout(sample_ctx *c)
+{
+	const sample_spec *s = c->spec;
+	char prefix[160];
+	decoder_ends(c);
+	for (int i = 0; i < s->layers; i++) {
+		deepseek3_attention(c, i);
+		if (i < s->dense_layers) {
+			snprintf(prefix, sizeof prefix, "model.layers.%d.mlp", i);
+			glu_mlp(c, prefix, s->dense_inter);
+			continue;
+		}
+		moe_decoder_layer(c, i, &naming_mlp, "mlp");
+		snprintf(prefix, sizeof prefix, "model.layers.%d.mlp.shared_experts", i);
+		glu_mlp(c, prefix, s->shared_inter);
+	}
+}
+
 /* ---- config.json ------------------------------------------------------------------------------------------- */
 
 static cJSON *config_common(const sample_spec *s)
@@ -516,6 +582,33 @@ static cJSON *qwen2moe_config(const sample_spec *s)
 	return j;
 }
 
+static cJSON *deepseek3_config(const sample_spec *s)
+{
+	cJSON *j = config_decoder(s);
+	if (!j)
+		return NULL;
+	cJSON_DeleteItemFromObjectCaseSensitive(j, "head_dim");   /* DeepseekV3Config derives it */
+	cJSON_AddNumberToObject(j, "intermediate_size", s->dense_inter);
+	cJSON_AddNumberToObject(j, "moe_intermediate_size", s->inter);
+	cJSON_AddNumberToObject(j, "n_routed_experts", s->n_experts);
+	cJSON_AddNumberToObject(j, "n_shared_experts", s->shared_inter / s->inter);
+	cJSON_AddNumberToObject(j, "routed_scaling_factor", 2.5);
+	cJSON_AddStringToObject(j, "topk_method", "noaux_tc");
+	cJSON_AddNumberToObject(j, "n_group", s->n_group);
+	cJSON_AddNumberToObject(j, "topk_group", s->topk_group);
+	cJSON_AddBoolToObject(j, "norm_topk_prob", 1);
+	cJSON_AddNumberToObject(j, "first_k_dense_replace", s->dense_layers);
+	cJSON_AddNumberToObject(j, "kv_lora_rank", s->kv_lora);
+	cJSON_AddNumberToObject(j, "q_lora_rank", s->q_lora);
+	cJSON_AddNumberToObject(j, "qk_nope_head_dim", s->qk_nope);
+	cJSON_AddNumberToObject(j, "qk_rope_head_dim", s->qk_rope);
+	cJSON_AddNumberToObject(j, "v_head_dim", s->v_head);
+	cJSON_AddBoolToObject(j, "rope_interleave", 1);
+	cJSON_AddBoolToObject(j, "attention_bias", 0);
+	cJSON_AddNumberToObject(j, "rms_norm_eps", 1e-6);
+	return j;
+}
+
 static cJSON *switch_config(const sample_spec *s)
 {
 	cJSON *j = config_common(s);
@@ -562,6 +655,9 @@ const samples_entry samples_table[] = {
 	{"olmoe-mini", "OlmoeForCausalLM, 4 MoE layers, 64 experts top-8, d=256, f=128, BF16, 2 shards"},
 	{"qwen2moe-tiny", "Qwen2MoeForCausalLM, 1 dense + 3 MoE layers with a shared expert, 16 experts top-4, d=128"},
 	{"switch-tiny", "SwitchTransformersForConditionalGeneration, 2+2 MoE blocks, 8 experts top-1, d=64"},
+	{"qwen2moe-fused", "qwen2moe-tiny's weights with the experts fused into 3-D tensors (transformers v5 layout)"},
+	{"deepseek3-tiny", "DeepseekV3ForCausalLM, 1 dense + 3 MoE layers, 16 experts top-4 in 4 groups (2 eligible), "
+			   "selection bias, d=128"},
 };
 const int samples_count = (int)(sizeof samples_table / sizeof samples_table[0]);
 
@@ -589,6 +685,20 @@ static const sample_spec sample_specs[] = {
 	 .group_size = {3, 3, 2},
 	 .popularity = 0.45, .min_active = 1, .full_share = 1.0,
 	 .seed = 0x737769746368ULL, .layout = switch_layout, .config = switch_config},
+	/* qwen2moe-tiny with the same seed and names: the same weights and calibration, experts fused */
+	{.model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .layers = 4, .n_experts = 16,
+	 .top_k = 4, .n_proto = 4, .hidden = 128, .inter = 64, .dense_inter = 256, .shared_inter = 128,
+	 .dense_layers = 1, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256, .tokens = 512, .shards = 1,
+	 .group_size = {6, 4, 3, 3}, .fused = 1,
+	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
+	 .seed = 0x7177656e326d6fULL, .layout = qwen2moe_layout, .config = qwen2moe_config},
+	{.model_type = "deepseek_v3", .architecture = "DeepseekV3ForCausalLM", .layers = 4, .n_experts = 16,
+	 .top_k = 4, .n_proto = 4, .hidden = 128, .inter = 64, .dense_inter = 256, .shared_inter = 64,
+	 .dense_layers = 1, .heads = 4, .kv_heads = 4, .head_dim = 32, .vocab = 256, .tokens = 512, .shards = 1,
+	 .group_size = {6, 4, 3, 3}, .n_group = 4, .topk_group = 2,
+	 .kv_lora = 32, .q_lora = 48, .qk_nope = 16, .qk_rope = 16, .v_head = 32,
+	 .popularity = 0.35, .min_active = 2, .full_share = 0.25,
+	 .seed = 0x64656570736b33ULL, .layout = deepseek3_layout, .config = deepseek3_config},
 };
 
 _Static_assert(sizeof sample_specs / sizeof sample_specs[0] == sizeof samples_table / sizeof samples_table[0],
@@ -856,13 +966,37 @@ static void fill_plain(const sample_spec *s, const tensor_spec *t, float *out)
 			out[i] += 1.0f;
 }
 
+/* The selection bias of a block: it lowers the lead experts (the most used ones, as DeepSeek-V3's load balancing
+ * does) by BIAS_LEAD and spreads the rest by BIAS_NOISE, so that biased selection differs from plain top-k. */
+static void fill_bias(const moe_block *b, float *out)
+{
+	rng r;
+	rng_init(&r, derive_seed(b->seed, 0xb1a5));
+	for (int e = 0; e < b->E; e++)
+		out[e] = (float)(BIAS_NOISE * rng_gauss(&r));
+	for (int p = 0; p < b->P; p++)
+		out[b->lead[p]] -= (float)BIAS_LEAD;
+}
+
 static void fill_tensor(const sample_ctx *c, const tensor_spec *t, float *out)
 {
-	const moe_block *b = t->kind == FILL_ROUTER || t->kind == FILL_EXPERT ? &c->blocks[t->block] : NULL;
+	const moe_block *b = t->kind == FILL_ROUTER || t->kind == FILL_EXPERT || t->kind == FILL_FUSED ||
+			     t->kind == FILL_BIAS ? &c->blocks[t->block] : NULL;
+	const size_t fd = b ? mat_floats(b) : 0;
 	if (t->kind == FILL_ROUTER)
 		memcpy(out, b->router, (size_t)b->E * b->d * sizeof *out);
 	else if (t->kind == FILL_EXPERT)
 		expert_matrix(b, t->expert, t->mat, out);
+	else if (t->kind == FILL_BIAS)
+		fill_bias(b, out);
+	else if (t->kind == FILL_FUSED && t->mat == MAT_DOWN)
+		for (int e = 0; e < b->E; e++)
+			expert_matrix(b, e, MAT_DOWN, out + (size_t)e * fd);
+	else if (t->kind == FILL_FUSED)
+		for (int e = 0; e < b->E; e++) {
+			expert_matrix(b, e, MAT_GATE, out + (size_t)e * 2 * fd);
+			expert_matrix(b, e, MAT_UP, out + (size_t)e * 2 * fd + fd);
+		}
 	else
 		fill_plain(c->spec, t, out);
 }
