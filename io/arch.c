@@ -34,6 +34,8 @@ struct arch_family {
 	double sparsemixer_default;
 	const char *lm_head_bias_field;    /* lm_head_bias (phimoe), or NULL */
 	int rope_interleaved;
+	const char *rope_interleave_field; /* config bool overriding rope_interleaved (deepseek_v3), or NULL */
+	int mla_mscale;                    /* the softmax scale takes yarn's mscale(factor, mscale_all_dim)^2 */
 	const char *names[ARCH_T_COUNT];   /* NULL where the family has no such weight */
 };
 
@@ -90,6 +92,23 @@ static const arch_family families[] = {
 	 .qk_norm = ARCH_QK_NONE, .dense_inter_field = "intermediate_size",
 	 .shared_inter_field = "moe_intermediate_size", .shared_count_field = "n_shared_experts",
 	 .rope_interleaved = 1,
+	 .names = {ENDS_AND_NORMS, DENSE_NAMES,
+		   [ARCH_T_Q] = LAYER "self_attn.q_proj.weight", [ARCH_T_Q_A] = LAYER "self_attn.q_a_proj.weight",
+		   [ARCH_T_Q_A_NORM] = LAYER "self_attn.q_a_layernorm.weight",
+		   [ARCH_T_Q_B] = LAYER "self_attn.q_b_proj.weight",
+		   [ARCH_T_KV_A] = LAYER "self_attn.kv_a_proj_with_mqa.weight",
+		   [ARCH_T_KV_A_NORM] = LAYER "self_attn.kv_a_layernorm.weight",
+		   [ARCH_T_KV_B] = LAYER "self_attn.kv_b_proj.weight", [ARCH_T_O] = LAYER "self_attn.o_proj.weight",
+		   [ARCH_T_O_BIAS] = LAYER "self_attn.o_proj.bias",
+		   [ARCH_T_SHARED_GATE] = LAYER "mlp.shared_experts.gate_proj.weight",
+		   [ARCH_T_SHARED_UP] = LAYER "mlp.shared_experts.up_proj.weight",
+		   [ARCH_T_SHARED_DOWN] = LAYER "mlp.shared_experts.down_proj.weight"}},
+	/* DeepseekV3Attention is DeepSeek-V2's latent attention; rope_interleave (default true) picks the rotation */
+	{.model_type = "deepseek_v3", .attn = ARCH_ATTN_MLA, .norm = ARCH_NORM_RMS, .eps_default = 1e-6,
+	 .theta_default = 10000.0, .max_position_default = 2048, .qkv_bias = -1, .o_bias = -1,
+	 .qk_norm = ARCH_QK_NONE, .dense_inter_field = "intermediate_size",
+	 .shared_inter_field = "moe_intermediate_size", .shared_count_field = "n_shared_experts",
+	 .rope_interleaved = 1, .rope_interleave_field = "rope_interleave", .mla_mscale = 1,
 	 .names = {ENDS_AND_NORMS, DENSE_NAMES,
 		   [ARCH_T_Q] = LAYER "self_attn.q_proj.weight", [ARCH_T_Q_A] = LAYER "self_attn.q_a_proj.weight",
 		   [ARCH_T_Q_A_NORM] = LAYER "self_attn.q_a_layernorm.weight",
@@ -345,8 +364,18 @@ static ms_status read_arch(const reader *r, arch_model *a)
 	if (st == MS_OK)
 		st = get_real(r, "rope_theta", 1e-6, 1e30, f->theta_default, &a->rope.theta);
 	a->rope.interleaved = f->rope_interleaved;
+	if (st == MS_OK && f->rope_interleave_field)
+		st = get_bool(r, f->rope_interleave_field, f->rope_interleaved, &a->rope.interleaved);
 	if (st == MS_OK)
 		st = read_rope_scaling(r, a);
+	/* DeepseekV3Attention: with a scaled RoPE and mscale_all_dim, scaling *= yarn_get_mscale(factor,
+	 * mscale_all_dim)^2, where yarn_get_mscale(s, m) = 0.1 m ln(s) + 1 for s > 1, else 1 */
+	a->attn_scale = 1.0;
+	if (st == MS_OK && f->mla_mscale && a->rope.kind != ARCH_ROPE_DEFAULT && a->rope.mscale_all_dim != 0 &&
+	    a->rope.factor > 1) {
+		const double ms = 0.1 * a->rope.mscale_all_dim * log(a->rope.factor) + 1.0;
+		a->attn_scale = ms * ms;
+	}
 	if (st == MS_OK)
 		st = get_bool(r, "tie_word_embeddings", 0, &a->tied);
 	if (st == MS_OK)
@@ -367,7 +396,7 @@ ms_status arch_open(const mdl_model *m, arch_model **out, ms_error *err)
 			f = &families[i];
 	if (!f)
 		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s/config.json: model_type '%s': the forward pass covers the "
-			       "decoder-only families (mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2)",
+			       "decoder-only families (mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3)",
 			       m->dir, m->model_type);
 	arch_model *a = calloc(1, sizeof *a);
 	int *layers = a ? malloc((size_t)m->n_layers * sizeof *layers) : NULL;

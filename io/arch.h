@@ -53,6 +53,7 @@ typedef struct {
 	arch_attn attn;
 	int q_lora_rank, kv_lora_rank;     /* MLA (q_lora_rank 0: a plain q_proj) */
 	int qk_nope_dim, qk_rope_dim, v_head_dim;
+	double attn_scale;                 /* MLA: multiplies 1/sqrt(q head dim) (deepseek_v3's yarn mscale^2; else 1) */
 	arch_norm norm;
 	double norm_eps;
 	int qkv_bias, o_bias, lm_head_bias;

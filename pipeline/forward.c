@@ -253,10 +253,10 @@ static ms_status attention_gqa(fwd_state *s, int L, const float *xn, float *out)
 
 /* DeepseekV2Attention's softmax scale in transformers: 1/sqrt(q head dim), with no yarn mscale^2 factor (DeepSeek's
  * own code and vLLM multiply by it; transformers' deepseek_v2 applies yarn's attention factor to cos and sin
- * only, and moescope follows transformers). */
+ * only, and moescope follows transformers). DeepseekV3Attention does multiply by it: a->attn_scale. */
 static float mla_scale(const arch_model *a)
 {
-	return (float)(1.0 / sqrt((double)(a->qk_nope_dim + a->qk_rope_dim)));
+	return (float)(a->attn_scale / sqrt((double)(a->qk_nope_dim + a->qk_rope_dim)));
 }
 
 /* transformers builds q_a_layernorm and kv_a_layernorm without passing rms_norm_eps: DeepseekV2RMSNorm's default. */

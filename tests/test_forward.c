@@ -263,6 +263,23 @@ static void test_deepseek_matches_reference(void)
 	check_tiny("deepseek-tiny");
 }
 
+/* DeepSeek-V3: sigmoid routing with a selection bias, 4 groups of 2 experts of which 2 are eligible, top-3,
+ * routed_scaling_factor 2.5 on renormalised weights, and yarn's mscale^2 on the latent attention's scale. */
+static void test_deepseek3_matches_reference(void)
+{
+	check_tiny("deepseek3-tiny");
+}
+
+/* qwen2moe-fused holds qwen2moe-tiny's weights in transformers v5's fused tensors: the same golden values. */
+static void test_fused_sample_matches_reference(void)
+{
+	ms_error err = {0};
+	char path[512];
+	snprintf(path, sizeof path, "%s/qwen2moe-fused", dir);
+	CHECK(samples_write(dir, "qwen2moe-fused", &err) == MS_OK, "%s", err.msg);
+	check_model("qwen2moe-tiny", path, TOKENS);
+}
+
 static void test_mixtral_matches_reference(void)
 {
 	check_sample("mixtral-tiny");
@@ -370,6 +387,8 @@ int main(void)
 	RUN(test_qwen3_matches_reference);
 	RUN(test_phimoe_matches_reference);
 	RUN(test_deepseek_matches_reference);
+	RUN(test_deepseek3_matches_reference);
+	RUN(test_fused_sample_matches_reference);
 	RUN(test_threads_bit_identical);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the tiny checkpoints of tests/data/forward/models/: one per family variant the bundled samples do not
-cover (qwen3_moe, phimoe, deepseek_v2) or cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
+cover (qwen3_moe, phimoe, deepseek_v2, deepseek_v3) or cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
 Weights are drawn at full scale (std 1/sqrt(fan-in)), so attention, norms and routing all matter in the output.
 Tensor names and config fields follow the transformers classes. Run once; the files are committed.
 
@@ -187,10 +187,44 @@ def deepseek():
     return g, c
 
 
+def deepseek3():
+    """DeepSeek-V3 routing: 8 experts in 4 groups of which 2 are eligible, a selection bias, yarn with mscale_all_dim
+    (which DeepseekV3Attention puts on the softmax scale)."""
+    g = Gen(6)
+    g.ends()
+    qr, kvr, nope, rope, dv, E3 = 24, 16, 8, 4, 8, 8
+    for i in range(L):
+        g.norms(i)
+        p = "model.layers.%d.self_attn." % i
+        g.mat(p + "q_a_proj.weight", qr, D)
+        g.vec(p + "q_a_layernorm.weight", qr, 1.0)
+        g.mat(p + "q_b_proj.weight", H * (nope + rope), qr)
+        g.mat(p + "kv_a_proj_with_mqa.weight", kvr + rope, D)
+        g.vec(p + "kv_a_layernorm.weight", kvr, 1.0)
+        g.mat(p + "kv_b_proj.weight", H * (nope + dv), kvr)
+        g.mat(p + "o_proj.weight", D, H * dv)
+        if i == 0:
+            g.glu("model.layers.0.mlp", 48)
+        else:
+            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"), E3)
+            g.vec("model.layers.%d.mlp.gate.e_score_correction_bias" % i, E3, 0.0, 0.3)
+            g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+    c = base_config("deepseek_v3", "DeepseekV3ForCausalLM")
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E3, "n_shared_experts": 1,
+              "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2, "topk_method": "noaux_tc",
+              "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
+              "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 1,
+              "routed_scaling_factor": 2.5, "norm_topk_prob": True, "rope_interleave": True,
+              "max_position_embeddings": 128, "num_key_value_heads": H, "attention_bias": False,
+              "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                               "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}})
+    return g, c
+
+
 def main():
     out = sys.argv[1]
     for name, fn in (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
-                     ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek)):
+                     ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("deepseek3-tiny", deepseek3)):
         g, c = fn()
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

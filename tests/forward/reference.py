@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent forward pass in numpy (float64), written from the transformers modeling files
 (src/transformers/models/<family>/modeling_<family>.py): mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe,
-deepseek_v2. It reads a checkpoint directory and a token file and writes the golden values that
+deepseek_v2, deepseek_v3. It reads a checkpoint directory and a token file and writes the golden values that
 tests/test_forward.c compares moescope's C forward with.
 
     python3 tests/forward/reference.py MODEL_DIR TOKENS.txt OUT.json
@@ -198,6 +198,8 @@ class Model:
             return i not in (c.get("mlp_only_layers") or []) and (i + 1) % (c.get("decoder_sparse_step") or 1) == 0
         if self.type == "deepseek_v2":
             return i >= (c.get("first_k_dense_replace") or 0) and i % (c.get("moe_layer_freq") or 1) == 0
+        if self.type == "deepseek_v3":
+            return i >= (c.get("first_k_dense_replace") or 0)
         return True
 
     def window(self, i):
@@ -214,7 +216,7 @@ class Model:
 
     def attention(self, x, i, pos, seqs):
         c, t = self.cfg, self.type
-        if t == "deepseek_v2":
+        if t in ("deepseek_v2", "deepseek_v3"):
             return self.mla(x, i, pos, seqs)
         bias = t == "qwen2_moe" or (t != "mixtral" and c.get("attention_bias", False))
         q = self.lin(x, "self_attn.q_proj", i, bias)
@@ -257,12 +259,17 @@ class Model:
         kvb = self.lin(rms_norm(ckv, self.W("model.layers.%d.self_attn.kv_a_layernorm.weight", i), 1e-6),
                        "self_attn.kv_b_proj", i, False).reshape(T, H, nope + dv)
         inv, sc = rope_inv_freq(c, rope_d)
-        q_pe = rope(q[..., nope:], pos, inv, sc, True)
-        k_pe = rope(kpe.reshape(T, 1, rope_d), pos, inv, sc, True)
+        inter = self.type == "deepseek_v2" or c.get("rope_interleave", True)
+        q_pe = rope(q[..., nope:], pos, inv, sc, inter)
+        k_pe = rope(kpe.reshape(T, 1, rope_d), pos, inv, sc, inter)
         qf = np.concatenate([q[..., :nope], q_pe], axis=-1)
         kf = np.concatenate([kvb[..., :nope], np.repeat(k_pe, H, axis=1)], axis=-1)
         v = kvb[..., nope:]
         scale = qk ** -0.5  # transformers' DeepseekV2Attention: no yarn mscale^2 on the softmax scale
+        rs = c.get("rope_scaling")
+        if self.type == "deepseek_v3" and rs and rs.get("mscale_all_dim") and rs["factor"] > 1:
+            m = 0.1 * rs["mscale_all_dim"] * math.log(rs["factor"]) + 1.0  # DeepseekV3Attention: times mscale^2
+            scale = scale * m * m
         out = np.concatenate([attend(qf[a:b], kf[a:b], v[a:b], scale, 0) for a, b in seqs])
         return self.lin(out, "self_attn.o_proj", i, c.get("attention_bias", False))
 
@@ -272,6 +279,8 @@ class Model:
         k = c["num_experts_per_tok"]
         if t == "phimoe":
             return sparsemixer(z, c.get("router_jitter_noise", 0.01))
+        if t == "deepseek_v3":
+            return self.route_v3(z, k)
         p = softmax(z)
         sel = np.argsort(-p, axis=-1, kind="stable")[:, :k]
         w = np.take_along_axis(p, sel, axis=-1)
@@ -281,10 +290,34 @@ class Model:
             w = w * (c.get("routed_scaling_factor") or 1.0)
         return sel, w
 
+    def route_v3(self, z, k):
+        """DeepseekV3TopkRouter: sigmoid scores; the selection adds e_score_correction_bias, keeps the topk_group
+        groups whose two best biased scores sum highest and fills the others with 0; the weights are the unbiased
+        scores, renormalised (+1e-20) when norm_topk_prob, times routed_scaling_factor. Ties go to the lower index
+        (a stable sort), as moescope breaks them."""
+        c = self.cfg
+        s = 1.0 / (1.0 + np.exp(-z))
+        choice = s + self.bias
+        T, E = z.shape
+        G, TG = c.get("n_group", 8), c.get("topk_group", 4)
+        grouped = choice.reshape(T, G, E // G)
+        gscore = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)
+        keep = np.argsort(-gscore, axis=-1, kind="stable")[:, :TG]
+        mask = np.zeros((T, G), dtype=bool)
+        np.put_along_axis(mask, keep, True, axis=-1)
+        choice = np.where(np.repeat(mask, E // G, axis=-1), choice, 0.0)
+        sel = np.argsort(-choice, axis=-1, kind="stable")[:, :k]
+        w = np.take_along_axis(s, sel, axis=-1)
+        if c.get("norm_topk_prob", True):
+            w = w / (w.sum(-1, keepdims=True) + 1e-20)
+        return sel, w * (c.get("routed_scaling_factor") or 1.0)
+
     def moe(self, x, i):
         t = self.type
         p = "model.layers.%d." % i + ("block_sparse_moe" if t in ("mixtral", "phimoe") else "mlp")
         names = ("w1", "w3", "w2") if t in ("mixtral", "phimoe") else ("gate_proj", "up_proj", "down_proj")
+        if t == "deepseek_v3":
+            self.bias = self.w[p + ".gate.e_score_correction_bias"]
         sel, w = self.route(x @ self.w[p + ".gate.weight"].T)
         y = np.zeros_like(x)
         E = self.w[p + ".gate.weight"].shape[0]
@@ -298,7 +331,7 @@ class Model:
             s = glu(x, *[self.w[p + ".shared_expert.%s.weight" % n] for n in names])
             g = 1.0 / (1.0 + np.exp(-(x @ self.w[p + ".shared_expert_gate.weight"].T)))
             y = y + g * s
-        if t == "deepseek_v2" and self.cfg.get("n_shared_experts"):
+        if t in ("deepseek_v2", "deepseek_v3") and self.cfg.get("n_shared_experts"):
             y = y + glu(x, *[self.w[p + ".shared_experts.%s.weight" % n] for n in names])
         return y, sel
 
