@@ -127,6 +127,11 @@ def config_seeds():
                                                         num_sparse_decoder_layers=1)))
     put("config", "deepseek_grouped.json", json.dumps(dict(configs["deepseek_v2"], topk_method="group_limited_greedy",
                                                            n_group=2, topk_group=2)))
+    v3 = dict(configs["deepseek_v2"], model_type="deepseek_v3", n_group=2, topk_group=1, norm_topk_prob=True)
+    del v3["topk_method"]
+    put("config", "deepseek_v3_grouped.json", json.dumps(v3))
+    put("config", "glm4_moe.json", json.dumps(dict(v3, model_type="glm4_moe", n_group=1, topk_group=1)))
+    put("config", "bad_groups.json", json.dumps(dict(v3, n_group=3)))
     put("config", "golden_mixtral.json", open(os.path.join(GOLDEN, "model/config.json"), "rb").read())
     put("config", "bad_type.json", '{"model_type": "llama", "hidden_size": 4}')
     put("config", "bad_negative.json", json.dumps(dict(configs["mixtral"], num_local_experts=-2)))
