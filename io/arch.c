@@ -36,6 +36,9 @@ struct arch_family {
 	int rope_interleaved;
 	const char *rope_interleave_field; /* config bool overriding rope_interleaved (deepseek_v3), or NULL */
 	int mla_mscale;                    /* the softmax scale takes yarn's mscale(factor, mscale_all_dim)^2 */
+	const char *qk_norm_field;         /* config bool switching qk_norm on (glm4_moe use_qk_norm), or NULL */
+	double partial_rotary_default;     /* partial_rotary_factor when config.json has none (0: the field is not
+					    * read, every head dimension rotates) */
 	const char *names[ARCH_T_COUNT];   /* NULL where the family has no such weight */
 };
 
@@ -100,6 +103,17 @@ static const arch_family families[] = {
 		   [ARCH_T_KV_A_NORM] = LAYER "self_attn.kv_a_layernorm.weight",
 		   [ARCH_T_KV_B] = LAYER "self_attn.kv_b_proj.weight", [ARCH_T_O] = LAYER "self_attn.o_proj.weight",
 		   [ARCH_T_O_BIAS] = LAYER "self_attn.o_proj.bias",
+		   [ARCH_T_SHARED_GATE] = LAYER "mlp.shared_experts.gate_proj.weight",
+		   [ARCH_T_SHARED_UP] = LAYER "mlp.shared_experts.up_proj.weight",
+		   [ARCH_T_SHARED_DOWN] = LAYER "mlp.shared_experts.down_proj.weight"}},
+	/* Glm4MoeAttention: q/k/v biases by attention_bias (o_proj never), per-head q/k RMSNorm with use_qk_norm, RoPE
+	 * (rotate_half) on the first partial_rotary_factor of each head; DeepSeek-V3's MoE block. */
+	{.model_type = "glm4_moe", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-5,
+	 .theta_default = 10000.0, .max_position_default = 131072, .head_dim_field = "head_dim", .qkv_bias = -1,
+	 .o_bias = 0, .qk_norm = ARCH_QK_HEAD, .qk_norm_field = "use_qk_norm", .partial_rotary_default = 0.5,
+	 .dense_inter_field = "intermediate_size", .shared_inter_field = "moe_intermediate_size",
+	 .shared_count_field = "n_shared_experts",
+	 .names = {ENDS_AND_NORMS, GQA_NAMES, DENSE_NAMES,
 		   [ARCH_T_SHARED_GATE] = LAYER "mlp.shared_experts.gate_proj.weight",
 		   [ARCH_T_SHARED_UP] = LAYER "mlp.shared_experts.up_proj.weight",
 		   [ARCH_T_SHARED_DOWN] = LAYER "mlp.shared_experts.down_proj.weight"}},
@@ -297,6 +311,20 @@ static ms_status read_attention(const reader *r, arch_model *a)
 	a->qkv_bias = f->qkv_bias < 0 ? bias : f->qkv_bias;
 	a->o_bias = f->o_bias < 0 ? bias : f->o_bias;
 	a->qk_norm = f->qk_norm;
+	int qk_norm_on = 1;
+	if (st == MS_OK && f->qk_norm_field)
+		st = get_bool(r, f->qk_norm_field, 0, &qk_norm_on);
+	if (!qk_norm_on)
+		a->qk_norm = ARCH_QK_NONE;
+	a->rotary_dim = a->head_dim;
+	double partial = 1.0;
+	if (st == MS_OK && f->partial_rotary_default > 0)
+		st = get_real(r, "partial_rotary_factor", 0.0, 1.0, f->partial_rotary_default, &partial);
+	if (st == MS_OK && f->attn == ARCH_ATTN_GQA)   /* transformers: int(head_dim * partial_rotary_factor) */
+		a->rotary_dim = (int)((double)a->head_dim * partial);
+	if (st == MS_OK && f->attn == ARCH_ATTN_GQA && (a->rotary_dim < 2 || a->rotary_dim % 2))
+		st = ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'partial_rotary_factor' %g leaves %d of the %d head "
+			     "dimensions to rotate: need an even number >= 2", r->where, partial, a->rotary_dim, a->head_dim);
 	if (st == MS_OK && f->clip_field)
 		st = get_real(r, f->clip_field, 0.0, 1e30, 0.0, &a->clip_qkv);
 	return st;
@@ -396,7 +424,8 @@ ms_status arch_open(const mdl_model *m, arch_model **out, ms_error *err)
 			f = &families[i];
 	if (!f)
 		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s/config.json: model_type '%s': the forward pass covers the "
-			       "decoder-only families (mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3)",
+			       "decoder-only families (mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3, "
+			       "glm4_moe)",
 			       m->dir, m->model_type);
 	arch_model *a = calloc(1, sizeof *a);
 	int *layers = a ? malloc((size_t)m->n_layers * sizeof *layers) : NULL;

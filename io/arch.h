@@ -50,6 +50,8 @@ typedef struct {
 	const arch_family *family;
 	int vocab, d, n_layers, max_position;
 	int heads, kv_heads, head_dim;     /* GQA; head_dim is also the value width */
+	int rotary_dim;                    /* GQA: RoPE turns the first rotary_dim dimensions of each head (glm4_moe's
+					    * partial_rotary_factor; head_dim otherwise) */
 	arch_attn attn;
 	int q_lora_rank, kv_lora_rank;     /* MLA (q_lora_rank 0: a plain q_proj) */
 	int qk_nope_dim, qk_rope_dim, v_head_dim;

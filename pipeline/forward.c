@@ -159,7 +159,7 @@ static ms_status state_alloc(fwd_state *s)
 		s->kvb = alloc_floats(T * H * (a->qk_nope_dim + a->v_head_dim));
 		ok &= (s->qa || !a->q_lora_rank) && s->kva && s->ckv && s->kpe && s->kvb;
 	}
-	s->rope_dim = mla ? a->qk_rope_dim : a->head_dim;
+	s->rope_dim = mla ? a->qk_rope_dim : a->rotary_dim;
 	s->inv_freq = alloc_floats(s->rope_dim / 2);
 	s->pos = malloc((size_t)T * sizeof *s->pos);
 	ok &= s->inv_freq && s->pos;
@@ -241,8 +241,8 @@ static ms_status attention_gqa(fwd_state *s, int L, const float *xn, float *out)
 		lyr_clamp(s->k, T * kd, (float)a->clip_qkv);
 		lyr_clamp(s->v, T * kd, (float)a->clip_qkv);
 	}
-	lyr_rope_apply(s->q, T, H, hd, 0, hd, s->pos, s->inv_freq, s->rope_scaling, a->rope.interleaved);
-	lyr_rope_apply(s->k, T, Hkv, hd, 0, hd, s->pos, s->inv_freq, s->rope_scaling, a->rope.interleaved);
+	lyr_rope_apply(s->q, T, H, hd, 0, s->rope_dim, s->pos, s->inv_freq, s->rope_scaling, a->rope.interleaved);
+	lyr_rope_apply(s->k, T, Hkv, hd, 0, s->rope_dim, s->pos, s->inv_freq, s->rope_scaling, a->rope.interleaved);
 	lyr_attn_shape sh = {.H = H, .Hkv = Hkv, .dqk = hd, .dv = hd, .ldq = qd, .ldk = kd, .ldv = kd,
 			     .scale = (float)(1.0 / sqrt((double)hd)), .window = layer_window(s, L)};
 	st = lyr_attention(&sh, s->q, s->k, s->v, s->tok->seq_start, s->tok->n_seq, s->att, s->err);

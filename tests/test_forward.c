@@ -270,6 +270,13 @@ static void test_deepseek3_matches_reference(void)
 	check_tiny("deepseek3-tiny");
 }
 
+/* GLM-4.5 style: q/k/v biases (no o_proj bias), per-head q/k RMSNorm (use_qk_norm), RoPE on the first half of
+ * each head (partial_rotary_factor 0.5), DeepSeek-V3 routing over 2 groups of which 1 is eligible. */
+static void test_glm4_matches_reference(void)
+{
+	check_tiny("glm4-tiny");
+}
+
 /* qwen2moe-fused holds qwen2moe-tiny's weights in transformers v5's fused tensors: the same golden values. */
 static void test_fused_sample_matches_reference(void)
 {
@@ -388,6 +395,7 @@ int main(void)
 	RUN(test_phimoe_matches_reference);
 	RUN(test_deepseek_matches_reference);
 	RUN(test_deepseek3_matches_reference);
+	RUN(test_glm4_matches_reference);
 	RUN(test_fused_sample_matches_reference);
 	RUN(test_threads_bit_identical);
 	char cmd[300];

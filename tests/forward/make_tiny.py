@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the tiny checkpoints of tests/data/forward/models/: one per family variant the bundled samples do not
-cover (qwen3_moe, phimoe, deepseek_v2, deepseek_v3) or cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
+cover (qwen3_moe, phimoe, deepseek_v2, deepseek_v3, glm4_moe) or cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
 Weights are drawn at full scale (std 1/sqrt(fan-in)), so attention, norms and routing all matter in the output.
 Tensor names and config fields follow the transformers classes. Run once; the files are committed.
 
@@ -221,10 +221,34 @@ def deepseek3():
     return g, c
 
 
+def glm4():
+    """GLM-4.5 style: q/k/v biases, per-head q/k norm, RoPE on half of each head, DeepSeek-V3 routing (8 experts,
+    2 groups of which 1 is eligible), a shared expert and a dense first layer."""
+    g = Gen(7)
+    g.ends()
+    hd, E4 = 16, 8
+    for i in range(L):
+        g.norms(i)
+        g.gqa(i, hd=hd, bias=True, qk="head")
+        if i == 0:
+            g.glu("model.layers.0.mlp", 48)
+        else:
+            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"), E4)
+            g.vec("model.layers.%d.mlp.gate.e_score_correction_bias" % i, E4, 0.0, 0.3)
+            g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+    c = base_config("glm4_moe", "Glm4MoeForCausalLM")
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E4, "n_shared_experts": 1,
+              "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1,
+              "routed_scaling_factor": 1.5, "norm_topk_prob": True, "rms_norm_eps": 1e-5, "head_dim": hd,
+              "partial_rotary_factor": 0.5, "attention_bias": True, "use_qk_norm": True})
+    return g, c
+
+
 def main():
     out = sys.argv[1]
     for name, fn in (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
-                     ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("deepseek3-tiny", deepseek3)):
+                     ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("deepseek3-tiny", deepseek3),
+                     ("glm4-tiny", glm4)):
         g, c = fn()
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent forward pass in numpy (float64), written from the transformers modeling files
 (src/transformers/models/<family>/modeling_<family>.py): mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe,
-deepseek_v2, deepseek_v3. It reads a checkpoint directory and a token file and writes the golden values that
+deepseek_v2, deepseek_v3, glm4_moe. It reads a checkpoint directory and a token file and writes the golden values that
 tests/test_forward.c compares moescope's C forward with.
 
     python3 tests/forward/reference.py MODEL_DIR TOKENS.txt OUT.json
@@ -198,7 +198,7 @@ class Model:
             return i not in (c.get("mlp_only_layers") or []) and (i + 1) % (c.get("decoder_sparse_step") or 1) == 0
         if self.type == "deepseek_v2":
             return i >= (c.get("first_k_dense_replace") or 0) and i % (c.get("moe_layer_freq") or 1) == 0
-        if self.type == "deepseek_v3":
+        if self.type in ("deepseek_v3", "glm4_moe"):
             return i >= (c.get("first_k_dense_replace") or 0)
         return True
 
@@ -232,13 +232,15 @@ class Model:
         q = q.reshape(T, self.H, self.hd)
         k = k.reshape(T, self.Hkv, self.hd)
         v = v.reshape(T, self.Hkv, self.hd)
-        if t == "qwen3_moe":
+        if t == "qwen3_moe" or (t == "glm4_moe" and c.get("use_qk_norm")):
             q = rms_norm(q, self.W("model.layers.%d.self_attn.q_norm.weight", i), self.eps)
             k = rms_norm(k, self.W("model.layers.%d.self_attn.k_norm.weight", i), self.eps)
-        inv, sc = rope_inv_freq(c, self.hd)
-        q, k = rope(q, pos, inv, sc, False), rope(k, pos, inv, sc, False)
+        rd = int(self.hd * c.get("partial_rotary_factor", 0.5)) if t == "glm4_moe" else self.hd
+        inv, sc = rope_inv_freq(c, rd)   # Glm4MoeAttention: rotate_half on the first rd dimensions, the rest pass
+        q = np.concatenate([rope(q[..., :rd], pos, inv, sc, False), q[..., rd:]], axis=-1)
+        k = np.concatenate([rope(k[..., :rd], pos, inv, sc, False), k[..., rd:]], axis=-1)
         out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], self.hd ** -0.5, self.window(i)) for a, b in seqs])
-        o_bias = t not in ("mixtral", "qwen2_moe") and c.get("attention_bias", False)
+        o_bias = t not in ("mixtral", "qwen2_moe", "glm4_moe") and c.get("attention_bias", False)
         return self.lin(out, "self_attn.o_proj", i, o_bias)
 
     def mla(self, x, i, pos, seqs):
@@ -279,7 +281,7 @@ class Model:
         k = c["num_experts_per_tok"]
         if t == "phimoe":
             return sparsemixer(z, c.get("router_jitter_noise", 0.01))
-        if t == "deepseek_v3":
+        if t in ("deepseek_v3", "glm4_moe"):
             return self.route_v3(z, k)
         p = softmax(z)
         sel = np.argsort(-p, axis=-1, kind="stable")[:, :k]
@@ -299,7 +301,8 @@ class Model:
         s = 1.0 / (1.0 + np.exp(-z))
         choice = s + self.bias
         T, E = z.shape
-        G, TG = c.get("n_group", 8), c.get("topk_group", 4)
+        dflt = (8, 4) if self.type == "deepseek_v3" else (1, 1)   # DeepseekV3Config / Glm4MoeConfig
+        G, TG = c.get("n_group", dflt[0]), c.get("topk_group", dflt[1])
         grouped = choice.reshape(T, G, E // G)
         gscore = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)
         keep = np.argsort(-gscore, axis=-1, kind="stable")[:, :TG]
@@ -316,7 +319,7 @@ class Model:
         t = self.type
         p = "model.layers.%d." % i + ("block_sparse_moe" if t in ("mixtral", "phimoe") else "mlp")
         names = ("w1", "w3", "w2") if t in ("mixtral", "phimoe") else ("gate_proj", "up_proj", "down_proj")
-        if t == "deepseek_v3":
+        if t in ("deepseek_v3", "glm4_moe"):
             self.bias = self.w[p + ".gate.e_score_correction_bias"]
         sel, w = self.route(x @ self.w[p + ".gate.weight"].T)
         y = np.zeros_like(x)
@@ -331,7 +334,7 @@ class Model:
             s = glu(x, *[self.w[p + ".shared_expert.%s.weight" % n] for n in names])
             g = 1.0 / (1.0 + np.exp(-(x @ self.w[p + ".shared_expert_gate.weight"].T)))
             y = y + g * s
-        if t in ("deepseek_v2", "deepseek_v3") and self.cfg.get("n_shared_experts"):
+        if t in ("deepseek_v2", "deepseek_v3", "glm4_moe") and self.cfg.get("n_shared_experts"):
             y = y + glu(x, *[self.w[p + ".shared_experts.%s.weight" % n] for n in names])
         return y, sel
 
