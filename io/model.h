@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/quant.h"
 #include "io/safetensors.h"
 
 /* How an expert computes its output y from input x (weights are [out, in]):
@@ -34,6 +35,7 @@ typedef struct {
 	const st_tensor *router;     /* [E, d] */
 	const st_tensor **experts;   /* [E * MDL_NMAT]: experts[e * MDL_NMAT + MDL_GATE] etc.; gate [f,d] (or NULL),
 				      * up [f,d], down [d,f] */
+	const st_tensor **scales;    /* [E * MDL_NMAT]: the weight_scale_inv of an F8_E4M3 expert matrix, else NULL */
 } mdl_block;
 
 typedef struct mdl_family mdl_family;  /* a row of model.c's table */
@@ -52,7 +54,8 @@ typedef struct {
 	int n_layers;                /* decoder layers (encoder + decoder for switch) */
 	int n_blocks;                /* MoE blocks */
 	mdl_block *blocks;
-	st_dtype expert_dtype;
+	st_dtype expert_dtype;       /* F8_E4M3 for FP8 experts (their scales are in blocks[b].scales) */
+	qt_config quant;             /* config.json's quantization_config (scheme QT_NONE without one) */
 	uint64_t bytes_total;        /* all tensors */
 	uint64_t bytes_experts;      /* routed expert matrices */
 	uint64_t params_total;
@@ -84,6 +87,10 @@ ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *er
 /* Loads the matrices of expert e of block b as float32: gate [f, d] (skipped when the family has no gate or
  * gate is NULL), up [f, d], down [d, f]. */
 ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *up, float *down, ms_error *err);
+
+/* Any 2-D weight of the checkpoint as a matrix to read as float32: a float tensor as it is, an F8_E4M3 one with
+ * its weight_scale_inv (checked when the model was opened). */
+ms_status mdl_matrix(const mdl_model *m, const st_tensor *t, qt_matrix *out, ms_error *err);
 
 /* The parsed config.json (a cJSON *), for writers that rewrite it. */
 const void *mdl_config_json(const mdl_model *m);
