@@ -1,6 +1,7 @@
 /* Quantized weight storage (io/quant.h, docs/design.md §2.4). */
 #include "io/quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,7 +444,7 @@ int qt_mxfp4_quantize(const float *x, int64_t rows, int64_t cols, uint8_t *block
 			memcpy(&bits, &ds, sizeof bits);
 			bits = (bits + 0x007FFFFFu) & 0x7F800000u;
 			const uint32_t code = bits >> 23;
-			if (code >= 0xFF)
+			if (code >= 0xFF || !(amax <= FLT_MAX))   /* finite amax / 6 rounds up to at most 2^126 */
 				return -1;
 			scales[r * G + g] = (uint8_t)code;
 			const float s = qt_e8m0_to_f32((uint8_t)code);

@@ -109,7 +109,7 @@ void qt_fp8_quantize(const float *x, int64_t rows, int64_t cols, int br, int bc,
 /* x [rows, cols] (cols a multiple of 32) to MXFP4 blocks [rows, cols / 32, 16] and scales [rows, cols / 32]: the
  * scale is amax / 6 rounded up to a power of two (as triton_kernels' downcast_to_mxfp_torch, which gpt-oss's
  * weights came from), each value divided by it and rounded to the nearest E2M1, ties to even. deq as above.
- * Returns -1 when a block's amax is too large for an E8M0 scale (past 6 * 2^127), 0 otherwise. */
+ * Returns -1 when a block holds an infinity or NaN (no E8M0 scale fits), 0 otherwise. */
 int qt_mxfp4_quantize(const float *x, int64_t rows, int64_t cols, uint8_t *blocks, uint8_t *scales, float *deq,
 		      qt_error *e);
 /* relative error sqrt(err2 / norm2), 0 when norm2 is 0 */
