@@ -390,8 +390,8 @@ static void block_error(qt_error *e, double err2, double norm2)
 		e->max_block_rel = rel;
 }
 
-void qt_fp8_quantize(const float *x, int64_t rows, int64_t cols, int br, int bc, uint8_t *codes, float *scale_inv,
-		     float *deq, qt_error *e)
+void qt_fp8_quantize(const float *x, int64_t rows, int64_t cols, int br, int bc, st_dtype scale_dtype,
+		     uint8_t *codes, float *scale_inv, float *deq, qt_error *e)
 {
 	const int64_t sr = ceil_div(rows, br), sc = ceil_div(cols, bc);
 	qt_error acc = {0};
@@ -403,8 +403,13 @@ void qt_fp8_quantize(const float *x, int64_t rows, int64_t cols, int br, int bc,
 			for (int64_t r = i * br; r < r1; r++)
 				for (int64_t c = j * bc; c < c1; c++)
 					amax = fmaxf(amax, fabsf(x[r * cols + c]));
-			const float scale = amax > 0.0f ? QT_FP8_MAX / amax : 1.0f;
-			const float inv = 1.0f / scale;
+			float scale = amax > 0.0f ? QT_FP8_MAX / amax : 1.0f;
+			float inv = 1.0f / scale;
+			if (scale_dtype == ST_BF16 || scale_dtype == ST_F16) {
+				inv = scale_dtype == ST_BF16 ? st_bf16_to_f32(st_f32_to_bf16(inv))
+							     : st_f16_to_f32(st_f32_to_f16(inv));
+				scale = 1.0f / inv;
+			}
 			scale_inv[i * sc + j] = inv;
 			double err2 = 0.0, norm2 = 0.0;
 			for (int64_t r = i * br; r < r1; r++) {

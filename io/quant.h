@@ -102,10 +102,11 @@ typedef struct {
 
 /* x [rows, cols] to E4M3 codes [rows, cols] and scale_inv [ceil(rows/br), ceil(cols/bc)] as transformers'
  * Fp8Quantize does: per block scale = 448 / amax (1 for a block of zeros), code = e4m3(clamp(x * scale)),
- * scale_inv = 1 / scale. deq [rows, cols] (may be x itself, or NULL) gets the values the codes stand for. x must
- * be finite. */
-void qt_fp8_quantize(const float *x, int64_t rows, int64_t cols, int br, int bc, uint8_t *codes, float *scale_inv,
-		     float *deq, qt_error *e);
+ * scale_inv = 1 / scale. With scale_dtype BF16 or F16 (the Qwen FP8 checkpoints store BF16 scales), scale_inv is
+ * rounded to that dtype first and scale = 1 / scale_inv, so the codes fit the scale as stored. deq [rows, cols]
+ * (may be x itself, or NULL) gets the values the codes stand for. x must be finite. */
+void qt_fp8_quantize(const float *x, int64_t rows, int64_t cols, int br, int bc, st_dtype scale_dtype,
+		     uint8_t *codes, float *scale_inv, float *deq, qt_error *e);
 /* x [rows, cols] (cols a multiple of 32) to MXFP4 blocks [rows, cols / 32, 16] and scales [rows, cols / 32]: the
  * scale is amax / 6 rounded up to a power of two (as triton_kernels' downcast_to_mxfp_torch, which gpt-oss's
  * weights came from), each value divided by it and rounded to the nearest E2M1, ties to even. deq as above.

@@ -134,16 +134,17 @@ static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor 
 	return st;
 }
 
-/* The weight_scale_inv of an FP8 expert matrix: one F32 scale per block, as transformers' FP8Linear holds them
- * (whatever dtype the input's scales had, so the written values are exactly those evaluated). */
-static ms_status declare_fp8_scales(mrun_ctx *c, const char *name, const st_tensor *src, ms_error *err)
+/* The weight_scale_inv of an FP8 expert matrix: one scale per block, in the dtype of the input's (F32 for
+ * DeepSeek-V3, BF16 for Qwen's FP8 checkpoints). */
+static ms_status declare_fp8_scales(mrun_ctx *c, const char *name, const st_tensor *src, st_dtype dtype,
+				    ms_error *err)
 {
 	char scale[600];
 	if (qt_fp8_scale_name(name, scale, sizeof scale) != 0)
 		return ms_fail(err, MS_ERR_ARG, "tensor name too long: %s", name);
 	const int *bs = c->m->quant.block;
 	const int64_t shape[2] = {(src->shape[0] + bs[0] - 1) / bs[0], (src->shape[1] + bs[1] - 1) / bs[1]};
-	return declare(c, scale, "", ST_F32, 2, shape, err);
+	return declare(c, scale, "", dtype, 2, shape, err);
 }
 
 /* Declares the tensors of block b: its router, then n_out experts with the input's matrix shapes and dtypes
@@ -167,7 +168,7 @@ static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 			else
 				st = declare(c, name, "", src->dtype, src->ndim, src->shape, err);
 			if (st == MS_OK && blk->scales[mat])
-				st = declare_fp8_scales(c, name, src, err);
+				st = declare_fp8_scales(c, name, src, blk->scales[mat]->dtype, err);
 		}
 	}
 	return st;
@@ -257,9 +258,9 @@ static ms_status write_floats(mrun_ctx *c, const float *v, int64_t n, int64_t ro
 	return st == MS_OK ? st_writer_write_f32(c->w, v, (uint64_t)n, err) : st;
 }
 
-/* An FP8 matrix: codes, then its F32 scales. The merged values are already on their blocks' FP8 grid (the
- * pipeline rounds them so), so quantizing again gives back exactly those values. */
-static ms_status write_fp8(mrun_ctx *c, const float *v, int rows, int cols, ms_error *err)
+/* An FP8 matrix: codes, then its scales in the input's scale dtype. The merged values are already on their blocks'
+ * FP8 grid (the pipeline rounds them so, with scales of that dtype), so quantizing again gives back those values. */
+static ms_status write_fp8(mrun_ctx *c, const float *v, int rows, int cols, st_dtype scale_dtype, ms_error *err)
 {
 	const int br = c->m->quant.block[0], bc = c->m->quant.block[1];
 	const int64_t n_scales = (int64_t)((rows + br - 1) / br) * ((cols + bc - 1) / bc);
@@ -269,7 +270,7 @@ static ms_status write_fp8(mrun_ctx *c, const float *v, int rows, int cols, ms_e
 	if (!codes || !inv)
 		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
 	if (st == MS_OK) {
-		qt_fp8_quantize(v, rows, cols, br, bc, codes, inv, NULL, NULL);
+		qt_fp8_quantize(v, rows, cols, br, bc, scale_dtype, codes, inv, NULL, NULL);
 		st = st_writer_write(c->w, codes, (uint64_t)rows * (uint64_t)cols, err);
 	}
 	if (st == MS_OK)
@@ -313,7 +314,7 @@ static ms_status write_slot(mrun_ctx *c, int b, const pipe_merged *mg, int s, in
 		if (fa && fa->u && r && r->compressed)
 			st = write_factors(c, fa, r, rows, cols, &dest, err);
 		else if (blk->scales[mat])
-			st = write_fp8(c, mats[mat], rows, cols, err);
+			st = write_fp8(c, mats[mat], rows, cols, blk->scales[mat]->dtype, err);
 		else
 			st = write_floats(c, mats[mat], (int64_t)rows * cols, cols, &dest, "", err);
 	}
@@ -385,8 +386,8 @@ static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_
 	for (int mat = 0; mat < MDL_NMAT; mat++) {
 		if (blk->experts[mat])
 			expert += blk->experts[mat]->nbytes;
-		if (blk->scales[mat])   /* written as F32 */
-			expert += blk->scales[mat]->numel * sizeof(float);
+		if (blk->scales[mat])
+			expert += blk->scales[mat]->nbytes;
 	}
 	*after = (uint64_t)c->n_out * expert +
 		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);

@@ -248,6 +248,10 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->router_dtype = m->blocks[b].router->dtype;
 	out->quant_block[0] = m->quant.block[0];
 	out->quant_block[1] = m->quant.block[1];
+	for (int k = 0; k < MDL_NMAT; k++) {
+		const st_tensor *s = m->blocks[b].scales[k];   /* expert 0's, as the writer declares them */
+		out->quant_scale_dtype[k] = s ? s->dtype : ST_F32;
+	}
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
 	out->weights = take_weights((size_t)(out->E * out->per_expert));
@@ -898,6 +902,7 @@ typedef struct {
 	float *x;                /* [rows, cols], rounded in place */
 	int64_t rows, cols;
 	int br, bc;
+	st_dtype scale_dtype;
 	qt_error *errs;          /* [strips] */
 } fp8_job;
 
@@ -910,7 +915,7 @@ static ms_status fp8_strip(void *ctx, int64_t i, ms_error *err)
 	float *inv = malloc((size_t)sc * sizeof *inv);
 	ms_status st = MS_OK;
 	if (codes && inv)
-		qt_fp8_quantize(j->x + r0 * j->cols, n, j->cols, j->br, j->bc, codes, inv, j->x + r0 * j->cols,
+		qt_fp8_quantize(j->x + r0 * j->cols, n, j->cols, j->br, j->bc, j->scale_dtype, codes, inv, j->x + r0 * j->cols,
 				&j->errs[i]);
 	else
 		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
@@ -919,10 +924,11 @@ static ms_status fp8_strip(void *ctx, int64_t i, ms_error *err)
 	return st;
 }
 
-static ms_status round_matrix_fp8(const pipe_block *blk, float *x, int rows, int cols, qt_error *acc,
+static ms_status round_matrix_fp8(const pipe_block *blk, int mat, float *x, int rows, int cols, qt_error *acc,
 				  ms_error *err)
 {
-	fp8_job j = {.x = x, .rows = rows, .cols = cols, .br = blk->quant_block[0], .bc = blk->quant_block[1]};
+	fp8_job j = {.x = x, .rows = rows, .cols = cols, .br = blk->quant_block[0], .bc = blk->quant_block[1],
+		     .scale_dtype = blk->quant_scale_dtype[mat]};
 	const int64_t strips = (rows + j.br - 1) / j.br;
 	if (strips == 0)
 		return MS_OK;
@@ -950,7 +956,7 @@ static ms_status round_expert(const pipe_block *blk, const expert_weights *w, qt
 		int rows, cols;
 		matrix_shape(blk, mat, &rows, &cols);
 		if (rows && mats[mat])
-			st = round_matrix_fp8(blk, (float *)mats[mat], rows, cols, &acc[mat], err);
+			st = round_matrix_fp8(blk, mat, (float *)mats[mat], rows, cols, &acc[mat], err);
 	}
 	return st;
 }
@@ -1031,7 +1037,7 @@ static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merg
 		memset(&mg->requant[MDL_DOWN], 0, sizeof mg->requant[MDL_DOWN]);   /* measured again on the refit */
 	for (int s = 0; st == MS_OK && s < mg->n_slots; s++) {
 		if (blk->expert_dtype == ST_F8_E4M3)
-			st = round_matrix_fp8(blk, down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
+			st = round_matrix_fp8(blk, MDL_DOWN, down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
 		else
 			round_to_dtype(blk->expert_dtype, down[s], (int64_t)blk->d * blk->f);
 	}

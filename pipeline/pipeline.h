@@ -61,7 +61,8 @@ typedef struct {
 	int *identity;           /* [E]: identity[e] = e, the original block's router-row-to-expert map */
 	st_dtype expert_dtype;   /* how the checkpoint stores experts and router: merged weights are rounded to */
 	st_dtype router_dtype;   /* these, so a preview computes exactly what a written checkpoint will */
-	int quant_block[2];      /* F8_E4M3 experts: the weight_block_size their merged matrices are quantized in */
+	int quant_block[2];      /* F8_E4M3 experts: the weight_block_size their merged matrices are quantized in, */
+	st_dtype quant_scale_dtype[MDL_NMAT]; /* and the dtype of gate, up and down's weight_scale_inv */
 	/* The calibration tokens split in two (pipe_split_tokens): fits (router choice, refit) use the fit tokens,
 	 * evaluation the held-out ones, so the reported error is measured on tokens no fit has seen. */
 	int64_t n_fit, n_held;

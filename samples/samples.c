@@ -926,7 +926,8 @@ static ms_status write_tensor(const sample_spec *s, const tensor_spec *t, const 
 	float *inv = malloc((size_t)(shape[0] * shape[1]) * sizeof *inv);
 	ms_status st = codes && inv ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "samples: out of memory");
 	if (!st) {
-		qt_fp8_quantize(x, t->shape[0], t->shape[1], s->fp8_block[0], s->fp8_block[1], codes, inv, NULL, NULL);
+		qt_fp8_quantize(x, t->shape[0], t->shape[1], s->fp8_block[0], s->fp8_block[1], ST_F32, codes, inv, NULL,
+				NULL);
 		st = st_writer_write(w, codes, (uint64_t)tensor_numel(t), err);
 	}
 	if (!st)

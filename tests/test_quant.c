@@ -186,7 +186,8 @@ static double e4m3_step(double y)
 	return ldexp(1.0, (int)floor(log2(y)) - 3);
 }
 
-static void check_fp8_roundtrip(int64_t rows, int64_t cols, int br, int bc)
+/* Quantizes, then reads back through a scale tensor of dtype sdt (F32, or BF16 as Qwen's FP8 checkpoints). */
+static void check_fp8_roundtrip(int64_t rows, int64_t cols, int br, int bc, st_dtype sdt)
 {
 	float *x = weights(rows, cols, (unsigned long long)(rows * 31 + cols));
 	const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
@@ -194,9 +195,15 @@ static void check_fp8_roundtrip(int64_t rows, int64_t cols, int br, int bc)
 	float *inv = malloc((size_t)(sr * sc) * sizeof *inv), *deq = malloc((size_t)(rows * cols) * sizeof *deq);
 	float *back = malloc((size_t)(rows * cols) * sizeof *back);
 	qt_error e;
-	qt_fp8_quantize(x, rows, cols, br, bc, codes, inv, deq, &e);
+	qt_fp8_quantize(x, rows, cols, br, bc, sdt, codes, inv, deq, &e);
 	st_tensor tc = tensor("w.weight", ST_F8_E4M3, 2, (int64_t[]){rows, cols}, codes);
-	st_tensor ts = tensor("w.weight_scale_inv", ST_F32, 2, (int64_t[]){sr, sc}, inv);
+	uint16_t *inv16 = malloc((size_t)(sr * sc) * sizeof *inv16);
+	for (int64_t i = 0; i < sr * sc; i++) {
+		inv16[i] = st_f32_to_bf16(inv[i]);
+		if (sdt == ST_BF16)   /* the quantizer rounded the scale to what BF16 stores */
+			EXPECT(st_bf16_to_f32(inv16[i]) == inv[i]);
+	}
+	st_tensor ts = tensor("w.weight_scale_inv", sdt, 2, (int64_t[]){sr, sc}, sdt == ST_BF16 ? (void *)inv16 : inv);
 	qt_matrix q;
 	ms_error err = {0};
 	CHECK(qt_bind_fp8(&tc, &ts, br, bc, &q, &err) == MS_OK, "%s", err.msg);
@@ -233,11 +240,12 @@ static void check_fp8_roundtrip(int64_t rows, int64_t cols, int br, int bc)
 	uint8_t *codes2 = malloc((size_t)(rows * cols));
 	float *inv2 = malloc((size_t)(sr * sc) * sizeof *inv2);
 	qt_error e2;
-	qt_fp8_quantize(deq, rows, cols, br, bc, codes2, inv2, NULL, &e2);
+	qt_fp8_quantize(deq, rows, cols, br, bc, sdt, codes2, inv2, NULL, &e2);
 	EXPECT(memcmp(codes, codes2, (size_t)(rows * cols)) == 0);
 	CHECK(e2.max_block_rel < 1e-6, "second quantization moved a block by %g", e2.max_block_rel);
 	free(codes2);
 	free(inv2);
+	free(inv16);
 	free(x);
 	free(codes);
 	free(inv);
@@ -247,9 +255,10 @@ static void check_fp8_roundtrip(int64_t rows, int64_t cols, int br, int bc)
 
 static void test_fp8_roundtrip(void)
 {
-	check_fp8_roundtrip(256, 128, 128, 128);   /* DeepSeek-V3's block */
-	check_fp8_roundtrip(96, 160, 32, 64);      /* non-square blocks: rows and columns must not be swapped */
-	check_fp8_roundtrip(70, 45, 32, 16);       /* partial edge blocks (DeepSeek-V3's kv_a_proj_with_mqa: 576 rows) */
+	check_fp8_roundtrip(256, 128, 128, 128, ST_F32);   /* DeepSeek-V3's block */
+	check_fp8_roundtrip(96, 160, 32, 64, ST_F32);      /* non-square blocks: rows and columns must not be swapped */
+	check_fp8_roundtrip(70, 45, 32, 16, ST_F32);       /* partial edge blocks (DeepSeek-V3's kv_a_proj_with_mqa) */
+	check_fp8_roundtrip(96, 160, 32, 64, ST_BF16);     /* BF16 scales, as Qwen's FP8 checkpoints store them */
 }
 
 static void test_fp8_scale_layout(void)

@@ -18,8 +18,41 @@
 #include "tests/test.h"
 
 static char base[256];
-static mdl_model *fp8, *bf16;
+static mdl_model *fp8, *bf16, *fp8_bf16_scales;
 static plan pairs;   /* experts merged in pairs, the even one dominant */
+
+/* The FP8 sample with its scales stored BF16, as Qwen's FP8 checkpoints store them: a checkpoint of its own (the
+ * scales rounded to BF16 define its values). */
+static ms_status copy_with_bf16_scales(const mdl_model *m, const char *dir, ms_error *err)
+{
+	char cmd[3 * PATH_MAX + 64];
+	snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/config.json' '%s/'", dir, m->dir, dir);
+	if (system(cmd) != 0)
+		return ms_fail(err, MS_ERR_IO, "%s: cannot copy config.json", dir);
+	st_writer *w = NULL;
+	ms_status st = st_writer_create(dir, "model", UINT64_MAX / 4, &w, err);
+	for (size_t i = 0; st == MS_OK && i < st_count(m->st); i++) {
+		const st_tensor *t = st_get(m->st, i);
+		st = st_writer_declare(w, t->name, strstr(t->name, "_scale_inv") ? ST_BF16 : t->dtype, t->ndim, t->shape,
+				       err);
+	}
+	for (size_t i = 0; st == MS_OK && i < st_count(m->st); i++) {
+		const st_tensor *t = st_get(m->st, i);
+		if (!strstr(t->name, "_scale_inv")) {
+			st = st_writer_write(w, t->data, t->nbytes, err);
+			continue;
+		}
+		float *x = malloc(t->numel * sizeof *x);
+		st = x ? st_read_f32(t, x, err) : ms_fail(err, MS_ERR_NOMEM, "out of memory");
+		if (st == MS_OK)
+			st = st_writer_write_f32(w, x, t->numel, err);
+		free(x);
+	}
+	if (st == MS_OK)
+		st = st_writer_finish(w, err);
+	st_writer_free(w);
+	return st;
+}
 
 static void setup(void)
 {
@@ -36,6 +69,9 @@ static void setup(void)
 	CHECK(mdl_open(path, &bf16, &err) == MS_OK, "%s", err.msg);
 	if (!fp8)
 		return;
+	snprintf(path, sizeof path, "%s/bf16-scales", base);
+	CHECK(copy_with_bf16_scales(fp8, path, &err) == MS_OK, "%s", err.msg);
+	CHECK(mdl_open(path, &fp8_bf16_scales, &err) == MS_OK, "%s", err.msg);
 	const char **labels = mdl_block_labels(fp8);
 	CHECK(plan_init(&pairs, fp8->n_blocks, fp8->n_experts, labels) == 0);
 	free(labels);
@@ -90,69 +126,73 @@ static const st_tensor *find(const mdl_model *m, const char *name)
 	return st_find(m->st, name);
 }
 
-static void test_merge_writes_fp8_blocks(void)
+static void merge_writes_fp8_blocks(mdl_model *m, const char *name, st_dtype scale_dtype)
 {
-	if (!fp8)
+	if (!m)
 		return;
 	char out[PATH_MAX];
-	snprintf(out, sizeof out, "%s/merged", base);
+	snprintf(out, sizeof out, "%s/merged-%s", base, name);
 	mrun_request req = mrun_request_defaults();
 	req.out_dir = out;
 	req.plan = &pairs;
 	req.opts.router = RFIT_MEAN;
 	ms_error err = {0};
-	CHECK(mrun_run(fp8, NULL, &req, NULL, NULL, NULL, NULL, &err) == MS_OK, "%s", err.msg);
+	CHECK(mrun_run(m, NULL, &req, NULL, NULL, NULL, NULL, &err) == MS_OK, "%s", err.msg);
 	mdl_model *mo = NULL;
 	CHECK(mdl_open(out, &mo, &err) == MS_OK, "%s", err.msg);
 	if (!mo)
 		return;
 	/* quantization_config as it was */
-	const cJSON *qi = cJSON_GetObjectItem(mdl_config_json(fp8), "quantization_config");
+	const cJSON *qi = cJSON_GetObjectItem(mdl_config_json(m), "quantization_config");
 	const cJSON *qo = cJSON_GetObjectItem(mdl_config_json(mo), "quantization_config");
 	EXPECT(qi && qo && cJSON_Compare(qi, qo, 1));
 	EXPECT(mo->quant.scheme == QT_FP8 && mo->expert_dtype == ST_F8_E4M3 && mo->n_experts == 4);
+	for (int b = 0; b < mo->n_blocks; b++)
+		for (int i = 0; i < mo->n_experts * MDL_NMAT; i++)
+			CHECK(mo->blocks[b].scales[i] && mo->blocks[b].scales[i]->dtype == scale_dtype, "block %d matrix %d", b,
+			      i);
 	/* every tensor outside the MoE blocks byte for byte: attention weights in FP8, their scales, norms */
 	int copied = 0;
-	for (size_t i = 0; i < st_count(fp8->st); i++) {
-		const st_tensor *t = st_get(fp8->st, i), *u = find(mo, t->name);
+	for (size_t i = 0; i < st_count(m->st); i++) {
+		const st_tensor *t = st_get(m->st, i), *u = find(mo, t->name);
 		if (strstr(t->name, "block_sparse_moe"))
 			continue;
 		CHECK(u && u->dtype == t->dtype && u->nbytes == t->nbytes && memcmp(u->data, t->data, t->nbytes) == 0,
 		      "%s changed", t->name);
 		copied += t->dtype == ST_F8_E4M3;
 	}
-	EXPECT(copied == 4 * fp8->n_blocks);   /* q, k, v, o of every layer */
+	EXPECT(copied == 4 * m->n_blocks);   /* q, k, v, o of every layer */
 	/* the merged experts read back as the values the pipeline merged and evaluated (to the rounding of the
 	 * recomputed scale, a few parts in 10^7) */
-	const size_t fd = (size_t)fp8->inter * fp8->hidden;
+	const size_t fd = (size_t)m->inter * m->hidden;
 	float *w = malloc(3 * fd * sizeof *w);
 	double worst = 0;
-	for (int b = 0; b < fp8->n_blocks; b++) {
+	for (int b = 0; b < m->n_blocks; b++) {
 		pipe_block blk;
 		pipe_merged mg;
-		CHECK(pipe_load_block(fp8, NULL, b, &blk, &err) == MS_OK, "%s", err.msg);
+		CHECK(pipe_load_block(m, NULL, b, &blk, &err) == MS_OK, "%s", err.msg);
 		CHECK(pipe_merge_block(&blk, &pairs, b, &req.opts, &mg, &err) == MS_OK, "%s", err.msg);
 		for (int s = 0; err.code == MS_OK && s < mg.n_slots; s++) {
 			CHECK(mdl_load_expert(mo, b, s, w, w + fd, w + 2 * fd, &err) == MS_OK, "%s", err.msg);
 			const float *mats[3] = {mg.experts[s].gate, mg.experts[s].up, mg.experts[s].down};
-			for (int m = 0; m < 3; m++)
+			for (int k = 0; k < 3; k++)
 				for (size_t i = 0; i < fd; i++)
-					worst = fmax(worst, fabs((double)w[m * fd + i] - mats[m][i]) / fmax(fabs(mats[m][i]), 1e-30));
+					worst = fmax(worst, fabs((double)w[k * fd + i] - mats[k][i]) / fmax(fabs(mats[k][i]), 1e-30));
 		}
 		/* the merge moved the FP8 grid: rounding back to it costs FP8's error, no more */
 		double rel = 0;
 		qt_error all = {0};
-		for (int m = 0; m < MDL_NMAT; m++)
-			qt_error_add(&all, &mg.requant[m]);
+		for (int k = 0; k < MDL_NMAT; k++)
+			qt_error_add(&all, &mg.requant[k]);
 		rel = qt_error_rel(&all);
 		CHECK(rel > 0.002 && rel < 0.04 && all.max_block_rel >= rel && all.max_block_rel < 0.0625,
 		      "block %d: requantization error %g, worst block %g", b, rel, all.max_block_rel);
-		printf("  block %d: requantization error %.4f, worst block %.4f\n", b, rel, all.max_block_rel);
+		printf("  %s: block %d: requantization error %.4f, worst block %.4f\n", name, b, rel, all.max_block_rel);
 		pipe_free_merged(&mg);
 		pipe_free_block(&blk);
 	}
 	CHECK(worst < 1e-6, "a written value differs from the merged one by %g of itself", worst);
-	printf("  written values within %.2g of the merged ones\n", worst);
+	printf("  %s: written values within %.2g of the merged ones\n", name, worst);
 	free(w);
 	/* the report says the same per block */
 	char path[PATH_MAX + 32];
@@ -164,7 +204,7 @@ static void test_merge_writes_fp8_blocks(void)
 		fclose(f);
 	cJSON *rep = cJSON_ParseWithLength(text, n);
 	const cJSON *blocks = cJSON_GetObjectItem(rep, "blocks");
-	EXPECT(cJSON_GetArraySize(blocks) == fp8->n_blocks);
+	EXPECT(cJSON_GetArraySize(blocks) == m->n_blocks);
 	const cJSON *jb;
 	cJSON_ArrayForEach(jb, blocks) {
 		const cJSON *q = cJSON_GetObjectItem(jb, "requantization");
@@ -176,6 +216,16 @@ static void test_merge_writes_fp8_blocks(void)
 	cJSON_Delete(rep);
 	free(text);
 	mdl_close(mo);
+}
+
+static void test_merge_writes_fp8_blocks(void)
+{
+	merge_writes_fp8_blocks(fp8, "f32-scales", ST_F32);
+}
+
+static void test_merge_keeps_bf16_scales(void)
+{
+	merge_writes_fp8_blocks(fp8_bf16_scales, "bf16-scales", ST_BF16);
 }
 
 static void test_factors_refused(void)
@@ -201,9 +251,11 @@ int main(void)
 	setup();
 	RUN(test_sample_reads_as_bf16_within_fp8_error);
 	RUN(test_merge_writes_fp8_blocks);
+	RUN(test_merge_keeps_bf16_scales);
 	RUN(test_factors_refused);
 	mdl_close(fp8);
 	mdl_close(bf16);
+	mdl_close(fp8_bf16_scales);
 	plan_free(&pairs);
 	char cmd[PATH_MAX];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
