@@ -304,9 +304,13 @@ static ms_status read_fp8(const qt_matrix *q, int64_t row0, int64_t nrows, float
 		const unsigned char *src = codes + (uint64_t)(r * cols);
 		float *dst = out + (uint64_t)((r - row0) * cols);
 		unsigned nan = 0;
-		for (int64_t c = 0; c < cols; c++) {
-			nan |= (src[c] & 0x7F) == 0x7F;
-			dst[c] = lut[src[c]] * srow[c / q->bc];
+		for (int64_t j = 0; j < sc; j++) {   /* one block column at a time: one scale, a loop that vectorises */
+			const int64_t c0 = j * q->bc, c1 = c0 + q->bc < cols ? c0 + q->bc : cols;
+			const float s = srow[j];
+			for (int64_t c = c0; c < c1; c++) {
+				nan |= (src[c] & 0x7F) == 0x7F;
+				dst[c] = lut[src[c]] * s;
+			}
 		}
 		if (nan)
 			st = ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN code", q->codes->path,

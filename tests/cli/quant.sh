@@ -74,6 +74,13 @@ expect_status "perplexity of the written merge" 0 "$MOESCOPE" perplexity "$TMP/m
 	--json "$TMP/written.json"
 close "merged NLL in memory = written" "$(json_sub "$TMP/inmem.json" merged nll)" "$(json_num "$TMP/written.json" nll)" \
 	1e-6
+# shards that split weights from their scales read the same
+expect_status "merge into small shards" 0 "$MOESCOPE" merge "$Q" --calib "$TMP/cap.safetensors" --plan "$P" \
+	--out "$TMP/msh" --max-shard-size 400000
+[ -f "$TMP/msh/model-00004-of-00004.safetensors" ] && pass "four shards" || fail "four shards" "$(ls "$TMP/msh")"
+expect_status "perplexity of the sharded merge" 0 "$MOESCOPE" perplexity "$TMP/msh" --tokens "$TOK" \
+	--json "$TMP/sharded.json"
+close "sharded NLL = unsharded" "$(json_num "$TMP/sharded.json" nll)" "$(json_num "$TMP/written.json" nll)" 1e-12
 
 # --compress-format factors cannot hold FP8 experts
 expect_status "factors refused" 1 "$MOESCOPE" merge "$Q" --plan "$P" --rank 8 --compress-format factors \
