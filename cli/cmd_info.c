@@ -97,6 +97,11 @@ static void print_human(const mdl_model *m)
 	printf("%-14s%s\n", "expert dtype", st_dtype_name(m->expert_dtype));
 	printf("%-14s%s\n", "expert layout", m->layout == MDL_LAYOUT_FUSED ? "fused 3-D tensors (gate_up_proj, down_proj)"
 									  : "one tensor per expert and matrix");
+	if (m->quant.scheme == QT_FP8)
+		printf("%-14sfp8: F8_E4M3 times weight_scale_inv per %d x %d block\n", "quantization", m->quant.block[0],
+		       m->quant.block[1]);
+	else if (m->quant.scheme != QT_NONE)
+		printf("%-14s%s\n", "quantization", qt_scheme_names[m->quant.scheme]);
 	print_amount("experts", m->params_experts, m->bytes_experts);
 	print_amount("total", m->params_total, m->bytes_total);
 }

@@ -526,11 +526,22 @@ static ms_status lookup(const arch_model *a, arch_tensor t, int layer, int64_t r
 		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s': shape %s, expected %s from config.json",
 			       a->m->dir, name, found, expected);
 	}
-	if (!st_dtype_is_float(ts->dtype))
+	if (!st_dtype_is_float(ts->dtype) && !(ts->dtype == ST_F8_E4M3 && ndim == 2))
 		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s': dtype %s, expected F32, F16 or BF16", a->m->dir,
 			       name, st_dtype_name(ts->dtype));
 	*out = ts;
 	return MS_OK;
+}
+
+/* FP8 weights convert with their block scales (io/quant.h), float ones as they are. */
+static ms_status read_rows(const arch_model *a, const st_tensor *ts, int64_t row0, int64_t n, float *out,
+			   ms_error *err)
+{
+	if (ts->dtype != ST_F8_E4M3)
+		return st_read_rows_f32(ts, row0, n, out, err);
+	qt_matrix q;
+	ms_status st = mdl_matrix(a->m, ts, &q, err);
+	return st == MS_OK ? qt_read_rows_f32(&q, row0, n, out, err) : st;
 }
 
 ms_status arch_read(const arch_model *a, arch_tensor t, int layer, int64_t rows, int64_t cols, float *out,
@@ -538,7 +549,7 @@ ms_status arch_read(const arch_model *a, arch_tensor t, int layer, int64_t rows,
 {
 	const st_tensor *ts;
 	ms_status st = lookup(a, t, layer, rows, cols, &ts, err);
-	return st == MS_OK ? st_read_f32(ts, out, err) : st;
+	return st == MS_OK ? read_rows(a, ts, 0, ts->ndim ? ts->shape[0] : 1, out, err) : st;
 }
 
 ms_status arch_check(const arch_model *a, arch_tensor t, int layer, int64_t rows, int64_t cols, ms_error *err)
@@ -551,7 +562,7 @@ ms_status arch_read_rows(const arch_model *a, arch_tensor t, int64_t row0, int64
 {
 	const st_tensor *ts;
 	ms_status st = lookup(a, t, 0, a->vocab, a->d, &ts, err);
-	return st == MS_OK ? st_read_rows_f32(ts, row0, n, out, err) : st;
+	return st == MS_OK ? read_rows(a, ts, row0, n, out, err) : st;
 }
 
 void arch_release(const arch_model *a, arch_tensor t, int layer)

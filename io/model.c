@@ -556,7 +556,8 @@ static ms_status expect_matrix(const mdl_model *m, const char *name, dim rows, d
 			       "%s: tensor '%s' (%s): shape %s, expected %s (%s x %s in config.json)", m->dir, name, what,
 			       found, expected, rows.field, cols.field);
 	}
-	if (!st_dtype_is_float(t->dtype))
+	/* an F8_E4M3 matrix is checked with its scales by check_quant */
+	if (!st_dtype_is_float(t->dtype) && t->dtype != ST_F8_E4M3)
 		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (%s): dtype %s, expected F32, F16 or BF16", m->dir,
 			       name, what, st_dtype_name(t->dtype));
 	*out = t;
@@ -689,7 +690,8 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 	const dim rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
 	char name[256], what[96];
 	blk->experts = calloc((size_t)m->n_experts * MDL_NMAT, sizeof *blk->experts);
-	if (!blk->experts)
+	blk->scales = calloc((size_t)m->n_experts * MDL_NMAT, sizeof *blk->scales);
+	if (!blk->experts || !blk->scales)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
 			       blk->label);
 	snprintf(what, sizeof what, "router of layer %s", blk->label);
@@ -735,6 +737,76 @@ static void detect_layout(mdl_model *m)
 		snprintf(m->blocks[b].prefix, sizeof m->blocks[b].prefix, "%s%d%s", s->head, m->blocks[b].layer, tail);
 }
 
+/* ---- quantized weights (io/quant.h) ------------------------------------------------------------------------ */
+
+/* The scale tensor of an F8_E4M3 weight, bound and checked (NULL scale when it is absent: qt_bind_fp8 says so). */
+static ms_status bind_fp8(const mdl_model *m, const st_tensor *t, qt_matrix *q, ms_error *err)
+{
+	char name[600];
+	if (m->quant.scheme != QT_FP8)
+		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' is F8_E4M3 but config.json has no quantization_config "
+			       "with quant_method \"fp8\"", t->path, t->name);
+	if (qt_fp8_scale_name(t->name, name, sizeof name) != 0)
+		return ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' is F8_E4M3 but its name does not end in "
+			       "'.weight', so it has no weight_scale_inv", t->path, t->name);
+	return qt_bind_fp8(t, st_find(m->st, name), m->quant.block[0], m->quant.block[1], q, err);
+}
+
+ms_status mdl_matrix(const mdl_model *m, const st_tensor *t, qt_matrix *out, ms_error *err)
+{
+	if (!m || !t || !out)
+		return ms_fail(err, MS_ERR_ARG, "mdl_matrix: no tensor");
+	return t->dtype == ST_F8_E4M3 ? bind_fp8(m, t, out, err) : qt_bind_plain(t, out, err);
+}
+
+/* Every tensor against quantization_config: each F8_E4M3 weight has a scale tensor of the right shape with finite
+ * scales; each weight_scale_inv belongs to an F8_E4M3 weight; under quant_method fp8 every routed expert matrix
+ * not listed in modules_to_not_convert is F8_E4M3. The experts' scales are kept in their block. */
+static ms_status check_quant(mdl_model *m, ms_error *err)
+{
+	static const char suffix[] = ".weight_scale_inv";
+	const size_t k = sizeof suffix - 1;
+	ms_status st = MS_OK;
+	for (size_t i = 0; st == MS_OK && i < st_count(m->st); i++) {
+		const st_tensor *t = st_get(m->st, i);
+		size_t n = strlen(t->name);
+		qt_matrix q;
+		if (t->dtype == ST_F8_E4M3) {
+			st = bind_fp8(m, t, &q, err);
+		} else if (n > k && strcmp(t->name + n - k, suffix) == 0) {
+			char weight[600];
+			snprintf(weight, sizeof weight, "%.*s.weight", (int)(n - k), t->name);
+			const st_tensor *w = st_find(m->st, weight);
+			if (!w || w->dtype != ST_F8_E4M3)
+				st = ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' scales '%s', which is %s", t->path,
+					     t->name, weight, w ? st_dtype_name(w->dtype) : "missing");
+		}
+	}
+	for (int b = 0; st == MS_OK && b < m->n_blocks; b++) {
+		mdl_block *blk = &m->blocks[b];
+		for (int i = 0; st == MS_OK && i < m->n_experts * MDL_NMAT; i++) {
+			const st_tensor *t = blk->experts[i];
+			qt_matrix q;
+			if (!t)
+				continue;
+			if (t->dtype == ST_F8_E4M3) {
+				st = bind_fp8(m, t, &q, err);
+				blk->scales[i] = q.scales;
+				m->bytes_experts += q.scales ? q.scales->nbytes : 0;
+			} else if (m->quant.scheme != QT_NONE && !qt_not_converted(&m->quant, t->name)) {
+				st = ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' is %s but config.json's quantization_config "
+					     "says %s (and modules_to_not_convert does not list it)", t->path, t->name,
+					     st_dtype_name(t->dtype), qt_scheme_names[m->quant.scheme]);
+			}
+		}
+		if (st == MS_OK && !st_dtype_is_float(blk->router->dtype))
+			st = ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (router of layer %s): dtype %s, expected F32, F16 "
+				     "or BF16", blk->router->path, blk->router->name, blk->label,
+				     st_dtype_name(blk->router->dtype));
+	}
+	return st;
+}
+
 static void count_totals(mdl_model *m)
 {
 	size_t n = st_count(m->st);
@@ -771,6 +843,8 @@ static ms_status open_config(mdl_model *m, const char *where, ms_error *err)
 	snprintf(m->model_type, sizeof m->model_type, "%s", m->family->model_type);
 	st = read_dims(m, cfg, where, err);
 	if (st == MS_OK)
+		st = qt_config_read(cfg, where, &m->quant, err);
+	if (st == MS_OK)
 		st = list_blocks(m, cfg, where, err);
 	return st;
 }
@@ -796,6 +870,8 @@ ms_status mdl_open(const char *dir, mdl_model **out, ms_error *err)
 		detect_layout(m);
 	for (int b = 0; st == MS_OK && b < m->n_blocks; b++)
 		st = check_block(m, b, err);
+	if (st == MS_OK)
+		st = check_quant(m, err);
 	if (st != MS_OK) {
 		mdl_close(m);
 		return st;
@@ -812,6 +888,7 @@ void mdl_close(mdl_model *m)
 	for (int b = 0; b < m->n_blocks; b++) {
 		free(m->blocks[b].experts);
 		free(m->blocks[b].views);
+		free(m->blocks[b].scales);
 	}
 	free(m->blocks);
 	st_close(m->st);
@@ -906,7 +983,10 @@ ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *
 	for (int k = 0; k < MDL_NMAT; k++) {
 		if (!dst[k] || !t[k])   /* a matrix the family lacks, or one the caller does not want */
 			continue;
-		ms_status st = st_read_f32(t[k], dst[k], err);
+		qt_matrix q;
+		ms_status st = mdl_matrix(m, t[k], &q, err);
+		if (st == MS_OK)
+			st = qt_read_f32(&q, dst[k], err);
 		if (st != MS_OK)
 			return st;
 	}

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/quant.h"
 #include "io/safetensors.h"
 
 /* How an expert computes its output y from input x (weights are [out, in]):
@@ -61,6 +62,7 @@ typedef struct {
 					     * NULL per expert */
 	const st_tensor *score_bias; /* [E] gate.e_score_correction_bias (deepseek_v3, glm4_moe), or NULL */
 	st_tensor *views;            /* [E * MDL_NMAT] storage of the fused layout's views, or NULL */
+	const st_tensor **scales;    /* [E * MDL_NMAT]: the weight_scale_inv of an F8_E4M3 expert matrix, else NULL */
 } mdl_block;
 
 typedef struct mdl_family mdl_family;  /* a row of model.c's table */
@@ -79,8 +81,9 @@ typedef struct {
 	int n_layers;                /* decoder layers (encoder + decoder for switch) */
 	int n_blocks;                /* MoE blocks */
 	mdl_block *blocks;
-	st_dtype expert_dtype;
 	mdl_layout layout;           /* the same for every block */
+	st_dtype expert_dtype;       /* F8_E4M3 for FP8 experts (their scales are in blocks[b].scales) */
+	qt_config quant;             /* config.json's quantization_config (scheme QT_NONE without one) */
 	uint64_t bytes_total;        /* all tensors */
 	uint64_t bytes_experts;      /* routed expert matrices */
 	uint64_t params_total;
@@ -122,6 +125,10 @@ ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *er
 /* Loads the matrices of expert e of block b as float32: gate [f, d] (skipped when the family has no gate or
  * gate is NULL), up [f, d], down [d, f]. */
 ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *up, float *down, ms_error *err);
+
+/* Any 2-D weight of the checkpoint as a matrix to read as float32: a float tensor as it is, an F8_E4M3 one with
+ * its weight_scale_inv (checked when the model was opened). */
+ms_status mdl_matrix(const mdl_model *m, const st_tensor *t, qt_matrix *out, ms_error *err);
 
 /* The parsed config.json (a cJSON *), for writers that rewrite it. */
 const void *mdl_config_json(const mdl_model *m);

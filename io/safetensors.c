@@ -103,6 +103,8 @@ int64_t st_first_nonfinite_raw(st_dtype dtype, const void *bytes, uint64_t n)
 			return (int64_t)i;
 		if (dtype == ST_BF16 && (p[2 * i + 1] & 0x7f) == 0x7f && (p[2 * i] & 0x80))
 			return (int64_t)i;
+		if (dtype == ST_F8_E4M3 && (p[i] & 0x7f) == 0x7f)   /* E4M3 has one NaN pattern and no infinity */
+			return (int64_t)i;
 	}
 	return -1;
 }

@@ -69,7 +69,7 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err);
 
 /* Scalar conversions. Rounding to F16/BF16 is round-to-nearest-even; NaN stays NaN. */
-/* Index of the first NaN or infinity among n elements of a float dtype's raw bytes (F32, F16, BF16; -1 for any
+/* Index of the first NaN or infinity among n elements of a float dtype's raw bytes (F32, F16, BF16, F8_E4M3; -1 for any
  * other dtype, or when all are finite), by the exponent bits alone, so that a tensor copied byte for byte is
  * checked without converting it. */
 int64_t st_first_nonfinite_raw(st_dtype dtype, const void *bytes, uint64_t n);

@@ -11,6 +11,7 @@
 
 #include "io/jsonfile.h"
 #include "io/outdir.h"
+#include "io/quant.h"
 #include "io/safetensors.h"
 #include "pipeline/report.h"
 
@@ -65,15 +66,18 @@ static ms_status interrupted(const mrun_ctx *c, ms_error *err)
 static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 {
 	const mdl_model *m = c->m;
-	size_t n = (size_t)m->n_blocks * (2 + MDL_NFUSED + (size_t)m->n_experts * MDL_NMAT), k = 0;
+	size_t n = (size_t)m->n_blocks * (2 + MDL_NFUSED + 2 * (size_t)m->n_experts * MDL_NMAT), k = 0;
 	c->block_tensors = malloc(n * sizeof *c->block_tensors);
 	if (!c->block_tensors)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
 	for (int b = 0; b < m->n_blocks; b++) {
 		c->block_tensors[k++] = m->blocks[b].router;
-		for (int i = 0; i < m->n_experts * MDL_NMAT; i++)
+		for (int i = 0; i < m->n_experts * MDL_NMAT; i++) {
 			if (m->blocks[b].experts[i])
 				c->block_tensors[k++] = m->blocks[b].experts[i];
+			if (m->blocks[b].scales[i])   /* an FP8 expert's scales are rewritten with it */
+				c->block_tensors[k++] = m->blocks[b].scales[i];
+		}
 		for (int i = 0; i < MDL_NFUSED; i++)
 			if (m->blocks[b].fused[i])
 				c->block_tensors[k++] = m->blocks[b].fused[i];
@@ -149,8 +153,21 @@ static ms_status declare_fused(mrun_ctx *c, int b, ms_error *err)
 	return st;
 }
 
-/* Declares the tensors of block b: its router (and its selection bias), then n_out experts with the input's matrix shapes and dtypes
- * (or their factors). */
+/* The weight_scale_inv of an FP8 expert matrix: one scale per block, in the dtype of the input's (F32 for
+ * DeepSeek-V3, BF16 for Qwen's FP8 checkpoints). */
+static ms_status declare_fp8_scales(mrun_ctx *c, const char *name, const st_tensor *src, st_dtype dtype,
+				    ms_error *err)
+{
+	char scale[600];
+	if (qt_fp8_scale_name(name, scale, sizeof scale) != 0)
+		return ms_fail(err, MS_ERR_ARG, "tensor name too long: %s", name);
+	const int *bs = c->m->quant.block;
+	const int64_t shape[2] = {(src->shape[0] + bs[0] - 1) / bs[0], (src->shape[1] + bs[1] - 1) / bs[1]};
+	return declare(c, scale, "", dtype, 2, shape, err);
+}
+
+/* Declares the tensors of block b: its router (and its selection bias), then n_out experts with the input's matrix
+ * shapes and dtypes (or their factors). */
 static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
@@ -173,6 +190,8 @@ static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 				st = declare_factors(c, name, src, r, err);
 			else
 				st = declare(c, name, "", src->dtype, src->ndim, src->shape, err);
+			if (st == MS_OK && blk->scales[mat])
+				st = declare_fp8_scales(c, name, src, blk->scales[mat]->dtype, err);
 		}
 	}
 	return st;
@@ -262,6 +281,28 @@ static ms_status write_floats(mrun_ctx *c, const float *v, int64_t n, int64_t ro
 	return st == MS_OK ? st_writer_write_f32(c->w, v, (uint64_t)n, err) : st;
 }
 
+/* An FP8 matrix: codes, then its scales in the input's scale dtype. The merged values are already on their blocks'
+ * FP8 grid (the pipeline rounds them so, with scales of that dtype), so quantizing again gives back those values. */
+static ms_status write_fp8(mrun_ctx *c, const float *v, int rows, int cols, st_dtype scale_dtype, ms_error *err)
+{
+	const int br = c->m->quant.block[0], bc = c->m->quant.block[1];
+	const int64_t n_scales = (int64_t)((rows + br - 1) / br) * ((cols + bc - 1) / bc);
+	uint8_t *codes = malloc((size_t)rows * (size_t)cols);
+	float *inv = malloc((size_t)n_scales * sizeof *inv);
+	ms_status st = MS_OK;
+	if (!codes || !inv)
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
+	if (st == MS_OK) {
+		qt_fp8_quantize(v, rows, cols, br, bc, scale_dtype, codes, inv, NULL, NULL);
+		st = st_writer_write(c->w, codes, (uint64_t)rows * (uint64_t)cols, err);
+	}
+	if (st == MS_OK)
+		st = st_writer_write_f32(c->w, inv, (uint64_t)n_scales, err);
+	free(codes);
+	free(inv);
+	return st;
+}
+
 static ms_status write_factors(mrun_ctx *c, const cmp_factors *fa, const cmp_result *r, int rows, int cols,
 			       const mrun_dest *dest, ms_error *err)
 {
@@ -295,6 +336,8 @@ static ms_status write_slot(mrun_ctx *c, int b, const pipe_merged *mg, int s, in
 		const cmp_result *r = mg->compression ? &mg->compression[g * MDL_NMAT + mat] : NULL;
 		if (fa && fa->u && r && r->compressed)
 			st = write_factors(c, fa, r, rows, cols, &dest, err);
+		else if (blk->scales[mat])
+			st = write_fp8(c, mats[mat], rows, cols, blk->scales[mat]->dtype, err);
 		else
 			st = write_floats(c, mats[mat], (int64_t)rows * cols, cols, &dest, "", err);
 	}
@@ -395,14 +438,38 @@ static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_
 	const mdl_block *blk = &c->m->blocks[b];
 	uint64_t expert = 0;
 	*before = blk->router->nbytes;
-	for (int i = 0; i < c->m->n_experts * MDL_NMAT; i++)
+	for (int i = 0; i < c->m->n_experts * MDL_NMAT; i++) {
 		if (blk->experts[i])
 			*before += blk->experts[i]->nbytes;
-	for (int mat = 0; mat < MDL_NMAT; mat++)
+		if (blk->scales[i])
+			*before += blk->scales[i]->nbytes;
+	}
+	for (int mat = 0; mat < MDL_NMAT; mat++) {
 		if (blk->experts[mat])
 			expert += blk->experts[mat]->nbytes;
+		if (blk->scales[mat])
+			expert += blk->scales[mat]->nbytes;
+	}
 	*after = (uint64_t)c->n_out * expert +
 		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);
+}
+
+/* How far rounding the merged experts to FP8 blocks moved them: the relative Frobenius error of each kind of
+ * matrix and of all of them, and the worst single block. */
+static void report_requant(cJSON *jb, const pipe_merged *mg)
+{
+	static const char *const names[MDL_NMAT] = {"gate", "up", "down"};
+	cJSON *o = cJSON_AddObjectToObject(jb, "requantization");
+	cJSON_AddStringToObject(o, "scheme", "fp8");
+	qt_error all = {0};
+	for (int mat = 0; mat < MDL_NMAT; mat++) {
+		if (mg->requant[mat].norm2 == 0 && mg->requant[mat].err2 == 0)
+			continue;
+		cJSON_AddNumberToObject(o, names[mat], qt_error_rel(&mg->requant[mat]));
+		qt_error_add(&all, &mg->requant[mat]);
+	}
+	cJSON_AddNumberToObject(o, "rel_error", qt_error_rel(&all));
+	cJSON_AddNumberToObject(o, "max_block_rel_error", all.max_block_rel);
 }
 
 static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, const blk_eval_ref *ref,
@@ -415,6 +482,8 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	cJSON_AddNumberToObject(jb, "experts_out", c->n_out);
 	cJSON_AddNumberToObject(jb, "bytes_before", (double)before);
 	cJSON_AddNumberToObject(jb, "bytes_after", (double)after);
+	if (blk->expert_dtype == ST_F8_E4M3)
+		report_requant(jb, mg);
 	int64_t cmp_before, cmp_after;
 	pipe_compressed_params(mg, &cmp_before, &cmp_after);
 	if (cmp_before > 0) {
@@ -654,6 +723,9 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->layout == MDL_LAYOUT_FUSED)
 		return ms_fail(err, MS_ERR_ARG, "%s: the experts are fused 3-D tensors; --compress-format factors stores "
 			       "per-expert matrices, use --compress-format dense", c->m->dir);
+	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->expert_dtype == ST_F8_E4M3)
+		return ms_fail(err, MS_ERR_ARG, "--compress-format factors cannot store FP8 experts (their factors would "
+			       "need scales of their own); use --compress-format dense");
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->opts.compress.mode == CMP_RANK_NONE)
 		return ms_fail(err, MS_ERR_ARG, "--compress-format factors needs a rank (--rank, --rank-energy or "
 			       "--rank-stable)");

@@ -246,6 +246,12 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->per_expert = expert_floats(m->act, out->d, out->f);
 	out->expert_dtype = m->expert_dtype;
 	out->router_dtype = m->blocks[b].router->dtype;
+	out->quant_block[0] = m->quant.block[0];
+	out->quant_block[1] = m->quant.block[1];
+	for (int k = 0; k < MDL_NMAT; k++) {
+		const st_tensor *s = m->blocks[b].scales[k];   /* expert 0's, as the writer declares them */
+		out->quant_scale_dtype[k] = s ? s->dtype : ST_F32;
+	}
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
 	out->weights = take_weights((size_t)(out->E * out->per_expert));
@@ -923,6 +929,71 @@ static void round_to_dtype(st_dtype dtype, float *x, int64_t n)
 		run_split(n, round_span, &job);
 }
 
+/* FP8 experts: a merged matrix goes through its block quantization and back (io/quant.h), so that evaluation sees
+ * what the written checkpoint holds. One task per strip of block rows; the strips' errors are added in order. */
+typedef struct {
+	float *x;                /* [rows, cols], rounded in place */
+	int64_t rows, cols;
+	int br, bc;
+	st_dtype scale_dtype;
+	qt_error *errs;          /* [strips] */
+} fp8_job;
+
+static ms_status fp8_strip(void *ctx, int64_t i, ms_error *err)
+{
+	const fp8_job *j = ctx;
+	const int64_t r0 = i * j->br, n = j->rows - r0 < j->br ? j->rows - r0 : j->br;
+	const int64_t sc = (j->cols + j->bc - 1) / j->bc;
+	uint8_t *codes = malloc((size_t)(n * j->cols));
+	float *inv = malloc((size_t)sc * sizeof *inv);
+	ms_status st = MS_OK;
+	if (codes && inv)
+		qt_fp8_quantize(j->x + r0 * j->cols, n, j->cols, j->br, j->bc, j->scale_dtype, codes, inv, j->x + r0 * j->cols,
+				&j->errs[i]);
+	else
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
+	free(codes);
+	free(inv);
+	return st;
+}
+
+static ms_status round_matrix_fp8(const pipe_block *blk, int mat, float *x, int rows, int cols, qt_error *acc,
+				  ms_error *err)
+{
+	fp8_job j = {.x = x, .rows = rows, .cols = cols, .br = blk->quant_block[0], .bc = blk->quant_block[1],
+		     .scale_dtype = blk->quant_scale_dtype[mat]};
+	const int64_t strips = (rows + j.br - 1) / j.br;
+	if (strips == 0)
+		return MS_OK;
+	j.errs = calloc((size_t)strips, sizeof *j.errs);
+	if (!j.errs)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
+	ms_status st = par_for(strips, fp8_strip, &j, err);
+	for (int64_t i = 0; st == MS_OK && i < strips; i++)
+		qt_error_add(acc, &j.errs[i]);
+	free(j.errs);
+	return st;
+}
+
+/* Rounds one merged expert to the checkpoint's storage: F16 or BF16 value by value, FP8 block by block (the
+ * error going into acc [MDL_NMAT]). */
+static ms_status round_expert(const pipe_block *blk, const expert_weights *w, qt_error *acc, ms_error *err)
+{
+	if (blk->expert_dtype != ST_F8_E4M3) {
+		round_to_dtype(blk->expert_dtype, (float *)(w->gate ? w->gate : w->up), blk->per_expert);
+		return MS_OK;
+	}
+	const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
+	ms_status st = MS_OK;
+	for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
+		int rows, cols;
+		matrix_shape(blk, mat, &rows, &cols);
+		if (rows && mats[mat])
+			st = round_matrix_fp8(blk, mat, (float *)mats[mat], rows, cols, &acc[mat], err);
+	}
+	return st;
+}
+
 /* Merged weights must be finite once rounded to the checkpoint's dtype: finite inputs can still give infinity
  * when a low-rank reconstruction overshoots the largest F16 value, and a merge must not write or evaluate that. */
 static ms_status check_merged_experts(const pipe_block *blk, const pipe_merged *mg, int G, const char *label,
@@ -972,9 +1043,9 @@ static ms_status merge_groups(merge_work *w, pipe_merged *out, int G, int compre
 	}
 	for (int g = 0; st == MS_OK && compress && g < G; g++)
 		st = compress_slot(blk, out, g, &w->o->compress, err);
+	memset(out->requant, 0, sizeof out->requant);
 	for (int g = 0; st == MS_OK && g < G; g++)
-		round_to_dtype(blk->expert_dtype, (float *)(out->experts[g].gate ? out->experts[g].gate
-								       : out->experts[g].up), blk->per_expert);
+		st = round_expert(blk, &out->experts[g], out->requant, err);
 	if (st == MS_OK)
 		st = check_merged_experts(blk, out, G, w->p->labels[w->b], err);
 	return st;
@@ -995,8 +1066,14 @@ static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merg
 	ms_status st = rft_routed_error(&c, fr->x, fr->n, fr->y, &mg->fit_error_merged, err);
 	if (st == MS_OK)
 		st = rft_down(&c, down, fr->x, fr->n, fr->y, &ro, err);
-	for (int s = 0; st == MS_OK && s < mg->n_slots; s++)
-		round_to_dtype(blk->expert_dtype, down[s], (int64_t)blk->d * blk->f);
+	if (st == MS_OK && blk->expert_dtype == ST_F8_E4M3)
+		memset(&mg->requant[MDL_DOWN], 0, sizeof mg->requant[MDL_DOWN]);   /* measured again on the refit */
+	for (int s = 0; st == MS_OK && s < mg->n_slots; s++) {
+		if (blk->expert_dtype == ST_F8_E4M3)
+			st = round_matrix_fp8(blk, MDL_DOWN, down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
+		else
+			round_to_dtype(blk->expert_dtype, down[s], (int64_t)blk->d * blk->f);
+	}
 	free(down);
 	if (st == MS_OK)
 		st = check_merged_experts(blk, mg, mg->n_slots, label, err);

@@ -63,6 +63,8 @@ cJSON *report_model(const mdl_model *m)
 	cJSON_AddNumberToObject(routing, "topk_group", m->routing.topk_group);
 	cJSON_AddStringToObject(j, "expert_layout", m->layout == MDL_LAYOUT_FUSED ? "fused" : "per_expert");
 	cJSON_AddStringToObject(j, "expert_dtype", st_dtype_name(m->expert_dtype));
+	if (m->quant.scheme != QT_NONE)
+		cJSON_AddStringToObject(j, "quantization", qt_scheme_names[m->quant.scheme]);
 	cJSON_AddItemToObject(j, "params", pair(m->params_experts, m->params_total));
 	cJSON_AddItemToObject(j, "bytes", pair(m->bytes_experts, m->bytes_total));
 	cJSON_AddNumberToObject(j, "shards", (double)st_shard_count(m->st));

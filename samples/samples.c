@@ -33,6 +33,7 @@
 
 #include "io/durable.h"
 #include "io/outdir.h"
+#include "io/quant.h"
 #include "io/safetensors.h"
 
 #define MAX_PROTO 8
@@ -230,6 +231,8 @@ struct sample_spec {
 	int min_active;      /* a calibration token activates min(top_k, n_proto) prototypes with probability */
 	double full_share;   /* full_share, else min_active to one less, uniformly */
 	uint64_t seed;
+	int fp8_block[2];    /* nonzero: projection weights stored F8_E4M3 with an F32 weight_scale_inv per block of
+			      * this size, as DeepSeek-V3 stores them (io/quant.h); embeddings, routers and norms stay */
 	void (*layout)(sample_ctx *c);          /* lists every tensor, calling add_moe_block for MoE blocks */
 	cJSON *(*config)(const sample_spec *s); /* config.json */
 };
@@ -658,6 +661,7 @@ const samples_entry samples_table[] = {
 	{"qwen2moe-fused", "qwen2moe-tiny's weights with the experts fused into 3-D tensors (transformers v5 layout)"},
 	{"deepseek3-tiny", "DeepseekV3ForCausalLM, 1 dense + 3 MoE layers, 16 experts top-4 in 4 groups (2 eligible), "
 			   "selection bias, d=128"},
+	{"mixtral-fp8", "mixtral-tiny's weights stored FP8 E4M3 in 64 x 32 blocks with weight_scale_inv (as DeepSeek-V3)"},
 };
 const int samples_count = (int)(sizeof samples_table / sizeof samples_table[0]);
 
@@ -699,6 +703,12 @@ static const sample_spec sample_specs[] = {
 	 .kv_lora = 32, .q_lora = 48, .qk_nope = 16, .qk_rope = 16, .v_head = 32,
 	 .popularity = 0.35, .min_active = 2, .full_share = 0.25,
 	 .seed = 0x64656570736b33ULL, .layout = deepseek3_layout, .config = deepseek3_config},
+	/* mixtral-tiny's row (same seed, so the same planted structure and values before quantization) */
+	{.model_type = "mixtral", .architecture = "MixtralForCausalLM", .layers = 4, .n_experts = 8, .top_k = 2,
+	 .n_proto = 3, .hidden = 128, .inter = 256, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
+	 .tokens = 512, .shards = 1, .group_size = {4, 2, 2},
+	 .popularity = 0.4, .min_active = 1, .full_share = 0.65,
+	 .seed = 0x6d69787472616cULL, .fp8_block = {64, 32}, .layout = mixtral_layout, .config = mixtral_config},
 };
 
 _Static_assert(sizeof sample_specs / sizeof sample_specs[0] == sizeof samples_table / sizeof samples_table[0],
@@ -1011,12 +1021,62 @@ static uint64_t shard_limit(const sample_ctx *c)
 	return c->spec->shards > 1 ? total / 5 * 3 : UINT64_MAX / 4;
 }
 
+/* In an FP8 sample, the projection matrices (attention, dense and expert) are stored FP8; the embeddings, the
+ * output head, the routers and the norms are not (DeepSeek-V3's choice). */
+static int stored_fp8(const sample_spec *s, const tensor_spec *t)
+{
+	return s->fp8_block[0] > 0 && t->ndim == 2 && t->kind != FILL_ROUTER && !strstr(t->name, "embed_tokens") &&
+	       !strstr(t->name, "lm_head");
+}
+
+static void fp8_scale_shape(const sample_spec *s, const tensor_spec *t, int64_t *shape)
+{
+	shape[0] = (t->shape[0] + s->fp8_block[0] - 1) / s->fp8_block[0];
+	shape[1] = (t->shape[1] + s->fp8_block[1] - 1) / s->fp8_block[1];
+}
+
+static ms_status declare_tensor(const sample_spec *s, const tensor_spec *t, st_writer *w, ms_error *err)
+{
+	if (!stored_fp8(s, t))
+		return st_writer_declare(w, t->name, ST_BF16, t->ndim, t->shape, err);
+	char scale[200];
+	int64_t shape[2];
+	fp8_scale_shape(s, t, shape);
+	if (qt_fp8_scale_name(t->name, scale, sizeof scale) != 0)
+		return ms_fail(err, MS_ERR_ARG, "samples: %s: not a weight", t->name);
+	ms_status st = st_writer_declare(w, t->name, ST_F8_E4M3, 2, t->shape, err);
+	return st ? st : st_writer_declare(w, scale, ST_F32, 2, shape, err);
+}
+
+/* The values x [numel] of t as stored: BF16, or FP8 codes then their scales. */
+static ms_status write_tensor(const sample_spec *s, const tensor_spec *t, const float *x, st_writer *w,
+			      ms_error *err)
+{
+	if (!stored_fp8(s, t))
+		return st_writer_write_f32(w, x, (uint64_t)tensor_numel(t), err);
+	int64_t shape[2];
+	fp8_scale_shape(s, t, shape);
+	uint8_t *codes = malloc((size_t)tensor_numel(t));
+	float *inv = malloc((size_t)(shape[0] * shape[1]) * sizeof *inv);
+	ms_status st = codes && inv ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "samples: out of memory");
+	if (!st) {
+		qt_fp8_quantize(x, t->shape[0], t->shape[1], s->fp8_block[0], s->fp8_block[1], ST_F32, codes, inv, NULL,
+				NULL);
+		st = st_writer_write(w, codes, (uint64_t)tensor_numel(t), err);
+	}
+	if (!st)
+		st = st_writer_write_f32(w, inv, (uint64_t)(shape[0] * shape[1]), err);
+	free(codes);
+	free(inv);
+	return st;
+}
+
 static ms_status model_tensors(const sample_ctx *c, st_writer *w, ms_error *err)
 {
 	int64_t most = 0;
 	for (size_t i = 0; i < c->tensors.n; i++) {
 		const tensor_spec *t = &c->tensors.v[i];
-		ms_status st = st_writer_declare(w, t->name, ST_BF16, t->ndim, t->shape, err);
+		ms_status st = declare_tensor(c->spec, t, w, err);
 		if (st)
 			return st;
 		if (tensor_numel(t) > most)
@@ -1028,7 +1088,7 @@ static ms_status model_tensors(const sample_ctx *c, st_writer *w, ms_error *err)
 	ms_status st = MS_OK;
 	for (size_t i = 0; i < c->tensors.n && !st; i++) {
 		fill_tensor(c, &c->tensors.v[i], buf);
-		st = st_writer_write_f32(w, buf, (uint64_t)tensor_numel(&c->tensors.v[i]), err);
+		st = write_tensor(c->spec, &c->tensors.v[i], buf, w, err);
 	}
 	free(buf);
 	return st;
@@ -1213,6 +1273,21 @@ static ms_status ctx_build(sample_ctx *c, const sample_spec *s, ms_error *err)
 	return MS_OK;
 }
 
+/* config.json of an FP8 sample carries DeepSeek-V3's quantization_config. */
+static cJSON *with_quant(const sample_spec *s, cJSON *j)
+{
+	if (!j || !s->fp8_block[0])
+		return j;
+	cJSON *q = cJSON_AddObjectToObject(j, "quantization_config");
+	cJSON_AddStringToObject(q, "activation_scheme", "dynamic");
+	cJSON_AddStringToObject(q, "fmt", "e4m3");
+	cJSON_AddStringToObject(q, "quant_method", "fp8");
+	cJSON *bs = cJSON_AddArrayToObject(q, "weight_block_size");
+	cJSON_AddItemToArray(bs, cJSON_CreateNumber(s->fp8_block[0]));
+	cJSON_AddItemToArray(bs, cJSON_CreateNumber(s->fp8_block[1]));
+	return j;
+}
+
 static ms_status write_files(const sample_spec *s, const char *dir, ms_error *err)
 {
 	sample_ctx c;
@@ -1222,7 +1297,7 @@ static ms_status write_files(const sample_spec *s, const char *dir, ms_error *er
 	if (!st)
 		st = write_calib(&c, dir, err);
 	if (!st)
-		st = write_json(dir, "config.json", s->config(s), err);
+		st = write_json(dir, "config.json", with_quant(s, s->config(s)), err);
 	if (!st)
 		st = write_json(dir, "truth.json", truth_json(&c), err);
 	ctx_free(&c);

@@ -580,6 +580,94 @@ def plan_cases():
          1, r"plan\.csv: line 6, column 2: expert 4 out of range 0\.\.3", plan_only(plan_text(experts=8)))
 
 
+# ---- quantized weights (io/quant.h) ----
+
+FP8_BLOCK = [4, 4]
+
+
+def fp8_model(block=FP8_BLOCK, nan_scale=None, nan_code=None, scale_shape=None, drop_scale=None, scale_dtype="F32",
+              stray_scale=False):
+    """The good model with every expert matrix stored F8_E4M3 (codes of magnitude 0.5 to 2, never NaN) and an F32
+    weight_scale_inv per block; the keyword arguments break one thing, naming the expert matrix they break."""
+    ts = []
+    for name, dtype, shape, vals in model_tensors():
+        if ".experts." not in name:
+            ts.append([name, dtype, shape, vals])
+            if stray_scale and name == "model.norm.weight":
+                ts.append(["model.norm.weight_scale_inv", "F32", [1, 1], [1.0]])
+            continue
+        r = Rand(len(name) * 7919 + shape[0])
+        codes = bytes((0x30 + int((r.uniform() + 1) * 8)) | (0x80 if r.uniform() < 0 else 0)
+                      for _ in range(numel(shape)))
+        if name == nan_code:
+            codes = codes[:13] + b"\x7f" + codes[14:]   # row 1 of an 8-wide matrix
+        ts.append([name, "F8_E4M3", shape, codes])
+        if name == drop_scale:
+            continue
+        sshape = scale_shape if (scale_shape and name == EXPERT1_W1) else \
+            [-(-shape[0] // FP8_BLOCK[0]), -(-shape[1] // FP8_BLOCK[1])]
+        svals = [0.01 * (1 + k) for k in range(numel(sshape))]
+        if name == nan_scale:
+            svals[1] = float("nan")
+        if scale_dtype == "I32" and name == EXPERT1_W1:
+            ts.append([name + "_scale_inv", "I32", sshape, struct.pack("<%di" % numel(sshape), *range(numel(sshape)))])
+        else:
+            ts.append([name + "_scale_inv", "F32", sshape, svals])
+    return ts
+
+
+EXPERT1_W1 = "model.layers.0.block_sparse_moe.experts.1.w1.weight"
+
+
+def fp8_config(**quant):
+    cfg = dict(CONFIG)
+    q = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": FP8_BLOCK}
+    q.update(quant)
+    cfg["quantization_config"] = {k: v for k, v in q.items() if v is not None}
+    return cfg
+
+
+def quant_cases():
+    w1 = re_esc(EXPERT1_W1)
+
+    def fp8(config=None, **kw):
+        return lambda d: write_model(d, config=fp8_config() if config is None else config, tensors=fp8_model(**kw),
+                                     calib=True, plan=True)
+
+    case("fp8-scale-wrong-shape", INFO, 1,
+         r"model\.safetensors: tensor '%s_scale_inv': shape \[2, 3\], expected \[2, 2\] \(one scale per 4 x 4 block"
+         % w1, fp8(scale_shape=[2, 3]))
+    case("fp8-scale-missing", INFO, 1,
+         r"model\.safetensors: tensor '%s' is F8_E4M3 but its weight_scale_inv is missing" % w1, fp8(drop_scale=EXPERT1_W1))
+    case("fp8-scale-nan", INFO, 1,
+         r"model\.safetensors: tensor '%s_scale_inv': scale of block \[0, 1\] is NaN or infinite" % w1,
+         fp8(nan_scale=EXPERT1_W1))
+    case("fp8-scale-int-dtype", INFO, 1, r"tensor '%s_scale_inv': dtype I32, expected F32, BF16 or F16 scales" % w1,
+         fp8(scale_dtype="I32"))
+    case("fp8-nan-code", EVAL, 1, r"model\.safetensors: tensor '%s': row 1: NaN code" % w1, fp8(nan_code=EXPERT1_W1))
+    case("fp8-block-does-not-divide", INFO, 1,
+         r"tensor '%s_scale_inv': shape \[2, 2\], expected \[3, 2\] \(one scale per 3 x 4 block"
+         % re_esc(EXPERT1_W1.replace("experts.1", "experts.0")),
+         fp8(config=fp8_config(weight_block_size=[3, 4])))
+    case("fp8-weights-without-config", INFO, 1,
+         r"model\.safetensors: tensor '.*experts\.0\.w1\.weight' is F8_E4M3 but config\.json has no "
+         r"quantization_config with quant_method \"fp8\"", fp8(config=CONFIG))
+    case("fp8-config-but-float-weights", INFO, 1,
+         r"model\.safetensors: tensor '.*experts\.0\.w1\.weight' is F32 but config\.json's quantization_config says "
+         r"fp8", lambda d: write_model(d, config=fp8_config()))
+    case("mxfp4-config-but-float-weights", INFO, 1,
+         r"tensor '.*experts\.0\.w1\.weight' is F32 but config\.json's quantization_config says mxfp4",
+         lambda d: write_model(d, config=fp8_config(quant_method="mxfp4", weight_block_size=None, fmt=None)))
+    case("fp8-stray-scale", INFO, 1,
+         r"tensor 'model\.norm\.weight_scale_inv' scales 'model\.norm\.weight', which is F32", fp8(stray_scale=True))
+    case("quant-method-unknown", INFO, 1, r"config\.json: quantization_config\.quant_method 'gptq' is not supported",
+         lambda d: write_model(d, config=fp8_config(quant_method="gptq")))
+    case("fp8-block-size-zero", INFO, 1, r"config\.json: quantization_config\.weight_block_size must be two integers",
+         fp8(config=fp8_config(weight_block_size=[0, 4])))
+    case("fp8-fmt-e5m2", INFO, 1, r"config\.json: quantization_config\.fmt must be \"e4m3\"",
+         fp8(config=fp8_config(fmt="e5m2")))
+
+
 def output_cases():
     case("merge-output-is-input", "$MOESCOPE merge $BASE --plan $BASE/plan.csv --calib $BASE/calib.safetensors "
          "--out $BASE --force", 1, r"tests/bad/base: the output would replace or sit inside the input model", None)
@@ -599,6 +687,7 @@ def main():
     nonfinite_cases()
     calib_cases()
     plan_cases()
+    quant_cases()
     output_cases()
     with open(os.path.join(ROOT, "cases.tsv"), "w") as f:
         f.write("# name\tcommand\tstatus\tstderr regex (written by tests/bad/make.py; run by tests/cli/bad.sh)\n")

@@ -25,7 +25,7 @@ close() {
 		exit !(a != "" && b != "" && d <= t * m) }'; then pass "$1"; else fail "$1" "$2 vs $3 (tol $4)"; fi
 }
 
-for s in mixtral-tiny olmoe-mini qwen2moe-tiny; do
+for s in mixtral-tiny olmoe-mini qwen2moe-tiny mixtral-fp8; do
 	expect_status "$s: capture" 0 "$MOESCOPE" capture "$S/$s" --tokens "$TOK" --out "$TMP/$s.calib.safetensors"
 	expect_status "$s: analyze reads the captured set" 0 "$MOESCOPE" analyze "$S/$s" \
 		--calib "$TMP/$s.calib.safetensors" --json "$TMP/$s.analyze.json"

@@ -37,10 +37,36 @@ def read_safetensors(path):
             a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
         elif e["dtype"] == "F32":
             a = np.frombuffer(raw, dtype="<f4")
+        elif e["dtype"] == "F8_E4M3":
+            a = e4m3_values(np.frombuffer(raw, dtype=np.uint8))
         else:
             continue
         out[name] = a.astype(np.float64).reshape(e["shape"])
     return out
+
+
+def e4m3_values(c):
+    """OCP OFP8 E4M3: sign, 4 exponent bits of bias 7, 3 mantissa bits; exponent 0 is subnormal; S.1111.111 NaN."""
+    c = c.astype(np.int64)
+    sign = np.where(c >> 7, -1.0, 1.0)
+    e, m = (c >> 3) & 15, c & 7
+    v = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1 + m / 8.0) * 2.0 ** (e - 7.0))
+    return np.where((e == 15) & (m == 7), np.nan, sign * v)
+
+
+def dequantize_fp8(cfg, w):
+    """quant_method fp8 (DeepSeek-V3's weight_dequant): each X.weight times X.weight_scale_inv, one scale per
+    weight_block_size block (edge blocks may be partial)."""
+    q = cfg.get("quantization_config") or {}
+    if q.get("quant_method") != "fp8":
+        return w
+    br, bc = q.get("weight_block_size", [128, 128])
+    for name in [n for n in w if n.endswith(".weight_scale_inv")]:
+        weight = name[: -len("_scale_inv")]
+        rows, cols = w[weight].shape
+        s = np.repeat(np.repeat(w.pop(name), br, axis=0), bc, axis=1)[:rows, :cols]
+        w[weight] = w[weight] * s
+    return w
 
 
 def read_model(d):
@@ -51,7 +77,8 @@ def read_model(d):
             w.update(read_safetensors(os.path.join(d, shard)))
     else:
         w.update(read_safetensors(os.path.join(d, "model.safetensors")))
-    return json.load(open(os.path.join(d, "config.json"))), w
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    return cfg, dequantize_fp8(cfg, w)
 
 
 def read_tokens(path):

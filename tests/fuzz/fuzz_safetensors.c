@@ -1,6 +1,10 @@
 /* Fuzz target: st_open on arbitrary bytes written as a .safetensors file, then every float tensor of at most
- * FZ_MAX_FLOATS elements converted whole and by its last row. Properties: what st_open accepts keeps the reader's
- * promises (each tensor's bytes match shape and dtype and lie inside the file; st_find finds it by name). */
+ * FZ_MAX_FLOATS elements converted whole and by its last row, and every quantized pair (an F8_E4M3 X.weight with
+ * X.weight_scale_inv, in blocks of 1 x 1, 2 x 3 and 128 x 128; U8 X_blocks with X_scales as MXFP4) bound and
+ * converted (io/quant.h). Properties: what st_open accepts keeps the reader's promises (each tensor's bytes match
+ * shape and dtype and lie inside the file; st_find finds it by name); a pair either fails to bind with a message
+ * or converts, NaN and infinity being the only errors left. */
+#include "io/quant.h"
 #include "io/safetensors.h"
 
 #include "tests/fuzz/fuzz_common.h"
@@ -42,6 +46,49 @@ static void convert(const st_tensor *t)
 	free(x);
 }
 
+static void read_quantized(const qt_matrix *q)
+{
+	if (q->rows <= 0 || (uint64_t)q->rows * (uint64_t)q->cols > FZ_MAX_FLOATS)
+		return;
+	float *x = malloc((size_t)(q->rows * q->cols) * sizeof *x); /* [rows, cols] */
+	if (!x)
+		fz_fail("out of memory", q->codes->name);
+	ms_error err;
+	ms_status st = qt_read_f32(q, x, &err);
+	if (st && st != MS_ERR_NONFINITE)
+		fz_fail("a bound quantized matrix does not convert", err.msg);
+	st = qt_read_rows_f32(q, q->rows - 1, 1, x, &err);
+	if (st && st != MS_ERR_NONFINITE)
+		fz_fail("the last row of a quantized matrix does not convert", err.msg);
+	free(x);
+}
+
+static void quantized(const st_file *f, const st_tensor *t)
+{
+	static const int blocks[][2] = {{1, 1}, {2, 3}, {128, 128}};
+	char name[600];
+	qt_matrix q;
+	ms_error err;
+	size_t n = strlen(t->name);
+	if (t->dtype == ST_F8_E4M3 && qt_fp8_scale_name(t->name, name, sizeof name) == 0) {
+		for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) {
+			ms_status st = qt_bind_fp8(t, st_find(f, name), blocks[i][0], blocks[i][1], &q, &err);
+			if (st)
+				fz_check_error(st, &err, t->path);
+			else
+				read_quantized(&q);
+		}
+	}
+	if (n > 7 && n < 500 && strcmp(t->name + n - 7, "_blocks") == 0) {
+		snprintf(name, sizeof name, "%.*s_scales", (int)(n - 7), t->name);
+		ms_status st = qt_bind_mxfp4(t, st_find(f, name), &q, &err);
+		if (st)
+			fz_check_error(st, &err, t->path);
+		else
+			read_quantized(&q);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	fz_init();
@@ -58,6 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < st_count(f); i++) {
 		check_tensor(f, st_get(f, i), size);
 		convert(st_get(f, i));
+		quantized(f, st_get(f, i));
 	}
 	(void)st_metadata(f, "format");
 	st_close(f);

@@ -93,6 +93,21 @@ def safetensors_seeds():
     put("safetensors", "bad_shape.safetensors", raw(
         '{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}', bytes(4)))
     put("safetensors", "truncated.safetensors", b"\x10\x00\x00")
+    # quantized pairs (io/quant.h): FP8 codes with one F32 scale per 128 x 128 block, a partial edge block, a NaN
+    # scale and a NaN code; MXFP4 blocks (two E2M1 codes a byte) with E8M0 scales, one of them 0xFF
+    fp8 = [0x38, 0xB8, 0x01, 0x7E, 0xFE, 0x00, 0x40, 0x30]
+    put("safetensors", "fp8_block.safetensors", raw(
+        '{"w.weight":{"dtype":"F8_E4M3","shape":[2,4],"data_offsets":[0,8]},'
+        '"w.weight_scale_inv":{"dtype":"F32","shape":[1,1],"data_offsets":[8,12]}}',
+        bytes(fp8) + struct.pack("<f", 0.5)))
+    put("safetensors", "fp8_edges.safetensors", raw(
+        '{"w.weight":{"dtype":"F8_E4M3","shape":[3,4],"data_offsets":[0,12]},'
+        '"w.weight_scale_inv":{"dtype":"BF16","shape":[2,2],"data_offsets":[12,20]}}',
+        bytes(fp8 + [0x7F, 0x11, 0x22, 0x33]) + struct.pack("<f", 2.0)[2:] + b"\xc0\x7f" + bytes(4)))
+    put("safetensors", "mxfp4.safetensors", raw(
+        '{"e.down_proj_blocks":{"dtype":"U8","shape":[2,1,16],"data_offsets":[0,32]},'
+        '"e.down_proj_scales":{"dtype":"U8","shape":[2,1],"data_offsets":[32,34]}}',
+        bytes(range(0, 64, 2)) + bytes([127, 0xFF])))
 
 
 # ---- config.json (against fuzz_config.c's fixed model: one block, E = 2, d = 4, f = 4) ----
@@ -138,6 +153,13 @@ def config_seeds():
     put("config", "bad_topk.json", json.dumps(dict(configs["mixtral"], num_experts_per_tok=3)))
     put("config", "bad_json.json", '{"model_type": "mixtral", "hidden_size": 4,')
     put("config", "not_object.json", "[1, 2, 3]")
+    put("config", "quant_fp8.json", json.dumps(dict(configs["mixtral"], quantization_config={
+        "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128],
+        "modules_to_not_convert": ["lm_head", "model.layers.*.block_sparse_moe.experts"]})))
+    put("config", "quant_mxfp4.json", json.dumps(dict(configs["mixtral"], quantization_config={
+        "quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.block_sparse_moe"]})))
+    put("config", "bad_quant_method.json", json.dumps(dict(configs["mixtral"], quantization_config={
+        "quant_method": "awq", "weight_block_size": [0, -1]})))
 
 
 # ---- calibration (against the golden model: blocks 0..2, d = 32) ----
