@@ -340,8 +340,9 @@ static ms_status json_error(const char *path, const char *buf, size_t at, const 
 	return ms_fail(err, MS_ERR_CFG_JSON, "%s: %s at line %d column %d", path, what, line, col);
 }
 
-/* The whole file must be one JSON object, with nothing but white space after it. */
-static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
+/* The whole file must be one JSON object, with nothing but white space after it. *text gets the file's bytes
+ * (NUL-terminated, *len of them). */
+static ms_status parse_config(const char *path, cJSON **out, char **text, size_t *text_len, ms_error *err)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -359,12 +360,14 @@ static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
 		st = json_error(path, buf, 0, "not a JSON object", err);
 	else if (at < len)
 		st = json_error(path, buf, at, "text after the JSON object", err);
-	free(buf);
 	if (st != MS_OK) {
+		free(buf);
 		cJSON_Delete(root);
 		return st;
 	}
 	*out = root;
+	*text = buf;
+	*text_len = len;
 	return MS_OK;
 }
 
@@ -551,21 +554,27 @@ static void count_totals(mdl_model *m)
 typedef struct {
 	mdl_model pub;   /* first member: a mdl_model * from mdl_open is also a model_priv * */
 	cJSON *config;
+	char *config_text;   /* config.json's bytes as read, for writers that keep them (io/jsonedit.h) */
+	size_t config_len;
 } model_priv;
 
 static ms_status open_config(mdl_model *m, const char *where, ms_error *err)
 {
 	cJSON *cfg;
-	ms_status st = parse_config(where, &cfg, err);
+	model_priv *p = (model_priv *)m;
+	ms_status st = parse_config(where, &cfg, &p->config_text, &p->config_len, err);
 	if (st != MS_OK)
 		return st;
-	((model_priv *)m)->config = cfg;
+	p->config = cfg;
 	const cJSON *type = field(cfg, "model_type");
 	if (!type)
 		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'model_type' missing", where);
 	if (!cJSON_IsString(type))
 		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'model_type' must be a string", where);
 	m->family = find_family(type->valuestring);
+	if (!m->family && strcmp(type->valuestring, MDL_FACTORS_MODEL_TYPE) == 0)
+		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s: a factored checkpoint (moescope merge --compress-format "
+			       "factors): expand it first with 'moescope densify %s --out DIR'", where, m->dir);
 	if (!m->family)
 		return unknown_family(where, type->valuestring, err);
 	snprintf(m->model_type, sizeof m->model_type, "%s", m->family->model_type);
@@ -612,6 +621,7 @@ void mdl_close(mdl_model *m)
 	free(m->blocks);
 	st_close(m->st);
 	cJSON_Delete(((model_priv *)m)->config);
+	free(((model_priv *)m)->config_text);
 	free(m);
 }
 
@@ -685,4 +695,10 @@ ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *
 const void *mdl_config_json(const mdl_model *m)
 {
 	return m ? ((const model_priv *)m)->config : NULL;
+}
+
+const char *mdl_config_text(const mdl_model *m, size_t *len)
+{
+	*len = m ? ((const model_priv *)m)->config_len : 0;
+	return m ? ((const model_priv *)m)->config_text : NULL;
 }

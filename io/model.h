@@ -87,5 +87,13 @@ ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *
 
 /* The parsed config.json (a cJSON *), for writers that rewrite it. */
 const void *mdl_config_json(const mdl_model *m);
+/* config.json's bytes as read (NUL-terminated, *len of them), for writers that keep its spelling
+ * (io/jsonedit.h). */
+const char *mdl_config_text(const mdl_model *m, size_t *len);
+
+/* The model_type of a checkpoint written with --compress-format factors (pipeline/merge_run.h): no stock loader
+ * knows it, so transformers refuses the checkpoint instead of filling the missing dense weights at random; the
+ * family's own model_type is kept in the config's moescope_compression entry. */
+#define MDL_FACTORS_MODEL_TYPE "moescope_factors"
 
 #endif
