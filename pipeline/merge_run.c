@@ -597,6 +597,8 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	snprintf(where, sizeof where, "%s/config.json", c->m->dir);
 	jedit *d;
 	st = jedit_parse(where, text, len, &d, err);
+	if (st == MS_OK && c->req->format == MRUN_FORMAT_FACTORS)   /* e.g. a key the marks need is taken */
+		st = fac_mark_config(d, cmp_rank_mode_name(c->opts.compress.mode), c->opts.compress.sparse_ratio, err);
 	jedit_free(d);
 	if (st != MS_OK)
 		return st;
