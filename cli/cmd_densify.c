@@ -2,12 +2,23 @@
  * factors) back to a stock dense one that transformers loads. */
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "pipeline/densify.h"
+
+/* Set by SIGINT or SIGTERM (lock-free, so the store is async-signal-safe); densify then removes its temporary
+ * directory. */
+static atomic_int densify_cancel;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	atomic_store(&densify_cancel, 1);
+}
 
 int cmd_densify(int argc, char **argv)
 {
@@ -37,7 +48,14 @@ int cmd_densify(int argc, char **argv)
 	req.in_dir = argv[optind];
 	if (!req.out_dir)
 		return cli_usage_error("densify", "--out is required");
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGXFSZ, SIG_IGN);   /* a file-size limit is a failed write, and the temporary directory is removed */
+	req.cancel = &densify_cancel;
 	dens_summary sum;
 	ms_error err = {0};
 	if (dens_run(&req, &sum, &err) != MS_OK)

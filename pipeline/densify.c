@@ -143,12 +143,21 @@ static ms_status declare_all(dens_ctx *c, ms_error *err)
 	return st;
 }
 
+static ms_status interrupted(const dens_ctx *c, ms_error *err)
+{
+	if (c->req->cancel && atomic_load(c->req->cancel))
+		return ms_fail(err, MS_ERR_INTERRUPTED, "%s: densify interrupted; nothing was written", c->req->out_dir);
+	return MS_OK;
+}
+
 static ms_status copy_tensor(dens_ctx *c, const st_tensor *t, ms_error *err)
 {
 	ms_status st = MS_OK;
 	for (uint64_t off = 0; st == MS_OK && off < t->nbytes; off += COPY_CHUNK) {
 		const uint64_t n = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
-		st = st_writer_write(c->w, (const unsigned char *)t->data + off, n, err);
+		st = interrupted(c, err);
+		if (st == MS_OK)
+			st = st_writer_write(c->w, (const unsigned char *)t->data + off, n, err);
 	}
 	return st;
 }
@@ -211,7 +220,7 @@ static ms_status write_all(dens_ctx *c, ms_error *err)
 		const dens_item *it = &c->items[i];
 		if (it->kind == DENS_COPY)
 			st = copy_tensor(c, st_get(c->st, i), err);
-		else if (it->kind == DENS_REBUILD) {
+		else if (it->kind == DENS_REBUILD && (st = interrupted(c, err)) == MS_OK) {
 			st = rebuild(c, it, err);
 			c->sum->matrices++;
 		}
@@ -323,6 +332,8 @@ static ms_status run(dens_ctx *c, ms_error *err)
 		st = copy_aux_files(c, err);
 	if (st == MS_OK)
 		st = validate(c, err);
+	if (st == MS_OK)
+		st = interrupted(c, err);
 	return st;
 }
 

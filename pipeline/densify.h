@@ -6,6 +6,7 @@
 #ifndef DENS_DENSIFY_H
 #define DENS_DENSIFY_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "io/error.h"
@@ -14,6 +15,7 @@ typedef struct {
 	const char *in_dir, *out_dir;
 	int force;                    /* replace an existing out_dir */
 	uint64_t max_shard_bytes;     /* as merge's --max-shard-size */
+	const atomic_int *cancel;     /* NULL, or set (by a signal handler) to stop: the temporary directory goes */
 } dens_request;
 
 typedef struct {

@@ -104,4 +104,9 @@ expect_status "a damaged sparse index is refused" 1 "$MOESCOPE" densify "$TMP/ba
 expect_grep "...naming the tensor and the entry" '_sparse_idx: sparse entry 0: index 1073741824 outside' "$TMP/err"
 if [ ! -e "$TMP/d3" ] && [ -z "$(ls -A "$TMP" | grep 'd3\.')" ]; then pass "...and nothing left behind"
 else fail "left behind: $(ls -A "$TMP")"; fi
+
+expect_status "densify under RLIMIT_FSIZE fails cleanly" 1 bash -c "ulimit -f 16; exec \"\$0\" densify \"\$1\" --out \"\$2\"" \
+	"$MOESCOPE" "$TMP/c_factors" "$TMP/d4"
+expect_grep "...with a write error" 'write|File too large' "$TMP/err"
+if [ -z "$(ls -A "$TMP" | grep 'd4')" ]; then pass "...and no output or temporary directory"; else fail "left: $(ls -A "$TMP")"; fi
 finish
