@@ -51,6 +51,7 @@ struct mdl_family {
 	const char *scale_field;     /* config field multiplying the routing weights, or NULL */
 	mdl_moe_layers_fn moe_layers;
 	mdl_check_fn check;
+	const char *group_method_field;   /* topk_method (deepseek_v2): group-limited routing, or NULL */
 };
 
 /* ---- config.json fields -------------------------------------------------------------------------------------- */
@@ -241,7 +242,7 @@ static const mdl_family families[] = {
 	{.model_type = "deepseek_v2", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .scale_field = "routed_scaling_factor", .moe_layers = deepseek_layers,
-	 .check = deepseek_check},
+	 .check = deepseek_check, .group_method_field = "topk_method"},
 	/* Top-1 (no top-k field), an encoder and a decoder stack, no gate matrix, ReLU. */
 	{.model_type = "switch_transformers", .experts_field = "num_experts",
 	 .hidden_field = "d_model", .inter_field = "d_ff",
@@ -402,6 +403,9 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 		st = fam->check(cfg, where, err);
 	m->experts_field = fam->experts_field;
 	m->topk_field = fam->topk_field;
+	const cJSON *method = fam->group_method_field ? field(cfg, fam->group_method_field) : NULL;
+	if (cJSON_IsString(method) && strcmp(method->valuestring, "group_limited_greedy") == 0)
+		m->group_method_field = fam->group_method_field;
 	return st;
 }
 

@@ -60,6 +60,9 @@ typedef struct {
 	/* config.json field names the merge rewrites */
 	const char *experts_field;   /* "num_local_experts", "num_experts", "n_routed_experts" */
 	const char *topk_field;      /* "num_experts_per_tok" or NULL (switch: top-1, no field) */
+	const char *group_method_field; /* "topk_method" when it says group_limited_greedy (deepseek_v2; accepted only
+					 * when every group is eligible, i.e. plain top-k), else NULL: a compact merge
+					 * writes "greedy" there, since E' need not split into n_group groups */
 } mdl_model;
 
 /* Opens DIR (config.json plus model.safetensors or an index). Checks every MoE block's router and expert tensors

@@ -457,8 +457,9 @@ static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-/* config.json as the input spelled it, with the expert count and top-k of the output (compact layout) and, for
- * factors, the marks of io/factors.h: every other byte is the input's (io/jsonedit.h). */
+/* config.json as the input spelled it, with the expert count and top-k of the output and plain top-k routing in
+ * place of DeepSeek's group-limited one that equals it (compact layout) and, for factors, the marks of
+ * io/factors.h: every other byte is the input's (io/jsonedit.h). */
 static ms_status write_config(mrun_ctx *c, ms_error *err)
 {
 	size_t len;
@@ -476,6 +477,9 @@ static ms_status write_config(mrun_ctx *c, ms_error *err)
 		st = jedit_set(d, experts, 1, count, err);
 		if (st == MS_OK && c->m->topk_field && c->m->top_k > c->n_out)
 			st = jedit_set(d, topk, 1, count, err);
+		const char *method[] = {c->m->group_method_field};
+		if (st == MS_OK && method[0])
+			st = jedit_set(d, method, 1, "\"greedy\"", err);
 	}
 	if (st == MS_OK && factored(c))
 		st = fac_mark_config(d, cmp_rank_mode_name(c->opts.compress.mode), c->opts.compress.sparse_ratio, err);

@@ -32,6 +32,23 @@ PY
 	else fail "config.json of $name" "$(tail -3 "$TMP/py")"; fi
 done
 
+# DeepSeek's group-limited routing (accepted when every group is eligible, i.e. plain top-k) becomes "greedy":
+# E' need not split into n_group groups, and transformers' grouped routing would not run then.
+DS=$TMP/ds-grouped
+cp -r tests/data/forward/models/deepseek-tiny "$DS"
+sed -i 's/"topk_method": "greedy"/"topk_method": "group_limited_greedy", "n_group": 2, "topk_group": 2/' "$DS/config.json"
+"$MOESCOPE" capture "$DS" --tokens tests/data/forward/tokens64.txt --out "$TMP/ds_cal.safetensors" >/dev/null 2>&1
+"$MOESCOPE" plan "$DS" --calib "$TMP/ds_cal.safetensors" --groups 3 --out "$TMP/ds_plan.csv" >/dev/null 2>&1
+expect_status "compact merge of a group-routed DeepSeek" 0 "$MOESCOPE" merge "$DS" --calib "$TMP/ds_cal.safetensors" \
+	--plan "$TMP/ds_plan.csv" --out "$TMP/ds_merged"
+if python3 - "$DS/config.json" "$TMP/ds_merged/config.json" >"$TMP/py" 2>&1 <<'PY'
+import sys
+a, b = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+want = a.replace('"n_routed_experts": 4', '"n_routed_experts": 3').replace('"group_limited_greedy"', '"greedy"')
+assert want != a and b == want, b
+PY
+then pass "...config differs only in n_routed_experts 3 and topk_method greedy"; else fail "grouped config" "$(tail -3 "$TMP/py")"; fi
+
 cp -r "$M" "$TMP/dup"
 sed 's/"num_local_experts": 8,/"num_local_experts": 8, "num_local_experts": 6,/' "$M/config.json" >"$TMP/dup/config.json"
 expect_status "a config with a duplicate key is refused before merging" 1 "$MOESCOPE" merge "$TMP/dup" --plan "$P" \
