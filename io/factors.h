@@ -14,6 +14,8 @@
 #include "io/jsonedit.h"
 
 #define FAC_ENTRY "moescope_compression"
+/* config.json is a few KiB; a larger file than this is not read (io/model.c has the same limit). */
+#define FAC_CONFIG_LIMIT (16u << 20)
 
 /* The suffixes of a factored matrix's tensors, in the order they are written. */
 enum { FAC_U, FAC_V, FAC_SPARSE_IDX, FAC_SPARSE_VAL, FAC_NPARTS };

@@ -264,6 +264,9 @@ static ms_status read_config(dens_ctx *c, ms_error *err)
 	if (snprintf(path, sizeof path, "%s/config.json", c->req->in_dir) >= (int)sizeof path)
 		return ms_fail(err, MS_ERR_ARG, "%s: path too long", c->req->in_dir);
 	ms_status st = file_read_all(path, &text, &len, err);
+	if (st == MS_OK && len > FAC_CONFIG_LIMIT)
+		st = ms_fail(err, MS_ERR_CFG_JSON, "%s: %zu bytes, over the %u MiB limit for a config", path, len,
+			     FAC_CONFIG_LIMIT >> 20);
 	if (st == MS_OK)
 		st = jedit_parse(path, text, len, &c->config, err);
 	free(text);
