@@ -90,7 +90,8 @@ int fac_probe(const char *dir, fac_info *info, ms_error *err)
 	struct stat sb;
 	memset(info, 0, sizeof *info);
 	if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path || stat(path, &sb) != 0 ||
-	    !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > FAC_CONFIG_LIMIT || file_read_all(path, &text, &len, NULL) != MS_OK)
+	    !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > FAC_CONFIG_LIMIT ||
+	    file_read_all(path, &text, &len, NULL) != MS_OK)
 		return 0;
 	cJSON *cfg = cJSON_ParseWithLength(text, len);
 	free(text);
