@@ -37,6 +37,7 @@ typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, ms_error 
 struct mdl_family {
 	const char *model_type;
 	const char *experts_field;   /* E */
+	const char *experts_alias;   /* where transformers 5 may save E instead (its attribute_map), or NULL */
 	const char *topk_field;      /* top-k, or NULL for top-1 */
 	const char *hidden_field;    /* d */
 	const char *inter_field;     /* f */
@@ -233,7 +234,9 @@ static const mdl_family families[] = {
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = qwen_layers},
 	/* Qwen3MoeConfig's norm_topk_prob defaults to False too; the released Qwen3 checkpoints set it to true. */
-	{.model_type = "qwen3_moe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
+	/* Qwen3MoeConfig in transformers 5 maps num_experts to num_local_experts, the name it saves */
+	{.model_type = "qwen3_moe", .experts_field = "num_experts", .experts_alias = "num_local_experts",
+	 .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = qwen_layers},
 	{.model_type = "olmoe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
@@ -376,13 +379,16 @@ static ms_status parse_config(const char *path, cJSON **out, char **text, size_t
 static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms_error *err)
 {
 	const mdl_family *fam = m->family;
-	ms_status st = get_int(cfg, where, fam->experts_field, 1, MAX_EXPERTS, 1, 0, &m->n_experts, err);
+	m->experts_field = fam->experts_field;
+	if (fam->experts_alias && !field(cfg, fam->experts_field) && field(cfg, fam->experts_alias))
+		m->experts_field = fam->experts_alias;
+	ms_status st = get_int(cfg, where, m->experts_field, 1, MAX_EXPERTS, 1, 0, &m->n_experts, err);
 	m->top_k = 1;   /* switch routes each token to one expert and has no field for it */
 	if (st == MS_OK && fam->topk_field)
 		st = get_int(cfg, where, fam->topk_field, 1, MAX_EXPERTS, 1, 0, &m->top_k, err);
 	if (st == MS_OK && m->top_k > m->n_experts)
 		st = ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' is %d, more than the %d experts of '%s'", where,
-			     fam->topk_field, m->top_k, m->n_experts, fam->experts_field);
+			     fam->topk_field, m->top_k, m->n_experts, m->experts_field);
 	if (st == MS_OK)
 		st = get_int(cfg, where, fam->hidden_field, 1, MAX_WIDTH, 1, 0, &m->hidden, err);
 	if (st == MS_OK)
@@ -401,7 +407,6 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 	m->routing.scale = (float)scale;
 	if (st == MS_OK && fam->check)
 		st = fam->check(cfg, where, err);
-	m->experts_field = fam->experts_field;
 	m->topk_field = fam->topk_field;
 	const cJSON *method = fam->group_method_field ? field(cfg, fam->group_method_field) : NULL;
 	if (cJSON_IsString(method) && strcmp(method->valuestring, "group_limited_greedy") == 0)
@@ -516,7 +521,7 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 {
 	mdl_block *blk = &m->blocks[b];
 	const mdl_family *fam = m->family;
-	const dim E = {m->n_experts, fam->experts_field}, d = {m->hidden, fam->hidden_field};
+	const dim E = {m->n_experts, m->experts_field}, d = {m->hidden, fam->hidden_field};
 	const dim f = {m->inter, fam->inter_field};
 	const dim rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
 	char name[256], what[96];
