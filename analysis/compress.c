@@ -374,3 +374,22 @@ ms_status cmp_compress(const float *w, int m, int n, const cmp_options *opts, fl
 		return st;
 	return compress_svd(w, m, n, opts, approx, res, factors, err);
 }
+
+ms_status cmp_expand(const float *u, const float *v, int m, int r, int n, const int32_t *sparse_idx,
+		     const float *sparse_val, int64_t nnz, float *w, ms_error *err)
+{
+	if (m < 1 || n < 1 || r < 0 || nnz < 0)
+		return ms_fail(err, MS_ERR_ARG, "factors of shape [%d, %d] x [%d, %d]", m, r, r, n);
+	if (r == 0)
+		memset(w, 0, (size_t)m * (size_t)n * sizeof *w);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, r, 1.0f, u, r, v, n, 0.0f, w, n);
+	const int64_t size = (int64_t)m * n;
+	for (int64_t k = 0; k < nnz; k++) {
+		if (sparse_idx[k] < 0 || sparse_idx[k] >= size)
+			return ms_fail(err, MS_ERR_ARG, "sparse entry %lld: index %d outside the %lld entries of the matrix",
+				       (long long)k, sparse_idx[k], (long long)size);
+		w[sparse_idx[k]] += sparse_val[k];
+	}
+	return MS_OK;
+}

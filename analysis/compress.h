@@ -97,4 +97,10 @@ int cmp_select_rank(const double *s, int k, const cmp_options *opts);
 ms_status cmp_compress(const float *w, int m, int n, const cmp_options *opts, float *approx, cmp_result *res,
 		       cmp_factors *factors, ms_error *err);
 
+/* The inverse of the factored storage: w [m, n] = u [m, r] v [r, n], then w[sparse_idx[k]] += sparse_val[k] for
+ * the nnz residual entries (r = 0: the residual alone). MS_ERR_ARG (with a message naming the entry) for an
+ * index outside [0, m n): the factors come from a file. */
+ms_status cmp_expand(const float *u, const float *v, int m, int r, int n, const int32_t *sparse_idx,
+		     const float *sparse_val, int64_t nnz, float *w, ms_error *err);
+
 #endif

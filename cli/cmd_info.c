@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "io/factors.h"
 #include "io/model.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
@@ -121,6 +122,39 @@ static int print_json(const mdl_model *m)
 	return CLI_OK;
 }
 
+/* A factored checkpoint is not a model moescope (or transformers) opens: say what it is and how to load it. */
+static int print_factored(const char *dir, const fac_info *f, int json)
+{
+	char load[600];
+	snprintf(load, sizeof load, "stock loaders refuse it (model_type \"%s\"); 'moescope densify %s --out DIR' writes "
+		 "a dense %s checkpoint that transformers loads", MDL_FACTORS_MODEL_TYPE, dir, f->model_type);
+	if (json) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "model", dir);
+		cJSON_AddStringToObject(j, "format", "factors");
+		cJSON_AddStringToObject(j, "model_type", f->model_type);
+		cJSON_AddStringToObject(j, "rank_mode", f->rank_mode);
+		cJSON_AddNumberToObject(j, "sparse_ratio", f->sparse_ratio);
+		cJSON_AddStringToObject(j, "load", load);
+		char *text = cJSON_Print(j);
+		cJSON_Delete(j);
+		if (!text) {
+			ms_error err;
+			ms_fail(&err, MS_ERR_NOMEM, "info: out of memory writing JSON");
+			return cli_report(&err);
+		}
+		puts(text);
+		cJSON_free(text);
+		return CLI_OK;
+	}
+	printf("%-14s%s\n", "model", dir);
+	printf("%-14s%s\n", "format", "factors (merge --compress-format factors): W = W_u @ W_v plus a sparse residual");
+	printf("%-14s%s\n", "family", f->model_type);
+	printf("%-14s%s, sparse ratio %g\n", "compression", f->rank_mode, f->sparse_ratio);
+	printf("%-14s%s\n", "loading", load);
+	return CLI_OK;
+}
+
 int cmd_info(int argc, char **argv)
 {
 	const char *dir = NULL;
@@ -140,10 +174,14 @@ int cmd_info(int argc, char **argv)
 	if (!dir)
 		return cli_usage_error("info", "MODEL directory missing");
 	ms_error err = {0};
-	mdl_model *m;
-	if (mdl_open(dir, &m, &err) != MS_OK)
+	fac_info factored;
+	int probe = fac_probe(dir, &factored, &err);
+	if (probe < 0)
 		return cli_report(&err);
-	int rc = json ? print_json(m) : (print_human(m), CLI_OK);
+	mdl_model *m = NULL;
+	if (!probe && mdl_open(dir, &m, &err) != MS_OK)
+		return cli_report(&err);
+	int rc = probe ? print_factored(dir, &factored, json) : json ? print_json(m) : (print_human(m), CLI_OK);
 	mdl_close(m);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		ms_fail(&err, MS_ERR_IO, "info: cannot write to standard output");

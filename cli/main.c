@@ -25,6 +25,8 @@ const cli_command cli_commands[] = {
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--compress-format F] [--max-shard-size S] "
 	 "[--force] [--eval-tokens N]",
 	 "Write the merged checkpoint (a new directory that Hugging Face transformers loads)."},
+	{"densify", cmd_densify, "densify IN --out DIR [--max-shard-size S] [--force]",
+	 "Rebuild a --compress-format factors checkpoint as a stock dense one (W = W_u @ W_v + residual)."},
 	{"capture", cmd_capture,
 	 "capture MODEL (--text FILE | --tokens FILE) --out CALIB.safetensors [--seq-len N] [--max-tokens N]",
 	 "Run the model forward on the CPU and write the calibration set (every MoE block's input)."},

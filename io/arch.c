@@ -24,8 +24,10 @@ struct arch_family {
 	const char *clip_field;            /* clip_qkv, or NULL */
 	const char *window_field;          /* sliding_window, or NULL */
 	const char *window_switch_field;   /* use_sliding_window (qwen): the window needs it true, or NULL */
-	const char *window_layers_field;   /* max_window_layers (qwen): first layer with the window, or NULL */
-	int window_layers_default;
+	int window_default;                /* the config class's sliding_window when the field is absent (0: none) */
+	const char *layer_types_field;     /* layer_types (qwen2_moe): which layers have the window, or NULL for all */
+	const char *qkv_bias_field;        /* qkv_bias (qwen2_moe in transformers 5), or NULL */
+	const char *layer_freq_field;      /* moe_layer_freq (deepseek_v2): only 1 is computed alike everywhere */
 	const char *dense_inter_field;     /* intermediate_size of dense layers, or NULL */
 	const char *shared_inter_field;    /* the shared expert's width field, or NULL */
 	const char *shared_count_field;    /* multiplies it (deepseek n_shared_experts), or NULL */
@@ -68,8 +70,8 @@ static const arch_family families[] = {
 	{.model_type = "qwen2_moe", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-6,
 	 .theta_default = 10000.0, .max_position_default = 32768, .head_dim_field = "head_dim", .qkv_bias = 1,
 	 .o_bias = 0, .qk_norm = ARCH_QK_NONE, .window_field = "sliding_window",
-	 .window_switch_field = "use_sliding_window", .window_layers_field = "max_window_layers",
-	 .window_layers_default = 28, .dense_inter_field = "intermediate_size",
+	 .window_switch_field = "use_sliding_window", .window_default = 4096, .layer_types_field = "layer_types",
+	 .qkv_bias_field = "qkv_bias", .dense_inter_field = "intermediate_size",
 	 .shared_inter_field = "shared_expert_intermediate_size", .shared_gated = 1,
 	 .names = {ENDS_AND_NORMS, GQA_NAMES, DENSE_NAMES,
 		   [ARCH_T_SHARED_GATE] = LAYER "mlp.shared_expert.gate_proj.weight",
@@ -80,7 +82,7 @@ static const arch_family families[] = {
 	 .theta_default = 10000.0, .max_position_default = 32768, .head_dim_field = "head_dim", .qkv_bias = -1,
 	 .o_bias = -1, .qk_norm = ARCH_QK_HEAD, .window_field = "sliding_window",
 	 /* Qwen3MoeConfig keeps sliding_window only with use_sliding_window, and then every layer uses it */
-	 .window_switch_field = "use_sliding_window", .dense_inter_field = "intermediate_size",
+	 .window_switch_field = "use_sliding_window", .window_default = 4096, .dense_inter_field = "intermediate_size",
 	 .names = {ENDS_AND_NORMS, GQA_NAMES, DENSE_NAMES}},
 	{.model_type = "olmoe", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-5,
 	 .theta_default = 10000.0, .max_position_default = 4096, .head_dim_field = NULL, .qkv_bias = -1,
@@ -94,9 +96,11 @@ static const arch_family families[] = {
 	 .theta_default = 10000.0, .max_position_default = 2048, .qkv_bias = -1, .o_bias = -1,
 	 .qk_norm = ARCH_QK_NONE, .dense_inter_field = "intermediate_size",
 	 .shared_inter_field = "moe_intermediate_size", .shared_count_field = "n_shared_experts",
-	 .rope_interleaved = 1,
+	 .rope_interleaved = 1, .layer_freq_field = "moe_layer_freq",
 	 .names = {ENDS_AND_NORMS, DENSE_NAMES,
 		   [ARCH_T_Q] = LAYER "self_attn.q_proj.weight", [ARCH_T_Q_A] = LAYER "self_attn.q_a_proj.weight",
+		   [ARCH_T_Q_A_BIAS] = LAYER "self_attn.q_a_proj.bias",
+		   [ARCH_T_KV_A_BIAS] = LAYER "self_attn.kv_a_proj_with_mqa.bias",
 		   [ARCH_T_Q_A_NORM] = LAYER "self_attn.q_a_layernorm.weight",
 		   [ARCH_T_Q_B] = LAYER "self_attn.q_b_proj.weight",
 		   [ARCH_T_KV_A] = LAYER "self_attn.kv_a_proj_with_mqa.weight",
@@ -194,78 +198,153 @@ static ms_status get_bool(const reader *r, const char *name, int dflt, int *out)
 	return MS_OK;
 }
 
-/* A number inside the rope_scaling object. */
-static ms_status rope_real(const reader *r, const cJSON *obj, const char *name, double dflt, double *out)
+/* A number inside the RoPE object `obj` (named `where` in messages: rope_scaling or rope_parameters). */
+static ms_status rope_real(const reader *r, const cJSON *obj, const char *where, const char *name, double dflt,
+			   double *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
 	*out = dflt;
 	if (!v || cJSON_IsNull(v))
 		return MS_OK;
 	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0)
-		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'rope_scaling.%s' must be a number >= 0", r->where,
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s.%s' must be a number >= 0", r->where, where,
 			       name);
 	*out = v->valuedouble;
 	return MS_OK;
 }
 
-/* rope_scaling: null, or {"rope_type" (or "type"): "default" | "linear" | "yarn", ...}. */
-static ms_status read_rope_scaling(const reader *r, arch_model *a)
+/* rope_parameters keyed by layer type ({"full_attention": {...}, "sliding_attention": {...}}): every member an
+ * object. */
+static int per_layer_type(const cJSON *obj)
 {
-	const cJSON *s = field(r, "rope_scaling");
+	const cJSON *v;
+	int n = 0;
+	cJSON_ArrayForEach(v, obj) {
+		if (!cJSON_IsObject(v))
+			return 0;
+		n++;
+	}
+	return n > 0;
+}
+
+/* The RoPE object transformers 5 uses (RotaryEmbeddingConfigMixin.convert_rope_params_to_dict): a non-empty
+ * rope_scaling wins over rope_parameters. NULL when there is neither; *legacy says which. */
+static ms_status rope_object(const reader *r, const cJSON **obj, const char **where, int *legacy)
+{
+	static const char *const names[] = {"rope_scaling", "rope_parameters"};
+	*obj = NULL;
+	*where = NULL;
+	for (int i = 0; i < 2; i++) {
+		const cJSON *o = field(r, names[i]);
+		if (o && !cJSON_IsObject(o))
+			return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s' must be an object or null", r->where,
+				       names[i]);
+		if (!*obj && o && o->child) {
+			*obj = o;
+			*where = names[i];
+			*legacy = i == 0;
+		}
+	}
+	if (*obj && per_layer_type(*obj))
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s': one RoPE per layer type is not supported by the "
+			       "forward pass", r->where, *where);
+	return MS_OK;
+}
+
+/* yarn's lengths and corrections. transformers 4 (rope_scaling) takes the factor as max_position_embeddings /
+ * original_max_position_embeddings when the original length is given; transformers 5 (rope_parameters) keeps
+ * the explicit factor and takes the ratio only without one, and lets a top-level original_max_position_embeddings
+ * override the object's. */
+static ms_status read_yarn(const reader *r, const cJSON *s, const char *where, int legacy, arch_model *a)
+{
+	a->rope.kind = ARCH_ROPE_YARN;
+	const cJSON *tr = cJSON_GetObjectItemCaseSensitive(s, "truncate");
+	a->rope.truncate = cJSON_IsBool(tr) ? cJSON_IsTrue(tr) : 1;
+	const cJSON *orig_top = field(r, "original_max_position_embeddings");
+	const int has_orig = cJSON_GetObjectItemCaseSensitive(s, "original_max_position_embeddings") != NULL;
+	ms_status st = rope_real(r, s, where, "original_max_position_embeddings", a->max_position,
+				 &a->rope.original_max_position);
+	if (st == MS_OK && !legacy && orig_top)
+		st = get_real(r, "original_max_position_embeddings", 1, 1e12, a->max_position,
+			      &a->rope.original_max_position);
+	if (st == MS_OK)
+		st = rope_real(r, s, where, "beta_fast", 32.0, &a->rope.beta_fast);
+	if (st == MS_OK)
+		st = rope_real(r, s, where, "beta_slow", 1.0, &a->rope.beta_slow);
+	if (st == MS_OK)
+		st = rope_real(r, s, where, "mscale", 0.0, &a->rope.mscale);
+	if (st == MS_OK)
+		st = rope_real(r, s, where, "mscale_all_dim", 0.0, &a->rope.mscale_all_dim);
+	if (st == MS_OK)
+		st = rope_real(r, s, where, "attention_factor", 0.0, &a->rope.attention_factor);
+	if (st != MS_OK)
+		return st;
+	const cJSON *factor = cJSON_GetObjectItemCaseSensitive(s, "factor");
+	if (a->rope.original_max_position > 0 && ((legacy && has_orig) || (!legacy && (!factor || cJSON_IsNull(factor)))))
+		a->rope.factor = a->max_position / a->rope.original_max_position;
+	if (a->rope.factor <= 0 || a->rope.original_max_position <= 0)
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s': yarn needs a positive factor and "
+			       "original_max_position_embeddings", r->where, where);
+	return MS_OK;
+}
+
+/* rope_theta and the scaling: transformers 4's rope_theta and rope_scaling, or 5's rope_parameters (whose own
+ * rope_theta wins over a top-level one). default, linear and yarn are computed; any other rope_type, a
+ * partial_rotary_factor other than 1, or one RoPE per layer type is refused with the field named. */
+static ms_status read_rope(const reader *r, arch_model *a)
+{
+	const arch_family *f = a->family;
+	const cJSON *s;
+	const char *where;
+	int legacy = 0;
 	a->rope.kind = ARCH_ROPE_DEFAULT;
 	a->rope.factor = 1.0;
-	if (!s)
-		return MS_OK;
-	if (!cJSON_IsObject(s))
-		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'rope_scaling' must be an object or null", r->where);
+	a->rope.interleaved = f->rope_interleaved;
+	ms_status st = rope_object(r, &s, &where, &legacy);
+	if (st == MS_OK)
+		st = get_real(r, "rope_theta", 1e-6, 1e30, f->theta_default, &a->rope.theta);
+	const cJSON *theta = s ? cJSON_GetObjectItemCaseSensitive(s, "rope_theta") : NULL;
+	if (st == MS_OK && theta && !cJSON_IsNull(theta)) {
+		if (!cJSON_IsNumber(theta) || !isfinite(theta->valuedouble) || theta->valuedouble <= 0)
+			return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s.rope_theta' must be a positive number",
+				       r->where, where);
+		a->rope.theta = theta->valuedouble;
+	}
+	double partial = 1.0;
+	if (st == MS_OK)
+		st = get_real(r, "partial_rotary_factor", 0.0, 1.0, 1.0, &partial);
+	if (st == MS_OK && s)
+		st = rope_real(r, s, where, "partial_rotary_factor", partial, &partial);
+	/* families with partial rotary (glm4_moe) read it with the attention; elsewhere it must be 1 */
+	if (st == MS_OK && partial != 1.0 && f->partial_rotary_default <= 0)
+		st = ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'partial_rotary_factor' %g: RoPE over part of the head "
+			     "is not supported by the forward pass for this family", r->where, partial);
+	if (st != MS_OK || !s)
+		return st;
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
 	if (!cJSON_IsString(type))
 		type = cJSON_GetObjectItemCaseSensitive(s, "type");
-	if (!cJSON_IsString(type))
+	if (type && !cJSON_IsString(type))
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s.rope_type' must be a string", r->where, where);
+	if (!type && legacy)
 		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'rope_scaling' has no 'rope_type'", r->where);
-	const char *t = type->valuestring;
-	ms_status st = rope_real(r, s, "factor", 1.0, &a->rope.factor);
-	if (st != MS_OK)
+	const char *t = type ? type->valuestring : "default";   /* transformers 5: no type is the default RoPE */
+	st = rope_real(r, s, where, "factor", 1.0, &a->rope.factor);
+	if (st != MS_OK || strcmp(t, "default") == 0)
 		return st;
-	if (strcmp(t, "default") == 0)
-		return MS_OK;
 	if (strcmp(t, "linear") == 0) {
 		a->rope.kind = ARCH_ROPE_LINEAR;
-		return a->rope.factor > 0 ? MS_OK : ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'rope_scaling.factor' "
-							       "must be positive", r->where);
+		return a->rope.factor > 0 ? MS_OK : ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s.factor' must be "
+							       "positive", r->where, where);
 	}
-	if (strcmp(t, "yarn") != 0) {
-		char shown[48];
-		snprintf(shown, sizeof shown, "%s", t);
-		for (char *p = shown; *p; p++)
-			*p = (unsigned char)*p < 0x20 ? '?' : *p;
-		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'rope_scaling': type '%s' is not supported by the "
-			       "forward pass (default, linear, yarn)", r->where, shown);
-	}
-	a->rope.kind = ARCH_ROPE_YARN;
-	double truncate = 1.0;
-	const cJSON *tr = cJSON_GetObjectItemCaseSensitive(s, "truncate");
-	if (cJSON_IsBool(tr))
-		truncate = cJSON_IsTrue(tr);
-	a->rope.truncate = truncate != 0.0;
-	st = rope_real(r, s, "original_max_position_embeddings", a->max_position, &a->rope.original_max_position);
-	if (st == MS_OK)
-		st = rope_real(r, s, "beta_fast", 32.0, &a->rope.beta_fast);
-	if (st == MS_OK)
-		st = rope_real(r, s, "beta_slow", 1.0, &a->rope.beta_slow);
-	if (st == MS_OK)
-		st = rope_real(r, s, "mscale", 0.0, &a->rope.mscale);
-	if (st == MS_OK)
-		st = rope_real(r, s, "mscale_all_dim", 0.0, &a->rope.mscale_all_dim);
-	if (st == MS_OK)
-		st = rope_real(r, s, "attention_factor", 0.0, &a->rope.attention_factor);
-	/* transformers' _compute_yarn_parameters: with an original length the factor is the ratio of lengths */
-	if (st == MS_OK && cJSON_GetObjectItemCaseSensitive(s, "original_max_position_embeddings"))
-		a->rope.factor = a->max_position / a->rope.original_max_position;
-	if (st == MS_OK && (a->rope.factor <= 0 || a->rope.original_max_position <= 0))
-		st = ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field 'rope_scaling': yarn needs a positive factor and "
-			     "original_max_position_embeddings", r->where);
-	return st;
+	if (strcmp(t, "yarn") == 0)
+		return read_yarn(r, s, where, legacy, a);
+	char shown[48];
+	snprintf(shown, sizeof shown, "%s", t);
+	for (char *p = shown; *p; p++)
+		*p = (unsigned char)*p < 0x20 ? '?' : *p;
+	return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s': type '%s' is not supported by the forward pass "
+		       "(default, linear, yarn)", r->where, where, shown);
 }
 
 static ms_status read_attention(const reader *r, arch_model *a)
@@ -309,6 +388,8 @@ static ms_status read_attention(const reader *r, arch_model *a)
 	if (st == MS_OK && (f->qkv_bias < 0 || f->o_bias < 0))
 		st = get_bool(r, "attention_bias", 0, &bias);
 	a->qkv_bias = f->qkv_bias < 0 ? bias : f->qkv_bias;
+	if (st == MS_OK && f->qkv_bias_field)
+		st = get_bool(r, f->qkv_bias_field, a->qkv_bias, &a->qkv_bias);
 	a->o_bias = f->o_bias < 0 ? bias : f->o_bias;
 	a->qk_norm = f->qk_norm;
 	int qk_norm_on = 1;
@@ -330,20 +411,49 @@ static ms_status read_attention(const reader *r, arch_model *a)
 	return st;
 }
 
+/* Which layers attend through a sliding window, and how wide. Mixtral and PhiMoE: every layer, when
+ * sliding_window is set. Qwen3-MoE: every layer, with use_sliding_window. Qwen2-MoE: the layers layer_types marks
+ * "sliding_attention", with use_sliding_window; without layer_types the transformers versions disagree (4.x puts
+ * the window on the layers from max_window_layers on, 5.x on the even layers below it), so that is refused. */
 static ms_status read_window(const reader *r, arch_model *a)
 {
 	const arch_family *f = a->family;
-	int on = 1;
+	int on = 1, width = 0;
 	ms_status st = MS_OK;
 	if (f->window_switch_field)
 		st = get_bool(r, f->window_switch_field, 0, &on);
 	if (st == MS_OK && on && f->window_field)
-		st = get_int(r, f->window_field, 1, 1 << 30, 0, 0, &a->sliding_window);
-	if (st == MS_OK && f->window_layers_field)
-		st = get_int(r, f->window_layers_field, 0, 1 << 30, 0, f->window_layers_default, &a->window_from_layer);
+		st = get_int(r, f->window_field, 0, 1 << 30, 0, f->window_default, &width);
+	if (st == MS_OK && on && f->window_field && !field(r, f->window_field) &&
+	    cJSON_GetObjectItemCaseSensitive(r->cfg, f->window_field))
+		width = 0;   /* an explicit null: no window */
+	if (st != MS_OK)
+		return st;
 	if (!on)
-		a->sliding_window = 0;
-	return st;
+		width = 0;
+	const cJSON *types = f->layer_types_field ? field(r, f->layer_types_field) : NULL;
+	for (int L = 0; L < a->n_layers; L++)
+		a->window[L] = types ? 0 : width;
+	if (!types) {
+		if (f->layer_types_field && width > 0)
+			return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: use_sliding_window without 'layer_types': transformers "
+				       "4 and 5 put the window on different layers; add layer_types to config.json",
+				       r->where);
+		return MS_OK;
+	}
+	if (!cJSON_IsArray(types) || cJSON_GetArraySize(types) != a->n_layers)
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s' must list one type for each of the %d layers",
+			       r->where, f->layer_types_field, a->n_layers);
+	int L = 0;
+	const cJSON *v;
+	cJSON_ArrayForEach(v, types) {
+		const int sliding = cJSON_IsString(v) && strcmp(v->valuestring, "sliding_attention") == 0;
+		if (!sliding && !(cJSON_IsString(v) && strcmp(v->valuestring, "full_attention") == 0))
+			return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s[%d]' must be \"full_attention\" or "
+				       "\"sliding_attention\"", r->where, f->layer_types_field, L);
+		a->window[L++] = sliding ? width : 0;
+	}
+	return MS_OK;
 }
 
 static ms_status read_mlp(const reader *r, arch_model *a)
@@ -390,12 +500,9 @@ static ms_status read_arch(const reader *r, arch_model *a)
 	a->attn = f->attn;
 	a->norm_eps = eps;
 	if (st == MS_OK)
-		st = get_real(r, "rope_theta", 1e-6, 1e30, f->theta_default, &a->rope.theta);
-	a->rope.interleaved = f->rope_interleaved;
+		st = read_rope(r, a);
 	if (st == MS_OK && f->rope_interleave_field)
 		st = get_bool(r, f->rope_interleave_field, f->rope_interleaved, &a->rope.interleaved);
-	if (st == MS_OK)
-		st = read_rope_scaling(r, a);
 	/* DeepseekV3Attention: with a scaled RoPE and mscale_all_dim, scaling *= yarn_get_mscale(factor,
 	 * mscale_all_dim)^2, where yarn_get_mscale(s, m) = 0.1 m ln(s) + 1 for s > 1, else 1 */
 	a->attn_scale = 1.0;
@@ -412,6 +519,16 @@ static ms_status read_arch(const reader *r, arch_model *a)
 		st = read_window(r, a);
 	if (st == MS_OK)
 		st = read_mlp(r, a);
+	/* io/model.c finds DeepSeek's MoE layers by DeepSeek's rule (from first_k_dense_replace, every
+	 * moe_layer_freq-th), which transformers 4 follows; transformers 5's DeepseekV2DecoderLayer makes every layer
+	 * from first_k_dense_replace a MoE layer. They agree only for a frequency of 1. */
+	int freq = 1;
+	if (st == MS_OK && f->layer_freq_field)
+		st = get_int(r, f->layer_freq_field, 1, 1 << 30, 0, 1, &freq);
+	if (st == MS_OK && freq != 1)
+		st = ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s' %d: transformers 5 makes every layer from "
+			     "first_k_dense_replace a MoE layer, DeepSeek's code every %d-th; the forward pass computes "
+			     "only a frequency of 1", r->where, f->layer_freq_field, freq, freq);
 	return st;
 }
 
@@ -429,10 +546,13 @@ ms_status arch_open(const mdl_model *m, arch_model **out, ms_error *err)
 			       m->dir, m->model_type);
 	arch_model *a = calloc(1, sizeof *a);
 	int *layers = a ? malloc((size_t)m->n_layers * sizeof *layers) : NULL;
-	if (!a || !layers) {
+	int *window = layers ? calloc((size_t)m->n_layers, sizeof *window) : NULL;
+	if (!a || !layers || !window) {
 		free(a);
+		free(layers);
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", m->dir);
 	}
+	a->window = window;
 	a->m = m;
 	a->family = f;
 	a->d = m->hidden;
@@ -458,6 +578,7 @@ void arch_close(arch_model *a)
 	if (!a)
 		return;
 	free(a->block_of_layer);
+	free(a->window);
 	free(a);
 }
 
@@ -478,7 +599,9 @@ int arch_has(const arch_model *a, arch_tensor t, int layer)
 	case ARCH_T_O_BIAS: return a->o_bias;
 	case ARCH_T_Q_NORM: case ARCH_T_K_NORM: return gqa && a->qk_norm != ARCH_QK_NONE;
 	case ARCH_T_Q_A: case ARCH_T_Q_A_NORM: case ARCH_T_Q_B: return mla && a->q_lora_rank > 0;
+	case ARCH_T_Q_A_BIAS: return mla && a->q_lora_rank > 0 && a->qkv_bias;
 	case ARCH_T_KV_A: case ARCH_T_KV_A_NORM: case ARCH_T_KV_B: return mla;
+	case ARCH_T_KV_A_BIAS: return mla && a->qkv_bias;
 	case ARCH_T_MLP_GATE: case ARCH_T_MLP_UP: case ARCH_T_MLP_DOWN: return !moe;
 	case ARCH_T_SHARED_GATE: case ARCH_T_SHARED_UP: case ARCH_T_SHARED_DOWN: return moe && a->shared_inter > 0;
 	case ARCH_T_SHARED_EXPERT_GATE: return moe && a->shared_gated;

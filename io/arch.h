@@ -18,7 +18,8 @@ typedef enum { ARCH_QK_NONE, ARCH_QK_HEAD, ARCH_QK_FULL } arch_qk;  /* q/k norm:
 typedef enum { ARCH_ATTN_GQA, ARCH_ATTN_MLA } arch_attn;            /* grouped-query, DeepSeek latent */
 typedef enum { ARCH_ROPE_DEFAULT, ARCH_ROPE_LINEAR, ARCH_ROPE_YARN } arch_rope_kind;
 
-/* A RoPE as config.json's rope_theta and rope_scaling describe it (transformers' ROPE_INIT_FUNCTIONS). */
+/* A RoPE as config.json describes it, in transformers 4's form (rope_theta, rope_scaling) or 5's
+ * (rope_parameters), as transformers' ROPE_INIT_FUNCTIONS compute it. */
 typedef struct {
 	arch_rope_kind kind;
 	double theta;
@@ -37,7 +38,8 @@ typedef enum {
 	ARCH_T_IN_NORM, ARCH_T_IN_NORM_BIAS, ARCH_T_POST_NORM, ARCH_T_POST_NORM_BIAS,
 	ARCH_T_Q, ARCH_T_Q_BIAS, ARCH_T_K, ARCH_T_K_BIAS, ARCH_T_V, ARCH_T_V_BIAS, ARCH_T_O, ARCH_T_O_BIAS,
 	ARCH_T_Q_NORM, ARCH_T_K_NORM,
-	ARCH_T_Q_A, ARCH_T_Q_A_NORM, ARCH_T_Q_B, ARCH_T_KV_A, ARCH_T_KV_A_NORM, ARCH_T_KV_B,
+	ARCH_T_Q_A, ARCH_T_Q_A_BIAS, ARCH_T_Q_A_NORM, ARCH_T_Q_B, ARCH_T_KV_A, ARCH_T_KV_A_BIAS, ARCH_T_KV_A_NORM,
+	ARCH_T_KV_B,
 	ARCH_T_MLP_GATE, ARCH_T_MLP_UP, ARCH_T_MLP_DOWN,
 	ARCH_T_SHARED_GATE, ARCH_T_SHARED_UP, ARCH_T_SHARED_DOWN, ARCH_T_SHARED_EXPERT_GATE,
 	ARCH_T_COUNT
@@ -58,11 +60,10 @@ typedef struct {
 	double attn_scale;                 /* MLA: multiplies 1/sqrt(q head dim) (deepseek_v3's yarn mscale^2; else 1) */
 	arch_norm norm;
 	double norm_eps;
-	int qkv_bias, o_bias, lm_head_bias;
+	int qkv_bias, o_bias, lm_head_bias;   /* qkv_bias also gives DeepSeek's q_a_proj and kv_a_proj_with_mqa theirs */
 	arch_qk qk_norm;
 	double clip_qkv;                   /* 0: none */
-	int sliding_window;                /* 0: none */
-	int window_from_layer;             /* the window applies to layers >= this (qwen's max_window_layers) */
+	int *window;                       /* [n_layers]: layer L attends to the last window[L] positions (0: all) */
 	arch_rope rope;
 	int tied;                          /* lm_head is the embedding */
 	int dense_inter;                   /* intermediate size of dense layers (0: the family has none) */

@@ -16,29 +16,20 @@ static ms_status write_text(FILE *f, const char *text, const char *path, ms_erro
 	return MS_OK;
 }
 
-ms_status jsonf_write(const char *path, const void *json, ms_error *err)
+/* text [n] into PATH.tmp, synced, renamed over PATH. */
+static ms_status write_durably(const char *path, const char *text, size_t n, int newline, ms_error *err)
 {
-	char *text = cJSON_Print((const cJSON *)json);
-	if (!text)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory formatting JSON", path);
-	if (strcmp(path, "-") == 0) {
-		ms_status st = write_text(stdout, text, "standard output", err);
-		free(text);
-		return st;
-	}
 	size_t len = strlen(path) + 5;
 	char *tmp = malloc(len);
-	if (!tmp) {
-		free(text);
+	if (!tmp)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-	}
 	snprintf(tmp, len, "%s.tmp", path);
 	ms_status st = MS_OK;
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		st = ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-	if (st == MS_OK)
-		st = write_text(f, text, tmp, err);
+	if (st == MS_OK && (fwrite(text, 1, n, f) != n || (newline && fputc('\n', f) == EOF) || fflush(f) != 0))
+		st = ms_fail(err, MS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
 	if (f && st != MS_OK)
 		fclose(f);
 	else if (f)
@@ -48,6 +39,21 @@ ms_status jsonf_write(const char *path, const void *json, ms_error *err)
 	if (st != MS_OK)
 		remove(tmp);
 	free(tmp);
+	return st;
+}
+
+ms_status jsonf_write(const char *path, const void *json, ms_error *err)
+{
+	char *text = cJSON_Print((const cJSON *)json);
+	if (!text)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory formatting JSON", path);
+	ms_status st = strcmp(path, "-") == 0 ? write_text(stdout, text, "standard output", err)
+					      : write_durably(path, text, strlen(text), 1, err);
 	free(text);
 	return st;
+}
+
+ms_status jsonf_write_bytes(const char *path, const char *text, size_t len, ms_error *err)
+{
+	return write_durably(path, text, len, 0, err);
 }

@@ -37,6 +37,7 @@ typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, ms_error 
 struct mdl_family {
 	const char *model_type;
 	const char *experts_field;   /* E */
+	const char *experts_alias;   /* where transformers 5 may save E instead (its attribute_map), or NULL */
 	const char *topk_field;      /* top-k, or NULL for top-1 */
 	const char *hidden_field;    /* d */
 	const char *inter_field;     /* f */
@@ -58,6 +59,7 @@ struct mdl_family {
 	int no_fused;                /* the family has no fused layout (switch) */
 	mdl_moe_layers_fn moe_layers;
 	mdl_check_fn check;
+	const char *group_method_field;   /* topk_method (deepseek_v2): group-limited routing, or NULL */
 };
 
 /* ---- config.json fields -------------------------------------------------------------------------------------- */
@@ -251,7 +253,9 @@ static const mdl_family families[] = {
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = qwen_layers},
 	/* Qwen3MoeConfig's norm_topk_prob defaults to False too; the released Qwen3 checkpoints set it to true. */
-	{.model_type = "qwen3_moe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
+	/* Qwen3MoeConfig in transformers 5 maps num_experts to num_local_experts, the name it saves */
+	{.model_type = "qwen3_moe", .experts_field = "num_experts", .experts_alias = "num_local_experts",
+	 .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .renorm_field = "norm_topk_prob", .moe_layers = qwen_layers},
 	{.model_type = "olmoe", .experts_field = "num_experts", .topk_field = "num_experts_per_tok",
@@ -260,7 +264,7 @@ static const mdl_family families[] = {
 	{.model_type = "deepseek_v2", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .scale_field = "routed_scaling_factor", .moe_layers = deepseek_layers,
-	 .check = deepseek_check},
+	 .check = deepseek_check, .group_method_field = "topk_method"},
 	/* DeepseekV3TopkRouter (Kimi-K2 uses the same model_type): sigmoid scores, a per-expert selection bias and
 	 * group-limited top-k; DeepseekV3Config defaults to 8 groups of which 4 are eligible, norm_topk_prob true. */
 	{.model_type = "deepseek_v3", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
@@ -374,8 +378,9 @@ static ms_status json_error(const char *path, const char *buf, size_t at, const 
 	return ms_fail(err, MS_ERR_CFG_JSON, "%s: %s at line %d column %d", path, what, line, col);
 }
 
-/* The whole file must be one JSON object, with nothing but white space after it. */
-static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
+/* The whole file must be one JSON object, with nothing but white space after it. *text gets the file's bytes
+ * (NUL-terminated, *len of them). */
+static ms_status parse_config(const char *path, cJSON **out, char **text, size_t *text_len, ms_error *err)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -393,12 +398,14 @@ static ms_status parse_config(const char *path, cJSON **out, ms_error *err)
 		st = json_error(path, buf, 0, "not a JSON object", err);
 	else if (at < len)
 		st = json_error(path, buf, at, "text after the JSON object", err);
-	free(buf);
 	if (st != MS_OK) {
+		free(buf);
 		cJSON_Delete(root);
 		return st;
 	}
 	*out = root;
+	*text = buf;
+	*text_len = len;
 	return MS_OK;
 }
 
@@ -435,13 +442,16 @@ static ms_status read_groups(mdl_model *m, const cJSON *cfg, const char *where, 
 static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms_error *err)
 {
 	const mdl_family *fam = m->family;
-	ms_status st = get_int(cfg, where, fam->experts_field, 1, MAX_EXPERTS, 1, 0, &m->n_experts, err);
+	m->experts_field = fam->experts_field;
+	if (fam->experts_alias && !field(cfg, fam->experts_field) && field(cfg, fam->experts_alias))
+		m->experts_field = fam->experts_alias;
+	ms_status st = get_int(cfg, where, m->experts_field, 1, MAX_EXPERTS, 1, 0, &m->n_experts, err);
 	m->top_k = 1;   /* switch routes each token to one expert and has no field for it */
 	if (st == MS_OK && fam->topk_field)
 		st = get_int(cfg, where, fam->topk_field, 1, MAX_EXPERTS, 1, 0, &m->top_k, err);
 	if (st == MS_OK && m->top_k > m->n_experts)
 		st = ms_fail(err, MS_ERR_CFG_FIELD, "%s: field '%s' is %d, more than the %d experts of '%s'", where,
-			     fam->topk_field, m->top_k, m->n_experts, fam->experts_field);
+			     fam->topk_field, m->top_k, m->n_experts, m->experts_field);
 	if (st == MS_OK)
 		st = get_int(cfg, where, fam->hidden_field, 1, MAX_WIDTH, 1, 0, &m->hidden, err);
 	if (st == MS_OK)
@@ -464,8 +474,10 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 		st = read_groups(m, cfg, where, err);
 	if (st == MS_OK && fam->check)
 		st = fam->check(cfg, where, err);
-	m->experts_field = fam->experts_field;
 	m->topk_field = fam->topk_field;
+	const cJSON *method = fam->group_method_field ? field(cfg, fam->group_method_field) : NULL;
+	if (cJSON_IsString(method) && strcmp(method->valuestring, "group_limited_greedy") == 0)
+		m->group_method_field = fam->group_method_field;
 	return st;
 }
 
@@ -685,7 +697,7 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 {
 	mdl_block *blk = &m->blocks[b];
 	const mdl_family *fam = m->family;
-	const dim E = {m->n_experts, fam->experts_field}, d = {m->hidden, fam->hidden_field};
+	const dim E = {m->n_experts, m->experts_field}, d = {m->hidden, fam->hidden_field};
 	const dim f = {m->inter, fam->inter_field};
 	const dim rows[MDL_NMAT] = {f, f, d}, cols[MDL_NMAT] = {d, d, f};
 	char name[256], what[96];
@@ -823,21 +835,27 @@ static void count_totals(mdl_model *m)
 typedef struct {
 	mdl_model pub;   /* first member: a mdl_model * from mdl_open is also a model_priv * */
 	cJSON *config;
+	char *config_text;   /* config.json's bytes as read, for writers that keep them (io/jsonedit.h) */
+	size_t config_len;
 } model_priv;
 
 static ms_status open_config(mdl_model *m, const char *where, ms_error *err)
 {
 	cJSON *cfg;
-	ms_status st = parse_config(where, &cfg, err);
+	model_priv *p = (model_priv *)m;
+	ms_status st = parse_config(where, &cfg, &p->config_text, &p->config_len, err);
 	if (st != MS_OK)
 		return st;
-	((model_priv *)m)->config = cfg;
+	p->config = cfg;
 	const cJSON *type = field(cfg, "model_type");
 	if (!type)
 		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'model_type' missing", where);
 	if (!cJSON_IsString(type))
 		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'model_type' must be a string", where);
 	m->family = find_family(type->valuestring);
+	if (!m->family && strcmp(type->valuestring, MDL_FACTORS_MODEL_TYPE) == 0)
+		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s: a factored checkpoint (moescope merge --compress-format "
+			       "factors): expand it first with 'moescope densify %s --out DIR'", where, m->dir);
 	if (!m->family)
 		return unknown_family(where, type->valuestring, err);
 	snprintf(m->model_type, sizeof m->model_type, "%s", m->family->model_type);
@@ -893,6 +911,7 @@ void mdl_close(mdl_model *m)
 	free(m->blocks);
 	st_close(m->st);
 	cJSON_Delete(((model_priv *)m)->config);
+	free(((model_priv *)m)->config_text);
 	free(m);
 }
 
@@ -996,4 +1015,10 @@ ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *
 const void *mdl_config_json(const mdl_model *m)
 {
 	return m ? ((const model_priv *)m)->config : NULL;
+}
+
+const char *mdl_config_text(const mdl_model *m, size_t *len)
+{
+	*len = m ? ((const model_priv *)m)->config_len : 0;
+	return m ? ((const model_priv *)m)->config_text : NULL;
 }

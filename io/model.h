@@ -93,6 +93,9 @@ typedef struct {
 	const char *topk_field;      /* "num_experts_per_tok" or NULL (switch: top-1, no field) */
 	const char *n_group_field;   /* "n_group" where routing may be group-limited, else NULL */
 	const char *topk_group_field;
+	const char *group_method_field; /* "topk_method" when it says group_limited_greedy (deepseek_v2; accepted only
+					 * when every group is eligible, i.e. plain top-k), else NULL: a compact merge
+					 * writes "greedy" there, since E' need not split into n_group groups */
 } mdl_model;
 
 /* Opens DIR (config.json plus model.safetensors or an index). Checks every MoE block's router and expert tensors
@@ -132,5 +135,13 @@ ms_status mdl_matrix(const mdl_model *m, const st_tensor *t, qt_matrix *out, ms_
 
 /* The parsed config.json (a cJSON *), for writers that rewrite it. */
 const void *mdl_config_json(const mdl_model *m);
+/* config.json's bytes as read (NUL-terminated, *len of them), for writers that keep its spelling
+ * (io/jsonedit.h). */
+const char *mdl_config_text(const mdl_model *m, size_t *len);
+
+/* The model_type of a checkpoint written with --compress-format factors (pipeline/merge_run.h): no stock loader
+ * knows it, so transformers refuses the checkpoint instead of filling the missing dense weights at random; the
+ * family's own model_type is kept in the config's moescope_compression entry. */
+#define MDL_FACTORS_MODEL_TYPE "moescope_factors"
 
 #endif

@@ -38,6 +38,8 @@ static void weight_shape(const arch_model *a, arch_tensor t, int64_t *rows, int6
 	case ARCH_T_Q_NORM: *rows = a->qk_norm == ARCH_QK_FULL ? H * hd : hd; break;
 	case ARCH_T_K_NORM: *rows = a->qk_norm == ARCH_QK_FULL ? Hkv * hd : hd; break;
 	case ARCH_T_Q_A: *rows = a->q_lora_rank; *cols = d; break;
+	case ARCH_T_Q_A_BIAS: *rows = a->q_lora_rank; break;
+	case ARCH_T_KV_A_BIAS: *rows = a->kv_lora_rank + a->qk_rope_dim; break;
 	case ARCH_T_Q_A_NORM: *rows = a->q_lora_rank; break;
 	case ARCH_T_Q_B: *rows = H * qk; *cols = a->q_lora_rank; break;
 	case ARCH_T_KV_A: *rows = a->kv_lora_rank + a->qk_rope_dim; *cols = d; break;
@@ -211,7 +213,7 @@ static void norm(const fwd_state *s, const float *x, arch_tensor w, arch_tensor 
 
 static int layer_window(const fwd_state *s, int L)
 {
-	return L >= s->a->window_from_layer ? s->a->sliding_window : 0;
+	return s->a->window[L];
 }
 
 /* out [T, d] = grouped-query attention of layer L on xn [T, d]. */
@@ -273,7 +275,7 @@ static ms_status attention_mla(fwd_state *s, int L, const float *xn, float *out)
 	float **w = s->w;
 	ms_status st;
 	if (qr > 0) {
-		st = lyr_linear(xn, d, T, d, w[ARCH_T_Q_A], NULL, qr, s->qa, qr, s->err);
+		st = lyr_linear(xn, d, T, d, w[ARCH_T_Q_A], w[ARCH_T_Q_A_BIAS], qr, s->qa, qr, s->err);
 		if (st == MS_OK) {
 			lyr_rmsnorm(s->qa, T, qr, w[ARCH_T_Q_A_NORM], MLA_LORA_NORM_EPS, s->qa);
 			st = lyr_linear(s->qa, qr, T, qr, w[ARCH_T_Q_B], NULL, H * qk, s->q, H * qk, s->err);
@@ -282,7 +284,8 @@ static ms_status attention_mla(fwd_state *s, int L, const float *xn, float *out)
 		st = lyr_linear(xn, d, T, d, w[ARCH_T_Q], NULL, H * qk, s->q, H * qk, s->err);
 	}
 	if (st == MS_OK)
-		st = lyr_linear(xn, d, T, d, w[ARCH_T_KV_A], NULL, kvr + rope, s->kva, kvr + rope, s->err);
+		st = lyr_linear(xn, d, T, d, w[ARCH_T_KV_A], w[ARCH_T_KV_A_BIAS], kvr + rope, s->kva, kvr + rope,
+				s->err);
 	if (st != MS_OK)
 		return st;
 	for (int64_t t = 0; t < T; t++) {   /* split the latent from the shared rotary key */

@@ -9,7 +9,9 @@
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
 
+#include "io/factors.h"
 #include "io/jsonfile.h"
+#include "io/jsonedit.h"
 #include "io/outdir.h"
 #include "io/quant.h"
 #include "io/safetensors.h"
@@ -130,13 +132,13 @@ static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor 
 				 ms_error *err)
 {
 	int64_t u[2] = {src->shape[0], r->rank}, v[2] = {r->rank, src->shape[1]}, nnz[1] = {r->nnz};
-	ms_status st = declare(c, name, "_u", src->dtype, 2, u, err);
+	ms_status st = declare(c, name, fac_suffix[FAC_U], src->dtype, 2, u, err);
 	if (st == MS_OK)
-		st = declare(c, name, "_v", src->dtype, 2, v, err);
+		st = declare(c, name, fac_suffix[FAC_V], src->dtype, 2, v, err);
 	if (st == MS_OK && r->nnz > 0)
-		st = declare(c, name, "_sparse_idx", ST_I32, 1, nnz, err);
+		st = declare(c, name, fac_suffix[FAC_SPARSE_IDX], ST_I32, 1, nnz, err);
 	if (st == MS_OK && r->nnz > 0)
-		st = declare(c, name, "_sparse_val", src->dtype, 1, nnz, err);
+		st = declare(c, name, fac_suffix[FAC_SPARSE_VAL], src->dtype, 1, nnz, err);
 	return st;
 }
 
@@ -306,13 +308,13 @@ static ms_status write_fp8(mrun_ctx *c, const float *v, int rows, int cols, st_d
 static ms_status write_factors(mrun_ctx *c, const cmp_factors *fa, const cmp_result *r, int rows, int cols,
 			       const mrun_dest *dest, ms_error *err)
 {
-	ms_status st = write_floats(c, fa->u, (int64_t)rows * r->rank, r->rank, dest, "_u", err);
+	ms_status st = write_floats(c, fa->u, (int64_t)rows * r->rank, r->rank, dest, fac_suffix[FAC_U], err);
 	if (st == MS_OK)
-		st = write_floats(c, fa->v, (int64_t)r->rank * cols, cols, dest, "_v", err);
+		st = write_floats(c, fa->v, (int64_t)r->rank * cols, cols, dest, fac_suffix[FAC_V], err);
 	if (st == MS_OK && r->nnz > 0)
 		st = st_writer_write(c->w, fa->sparse_idx, (uint64_t)r->nnz * sizeof(int32_t), err);
 	if (st == MS_OK && r->nnz > 0)
-		st = write_floats(c, fa->sparse_val, r->nnz, r->nnz, dest, "_sparse_val", err);
+		st = write_floats(c, fa->sparse_val, r->nnz, r->nnz, dest, fac_suffix[FAC_SPARSE_VAL], err);
 	return st;
 }
 
@@ -585,38 +587,55 @@ static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-/* config.json with the expert count and top-k of the output. */
+/* Sets top-level member key to value, adding it when config.json leaves it to the family's default. */
+static ms_status set_or_add(jedit *d, const char *key, const char *value, ms_error *err)
+{
+	const char *path[] = {key};
+	size_t start, end;
+	return jedit_find(d, path, 1, &start, &end) ? jedit_set(d, path, 1, value, err)
+						    : jedit_add(d, NULL, 0, key, value, err);
+}
+
+/* config.json as the input spelled it, with the expert count and top-k of the output and plain top-k routing in
+ * place of DeepSeek's group-limited one that equals it (compact layout) and, for factors, the marks of
+ * io/factors.h: every other byte is the input's (io/jsonedit.h). */
 static ms_status write_config(mrun_ctx *c, ms_error *err)
 {
-	cJSON *cfg = cJSON_Duplicate((const cJSON *)mdl_config_json(c->m), 1);
-	if (!cfg)
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory copying config.json");
+	size_t len;
+	const char *text = mdl_config_text(c->m, &len);
+	char where[PATH_MAX + 16];
+	snprintf(where, sizeof where, "%s/config.json", c->m->dir);
+	jedit *d;
+	ms_status st = jedit_parse(where, text, len, &d, err);
+	if (st != MS_OK)
+		return st;
+	char count[16];
+	snprintf(count, sizeof count, "%d", c->n_out);
 	if (c->opts.layout == PIPE_LAYOUT_COMPACT) {
-		cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->experts_field, cJSON_CreateNumber(c->n_out));
-		if (c->m->topk_field && c->m->top_k > c->n_out)
-			cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->topk_field, cJSON_CreateNumber(c->n_out));
+		const char *experts[] = {c->m->experts_field}, *topk[] = {c->m->topk_field};
+		st = jedit_set(d, experts, 1, count, err);
+		if (st == MS_OK && c->m->topk_field && c->m->top_k > c->n_out)
+			st = jedit_set(d, topk, 1, count, err);
+		const char *method[] = {c->m->group_method_field};
+		if (st == MS_OK && method[0])
+			st = jedit_set(d, method, 1, "\"greedy\"", err);
 		/* merged experts belong to no original group: plain top-k over the biased scores (pipeline.c
-		 * merged_config routes the same way) */
-		if (c->m->n_group_field) {
-			cJSON_DeleteItemFromObjectCaseSensitive(cfg, c->m->n_group_field);
-			cJSON_AddNumberToObject(cfg, c->m->n_group_field, 1);
-			cJSON_DeleteItemFromObjectCaseSensitive(cfg, c->m->topk_group_field);
-			cJSON_AddNumberToObject(cfg, c->m->topk_group_field, 1);
-		}
+		 * merged_config routes the same way); config.json may leave the groups to the family's defaults */
+		if (st == MS_OK && c->m->n_group_field)
+			st = set_or_add(d, c->m->n_group_field, "1", err);
+		if (st == MS_OK && c->m->n_group_field)
+			st = set_or_add(d, c->m->topk_group_field, "1", err);
 	}
-	if (factored(c)) {
-		cJSON *info = cJSON_AddObjectToObject(cfg, "moescope_compression");
-		cJSON_AddStringToObject(info, "format", "factors");
-		cJSON_AddStringToObject(info, "rank_mode", cmp_rank_mode_name(c->opts.compress.mode));
-		cJSON_AddNumberToObject(info, "sparse_ratio", c->opts.compress.sparse_ratio);
-		cJSON_AddStringToObject(info, "layout", "W = W_u @ W_v, plus W_sparse_val at the flat row-major indices "
-					"W_sparse_idx");
-	}
+	if (st == MS_OK && factored(c))
+		st = fac_mark_config(d, cmp_rank_mode_name(c->opts.compress.mode), c->opts.compress.sparse_ratio, err);
 	char path[PATH_MAX];
-	ms_status st = outdir_file(c->od, "config.json", path, sizeof path) == 0
-			       ? jsonf_write(path, cfg, err)
-			       : ms_fail(err, MS_ERR_ARG, "output path too long");
-	cJSON_Delete(cfg);
+	if (st == MS_OK && outdir_file(c->od, "config.json", path, sizeof path) != 0)
+		st = ms_fail(err, MS_ERR_ARG, "output path too long");
+	if (st == MS_OK) {
+		text = jedit_text(d, &len);
+		st = jsonf_write_bytes(path, text, len, err);
+	}
+	jedit_free(d);
 	return st;
 }
 
@@ -726,6 +745,18 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->expert_dtype == ST_F8_E4M3)
 		return ms_fail(err, MS_ERR_ARG, "--compress-format factors cannot store FP8 experts (their factors would "
 			       "need scales of their own); use --compress-format dense");
+	/* config.json is rewritten last, in place (io/jsonedit.h): a file it cannot edit is refused before the work */
+	size_t len;
+	const char *text = mdl_config_text(c->m, &len);
+	char where[PATH_MAX + 16];
+	snprintf(where, sizeof where, "%s/config.json", c->m->dir);
+	jedit *d;
+	st = jedit_parse(where, text, len, &d, err);
+	if (st == MS_OK && c->req->format == MRUN_FORMAT_FACTORS)   /* e.g. a key the marks need is taken */
+		st = fac_mark_config(d, cmp_rank_mode_name(c->opts.compress.mode), c->opts.compress.sparse_ratio, err);
+	jedit_free(d);
+	if (st != MS_OK)
+		return st;
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->opts.compress.mode == CMP_RANK_NONE)
 		return ms_fail(err, MS_ERR_ARG, "--compress-format factors needs a rank (--rank, --rank-energy or "
 			       "--rank-stable)");

@@ -277,6 +277,16 @@ static void test_params_and_factors(void)
 	for (int i = 0; i < M * N; i++)
 		worst = fmax(worst, fabs((double)back[i] - approx[i]));
 	CHECK(worst < 1e-5, "factors differ from approx by %g", worst);
+	/* cmp_expand (what densify runs) gives the same matrix as the sum above, and refuses an index outside it */
+	float *expanded = malloc(sizeof(float) * M * N);
+	CHECK(cmp_expand(u, v, M, R, N, idx, val, 24, expanded, &err) == MS_OK, "%s", err.msg);
+	double worst_expand = 0;
+	for (int i = 0; i < M * N; i++)
+		worst_expand = fmax(worst_expand, fabs((double)expanded[i] - back[i]));
+	CHECK(worst_expand < 1e-5, "cmp_expand differs from the double sum by %g", worst_expand);
+	int32_t bad_idx[1] = {M * N};
+	EXPECT(cmp_expand(u, v, M, R, N, bad_idx, val, 1, expanded, &err) == MS_ERR_ARG && strstr(err.msg, "index 2400"));
+	free(expanded);
 	/* room too small: refused before anything is written */
 	f.max_rank = R - 1;
 	EXPECT(cmp_compress(w, M, N, &o, approx, &res, &f, &err) == MS_ERR_ARG);

@@ -287,6 +287,20 @@ static void test_fused_sample_matches_reference(void)
 	check_model("qwen2moe-tiny", path, TOKENS);
 }
 
+/* Qwen2-MoE as transformers 5 writes its config: rope_parameters (linear, its own rope_theta over the top-level
+ * one), layer_types with the window (12) on layer 0 only, q/k/v biases, the gated shared expert. */
+static void test_qwen2moe_window_matches_reference(void)
+{
+	check_tiny("qwen2moe-window");
+}
+
+/* DeepSeek-V2 with attention_bias (q_a_proj, kv_a_proj_with_mqa and o_proj biases) and yarn in rope_parameters
+ * with an explicit factor 2 where max / original positions is 4 (transformers 5 keeps the explicit one). */
+static void test_deepseek_bias_matches_reference(void)
+{
+	check_tiny("deepseek-bias");
+}
+
 static void test_mixtral_matches_reference(void)
 {
 	check_sample("mixtral-tiny");
@@ -405,6 +419,8 @@ int main(void)
 	RUN(test_deepseek3_matches_reference);
 	RUN(test_glm4_matches_reference);
 	RUN(test_fused_sample_matches_reference);
+	RUN(test_qwen2moe_window_matches_reference);
+	RUN(test_deepseek_bias_matches_reference);
 	RUN(test_threads_bit_identical);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

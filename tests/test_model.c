@@ -442,6 +442,10 @@ static const family_case family_cases[] = {
 	{"qwen3_moe", "{\"model_type\":\"qwen3_moe\",\"num_experts\":4,\"num_experts_per_tok\":2,\"hidden_size\":8,"
 		      "\"moe_intermediate_size\":6,\"num_hidden_layers\":3,\"mlp_only_layers\":null}",
 	 &mlp_names, "mlp", 3, {0, 1, 2}, 3, 4, 2, 8, 6, 0, 1.0f},
+	/* transformers 5 saves Qwen3-MoE's expert count as num_local_experts */
+	{"qwen3_moe saved by transformers 5", "{\"model_type\":\"qwen3_moe\",\"num_local_experts\":4,"
+		      "\"num_experts_per_tok\":2,\"hidden_size\":8,\"moe_intermediate_size\":6,\"num_hidden_layers\":2}",
+	 &mlp_names, "mlp", 2, {0, 1}, 2, 4, 2, 8, 6, 0, 1.0f},
 	{"olmoe", "{\"model_type\":\"olmoe\",\"num_experts\":6,\"num_experts_per_tok\":3,\"hidden_size\":8,"
 		  "\"intermediate_size\":4,\"num_hidden_layers\":2,\"norm_topk_prob\":true}",
 	 &mlp_names, "mlp", 2, {0, 1}, 2, 6, 3, 8, 4, 1, 1.0f},
@@ -478,6 +482,10 @@ static void test_family_layers(void)
 		      fc->name, m->routing.renormalize, (double)m->routing.scale);
 		CHECK(m->act == MDL_ACT_SILU_GLU && strncmp(fc->name, m->model_type, strlen(m->model_type)) == 0, "%s: %s",
 		      fc->name, m->model_type);
+		/* the field a merge rewrites is the one the file holds */
+		char quoted[64];
+		snprintf(quoted, sizeof quoted, "\"%s\":", m->experts_field);
+		CHECK(strstr(fc->config, quoted) != NULL, "%s: experts field '%s'", fc->name, m->experts_field);
 		mdl_close(m);
 	}
 }

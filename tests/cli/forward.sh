@@ -86,6 +86,24 @@ cp -r "$S/olmoe-mini" "$TMP/nobias"
 sed -i 's/"attention_bias":[[:space:]]*false/"attention_bias": true/' "$TMP/nobias/config.json"
 cp -r "$M" "$TMP/longrope"
 sed -i 's/"rope_scaling":[[:space:]]*null/"rope_scaling": {"rope_type": "longrope", "factor": 2}/' "$TMP/longrope/config.json"
+# config variants the forward pass does not compute, each refused with the field named (io/arch.c)
+TINY=tests/data/forward/models
+cfg_variant() { # cfg_variant NAME SOURCE PYTHON-EXPRESSION-ON-c
+	cp -r "$2" "$TMP/$1"
+	python3 - "$TMP/$1/config.json" "$3" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(c, open(sys.argv[1], "w"), indent=1)
+PY
+}
+cfg_variant longrope5 "$M" 'c["rope_parameters"] = {"rope_type": "longrope", "short_factor": [1], "long_factor": [1]}'
+cfg_variant perlayer "$M" 'c["rope_parameters"] = {"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "default"}}'
+cfg_variant partial "$M" 'c["partial_rotary_factor"] = 0.5'
+cfg_variant qwnotypes "$TINY/qwen2moe-window" 'del c["layer_types"]'
+cfg_variant qwbadtype "$TINY/qwen2moe-window" 'c["layer_types"] = ["sliding_attention", "chunked_attention"]'
+cfg_variant qwshort "$TINY/qwen2moe-window" 'c["layer_types"] = ["full_attention"]'
+cfg_variant dsfreq "$TINY/deepseek-bias" 'c["moe_layer_freq"] = 2'
 # bad NAME REGEX ARGS...: capture and perplexity both refuse
 bad() {
 	local name=$1 regex=$2
@@ -119,6 +137,20 @@ bad "attention shape disagrees with config.json" "k_proj.weight': shape \[64, 12
 bad "attention bias missing" "tensor 'model.layers.0.self_attn.q_proj.bias' missing" "$TMP/nobias" --tokens "$TOK"
 bad "unsupported rope scaling" "config.json: field 'rope_scaling': type 'longrope' is not supported" \
 	"$TMP/longrope" --tokens "$TOK"
+bad "unsupported rope_parameters type" "config.json: field 'rope_parameters': type 'longrope' is not supported" \
+	"$TMP/longrope5" --tokens "$TOK"
+bad "one RoPE per layer type" "config.json: field 'rope_parameters': one RoPE per layer type is not supported" \
+	"$TMP/perlayer" --tokens "$TOK"
+bad "partial rotary factor" "config.json: field 'partial_rotary_factor' 0.5: RoPE over part of the head" \
+	"$TMP/partial" --tokens "$TOK"
+bad "qwen2_moe window without layer_types" "use_sliding_window without 'layer_types': transformers 4 and 5" \
+	"$TMP/qwnotypes" --tokens tests/data/forward/tokens64.txt
+bad "unknown layer type" "field 'layer_types\[1\]' must be \"full_attention\" or \"sliding_attention\"" \
+	"$TMP/qwbadtype" --tokens tests/data/forward/tokens64.txt
+bad "layer_types of the wrong length" "field 'layer_types' must list one type for each of the 2 layers" \
+	"$TMP/qwshort" --tokens tests/data/forward/tokens64.txt
+bad "deepseek moe_layer_freq 2" "field 'moe_layer_freq' 2: transformers 5 makes every layer from first_k_dense_replace" \
+	"$TMP/dsfreq" --tokens tests/data/forward/tokens64.txt
 bad "switch has no forward here" "switch_transformers.*decoder-only families" "$S/switch-tiny" --tokens "$TOK"
 
 # --text: the model's tokenizer.json gives the ids, with its special tokens, then the same path as --tokens. A

@@ -4,7 +4,7 @@ cover (qwen3_moe, phimoe, deepseek_v2, deepseek_v3, glm4_moe) or cover only weak
 Weights are drawn at full scale (std 1/sqrt(fan-in)), so attention, norms and routing all matter in the output.
 Tensor names and config fields follow the transformers classes. Run once; the files are committed.
 
-    python3 tests/forward/make_tiny.py tests/data/forward/models
+    python3 tests/forward/make_tiny.py tests/data/forward/models [NAME...]
 """
 import json
 import os
@@ -187,6 +187,61 @@ def deepseek():
     return g, c
 
 
+def qwen2moe_window():
+    """Qwen2-MoE as transformers 5 writes it: rope_parameters (with its own rope_theta over the top-level one),
+    layer_types putting the window on layer 0 only, q/k/v biases, the gated shared expert."""
+    g = Gen(6)
+    g.ends()
+    for i in range(L):
+        g.norms(i)
+        g.gqa(i, bias=True)
+        g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
+        g.glu("model.layers.%d.mlp.shared_expert" % i, 24)
+        g.mat("model.layers.%d.mlp.shared_expert_gate.weight" % i, 1, D)
+    c = base_config("qwen2_moe", "Qwen2MoeForCausalLM")
+    del c["rope_scaling"]
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "num_experts": E, "rms_norm_eps": 1e-6,
+              "shared_expert_intermediate_size": 24, "norm_topk_prob": False, "decoder_sparse_step": 1,
+              "mlp_only_layers": [], "use_sliding_window": True, "sliding_window": 12, "max_window_layers": 1,
+              "layer_types": ["sliding_attention", "full_attention"], "qkv_bias": True,
+              "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0}})
+    return g, c
+
+
+def deepseek_bias():
+    """DeepSeek-V2 with attention_bias (q_a_proj, kv_a_proj_with_mqa and o_proj biases) and yarn in
+    transformers 5's rope_parameters, whose explicit factor 2 differs from max / original positions = 4."""
+    g = Gen(7)
+    g.ends()
+    qr, kvr, nope, rope, dv = 24, 16, 8, 4, 8
+    for i in range(L):
+        g.norms(i)
+        p = "model.layers.%d.self_attn." % i
+        g.mat(p + "q_a_proj.weight", qr, D)
+        g.vec(p + "q_a_proj.bias", qr, std=0.3)
+        g.vec(p + "q_a_layernorm.weight", qr, 1.0)
+        g.mat(p + "q_b_proj.weight", H * (nope + rope), qr)
+        g.mat(p + "kv_a_proj_with_mqa.weight", kvr + rope, D)
+        g.vec(p + "kv_a_proj_with_mqa.bias", kvr + rope, std=0.3)
+        g.vec(p + "kv_a_layernorm.weight", kvr, 1.0)
+        g.mat(p + "kv_b_proj.weight", H * (nope + dv), kvr)
+        g.mat(p + "o_proj.weight", D, H * dv)
+        g.vec(p + "o_proj.bias", D)
+        g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
+        g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+    c = base_config("deepseek_v2", "DeepseekV2ForCausalLM")
+    del c["rope_scaling"]
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E, "n_shared_experts": 1,
+              "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
+              "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 0, "moe_layer_freq": 1,
+              "routed_scaling_factor": 1.0, "topk_method": "greedy", "norm_topk_prob": False,
+              "max_position_embeddings": 128, "num_key_value_heads": H, "attention_bias": True,
+              "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32,
+                                  "rope_theta": 20000.0, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
+                                  "mscale_all_dim": 0.707}})
+    return g, c
+
+
 def deepseek3():
     """DeepSeek-V3 routing: 8 experts in 4 groups of which 2 are eligible, a selection bias, yarn with mscale_all_dim
     (which DeepseekV3Attention puts on the softmax scale)."""
@@ -244,11 +299,17 @@ def glm4():
     return g, c
 
 
+MODELS = (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
+          ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("qwen2moe-window", qwen2moe_window),
+          ("deepseek-bias", deepseek_bias), ("deepseek3-tiny", deepseek3), ("glm4-tiny", glm4))
+
+
 def main():
-    out = sys.argv[1]
-    for name, fn in (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
-                     ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("deepseek3-tiny", deepseek3),
-                     ("glm4-tiny", glm4)):
+    """make_tiny.py OUT [NAME...]: every model, or the ones named."""
+    out, only = sys.argv[1], sys.argv[2:]
+    for name, fn in MODELS:
+        if only and name not in only:
+            continue
         g, c = fn()
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

@@ -116,24 +116,37 @@ def glu(x, gate, up, down):
     return (silu(x @ gate.T) * (x @ up.T)) @ down.T
 
 
+def rope_dict(cfg):
+    """The RoPE parameters as transformers 5 picks them (RotaryEmbeddingConfigMixin): a non-empty rope_scaling
+    (transformers 4's form) before rope_parameters (5's). Returns the dict (or None) and whether it is the 4 form."""
+    if cfg.get("rope_scaling"):
+        return cfg["rope_scaling"], True
+    return cfg.get("rope_parameters") or None, False
+
+
 def rope_inv_freq(cfg, dim):
     """transformers' ROPE_INIT_FUNCTIONS: default, linear, yarn. Returns inv_freq and attention_scaling."""
-    base = cfg.get("rope_theta") or 10000.0
+    sc, legacy = rope_dict(cfg)
+    base = (sc or {}).get("rope_theta") or cfg.get("rope_theta") or 10000.0
     inv = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    sc = cfg.get("rope_scaling")
     if not sc:
         return inv, 1.0
-    kind = sc.get("rope_type", sc.get("type"))
+    kind = sc.get("rope_type", sc.get("type", "default"))
     if kind == "default":
         return inv, 1.0
     if kind == "linear":
         return inv / sc["factor"], 1.0
     assert kind == "yarn", kind
-    factor = sc["factor"]
+    factor = sc.get("factor")
     maxpos = cfg["max_position_embeddings"]
-    orig = sc.get("original_max_position_embeddings") or maxpos
-    if sc.get("original_max_position_embeddings"):
-        factor = maxpos / orig
+    if legacy:   # transformers 4: the ratio of lengths whenever the original length is given
+        orig = sc.get("original_max_position_embeddings") or maxpos
+        if sc.get("original_max_position_embeddings"):
+            factor = maxpos / orig
+    else:        # transformers 5: a top-level original length first; the explicit factor unless there is none
+        orig = cfg.get("original_max_position_embeddings") or sc.get("original_max_position_embeddings") or maxpos
+        if factor is None:
+            factor = maxpos / orig
 
     def get_mscale(scale, m=1.0):
         return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
@@ -236,6 +249,8 @@ class Model:
                 return 0
             if self.type == "qwen3_moe":  # Qwen3MoeConfig: every layer once use_sliding_window is set
                 return c.get("sliding_window") or 0
+            if c.get("layer_types"):      # Qwen2MoeConfig: the layers marked sliding_attention
+                return c.get("sliding_window") if c["layer_types"][i] == "sliding_attention" else 0
             return c.get("sliding_window") if i >= c.get("max_window_layers", 28) else 0
         if self.type in ("mixtral", "phimoe"):
             return c.get("sliding_window") or 0
@@ -245,7 +260,7 @@ class Model:
         c, t = self.cfg, self.type
         if t in ("deepseek_v2", "deepseek_v3"):
             return self.mla(x, i, pos, seqs)
-        bias = t == "qwen2_moe" or (t != "mixtral" and c.get("attention_bias", False))
+        bias = c.get("qkv_bias", True) if t == "qwen2_moe" else (t != "mixtral" and c.get("attention_bias", False))
         q = self.lin(x, "self_attn.q_proj", i, bias)
         k = self.lin(x, "self_attn.k_proj", i, bias)
         v = self.lin(x, "self_attn.v_proj", i, bias)
@@ -277,13 +292,14 @@ class Model:
         kvr = c["kv_lora_rank"]
         qk = nope + rope_d
         if c.get("q_lora_rank"):
-            qa = rms_norm(self.lin(x, "self_attn.q_a_proj", i, False),
+            ab = c.get("attention_bias", False)   # DeepseekV2Attention: q_a_proj and kv_a_proj_with_mqa biases
+            qa = rms_norm(self.lin(x, "self_attn.q_a_proj", i, ab),
                           self.W("model.layers.%d.self_attn.q_a_layernorm.weight", i), 1e-6)
             q = self.lin(qa, "self_attn.q_b_proj", i, False)
         else:
             q = self.lin(x, "self_attn.q_proj", i, False)
         q = q.reshape(T, H, qk)
-        kva = self.lin(x, "self_attn.kv_a_proj_with_mqa", i, False)
+        kva = self.lin(x, "self_attn.kv_a_proj_with_mqa", i, c.get("attention_bias", False))
         ckv, kpe = kva[:, :kvr], kva[:, kvr:]
         kvb = self.lin(rms_norm(ckv, self.W("model.layers.%d.self_attn.kv_a_layernorm.weight", i), 1e-6),
                        "self_attn.kv_b_proj", i, False).reshape(T, H, nope + dv)

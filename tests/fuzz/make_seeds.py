@@ -310,9 +310,30 @@ def tokenizer_seeds():
     put("tokenizer", "bad_deep.json", json.dumps(dict(small, normalizer=deep)))
 
 
+def jsonedit_seeds():
+    """config.json texts as people and tools write them: indentation, odd number spellings, escapes, nesting."""
+    put("jsonedit", "golden_mixtral.json", open(os.path.join(GOLDEN, "model/config.json"), "rb").read())
+    put("jsonedit", "numbers.json", '{\n  "model_type": "mixtral",\n  "rope_theta": 10000.0,\n  "a": 1e4,\n'
+        '  "b": -0.0,\n  "rms_norm_eps": 1E-06,\n  "num_local_experts": 8,\n  "c": [1.5e+3, 0, -12.50]\n}\n')
+    put("jsonedit", "escapes.json", '{"model_type": "qwen2_moe", "name": "caf\\u00e9 \\ud83d\\ude00 \\"q\\"",'
+        ' "n_routed\\u005fexperts": 64, "lone": "\\udc00", "t": "\\t\\n\\/"}')
+    put("jsonedit", "nested.json", '{"model_type": "x", "text_config": {"num_experts": 8, "rope_parameters": '
+        '{"rope_type": "yarn", "factor": 4.0}}, "vision_config": {}, "empty": [], "auto_map": {"AutoConfig": "a.B"}}')
+    put("jsonedit", "crlf_tabs.json", '{\r\n\t"num_local_experts" :\t8 ,\r\n\t"model_type"  :  "mixtral"\r\n}\r\n')
+    put("jsonedit", "compact.json", '{"num_local_experts":8,"model_type":"mixtral","x":{"y":[true,false,null]}}')
+    put("jsonedit", "dup.json", '{"a": 1, "a": 2}')
+    put("jsonedit", "dup_escaped.json", '{"num_experts": 1, "num\\u005fexperts": 2}')
+    put("jsonedit", "bad_trailing_comma.json", '{"a": 1,}')
+    put("jsonedit", "bad_nan.json", '{"a": NaN}')
+    put("jsonedit", "bad_number.json", '{"a": 01, "b": 1., "c": .5}')
+    put("jsonedit", "bad_control.json", '{"a": "x\ty"}')
+    put("jsonedit", "deep.json", '{"a": ' + "[" * 300 + "]" * 300 + "}")
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     config_seeds()
     calib_seeds()
     plan_seeds()
     tokenizer_seeds()
+    jsonedit_seeds()

@@ -14,7 +14,7 @@
 #                                          fresh work directory each run), as `make test` does for 20 s when
 #                                          clang is installed; without clang it says so and counts nothing.
 #
-# TARGET is plan, safetensors, config, calib or tokenizer (default: all). A target whose module is not written yet is
+# TARGET is plan, safetensors, config, calib, tokenizer or jsonedit (default: all). A target whose module is not written yet is
 # skipped with a note. Environment: BUILD (default build), CC (default cc), FUZZ_CC (default clang);
 # FUZZ_VERBOSE=1 prints how each input ended; FUZZ_LAX_MESSAGES=1 accepts error messages that span lines (an
 # echoed name holding a line break), to look past that finding for crashes.
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/../.." || exit 2
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 FUZZ_CC=${FUZZ_CC:-clang}
-ALL_TARGETS="plan safetensors config calib tokenizer"
+ALL_TARGETS="plan safetensors config calib tokenizer jsonedit"
 
 # The io/ sources each target needs (it links all of io/, but skips while one of these is missing).
 needs() {
@@ -35,6 +35,7 @@ needs() {
 	config) echo io/error.c io/safetensors.c io/model.c ;;
 	calib) echo io/error.c io/safetensors.c io/model.c io/calib.c ;;
 	tokenizer) echo io/error.c text/tokenizer.c ;;
+	jsonedit) echo io/error.c io/jsonedit.c io/factors.c ;;
 	*) return 1 ;;
 	esac
 }
