@@ -22,6 +22,14 @@ static void *alloc_array(int64_t n, size_t size)
 	return malloc(n > 0 ? (size_t)n * size : 1);
 }
 
+/* par_scratch (this thread's buffer `slot`, kept across tasks) of n elements, with alloc_array's checks. */
+static void *scratch_array(int slot, int64_t n, size_t size)
+{
+	if (n < 0 || (uint64_t)n > SIZE_MAX / size)
+		return NULL;
+	return par_scratch(slot, (size_t)n * size);
+}
+
 static ms_status check_expert(const expert_weights *w, int d, int s, ms_error *err)
 {
 	if (w->d != d || w->f <= 0 || !w->up || !w->down)
@@ -361,8 +369,9 @@ static ms_status expert_batch_task(void *ctx, int64_t task, ms_error *err)
 	const int64_t b = r->task_begin[task], d = r->cfg->d;
 	const int64_t n = r->dp->start[s + 1] - b < BLK_BATCH ? r->dp->start[s + 1] - b : BLK_BATCH;
 	const expert_weights *ew = &r->cfg->experts[s];
-	float *xg = alloc_array(n * d, sizeof(float));                    /* [n, d] gathered inputs */
-	float *work = alloc_array(expert_work_floats(ew, n), sizeof(float));
+	/* this thread's buffers, kept from task to task (tens of MB at Mixtral's size: fresh ones fault in) */
+	float *xg = scratch_array(0, n * d, sizeof(float));                    /* [n, d] gathered inputs */
+	float *work = scratch_array(1, expert_work_floats(ew, n), sizeof(float));
 	ms_status st = xg && work ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory");
 	if (st == MS_OK) {
 		blk_gather(r->x, d, r->dp->token + b, n, xg);
@@ -370,8 +379,6 @@ static ms_status expert_batch_task(void *ctx, int64_t task, ms_error *err)
 		if (st != MS_OK)
 			ms_fail(err, st, "block forward: expert slot %d failed", s);
 	}
-	free(xg);
-	free(work);
 	return st;
 }
 
@@ -464,8 +471,8 @@ static ms_status shared_task(void *ctx, int64_t task, ms_error *err)
 	const shared_job *j = ctx;
 	const int64_t d = j->cfg->d, t0 = task * BLK_BATCH, n = j->T - t0 < BLK_BATCH ? j->T - t0 : BLK_BATCH;
 	const expert_weights *ew = j->cfg->shared;
-	float *out = alloc_array(n * d, sizeof(float));   /* [n, d] */
-	float *work = alloc_array(expert_work_floats(ew, n), sizeof(float));
+	float *out = scratch_array(0, n * d, sizeof(float));   /* [n, d] */
+	float *work = scratch_array(1, expert_work_floats(ew, n), sizeof(float));
 	ms_status st = out && work ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block forward: out of memory");
 	if (st == MS_OK && expert_forward(ew, j->x + t0 * d, n, 1.0f, 0, out, work) != MS_OK)
 		st = ms_fail(err, MS_ERR_ARG, "block forward: the shared expert failed");
@@ -482,8 +489,6 @@ static ms_status shared_task(void *ctx, int64_t task, ms_error *err)
 		for (int64_t c = 0; c < d; c++)
 			yt[c] += g * o[c];
 	}
-	free(out);
-	free(work);
 	return st;
 }
 

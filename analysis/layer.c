@@ -208,7 +208,7 @@ static ms_status attn_task(void *ctx, int64_t task, ms_error *err)
 	const int h = (int)(local / chunks), kvh = h / (s->H / s->Hkv);
 	const int64_t i0 = local % chunks * LYR_QUERY_CHUNK, i1 = i0 + LYR_QUERY_CHUNK < len ? i0 + LYR_QUERY_CHUNK : len;
 	const int64_t klo = s->window > 0 && i0 - s->window + 1 > 0 ? i0 - s->window + 1 : 0, nk = i1 - klo;
-	float *sc = malloc((size_t)((i1 - i0) * nk) * sizeof *sc);   /* [i1 - i0, nk] scores, then probabilities */
+	float *sc = par_scratch(0, (size_t)((i1 - i0) * nk) * sizeof *sc); /* [i1 - i0, nk] scores, then probabilities */
 	if (!sc)
 		return ms_fail(err, MS_ERR_NOMEM, "attention: out of memory for %lld scores", (long long)(nk * (i1 - i0)));
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)nk, s->dqk, s->scale,
@@ -222,7 +222,6 @@ static ms_status attn_task(void *ctx, int64_t task, ms_error *err)
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(i1 - i0), s->dv, (int)nk, 1.0f, sc, (int)nk,
 		    j->v + (base + klo) * s->ldv + (int64_t)kvh * s->dv, (int)s->ldv, 0.0f,
 		    j->out + (base + i0) * ldo + (int64_t)h * s->dv, (int)ldo);
-	free(sc);
 	return MS_OK;
 }
 
@@ -259,11 +258,10 @@ static ms_status mlp_task(void *ctx, int64_t task, ms_error *err)
 {
 	const mlp_job *j = ctx;
 	const int64_t t0 = task * LYR_TOKEN_CHUNK, n = j->T - t0 < LYR_TOKEN_CHUNK ? j->T - t0 : LYR_TOKEN_CHUNK;
-	float *work = malloc((size_t)expert_work_floats(j->w, n) * sizeof *work);
+	float *work = par_scratch(0, (size_t)expert_work_floats(j->w, n) * sizeof *work); /* kept across tasks */
 	if (!work)
 		return ms_fail(err, MS_ERR_NOMEM, "MLP: out of memory");
 	ms_status st = expert_forward(j->w, j->x + t0 * j->w->d, n, 1.0f, 0, j->y + t0 * j->w->d, work);
-	free(work);
 	return st == MS_OK ? MS_OK : ms_fail(err, st, "MLP: %s", ms_status_text(st));
 }
 

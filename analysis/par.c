@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sched.h>
 #include <cblas.h>
@@ -41,8 +42,71 @@ static struct {
 	.owner = PTHREAD_MUTEX_INITIALIZER,
 };
 
-/* Nonzero while this thread runs a task: a par_for inside it runs inline. */
+/* How many tasks this thread is inside (nonzero: a par_for runs inline). */
 static _Thread_local int in_task;
+
+/* ---- per-thread scratch ----
+ * Each thread's buffers hang off a pthread key, whose destructor frees them when the thread ends (pool workers,
+ * or any other thread that ran tasks inline); par_shutdown frees the calling thread's, which never ends that way. */
+typedef struct {
+	void *buf[PAR_SCRATCH_DEPTH][PAR_SCRATCH_SLOTS];
+	size_t bytes[PAR_SCRATCH_DEPTH][PAR_SCRATCH_SLOTS];
+} scratch_set;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void scratch_free(void *p)
+{
+	scratch_set *s = p;
+	if (!s)
+		return;
+	for (int d = 0; d < PAR_SCRATCH_DEPTH; d++)
+		for (int k = 0; k < PAR_SCRATCH_SLOTS; k++)
+			free(s->buf[d][k]);
+	free(s);
+}
+
+static void scratch_init(void)
+{
+	scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+void *par_scratch(int slot, size_t bytes)
+{
+	const int depth = in_task;
+	pthread_once(&scratch_once, scratch_init);
+	if (!scratch_ok || slot < 0 || slot >= PAR_SCRATCH_SLOTS || depth >= PAR_SCRATCH_DEPTH)
+		return NULL;
+	scratch_set *s = pthread_getspecific(scratch_key);
+	if (!s) {
+		if (!(s = calloc(1, sizeof *s)))
+			return NULL;
+		if (pthread_setspecific(scratch_key, s) != 0) {
+			free(s);
+			return NULL;
+		}
+	}
+	if (bytes == 0)
+		bytes = 1;
+	if (s->bytes[depth][slot] < bytes) {
+		free(s->buf[depth][slot]); /* the old contents need not survive: a plain malloc, no copy */
+		s->buf[depth][slot] = malloc(bytes);
+		s->bytes[depth][slot] = s->buf[depth][slot] ? bytes : 0;
+	}
+	return s->buf[depth][slot];
+}
+
+/* Frees the calling thread's scratch. */
+static void scratch_release(void)
+{
+	pthread_once(&scratch_once, scratch_init);
+	if (!scratch_ok)
+		return;
+	scratch_free(pthread_getspecific(scratch_key));
+	(void)pthread_setspecific(scratch_key, NULL);
+}
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -62,7 +126,7 @@ int par_cores(void)
 static void run_tasks(par_job *j)
 {
 	const int outer = in_task;
-	in_task = 1;
+	in_task = outer + 1;
 	for (;;) {
 		const int64_t t = atomic_fetch_add(&j->next, 1);
 		if (t >= j->n || t > atomic_load(&j->failed))
@@ -167,6 +231,7 @@ void par_shutdown(void)
 	if (pool.started > 0)
 		stop_workers();
 	pthread_mutex_unlock(&pool.owner);
+	scratch_release();
 }
 
 /* Hands the job to the workers, works on it too and waits for them. The caller holds `owner`. */

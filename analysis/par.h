@@ -13,6 +13,7 @@
 #ifndef PAR_PAR_H
 #define PAR_PAR_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "io/error.h"
@@ -28,7 +29,8 @@ int par_set_threads(int n);
 /* The count par_for uses (par_set_threads' or, before any call, one per core). */
 int par_threads(void);
 
-/* Joins the pool's threads (a later par_for starts them again). For a clean exit under thread checkers. */
+/* Joins the pool's threads (a later par_for starts them again) and frees their scratch and the calling thread's
+ * (par_scratch). For a clean exit under thread checkers. */
 void par_shutdown(void);
 
 /* The cores this process may run on, at least 1, at most PAR_MAX_THREADS. */
@@ -42,6 +44,19 @@ typedef ms_status (*par_task_fn)(void *ctx, int64_t task, ms_error *err);
  * the status of the lowest-numbered failing task and copies its message into err (which may be NULL): every task
  * before it has run, so the error is the one a single thread would report. */
 ms_status par_for(int64_t n, par_task_fn fn, void *ctx, ms_error *err);
+
+/* Scratch memory of the calling thread that outlives a task, so that the next task on the same thread finds its
+ * pages mapped: a task that mallocs tens of megabytes gets fresh pages from the kernel each time, zeroed on first
+ * touch, at a cost comparable to the task's arithmetic. Buffer `slot` (0 .. PAR_SCRATCH_SLOTS - 1) of this thread
+ * at the current depth of task nesting, at least `bytes` long (contents undefined; every task must write what it
+ * reads), valid until this thread asks for the same slot at the same depth again. A par_for run inline from inside
+ * a task (one level deeper) gets buffers of its own, so a task may hold its slots while it calls code that uses
+ * scratch too. NULL when out of memory or nested deeper than PAR_SCRATCH_DEPTH. The buffers are freed when their
+ * thread ends, and the calling thread's by par_shutdown. Which thread runs a task changes nothing in its results,
+ * as long as it reads only what it wrote. */
+#define PAR_SCRATCH_SLOTS 4
+#define PAR_SCRATCH_DEPTH 4
+void *par_scratch(int slot, size_t bytes);
 
 /* Splits [0, n) into the spans of par_for tasks of at least `grain` elements each, at most max_tasks of them:
  * the count depends on n, grain and max_tasks only. */

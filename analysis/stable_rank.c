@@ -120,6 +120,10 @@ typedef struct {
 	double *d, *e;    /* [cap] copies of T for dstevr, which overwrites them */
 	double *z;        /* [2 cap] eigenvectors of T from dstevr */
 	lapack_int *support; /* [4 cap] */
+	double *ritz;     /* [cap] eigenvalues from dstebz */
+	double *work;     /* [20 cap] workspace of dstevr (dstebz needs 4 cap) */
+	lapack_int *iwork; /* [10 cap] (dstebz: 3 cap) */
+	lapack_int *block; /* [2 cap] dstebz's iblock and isplit */
 } lanczos;
 
 static void lz_free(lanczos *g)
@@ -134,6 +138,10 @@ static void lz_free(lanczos *g)
 	free(g->e);
 	free(g->z);
 	free(g->support);
+	free(g->ritz);
+	free(g->work);
+	free(g->iwork);
+	free(g->block);
 }
 
 /* Grows every per-step array to hold `cap` steps, keeping what they hold. */
@@ -155,6 +163,10 @@ static ms_status lz_reserve(lanczos *g, int cap)
 	GROW(e, cap);
 	GROW(z, 2 * (size_t)cap);
 	GROW(support, 4 * (size_t)cap);
+	GROW(ritz, cap);
+	GROW(work, 20 * (size_t)cap);
+	GROW(iwork, 10 * (size_t)cap);
+	GROW(block, 2 * (size_t)cap);
 #undef GROW
 	g->cap = cap;
 	return MS_OK;
@@ -238,9 +250,24 @@ static void reorthogonalise(lanczos *g, int j, float *x)
 	}
 }
 
+/* The largest eigenvalue of the (steps x steps) tridiagonal T alone, by bisection (LAPACKE_dstebz_work on T's
+ * diagonal alpha and off-diagonal beta + 1, which it does not modify; workspace held in g, so no allocation per
+ * step). Every step needs it for the settling test; the eigenvector only once t1 has stopped moving. */
+static ms_status ritz_largest(lanczos *g, int steps, double *t1)
+{
+	lapack_int found = 0, nsplit = 0;
+	lapack_int info = LAPACKE_dstebz_work('I', 'E', steps, 0.0, 0.0, steps, steps, 0.0, g->alpha, g->beta + 1,
+					      &found, &nsplit, g->ritz, g->block, g->block + steps, g->work, g->iwork);
+	if (info != 0 || found < 1)
+		return MS_ERR_NUMERIC;
+	*t1 = g->ritz[found - 1];
+	return MS_OK;
+}
+
 /* The largest eigenvalue t1 of the (steps x steps) tridiagonal T, the next one t2 (0 for one step), and the
- * last component of t1's unit eigenvector, by LAPACKE_dstevr (bisection and inverse iteration: O(steps) for the
- * two wanted eigenpairs, where a full solve would cost O(steps^2) every step). */
+ * last component of t1's unit eigenvector, by LAPACKE_dstevr_work (bisection and inverse iteration: O(steps) for
+ * the two wanted eigenpairs, where a full solve would cost O(steps^2) every step; the workspace of 20 and 10
+ * entries per step that dstevr documents is held in g, so LAPACKE neither queries nor allocates). */
 static ms_status ritz_top(lanczos *g, int steps, double *t1, double *t2, double *last)
 {
 	memcpy(g->d, g->alpha, (size_t)steps * sizeof *g->d);
@@ -249,8 +276,9 @@ static ms_status ritz_top(lanczos *g, int steps, double *t1, double *t2, double 
 	const lapack_int il = steps > 1 ? steps - 1 : 1;
 	lapack_int found = 0;
 	double eig[2];
-	lapack_int info = LAPACKE_dstevr(LAPACK_COL_MAJOR, 'V', 'I', steps, g->d, g->e, 0.0, 0.0, il, steps, 0.0,
-					 &found, eig, g->z, steps, g->support);
+	lapack_int info = LAPACKE_dstevr_work(LAPACK_COL_MAJOR, 'V', 'I', steps, g->d, g->e, 0.0, 0.0, il, steps, 0.0,
+					      &found, eig, g->z, steps, g->support, g->work, 20 * steps, g->iwork,
+					      10 * steps);
 	if (info != 0 || found < 1)
 		return MS_ERR_NUMERIC;
 	*t1 = eig[found - 1];
@@ -262,6 +290,12 @@ static ms_status ritz_top(lanczos *g, int steps, double *t1, double *t2, double 
 /* Steps over which the top Ritz value must have moved by less than the tolerance allows (see settled). */
 #define SETTLE_WINDOW 3
 
+/* Has t1 stopped moving: grown by less than rel_tol / 10 (in sigma) over the last SETTLE_WINDOW steps? */
+static int still(const double *history, int j, double t1, double rel_tol)
+{
+	return j >= SETTLE_WINDOW && (t1 - history[j - SETTLE_WINDOW]) / (2.0 * t1) < 0.1 * rel_tol;
+}
+
 /* Has the top Ritz value t1 settled? Errors are in sigma = sqrt(t1) / c, relative: an error of e in t1 is one of
  * e / (2 t1) in sigma. Two tests, both required, as a change test alone can be fooled:
  *   - t1 grew by less than rel_tol / 10 (in sigma) over the last SETTLE_WINDOW steps, not just the last one:
@@ -272,13 +306,13 @@ static ms_status ritz_top(lanczos *g, int steps, double *t1, double *t2, double 
  *     11.7; gap estimated by t1 - t2); that error must be below the tolerance. */
 static int settled(const double *history, int j, double t1, double t2, double r, double rel_tol)
 {
-	if (j < SETTLE_WINDOW)
+	if (!still(history, j, t1, rel_tol))
 		return 0;
 	const double gap = t1 - t2 > 0.0 ? t1 - t2 : 0.0;
 	double est = r;
 	if (gap > 0.0 && r * r / gap < est)
 		est = r * r / gap;
-	return (t1 - history[j - SETTLE_WINDOW]) / (2.0 * t1) < 0.1 * rel_tol && est / (2.0 * t1) <= rel_tol;
+	return est / (2.0 * t1) <= rel_tol;
 }
 
 /* Runs Lanczos steps until the largest Ritz value settles. history [kmax]: t1 after each step. */
@@ -300,16 +334,23 @@ static ms_status lz_run(lanczos *g, double rel_tol, double *history, double *sig
 			return MS_ERR_NONFINITE;
 		g->beta[j + 1] = b;
 		double t1, t2, last;
-		ms_status st = ritz_top(g, j + 1, &t1, &t2, &last);
+		ms_status st = ritz_largest(g, j + 1, &t1);
 		if (st != MS_OK)
 			return st;
 		history[j] = t1;
 		*iterations = j + 1;
 		*sigma = sqrt(t1 > 0.0 ? t1 : 0.0) / g->c;
 		/* A length far below the tolerance means the Krylov space is (numerically) invariant: T's eigenvalues
-		 * are then A's own, up to that length. */
-		if (b <= 1e-3 * rel_tol * t1 || settled(history, j, t1, t2, b * last, rel_tol))
+		 * are then A's own, up to that length. Otherwise the residual test needs t1's eigenvector, worth
+		 * computing only once t1 has stopped moving (settled requires both). */
+		if (b <= 1e-3 * rel_tol * t1)
 			return MS_OK;
+		if (still(history, j, t1, rel_tol)) {
+			if ((st = ritz_top(g, j + 1, &t1, &t2, &last)) != MS_OK)
+				return st;
+			if (settled(history, j, t1, t2, b * last, rel_tol))
+				return MS_OK;
+		}
 		scale(next, g->n, 1.0 / b);
 	}
 	return MS_OK;

@@ -1,4 +1,4 @@
-/* `moescope analyze MODEL --calib C [--similarity B|all] [--json OUT]`: routing statistics, similarity and stable
+/* `moescope analyze MODEL --calib C [--similarity B[,B...]|all] [--json OUT]`: routing statistics, similarity and stable
  * ranks of every MoE block, one block in memory at a time. */
 #include <getopt.h>
 #include <math.h>
@@ -74,11 +74,24 @@ static int parse_args(int argc, char **argv, analyze_args *a)
 		case 's':
 			if (strcmp(optarg, "all") == 0) {
 				a->bases = (1u << SIM_BASE_COUNT) - 1;
-			} else if ((base = sim_base_parse(optarg)) >= 0) {
-				a->bases = 1u << base;
-				a->shown = (sim_base)base;
-			} else {
-				return cli_usage_error("analyze", "--similarity: '%s' is not a similarity base", optarg);
+				break;
+			}
+			/* a comma-separated list: every base is computed, the first is the one printed */
+			a->bases = 0;
+			for (const char *p = optarg;; p++) {
+				const char *end = strchr(p, ',');
+				const size_t len = end ? (size_t)(end - p) : strlen(p);
+				char name[64];
+				base = len < sizeof name ? (memcpy(name, p, len), name[len] = '\0', sim_base_parse(name)) : -1;
+				if (base < 0)
+					return cli_usage_error("analyze", "--similarity: '%.*s' is not a similarity base",
+							       (int)(len < 64 ? len : 64), p);
+				if (!a->bases)
+					a->shown = (sim_base)base;
+				a->bases |= 1u << base;
+				if (!end)
+					break;
+				p = end;
 			}
 			break;
 		default: return cli_usage_error("analyze", "unknown or incomplete option '%s'", argv[optind - 1]);

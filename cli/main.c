@@ -10,7 +10,7 @@
 const cli_command cli_commands[] = {
 	{"info", cmd_info, "info MODEL [--json]",
 	 "Describe a checkpoint: family, MoE blocks, experts, top-k, shapes, dtypes, bytes."},
-	{"analyze", cmd_analyze, "analyze MODEL --calib C [--similarity B|all] [--json OUT]",
+	{"analyze", cmd_analyze, "analyze MODEL --calib C [--similarity B[,B...]|all] [--json OUT]",
 	 "Routing statistics, similarity (router-logits by default) and stable ranks of every MoE block."},
 	{"plan", cmd_plan,
 	 "plan MODEL --calib C --groups G [--global] [--method M] [--linkage L] [--similarity B] [--layers LIST] "

@@ -22,6 +22,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "io/durable.h"
 
@@ -1242,6 +1245,56 @@ int st_row_from_f32(st_dtype dt, const float *src, void *dst, size_t n)
 
 /* ---- reading rows as float32 ---- */
 
+/* Reads of at least ST_STREAM_MIN bytes of float32 (far more than a core's caches hold, so nothing read soon after
+ * would still find them there) write BF16 rows with non-temporal stores where SSE2 has them. An ordinary store
+ * first reads its cache line from memory, so a conversion moved 2 + 4 + 4 bytes per value; streaming stores skip
+ * that read, leaving 2 + 4: the load of a block was bound by that traffic (docs/design.md section 7). The values
+ * are the same bits as bf16_lane's, and the non-finite screen is bf16_nonfinite's test done as a compare. */
+#define ST_STREAM_MIN ((uint64_t)4 << 20)
+
+#if defined(__SSE2__) && !ST_HOST_BIG_ENDIAN
+#define ST_STREAM 1
+static int bf16_row_to_f32_stream(const unsigned char *restrict src, float *restrict dst, size_t n)
+{
+	size_t i = 0;
+	int bad = 0;
+	for (; i < n && ((uintptr_t)(dst + i) & 15u) != 0; i++) { /* up to the first 16-byte boundary */
+		const uint16_t h = get16(src + 2 * i);
+		put_f32(dst + i, bf16_lane(h));
+		bad |= bf16_nonfinite(h) != 0;
+	}
+	const __m128i exp = _mm_set1_epi16(0x7f80), zero = _mm_setzero_si128();
+	__m128i flags = zero;
+	for (; i + 8 <= n; i += 8) {
+		const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+		flags = _mm_or_si128(flags, _mm_cmpeq_epi16(_mm_and_si128(h, exp), exp));
+		/* each 16-bit code becomes the high half of a 32-bit lane whose low half is zero: h << 16 */
+		_mm_stream_si128((__m128i *)(void *)(dst + i), _mm_unpacklo_epi16(zero, h));
+		_mm_stream_si128((__m128i *)(void *)(dst + i + 4), _mm_unpackhi_epi16(zero, h));
+	}
+	for (; i < n; i++) {
+		const uint16_t h = get16(src + 2 * i);
+		put_f32(dst + i, bf16_lane(h));
+		bad |= bf16_nonfinite(h) != 0;
+	}
+	return bad || _mm_movemask_epi8(flags) != 0;
+}
+#else
+#define ST_STREAM 0
+#endif
+
+/* One row, streamed when stream is set and this build can. */
+static int row_to_f32(st_dtype dt, const unsigned char *src, float *dst, size_t n, int stream)
+{
+#if ST_STREAM
+	if (stream && dt == ST_BF16)
+		return bf16_row_to_f32_stream(src, dst, n);
+#else
+	(void)stream;
+#endif
+	return st_row_to_f32(dt, src, dst, n);
+}
+
 static int64_t row_count(const st_tensor *t)
 {
 	return t->ndim ? t->shape[0] : 1;
@@ -1263,13 +1316,21 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 	uint64_t len = t->numel / (uint64_t)rows; /* elements per row */
 	size_t es = st_dtype_size(t->dtype);
 	const unsigned char *src = (const unsigned char *)t->data + (uint64_t)row0 * len * es;
+	const int stream = (uint64_t)nrows * len * sizeof *out >= ST_STREAM_MIN;
+	ms_status st = MS_OK;
 	for (int64_t r = 0; r < nrows; r++) {
 		float *dst = out + (uint64_t)r * len; /* [len] */
-		if (st_row_to_f32(t->dtype, src + (uint64_t)r * len * es, dst, (size_t)len))
-			return st_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path, t->name,
-				       (long long)(row0 + r));
+		if (row_to_f32(t->dtype, src + (uint64_t)r * len * es, dst, (size_t)len, stream)) {
+			st = st_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN or infinity", t->path, t->name,
+				     (long long)(row0 + r));
+			break;
+		}
 	}
-	return MS_OK;
+#if ST_STREAM
+	if (stream)
+		_mm_sfence(); /* streamed stores are weakly ordered: make them visible before anyone reads out */
+#endif
+	return st;
 }
 
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err)

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "analysis/par.h"
 #include "tests/test.h"
@@ -137,6 +138,87 @@ static void test_spans(void)
 	}
 }
 
+/* par_scratch: a thread's buffer survives from task to task (what a task wrote, the next task on that thread finds
+ * at the same address while it asks for no more bytes), slots are distinct, a par_for nested inside a task gets
+ * buffers of its own, which leave the outer task's contents alone, and out-of-range slots give NULL. */
+enum { SCR_TASKS = 64, SCR_BYTES = 4096 };
+
+typedef struct {
+	pthread_t thread[SCR_TASKS];
+	unsigned char *buf[SCR_TASKS][2];
+	int seen_mark[SCR_TASKS];   /* the mark an earlier task on the same thread left, or -1 */
+	int clobbered;              /* a nested task's buffer was an outer one, or wrote into it */
+} scratch_job;
+
+static ms_status inner_scratch_task(void *ctx, int64_t t, ms_error *err)
+{
+	(void)err;
+	unsigned char **outer = ctx;
+	unsigned char *p = par_scratch(0, SCR_BYTES);
+	if (!p || p == outer[0] || p == outer[1])
+		return MS_ERR_NUMERIC;
+	memset(p, 0xee, SCR_BYTES);
+	(void)t;
+	return MS_OK;
+}
+
+static ms_status scratch_task(void *ctx, int64_t t, ms_error *err)
+{
+	scratch_job *j = ctx;
+	unsigned char *a = par_scratch(0, SCR_BYTES), *b = par_scratch(1, SCR_BYTES / 2);
+	j->thread[t] = pthread_self();
+	j->buf[t][0] = a;
+	j->buf[t][1] = b;
+	if (!a || !b || a == b)
+		return ms_fail(err, MS_ERR_NOMEM, "task %lld: no scratch", (long long)t);
+	j->seen_mark[t] = a[0] == 0xa5 ? a[1] : -1;
+	memset(a, 0x5a, SCR_BYTES);
+	unsigned char *outer[2] = {a, b};
+	if (par_for(3, inner_scratch_task, outer, NULL) != MS_OK)
+		j->clobbered++;
+	for (int k = 0; k < SCR_BYTES; k++)
+		j->clobbered += a[k] != 0x5a;
+	a[0] = 0xa5;
+	a[1] = (unsigned char)t;
+	return MS_OK;
+}
+
+static void test_scratch(void)
+{
+	for (int threads = 1; threads <= 3; threads++) {
+		par_set_threads(threads);
+		static scratch_job j;
+		memset(&j, 0, sizeof j);
+		ms_error err = {0};
+		CHECK(par_for(SCR_TASKS, scratch_task, &j, &err) == MS_OK, "%d threads: %s", threads, err.msg);
+		CHECK(j.clobbered == 0, "%d threads: nested scratch touched the outer task's (%d)", threads, j.clobbered);
+		int same_thread_pairs = 0, bad = 0;
+		for (int t = 1; t < SCR_TASKS; t++) {
+			/* the latest earlier task on this thread */
+			int prev = -1;
+			for (int u = t - 1; u >= 0 && prev < 0; u--)
+				if (pthread_equal(j.thread[u], j.thread[t]))
+					prev = u;
+			if (prev < 0)
+				continue;
+			same_thread_pairs++;
+			bad += j.buf[t][0] != j.buf[prev][0] || j.buf[t][1] != j.buf[prev][1];
+		}
+		CHECK(same_thread_pairs > 0 && bad == 0, "%d threads: %d of %d reuses got another buffer", threads, bad,
+		      same_thread_pairs);
+		/* on one thread every task follows the one before it and must find its mark */
+		if (threads == 1)
+			for (int t = 1; t < SCR_TASKS; t++)
+				CHECK(j.seen_mark[t] == t - 1, "task %d found mark %d", t, j.seen_mark[t]);
+	}
+	CHECK(par_scratch(-1, 16) == NULL && par_scratch(PAR_SCRATCH_SLOTS, 16) == NULL);
+	unsigned char *p = par_scratch(0, 16);
+	CHECK(p != NULL);
+	if (p)
+		memset(p, 1, 16);
+	CHECK(par_scratch(3, (size_t)1 << 20) != NULL); /* grows; freed by par_shutdown (LeakSanitizer checks) */
+}
+
 /* Whatever OpenBLAS was told before (OPENBLAS_NUM_THREADS, a library), moescope runs it on one thread. */
 static void test_blas_pinned(void)
 {
@@ -153,6 +235,7 @@ int main(void)
 	RUN(test_concurrent_callers);
 	RUN(test_spans);
 	RUN(test_blas_pinned);
+	RUN(test_scratch);
 	par_shutdown();
 	return test_summary();
 }

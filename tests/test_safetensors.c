@@ -391,6 +391,64 @@ static void test_read_rows_all_codes(void)
 	st_close(f);
 }
 
+/* Reads of 4 MiB of float32 and more take the streaming BF16 path (non-temporal stores on SSE2). A [1100, 1027]
+ * tensor cycling through every finite BF16 code, read whole into a buffer one float off 16-byte alignment and
+ * as a span of rows, equals the scalar conversion bit for bit, rows of odd length putting each row's start at
+ * every alignment; a second tensor with one NaN code fails on its row. */
+static void test_read_streamed(void)
+{
+	enum { ROWS = 1100, COLS = 1027 };
+	const size_t n = (size_t)ROWS * COLS;
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s", tdir("streamed"));
+	ms_error err;
+	unsigned char *raw = malloc(2 * n);
+	float *buf = malloc((n + 4) * sizeof *buf);
+	uint32_t *code = malloc(n * sizeof *code);
+	CHECK(raw && buf && code);
+	if (!raw || !buf || !code)
+		goto out;
+	for (size_t i = 0, h = 0; i < n; i++, h = (h + 1) & 0xffffu) {
+		while (code_nonfinite(ST_BF16, (uint32_t)h))
+			h = (h + 1) & 0xffffu;
+		code[i] = (uint32_t)h;
+		raw[2 * i] = (unsigned char)h, raw[2 * i + 1] = (unsigned char)(h >> 8);
+	}
+	st_writer *w = NULL;
+	CHECK(st_writer_create(dir, "model", 0, &w, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "finite", ST_BF16, 2, (int64_t[]){ROWS, COLS}, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "nan", ST_BF16, 2, (int64_t[]){ROWS, COLS}, &err) == MS_OK);
+	CHECK(st_writer_write(w, raw, 2 * n, &err) == MS_OK);
+	const size_t at = (size_t)777 * COLS + 5;
+	raw[2 * at] = 0xc1, raw[2 * at + 1] = 0x7f; /* 0x7fc1: a NaN */
+	CHECK(st_writer_write(w, raw, 2 * n, &err) == MS_OK);
+	CHECK(st_writer_finish(w, &err) == MS_OK, "%s", err.msg);
+	st_writer_free(w);
+	st_file *f = NULL;
+	CHECK(st_open(dir, &f, &err) == MS_OK, "%s", err.msg);
+	if (!f)
+		goto out;
+	float *out = (float *)(((uintptr_t)buf + 15u) & ~(uintptr_t)15u) + 1;   /* off alignment by one float */
+	CHECK(st_read_f32(st_find(f, "finite"), out, &err) == MS_OK, "%s", err.msg);
+	size_t bad = 0;
+	for (size_t i = 0; i < n; i++)
+		bad += bits(out[i]) != scalar_to_f32_bits(ST_BF16, code[i]);
+	CHECK(bad == 0, "%zu values differ from the scalar conversion", bad);
+	/* rows 100..1099 (4.1 MB of float32, still streamed) at the buffer's start */
+	CHECK(st_read_rows_f32(st_find(f, "finite"), 100, ROWS - 100, buf, &err) == MS_OK, "%s", err.msg);
+	bad = 0;
+	for (size_t i = 0; i < (size_t)(ROWS - 100) * COLS; i++)
+		bad += bits(buf[i]) != scalar_to_f32_bits(ST_BF16, code[(size_t)100 * COLS + i]);
+	CHECK(bad == 0, "%zu values differ from the scalar conversion", bad);
+	CHECK(st_read_f32(st_find(f, "nan"), out, &err) == MS_ERR_NONFINITE && strstr(err.msg, "row 777:"), "%s",
+	      err.msg);
+	st_close(f);
+out:
+	free(raw);
+	free(buf);
+	free(code);
+}
+
 /* Float32 values that exercise every rounding path: random patterns, half subnormals and overflow, exact ties of
  * both dtypes, NaNs with payloads in kept and dropped bits, infinities, zeros, the largest floats. */
 static void fill_rounding_cases(uint32_t *u, size_t n, unsigned long long seed)
@@ -1101,6 +1159,7 @@ int main(void)
 	RUN(test_rounding_brute_force);
 	RUN(test_rows_to_f32_all_codes);
 	RUN(test_read_rows_all_codes);
+	RUN(test_read_streamed);
 	RUN(test_rows_from_f32);
 	RUN(test_roundtrip_dtypes);
 	RUN(test_read_rows_errors);

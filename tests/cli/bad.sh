@@ -19,6 +19,15 @@ before=$(inputs_digest)
 mkdir -p "$TMP/base"
 expect_status "base: info" 0 "$MOESCOPE" info "$BASE"
 expect_status "base: analyze" 0 "$MOESCOPE" analyze "$BASE" --calib "$BASE/calib.safetensors" --json "$TMP/base/a.json"
+# --similarity takes a list: every base named is in the report, and an unknown name in it is refused by name.
+expect_status "base: analyze --similarity list" 0 "$MOESCOPE" analyze "$BASE" --calib "$BASE/calib.safetensors" \
+	--similarity weight,router-logits --json "$TMP/base/list.json"
+expect_grep "analyze --similarity list: both bases reported" '"weight"' "$TMP/base/list.json"
+expect_grep "analyze --similarity list: both bases reported" '"router-logits"' "$TMP/base/list.json"
+expect_grep "analyze --similarity list: the first is printed" '\(.* weight\)' "$TMP/out"
+expect_status "base: analyze --similarity bad list" 2 "$MOESCOPE" analyze "$BASE" --calib "$BASE/calib.safetensors" \
+	--similarity weight,nonsense
+expect_grep "analyze --similarity bad list: names the bad base" "'nonsense' is not a similarity base" "$TMP/err"
 expect_status "base: plan" 0 "$MOESCOPE" plan "$BASE" --calib "$BASE/calib.safetensors" --groups 2 --out "$TMP/base/p.csv"
 expect_status "base: eval with its plan" 0 "$MOESCOPE" eval "$BASE" --calib "$BASE/calib.safetensors" \
 	--plan "$BASE/plan.csv" --json "$TMP/base/e.json"
