@@ -61,6 +61,10 @@ ms_status blk_check(const blk_config *cfg, ms_error *err)
 	}
 	if (cfg->shared && check_expert(cfg->shared, cfg->d, -1, err) != MS_OK)
 		return ms_fail(err, MS_ERR_ARG, "block: the shared expert does not fit the block (width %d)", cfg->d);
+	if (cfg->routing.n_group > 0 && cfg->routing.topk_group < cfg->routing.n_group &&
+	    (cfg->routing.topk_group < 1 || cfg->n_router % cfg->routing.n_group != 0))
+		return ms_fail(err, MS_ERR_ARG, "block: %d router rows in %d groups (%d eligible): the groups must divide "
+			       "the rows", cfg->n_router, cfg->routing.n_group, cfg->routing.topk_group);
 	if (cfg->sparsemixer_eps > 0 && (cfg->routing.top_k != 2 || active < 2))
 		return ms_fail(err, MS_ERR_ARG, "block: sparsemixer routing picks 2 experts (top-k %d, %d rows routed)",
 			       cfg->routing.top_k, active);
@@ -121,8 +125,16 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 	r.top_k = r.top_k < n_active ? r.top_k : n_active;
 	const int k = r.top_k;
 	float *z = alloc_array((int64_t)(T < ROUTE_CHUNK ? T : ROUTE_CHUNK) * n_active, sizeof(float));
-	if (!z)
+	/* group-limited routing: each unmasked row keeps the group of its router row */
+	const int grouped = r.n_group > 0 && r.topk_group < r.n_group;
+	int *group_of = grouped ? alloc_array(n_active, sizeof(int)) : NULL;   /* [n_active] */
+	if (!z || (grouped && !group_of)) {
+		free(z);
+		free(group_of);
 		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory for the router logits");
+	}
+	for (int i = 0; grouped && i < n_active; i++)
+		group_of[i] = rows[i] / (cfg->n_router / r.n_group);
 	ms_status st = MS_OK;
 	for (int64_t t0 = 0; st == MS_OK && t0 < T; t0 += ROUTE_CHUNK) {
 		int64_t n = T - t0 < ROUTE_CHUNK ? T - t0 : ROUTE_CHUNK;
@@ -135,7 +147,7 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 			break;
 		if (cfg->sparsemixer_eps > 0)
 			blk_sparsemixer(z, n, n_active, cfg->sparsemixer_eps, sel + t0 * k, w ? w + t0 * k : NULL);
-		else if (route_topk(z, n, n_active, &r, sel + t0 * k, w ? w + t0 * k : NULL) != MS_OK) {
+		else if (route_topk_groups(z, n, n_active, &r, group_of, sel + t0 * k, w ? w + t0 * k : NULL) != MS_OK) {
 			st = ms_fail(err, MS_ERR_ARG, "block routing: top-%d of %d rows failed", k, n_active);
 			break;
 		}
@@ -144,6 +156,7 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 			sel[t0 * k + i] = rows[sel[t0 * k + i]];
 	}
 	free(z);
+	free(group_of);
 	return st;
 }
 

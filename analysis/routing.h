@@ -15,6 +15,13 @@ ms_status route_logits(const float *x, int64_t T, int d, const float *router, in
  * selected experts, renormalised over them when r->renormalize, times r->scale. */
 ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int *idx, float *weight);
 
+/* route_topk with DeepSeek-V2's group-limited selection when r->n_group > 0 and r->topk_group < r->n_group: only the
+ * experts of the topk_group groups with the highest best logit (ties to the lower group) are candidates, and the
+ * top-k is taken among them; the weights stay the softmax over all E. group_of [E] gives each column's group
+ * (0..n_group-1), or NULL for contiguous groups of E / n_group (E must divide). route_topk is this with NULL. */
+ms_status route_topk_groups(const float *z, int64_t T, int E, const mdl_routing *r, const int *group_of, int *idx,
+			    float *weight);
+
 /* Usage statistics from a selection idx [T, k]:
  * frequency [E]: how often e is selected, divided by k T;
  * coact [E, E] (may be NULL): coact[i E + j] = tokens selecting both i and j (i != j); diagonal = tokens

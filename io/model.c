@@ -32,7 +32,7 @@ typedef struct {
 typedef ms_status (*mdl_moe_layers_fn)(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe,
 				       ms_error *err);
 /* Extra checks of config fields the routing rule depends on (NULL when none). */
-typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, ms_error *err);
+typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, mdl_model *m, ms_error *err);
 
 struct mdl_family {
 	const char *model_type;
@@ -51,6 +51,9 @@ struct mdl_family {
 	const char *scale_field;     /* config field multiplying the routing weights, or NULL */
 	mdl_moe_layers_fn moe_layers;
 	mdl_check_fn check;
+	const char *capacity_field;  /* tokens per expert (switch expert_capacity), scaled by E / E' when E changes */
+	const char *method_field;    /* the routing method's field (deepseek topk_method), or NULL */
+	const char *plain_method;    /* its value for plain top-k, written for a compact merge */
 };
 
 /* ---- config.json fields -------------------------------------------------------------------------------------- */
@@ -191,24 +194,36 @@ static ms_status switch_layers(const cJSON *cfg, const char *where, int s, int n
 	return MS_OK;
 }
 
-/* DeepSeek-V2's group-limited routing picks the top-k among the best topk_group of n_group expert groups; that
- * equals plain top-k only when every group is eligible. */
-static ms_status deepseek_check(const cJSON *cfg, const char *where, ms_error *err)
+/* DeepSeek-V2's topk_method: "greedy" (plain top-k), or "group_limited_greedy": the E experts form n_group
+ * contiguous groups, only the topk_group groups whose best expert scores highest are eligible, and the top-k is
+ * taken among their experts (transformers' modeling_deepseek_v2.py). topk_group >= n_group makes every group
+ * eligible: plain top-k. The top-k must fit in the eligible groups (transformers would otherwise pick experts of
+ * other groups at weight 0). */
+static ms_status deepseek_check(const cJSON *cfg, const char *where, mdl_model *m, ms_error *err)
 {
 	const cJSON *method = field(cfg, "topk_method");
 	if (!method || (cJSON_IsString(method) && strcmp(method->valuestring, "greedy") == 0))
 		return MS_OK;
 	if (!cJSON_IsString(method) || strcmp(method->valuestring, "group_limited_greedy") != 0)
-		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'topk_method' must be \"greedy\"", where);
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'topk_method' must be \"greedy\" or "
+			       "\"group_limited_greedy\"", where);
 	int groups, eligible;
 	ms_status st = get_int(cfg, where, "n_group", 1, MAX_EXPERTS, 1, 1, &groups, err);
 	if (st == MS_OK)
 		st = get_int(cfg, where, "topk_group", 1, MAX_EXPERTS, 1, 1, &eligible, err);
-	if (st == MS_OK && eligible < groups)
-		st = ms_fail(err, MS_ERR_CFG_FIELD,
-			     "%s: topk_method 'group_limited_greedy' with topk_group %d < n_group %d is not supported "
-			     "(plain top-k routing only)", where, eligible, groups);
-	return st;
+	if (st != MS_OK)
+		return st;
+	if (m->n_experts % groups != 0)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: n_group %d does not divide the %d experts", where, groups,
+			       m->n_experts);
+	if (eligible >= groups)
+		return MS_OK;
+	if (m->top_k > eligible * (m->n_experts / groups))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: top-%d is more than the %d experts of topk_group %d groups",
+			       where, m->top_k, eligible * (m->n_experts / groups), eligible);
+	m->routing.n_group = groups;
+	m->routing.topk_group = eligible;
+	return MS_OK;
 }
 
 /* ---- the family table ---------------------------------------------------------------------------------------- */
@@ -241,7 +256,7 @@ static const mdl_family families[] = {
 	{.model_type = "deepseek_v2", .experts_field = "n_routed_experts", .topk_field = "num_experts_per_tok",
 	 .hidden_field = "hidden_size", .inter_field = "moe_intermediate_size", DECODER(".mlp"),
 	 GATE_ROUTER, .mats = MLP_MATS, .scale_field = "routed_scaling_factor", .moe_layers = deepseek_layers,
-	 .check = deepseek_check},
+	 .check = deepseek_check, .method_field = "topk_method", .plain_method = "greedy"},
 	/* Top-1 (no top-k field), an encoder and a decoder stack, no gate matrix, ReLU. */
 	{.model_type = "switch_transformers", .experts_field = "num_experts",
 	 .hidden_field = "d_model", .inter_field = "d_ff",
@@ -249,7 +264,8 @@ static const mdl_family families[] = {
 		    {.name = "decoder", .layers_field = "num_decoder_layers", .layers_fallback = "num_layers",
 		     .head = "decoder.block.", .tail = ".layer.2.mlp"}},
 	 .n_stacks = 2, .router_suffix = ".router.classifier.weight", .expert_infix = ".experts.expert_",
-	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .moe_layers = switch_layers},
+	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .moe_layers = switch_layers,
+	 .capacity_field = "expert_capacity"},
 };
 #define FAMILY_COUNT ((int)(sizeof families / sizeof families[0]))
 
@@ -396,7 +412,7 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 		st = get_positive_real(cfg, where, fam->scale_field, 1.0, &scale, err);
 	m->routing.scale = (float)scale;
 	if (st == MS_OK && fam->check)
-		st = fam->check(cfg, where, err);
+		st = fam->check(cfg, where, m, err);
 	m->experts_field = fam->experts_field;
 	m->topk_field = fam->topk_field;
 	return st;
@@ -685,4 +701,27 @@ ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *
 const void *mdl_config_json(const mdl_model *m)
 {
 	return m ? ((const model_priv *)m)->config : NULL;
+}
+
+ms_status mdl_config_set_experts(const mdl_model *m, void *config, int n_out, ms_error *err)
+{
+	cJSON *cfg = config;
+	const mdl_family *fam = m->family;
+	if (n_out < 1)
+		return ms_fail(err, MS_ERR_ARG, "%s: a checkpoint needs at least one expert per block", m->dir);
+	cJSON_ReplaceItemInObjectCaseSensitive(cfg, m->experts_field, cJSON_CreateNumber(n_out));
+	if (m->topk_field && m->top_k > n_out)
+		cJSON_ReplaceItemInObjectCaseSensitive(cfg, m->topk_field, cJSON_CreateNumber(n_out));
+	if (m->routing.n_group > 0 && fam->method_field)   /* merged experts have no groups: plain top-k */
+		cJSON_ReplaceItemInObjectCaseSensitive(cfg, fam->method_field, cJSON_CreateString(fam->plain_method));
+	const cJSON *cap = fam->capacity_field ? field(cfg, fam->capacity_field) : NULL;
+	if (cap && cJSON_IsNumber(cap) && cap->valuedouble >= 0) {
+		/* the capacity is per expert: keep the block's total, E x capacity, over n_out experts */
+		const double scaled = ceil(cap->valuedouble * m->n_experts / n_out);
+		if (scaled > 2147483647.0)
+			return ms_fail(err, MS_ERR_CFG_FIELD, "%s/config.json: %s %g scaled by %d / %d is too large", m->dir,
+				       fam->capacity_field, cap->valuedouble, m->n_experts, n_out);
+		cJSON_ReplaceItemInObjectCaseSensitive(cfg, fam->capacity_field, cJSON_CreateNumber(scaled));
+	}
+	return MS_OK;
 }

@@ -21,6 +21,8 @@ typedef struct {
 	int top_k;          /* experts per token (1 for switch) */
 	int renormalize;    /* divide the top-k softmax probabilities by their sum */
 	float scale;        /* multiply the routing weights (deepseek_v2 routed_scaling_factor; 1 otherwise) */
+	int n_group;        /* > 0: deepseek_v2's group_limited_greedy: the experts form n_group contiguous groups and */
+	int topk_group;     /* only the topk_group groups with the highest best logit are eligible; 0: plain top-k */
 } mdl_routing;
 
 /* The three matrices of an expert; gate is NULL when the family has none (MDL_ACT_RELU). */
@@ -87,5 +89,10 @@ ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *
 
 /* The parsed config.json (a cJSON *), for writers that rewrite it. */
 const void *mdl_config_json(const mdl_model *m);
+
+/* Rewrites a copy of config.json (a cJSON *) for blocks of n_out experts (a compact merge): the expert count, top-k
+ * capped at n_out, group-limited routing replaced by plain top-k (merged experts belong to no group), and a
+ * per-expert capacity (switch expert_capacity) scaled to keep each block's total: ceil(capacity E / n_out). */
+ms_status mdl_config_set_experts(const mdl_model *m, void *config, int n_out, ms_error *err);
 
 #endif

@@ -455,16 +455,17 @@ static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-/* config.json with the expert count and top-k of the output. */
+/* config.json with the expert count, top-k, routing method and capacity of the output (mdl_config_set_experts). */
 static ms_status write_config(mrun_ctx *c, ms_error *err)
 {
 	cJSON *cfg = cJSON_Duplicate((const cJSON *)mdl_config_json(c->m), 1);
 	if (!cfg)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory copying config.json");
-	if (c->opts.layout == PIPE_LAYOUT_COMPACT) {
-		cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->experts_field, cJSON_CreateNumber(c->n_out));
-		if (c->m->topk_field && c->m->top_k > c->n_out)
-			cJSON_ReplaceItemInObjectCaseSensitive(cfg, c->m->topk_field, cJSON_CreateNumber(c->n_out));
+	const ms_status set = c->opts.layout == PIPE_LAYOUT_COMPACT ? mdl_config_set_experts(c->m, cfg, c->n_out, err)
+								     : MS_OK;
+	if (set != MS_OK) {
+		cJSON_Delete(cfg);
+		return set;
 	}
 	if (factored(c)) {
 		cJSON *info = cJSON_AddObjectToObject(cfg, "moescope_compression");

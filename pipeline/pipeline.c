@@ -867,6 +867,8 @@ static blk_config merged_config(const pipe_block *blk, const pipe_merged *mg, in
 	};
 	if (compact && c.routing.top_k > mg->n_slots)
 		c.routing.top_k = mg->n_slots;
+	if (compact)   /* merged experts belong to no group: plain top-k, as the written config says */
+		c.routing.n_group = c.routing.topk_group = 0;
 	extend_config(blk, &c);
 	return c;
 }

@@ -6,6 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "analysis/routing.h"
 #include "pipeline/pipeline.h"
 #include "samples/samples.h"
 #include "test.h"
@@ -267,6 +270,139 @@ static void test_phimoe_sparsemixer_block(void)
 	close_block(m, &blk, x);
 }
 
+/* DeepSeek-V2's group_limited_greedy as transformers writes it, by brute force in double: softmax probabilities,
+ * each group's best probability, the topk_group best groups by repeated argmax (lower group on ties), every other
+ * expert's score set to 0, then the top-k scores by repeated argmax (lower expert on ties), weight = score x
+ * scale. */
+static void grouped_brute_force(const float *z, int E, int k, int G, int kg, float scale, int *idx, double *w)
+{
+	double p[64], s[64], best[64], mx = z[0], sum = 0;
+	int chosen[64] = {0}, taken[64] = {0};
+	for (int e = 1; e < E; e++)
+		mx = fmax(mx, z[e]);
+	for (int e = 0; e < E; e++)
+		sum += p[e] = exp((double)z[e] - mx);
+	for (int e = 0; e < E; e++)
+		p[e] /= sum;
+	for (int g = 0; g < G; g++) {
+		best[g] = -1;
+		for (int e = g * (E / G); e < (g + 1) * (E / G); e++)
+			best[g] = fmax(best[g], p[e]);
+	}
+	for (int n = 0; n < kg; n++) {
+		int b = -1;
+		for (int g = 0; g < G; g++)
+			if (!chosen[g] && (b < 0 || best[g] > best[b]))
+				b = g;
+		chosen[b] = 1;
+	}
+	for (int e = 0; e < E; e++)
+		s[e] = chosen[e / (E / G)] ? p[e] : 0.0;
+	for (int j = 0; j < k; j++) {
+		int b = -1;
+		for (int e = 0; e < E; e++)
+			if (!taken[e] && (b < 0 || s[e] > s[b]))
+				b = e;
+		taken[b] = 1;
+		idx[j] = b;
+		w[j] = s[b] * scale;
+	}
+}
+
+/* route_topk_groups against the brute force on logits drawn from four values, so that groups tie on their best
+ * expert and experts tie within groups; and planted ties: with one group left to choose between two whose best
+ * logits are equal, the lower group is taken. */
+static void test_group_limited_routing_brute_force(void)
+{
+	static const struct { int E, k, G, kg; } shapes[] = {{8, 2, 4, 1}, {8, 3, 4, 2}, {16, 6, 8, 3}, {12, 4, 3, 2},
+							       {64, 6, 8, 3}};
+	unsigned long long seed = 0x9e3779b97f4a7c15ULL;
+	for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+		const int E = shapes[c].E, k = shapes[c].k, T = 500;
+		mdl_routing r = {.top_k = k, .scale = 1.5f, .n_group = shapes[c].G, .topk_group = shapes[c].kg};
+		float *z = malloc((size_t)T * E * sizeof *z), *w = malloc((size_t)T * k * sizeof *w);
+		int *idx = malloc((size_t)T * k * sizeof *idx), bidx[64];
+		double bw[64];
+		for (int i = 0; i < T * E; i++)
+			z[i] = (float)(test_rand_u64(&seed) % 4) * 0.5f;
+		CHECK(route_topk_groups(z, T, E, &r, NULL, idx, w) == MS_OK);
+		int bad = 0;
+		for (int t = 0; t < T; t++) {
+			grouped_brute_force(z + t * E, E, k, r.n_group, r.topk_group, r.scale, bidx, bw);
+			for (int j = 0; j < k; j++)
+				bad += idx[t * k + j] != bidx[j] || fabs(w[t * k + j] - bw[j]) > 1e-6 * fmax(1.0, bw[j]);
+		}
+		CHECK(bad == 0, "E %d top-%d, %d of %d groups: %d selections differ from the brute force", E, k,
+		      r.topk_group, r.n_group, bad);
+		free(z);
+		free(w);
+		free(idx);
+	}
+	/* groups {0,1} {2,3} {4,5} {6,7}: group 0 is best; groups 1 and 3 tie for the second place at 2.0 */
+	const float z[8] = {3.0f, 0.0f, 2.0f, 1.9f, 0.5f, 0.5f, 1.0f, 2.0f};
+	mdl_routing r = {.top_k = 3, .scale = 1.0f, .n_group = 4, .topk_group = 2};
+	int idx[3];
+	float w[3];
+	CHECK(route_topk_groups(z, 1, 8, &r, NULL, idx, w) == MS_OK);
+	CHECK(idx[0] == 0 && idx[1] == 2 && idx[2] == 3, "selected %d %d %d, want 0 2 3 (group 1 wins the tie)", idx[0],
+	      idx[1], idx[2]);
+	/* plain top-k would take expert 7 (logit 2.0) before expert 3 */
+	r.n_group = 0;
+	CHECK(route_topk_groups(z, 1, 8, &r, NULL, idx, w) == MS_OK);
+	CHECK(idx[0] == 0 && idx[1] == 2 && idx[2] == 7, "plain top-3: %d %d %d", idx[0], idx[1], idx[2]);
+}
+
+/* A DeepSeek-V2 config with group_limited_greedy opens with its groups, the block routes by them (an expert of an
+ * ineligible group is never chosen), and the config a compact merge writes says greedy; Switch's per-expert
+ * capacity is scaled to keep the block's total. */
+static void test_group_config_and_capacity(void)
+{
+	char path[600], cmd[4096];
+	snprintf(path, sizeof path, "%s/deepseek-groups", dir);
+	snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp " MODELS "/deepseek-tiny/model.safetensors '%s/' && "
+		 "sed 's/\"topk_method\": \"greedy\"/\"topk_method\": \"group_limited_greedy\", \"n_group\": 2, "
+		 "\"topk_group\": 1/' " MODELS "/deepseek-tiny/config.json > '%s/config.json'", path, path, path);
+	CHECK(system(cmd) == 0, "%s", cmd);
+	mdl_model *m = NULL;
+	pipe_block blk;
+	float *x;
+	if (!open_block(path, 0, &m, &blk, &x))
+		return;
+	CHECK(blk.routing.n_group == 2 && blk.routing.topk_group == 1, "groups %d, eligible %d", blk.routing.n_group,
+	      blk.routing.topk_group);
+	blk_config cfg = pipe_block_config(&blk);
+	int *sel = malloc((size_t)T_TOKENS * 2 * sizeof *sel);
+	ms_error err = {0};
+	CHECK(blk_route(&cfg, x, T_TOKENS, sel, NULL, &err) == MS_OK, "%s", err.msg);
+	int split = 0;   /* tokens whose two experts lie in different groups of two */
+	for (int t = 0; t < T_TOKENS; t++)
+		split += sel[2 * t] / 2 != sel[2 * t + 1] / 2;
+	CHECK(split == 0, "%d tokens route across groups", split);
+	cJSON *c = cJSON_Duplicate((const cJSON *)mdl_config_json(m), 1);
+	CHECK(mdl_config_set_experts(m, c, 3, &err) == MS_OK, "%s", err.msg);
+	const cJSON *method = cJSON_GetObjectItemCaseSensitive(c, "topk_method");
+	CHECK(cJSON_IsString(method) && strcmp(method->valuestring, "greedy") == 0, "compact config keeps groups");
+	CHECK(cJSON_GetObjectItemCaseSensitive(c, "n_routed_experts")->valueint == 3);
+	cJSON_Delete(c);
+	free(sel);
+	close_block(m, &blk, x);
+
+	char sw[600];
+	snprintf(sw, sizeof sw, "%s/switch-tiny", dir);
+	CHECK(samples_write(dir, "switch-tiny", &err) == MS_OK, "%s", err.msg);
+	CHECK(mdl_open(sw, &m, &err) == MS_OK, "%s", err.msg);
+	if (!m)
+		return;
+	c = cJSON_Duplicate((const cJSON *)mdl_config_json(m), 1);
+	const double cap = cJSON_GetObjectItemCaseSensitive(c, "expert_capacity")->valuedouble;
+	CHECK(mdl_config_set_experts(m, c, 3, &err) == MS_OK, "%s", err.msg);
+	/* 8 experts of capacity cap hold 8 cap tokens; 3 experts need ceil(8 cap / 3) each */
+	CHECK(cJSON_GetObjectItemCaseSensitive(c, "expert_capacity")->valuedouble == ceil(8.0 * cap / 3.0),
+	      "capacity %g from %g", cJSON_GetObjectItemCaseSensitive(c, "expert_capacity")->valuedouble, cap);
+	cJSON_Delete(c);
+	mdl_close(m);
+}
+
 int main(void)
 {
 	RUN(setup);
@@ -274,6 +410,8 @@ int main(void)
 	RUN(test_qwen2_gated_shared_expert_in_block_output);
 	RUN(test_identity_merge_keeps_shared_block);
 	RUN(test_phimoe_sparsemixer_block);
+	RUN(test_group_limited_routing_brute_force);
+	RUN(test_group_config_and_capacity);
 	char cmd[600];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
