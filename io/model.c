@@ -413,6 +413,8 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 	m->routing.scale = (float)scale;
 	if (st == MS_OK && fam->check)
 		st = fam->check(cfg, where, m, err);
+	if (st == MS_OK && fam->capacity_field)   /* SwitchTransformersConfig's default is 64 */
+		st = get_int(cfg, where, fam->capacity_field, 1, INT32_MAX, 0, 64, &m->routing.capacity, err);
 	m->experts_field = fam->experts_field;
 	m->topk_field = fam->topk_field;
 	return st;

@@ -23,6 +23,8 @@ typedef struct {
 	float scale;        /* multiply the routing weights (deepseek_v2 routed_scaling_factor; 1 otherwise) */
 	int n_group;        /* > 0: deepseek_v2's group_limited_greedy: the experts form n_group contiguous groups and */
 	int topk_group;     /* only the topk_group groups with the highest best logit are eligible; 0: plain top-k */
+	int capacity;       /* > 0: switch expert_capacity: in each sequence, in token order, a router row takes at
+			     * most this many tokens and the later ones are dropped (routed output 0); 0: none */
 } mdl_routing;
 
 /* The three matrices of an expert; gate is NULL when the family has none (MDL_ACT_RELU). */

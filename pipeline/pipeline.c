@@ -215,7 +215,7 @@ static ms_status load_split(const calib *cal, pipe_block *blk, ms_error *err)
 		seg = NULL;
 	}
 	blk->split = pipe_split_tokens(seg, blk->T, blk->fit_idx, &blk->n_fit, blk->held_idx, &blk->n_held);
-	free(seg);
+	blk->seg = seg;   /* kept: a capacity counts tokens per sequence */
 	return MS_OK;
 }
 
@@ -223,8 +223,16 @@ ms_status pipe_set_tokens(pipe_block *blk, float *x, int64_t T, const int32_t *s
 {
 	free(blk->fit_idx);
 	free(blk->held_idx);
+	free(blk->seg);
+	blk->seg = NULL;
 	blk->x = x;
 	blk->T = T;
+	if (seg && T > 0) {
+		blk->seg = malloc((size_t)T * sizeof *blk->seg);
+		if (!blk->seg)
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory for %lld segment ids", (long long)T);
+		memcpy(blk->seg, seg, (size_t)T * sizeof *blk->seg);
+	}
 	blk->fit_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->fit_idx);
 	blk->held_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->held_idx);
 	if (!blk->fit_idx || !blk->held_idx)
@@ -319,6 +327,7 @@ void pipe_free_block(pipe_block *blk)
 	free(blk->held_idx);
 	free(blk->shared_weights);
 	free(blk->shared_gate);
+	free(blk->seg);
 	memset(blk, 0, sizeof *blk);
 }
 
@@ -869,6 +878,8 @@ static blk_config merged_config(const pipe_block *blk, const pipe_merged *mg, in
 		c.routing.top_k = mg->n_slots;
 	if (compact)   /* merged experts belong to no group: plain top-k, as the written config says */
 		c.routing.n_group = c.routing.topk_group = 0;
+	if (compact && c.routing.capacity > 0)   /* the block's total capacity kept (mdl_config_set_experts) */
+		c.routing.capacity = (int)ceil((double)c.routing.capacity * blk->E / mg->n_slots);
 	extend_config(blk, &c);
 	return c;
 }
@@ -1128,15 +1139,26 @@ ms_status pipe_eval_reference(const pipe_block *blk, const plan *p, int b, int64
 	if (blk->T == 0)
 		return ms_fail(err, MS_ERR_ARG, "block %s: evaluation needs the calibration set", p->labels[b]);
 	blk_config orig = pipe_block_config(blk);
-	if (!blk->held_idx)
+	if (!blk->held_idx) {
+		orig.seq = blk->routing.capacity > 0 ? blk->seg : NULL;
 		return blk_eval_reference(&orig, blk->x, blk->T, max_tokens, ref, err);
+	}
 	float *xh = malloc((size_t)(blk->n_held * blk->d) * sizeof *xh);   /* [n_held, d] */
 	if (!xh)
 		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for %lld held-out tokens", p->labels[b],
 			       (long long)blk->n_held);
 	blk_gather(blk->x, blk->d, blk->held_idx, blk->n_held, xh);
+	int32_t *sh = NULL;   /* [n_held] their sequences, for a capacity */
+	if (blk->seg && blk->routing.capacity > 0 && (sh = malloc((size_t)blk->n_held * sizeof *sh)) == NULL) {
+		free(xh);
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", p->labels[b]);
+	}
+	for (int64_t i = 0; sh && i < blk->n_held; i++)
+		sh[i] = blk->seg[blk->held_idx[i]];
+	orig.seq = sh;
 	ms_status st = blk_eval_reference(&orig, xh, blk->n_held, max_tokens, ref, err);
 	free(xh);
+	free(sh);
 	return st;
 }
 

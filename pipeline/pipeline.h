@@ -67,6 +67,7 @@ typedef struct {
 	int64_t *fit_idx;        /* [n_fit] ascending */
 	int64_t *held_idx;       /* [n_held] ascending */
 	pipe_split split;
+	int32_t *seg;            /* [T] the calibration tokens' segment ids (their sequences), NULL without them */
 	/* The family's additions (io/arch.h), loaded with the block so that its evaluation and fits see the whole
 	 * block output: the shared expert (shared.f = 0 when there is none; never merged, the same before and after),
 	 * the gate of its output, and PhiMoE's sparsemixer routing (0: softmax top-k). */

@@ -403,6 +403,73 @@ static void test_group_config_and_capacity(void)
 	mdl_close(m);
 }
 
+/* Switch's capacity, by construction: top-1 routing of two sequences; within each, in token order, the first
+ * `capacity` tokens of an expert keep their output and the later ones give 0, the rest of the output unchanged.
+ * Without the sequences (seq NULL) nothing is dropped. And the evaluation of the aliased layout, which keeps the
+ * router rows and so drops the same tokens, stays exact. */
+static void test_switch_capacity(void)
+{
+	char sw[600];
+	snprintf(sw, sizeof sw, "%s/switch-tiny", dir);
+	mdl_model *m = NULL;
+	pipe_block blk;
+	float *x;
+	if (!open_block(sw, 0, &m, &blk, &x))
+		return;
+	CHECK(blk.routing.capacity == 64, "capacity %d read from config.json", blk.routing.capacity);
+	const int d = blk.d, cap = 5, T = T_TOKENS;
+	int32_t *seq = malloc((size_t)T * sizeof *seq);
+	for (int t = 0; t < T; t++)
+		seq[t] = t < 150 ? 7 : 2;   /* two sequences: 150 and 234 tokens */
+	blk_config plain = pipe_block_config(&blk), capped = plain;
+	capped.routing.capacity = cap;
+	capped.seq = seq;
+	float *y0 = malloc((size_t)T * d * sizeof *y0), *y1 = malloc((size_t)T * d * sizeof *y1);
+	int *sel = malloc((size_t)T * sizeof *sel);
+	ms_error err = {0};
+	CHECK(blk_forward(&plain, x, T, y0, sel, NULL, &err) == MS_OK, "%s", err.msg);
+	CHECK(blk_forward(&capped, x, T, y1, NULL, NULL, &err) == MS_OK, "%s", err.msg);
+	int count[2][64] = {{0}}, dropped = 0, bad = 0;
+	for (int t = 0; t < T; t++) {
+		const int keep = ++count[t >= 150][sel[t]] <= cap;
+		dropped += !keep;
+		for (int c = 0; c < d; c++)
+			bad += y1[t * d + c] != (keep ? y0[t * d + c] : 0.0f);
+	}
+	CHECK(dropped > 0 && dropped < T, "%d of %d tokens dropped: the case tests nothing", dropped, T);
+	CHECK(bad == 0, "%d outputs differ from the rule", bad);
+	capped.seq = NULL;
+	CHECK(blk_forward(&capped, x, T, y1, NULL, NULL, &err) == MS_OK, "%s", err.msg);
+	CHECK(memcmp(y0, y1, (size_t)T * d * sizeof *y0) == 0, "without sequences nothing is dropped");
+	/* identity plan, aliased: same rows, same drops, same outputs */
+	const int E = blk.E;
+	const char *label = m->blocks[0].label;
+	plan p;
+	CHECK(plan_init(&p, 1, E, &label) == 0);
+	for (int e = 0; e < E; e++) {
+		p.group[e] = e;
+		p.dominant[e] = 1;
+		p.frequency[e] = 1.0 / E;
+	}
+	CHECK(pipe_set_tokens(&blk, x, T, seq, &err) == MS_OK, "%s", err.msg);
+	blk.routing.capacity = cap;
+	pipe_merge_options o = pipe_merge_defaults();
+	o.layout = PIPE_LAYOUT_ALIASED;
+	pipe_merged mg;
+	blk_eval_result r;
+	CHECK(pipe_merge_block(&blk, &p, 0, &o, &mg, &err) == MS_OK, "%s", err.msg);
+	CHECK(pipe_eval_block(&blk, &mg, &p, 0, 64, &r, &err) == MS_OK, "%s", err.msg);
+	CHECK(r.rel_error == 0.0 && r.tokens == blk.n_held, "aliased identity: error %g on %lld tokens (%lld held out: "
+	      "a capacity evaluates them all)", r.rel_error, (long long)r.tokens, (long long)blk.n_held);
+	pipe_free_merged(&mg);
+	plan_free(&p);
+	free(seq);
+	free(y0);
+	free(y1);
+	free(sel);
+	close_block(m, &blk, x);
+}
+
 int main(void)
 {
 	RUN(setup);
@@ -412,6 +479,7 @@ int main(void)
 	RUN(test_phimoe_sparsemixer_block);
 	RUN(test_group_limited_routing_brute_force);
 	RUN(test_group_config_and_capacity);
+	RUN(test_switch_capacity);
 	char cmd[600];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
