@@ -19,11 +19,16 @@ awk 'BEGIN { s = 14; for (i = 0; i < 16; i++) { line = ""; for (j = 0; j < 96; j
 	s = (s * 1103515245 + 12345) % 2147483648; line = line (j ? " " : "") int(s / 65536) % 64 }
 	print line } }' > "$work/tokens.txt"
 
-errors() {   # MODEL CALIB PLAN [eval options]: the blocks' output errors, space separated
+errors() {   # MODEL CALIB PLAN [eval options]: the blocks' output errors as eval prints them, space separated
 	local m=$1 c=$2 p=$3
 	shift 3
 	"$moescope" eval "$m" --calib "$c" --plan "$p" "$@" | awk '$1 == "block" { for (i = 1; i < NF; i++)
-		if ($i == "error") printf "%s%.3f", (n++ ? " " : ""), $(i + 1) } END { print "" }'
+		if ($i == "error") printf "%s%s", (n++ ? " " : ""), $(i + 1) } END { print "" }'
+}
+
+round3() {   # a list of numbers to 3 decimals
+	awk -v a="$1" 'BEGIN { n = split(a, x, " "); for (i = 1; i <= n; i++) printf "%s%.3f", (i > 1 ? " " : ""), x[i];
+		print "" }'
 }
 
 ratio() {    # two lists of numbers: their element-wise ratio
@@ -41,7 +46,8 @@ row() {      # NAME MODEL CALIB G
 	aliased=$(errors "$m" "$c" "$work/msmoe.csv" --layout aliased)
 	prune=$(errors "$m" "$c" "$work/prune.csv" --layout aliased)
 	prune_refit=$(errors "$m" "$c" "$work/prune.csv")
-	echo "| $name, $g | $compact | $aliased | $(ratio "$compact" "$aliased") | $prune | $prune_refit |"
+	echo "| $name, $g | $(round3 "$compact") | $(round3 "$aliased") | $(ratio "$compact" "$aliased") |" \
+	     "$(round3 "$prune") | $(round3 "$prune_refit") |"
 }
 
 echo "| sample, G | compact (default) | aliased | compact / aliased | prune-frequency | prune-frequency + refit |"
