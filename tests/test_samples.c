@@ -550,7 +550,7 @@ static void check_usage(const known_sample *ks, const block_data *bd, const char
 	float *z = malloc((size_t)T * ks->E * sizeof *z);
 	int *idx = malloc((size_t)T * ks->k * sizeof *idx);
 	double freq[64], proto_use[8] = {0};
-	mdl_routing r = {ks->k, 0, 1.0f};
+	mdl_routing r = {.top_k = ks->k, .renormalize = 0, .scale = 1.0f};
 	CHECK(z && idx && route_logits(bd->x, T, ks->d, bd->router, ks->E, z) == MS_OK &&
 	      route_topk(z, T, ks->E, &r, idx, NULL) == MS_OK &&
 	      route_stats(idx, T, ks->E, ks->k, freq, NULL, NULL, NULL) == MS_OK, "routing");
