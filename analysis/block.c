@@ -69,6 +69,10 @@ ms_status blk_check(const blk_config *cfg, ms_error *err)
 	}
 	if (cfg->shared && check_expert(cfg->shared, cfg->d, -1, err) != MS_OK)
 		return ms_fail(err, MS_ERR_ARG, "block: the shared expert does not fit the block (width %d)", cfg->d);
+	if (cfg->routing.n_group > 0 && cfg->routing.topk_group < cfg->routing.n_group &&
+	    (cfg->routing.topk_group < 1 || cfg->n_router % cfg->routing.n_group != 0))
+		return ms_fail(err, MS_ERR_ARG, "block: %d router rows in %d groups (%d eligible): the groups must divide "
+			       "the rows", cfg->n_router, cfg->routing.n_group, cfg->routing.topk_group);
 	if (cfg->sparsemixer_eps > 0 && (cfg->routing.top_k != 2 || active < 2))
 		return ms_fail(err, MS_ERR_ARG, "block: sparsemixer routing picks 2 experts (top-k %d, %d rows routed)",
 			       cfg->routing.top_k, active);
@@ -210,6 +214,24 @@ void blk_sparsemixer(const float *z, int64_t T, int E, float eps, int *idx, floa
 	}
 }
 
+/* Switch's expert capacity: per run of equal sequence ids, in token order, each router row keeps its first
+ * `capacity` selections; the weights of the later ones become 0. */
+static ms_status apply_capacity(const blk_config *cfg, const int *sel, float *w, int64_t T, int k, ms_error *err)
+{
+	int64_t *count = calloc((size_t)cfg->n_router, sizeof *count);   /* [n_router] this sequence's tokens */
+	if (!count)
+		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory");
+	for (int64_t t = 0; t < T; t++) {
+		if (t > 0 && cfg->seq[t] != cfg->seq[t - 1])
+			memset(count, 0, (size_t)cfg->n_router * sizeof *count);
+		for (int j = 0; j < k; j++)
+			if (++count[sel[t * k + j]] > cfg->routing.capacity)
+				w[t * k + j] = 0.0f;
+	}
+	free(count);
+	return MS_OK;
+}
+
 ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err)
 {
 	ms_status st = blk_check(cfg, err);
@@ -227,6 +249,8 @@ ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, 
 	st = active_router(cfg, rows, &n_active, &owned, err);
 	if (st == MS_OK)
 		st = route_chunks(cfg, owned ? owned : cfg->router, rows, n_active, x, T, sel, w, err);
+	if (st == MS_OK && w && cfg->seq && cfg->routing.capacity > 0)
+		st = apply_capacity(cfg, sel, w, T, blk_top_k(cfg), err);
 	free(owned);
 	free(rows);
 	return st;
@@ -614,7 +638,8 @@ ms_status blk_eval_reference(const blk_config *orig, const float *x, int64_t T, 
 	}
 	if (!x || T <= 0)
 		return ms_fail(err, MS_ERR_ARG, "block evaluation: no tokens (T = %lld)", (long long)T);
-	const int64_t n = blk_subsample_count(T, max_tokens), d = orig->d;
+	const int capacity = orig->seq && orig->routing.capacity > 0;
+	const int64_t n = blk_subsample_count(T, capacity ? 0 : max_tokens), d = orig->d;
 	if (n <= 0)
 		return ms_fail(err, MS_ERR_ARG, "block evaluation: %lld tokens is too many to evaluate",
 			       (long long)max_tokens);
@@ -627,8 +652,11 @@ ms_status blk_eval_reference(const blk_config *orig, const float *x, int64_t T, 
 	ref->y = alloc_array(n * d, sizeof(float));
 	ref->so = alloc_array(n * ref->ko, sizeof(int));
 	ref->slot = alloc_array(orig->n_router, sizeof(int));
+	ref->chunk = capacity ? n : EVAL_CHUNK;
+	if (capacity && (ref->seq = alloc_array(n, sizeof(int32_t))) != NULL)
+		memcpy(ref->seq, orig->seq, (size_t)n * sizeof *ref->seq);
 	float *wo = alloc_array(n * ref->ko, sizeof(float));
-	if (!ref->xs || !ref->y || !ref->so || !ref->slot || !wo)
+	if (!ref->xs || !ref->y || !ref->so || !ref->slot || !wo || (capacity && !ref->seq))
 		st = ms_fail(err, MS_ERR_NOMEM, "block evaluation: out of memory for %lld tokens", (long long)n);
 	if (st == MS_OK) {
 		memcpy(ref->slot, orig->slot, (size_t)orig->n_router * sizeof *ref->slot);
@@ -636,8 +664,8 @@ ms_status blk_eval_reference(const blk_config *orig, const float *x, int64_t T, 
 			memcpy(ref->xs + i * d, x + blk_subsample_index(i, T, n) * d, (size_t)d * sizeof(float));
 	}
 	/* The chunks are the ones blk_eval_against runs the merged block in, so both see the same batches. */
-	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += EVAL_CHUNK) {
-		const int64_t nc = n - i0 < EVAL_CHUNK ? n - i0 : EVAL_CHUNK;
+	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += ref->chunk) {
+		const int64_t nc = n - i0 < ref->chunk ? n - i0 : ref->chunk;
 		st = blk_forward(orig, ref->xs + i0 * d, nc, ref->y + i0 * d, ref->so + i0 * ref->ko, wo, err);
 		if (st != MS_OK)
 			ms_error_prefix(err, "original");
@@ -658,6 +686,7 @@ void blk_eval_ref_free(blk_eval_ref *ref)
 	free(ref->y);
 	free(ref->so);
 	free(ref->slot);
+	free(ref->seq);
 	memset(ref, 0, sizeof *ref);
 }
 
@@ -685,7 +714,7 @@ static void eval_free(eval_state *e)
 
 static ms_status eval_alloc(eval_state *e, int64_t d, ms_error *err)
 {
-	const int64_t chunk = e->ref->n < EVAL_CHUNK ? e->ref->n : EVAL_CHUNK;
+	const int64_t chunk = e->ref->n < e->ref->chunk ? e->ref->n : e->ref->chunk;
 	e->y2 = alloc_array(chunk * d, sizeof(float));
 	e->sm = alloc_array(chunk * e->km, sizeof(int));
 	e->wm = alloc_array(chunk * e->km, sizeof(float));
@@ -740,12 +769,14 @@ ms_status blk_eval_against(const blk_eval_ref *ref, const blk_config *merged, co
 		return ms_fail(err, MS_ERR_ARG, "block evaluation: original width %d, merged width %d", ref->d,
 			       merged->d);
 	const int64_t n = ref->n, d = ref->d;
-	eval_state e = {.ref = ref, .merged = merged, .group_of_orig = group_of_orig, .slot_group = slot_group,
+	blk_config mc = *merged;   /* measured on the reference's sequences (NULL: no capacity applies) */
+	mc.seq = ref->seq;
+	eval_state e = {.ref = ref, .merged = &mc, .group_of_orig = group_of_orig, .slot_group = slot_group,
 			.km = blk_top_k(merged)};
 	st = eval_alloc(&e, d, err);
-	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += EVAL_CHUNK) {
-		const int64_t nc = n - i0 < EVAL_CHUNK ? n - i0 : EVAL_CHUNK;
-		st = blk_forward(merged, ref->xs + i0 * d, nc, e.y2, e.sm, e.wm, err);
+	for (int64_t i0 = 0; st == MS_OK && i0 < n; i0 += ref->chunk) {
+		const int64_t nc = n - i0 < ref->chunk ? n - i0 : ref->chunk;
+		st = blk_forward(&mc, ref->xs + i0 * d, nc, e.y2, e.sm, e.wm, err);
 		if (st != MS_OK)
 			ms_error_prefix(err, "merged");
 		else

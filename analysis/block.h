@@ -35,6 +35,8 @@ typedef struct {
 					 * shared_expert_gate), or NULL for 1 */
 	float sparsemixer_eps;          /* > 0: PhiMoE's sparsemixer routing (eval mode, top-2, jitter eps) in place
 					 * of softmax top-k */
+	const int32_t *seq;             /* [T] the sequence of each token of the call (a run of equal ids is one
+					 * sequence), or NULL: routing.capacity applies only with it */
 } blk_config;
 
 /* Tokens per expert_forward call: bounds the gather buffers and the experts' work space (a Mixtral-sized expert
@@ -56,7 +58,10 @@ ms_status blk_check(const blk_config *cfg, ms_error *err);
 int blk_top_k(const blk_config *cfg);
 
 /* Routing only: the selected router rows sel [T, k] (k = blk_top_k) in descending logit order and their routing
- * weights w [T, k] (may be NULL). Non-finite router logits give MS_ERR_NONFINITE naming the token. */
+ * weights w [T, k] (may be NULL). Non-finite router logits give MS_ERR_NONFINITE naming the token. With a capacity
+ * (routing.capacity > 0) and the tokens' sequences (cfg->seq), Switch's rule (transformers'
+ * SwitchTransformersTop1Router): in each sequence, in token order, the first `capacity` selections of a router row
+ * are kept and every later one is dropped, its weight set to 0, so the token's routed output is 0. */
 ms_status blk_route(const blk_config *cfg, const float *x, int64_t T, int *sel, float *w, ms_error *err);
 
 /* y [T, d] = the block's output on x [T, d]: for each token the sum over its k selected rows of the routing
@@ -140,10 +145,15 @@ typedef struct {
 	float *y;           /* [n, d] the original's outputs */
 	int *so;            /* [n, ko] the original's selected rows */
 	int *slot;          /* [n_router] the original's row-to-slot map */
+	int32_t *seq;       /* [n] the tokens' sequences when a capacity applies (then every token is evaluated, in one
+			     * pass, as the capacity counts over whole sequences), else NULL */
+	int64_t chunk;      /* tokens per forward pass */
 	double flops;       /* summed over the tokens, as blk_eval_result counts them */
 	int64_t params;     /* blk_params of the original */
 } blk_eval_ref;
 
+/* With a capacity and orig->seq (the sequences of x), every token is evaluated, in one pass, and the merged block
+ * is measured with the same sequences. */
 ms_status blk_eval_reference(const blk_config *orig, const float *x, int64_t T, int64_t max_tokens,
 			     blk_eval_ref *ref, ms_error *err);
 ms_status blk_eval_against(const blk_eval_ref *ref, const blk_config *merged, const int *group_of_orig,

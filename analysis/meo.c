@@ -69,7 +69,11 @@ static ms_status state_init(meo_state *s, const blk_config *cfg, const float *x,
 		return ms_fail(err, MS_ERR_NOMEM, "MEO: out of memory for %lld tokens", (long long)n);
 	for (int64_t i = 0; i < n; i++)
 		memcpy(s->xs + i * s->d, x + blk_subsample_index(i, T, n) * s->d, (size_t)s->d * sizeof(float));
-	return blk_forward(cfg, s->xs, n, s->y, s->sel, s->w, err);
+	/* MEO replaces the routed experts only: a shared expert is the same both ways and stays out */
+	blk_config routed = *cfg;
+	routed.shared = NULL;
+	routed.shared_gate = NULL;
+	return blk_forward(&routed, s->xs, n, s->y, s->sel, s->w, err);
 }
 
 /* |a - b| / |b| over len floats; the absolute |a - b| when b is zero. */

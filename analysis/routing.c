@@ -101,11 +101,12 @@ static void biased_topk(const float *row, int E, const mdl_routing *r, int *top,
 	}
 	const int G = r->n_group, per = E / G;
 	if (G > 1 && r->topk_group < G) {
-		for (int g = 0; g < G; g++) {   /* the sum of the group's two largest choices */
+		const int top2 = r->group_score == MDL_GROUP_TOP2;
+		for (int g = 0; g < G; g++) {   /* the sum of the group's two largest choices, or its largest */
 			int best[2], n = 0;
 			for (int e = 0; e < per; e++)
-				topk_insert(best, choice + g * per, 2, &n, e);
-			group[g] = choice[g * per + best[0]] + choice[g * per + best[1]];
+				topk_insert(best, choice + g * per, top2 ? 2 : 1, &n, e);
+			group[g] = choice[g * per + best[0]] + (top2 ? choice[g * per + best[1]] : 0.0f);
 		}
 		int n = 0;
 		for (int g = 0; g < G; g++)
@@ -145,7 +146,7 @@ ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int
 		return MS_ERR_ARG;
 	const int k = r->top_k, plain = plain_rule(r);
 	if (!plain && r->n_group > 1 && r->topk_group < r->n_group &&
-	    (E % r->n_group != 0 || E / r->n_group < 2 || r->topk_group < 1))
+	    (E % r->n_group != 0 || (r->group_score == MDL_GROUP_TOP2 && E / r->n_group < 2) || r->topk_group < 1))
 		return MS_ERR_ARG;
 	const size_t G = (size_t)(r->n_group > 0 ? r->n_group : 1);
 	float *work = plain ? NULL : malloc(((size_t)E + G) * sizeof *work);

@@ -12,9 +12,12 @@ ms_status route_logits(const float *x, int64_t T, int d, const float *router, in
 
 /* For every row of z [T, E]: the top-k experts (k = r->top_k) in descending logit order (descending choice value
  * when r has a score bias, sigmoid scores or groups: io/model.h mdl_routing), ties to the lower index,
- * into idx [T, k]; their routing weights into weight [T, k] (may be NULL): softmax over all E logits (each logit's sigmoid under MDL_SCORE_SIGMOID), taken at the
- * selected experts, renormalised over them when r->renormalize, times r->scale. */
+ * into idx [T, k]; their routing weights into weight [T, k] (may be NULL): softmax over all E logits (each logit's
+ * sigmoid under MDL_SCORE_SIGMOID), taken at the selected experts, renormalised over them when r->renormalize,
+ * times r->scale. Group-limited routing (DeepSeek-V3's, or deepseek_v2's group_limited_greedy) keeps only the
+ * experts of the topk_group best groups, a group scored as r->group_score says. */
 ms_status route_topk(const float *z, int64_t T, int E, const mdl_routing *r, int *idx, float *weight);
+
 
 /* Usage statistics from a selection idx [T, k]:
  * frequency [E]: how often e is selected, divided by k T;

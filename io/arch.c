@@ -456,6 +456,32 @@ static ms_status read_window(const reader *r, arch_model *a)
 	return MS_OK;
 }
 
+/* The family's additions to its MoE blocks: the shared expert's width (times deepseek's n_shared_experts) and
+ * gate, and sparsemixer routing. */
+static ms_status read_moe_extras(const reader *r, const arch_family *f, int top_k, arch_moe_extras *x)
+{
+	int count = 1;
+	ms_status st = MS_OK;
+	memset(x, 0, sizeof *x);
+	if (f->shared_count_field)
+		st = get_int(r, f->shared_count_field, 0, 4096, 0, 0, &count);
+	if (st == MS_OK && f->shared_inter_field && count > 0)
+		st = get_int(r, f->shared_inter_field, 0, MAX_DIM, 1, 0, &x->shared_inter);
+	if ((int64_t)x->shared_inter * count > MAX_DIM)
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s' times '%s' is over %d", r->where,
+			       f->shared_inter_field, f->shared_count_field, MAX_DIM);
+	x->shared_inter *= count;
+	x->shared_gated = f->shared_gated && x->shared_inter > 0;
+	double eps = 0.0;
+	if (st == MS_OK && f->sparsemixer_field)
+		st = get_real(r, f->sparsemixer_field, 0.0, 1e6, f->sparsemixer_default, &eps);
+	x->sparsemixer_eps = (float)eps;
+	if (st == MS_OK && f->sparsemixer_field && (eps <= 0 || top_k != 2))
+		st = ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: sparsemixer routing needs num_experts_per_tok 2 and a "
+			     "positive router_jitter_noise (got %d and %g)", r->where, top_k, eps);
+	return st;
+}
+
 static ms_status read_mlp(const reader *r, arch_model *a)
 {
 	const arch_family *f = a->family;
@@ -468,20 +494,12 @@ static ms_status read_mlp(const reader *r, arch_model *a)
 			       r->where, dense_layers, f->model_type);
 	if (dense_layers)
 		st = get_int(r, f->dense_inter_field, 1, MAX_DIM, 1, 0, &a->dense_inter);
-	int count = 1;
-	if (st == MS_OK && f->shared_count_field)
-		st = get_int(r, f->shared_count_field, 0, 4096, 0, 0, &count);
-	if (st == MS_OK && f->shared_inter_field && count > 0)
-		st = get_int(r, f->shared_inter_field, 0, MAX_DIM, 1, 0, &a->shared_inter);
-	a->shared_inter *= count;
-	a->shared_gated = f->shared_gated && a->shared_inter > 0;
-	double eps = 0.0;
-	if (st == MS_OK && f->sparsemixer_field)
-		st = get_real(r, f->sparsemixer_field, 0.0, 1e6, f->sparsemixer_default, &eps);
-	a->sparsemixer_eps = (float)eps;
-	if (st == MS_OK && f->sparsemixer_field && (eps <= 0 || a->m->top_k != 2))
-		st = ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: sparsemixer routing needs num_experts_per_tok 2 and a "
-			     "positive router_jitter_noise (got %d and %g)", r->where, a->m->top_k, eps);
+	arch_moe_extras x = {0};
+	if (st == MS_OK)
+		st = read_moe_extras(r, f, a->m->top_k, &x);
+	a->shared_inter = x.shared_inter;
+	a->shared_gated = x.shared_gated;
+	a->sparsemixer_eps = x.sparsemixer_eps;
 	if (st == MS_OK && f->lm_head_bias_field)
 		st = get_bool(r, f->lm_head_bias_field, 0, &a->lm_head_bias);
 	return st;
@@ -692,4 +710,39 @@ void arch_release(const arch_model *a, arch_tensor t, int layer)
 {
 	char name[256];
 	pages_release_tensor(find(a, t, layer, name, sizeof name));
+}
+
+static const arch_family *family_of(const mdl_model *m)
+{
+	for (int i = 0; i < FAMILY_COUNT; i++)
+		if (strcmp(families[i].model_type, m->model_type) == 0)
+			return &families[i];
+	return NULL;
+}
+
+ms_status arch_moe_extras_read(const mdl_model *m, arch_moe_extras *out, ms_error *err)
+{
+	memset(out, 0, sizeof *out);
+	const arch_family *f = family_of(m);
+	if (!f)
+		return MS_OK;
+	reader r = {.cfg = mdl_config_json(m), .err = err};
+	snprintf(r.where, sizeof r.where, "%s/config.json", m->dir);
+	return read_moe_extras(&r, f, m->top_k, out);
+}
+
+ms_status arch_read_block(const mdl_model *m, arch_tensor t, int layer, int64_t rows, int64_t cols, float *out,
+			  ms_error *err)
+{
+	const arch_family *f = family_of(m);
+	if (!f)
+		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s: model_type '%s' has no such tensor", m->dir, m->model_type);
+	const arch_model a = {.m = m, .family = f};
+	const st_tensor *ts;
+	ms_status st = lookup(&a, t, layer, rows, cols, &ts, err);
+	if (st == MS_OK)
+		st = st_read_f32(ts, out, err);
+	if (st == MS_OK)
+		pages_release_tensor(ts);
+	return st;
 }

@@ -94,6 +94,22 @@ ms_status arch_check(const arch_model *a, arch_tensor t, int layer, int64_t rows
 /* Rows [row0, row0 + n) of the embedding or the head ([vocab, d]) as float32 into out [n, d]. */
 ms_status arch_read_rows(const arch_model *a, arch_tensor t, int64_t row0, int64_t n, float *out, ms_error *err);
 
+/* What a family adds to its MoE blocks, from config.json alone (the MoE pipeline needs it without the rest of the
+ * architecture, and for families this file has no row: then everything is 0). */
+typedef struct {
+	int shared_inter;       /* width of the shared expert (deepseek: moe_intermediate_size x n_shared_experts), 0:
+				 * none */
+	int shared_gated;       /* its output is scaled by sigmoid(shared_expert_gate x) (qwen2_moe) */
+	float sparsemixer_eps;  /* > 0: PhiMoE sparsemixer routing with this jitter eps */
+} arch_moe_extras;
+
+ms_status arch_moe_extras_read(const mdl_model *m, arch_moe_extras *out, ms_error *err);
+
+/* Reads weight t of layer `layer` (a shared expert's matrix or its gate) as arch_read does, with the family's names
+ * but without an arch_model, and lets its pages go. */
+ms_status arch_read_block(const mdl_model *m, arch_tensor t, int layer, int64_t rows, int64_t cols, float *out,
+			  ms_error *err);
+
 /* Lets the pages of weight t of a layer go once it has been read (the next layer's weights take their place). */
 void arch_release(const arch_model *a, arch_tensor t, int layer);
 

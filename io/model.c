@@ -32,7 +32,7 @@ typedef struct {
 typedef ms_status (*mdl_moe_layers_fn)(const cJSON *cfg, const char *where, int s, int n, unsigned char *is_moe,
 				       ms_error *err);
 /* Extra checks of config fields the routing rule depends on (NULL when none). */
-typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, ms_error *err);
+typedef ms_status (*mdl_check_fn)(const cJSON *cfg, const char *where, mdl_model *m, ms_error *err);
 
 struct mdl_family {
 	const char *model_type;
@@ -60,6 +60,7 @@ struct mdl_family {
 	mdl_moe_layers_fn moe_layers;
 	mdl_check_fn check;
 	const char *group_method_field;   /* topk_method (deepseek_v2): group-limited routing, or NULL */
+	const char *capacity_field;  /* tokens per expert (switch expert_capacity), scaled by E / E' when E changes */
 };
 
 /* ---- config.json fields -------------------------------------------------------------------------------------- */
@@ -212,24 +213,37 @@ static ms_status switch_layers(const cJSON *cfg, const char *where, int s, int n
 	return MS_OK;
 }
 
-/* DeepSeek-V2's group-limited routing picks the top-k among the best topk_group of n_group expert groups; that
- * equals plain top-k only when every group is eligible. */
-static ms_status deepseek_check(const cJSON *cfg, const char *where, ms_error *err)
+/* DeepSeek-V2's topk_method: "greedy" (plain top-k), or "group_limited_greedy": the E experts form n_group
+ * contiguous groups, only the topk_group groups whose best expert scores highest are eligible, and the top-k is
+ * taken among their experts (transformers' modeling_deepseek_v2.py). topk_group >= n_group makes every group
+ * eligible: plain top-k. The top-k must fit in the eligible groups (transformers would otherwise pick experts of
+ * other groups at weight 0). */
+static ms_status deepseek_check(const cJSON *cfg, const char *where, mdl_model *m, ms_error *err)
 {
 	const cJSON *method = field(cfg, "topk_method");
 	if (!method || (cJSON_IsString(method) && strcmp(method->valuestring, "greedy") == 0))
 		return MS_OK;
 	if (!cJSON_IsString(method) || strcmp(method->valuestring, "group_limited_greedy") != 0)
-		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'topk_method' must be \"greedy\"", where);
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: field 'topk_method' must be \"greedy\" or "
+			       "\"group_limited_greedy\"", where);
 	int groups, eligible;
 	ms_status st = get_int(cfg, where, "n_group", 1, MAX_EXPERTS, 1, 1, &groups, err);
 	if (st == MS_OK)
 		st = get_int(cfg, where, "topk_group", 1, MAX_EXPERTS, 1, 1, &eligible, err);
-	if (st == MS_OK && eligible < groups)
-		st = ms_fail(err, MS_ERR_CFG_FIELD,
-			     "%s: topk_method 'group_limited_greedy' with topk_group %d < n_group %d is not supported "
-			     "(plain top-k routing only)", where, eligible, groups);
-	return st;
+	if (st != MS_OK)
+		return st;
+	if (m->n_experts % groups != 0)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: n_group %d does not divide the %d experts", where, groups,
+			       m->n_experts);
+	if (eligible >= groups)
+		return MS_OK;
+	if (m->top_k > eligible * (m->n_experts / groups))
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s: top-%d is more than the %d experts of topk_group %d groups",
+			       where, m->top_k, eligible * (m->n_experts / groups), eligible);
+	m->routing.n_group = groups;
+	m->routing.topk_group = eligible;
+	m->routing.group_score = MDL_GROUP_MAX;
+	return MS_OK;
 }
 
 /* ---- the family table ---------------------------------------------------------------------------------------- */
@@ -287,7 +301,8 @@ static const mdl_family families[] = {
 		    {.name = "decoder", .layers_field = "num_decoder_layers", .layers_fallback = "num_layers",
 		     .head = "decoder.block.", .tail = ".layer.2.mlp"}},
 	 .n_stacks = 2, .router_suffix = ".router.classifier.weight", .expert_infix = ".experts.expert_",
-	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .no_fused = 1, .moe_layers = switch_layers},
+	 .mats = {NULL, "wi", "wo"}, .act = MDL_ACT_RELU, .no_fused = 1, .moe_layers = switch_layers,
+	 .capacity_field = "expert_capacity"},
 };
 #define FAMILY_COUNT ((int)(sizeof families / sizeof families[0]))
 
@@ -473,7 +488,9 @@ static ms_status read_dims(mdl_model *m, const cJSON *cfg, const char *where, ms
 	if (st == MS_OK && fam->n_group_default)
 		st = read_groups(m, cfg, where, err);
 	if (st == MS_OK && fam->check)
-		st = fam->check(cfg, where, err);
+		st = fam->check(cfg, where, m, err);
+	if (st == MS_OK && fam->capacity_field)   /* SwitchTransformersConfig's default is 64 */
+		st = get_int(cfg, where, fam->capacity_field, 1, INT32_MAX, 0, 64, &m->routing.capacity, err);
 	m->topk_field = fam->topk_field;
 	const cJSON *method = fam->group_method_field ? field(cfg, fam->group_method_field) : NULL;
 	if (cJSON_IsString(method) && strcmp(method->valuestring, "group_limited_greedy") == 0)
@@ -1021,4 +1038,45 @@ const char *mdl_config_text(const mdl_model *m, size_t *len)
 {
 	*len = m ? ((const model_priv *)m)->config_len : 0;
 	return m ? ((const model_priv *)m)->config_text : NULL;
+}
+
+/* Sets top-level member key to value, adding it when config.json leaves it to the family's default. */
+static ms_status set_or_add(jedit *d, const char *key, const char *value, ms_error *err)
+{
+	const char *path[] = {key};
+	size_t start, end;
+	return jedit_find(d, path, 1, &start, &end) ? jedit_set(d, path, 1, value, err)
+						    : jedit_add(d, NULL, 0, key, value, err);
+}
+
+ms_status mdl_config_set_experts(const mdl_model *m, jedit *d, int n_out, ms_error *err)
+{
+	const mdl_family *fam = m->family;
+	if (n_out < 1)
+		return ms_fail(err, MS_ERR_ARG, "%s: a checkpoint needs at least one expert per block", m->dir);
+	char count[16];
+	snprintf(count, sizeof count, "%d", n_out);
+	const char *experts[] = {m->experts_field}, *topk[] = {m->topk_field}, *method[] = {m->group_method_field};
+	ms_status st = jedit_set(d, experts, 1, count, err);
+	if (st == MS_OK && m->topk_field && m->top_k > n_out)
+		st = jedit_set(d, topk, 1, count, err);
+	if (st == MS_OK && method[0])   /* deepseek_v2: plain top-k in place of group_limited_greedy */
+		st = jedit_set(d, method, 1, "\"greedy\"", err);
+	/* DeepSeek-V3: plain top-k over the biased scores (pipeline.c merged_config routes the same way); config.json
+	 * may leave the groups to the family's defaults */
+	if (st == MS_OK && m->n_group_field)
+		st = set_or_add(d, m->n_group_field, "1", err);
+	if (st == MS_OK && m->n_group_field)
+		st = set_or_add(d, m->topk_group_field, "1", err);
+	if (st == MS_OK && fam->capacity_field && m->routing.capacity > 0) {
+		/* the capacity is per expert: keep the block's total, E x capacity, over n_out experts */
+		const double scaled = ceil((double)m->routing.capacity * m->n_experts / n_out);
+		if (scaled > 2147483647.0)
+			return ms_fail(err, MS_ERR_CFG_FIELD, "%s/config.json: %s %d scaled by %d / %d is too large", m->dir,
+				       fam->capacity_field, m->routing.capacity, m->n_experts, n_out);
+		char cap[32];
+		snprintf(cap, sizeof cap, "%.0f", scaled);
+		st = set_or_add(d, fam->capacity_field, cap, err);
+	}
+	return st;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/jsonedit.h"
 #include "io/quant.h"
 #include "io/safetensors.h"
 
@@ -21,11 +22,15 @@ typedef enum { MDL_ACT_SILU_GLU, MDL_ACT_RELU } mdl_act;
  * but deepseek_v3 / glm4_moe), or sigmoid(z_e) of each logit alone (DeepseekV3TopkRouter). */
 typedef enum { MDL_SCORE_SOFTMAX, MDL_SCORE_SIGMOID } mdl_score;
 
+/* How group-limited routing scores a group: the sum of its two largest choice values (DeepseekV3TopkRouter), or
+ * its largest (deepseek_v2's topk_method group_limited_greedy, which takes the best softmax probability). */
+typedef enum { MDL_GROUP_TOP2, MDL_GROUP_MAX } mdl_group_score;
+
 /* How router logits z (one row of X R^T) select experts and weight them.
  *
  * Selection ranks the choice values c_e = s_e + score_bias[e] (c_e = z_e when there is neither a bias nor a
  * sigmoid: softmax is monotone). With n_group > 1 and topk_group < n_group the E experts form n_group
- * consecutive groups, a group's score is the sum of its two largest c_e, only the topk_group best groups stay
+ * consecutive groups, a group's score is the sum of its two largest c_e (group_score), only the topk_group best groups stay
  * eligible and the others' c_e count as 0 (transformers' masked_fill(.., 0.0)). The weights are the unbiased s_e
  * of the selected experts, divided by their sum (plus 1e-20 for sigmoid) when renormalize, times scale. */
 typedef struct {
@@ -35,8 +40,11 @@ typedef struct {
 	mdl_score score;
 	int n_group;        /* expert groups of group-limited routing (1: none) */
 	int topk_group;     /* eligible groups per token (n_group: all) */
+	mdl_group_score group_score;
 	const float *score_bias; /* [E] e_score_correction_bias of one block, or NULL; set per block, never by
 				  * mdl_open (a model's routing holds NULL) */
+	int capacity;       /* > 0: switch expert_capacity: in each sequence, in token order, a router row takes at
+			     * most this many tokens and the later ones are dropped (routed output 0); 0: none */
 } mdl_routing;
 
 /* How a block stores its experts (docs/design.md §2.2):
@@ -143,5 +151,11 @@ const char *mdl_config_text(const mdl_model *m, size_t *len);
  * knows it, so transformers refuses the checkpoint instead of filling the missing dense weights at random; the
  * family's own model_type is kept in the config's moescope_compression entry. */
 #define MDL_FACTORS_MODEL_TYPE "moescope_factors"
+
+/* Edits config.json's text (io/jsonedit.h; every other byte kept) for blocks of n_out experts (a compact merge): the
+ * expert count, top-k capped at n_out, group-limited routing replaced by plain top-k (merged experts belong to no
+ * group: deepseek_v2's topk_method becomes "greedy", DeepSeek-V3's n_group and topk_group become 1), and a
+ * per-expert capacity (switch expert_capacity) scaled to keep each block's total: ceil(capacity E / n_out). */
+ms_status mdl_config_set_experts(const mdl_model *m, jedit *d, int n_out, ms_error *err);
 
 #endif

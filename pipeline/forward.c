@@ -181,13 +181,19 @@ static ms_status state_alloc(fwd_state *s)
 }
 
 /* Loads every weight layer L has (or, with L < 0, the final norm and the head's bias). */
+static int shared_role(arch_tensor t)
+{
+	return t == ARCH_T_SHARED_GATE || t == ARCH_T_SHARED_UP || t == ARCH_T_SHARED_DOWN ||
+	       t == ARCH_T_SHARED_EXPERT_GATE;
+}
+
 static ms_status load_weights(fwd_state *s, int L)
 {
 	for (int t = 0; t < ARCH_T_COUNT; t++) {
 		const arch_tensor role = (arch_tensor)t;
 		if (per_layer(role) != (L >= 0) || role == ARCH_T_EMBED || role == ARCH_T_LM_HEAD ||
-		    !arch_has(s->a, role, L))
-			continue;
+		    !arch_has(s->a, role, L) || shared_role(role))
+			continue;   /* the shared expert is loaded with its block (pipe_load_block) */
 		int64_t rows, cols;
 		weight_shape(s->a, role, &rows, &cols);
 		s->w[t] = alloc_floats(rows * (cols ? cols : 1));
@@ -326,14 +332,6 @@ static expert_weights glu_weights(const fwd_state *s, arch_tensor gate, arch_ten
 	return e;
 }
 
-/* The family's additions to a MoE block: the shared expert and its gate, sparsemixer routing. */
-static void extend_block(const fwd_state *s, const expert_weights *shared, blk_config *cfg)
-{
-	cfg->shared = s->a->shared_inter > 0 ? shared : NULL;
-	cfg->shared_gate = s->w[ARCH_T_SHARED_EXPERT_GATE];
-	cfg->sparsemixer_eps = s->a->sparsemixer_eps;
-}
-
 static void name_block(ms_error *err, const char *label)
 {
 	char where[48];
@@ -350,10 +348,8 @@ static ms_status moe_layer(fwd_state *s, int b)
 	ms_status st = pipe_load_block(a->m, NULL, b, &blk, s->err);
 	if (st != MS_OK)
 		return st;
-	const expert_weights shared = glu_weights(s, ARCH_T_SHARED_GATE, ARCH_T_SHARED_UP, ARCH_T_SHARED_DOWN,
-						  a->shared_inter);
+	/* the block comes with the family's shared expert and routing (pipe_load_block), the merged one too */
 	blk_config cfg = pipe_block_config(&blk);
-	extend_block(s, &shared, &cfg);
 	if (s->o->on_block)
 		st = s->o->on_block(s->o->block_ctx, b, s->xn[0], T, s->err);
 	if (st == MS_OK)
@@ -380,9 +376,7 @@ static ms_status moe_layer(fwd_state *s, int b)
 		blk.x = NULL;
 		blk.T = 0;
 		if (st == MS_OK) {
-			blk_config mcfg = mg.cfg;
-			extend_block(s, &shared, &mcfg);
-			st = blk_forward(&mcfg, s->xn[1], T, s->y, NULL, NULL, s->err);
+			st = blk_forward(&mg.cfg, s->xn[1], T, s->y, NULL, NULL, s->err);
 			pipe_free_merged(&mg);
 		}
 		if (st == MS_OK)

@@ -587,18 +587,9 @@ static ms_status merge_blocks(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-/* Sets top-level member key to value, adding it when config.json leaves it to the family's default. */
-static ms_status set_or_add(jedit *d, const char *key, const char *value, ms_error *err)
-{
-	const char *path[] = {key};
-	size_t start, end;
-	return jedit_find(d, path, 1, &start, &end) ? jedit_set(d, path, 1, value, err)
-						    : jedit_add(d, NULL, 0, key, value, err);
-}
-
-/* config.json as the input spelled it, with the expert count and top-k of the output and plain top-k routing in
- * place of DeepSeek's group-limited one that equals it (compact layout) and, for factors, the marks of
- * io/factors.h: every other byte is the input's (io/jsonedit.h). */
+/* config.json as the input spelled it, with the expert count, top-k, routing method and capacity of the output
+ * (compact layout: mdl_config_set_experts) and, for factors, the marks of io/factors.h: every other byte is the
+ * input's (io/jsonedit.h). */
 static ms_status write_config(mrun_ctx *c, ms_error *err)
 {
 	size_t len;
@@ -609,23 +600,8 @@ static ms_status write_config(mrun_ctx *c, ms_error *err)
 	ms_status st = jedit_parse(where, text, len, &d, err);
 	if (st != MS_OK)
 		return st;
-	char count[16];
-	snprintf(count, sizeof count, "%d", c->n_out);
-	if (c->opts.layout == PIPE_LAYOUT_COMPACT) {
-		const char *experts[] = {c->m->experts_field}, *topk[] = {c->m->topk_field};
-		st = jedit_set(d, experts, 1, count, err);
-		if (st == MS_OK && c->m->topk_field && c->m->top_k > c->n_out)
-			st = jedit_set(d, topk, 1, count, err);
-		const char *method[] = {c->m->group_method_field};
-		if (st == MS_OK && method[0])
-			st = jedit_set(d, method, 1, "\"greedy\"", err);
-		/* merged experts belong to no original group: plain top-k over the biased scores (pipeline.c
-		 * merged_config routes the same way); config.json may leave the groups to the family's defaults */
-		if (st == MS_OK && c->m->n_group_field)
-			st = set_or_add(d, c->m->n_group_field, "1", err);
-		if (st == MS_OK && c->m->n_group_field)
-			st = set_or_add(d, c->m->topk_group_field, "1", err);
-	}
+	if (c->opts.layout == PIPE_LAYOUT_COMPACT)
+		st = mdl_config_set_experts(c->m, d, c->n_out, err);
 	if (st == MS_OK && factored(c))
 		st = fac_mark_config(d, cmp_rank_mode_name(c->opts.compress.mode), c->opts.compress.sparse_ratio, err);
 	char path[PATH_MAX];

@@ -10,6 +10,7 @@
 #include "analysis/finite.h"
 #include "analysis/par.h"
 #include "analysis/routing.h"
+#include "io/arch.h"
 #include "io/pages.h"
 
 /* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
@@ -218,7 +219,7 @@ static ms_status load_split(const calib *cal, pipe_block *blk, ms_error *err)
 		seg = NULL;
 	}
 	blk->split = pipe_split_tokens(seg, blk->T, blk->fit_idx, &blk->n_fit, blk->held_idx, &blk->n_held);
-	free(seg);
+	blk->seg = seg;   /* kept: a capacity counts tokens per sequence */
 	return MS_OK;
 }
 
@@ -226,14 +227,52 @@ ms_status pipe_set_tokens(pipe_block *blk, float *x, int64_t T, const int32_t *s
 {
 	free(blk->fit_idx);
 	free(blk->held_idx);
+	free(blk->seg);
+	blk->seg = NULL;
 	blk->x = x;
 	blk->T = T;
+	if (seg && T > 0) {
+		blk->seg = malloc((size_t)T * sizeof *blk->seg);
+		if (!blk->seg)
+			return ms_fail(err, MS_ERR_NOMEM, "out of memory for %lld segment ids", (long long)T);
+		memcpy(blk->seg, seg, (size_t)T * sizeof *blk->seg);
+	}
 	blk->fit_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->fit_idx);
 	blk->held_idx = malloc((size_t)(T > 0 ? T : 1) * sizeof *blk->held_idx);
 	if (!blk->fit_idx || !blk->held_idx)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory splitting %lld tokens", (long long)T);
 	blk->split = pipe_split_tokens(seg, T, blk->fit_idx, &blk->n_fit, blk->held_idx, &blk->n_held);
 	return MS_OK;
+}
+
+/* The family's additions to block b: its shared expert and gate (one copy per block, like the experts) and the
+ * routing eps. */
+static ms_status load_extras(const mdl_model *m, int b, pipe_block *blk, ms_error *err)
+{
+	arch_moe_extras x;
+	ms_status st = arch_moe_extras_read(m, &x, err);
+	if (st != MS_OK)
+		return st;
+	blk->sparsemixer_eps = x.sparsemixer_eps;
+	if (x.shared_inter <= 0)
+		return MS_OK;
+	const int layer = m->blocks[b].layer, d = blk->d, fs = x.shared_inter;
+	const int64_t fd = (int64_t)fs * d;
+	blk->shared_weights = malloc((size_t)(3 * fd) * sizeof(float));
+	if (x.shared_gated)
+		blk->shared_gate = malloc((size_t)d * sizeof(float));
+	if (!blk->shared_weights || (x.shared_gated && !blk->shared_gate))
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for the shared expert", m->blocks[b].label);
+	blk->shared = (expert_weights){.gate = blk->shared_weights, .up = blk->shared_weights + fd,
+				       .down = blk->shared_weights + 2 * fd, .d = d, .f = fs, .act = MDL_ACT_SILU_GLU};
+	st = arch_read_block(m, ARCH_T_SHARED_GATE, layer, fs, d, blk->shared_weights, err);
+	if (st == MS_OK)
+		st = arch_read_block(m, ARCH_T_SHARED_UP, layer, fs, d, blk->shared_weights + fd, err);
+	if (st == MS_OK)
+		st = arch_read_block(m, ARCH_T_SHARED_DOWN, layer, d, fs, blk->shared_weights + 2 * fd, err);
+	if (st == MS_OK && blk->shared_gate)
+		st = arch_read_block(m, ARCH_T_SHARED_EXPERT_GATE, layer, 1, d, blk->shared_gate, err);
+	return st;
 }
 
 ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_block *out, ms_error *err)
@@ -281,6 +320,8 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	}
 	if (st == MS_OK)
 		st = load_experts(m, b, out, err);
+	if (st == MS_OK)
+		st = load_extras(m, b, out, err);
 	if (st == MS_OK && out->x)
 		st = calib_load(cal, b, out->x, err);
 	if (st == MS_OK)
@@ -302,6 +343,9 @@ void pipe_free_block(pipe_block *blk)
 	free(blk->identity);
 	free(blk->fit_idx);
 	free(blk->held_idx);
+	free(blk->shared_weights);
+	free(blk->shared_gate);
+	free(blk->seg);
 	memset(blk, 0, sizeof *blk);
 }
 
@@ -385,12 +429,21 @@ ms_status pipe_fill_groups(plan *p, int b, int target, ms_error *err)
 	return MS_OK;
 }
 
+/* The family's additions, the same for the original block and every merged layout of it. */
+static void extend_config(const pipe_block *blk, blk_config *c)
+{
+	c->shared = blk->shared.f > 0 ? &blk->shared : NULL;
+	c->shared_gate = c->shared ? blk->shared_gate : NULL;
+	c->sparsemixer_eps = blk->sparsemixer_eps;
+}
+
 blk_config pipe_block_config(const pipe_block *blk)
 {
 	blk_config c = {
 		.n_router = blk->E, .router = blk->router, .slot = blk->identity, .n_slots = blk->E,
 		.experts = blk->experts, .routing = blk->routing, .d = blk->d,
 	};
+	extend_config(blk, &c);
 	return c;
 }
 
@@ -845,7 +898,11 @@ static ms_status fit_reference(const pipe_block *blk, fit_ref *fr, ms_error *err
 	for (int64_t i = 0; i < n; i++)
 		memcpy(fr->x + i * d, blk->x + fit_token(blk, blk_subsample_index(i, n_fit, n)) * d,
 		       (size_t)d * sizeof *fr->x);
+	/* the routed part only: the shared expert is the same in the merged block, so what the routed experts must
+	 * give is the original's full output minus the shared one, i.e. the original's routed output */
 	blk_config orig = pipe_block_config(blk);
+	orig.shared = NULL;
+	orig.shared_gate = NULL;
 	return blk_forward(&orig, fr->x, n, fr->y, NULL, NULL, err);
 }
 
@@ -862,6 +919,9 @@ static blk_config merged_config(const pipe_block *blk, const pipe_merged *mg, in
 		c.routing.score_bias = mg->score_bias;
 		c.routing.n_group = c.routing.topk_group = 1;
 	}
+	if (compact && c.routing.capacity > 0)   /* the block's total capacity kept (mdl_config_set_experts) */
+		c.routing.capacity = (int)ceil((double)c.routing.capacity * blk->E / mg->n_slots);
+	extend_config(blk, &c);
 	return c;
 }
 
@@ -1109,6 +1169,10 @@ static ms_status merge_block(const pipe_block *blk, float *in_place, const plan 
 		return ms_fail(err, MS_ERR_ARG, "block %s: the plan keeps no expert", p->labels[b]);
 	const int compact = o->layout == PIPE_LAYOUT_COMPACT;
 	const int n_slots = compact && o->slots > G ? o->slots : G;
+	if (compact && blk->sparsemixer_eps > 0 && n_slots < 2)
+		return ms_fail(err, MS_ERR_ARG, "block %s: sparsemixer routing (phimoe) picks 2 experts, and a compact "
+			       "block with %d would leave its second choice without a candidate (transformers computes "
+			       "NaN): plan at least 2 groups, or use --layout aliased", p->labels[b], n_slots);
 	const int compress = o->compress.mode != CMP_RANK_NONE || o->compress.sparse_ratio > 0;
 	const int refit_asked = compact && !compress && o->refit == PIPE_REFIT_DOWN && blk->T > 0;
 	const int refit = refit_asked && refit_fits(blk, n_slots);
@@ -1187,15 +1251,26 @@ ms_status pipe_eval_reference(const pipe_block *blk, const plan *p, int b, int64
 	if (blk->T == 0)
 		return ms_fail(err, MS_ERR_ARG, "block %s: evaluation needs the calibration set", p->labels[b]);
 	blk_config orig = pipe_block_config(blk);
-	if (!blk->held_idx)
+	if (!blk->held_idx) {
+		orig.seq = blk->routing.capacity > 0 ? blk->seg : NULL;
 		return blk_eval_reference(&orig, blk->x, blk->T, max_tokens, ref, err);
+	}
 	float *xh = malloc((size_t)(blk->n_held * blk->d) * sizeof *xh);   /* [n_held, d] */
 	if (!xh)
 		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for %lld held-out tokens", p->labels[b],
 			       (long long)blk->n_held);
 	blk_gather(blk->x, blk->d, blk->held_idx, blk->n_held, xh);
+	int32_t *sh = NULL;   /* [n_held] their sequences, for a capacity */
+	if (blk->seg && blk->routing.capacity > 0 && (sh = malloc((size_t)blk->n_held * sizeof *sh)) == NULL) {
+		free(xh);
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", p->labels[b]);
+	}
+	for (int64_t i = 0; sh && i < blk->n_held; i++)
+		sh[i] = blk->seg[blk->held_idx[i]];
+	orig.seq = sh;
 	ms_status st = blk_eval_reference(&orig, xh, blk->n_held, max_tokens, ref, err);
 	free(xh);
+	free(sh);
 	return st;
 }
 
@@ -1262,7 +1337,11 @@ static ms_status block_routing(const pipe_block *blk, pipe_stats *out, float **z
 	if (!*z || !*idx || !*w || !out->frequency || !out->coact)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory routing %lld tokens", (long long)T);
 	ms_status st = route_logits(blk->x, T, blk->d, blk->router, blk->E, *z);
-	if (st == MS_OK)
+	if (st == MS_OK && blk->sparsemixer_eps > 0 && (k != 2 || blk->E < 2))
+		st = MS_ERR_ARG;   /* the model reader refuses these: sparsemixer picks 2 of at least 2 experts */
+	if (st == MS_OK && blk->sparsemixer_eps > 0)   /* usage as the family routes: PhiMoE's sparsemixer */
+		blk_sparsemixer(*z, T, blk->E, blk->sparsemixer_eps, *idx, *w);
+	else if (st == MS_OK)
 		st = route_topk(*z, T, blk->E, &blk->routing, *idx, *w);
 	if (st == MS_OK)
 		st = route_stats(*idx, T, blk->E, k, out->frequency, out->coact, &out->usage_entropy, &out->cv);

@@ -71,6 +71,14 @@ typedef struct {
 	int64_t *fit_idx;        /* [n_fit] ascending */
 	int64_t *held_idx;       /* [n_held] ascending */
 	pipe_split split;
+	int32_t *seg;            /* [T] the calibration tokens' segment ids (their sequences), NULL without them */
+	/* The family's additions (io/arch.h), loaded with the block so that its evaluation and fits see the whole
+	 * block output: the shared expert (shared.f = 0 when there is none; never merged, the same before and after),
+	 * the gate of its output, and PhiMoE's sparsemixer routing (0: softmax top-k). */
+	expert_weights shared;
+	float *shared_weights;   /* gate [fs, d], up [fs, d], down [d, fs] that shared views, or NULL */
+	float *shared_gate;      /* [d] qwen2_moe's shared_expert_gate, or NULL */
+	float sparsemixer_eps;
 } pipe_block;
 
 /* Loads block b; cal may be NULL (then x is NULL and T is 0). */
@@ -149,7 +157,8 @@ int pipe_plan_slots(const plan *p);
  * `eval --plan`, `perplexity --plan` and the application's model line all use it). *slots (may be NULL) gets E'. */
 ms_status pipe_fill_plan(plan *p, int *slots, ms_error *err);
 
-/* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
+/* The block as analysis/block.h sees it: every router row dispatching to its own expert, with the family's shared
+ * expert and routing. */
 blk_config pipe_block_config(const pipe_block *blk);
 
 /* How the merged block is laid out (docs/design.md §4.3). */

@@ -196,6 +196,58 @@ static void test_header_equals_command(void)
 	sample_close(&s);
 }
 
+/* The per-block error column agrees with the model line and the commit: with blocks planned at different group
+ * counts, each block is evaluated as the filled plan (pipe_fill_plan) writes it, exactly as `eval --plan` builds
+ * it through the pipeline, and not padded with copies (which gives other figures). */
+static void test_block_errors_use_filled_plan(void)
+{
+	sample_app s;
+	if (sample_open(&s, NULL) != 0) {
+		CHECK(0, "sample unavailable");
+		sample_close(&s);
+		return;
+	}
+	app *a = &s.a;
+	app_wait_idle(a);
+	app_key(a, '-');
+	app_key(a, 'j');
+	app_key(a, '-');
+	app_key(a, '-');
+	app_wait_idle(a);
+	plan filled;
+	ms_error err = {0};
+	int slots = 0;
+	CHECK(plan_copy(&filled, &a->cur.p) == 0);
+	CHECK(pipe_fill_plan(&filled, &slots, &err) == MS_OK, "%s", err.msg);
+	CHECK(plan_groups(&a->cur.p, 1) < slots, "block 1 is planned below E' = %d", slots);
+	int padded_differs = 0;
+	for (int b = 0; b < 2; b++) {
+		const app_eval *ev = &a->eval[b];
+		CHECK(ev->state == APP_EVAL_DONE, "block %d: state %d '%s'", b, (int)ev->state, ev->error);
+		pipe_block blk;
+		CHECK(pipe_load_block(s.m, s.cal, b, &blk, &err) == MS_OK, "%s", err.msg);
+		pipe_merge_options mo = a->mo;
+		mo.slots = slots;
+		pipe_merged mg;
+		blk_eval_result r = {0}, pad = {0};
+		CHECK(pipe_merge_block(&blk, &filled, b, &mo, &mg, &err) == MS_OK, "%s", err.msg);
+		CHECK(pipe_eval_block(&blk, &mg, &filled, b, a->cfg.eval_tokens, &r, &err) == MS_OK, "%s", err.msg);
+		pipe_free_merged(&mg);
+		CHECK(ev->r.rel_error == r.rel_error && ev->r.params_after == r.params_after && ev->groups == slots,
+		      "block %d: column %.9g (%d groups), pipeline on the filled plan %.9g", b, ev->r.rel_error,
+		      ev->groups, r.rel_error);
+		/* the padded layout the column showed before */
+		CHECK(pipe_merge_block(&blk, &a->cur.p, b, &mo, &mg, &err) == MS_OK, "%s", err.msg);
+		CHECK(pipe_eval_block(&blk, &mg, &a->cur.p, b, a->cfg.eval_tokens, &pad, &err) == MS_OK, "%s", err.msg);
+		pipe_free_merged(&mg);
+		padded_differs += pad.rel_error != r.rel_error;
+		pipe_free_block(&blk);
+	}
+	CHECK(padded_differs > 0, "the filled and padded layouts give the same figures: the check proves nothing");
+	plan_free(&filled);
+	sample_close(&s);
+}
+
 /* Undoing back to a plan that merges nothing shows the original's figures, computed once, at once. */
 static void test_nothing_merged_reuses_original(void)
 {
@@ -267,6 +319,7 @@ int main(void)
 	RUN(test_header_equals_command);
 	RUN(test_nothing_merged_reuses_original);
 	RUN(test_bad_tokens_reported_once);
+	RUN(test_block_errors_use_filled_plan);
 	char cmd[400];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

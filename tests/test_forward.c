@@ -301,6 +301,14 @@ static void test_deepseek_bias_matches_reference(void)
 	check_tiny("deepseek-bias");
 }
 
+/* DeepSeek-V2 with group_limited_greedy (8 experts in 4 groups of 2, the best 2 eligible, top-3): the selections
+ * and the logits against tests/forward/reference.py's transcription of modeling_deepseek_v2 (on these tokens the
+ * group limit changes 72 of the 119 tokens' top-3). */
+static void test_deepseek_groups_matches_reference(void)
+{
+	check_tiny("deepseek-groups");
+}
+
 static void test_mixtral_matches_reference(void)
 {
 	check_sample("mixtral-tiny");
@@ -421,6 +429,7 @@ int main(void)
 	RUN(test_fused_sample_matches_reference);
 	RUN(test_qwen2moe_window_matches_reference);
 	RUN(test_deepseek_bias_matches_reference);
+	RUN(test_deepseek_groups_matches_reference);
 	RUN(test_threads_bit_identical);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

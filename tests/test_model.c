@@ -653,10 +653,14 @@ static const bad_model bad_models[] = {
 	 "{\"model_type\":\"qwen2_moe\",\"num_experts\":4,\"num_experts_per_tok\":2,\"hidden_size\":8,"
 	 "\"moe_intermediate_size\":12,\"num_hidden_layers\":2,\"mlp_only_layers\":[0,1]}", NULL, MS_ERR_CFG_FIELD,
 	 {"no MoE layer"}},
-	{"group-limited routing",
+	{"group-limited routing, groups not dividing",
 	 "{\"model_type\":\"deepseek_v2\",\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"hidden_size\":8,"
 	 "\"moe_intermediate_size\":12,\"num_hidden_layers\":2,\"topk_method\":\"group_limited_greedy\","
-	 "\"n_group\":2,\"topk_group\":1}", NULL, MS_ERR_CFG_FIELD, {"group_limited_greedy", "topk_group 1"}},
+	 "\"n_group\":3,\"topk_group\":1}", NULL, MS_ERR_CFG_FIELD, {"n_group 3 does not divide the 4 experts"}},
+	{"group-limited routing, top-k beyond the eligible groups",
+	 "{\"model_type\":\"deepseek_v2\",\"n_routed_experts\":4,\"num_experts_per_tok\":3,\"hidden_size\":8,"
+	 "\"moe_intermediate_size\":12,\"num_hidden_layers\":2,\"topk_method\":\"group_limited_greedy\","
+	 "\"n_group\":2,\"topk_group\":1}", NULL, MS_ERR_CFG_FIELD, {"top-3 is more than the 2 experts"}},
 	{"missing expert tensor", NULL, drop_expert, MS_ERR_MODEL_TENSOR,
 	 {"tensor 'model.layers.1.block_sparse_moe.experts.3.w2.weight' missing", "(expert 3 of layer 1)"}},
 	{"missing router", NULL, drop_router, MS_ERR_MODEL_TENSOR,

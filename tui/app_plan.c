@@ -369,7 +369,23 @@ static void post_eval(app *a, int b)
 	j.mo = a->mo;
 	j.mo.slots = a->mo.layout == PIPE_LAYOUT_COMPACT ? a->eval_slots : 0;
 	a->eval[b].gen = j.gen;
-	if (plan_copy(&j.p, &a->cur.p) != 0 || worker_post(a->w, &j) != 0) {
+	if (plan_copy(&j.p, &a->cur.p) != 0) {
+		work_job_free(&j);
+		a->eval[b].state = APP_EVAL_FAILED;
+		snprintf(a->eval[b].error, sizeof a->eval[b].error, "out of memory");
+		return;
+	}
+	/* The block as a commit writes it: split up to the compact E' (pipe_fill_plan), as the model line and
+	 * `moescope eval --plan` see it, rather than padded with copies. */
+	ms_error err = {0};
+	if (j.mo.layout == PIPE_LAYOUT_COMPACT && plan_groups(&j.p, b) > 0 &&
+	    pipe_fill_groups(&j.p, b, a->eval_slots, &err) != MS_OK) {
+		work_job_free(&j);
+		a->eval[b].state = APP_EVAL_FAILED;
+		snprintf(a->eval[b].error, sizeof a->eval[b].error, "%s", err.msg);
+		return;
+	}
+	if (worker_post(a->w, &j) != 0) {
 		work_job_free(&j);
 		a->eval[b].state = APP_EVAL_FAILED;
 		snprintf(a->eval[b].error, sizeof a->eval[b].error, "out of memory");

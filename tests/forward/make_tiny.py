@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the tiny checkpoints of tests/data/forward/models/: one per family variant the bundled samples do not
-cover (qwen3_moe, phimoe, deepseek_v2, deepseek_v3, glm4_moe) or cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
+cover (qwen3_moe, phimoe, deepseek_v2 with plain and group-limited routing, deepseek_v3, glm4_moe) or cover only
+weakly (mixtral with a sliding window, olmoe with clip_qkv).
 Weights are drawn at full scale (std 1/sqrt(fan-in)), so attention, norms and routing all matter in the output.
 Tensor names and config fields follow the transformers classes. Run once; the files are committed.
 
@@ -157,8 +158,8 @@ def phimoe():
     return g, c
 
 
-def deepseek():
-    g = Gen(5)
+def deepseek(seed=5, n_experts=E):
+    g = Gen(seed)
     g.ends()
     qr, kvr, nope, rope, dv = 24, 16, 8, 4, 8
     for i in range(L):
@@ -174,10 +175,11 @@ def deepseek():
         if i == 0:
             g.glu("model.layers.0.mlp", 48)
         else:
-            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
+            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"), n_experts)
             g.glu("model.layers.%d.mlp.shared_experts" % i, F)
     c = base_config("deepseek_v2", "DeepseekV2ForCausalLM")
-    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E, "n_shared_experts": 1,
+    c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": n_experts,
+              "n_shared_experts": 1,
               "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
               "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 1, "moe_layer_freq": 1,
               "routed_scaling_factor": 1.5, "topk_method": "greedy", "norm_topk_prob": False,
@@ -299,9 +301,17 @@ def glm4():
     return g, c
 
 
+def deepseek_groups():
+    """DeepSeek-V2 with group_limited_greedy: 8 experts in 4 groups of 2, the best 2 groups eligible, top-3."""
+    g, c = deepseek(seed=6, n_experts=8)
+    c.update({"topk_method": "group_limited_greedy", "n_group": 4, "topk_group": 2, "num_experts_per_tok": 3})
+    return g, c
+
+
 MODELS = (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
           ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("qwen2moe-window", qwen2moe_window),
-          ("deepseek-bias", deepseek_bias), ("deepseek3-tiny", deepseek3), ("glm4-tiny", glm4))
+          ("deepseek-bias", deepseek_bias), ("deepseek3-tiny", deepseek3), ("glm4-tiny", glm4),
+          ("deepseek-groups", deepseek_groups))
 
 
 def main():

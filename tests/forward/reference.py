@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An independent forward pass in numpy (float64), written from the transformers modeling files
 (src/transformers/models/<family>/modeling_<family>.py): mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe,
-deepseek_v2, deepseek_v3, glm4_moe. It reads a checkpoint directory and a token file and writes the golden values that
+deepseek_v2 (greedy and group_limited_greedy routing), deepseek_v3, glm4_moe. It reads a checkpoint directory and a
+token file and writes the golden values that
 tests/test_forward.c compares moescope's C forward with.
 
     python3 tests/forward/reference.py MODEL_DIR TOKENS.txt OUT.json
@@ -327,6 +328,15 @@ class Model:
         if t in ("deepseek_v3", "glm4_moe"):
             return self.route_v3(z, k)
         p = softmax(z)
+        if t == "deepseek_v2" and c.get("topk_method") == "group_limited_greedy":
+            # modeling_deepseek_v2: groups scored by their best probability, the topk_group best kept (the lower
+            # group first on ties), every other expert's score set to 0, then the top-k of the scores
+            G, kg = c["n_group"], c["topk_group"]
+            best = p.reshape(p.shape[0], G, -1).max(-1)
+            keep = np.argsort(-best, axis=-1, kind="stable")[:, :kg]
+            mask = np.zeros_like(best)
+            np.put_along_axis(mask, keep, 1.0, axis=-1)
+            p = np.where(np.repeat(mask, p.shape[1] // G, axis=-1) > 0, p, 0.0)
         sel = np.argsort(-p, axis=-1, kind="stable")[:, :k]
         w = np.take_along_axis(p, sel, axis=-1)
         if t == "mixtral" or (t != "deepseek_v2" and c.get("norm_topk_prob", False)):
