@@ -13,5 +13,6 @@ int cmd_tui(int argc, char **argv);
 int cmd_capture(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 
 #endif
