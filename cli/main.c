@@ -37,7 +37,7 @@ const cli_command cli_commands[] = {
 	 "search MODEL (--text FILE | --tokens FILE) (--budget B | --experts N) --out PLAN.csv [--method M] "
 	 "[--linkage L] [--similarity B] [--confirm K] [--samples S] [--candidates N] [--seed S] [--time-limit S] "
 	 "[--seq-len N] [--max-tokens N] [--layout L] [--router R] [--refit F] [--align A] [--weighting W] "
-	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--json OUT]",
+	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--json OUT] [--svg OUT]",
 	 "The group count of every block that keeps the merged model closest to the original (least KL on held-out "
 	 "tokens) within a budget of experts, beside uniform G and MC-SMoE's global allocation."},
 	{"tokenize", cmd_tokenize, "tokenize TOKENIZER --text FILE [--special] [--decode [--skip-special]]",

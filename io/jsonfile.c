@@ -21,17 +21,19 @@ ms_status jsonf_write(const char *path, const void *json, ms_error *err)
 	char *text = cJSON_Print((const cJSON *)json);
 	if (!text)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory formatting JSON", path);
-	if (strcmp(path, "-") == 0) {
-		ms_status st = write_text(stdout, text, "standard output", err);
-		free(text);
-		return st;
-	}
+	ms_status st = jsonf_write_text(path, text, err);
+	free(text);
+	return st;
+}
+
+ms_status jsonf_write_text(const char *path, const char *text, ms_error *err)
+{
+	if (strcmp(path, "-") == 0)
+		return write_text(stdout, text, "standard output", err);
 	size_t len = strlen(path) + 5;
 	char *tmp = malloc(len);
-	if (!tmp) {
-		free(text);
+	if (!tmp)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory", path);
-	}
 	snprintf(tmp, len, "%s.tmp", path);
 	ms_status st = MS_OK;
 	FILE *f = fopen(tmp, "w");
@@ -48,6 +50,5 @@ ms_status jsonf_write(const char *path, const void *json, ms_error *err)
 	if (st != MS_OK)
 		remove(tmp);
 	free(tmp);
-	free(text);
 	return st;
 }

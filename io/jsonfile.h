@@ -9,5 +9,7 @@
 /* json is a cJSON * (kept opaque here so that callers need not include cJSON for this header). PATH "-" writes
  * to standard output. */
 ms_status jsonf_write(const char *path, const void *json, ms_error *err);
+/* Any text (an SVG figure) the same way, a newline added. */
+ms_status jsonf_write_text(const char *path, const char *text, ms_error *err);
 
 #endif

@@ -28,16 +28,23 @@ PY
 
 for t in 1 3; do
 	expect_status "search on $t threads" 0 "$MOESCOPE" search "$M" --tokens "$TOK" --budget 0.75 $FAST \
-		--layout aliased --out "$TMP/plan$t.csv" --json "$TMP/search$t.json" --threads $t
+		--layout aliased --out "$TMP/plan$t.csv" --json "$TMP/search$t.json" --svg "$TMP/chart$t.svg" --threads $t
 done
 expect_grep "the report names the searched allocation" '^searched ' "$TMP/out"
 expect_grep "and uniform beside it" '^uniform +24 ' "$TMP/out"
 expect_grep "and the global allocation" '^global ' "$TMP/out"
-if cmp -s "$TMP/search1.json" "$TMP/search3.json" && cmp -s "$TMP/plan1.csv" "$TMP/plan3.csv"; then
-	pass "1 and 3 threads: the same report and plan, byte for byte"
+if cmp -s "$TMP/search1.json" "$TMP/search3.json" && cmp -s "$TMP/plan1.csv" "$TMP/plan3.csv" &&
+	cmp -s "$TMP/chart1.svg" "$TMP/chart3.svg"; then
+	pass "1 and 3 threads: the same report, plan and figure, byte for byte"
 else
-	fail "1 and 3 threads: the same report and plan, byte for byte"
+	fail "1 and 3 threads: the same report, plan and figure, byte for byte"
 fi
+confirmed=$(grep -c '"confirmed":[[:space:]]*true' "$TMP/search1.json")
+markers=$(grep -c '<circle cx="[0-9.]*" cy="[0-9.]*" r="4" fill="#[0-9a-f]*"><title>' "$TMP/chart1.svg")
+[ "$confirmed" -ge 3 ] && [ "$markers" = "$confirmed" ] && pass "the figure has one marker per confirmed allocation" ||
+	fail "figure markers" "$markers markers, $confirmed confirmed"
+python3 -c "import sys, xml.dom.minidom as m; m.parse(sys.argv[1])" "$TMP/chart1.svg" && pass "the figure is well-formed XML" ||
+	fail "the figure is well-formed XML"
 best=$(json_alloc "$TMP/search1.json" best kl)
 uni=$(json_alloc "$TMP/search1.json" uniform kl)
 glo=$(json_alloc "$TMP/search1.json" global kl)
