@@ -1,4 +1,4 @@
-/* `moescope search MODEL (--text FILE | --tokens FILE) (--budget B | --experts N) --out PLAN.csv [--method M]
+/* `moescope search MODEL (--text FILE | --tokens FILE | --calib C) (--budget B | --experts N) --out PLAN.csv [--method M]
  * [--linkage L] [--similarity B] [--confirm K] [--samples S] [--candidates N] [--seed S] [--time-limit S]
  * [--seq-len N] [--max-tokens N] [--json OUT] [--svg OUT] [merge options]`: the per-block group counts of least KL within a
  * budget (pipeline/search.h), beside uniform G and MC-SMoE's global allocation at the same budget. */
@@ -18,7 +18,7 @@
 #include "cli/options.h"
 
 typedef struct {
-	const char *model, *text, *tokens, *out, *json, *svg;
+	const char *model, *text, *tokens, *calib, *out, *json, *svg;
 	long long seq_len, max_tokens, experts;
 	double budget;          /* 0: not given */
 	int base_given;
@@ -44,6 +44,7 @@ static int parse_args(int argc, char **argv, search_args *a)
 {
 	static const struct option longopts[] = {
 		{"text", required_argument, NULL, 'x'},       {"tokens", required_argument, NULL, 'k'},
+		{"calib", required_argument, NULL, 'c'},
 		{"budget", required_argument, NULL, 'b'},     {"experts", required_argument, NULL, 'e'},
 		{"out", required_argument, NULL, 'o'},        {"json", required_argument, NULL, 'j'},
 		{"method", required_argument, NULL, 'm'},     {"linkage", required_argument, NULL, 'l'},
@@ -71,6 +72,7 @@ static int parse_args(int argc, char **argv, search_args *a)
 		switch (c) {
 		case 'x': a->text = optarg; break;
 		case 'k': a->tokens = optarg; break;
+		case 'c': a->calib = optarg; break;
 		case 'o': a->out = optarg; break;
 		case 'j': a->json = optarg; break;
 		case 'v': a->svg = optarg; break;
@@ -105,8 +107,8 @@ static int parse_args(int argc, char **argv, search_args *a)
 	if (optind != argc - 1)
 		return cli_usage_error("search", "one MODEL expected");
 	a->model = argv[optind];
-	if (!a->text == !a->tokens)
-		return cli_usage_error("search", "give exactly one of --text FILE and --tokens FILE");
+	if (!!a->text + !!a->tokens + !!a->calib != 1)
+		return cli_usage_error("search", "give exactly one of --text FILE, --tokens FILE and --calib C");
 	if ((a->budget > 0) == (a->experts > 0))
 		return cli_usage_error("search", "give exactly one of --budget B and --experts N");
 	if (!a->out)
@@ -299,6 +301,36 @@ static char *chart_svg(const srch_result *r)
 	return b.s;
 }
 
+/* The tokens of a calibration set written by `moescope capture`: its token_ids, one sequence per run of equal
+ * segment_ids (one sequence without them). */
+static ms_status calib_token_set(const calib *cal, tok_set *tok, ms_error *err)
+{
+	memset(tok, 0, sizeof *tok);
+	int32_t *ids = NULL, *seg = NULL;
+	int64_t T = 0;
+	ms_status st = calib_load_token_ids(cal, &ids, &T, err);
+	if (st == MS_OK && calib_has_segments(cal)) {
+		seg = malloc((size_t)T * sizeof *seg);
+		st = seg ? calib_load_segments(cal, seg, T, err) : ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	}
+	int64_t *start = st == MS_OK ? malloc((size_t)(T + 1) * sizeof *start) : NULL;
+	if (st == MS_OK && !start)
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	if (st != MS_OK) {
+		free(ids);
+		free(seg);
+		return st;
+	}
+	int n = 0;
+	for (int64_t t = 0; t < T; t++)
+		if (t == 0 || (seg && seg[t] != seg[t - 1]))
+			start[n++] = t;
+	start[n] = T;
+	free(seg);
+	*tok = (tok_set){.T = T, .ids = ids, .n_seq = n, .seq_start = start};
+	return MS_OK;
+}
+
 int cmd_search(int argc, char **argv)
 {
 	search_args a = {0};
@@ -306,7 +338,8 @@ int cmd_search(int argc, char **argv)
 	if (rc != 0)
 		return rc < 0 ? CLI_OK : rc;
 	mdl_model *m;
-	if (opt_open(a.model, NULL, &m, NULL))
+	calib *cal = NULL;
+	if (opt_open(a.model, a.calib, &m, a.calib ? &cal : NULL))
 		return CLI_USER_ERROR;
 	ms_error err = {0};
 	arch_model *arch = NULL;
@@ -317,7 +350,9 @@ int cmd_search(int argc, char **argv)
 	a.so.keep = a.experts > 0 ? (int)a.experts : (int)floor(a.budget * total + 1e-9);
 	a.so.progress = show_progress;
 	ms_status st = arch_open(m, &arch, &err);
-	if (st == MS_OK)
+	if (st == MS_OK && cal)
+		st = calib_token_set(cal, &tok, &err);
+	else if (st == MS_OK)
 		st = fwd_read_input(arch, a.text, a.tokens, (int)a.seq_len, a.max_tokens, &tok, &err);
 	if (st == MS_OK)
 		st = srch_cache_new(arch, &tok, &cache, &err);
@@ -343,6 +378,6 @@ int cmd_search(int argc, char **argv)
 	srch_cache_free(cache);
 	tokset_free(&tok);
 	arch_close(arch);
-	mdl_close(m);
+	opt_close(m, cal);
 	return st == MS_OK ? CLI_OK : cli_report(&err);
 }

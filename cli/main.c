@@ -34,7 +34,7 @@ const cli_command cli_commands[] = {
 	 "[--sparse-ratio S] [--json OUT]",
 	 "Next-token NLL and perplexity; with a plan, the merged model beside the original (KL, top-1 agreement)."},
 	{"search", cmd_search,
-	 "search MODEL (--text FILE | --tokens FILE) (--budget B | --experts N) --out PLAN.csv [--method M] "
+	 "search MODEL (--text FILE | --tokens FILE | --calib C) (--budget B | --experts N) --out PLAN.csv [--method M] "
 	 "[--linkage L] [--similarity B] [--confirm K] [--samples S] [--candidates N] [--seed S] [--time-limit S] "
 	 "[--seq-len N] [--max-tokens N] [--layout L] [--router R] [--refit F] [--align A] [--weighting W] "
 	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--json OUT] [--svg OUT]",

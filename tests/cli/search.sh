@@ -1,4 +1,5 @@
-# `moescope search` from the command line: on mixtral-tiny with the forward test's tokens it writes a plan of the
+# `moescope search` from the command line: on mixtral-tiny with the forward test's tokens (or the set `capture`
+# writes from them) it writes a plan of the
 # searched allocation within the budget, whose KL is no worse than uniform G's and the global allocation's (each
 # confirmed by the forward pass), with the same report for 1 and 3 threads; the written plan has the searched
 # counts and runs in `perplexity --plan` (aliased layout: every block keeps its own count); bad inputs give one
@@ -68,6 +69,13 @@ expect_status "search --experts 24" 0 "$MOESCOPE" search "$M" --tokens "$TOK" --
 	--out "$TMP/plan_n.csv"
 cmp -s "$TMP/plan_n.csv" "$TMP/plan1.csv" && pass "--experts 24 = --budget 0.75" || fail "--experts 24 = --budget 0.75"
 
+# --calib C of a set captured from the same tokens: its token_ids and segment_ids are the same input
+expect_status "capture the tokens" 0 "$MOESCOPE" capture "$M" --tokens "$TOK" --out "$TMP/cap.safetensors"
+expect_status "search --calib" 0 "$MOESCOPE" search "$M" --calib "$TMP/cap.safetensors" --experts 24 $FAST \
+	--layout aliased --out "$TMP/plan_c.csv"
+cmp -s "$TMP/plan_c.csv" "$TMP/plan1.csv" && pass "--calib of the captured set = --tokens" ||
+	fail "--calib of the captured set = --tokens"
+
 # Bad inputs: one line, nothing written.
 bad() { # bad NAME STATUS ARGS...
 	local name=$1 want=$2
@@ -84,6 +92,7 @@ bad "no budget" 2 "$M" --tokens "$TOK" --out "$TMP/bad.csv"
 bad "both budgets" 2 "$M" --tokens "$TOK" --budget 0.5 --experts 16 --out "$TMP/bad.csv"
 bad "budget not a fraction" 2 "$M" --tokens "$TOK" --budget 1.5 --out "$TMP/bad.csv"
 bad "no tokens" 2 "$M" --budget 0.5 --out "$TMP/bad.csv"
+bad "tokens and calib" 2 "$M" --tokens "$TOK" --calib "$TMP/cap.safetensors" --budget 0.5 --out "$TMP/bad.csv"
 bad "no --out" 2 "$M" --tokens "$TOK" --budget 0.5
 bad "unknown method" 2 "$M" --tokens "$TOK" --budget 0.5 --method nope --out "$TMP/bad.csv"
 printf '1 2 999\n' >"$TMP/badtok.txt"
