@@ -303,10 +303,10 @@ static double now_s(void)
 /* 1 when the search must stop now (cancelled, or past the time limit, which is then noted). */
 static int must_stop(run_ctx *r)
 {
-	if (r->o->cancel && atomic_load(r->o->cancel))
-		return 1;
-	if (r->deadline > 0 && now_s() > r->deadline) {
+	if (r->deadline > 0 && now_s() > r->deadline)
 		r->timed_out = 1;
+	if (r->timed_out || (r->o->cancel && atomic_load(r->o->cancel))) {
+		atomic_store(&r->stop, 1);
 		return 1;
 	}
 	return 0;
@@ -324,9 +324,7 @@ static void forward_progress(void *ctx, int layer, int n_layers)
 {
 	(void)layer;
 	(void)n_layers;
-	run_ctx *r = ctx;
-	if (must_stop(r))
-		atomic_store(&r->stop, 1);
+	must_stop(ctx);   /* sets the flag the forward looks at next */
 }
 
 static uint64_t upstream_key(const run_ctx *r, int b)

@@ -279,6 +279,10 @@ static void test_bad_budget_and_cancel(void)
 	o.progress = progress_cancel;
 	o.progress_ctx = &cancel;
 	CHECK(srch_run(c, &o, &r, &err) == MS_ERR_INTERRUPTED, "%s", err.msg);
+	/* a time limit too short for the proxy pass */
+	o = quick(nb * 5);
+	o.time_limit = 1e-9;
+	CHECK(srch_run(c, &o, &r, &err) == MS_ERR_INTERRUPTED && strstr(err.msg, "time limit"), "%s", err.msg);
 	srch_cache_free(c);
 	planted_close(&p);
 }
