@@ -14,5 +14,6 @@ int cmd_capture(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_densify(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 
 #endif

@@ -35,6 +35,13 @@ const cli_command cli_commands[] = {
 	 "[--layout L] [--router R] [--refit F] [--align A] [--weighting W] [--rank R | --rank-energy E | --rank-stable K] "
 	 "[--sparse-ratio S] [--json OUT]",
 	 "Next-token NLL and perplexity; with a plan, the merged model beside the original (KL, top-1 agreement)."},
+	{"search", cmd_search,
+	 "search MODEL (--text FILE | --tokens FILE | --calib C) (--budget B | --experts N) --out PLAN.csv [--method M] "
+	 "[--linkage L] [--similarity B] [--confirm K] [--samples S] [--candidates N] [--seed S] [--time-limit S] "
+	 "[--seq-len N] [--max-tokens N] [--layout L] [--router R] [--refit F] [--align A] [--weighting W] "
+	 "[--rank R | --rank-energy E | --rank-stable K] [--sparse-ratio S] [--json OUT] [--svg OUT]",
+	 "The group count of every block that keeps the merged model closest to the original (least KL on held-out "
+	 "tokens) within a budget of experts, beside uniform G and MC-SMoE's global allocation."},
 	{"tokenize", cmd_tokenize, "tokenize TOKENIZER --text FILE [--special] [--decode [--skip-special]]",
 	 "Token ids of a text file for a model's tokenizer.json (or a model directory), as Hugging Face tokenizers "
 	 "gives them; --special adds the post-processor's special tokens; --decode turns a file of ids back into text."},

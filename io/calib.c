@@ -135,3 +135,38 @@ ms_status calib_load_segments(const calib *c, int32_t *seg, int64_t n, ms_error 
 	memcpy(seg, c->segments->data, (size_t)n * sizeof *seg);
 	return MS_OK;
 }
+
+ms_status calib_load_token_ids(const calib *c, int32_t **ids, int64_t *n, ms_error *err)
+{
+	*ids = NULL;
+	*n = 0;
+	if (!c)
+		return ms_fail(err, MS_ERR_ARG, "calib_load_token_ids: no calibration set");
+	const st_tensor *t = st_find(c->st, "token_ids");
+	if (!t)
+		return ms_fail(err, MS_ERR_ARG, "%s: no token_ids tensor (a set written by `moescope capture` has one)",
+			       c->path);
+	if ((t->dtype != ST_I32 && t->dtype != ST_I64) || t->ndim != 1 || t->shape[0] < 1)
+		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor 'token_ids': expected I32 or I64 of shape [T]", c->path);
+	const int64_t T = t->shape[0];
+	const int width = t->dtype == ST_I32 ? 4 : 8;
+	int32_t *out = malloc((size_t)T * sizeof *out);
+	if (!out)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for %lld token ids", c->path, (long long)T);
+	const unsigned char *p = t->data;
+	for (int64_t i = 0; i < T; i++) {   /* little-endian bytes: the mapping gives no alignment guarantee */
+		uint64_t v = 0;
+		for (int k = width - 1; k >= 0; k--)
+			v = v << 8 | p[i * width + k];
+		const int64_t id = width == 4 ? (int64_t)(int32_t)(uint32_t)v : (int64_t)v;
+		if (id < 0 || id > INT32_MAX) {
+			free(out);
+			return ms_fail(err, MS_ERR_ARG, "%s: token_ids[%lld] = %lld is not a token id", c->path,
+				       (long long)i, (long long)id);
+		}
+		out[i] = (int32_t)id;
+	}
+	*ids = out;
+	*n = T;
+	return MS_OK;
+}

@@ -22,5 +22,7 @@ int calib_has_segments(const calib *c);
 ms_status calib_load(const calib *c, int block, float *x, ms_error *err);
 /* segment_ids into seg [T] (T of the first block); MS_ERR_ARG when the file has none. */
 ms_status calib_load_segments(const calib *c, int32_t *seg, int64_t n, ms_error *err);
+/* token_ids (I32 or I64 [T]) into *ids [*n], malloc'd; MS_ERR_ARG naming the file when absent or negative. */
+ms_status calib_load_token_ids(const calib *c, int32_t **ids, int64_t *n, ms_error *err);
 
 #endif

@@ -57,3 +57,9 @@ ms_status jsonf_write_bytes(const char *path, const char *text, size_t len, ms_e
 {
 	return write_durably(path, text, len, 0, err);
 }
+
+ms_status jsonf_write_text(const char *path, const char *text, ms_error *err)
+{
+	return strcmp(path, "-") == 0 ? write_text(stdout, text, "standard output", err)
+				      : write_durably(path, text, strlen(text), 1, err);
+}

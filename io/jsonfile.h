@@ -13,5 +13,7 @@
 ms_status jsonf_write(const char *path, const void *json, ms_error *err);
 /* A document already formatted (io/jsonedit.h), written byte for byte the same way. */
 ms_status jsonf_write_bytes(const char *path, const char *text, size_t len, ms_error *err);
+/* Any text (an SVG figure) the same way, a newline added. */
+ms_status jsonf_write_text(const char *path, const char *text, ms_error *err);
 
 #endif

@@ -369,6 +369,8 @@ static ms_status moe_layer(fwd_state *s, int b)
 		if (st == MS_OK)
 			st = pipe_set_tokens(&blk, s->xn[0], T, seg, s->err);
 		free(seg);
+		if (st == MS_OK && s->o->on_merged_block)
+			st = s->o->on_merged_block(s->o->block_ctx, b, &blk, &cfg, s->xn[1], s->h[1], T, s->err);
 		/* the original stream is done with the block: merge in its own storage (the same bits as the merge
 		 * beside it, pipeline/pipeline.h), so a layer costs one block's memory */
 		if (st == MS_OK)

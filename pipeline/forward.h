@@ -21,10 +21,18 @@
 /* Called with the input of every MoE block of the original model (its router's input), x [T, d], block order. */
 typedef ms_status (*fwd_block_fn)(void *ctx, int b, const float *x, int64_t T, ms_error *err);
 typedef void (*fwd_progress_fn)(void *ctx, int layer, int n_layers);
+/* With a plan, called at every MoE block b between the original stream's block and the merged stream's: blk is
+ * the original block with its tokens set to the original model's block inputs (as the merge will see them), orig
+ * its configuration with the family's additions (shared expert, sparsemixer), xm [T, d] the merged stream's input
+ * to the block and hm [T, d] the merged stream's residual entering the MoE sublayer. The merged block is built from
+ * the plan only after this returns, so a caller that owns the plan may still fill in block b's rows of it here. */
+typedef ms_status (*fwd_merged_block_fn)(void *ctx, int b, const pipe_block *blk, const blk_config *orig,
+					 const float *xm, const float *hm, int64_t T, ms_error *err);
 
 typedef struct {
 	fwd_block_fn on_block;
 	void *block_ctx;
+	fwd_merged_block_fn on_merged_block;  /* with a plan; called with block_ctx */
 	const plan *plan;                    /* NULL: the original model only */
 	const pipe_merge_options *merge;     /* with plan */
 	int head;                            /* run the final norm and the head: NLL, with a plan KL and top-1 */

@@ -4,13 +4,17 @@
  * and three threads must give bit-identical results. moescope splits the work itself (analysis/par.h) and runs
  * OpenBLAS on one thread; to show that an outside setting cannot change that, OpenBLAS is first told to use four
  * threads. The block is large enough (E 8, d 192, f 320, 768 tokens) that every parallel path has several tasks.
+ * The budget search (pipeline/search.h) on a sample model, proxies, confirmed figures and plan, the same.
  * tests/cli/threads.sh checks the commands' JSON the same way. */
 #include <cblas.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "analysis/par.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/search.h"
+#include "samples/samples.h"
 #include "tests/test.h"
 
 enum { E = 8, TOPK = 2, D = 192, F = 320, T = 768, G = 3 };
@@ -193,10 +197,84 @@ static void test_repeatable(void)
 	free(x);
 }
 
+/* One search on mixtral-tiny at 3 of its 4 blocks' experts with `threads` threads (a fresh cache each time). */
+static ms_status run_search(const arch_model *a, const tok_set *tok, int threads, srch_result *r, ms_error *err)
+{
+	par_set_threads(threads);
+	srch_cache *c = NULL;
+	srch_options o = srch_defaults();
+	o.keep = 3 * a->m->n_experts;
+	o.confirm = 2;
+	o.samples = 2;
+	o.max_candidates = 4;
+	ms_status st = srch_cache_new(a, tok, &c, err);
+	if (st == MS_OK)
+		st = srch_run(c, &o, r, err);
+	srch_cache_free(c);
+	return st;
+}
+
+static void test_search_thread_counts_agree(void)
+{
+	char dir[256], path[300];
+	snprintf(dir, sizeof dir, "%s/moescope-threads-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	CHECK(mkdtemp(dir) != NULL);
+	ms_error err = {0};
+	mdl_model *m = NULL;
+	arch_model *a = NULL;
+	snprintf(path, sizeof path, "%s/mixtral-tiny", dir);
+	CHECK(samples_write(dir, "mixtral-tiny", &err) == MS_OK, "%s", err.msg);
+	CHECK(mdl_open(path, &m, &err) == MS_OK, "%s", err.msg);
+	CHECK(m && arch_open(m, &a, &err) == MS_OK, "%s", err.msg);
+	enum { NS = 4, LEN = 48 };
+	int32_t ids[NS * LEN];
+	int64_t starts[NS + 1];
+	unsigned long long seed = 31;
+	for (int i = 0; i < NS * LEN; i++)
+		ids[i] = (int32_t)(test_rand_u64(&seed) % 256u);
+	for (int i = 0; i <= NS; i++)
+		starts[i] = (int64_t)i * LEN;
+	const tok_set tok = {.T = NS * LEN, .ids = ids, .n_seq = NS, .seq_start = starts};
+	srch_result r[3];
+	int ok = a != NULL;
+	for (int t = 0; ok && t < 3; t++) {
+		ok = run_search(a, &tok, t + 1, &r[t], &err) == MS_OK;
+		CHECK(ok, "%d threads: %s", t + 1, err.msg);
+		if (!ok)
+			for (int u = 0; u < t; u++)
+				srch_result_free(&r[u]);
+	}
+	for (int t = 1; ok && t < 3; t++) {
+		const size_t nb = (size_t)r[0].n_blocks, ne = (size_t)r[0].n_experts;
+		CHECK(memcmp(r[0].proxy, r[t].proxy, nb * ne * sizeof(double)) == 0, "%d threads: proxies differ", t + 1);
+		CHECK(r[0].n_cand == r[t].n_cand && r[0].best == r[t].best, "%d threads: other allocations", t + 1);
+		for (int i = 0; i < r[0].n_cand && i < r[t].n_cand; i++) {
+			const srch_candidate *x = &r[0].cand[i], *y = &r[t].cand[i];
+			CHECK(memcmp(x->groups, y->groups, nb * sizeof(int)) == 0, "allocation %d", i);
+			CHECK(memcmp(&x->kl, &y->kl, sizeof x->kl) == 0 && memcmp(&x->ppl, &y->ppl, sizeof x->ppl) == 0 &&
+			      memcmp(&x->top1, &y->top1, sizeof x->top1) == 0, "%d threads: allocation %d's figures",
+			      t + 1, i);
+		}
+		CHECK(memcmp(r[0].plan.group, r[t].plan.group, nb * ne * sizeof(int)) == 0, "%d threads: plan", t + 1);
+	}
+	if (ok) {
+		CHECK(r[0].cand[r[0].best].kl > 0.0, "the search merged something");
+		for (int t = 0; t < 3; t++)
+			srch_result_free(&r[t]);
+	}
+	par_set_threads(0);
+	arch_close(a);
+	mdl_close(m);
+	char cmd[400];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	RUN(test_thread_counts_agree);
 	RUN(test_repeatable);
+	RUN(test_search_thread_counts_agree);
 	par_shutdown();
 	return test_summary();
 }

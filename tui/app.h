@@ -132,6 +132,35 @@ typedef struct {
 	unsigned gen;            /* of the job in flight: an answer with another is for a plan since changed */
 } app_model;
 
+/* One point of the search panel's chart: the best KL found for a budget, beside uniform G's and the global
+ * allocation's at the same budget (NAN where not confirmed). */
+typedef struct {
+	int keep;
+	double kl, kl_uniform, kl_global;
+} app_search_point;
+
+#define APP_SEARCH_POINTS 8
+
+/* The per-block budget search (tui/app_search.c): a key starts it on the worker for the current plan's number of
+ * experts, and its result is a suggested group count for every block, applied block by block (undoable). */
+typedef struct {
+	srch_cache *cache;       /* statistics, proxies and confirmed figures kept between searches; created on the
+				  * first, used only on the worker (freed after it stops) */
+	int in_flight;
+	unsigned gen;            /* of the job in flight */
+	int shown;               /* the panel is drawn */
+	int keep;                /* budget of the search in flight or of the suggestion */
+	int have;                /* a suggestion is there */
+	plan p;                  /* the suggested plan (every block its own count) */
+	int *groups;             /* [n_blocks] its counts */
+	double kl, ppl, top1;    /* held-out figures of the suggestion */
+	double kl_uniform, kl_global, spearman;
+	int kept_uniform, kept_global;
+	app_search_point points[APP_SEARCH_POINTS];  /* by budget, ascending */
+	int n_points;
+	char error[1024];
+} app_search;
+
 /* What the command line chose. */
 typedef struct {
 	int ascii;               /* ASCII glyphs */
@@ -193,6 +222,7 @@ typedef struct app {
 	worker *w;
 	unsigned commit_gen;     /* the commit job in flight */
 	app_model model;         /* perplexity and KL of the plan's merged model (with --tokens) */
+	app_search search;       /* the per-block budget search (with --tokens) */
 
 	/* the autosave (tui/app_restore.c) */
 	char autosave_path[AUTOSAVE_PATH_MAX]; /* "" when off */
@@ -284,6 +314,11 @@ void app_model_yield(app *a);
 /* Applies the answer of a forward job; one for a plan since changed is dropped. */
 void app_model_landed(app *a, const work_result *r);
 
+/* The per-block budget search (tui/app_search.c). */
+void app_search_free(app *a);
+/* Applies the answer of a search job; one for a search since cancelled is dropped. */
+void app_search_landed(app *a, const work_result *r);
+
 /* Plan totals for the header. */
 typedef struct {
 	int kept, experts;       /* experts kept over all blocks / all experts */
@@ -357,6 +392,10 @@ unsigned app_act_redo(app *a);
 unsigned app_act_export(app *a);
 unsigned app_act_import(app *a);
 unsigned app_act_commit(app *a);
+unsigned app_act_search(app *a);
+unsigned app_act_search_apply(app *a);
+unsigned app_act_search_apply_all(app *a);
+unsigned app_act_search_panel(app *a);
 unsigned app_act_help(app *a);
 unsigned app_act_quit(app *a);
 

@@ -87,6 +87,7 @@ void app_free(app *a)
 {
 	worker_stop(a->w);
 	a->w = NULL;
+	app_search_free(a);   /* its cache was the worker's */
 	app_model_free(a);
 	for (int b = 0; a->stats && b < a->n_blocks; b++)
 		pipe_free_stats(&a->stats[b]);
@@ -212,6 +213,8 @@ int app_poll(app *a)
 			app_commit_done(a, r);
 		else if (r->kind == WORK_FORWARD)
 			app_model_landed(a, r);
+		else if (r->kind == WORK_SEARCH)
+			app_search_landed(a, r);
 		work_result_free(r);
 		changed = 1;
 	}

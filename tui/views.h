@@ -44,6 +44,9 @@ views_hit views_hit_test(const app *a, int w, int h, int x, int y);
 /* The heatmap cell at (x, y) of the view's rectangle r: 1 with its experts, or 0. */
 int views_heatmap_hit(const app *a, grid_rect r, int x, int y, int *row, int *col);
 
+/* The budget search panel over the lower part of the view (tui/views_search.c). */
+void views_search(const app *a, grid *g, grid_rect r);
+
 /* Overlays (tui/views_dialog.c). */
 void views_help(const app *a, grid *g, grid_rect r);
 void views_dialog(const app *a, grid *g, grid_rect r);

@@ -417,6 +417,8 @@ void views_draw(const app *a, grid *g)
 	grid_unclip(g);
 	grid_fill(g, (grid_rect){l.layers.w, body.y, 1, body.h}, g->gl->vline, GRID_EL_FRAME, 0);
 	draw_view(a, g, l.view);
+	if (a->search.shown && a->mode == APP_MODE_NORMAL)
+		views_search(a, g, l.view);
 	if (a->mode == APP_MODE_HELP)
 		views_help(a, g, body);
 	else if (a->mode != APP_MODE_NORMAL)

@@ -59,6 +59,8 @@ void work_result_free(work_result *r)
 	free(r->merged_srank);
 	free(r->compression);
 	fwd_result_free(&r->forward);
+	if (r->kind == WORK_SEARCH)
+		srch_result_free(&r->search);
 	free(r);
 }
 
@@ -227,9 +229,37 @@ static void run_forward(worker *w, const work_job *j, work_result *r)
 	r->status = fwd_run(j->arch, j->tok, &o, &r->forward, &r->err);
 }
 
+static void search_progress(void *ctx, const char *stage, int done, int total)
+{
+	worker *w = ctx;
+	char text[128];
+	snprintf(text, sizeof text, "search: %s %d/%d", stage, done, total);
+	pthread_mutex_lock(&w->mu);
+	w->step = done;
+	w->steps = total;
+	pthread_mutex_unlock(&w->mu);
+	set_label(w, text);
+}
+
+/* The per-block budget search, cancelled like a forward (it runs forwards); the cache is the caller's. */
+static void run_search(worker *w, const work_job *j, work_result *r)
+{
+	if (!j->search_cache) {
+		r->status = ms_fail(&r->err, MS_ERR_ARG, "search: no model architecture or no tokens");
+		return;
+	}
+	set_label(w, "search");
+	srch_options o = j->search;
+	o.progress = search_progress;
+	o.progress_ctx = w;
+	o.cancel = &w->cancel;
+	r->status = srch_run(j->search_cache, &o, &r->search, &r->err);
+}
+
 static void run_job(worker *w, work_job *j, work_result *r)
 {
-	if (j->kind != WORK_COMMIT && j->kind != WORK_FORWARD && (!w->m || j->block < 0 || j->block >= w->m->n_blocks)) {
+	if (j->kind != WORK_COMMIT && j->kind != WORK_FORWARD && j->kind != WORK_SEARCH &&
+	    (!w->m || j->block < 0 || j->block >= w->m->n_blocks)) {
 		r->status = ms_fail(&r->err, MS_ERR_ARG, "no block %d", j->block);
 		return;
 	}
@@ -240,6 +270,7 @@ static void run_job(worker *w, work_job *j, work_result *r)
 	case WORK_EVAL: run_eval(w, j, r); break;
 	case WORK_COMMIT: run_commit(w, j, r); break;
 	case WORK_FORWARD: run_forward(w, j, r); break;
+	case WORK_SEARCH: run_search(w, j, r); break;
 	}
 	if (r->status != MS_OK && r->err.code == MS_OK)
 		ms_fail(&r->err, r->status, NULL);

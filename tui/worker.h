@@ -13,14 +13,16 @@
 
 #include "pipeline/forward.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/search.h"
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/plan.h"
 #include "pipeline/merge_run.h"
 
 /* FORWARD: the model-level verdict, the whole model run forward on a token file (pipeline/forward.h), with the
- * plan's merged model beside the original when the job has a plan. */
-typedef enum { WORK_STATS, WORK_EVAL, WORK_COMMIT, WORK_FORWARD } work_kind;
+ * plan's merged model beside the original when the job has a plan. SEARCH: the per-block budget search
+ * (pipeline/search.h) on the same tokens. */
+typedef enum { WORK_STATS, WORK_EVAL, WORK_COMMIT, WORK_FORWARD, WORK_SEARCH } work_kind;
 
 /* mrun_run's signature: the commit job calls it (tests pass a stand-in). */
 typedef ms_status (*worker_commit_fn)(const mdl_model *m, const calib *cal, const mrun_request *req,
@@ -41,6 +43,9 @@ typedef struct {
 	const arch_model *arch;   /* FORWARD: the model's architecture and the tokens, owned by the caller and */
 	const tok_set *tok;       /* kept until the worker stops */
 	int with_plan;            /* FORWARD: run the merged model of p beside the original (else the original only) */
+	srch_cache *search_cache; /* SEARCH (with arch and tok): the caller's cache, touched only by the worker while
+				   * the job runs and kept until the worker stops */
+	srch_options search;      /* SEARCH: progress and cancel are the worker's */
 } work_job;
 
 typedef struct {
@@ -63,6 +68,8 @@ typedef struct {
 	/* FORWARD */
 	int with_plan;
 	fwd_result forward;
+	/* SEARCH */
+	srch_result search;
 } work_result;
 
 typedef struct {
