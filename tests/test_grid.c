@@ -231,6 +231,8 @@ static ms_status fake_commit(const mdl_model *m, const calib *cal, const mrun_re
 	summary->blocks = m->n_blocks;
 	summary->experts_before = m->n_experts;
 	summary->experts_after = plan_groups(req->plan, 0);
+	if (strstr(req->out_dir, "exists"))
+		return ms_fail(err, MS_ERR_EXISTS, "%s: already exists (use --force to replace it)", req->out_dir);
 	return strstr(req->out_dir, "fail") ? ms_fail(err, MS_ERR_IO, "%s: disk full", req->out_dir) : MS_OK;
 }
 
@@ -383,7 +385,13 @@ static void test_app_export_import(void)
 	app_draw(a);
 	CHECK(screen_has(&a->g, "Import failed"));
 	app_key(a, 'x');
+	CHECK(a->mode == APP_MODE_PROMPT && strcmp(a->dlg.input, bad) == 0, "the prompt again, with the path: '%s'",
+	      a->dlg.input);
+	app_key(a, KEYS_ESC);
 	CHECK(a->mode == APP_MODE_NORMAL);
+	app_key(a, 'i');
+	CHECK(a->mode == APP_MODE_PROMPT && strcmp(a->dlg.input, bad) == 0, "the last path is offered: '%s'", a->dlg.input);
+	app_key(a, KEYS_ESC);
 	plan_free(&made);
 	unlink(path);
 	unlink(bad);
@@ -431,6 +439,18 @@ static void test_app_commit_and_quit(void)
 	CHECK(a->mode == APP_MODE_MESSAGE && a->dlg.is_error && strstr(a->dlg.text, "disk full"));
 	CHECK(app_dirty(a));
 	app_key(a, KEYS_ENTER);
+	CHECK(a->mode == APP_MODE_COMMIT && strcmp(a->dlg.input, "/fail") == 0, "the dialog again, with the directory");
+	app_key(a, KEYS_ESC);
+	app_key(a, 'c');
+	CHECK(strcmp(a->dlg.input, "/fail") == 0, "the last directory is offered: '%s'", a->dlg.input);
+	app_key(a, KEYS_CTRL('u'));
+	keys(a, "/exists");
+	app_key(a, KEYS_ENTER);
+	app_wait_idle(a);
+	CHECK(a->mode == APP_MODE_MESSAGE && strstr(a->dlg.text, "Replace existing") && !strstr(a->dlg.text, "--force"),
+	      "the dialog's field, not the command line's flag: '%s'", a->dlg.text);
+	app_key(a, KEYS_ENTER);
+	app_key(a, KEYS_ESC);
 	app_key(a, 'q');
 	app_key(a, 'y');
 	CHECK(a->quit);
@@ -489,10 +509,15 @@ static void test_app_views_fit(void)
 	app_key(a, '?');
 	app_draw(a);
 	CHECK(screen_has(&a->g, "Help") && screen_has(&a->g, "next block") && !screen_has(&a->g, "<C-r>"));
-	for (int i = 0; i < 5; i++)
+	int seen_redo = 0, seen_clear = 0;
+	for (int i = 0; i < 30; i++) {
 		app_key(a, KEYS_PGDN);  /* scrolls to the end, not past it */
-	app_draw(a);
-	CHECK(screen_has(&a->g, "<C-r>") && screen_has(&a->g, "In a dialog"));
+		app_draw(a);
+		seen_redo |= screen_has(&a->g, "<C-r>");
+		seen_clear |= screen_has(&a->g, "<C-u> clears");
+	}
+	CHECK(seen_redo && seen_clear, "the keys, C-r and the dialog's C-u among them");
+	CHECK(screen_has(&a->g, "ppl, KL") && screen_has(&a->g, "top-1"), "the legend ends the help");
 	app_key(a, KEYS_ESC);
 	CHECK(app_resize(a, 120, 40) == 0);
 	app_key(a, KEYS_RESIZE);

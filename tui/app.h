@@ -54,7 +54,9 @@ typedef enum {
 	APP_MODE_RESTORE,   /* "an unsaved plan ... was found: restore it? (y/n)" (tui/app_restore.c) */
 } app_mode;
 
-typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT } app_prompt;
+/* APP_PROMPT_COMMAND is the `:` line (vim's, htop's numeric entry): `:16` sets this block's G, `:g 16` the
+ * average G over all blocks, `:b 3` selects block 3. */
+typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT, APP_PROMPT_COMMAND } app_prompt;
 
 /* Commit dialog fields, in focus order. */
 enum { APP_COMMIT_DIR, APP_COMMIT_LAYOUT, APP_COMMIT_ROUTER, APP_COMMIT_FORCE, APP_COMMIT_FIELDS };
@@ -70,6 +72,7 @@ typedef struct {
 	int is_error;            /* message: an error (drawn as such) */
 	char title[64];
 	char text[1536];         /* message: lines separated by '\n' */
+	app_mode back;           /* message: the dialog a failure returns to (APP_MODE_NORMAL: none), its text kept */
 } app_dialog;
 
 /* The plan and what produced it: an undo step restores all of it. */
@@ -166,7 +169,8 @@ typedef struct app {
 	int n_undo, n_redo;
 	plan saved;              /* the plan as last exported, imported or committed: dirty when they differ */
 	grp_linkage linkage;
-	pipe_merge_options mo;   /* weighting, alignment, compression of the evaluation and the commit */
+	pipe_merge_options mo;   /* layout, router, weighting, alignment, compression of the evaluation and the commit */
+	mrun_format format;      /* how the commit stores a compressed matrix: dense or factors */
 	int rank_step;           /* index into the threshold steps of mo.compress.mode */
 
 	/* evaluations */
@@ -182,6 +186,9 @@ typedef struct app {
 	int usage_by_index;      /* usage bars in index order instead of usage order */
 	int heat_by_group;       /* heatmap ordered by group instead of by index */
 	int help_top;            /* first help line shown */
+	char export_path[1024];  /* the last path typed into the export or import prompt, offered again */
+	char commit_dir[1024];   /* the last output directory typed into the commit dialog ("" before the first) */
+	int lock_fd;             /* the autosave's lock, held while the application runs (-1: none) */
 	app_mode mode;
 	app_dialog dlg;
 	char message[1280];       /* one line in the status bar until the next key */
@@ -284,16 +291,29 @@ void app_model_yield(app *a);
 /* Applies the answer of a forward job; one for a plan since changed is dropped. */
 void app_model_landed(app *a, const work_result *r);
 
-/* Plan totals for the header. */
+/* Expert and router tensors of a block as they are and as the commit writes them; after < 0 when not known. */
 typedef struct {
-	int kept, experts;       /* experts kept over all blocks / all experts */
+	double bytes_before, bytes_after;
+	double params_before, params_after;  /* a residual entry counts as an index and a value (analysis/compress.h) */
+} app_size;
+
+/* Plan totals for the header: the sizes are what a commit writes for the expert and router tensors (the
+ * other tensors are copied unchanged), computed from the plan, the layout and the format, so they are exact
+ * without an evaluation, except the factors format's, which needs each block's measured ranks. */
+typedef struct {
+	int kept, experts;       /* groups kept over all blocks / all experts */
+	int planned, blocks;     /* blocks whose plan is made (the others wait for their statistics) / all */
 	int evaluated, merged;   /* merged blocks evaluated / merged blocks */
-	int64_t params_saved;
-	double bytes_saved;
-	double mean_error;       /* over the evaluated and the unmerged blocks (error 0); NAN when no merged block is
-				  * evaluated */
+	int sized;               /* blocks whose written size is known (all but factors blocks not yet evaluated) */
+	app_size size;           /* over the sized blocks */
+	double mean_error;       /* mean output error over the evaluated merged blocks; NAN when none is */
 } app_totals;
 app_totals app_plan_totals(const app *a);
+/* Experts the commit writes for block b: E' (the largest G; compact splits smaller blocks' groups up to it), E
+ * (aliased: every member stores its group's merge). */
+int app_written_experts(const app *a, int b);
+/* Block b's size as the commit writes it: after is -1 when the factors format's size is not measured yet. */
+app_size app_block_size(const app *a, int b);
 
 /* Compression threshold steps (tui/app_actions.c): the value of step i of a mode, and how many steps it has. */
 int app_rank_steps(cmp_rank_mode mode);
@@ -310,6 +330,10 @@ void app_autosave_update(app *a);
 /* At a clean point (export, commit, quitting, a script's end): removes the file; nothing is unsaved. Keeps it
  * while the restore dialog has not been answered. */
 void app_autosave_clean(app *a);
+/* The settings the user chose (method, base, merge options, layout, router, format) as the autosave and an
+ * exported plan's sidecar keep them, and back. */
+autosave_settings app_settings(const app *a);
+void app_settings_apply(app *a, const autosave_settings *s);
 /* The restore dialog: y restores the autosave (undoable), n or Esc discards it; other keys are ignored. */
 unsigned app_restore_key(app *a, int key);
 
@@ -336,6 +360,18 @@ APP_VIEW_TABLE(APP_VIEW_ACTION_DECL)
 unsigned app_act_expert_next(app *a);
 unsigned app_act_expert_prev(app *a);
 unsigned app_act_heat_up(app *a);
+unsigned app_act_page_down(app *a);
+unsigned app_act_page_up(app *a);
+unsigned app_act_list_first(app *a);
+unsigned app_act_list_last(app *a);
+unsigned app_act_layout(app *a);
+unsigned app_act_router(app *a);
+unsigned app_act_format(app *a);
+unsigned app_act_command(app *a);
+/* Runs a `:` command line (see APP_PROMPT_COMMAND); a bad one is reported in the status line. */
+unsigned app_command(app *a, const char *text);
+/* The cursor on the first row of the current view's list (after a block change, or when the usage lands). */
+void app_cursor_top(app *a);
 unsigned app_act_heat_down(app *a);
 unsigned app_act_order(app *a);
 unsigned app_act_groups_up(app *a);

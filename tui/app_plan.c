@@ -394,13 +394,84 @@ void app_schedule_evals(app *a, const plan *before, int all)
 	}
 }
 
+int app_written_experts(const app *a, int b)
+{
+	(void)b;  /* every block of a checkpoint has the same count */
+	return a->mo.layout == PIPE_LAYOUT_COMPACT ? pipe_plan_slots(&a->cur.p) : a->E;
+}
+
+/* Bytes one merged expert's matrix takes in the factors format, from its measured compression: the factors and
+ * the residual's values in the matrix's dtype, each residual index an I32 (pipeline/merge_run.c). */
+static double factor_bytes(const cmp_result *c, size_t elem)
+{
+	if (!c->compressed)
+		return (double)c->params_before * (double)elem;
+	return (double)(c->params_after - 2 * c->nnz) * (double)elem + (double)c->nnz * ((double)elem + 4.0);
+}
+
+app_size app_block_size(const app *a, int b)
+{
+	const mdl_block *blk = &a->m->blocks[b];
+	const int E = a->E, n_out = app_written_experts(a, b);
+	const int merged = !app_plan_is_identity(&a->cur.p, b);
+	double expert = 0.0, expert_params = 0.0;
+	for (int mat = 0; mat < MDL_NMAT; mat++)
+		if (blk->experts[mat]) {
+			expert += (double)blk->experts[mat]->nbytes;
+			expert_params += (double)blk->experts[mat]->nbytes / st_dtype_size(blk->experts[mat]->dtype);
+		}
+	const double row = (double)blk->router->nbytes / E, row_params = a->m->hidden;
+	const int rows = a->mo.layout == PIPE_LAYOUT_COMPACT ? n_out : E;
+	app_size z = {
+		.bytes_before = E * (expert + row), .params_before = E * (expert_params + row_params),
+		.bytes_after = n_out * expert + rows * row, .params_after = n_out * expert_params + rows * row_params,
+	};
+	const int factors = a->format == MRUN_FORMAT_FACTORS && a->mo.compress.mode != CMP_RANK_NONE && merged;
+	if (!factors)
+		return z;  /* the dense format writes every compressed matrix at its full size */
+	const app_eval *ev = &a->eval[b];
+	const int G = plan_groups(&a->cur.p, b);
+	/* the evaluation measured each group's matrices; a compact block whose groups are split up to E' writes
+	 * other merges than the ones measured */
+	if (ev->state != APP_EVAL_DONE || !ev->compression || ev->groups != G ||
+	    (a->mo.layout == PIPE_LAYOUT_COMPACT && n_out != G)) {
+		z.bytes_after = z.params_after = -1.0;
+		return z;
+	}
+	z.bytes_after = rows * row;
+	z.params_after = rows * row_params;
+	for (int s = 0; s < n_out; s++) {
+		int g = s;
+		if (a->mo.layout == PIPE_LAYOUT_ALIASED && (g = a->cur.p.group[(size_t)b * E + s]) < 0) {
+			z.bytes_after += expert;  /* a dropped expert keeps its slot, written as it was */
+			z.params_after += expert_params;
+			continue;
+		}
+		for (int mat = 0; mat < MDL_NMAT; mat++)
+			if (blk->experts[mat]) {
+				const cmp_result *c = &ev->compression[(size_t)g * MDL_NMAT + mat];
+				z.bytes_after += factor_bytes(c, st_dtype_size(blk->experts[mat]->dtype));
+				z.params_after += (double)c->params_after;
+			}
+	}
+	return z;
+}
+
 app_totals app_plan_totals(const app *a)
 {
-	app_totals t = {.experts = a->n_blocks * a->E, .mean_error = NAN};
+	app_totals t = {.experts = a->n_blocks * a->E, .blocks = a->n_blocks, .mean_error = NAN};
 	double err_sum = 0.0;
-	const size_t elem = st_dtype_size(a->m->expert_dtype);
 	for (int b = 0; b < a->n_blocks; b++) {
 		t.kept += plan_groups(&a->cur.p, b);
+		t.planned += a->cur.edited[b] || plan_groups(&a->cur.p, b) == a->cur.groups[b];
+		const app_size z = app_block_size(a, b);
+		if (z.bytes_after >= 0) {
+			t.sized++;
+			t.size.bytes_before += z.bytes_before;
+			t.size.bytes_after += z.bytes_after;
+			t.size.params_before += z.params_before;
+			t.size.params_after += z.params_after;
+		}
 		if (app_plan_is_identity(&a->cur.p, b))
 			continue;
 		t.merged++;
@@ -408,13 +479,10 @@ app_totals app_plan_totals(const app *a)
 		if (ev->state != APP_EVAL_DONE)
 			continue;
 		t.evaluated++;
-		t.params_saved += ev->r.params_before - ev->r.params_after;
 		err_sum += ev->r.rel_error;
 	}
-	t.bytes_saved = (double)t.params_saved * (double)elem;
-	/* over every block, the unmerged ones with their error of 0, as the commit's summary counts it */
 	if (t.evaluated > 0)
-		t.mean_error = err_sum / (t.evaluated + a->n_blocks - t.merged);
+		t.mean_error = err_sum / t.evaluated;
 	return t;
 }
 
