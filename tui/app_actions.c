@@ -41,9 +41,15 @@ unsigned app_act_block_prev(app *a) { return select_block(a, a->block - 1); }
 unsigned app_act_block_first(app *a) { return select_block(a, 0); }
 unsigned app_act_block_last(app *a) { return select_block(a, a->n_blocks - 1); }
 
+/* A view opens at the top of its list (the groups view at group 0, not inside whichever group holds the expert
+ * the last view's cursor was on). */
 static unsigned select_view(app *a, int v)
 {
-	a->view = (app_view)((v + APP_VIEW_COUNT) % APP_VIEW_COUNT);
+	v = (v + APP_VIEW_COUNT) % APP_VIEW_COUNT;
+	if (v != (int)a->view) {
+		a->view = (app_view)v;
+		app_cursor_top(a);
+	}
 	return KEYS_REDRAW;
 }
 
@@ -209,8 +215,7 @@ unsigned app_act_layout(app *a)
 {
 	a->mo.layout = (pipe_layout)((a->mo.layout + 1) % PIPE_LAYOUT_COUNT);
 	note(a, a->mo.layout == PIPE_LAYOUT_COMPACT ? "layout compact: E' experts per block, router rows rewritten"
-						    : "layout aliased: every member stores its group's merge, router unchanged, "
-						      "size unchanged");
+						    : "layout aliased: members store their group's merge; size unchanged");
 	return KEYS_REEVAL;
 }
 
@@ -229,10 +234,8 @@ unsigned app_act_router(app *a)
 unsigned app_act_format(app *a)
 {
 	a->format = (mrun_format)((a->format + 1) % MRUN_FORMAT_COUNT);
-	char text[160];
-	snprintf(text, sizeof text, "compressed matrices stored %s: %s", mrun_format_names[a->format],
-		 mrun_format_help[a->format]);
-	note(a, text);
+	note(a, a->format == MRUN_FORMAT_DENSE ? "format dense: compressed matrices written full size (loads anywhere)"
+					       : "format factors: U, V and a sparse residual (smaller; needs a loader)");
 	return KEYS_REDRAW;
 }
 

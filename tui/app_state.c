@@ -171,7 +171,10 @@ static void stats_landed(app *a, work_result *r)
 		snprintf(a->stats_error[b], sizeof a->stats_error[b], "%s", r->err.msg);
 		return;
 	}
-	a->have[b] |= merge_stats(&a->stats[b], r);
+	const unsigned got = merge_stats(&a->stats[b], r);
+	a->have[b] |= got;
+	if ((got & APP_HAVE_ROUTING) && b == a->block)
+		app_cursor_top(a);  /* the list is in usage order now: its first row is the most used expert */
 	if (a->cur.edited[b] || !app_can_plan(a, b))
 		return;
 	plan before;

@@ -63,8 +63,8 @@ const char *views_waiting(const app *a, int b, unsigned need);
 grid_rect views_title(grid *g, grid_rect r, const char *text);
 /* The first row of a list of n rows shown in `rows` lines so that row `cursor` is visible. */
 int views_scroll(int n, int rows, int cursor);
-/* Scroll indicators at the right edge of a list in r showing rows first.. of n: "▲ 12" on the first line when
- * rows are above, "▼ 40" on the last when rows are below. */
-void views_scroll_marks(grid *g, grid_rect r, int first, int n);
+/* A list's scroll indicator at the right end of its title line, when it does not fit: " 19-36 of 64 ▲▼", ▲ when
+ * rows are above, ▼ when rows are below. */
+void views_scroll_marks(grid *g, grid_rect title, int first, int shown, int n);
 
 #endif

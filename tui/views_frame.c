@@ -112,14 +112,13 @@ static void header_totals(const app *a, grid *g, grid_rect r)
 {
 	app_totals t = app_plan_totals(a);
 	char text[320], params[32], bytes[32];
-	int n = snprintf(text, sizeof text, " plan  %d/%d experts", t.kept, t.experts);
+	int n = snprintf(text, sizeof text, " plan %d/%d experts", t.kept, t.experts);
 	const double saved = t.size.params_before - t.size.params_after;
 	views_format_count(fabs(saved), params, sizeof params);
 	views_format_bytes(fabs(t.size.bytes_before - t.size.bytes_after), bytes, sizeof bytes);
 	const int grows = saved < 0;
 	if (t.sized < t.blocks)
-		n += snprintf(text + n, sizeof text - (size_t)n, "  saves ? (factors: %d/%d blocks measured)", t.sized,
-			      t.blocks);
+		n += snprintf(text + n, sizeof text - (size_t)n, "  saves ? (factors: %d/%d measured)", t.sized, t.blocks);
 	else
 		n += snprintf(text + n, sizeof text - (size_t)n, "  %s %s params (%s)", grows ? "GROWS" : "saves", params,
 			      bytes);
@@ -130,10 +129,10 @@ static void header_totals(const app *a, grid *g, grid_rect r)
 	else if (t.evaluated == 0)
 		snprintf(text + n, sizeof text - (size_t)n, "  error ... (0/%d merged)", t.merged);
 	else if (t.evaluated < t.merged)
-		snprintf(text + n, sizeof text - (size_t)n, "  error %.4f partial (%d/%d merged)", t.mean_error,
-			 t.evaluated, t.merged);
+		snprintf(text + n, sizeof text - (size_t)n, "  error %.4f partial %d/%d", t.mean_error, t.evaluated,
+			 t.merged);
 	else
-		snprintf(text + n, sizeof text - (size_t)n, "  error %.4f (mean of %d merged)", t.mean_error, t.merged);
+		snprintf(text + n, sizeof text - (size_t)n, "  error %.4f (%d merged)", t.mean_error, t.merged);
 	grid_text(g, r.x, r.y, r.w, text, grows ? GRID_EL_WARN : GRID_EL_HEADER, 0);
 }
 
@@ -143,11 +142,7 @@ static int settings_items(const app *a, char items[][48])
 {
 	const cmp_options *c = &a->mo.compress;
 	int n = 0;
-	const int slots = pipe_plan_slots(&a->cur.p);
-	if (a->mo.layout == PIPE_LAYOUT_COMPACT)
-		snprintf(items[n++], 48, "L compact E'%d", slots);
-	else
-		snprintf(items[n++], 48, "L %s", pipe_layout_name(a->mo.layout));
+	snprintf(items[n++], 48, "L %s", pipe_layout_name(a->mo.layout));
 	snprintf(items[n++], 48, "R %s", rfit_method_name(a->mo.router));
 	snprintf(items[n++], 48, "m %s", grp_method_name(a->cur.method));
 	snprintf(items[n++], 48, "b %s", sim_base_name(a->cur.base));
@@ -358,6 +353,15 @@ static void layer_row(const app *a, grid *g, grid_rect r, int b, int y)
 		grid_paint(g, (grid_rect){r.x + 1, y, lw, 1}, GRID_EL_SELECTED, 0);
 }
 
+/* The layer list's marks: in the pointer column of its first and last rows when blocks are above or below. */
+static void layer_marks(const app *a, grid *g, grid_rect r, int top, int rows)
+{
+	if (top > 0 && top != a->block)
+		grid_put(g, r.x, r.y + 1, g->gl->more_up, GRID_EL_WARN, GRID_BOLD);
+	if (top + rows < a->n_blocks && top + rows - 1 != a->block)
+		grid_put(g, r.x, r.y + rows, g->gl->more_down, GRID_EL_WARN, GRID_BOLD);
+}
+
 void views_layers(const app *a, grid *g, grid_rect r)
 {
 	const int lw = label_width(a), sw = spark_width(a, g->w);
@@ -367,25 +371,20 @@ void views_layers(const app *a, grid *g, grid_rect r)
 	const int top = views_scroll(a->n_blocks, rows, a->block);
 	for (int i = 0; i < rows && top + i < a->n_blocks; i++)
 		layer_row(a, g, r, top + i, r.y + 1 + i);
-	views_scroll_marks(g, (grid_rect){r.x, r.y + 1, r.w, rows}, top, a->n_blocks);
+	layer_marks(a, g, r, top, rows);
 }
 
-void views_scroll_marks(grid *g, grid_rect r, int first, int n)
+void views_scroll_marks(grid *g, grid_rect title, int first, int shown, int n)
 {
-	char text[24];
-	if (r.h <= 0)
+	if (shown >= n || title.w <= 0)
 		return;
-	if (first > 0) {
-		int w = snprintf(text, sizeof text, " %d", first);
-		grid_put(g, r.x + r.w - w - 1, r.y, g->gl->more_up, GRID_EL_WARN, GRID_BOLD);
-		grid_text(g, r.x + r.w - w, r.y, w, text, GRID_EL_WARN, 0);
-	}
-	const int below = n - first - r.h;
-	if (below > 0) {
-		int w = snprintf(text, sizeof text, " %d", below);
-		grid_put(g, r.x + r.w - w - 1, r.y + r.h - 1, g->gl->more_down, GRID_EL_WARN, GRID_BOLD);
-		grid_text(g, r.x + r.w - w, r.y + r.h - 1, w, text, GRID_EL_WARN, 0);
-	}
+	char text[64];
+	const int last = first + shown < n ? first + shown : n;
+	const int w = snprintf(text, sizeof text, " %d-%d of %d ", first + 1, last, n);
+	const int x = title.x + title.w - w - 2;
+	grid_text(g, x, title.y, w, text, GRID_EL_WARN, 0);
+	grid_put(g, x + w, title.y, first > 0 ? g->gl->more_up : ' ', GRID_EL_WARN, GRID_BOLD);
+	grid_put(g, x + w + 1, title.y, last < n ? g->gl->more_down : ' ', GRID_EL_WARN, GRID_BOLD);
 }
 
 /* The worker's progress bar at the right end of the status line; returns the column it starts at (r.x + r.w

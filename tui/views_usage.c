@@ -55,4 +55,5 @@ void views_usage(const app *a, grid *g, grid_rect r)
 	const int first = views_scroll(E, rows, pos);
 	for (int i = 0; i < rows && first + i < E; i++)
 		usage_row(a, g, body, order[first + i], body.y + 1 + i, top);
+	views_scroll_marks(g, r, first, rows, E);
 }
