@@ -695,6 +695,53 @@ static void test_settings_sidecar(void)
 	CHECK(autosave_settings_read(csv, &r, &found, &err) == MS_ERR_IO && strstr(err.msg, "line 1"), "%s", err.msg);
 }
 
+/* A second instance on the same model runs without an autosave: it neither offers nor discards nor overwrites the
+ * first one's live file; once the first has quit, the next instance has the autosave again. */
+static void test_two_instances(void)
+{
+	char state[512];
+	fresh_dir(state, sizeof state, "app-two");
+	setenv("XDG_STATE_HOME", state, 1);
+	golden_app one, two;
+	const app_config cfg = {.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1};
+	if (golden_app_open(&one, &cfg) != 0) {
+		CHECK(0, "golden model");
+		return;
+	}
+	char path[AUTOSAVE_PATH_MAX];
+	snprintf(path, sizeof path, "%s", one.a.autosave_path);
+	press(&one.a, "-");
+	CHECK(exists(path), "the first instance autosaves");
+	CHECK(golden_app_open(&two, &cfg) == 0);
+	CHECK(!two.a.autosave_path[0] && two.a.mode == APP_MODE_NORMAL, "the second has no autosave and no dialog");
+	char pid[32];
+	snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+	CHECK(strstr(two.a.message, "another moescope") && strstr(two.a.message, pid), "%s", two.a.message);
+	press(&two.a, "--");
+	press(&two.a, "q");
+	press(&two.a, "y");
+	golden_app_close(&two);
+	CHECK(exists(path), "the second one's changes and quit leave the first one's file");
+	autosave_record r;
+	ms_error err = {0};
+	const char **labels_m = mdl_block_labels(one.m);
+	CHECK(autosave_read(path, &one.a.autosave_id, one.a.n_blocks, one.a.E, labels_m, &r, &err) == MS_OK, "%s",
+	      err.msg);
+	CHECK(r.groups && r.groups[0] == 7, "it still holds the first one's plan");
+	autosave_record_free(&r);
+	free(labels_m);
+	golden_app_close(&one);  /* not a clean exit in the autosave's sense: the file stays, the lock goes */
+	CHECK(exists(path));
+	char lock[AUTOSAVE_PATH_MAX + 8];
+	snprintf(lock, sizeof lock, "%s.lock", path);
+	CHECK(!exists(lock), "the lock file goes with its holder");
+	CHECK(golden_app_open(&two, &cfg) == 0);
+	CHECK(two.a.autosave_path[0] && two.a.mode == APP_MODE_RESTORE, "the next instance is offered the plan");
+	press(&two.a, "n");
+	golden_app_close(&two);
+	unsetenv("XDG_STATE_HOME");
+}
+
 static void test_app_without_state_dir(void)
 {
 	char *old_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
@@ -733,6 +780,7 @@ int main(void)
 	RUN(test_app_rewrites_when_statistics_land);
 	RUN(test_app_restores);
 	RUN(test_settings_sidecar);
+	RUN(test_two_instances);
 	RUN(test_app_without_state_dir);
 	char cmd[400];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

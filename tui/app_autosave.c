@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -670,4 +672,62 @@ ms_status autosave_settings_read(const char *path, autosave_settings *s, int *fo
 	free(h.buf);
 	*found = st == MS_OK;
 	return st;
+}
+
+/* ---- one instance per model ---- */
+
+static int lock_name(const char *path, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s.lock", path);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int autosave_lock(const char *path, long *holder)
+{
+	char name[AUTOSAVE_PATH_MAX + 8];
+	*holder = 0;
+	if (lock_name(path, name, sizeof name) != 0) {
+		errno = ENAMETOOLONG;
+		return -2;
+	}
+	for (int tries = 0; tries < 8; tries++) {
+		int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -2;
+		if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+			const int busy = errno == EWOULDBLOCK;
+			char text[32] = "";
+			ssize_t n = busy ? pread(fd, text, sizeof text - 1, 0) : -1;
+			if (n > 0) {
+				text[n] = '\0';
+				*holder = strtol(text, NULL, 10);
+			}
+			close(fd);
+			return busy ? -1 : -2;
+		}
+		/* the holder may have unlinked the file between our open and flock: then lock the new one */
+		struct stat at_fd, at_path;
+		if (fstat(fd, &at_fd) == 0 && stat(name, &at_path) == 0 && at_fd.st_ino == at_path.st_ino &&
+		    at_fd.st_dev == at_path.st_dev) {
+			char text[32];
+			int n = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+			if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n) {
+				/* the pid is only for the other instance's message */
+			}
+			return fd;
+		}
+		close(fd);
+	}
+	errno = EAGAIN;
+	return -2;
+}
+
+void autosave_unlock(const char *path, int fd)
+{
+	char name[AUTOSAVE_PATH_MAX + 8];
+	if (fd < 0)
+		return;
+	if (lock_name(path, name, sizeof name) == 0)
+		unlink(name);  /* while still holding it, so nobody takes a lock on a file about to go */
+	close(fd);
 }

@@ -190,6 +190,22 @@ void app_autosave_open(app *a)
 		a->message_error = 1;
 		return;
 	}
+	long holder = 0;
+	a->lock_fd = autosave_lock(a->autosave_path, &holder);
+	if (a->lock_fd < 0) {
+		if (a->lock_fd == -1 && holder > 0)
+			snprintf(a->message, sizeof a->message,
+				 "autosave off: another moescope (pid %ld) has this model open and keeps its own", holder);
+		else if (a->lock_fd == -1)
+			snprintf(a->message, sizeof a->message,
+				 "autosave off: another moescope has this model open and keeps its own");
+		else
+			snprintf(a->message, sizeof a->message, "autosave off: %.200s.lock: %s", a->autosave_path, strerror(errno));
+		a->message_error = 1;
+		a->autosave_path[0] = '\0';
+		a->lock_fd = -1;
+		return;
+	}
 	a->clean_print = user_print(a);
 	a->autosave_print = 0;
 	offer(a);

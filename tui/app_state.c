@@ -49,6 +49,7 @@ int app_init(app *a, const mdl_model *m, const calib *cal, const app_config *cfg
 	a->m = m;
 	a->cal = cal;
 	a->cfg = *cfg;
+	a->lock_fd = -1;
 	if (a->cfg.eval_tokens <= 0)
 		a->cfg.eval_tokens = 2048;
 	a->n_blocks = m->n_blocks;
@@ -105,6 +106,7 @@ void app_free(app *a)
 	for (int i = 0; i < a->n_redo; i++)
 		app_plan_state_free(&a->redo[i]);
 	plan_free(&a->saved);
+	autosave_unlock(a->autosave_path, a->lock_fd);
 	if (a->restore)
 		autosave_record_free(a->restore);
 	free(a->restore);

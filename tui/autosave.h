@@ -126,6 +126,16 @@ ms_status autosave_settings_read(const char *path, autosave_settings *s, int *fo
 /* "PATH.settings" for PATH; MS_ERR_ARG when it does not fit len. */
 ms_status autosave_settings_path(const char *csv_path, char *buf, size_t len, ms_error *err);
 
+/* Two instances on one model: the first holds an exclusive flock on PATH.lock (its pid written in it) for as long
+ * as it runs; a second one finds it held and runs without an autosave, so it can neither discard nor overwrite
+ * the first one's live file. Returns the lock's descriptor; -1 when another process holds it (*holder its pid, 0
+ * when unreadable); -2 when the lock file cannot be used (errno set). A lock taken on a file that was unlinked
+ * meanwhile (by its holder's autosave_unlock) is taken again on the new one. */
+int autosave_lock(const char *path, long *holder);
+/* Removes PATH.lock and releases the lock (on a clean exit or not: a killed process's lock is released by the
+ * kernel and the file left behind is taken over by the next one). */
+void autosave_unlock(const char *path, int fd);
+
 /* Removes the file; 0 also when there was none, -1 (errno set) when it could not be removed. */
 int autosave_remove(const char *path);
 

@@ -136,8 +136,15 @@ static void text_dialog(const app *a, grid *g, grid_rect r, const char *hint)
 {
 	const int w = r.w < 72 ? r.w : 72;
 	const int h = text_lines(NULL, (grid_rect){0, 0, w - 4, 1}, 0, a->dlg.text, 0, GRID_EL_DIALOG) + 4;
+	if (h > r.h)  /* a small screen: over the header too, rather than cut */
+		r = (grid_rect){r.x, 0, r.w, r.y + r.h};
 	grid_rect in = box(g, r, w, h, a->dlg.title, a->dlg.is_error ? GRID_EL_ERROR : GRID_EL_FRAME);
-	text_lines(g, in, in.y, a->dlg.text, 0, GRID_EL_DIALOG);
+	/* the text above the hint's line: on a small screen it is cut there, never written over the hint or frame */
+	grid_rect text = {in.x, in.y, in.w, in.h - 1 > 0 ? in.h - 1 : 1};
+	text_lines(g, text, in.y, a->dlg.text, 0, GRID_EL_DIALOG);
+	if (text_lines(NULL, text, in.y, a->dlg.text, 0, GRID_EL_DIALOG) > text.h && in.w > 0)
+		grid_put(g, in.x + in.w - 1, text.y + text.h - 1, g->gl->ellipsis, GRID_EL_DIM, 0);
+	grid_fill(g, (grid_rect){in.x, in.y + in.h - 1, in.w, 1}, ' ', GRID_EL_DIALOG, 0);
 	grid_text(g, in.x, in.y + in.h - 1, in.w, hint, GRID_EL_DIM, 0);
 }
 

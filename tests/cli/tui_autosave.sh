@@ -63,7 +63,8 @@ $(screen_text "$1")"
 }
 autosave() { ls "$DIR"/mixtral-tiny-*.autosave 2>/dev/null | head -n 1; }
 autosave_has() { local f; f=$(autosave) && [ -n "$f" ] && grep -qE -- "$1" "$f"; }
-no_autosave() { [ -z "$(ls "$DIR" 2>/dev/null)" ]; }
+# A running instance holds NAME.autosave.lock (tui/autosave.h); it goes when the instance ends.
+no_autosave() { [ -z "$(ls "$DIR" 2>/dev/null | grep -v '\.autosave\.lock$')" ]; }
 exited() { [ -f "$TMP/rc.$1" ]; }
 
 # ---- a kill loses nothing ----
@@ -82,7 +83,7 @@ f=$(autosave)
 if [ -n "$f" ] && cp "$f" "$TMP/saved.autosave"; then pass "the autosave outlives the kill"; else fail "the autosave outlives the kill" "$(ls -la "$DIR" 2>&1)"; fi
 expect_grep "its header names the model" "^model $MT$" "$TMP/saved.autosave"
 expect_grep "and the calibration set" "^calib $MT/calib.safetensors$" "$TMP/saved.autosave"
-if [ -z "$(ls "$DIR" | grep -v '\.autosave$')" ]; then pass "no scratch file left"; else fail "no scratch file left" "$(ls "$DIR")"; fi
+if [ -z "$(ls "$DIR" | grep -v '\.autosave$' | grep -v '\.autosave\.lock$')" ]; then pass "no scratch file left"; else fail "no scratch file left" "$(ls "$DIR")"; fi
 
 # ---- opened again: the dialog, y ----
 start 2
@@ -90,7 +91,7 @@ wait_for 2 "restore dialog" "An unsaved plan from [0-9-]+ [0-9:]+ was found"
 wait_for 2 "restore question" "Restore it\? \(y/n\)"
 keys 2 y
 wait_for 2 "restored" "plan restored from the autosave"
-wait_for 2 "block 1 back at G 6 and evaluated" "1 [^ ]+ +6  0\.[0-9]{4}"
+wait_for 2 "block 1 back at G 6 and evaluated" "1 [^ ]+ +6 +8\+ +0\.[0-9]{4}"
 keys 2 e
 wait_for 2 "export prompt" "Export plan"
 keys 2 C-u
@@ -138,7 +139,7 @@ gone() { if no_autosave; then pass "$1: discarded"; else fail "$1: discarded" "$
 
 plant "$TMP/saved.autosave"
 script restore_y wait y wait dump
-expect_grep "restore_y: block 1 at G 6" "^.1 [^ ]+ +6  0\.[0-9]{4}" "$TMP/restore_y.txt"
+expect_grep "restore_y: block 1 at G 6" "^.1 [^ ]+ +6 +8\+ +0\.[0-9]{4}" "$TMP/restore_y.txt"
 gone "restore_y: the script's end is a clean exit, and the file"
 
 plant "$TMP/saved.autosave"
