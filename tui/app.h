@@ -32,7 +32,9 @@
 	  "view 3: stable ranks before and after the merge") \
 	X(APP_VIEW_GROUPS, "Groups", views_groups, '4', "view-groups", "view 4: groups, merge weights, moving experts") \
 	X(APP_VIEW_COMPRESS, "Compression", views_compress, '5', "view-compression", \
-	  "view 5: compression of the merged experts")
+	  "view 5: compression of the merged experts") \
+	X(APP_VIEW_COMPARE, "Compare", views_compare, '6', "view-compare", \
+	  "view 6: this block's error under each layout and router, and pruning, at its G")
 
 typedef enum {
 #define APP_VIEW_ENUM(id, title, draw, key, name, help) id,
@@ -101,6 +103,36 @@ typedef struct {
 	cmp_result *compression; /* [groups, MDL_NMAT] when compressing, else NULL */
 	char error[1024];
 } app_eval;
+
+/* The comparison view's variants (tui/app_compare.c): block b's current grouping merged under each layout and
+ * router, and pruning by usage at the same G; X(value, label, layout, router (-1: the current one), prune). */
+#define APP_CMP_TABLE(X) \
+	X(APP_CMP_COMPACT_LSE, "compact, lse-fit", PIPE_LAYOUT_COMPACT, RFIT_LSE_FIT, 0) \
+	X(APP_CMP_COMPACT_MEAN, "compact, mean", PIPE_LAYOUT_COMPACT, RFIT_MEAN, 0) \
+	X(APP_CMP_COMPACT_DOM, "compact, dominant", PIPE_LAYOUT_COMPACT, RFIT_DOMINANT, 0) \
+	X(APP_CMP_COMPACT_AUTO, "compact, auto", PIPE_LAYOUT_COMPACT, RFIT_AUTO, 0) \
+	X(APP_CMP_ALIASED, "aliased (router kept)", PIPE_LAYOUT_ALIASED, -1, 0) \
+	X(APP_CMP_PRUNE, "prune-frequency, same G", -1, -1, 1)
+
+typedef enum {
+#define APP_CMP_ENUM(id, label, layout, router, prune) id,
+	APP_CMP_TABLE(APP_CMP_ENUM)
+#undef APP_CMP_ENUM
+	APP_CMP_COUNT
+} app_cmp_variant;
+extern const char *const app_cmp_labels[APP_CMP_COUNT];
+
+typedef struct {
+	app_eval_state state;
+	unsigned gen;
+	blk_eval_result r;
+	char error[256];
+} app_cmp_cell;
+
+typedef struct {
+	int block;               /* the block compared; -1 when nothing is (asked again when the view shows) */
+	app_cmp_cell cell[APP_CMP_COUNT];
+} app_compare;
 
 /* What the model-level line of the header shows (tui/app_model.c). */
 typedef enum {
@@ -200,6 +232,7 @@ typedef struct app {
 	worker *w;
 	unsigned commit_gen;     /* the commit job in flight */
 	app_model model;         /* perplexity and KL of the plan's merged model (with --tokens) */
+	app_compare cmp;         /* the comparison view's side evaluations */
 
 	/* the autosave (tui/app_restore.c) */
 	char autosave_path[AUTOSAVE_PATH_MAX]; /* "" when off */
@@ -243,6 +276,18 @@ int app_run_script(app *a, const char *script_path, FILE *dump, char *msg, size_
 /* Runs the application on the terminal (tui/app_curses.c) until the user quits; dump (may be NULL) receives the
  * last screen. Returns 0, or 1 with a message when the terminal cannot be used. */
 int app_run_terminal(app *a, int mono_flag, FILE *dump, char *msg, size_t len);
+
+/* The comparison view (tui/app_compare.c): when it shows, posts the selected block's variants as side evaluations
+ * (once per block and plan); app_compare_landed takes an answer (1) or leaves it to the block's own (0);
+ * app_compare_forget drops what was compared for block b (its plan or the merge options changed). */
+void app_compare_update(app *a);
+int app_compare_landed(app *a, const work_result *r);
+void app_compare_forget(app *a, int b);
+/* Posts a side evaluation of block b under plan p and options mo (tui/app_plan.c: the same slots as the block's
+ * own evaluation); returns its generation, 0 when it could not be posted. */
+unsigned app_post_side_eval(app *a, int b, const plan *p, const pipe_merge_options *mo);
+/* A copy of the current plan with block b regrouped by method at its G; 0 or -1. */
+int app_plan_block_as(const app *a, int b, grp_method method, plan *out);
 
 /* Plan state (tui/app_plan.c). */
 int app_plan_state_copy(app_plan_state *dst, const app_plan_state *src, int n_blocks);

@@ -445,7 +445,7 @@ static ms_status take_settings(hdr *h, autosave_settings *s)
 		st = take_name(h, "rank_mode", cmp_rank_mode_parse, &k[4]);
 	if (!st)
 		st = take_numbers(h, "rank_step", &step, 1, 0, 1000);
-	int layout = PIPE_LAYOUT_COMPACT, router = RFIT_LSE_FIT, format = MRUN_FORMAT_DENSE;
+	int layout = PIPE_LAYOUT_COMPACT, router = RFIT_AUTO, format = MRUN_FORMAT_DENSE;  /* pipe_merge_defaults */
 	if (!st)
 		st = take_optional_name(h, "layout", pipe_layout_parse, &layout);
 	if (!st)

@@ -211,6 +211,30 @@ static ms_status plan_block(app *a, int b, ms_error *err)
 	return st;
 }
 
+int app_plan_block_as(const app *a, int b, grp_method method, plan *out)
+{
+	plan one;
+	const char *label = a->m->blocks[b].label;
+	if (plan_copy(out, &a->cur.p) != 0)
+		return -1;
+	if (plan_init(&one, 1, a->E, &label) != 0) {
+		plan_free(out);
+		return -1;
+	}
+	pipe_plan_options o = plan_options(a);
+	o.method = method;
+	o.groups = plan_groups(&a->cur.p, b);
+	o.block_groups = &o.groups;
+	ms_error err = {0};
+	const ms_status st = pipe_make_plan(&a->stats[b], 1, &o, &one, &err);
+	if (st == MS_OK)
+		copy_block_rows(out, b, &one, 0);
+	plan_free(&one);
+	if (st != MS_OK)
+		plan_free(out);
+	return st == MS_OK ? 0 : -1;
+}
+
 void app_replan(app *a, int b)
 {
 	for (int i = b < 0 ? 0 : b; i < (b < 0 ? a->n_blocks : b + 1); i++) {
@@ -378,6 +402,19 @@ static void post_eval(app *a, int b)
 	a->eval[b].state = APP_EVAL_PENDING;
 }
 
+unsigned app_post_side_eval(app *a, int b, const plan *p, const pipe_merge_options *mo)
+{
+	work_job j = {.kind = WORK_EVAL, .block = b, .gen = ++a->eval_gen, .eval_tokens = a->cfg.eval_tokens, .side = 1};
+	j.mo = *mo;
+	j.mo.slots = mo->layout == PIPE_LAYOUT_COMPACT ? a->eval_slots : 0;
+	const unsigned gen = j.gen;  /* worker_post clears the job */
+	if (plan_copy(&j.p, p) != 0 || worker_post(a->w, &j) != 0) {
+		work_job_free(&j);
+		return 0;
+	}
+	return gen;
+}
+
 void app_schedule_evals(app *a, const plan *before, int all)
 {
 	const int slots = pipe_plan_slots(&a->cur.p);
@@ -389,6 +426,7 @@ void app_schedule_evals(app *a, const plan *before, int all)
 			continue;
 		eval_reset(&a->eval[b]);
 		a->eval[b].gen = ++a->eval_gen;  /* whatever is in flight for b is stale now */
+		app_compare_forget(a, b);
 		if (a->cal && !app_plan_is_identity(&a->cur.p, b))
 			post_eval(a, b);
 	}

@@ -50,6 +50,7 @@ int app_init(app *a, const mdl_model *m, const calib *cal, const app_config *cfg
 	a->cal = cal;
 	a->cfg = *cfg;
 	a->lock_fd = -1;
+	a->cmp.block = -1;
 	if (a->cfg.eval_tokens <= 0)
 		a->cfg.eval_tokens = 2048;
 	a->n_blocks = m->n_blocks;
@@ -189,6 +190,8 @@ static void stats_landed(app *a, work_result *r)
 
 static void eval_landed(app *a, work_result *r)
 {
+	if (app_compare_landed(a, r))
+		return;
 	app_eval *ev = &a->eval[r->block];
 	if (r->gen != ev->gen)
 		return;  /* an answer for a plan that has changed since */
@@ -221,6 +224,7 @@ int app_poll(app *a)
 		changed = 1;
 	}
 	if (changed) {
+		app_compare_update(a);   /* the block's own evaluation landed: the variants beside it */
 		app_autosave_update(a);  /* statistics landing may remake a block whose G the user changed */
 		app_model_update(a);     /* the plan may have settled */
 	}
@@ -278,6 +282,7 @@ unsigned app_key(app *a, int key)
 		flags = kb ? kb->action(a) : 0;
 	}
 	react(a, flags);
+	app_compare_update(a);
 	app_model_update(a);
 	if (a->quit)
 		app_autosave_clean(a);  /* quitting by a key is a clean exit; a signal or a crash keeps the file */

@@ -70,7 +70,7 @@ typedef struct {
 	int rank_step;                  /* index into the threshold steps of rank_mode (tui/app.h) */
 	pipe_layout layout;             /* the commit's layout, router and compressed-matrix format: they decide the */
 	rfit_method router;             /* error as much as the plan (lines an older file lacks take the defaults: */
-	mrun_format format;             /* compact, lse-fit, dense) */
+	mrun_format format;             /* compact, auto, dense) */
 } autosave_settings;
 
 typedef struct {

@@ -41,6 +41,8 @@ typedef struct {
 	const arch_model *arch;   /* FORWARD: the model's architecture and the tokens, owned by the caller and */
 	const tok_set *tok;       /* kept until the worker stops */
 	int with_plan;            /* FORWARD: run the merged model of p beside the original (else the original only) */
+	int side;                 /* EVAL: a side evaluation (the comparison view's variants): it neither replaces the
+				   * block's own evaluation nor is replaced by it, and waits behind the statistics */
 } work_job;
 
 typedef struct {

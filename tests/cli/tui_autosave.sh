@@ -76,6 +76,12 @@ text 1 -
 text 1 -
 poll "G 6 in block 1 autosaved" 60 autosave_has "^groups 8 6 8 8$" ||
 	fail "G 6 in block 1 autosaved" "$(ls -la "$DIR" 2>&1; cat "$(autosave)" 2>/dev/null | head -n 14)"
+# the layout and router decide the error as much as G: they are kept too
+keys 1 L
+keys 1 R
+poll "layout and router autosaved" 60 autosave_has "^layout aliased$" ||
+	fail "layout and router autosaved" "$(cat "$(autosave)" 2>/dev/null | head -n 16)"
+if autosave_has "^router lse-fit$"; then pass "the router autosaved"; else fail "the router autosaved" "$(grep router "$(autosave)")"; fi
 kill -9 "$(cat "$TMP/pid.1")"
 poll "killed" 20 exited 1 || fail "killed" "no exit status"
 if [ "$(cat "$TMP/rc.1" 2>/dev/null)" = 137 ]; then pass "SIGKILL ended it"; else fail "SIGKILL ended it" "status $(cat "$TMP/rc.1" 2>/dev/null)"; fi
@@ -91,6 +97,7 @@ wait_for 2 "restore dialog" "An unsaved plan from [0-9-]+ [0-9:]+ was found"
 wait_for 2 "restore question" "Restore it\? \(y/n\)"
 keys 2 y
 wait_for 2 "restored" "plan restored from the autosave"
+wait_for 2 "layout and router restored" "L aliased  R lse-fit"
 wait_for 2 "block 1 back at G 6 and evaluated" "1 [^ ]+ +6 +8\+ +0\.[0-9]{4}"
 keys 2 e
 wait_for 2 "export prompt" "Export plan"
