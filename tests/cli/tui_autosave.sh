@@ -81,7 +81,7 @@ keys 1 L
 keys 1 R
 poll "layout and router autosaved" 60 autosave_has "^layout aliased$" ||
 	fail "layout and router autosaved" "$(cat "$(autosave)" 2>/dev/null | head -n 16)"
-if autosave_has "^router lse-fit$"; then pass "the router autosaved"; else fail "the router autosaved" "$(grep router "$(autosave)")"; fi
+poll "the router autosaved" 60 autosave_has "^router lse-fit$" || fail "the router autosaved" "$(grep router "$(autosave)")"
 kill -9 "$(cat "$TMP/pid.1")"
 poll "killed" 20 exited 1 || fail "killed" "no exit status"
 if [ "$(cat "$TMP/rc.1" 2>/dev/null)" = 137 ]; then pass "SIGKILL ended it"; else fail "SIGKILL ended it" "status $(cat "$TMP/rc.1" 2>/dev/null)"; fi
