@@ -95,9 +95,13 @@ static void text_field(grid *g, int x, int y, int w, const char *text, int focus
 static void prompt_dialog(const app *a, grid *g, grid_rect r)
 {
 	grid_rect in = box(g, r, 64, 6, a->dlg.title, GRID_EL_FRAME);
-	grid_text(g, in.x, in.y, in.w, "Path:", GRID_EL_DIALOG, 0);
-	text_field(g, in.x + 6, in.y, in.w - 6, a->dlg.input, 1);
-	grid_text(g, in.x, in.y + 2, in.w, "Enter confirms, Esc cancels", GRID_EL_DIM, 0);
+	const int command = a->dlg.prompt == APP_PROMPT_COMMAND;
+	grid_text(g, in.x, in.y, in.w, command ? ":" : "Path:", GRID_EL_DIALOG, 0);
+	const int x = command ? 2 : 6;
+	text_field(g, in.x + x, in.y, in.w - x, a->dlg.input, 1);
+	grid_text(g, in.x, in.y + 2, in.w,
+		  command ? "N: this block's G   g N: average G   b N: block N" : "Enter confirms, Esc cancels", GRID_EL_DIM,
+		  0);
 }
 
 static void choice_field(grid *g, grid_rect in, int y, const char *label, const char *value, int focused)
@@ -118,6 +122,12 @@ static void commit_dialog(const app *a, grid *g, grid_rect r)
 	grid_printf(g, in.x, in.y + 5, in.w, GRID_EL_DIM, 0, "%d of %d experts kept; weighting %s, align %s",
 		    app_plan_totals(a).kept, a->n_blocks * a->E, merge_weighting_name(a->mo.weighting),
 		    align_ref_name(a->mo.align));
+	const cmp_options *c = &a->mo.compress;
+	if (c->mode == CMP_RANK_NONE)
+		grid_text(g, in.x, in.y + 6, in.w, "no compression (r on the main screen)", GRID_EL_DIM, 0);
+	else
+		grid_printf(g, in.x, in.y + 6, in.w, GRID_EL_DIM, 0, "compression %s, stored %s (F on the main screen)",
+			    cmp_rank_mode_name(c->mode), mrun_format_names[a->format]);
 	grid_text(g, in.x, in.y + 7, in.w, "Enter commits, Tab next field, Left/Right change, Esc cancels", GRID_EL_DIM, 0);
 }
 

@@ -106,7 +106,8 @@ expect_grep "olmoe_nav: heatmap labels every third column" "│     [0-9]+  +[0-
 expect_grep "olmoe_nav: the heatmap says it is clipped" "clipped: cols 1-[0-9]+, rows [0-9]+-[0-9]+ of 64" "$TMP/nav4.txt"
 expect_grep "olmoe_nav: the scale states the data's range" "scale 0\.[0-9]{3} .* [01]\.[0-9]{3} off-diagonal min\.\.max" \
 	"$TMP/nav4.txt"
-expect_grep "olmoe_nav: :g 16 in one step, explained" "average G 16 .*: G = [0-9]+ [0-9]+ [0-9]+ [0-9]+" "$TMP/nav5.txt"
+expect_grep "olmoe_nav: the command prompt" "│ : g 16 " "$TMP/nav5.txt"
+expect_grep "olmoe_nav: :g 16 in one step, explained" "average G 16 .*: G = [0-9]+ [0-9]+ [0-9]+ [0-9]+" "$TMP/nav6.txt"
 screen_om narrow --size 40x12
 expect_grep "narrow: two-digit group labels whole before the dominant mark" "g1[0-9] ★" "$TMP/narrow.txt"
 if grep -qE "g1★" "$TMP/narrow.txt"; then fail "narrow: no cut label" "$(grep 'g1★' "$TMP/narrow.txt")"; else pass "narrow: no cut label"; fi
