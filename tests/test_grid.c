@@ -351,7 +351,7 @@ static void test_app_export_import(void)
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof path, "%s/plan.csv", dir);
 	snprintf(bad, sizeof bad, "%s/bad.csv", dir);
-	keys(a, "---");
+	keys(a, "---L");  /* and the aliased layout, which the settings beside the CSV keep */
 	app_wait_idle(a);
 	plan made;
 	CHECK(plan_copy(&made, &a->cur.p) == 0);
@@ -361,7 +361,11 @@ static void test_app_export_import(void)
 	keys(a, path);
 	app_key(a, KEYS_ENTER);
 	CHECK(a->mode == APP_MODE_NORMAL && !app_dirty(a) && strstr(a->message, "plan written"), "%s", a->message);
-	keys(a, "++u");  /* change the plan, then import the file: the exported grouping comes back */
+	char side[160];
+	snprintf(side, sizeof side, "%s.settings", path);
+	CHECK(access(side, R_OK) == 0, "the settings beside the CSV");
+	keys(a, "++uL");  /* change the plan and the layout, then import the file: both come back */
+	CHECK(a->mo.layout == PIPE_LAYOUT_COMPACT);
 	app_key(a, 'i');
 	app_key(a, KEYS_CTRL('u'));
 	keys(a, path);
@@ -369,6 +373,7 @@ static void test_app_export_import(void)
 	app_wait_idle(a);
 	CHECK(a->mode == APP_MODE_NORMAL && !app_dirty(a));
 	CHECK(memcmp(a->cur.p.group, made.group, 24 * sizeof(int)) == 0);
+	CHECK(a->mo.layout == PIPE_LAYOUT_ALIASED && strstr(a->message, "with its settings"), "'%s'", a->message);
 	FILE *f = fopen(bad, "w");
 	CHECK(f != NULL);
 	if (f) {
@@ -394,8 +399,9 @@ static void test_app_export_import(void)
 	app_key(a, KEYS_ESC);
 	plan_free(&made);
 	unlink(path);
+	unlink(side);
 	unlink(bad);
-	rmdir(dir);
+	CHECK(rmdir(dir) == 0, "nothing else was written beside the plan");
 	golden_app_close(&ga);
 }
 
