@@ -211,7 +211,8 @@ static void make_record(autosave_record *r, int *groups, unsigned char *edited)
 	r->id.config_mtime_ns = 987654321;
 	snprintf(r->calib, sizeof r->calib, "/data/calib.safetensors");
 	r->saved = 1700000123;
-	r->s = (autosave_settings){GRP_HC, SIM_WEIGHT, MERGE_UNIFORM, ALIGN_FIRST, CMP_RANK_ENERGY, 3};
+	r->s = (autosave_settings){GRP_HC, SIM_WEIGHT, MERGE_UNIFORM, ALIGN_FIRST, CMP_RANK_ENERGY, 3,
+				   PIPE_LAYOUT_ALIASED, RFIT_DOMINANT, MRUN_FORMAT_FACTORS};
 	plan_init(&r->p, NB, NE, labels);
 	static const int g1[NE] = {0, 1, 1, 0}, g2[NE] = {0, 1, 2, -1};
 	static const unsigned char d1[NE] = {1, 0, 1, 0}, d2[NE] = {1, 1, 1, 0};
@@ -255,7 +256,8 @@ static void test_round_trip(void)
 	char *text = read_text(path, &n);
 	const char *head = "moescope-autosave 1\nmodel /models/with space/m\nconfig 1234 1700000000 987654321\n"
 			   "calib /data/calib.safetensors\nsaved 1700000123\nmethod hc\nbase weight\nweighting uniform\n"
-			   "align first\nrank_mode energy\nrank_step 3\ngroups 4 2 3\nedited 0 1 0\nplan ";
+			   "align first\nrank_mode energy\nrank_step 3\nlayout aliased\nrouter dominant\nformat factors\n"
+			   "groups 4 2 3\nedited 0 1 0\nplan ";
 	CHECK(text && !strncmp(text, head, strlen(head)), "header:\n%.400s", text ? text : "");
 	const char *csv = text ? strstr(text, "\nlayer,") : NULL;
 	CHECK(csv && strstr(csv, "\n\"enc,2\",3,-1,0,"), "the plan CSV follows, labels quoted");
@@ -267,6 +269,8 @@ static void test_round_trip(void)
 	CHECK(!strcmp(r.calib, w.calib) && r.saved == 1700000123);
 	CHECK(r.s.method == GRP_HC && r.s.base == SIM_WEIGHT && r.s.weighting == MERGE_UNIFORM &&
 	      r.s.align == ALIGN_FIRST && r.s.rank_mode == CMP_RANK_ENERGY && r.s.rank_step == 3);
+	CHECK(r.s.layout == PIPE_LAYOUT_ALIASED && r.s.router == RFIT_DOMINANT && r.s.format == MRUN_FORMAT_FACTORS,
+	      "layout, router and format come back");
 	CHECK(r.groups && !memcmp(r.groups, groups, sizeof groups) && r.edited && !memcmp(r.edited, edited, NB));
 	CHECK(r.p.n_blocks == NB && r.p.n_experts == NE);
 	CHECK(!memcmp(r.p.group, w.p.group, NB * NE * sizeof *r.p.group));
@@ -336,16 +340,19 @@ static void test_header_errors(void)
 		{"base weight", "base", MS_ERR_IO, ": line 7: unknown base ''"},
 		{"align first", "align\001first", MS_ERR_IO, ": line 9: expected 'align', found 'align?first'"},
 		{"rank_step 3", "rank_step -1", MS_ERR_IO, ": line 11: rank_step"},
-		{"groups 4 2 3", "groups 4 2", MS_ERR_ARG, ": line 12: groups: 2 blocks, the model has 3"},
-		{"groups 4 2 3", "groups 4 0 3", MS_ERR_IO, ": line 12: groups: value 2"},
-		{"groups 4 2 3", "groups 4 5 3", MS_ERR_IO, ": line 12: groups: value 2"},
-		{"edited 0 1 0", "edited 0 2 0", MS_ERR_IO, ": line 13: edited: value 2"},
-		{"edited 0 1 0", "edited 0 1 x", MS_ERR_IO, ": line 13: edited: value 3"},
-		{"edited 0 1 0", "edited 0 1  0", MS_ERR_ARG, ": line 13: edited: 4 blocks"},
-		{"\nplan ", "\nplan 1", MS_ERR_IO, ": line 14: plan: "},
-		{"\nplan ", "\nplan x", MS_ERR_IO, ": line 14: plan: expected its byte count"},
-		{"\nlayer,", "\nlayer;", MS_ERR_IO, ": line 14: plan: checksum does not match"},
-		{"\nedited", "\0edited", MS_ERR_IO, ": line 12: a NUL byte"},
+		{"layout aliased", "layout diagonal", MS_ERR_IO, ": line 12: unknown layout 'diagonal'"},
+		{"router dominant", "router best", MS_ERR_IO, ": line 13: unknown router 'best'"},
+		{"format factors", "format zip", MS_ERR_IO, ": line 14: unknown format 'zip'"},
+		{"groups 4 2 3", "groups 4 2", MS_ERR_ARG, ": line 15: groups: 2 blocks, the model has 3"},
+		{"groups 4 2 3", "groups 4 0 3", MS_ERR_IO, ": line 15: groups: value 2"},
+		{"groups 4 2 3", "groups 4 5 3", MS_ERR_IO, ": line 15: groups: value 2"},
+		{"edited 0 1 0", "edited 0 2 0", MS_ERR_IO, ": line 16: edited: value 2"},
+		{"edited 0 1 0", "edited 0 1 x", MS_ERR_IO, ": line 16: edited: value 3"},
+		{"edited 0 1 0", "edited 0 1  0", MS_ERR_ARG, ": line 16: edited: 4 blocks"},
+		{"\nplan ", "\nplan 1", MS_ERR_IO, ": line 17: plan: "},
+		{"\nplan ", "\nplan x", MS_ERR_IO, ": line 17: plan: expected its byte count"},
+		{"\nlayer,", "\nlayer;", MS_ERR_IO, ": line 17: plan: checksum does not match"},
+		{"\nedited", "\0edited", MS_ERR_IO, ": line 15: a NUL byte"},
 		{"/models/with space/m", "/models/with space/n", MS_ERR_ARG, "the autosave of /models/with space/n, not of"},
 		{"1700000000 987654321", "1700000000 987654320", MS_ERR_ARG, "config.json changed"},
 	};
@@ -609,7 +616,10 @@ static void test_app_restores(void)
 	app *a = &ga.a;
 	char path[AUTOSAVE_PATH_MAX];
 	snprintf(path, sizeof path, "%s", a->autosave_path);
-	press(a, "j--ma");  /* block 1 at G 6, method hc, align first */
+	const rfit_method router0 = a->mo.router;
+	press(a, "j--maLR");  /* block 1 at G 6, method hc, align first, layout aliased, the next router */
+	const rfit_method router = a->mo.router;
+	CHECK(a->mo.layout == PIPE_LAYOUT_ALIASED && router != router0, "L and R set layout and router");
 	plan want;
 	plan_copy(&want, &a->cur.p);
 	const grp_method method = a->cur.method;
@@ -627,6 +637,7 @@ static void test_app_restores(void)
 	press(a, "y");
 	CHECK(a->mode == APP_MODE_NORMAL && !a->restore);
 	CHECK(a->cur.groups[1] == 6 && a->cur.method == method && a->mo.align == ALIGN_FIRST);
+	CHECK(a->mo.layout == PIPE_LAYOUT_ALIASED && a->mo.router == router, "layout and router restored");
 	CHECK(!memcmp(a->cur.p.group, want.group, (size_t)want.n_blocks * want.n_experts * sizeof *want.group) &&
 	      !memcmp(a->cur.p.dominant, want.dominant, (size_t)want.n_blocks * want.n_experts),
 	      "the plan is the one autosaved");
@@ -658,6 +669,76 @@ static void test_app_restores(void)
 	      strstr(ga.a.dlg.text, "line 3"), "%s", ga.a.dlg.text);
 	CHECK(!exists(path), "the broken file is discarded");
 	golden_app_close(&ga);
+	unsetenv("XDG_STATE_HOME");
+}
+
+/* The settings beside an exported plan: written, read back, absent, and refused with the line when damaged. */
+static void test_settings_sidecar(void)
+{
+	char dir[512], csv[600], side[640];
+	fresh_dir(dir, sizeof dir, "sidecar");
+	snprintf(csv, sizeof csv, "%s/plan.csv", dir);
+	ms_error err = {0};
+	autosave_settings w = {GRP_PRUNE_FREQUENCY, SIM_ROUTER_WEIGHT, MERGE_DOMINANT, ALIGN_NONE, CMP_RANK_FIXED, 5,
+			       PIPE_LAYOUT_ALIASED, RFIT_AUTO, MRUN_FORMAT_FACTORS}, r;
+	int found = 1;
+	CHECK(autosave_settings_read(csv, &r, &found, &err) == MS_OK && !found, "none yet: %s", err.msg);
+	CHECK(autosave_settings_write(csv, &w, &err) == MS_OK, "%s", err.msg);
+	CHECK(autosave_settings_read(csv, &r, &found, &err) == MS_OK && found, "%s", err.msg);
+	CHECK(!memcmp(&r, &w, sizeof r), "the settings come back");
+	snprintf(side, sizeof side, "%s.settings", csv);
+	CHECK(exists(side), "beside the CSV, named PATH.settings");
+	write_text(side, "moescope-settings 1\nmethod msmoe\nbase nope\n", 44);
+	CHECK(autosave_settings_read(csv, &r, &found, &err) == MS_ERR_IO && !found);
+	CHECK(strstr(err.msg, side) && strstr(err.msg, "line 3") && strstr(err.msg, "nope"), "%s", err.msg);
+	write_text(side, "layer,expert\n", 13);
+	CHECK(autosave_settings_read(csv, &r, &found, &err) == MS_ERR_IO && strstr(err.msg, "line 1"), "%s", err.msg);
+}
+
+/* A second instance on the same model runs without an autosave: it neither offers nor discards nor overwrites the
+ * first one's live file; once the first has quit, the next instance has the autosave again. */
+static void test_two_instances(void)
+{
+	char state[512];
+	fresh_dir(state, sizeof state, "app-two");
+	setenv("XDG_STATE_HOME", state, 1);
+	golden_app one, two;
+	const app_config cfg = {.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1};
+	if (golden_app_open(&one, &cfg) != 0) {
+		CHECK(0, "golden model");
+		return;
+	}
+	char path[AUTOSAVE_PATH_MAX];
+	snprintf(path, sizeof path, "%s", one.a.autosave_path);
+	press(&one.a, "-");
+	CHECK(exists(path), "the first instance autosaves");
+	CHECK(golden_app_open(&two, &cfg) == 0);
+	CHECK(!two.a.autosave_path[0] && two.a.mode == APP_MODE_NORMAL, "the second has no autosave and no dialog");
+	char pid[32];
+	snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+	CHECK(strstr(two.a.message, "another moescope") && strstr(two.a.message, pid), "%s", two.a.message);
+	press(&two.a, "--");
+	press(&two.a, "q");
+	press(&two.a, "y");
+	golden_app_close(&two);
+	CHECK(exists(path), "the second one's changes and quit leave the first one's file");
+	autosave_record r;
+	ms_error err = {0};
+	const char **labels_m = mdl_block_labels(one.m);
+	CHECK(autosave_read(path, &one.a.autosave_id, one.a.n_blocks, one.a.E, labels_m, &r, &err) == MS_OK, "%s",
+	      err.msg);
+	CHECK(r.groups && r.groups[0] == 7, "it still holds the first one's plan");
+	autosave_record_free(&r);
+	free(labels_m);
+	golden_app_close(&one);  /* not a clean exit in the autosave's sense: the file stays, the lock goes */
+	CHECK(exists(path));
+	char lock[AUTOSAVE_PATH_MAX + 8];
+	snprintf(lock, sizeof lock, "%s.lock", path);
+	CHECK(!exists(lock), "the lock file goes with its holder");
+	CHECK(golden_app_open(&two, &cfg) == 0);
+	CHECK(two.a.autosave_path[0] && two.a.mode == APP_MODE_RESTORE, "the next instance is offered the plan");
+	press(&two.a, "n");
+	golden_app_close(&two);
 	unsetenv("XDG_STATE_HOME");
 }
 
@@ -698,6 +779,8 @@ int main(void)
 	RUN(test_app_writes_and_removes);
 	RUN(test_app_rewrites_when_statistics_land);
 	RUN(test_app_restores);
+	RUN(test_settings_sidecar);
+	RUN(test_two_instances);
 	RUN(test_app_without_state_dir);
 	char cmd[400];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

@@ -231,6 +231,8 @@ static ms_status fake_commit(const mdl_model *m, const calib *cal, const mrun_re
 	summary->blocks = m->n_blocks;
 	summary->experts_before = m->n_experts;
 	summary->experts_after = plan_groups(req->plan, 0);
+	if (strstr(req->out_dir, "exists"))
+		return ms_fail(err, MS_ERR_EXISTS, "%s: already exists (use --force to replace it)", req->out_dir);
 	return strstr(req->out_dir, "fail") ? ms_fail(err, MS_ERR_IO, "%s: disk full", req->out_dir) : MS_OK;
 }
 
@@ -349,7 +351,7 @@ static void test_app_export_import(void)
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof path, "%s/plan.csv", dir);
 	snprintf(bad, sizeof bad, "%s/bad.csv", dir);
-	keys(a, "---");
+	keys(a, "---L");  /* and the aliased layout, which the settings beside the CSV keep */
 	app_wait_idle(a);
 	plan made;
 	CHECK(plan_copy(&made, &a->cur.p) == 0);
@@ -359,7 +361,11 @@ static void test_app_export_import(void)
 	keys(a, path);
 	app_key(a, KEYS_ENTER);
 	CHECK(a->mode == APP_MODE_NORMAL && !app_dirty(a) && strstr(a->message, "plan written"), "%s", a->message);
-	keys(a, "++u");  /* change the plan, then import the file: the exported grouping comes back */
+	char side[160];
+	snprintf(side, sizeof side, "%s.settings", path);
+	CHECK(access(side, R_OK) == 0, "the settings beside the CSV");
+	keys(a, "++uL");  /* change the plan and the layout, then import the file: both come back */
+	CHECK(a->mo.layout == PIPE_LAYOUT_COMPACT);
 	app_key(a, 'i');
 	app_key(a, KEYS_CTRL('u'));
 	keys(a, path);
@@ -367,6 +373,7 @@ static void test_app_export_import(void)
 	app_wait_idle(a);
 	CHECK(a->mode == APP_MODE_NORMAL && !app_dirty(a));
 	CHECK(memcmp(a->cur.p.group, made.group, 24 * sizeof(int)) == 0);
+	CHECK(a->mo.layout == PIPE_LAYOUT_ALIASED && strstr(a->message, "with its settings"), "'%s'", a->message);
 	FILE *f = fopen(bad, "w");
 	CHECK(f != NULL);
 	if (f) {
@@ -383,11 +390,18 @@ static void test_app_export_import(void)
 	app_draw(a);
 	CHECK(screen_has(&a->g, "Import failed"));
 	app_key(a, 'x');
+	CHECK(a->mode == APP_MODE_PROMPT && strcmp(a->dlg.input, bad) == 0, "the prompt again, with the path: '%s'",
+	      a->dlg.input);
+	app_key(a, KEYS_ESC);
 	CHECK(a->mode == APP_MODE_NORMAL);
+	app_key(a, 'i');
+	CHECK(a->mode == APP_MODE_PROMPT && strcmp(a->dlg.input, bad) == 0, "the last path is offered: '%s'", a->dlg.input);
+	app_key(a, KEYS_ESC);
 	plan_free(&made);
 	unlink(path);
+	unlink(side);
 	unlink(bad);
-	rmdir(dir);
+	CHECK(rmdir(dir) == 0, "nothing else was written beside the plan");
 	golden_app_close(&ga);
 }
 
@@ -431,6 +445,18 @@ static void test_app_commit_and_quit(void)
 	CHECK(a->mode == APP_MODE_MESSAGE && a->dlg.is_error && strstr(a->dlg.text, "disk full"));
 	CHECK(app_dirty(a));
 	app_key(a, KEYS_ENTER);
+	CHECK(a->mode == APP_MODE_COMMIT && strcmp(a->dlg.input, "/fail") == 0, "the dialog again, with the directory");
+	app_key(a, KEYS_ESC);
+	app_key(a, 'c');
+	CHECK(strcmp(a->dlg.input, "/fail") == 0, "the last directory is offered: '%s'", a->dlg.input);
+	app_key(a, KEYS_CTRL('u'));
+	keys(a, "/exists");
+	app_key(a, KEYS_ENTER);
+	app_wait_idle(a);
+	CHECK(a->mode == APP_MODE_MESSAGE && strstr(a->dlg.text, "Replace existing") && !strstr(a->dlg.text, "--force"),
+	      "the dialog's field, not the command line's flag: '%s'", a->dlg.text);
+	app_key(a, KEYS_ENTER);
+	app_key(a, KEYS_ESC);
 	app_key(a, 'q');
 	app_key(a, 'y');
 	CHECK(a->quit);
@@ -492,10 +518,15 @@ static void test_app_views_fit(void)
 	app_key(a, '?');
 	app_draw(a);
 	CHECK(screen_has(&a->g, "Help") && screen_has(&a->g, "next block") && !screen_has(&a->g, "<C-r>"));
-	for (int i = 0; i < 5; i++)
+	int seen_redo = 0, seen_clear = 0;
+	for (int i = 0; i < 30; i++) {
 		app_key(a, KEYS_PGDN);  /* scrolls to the end, not past it */
-	app_draw(a);
-	CHECK(screen_has(&a->g, "<C-r>") && screen_has(&a->g, "In a dialog"));
+		app_draw(a);
+		seen_redo |= screen_has(&a->g, "<C-r>");
+		seen_clear |= screen_has(&a->g, "<C-u> clears");
+	}
+	CHECK(seen_redo && seen_clear, "the keys, C-r and the dialog's C-u among them");
+	CHECK(screen_has(&a->g, "ppl, KL") && screen_has(&a->g, "top-1"), "the legend ends the help");
 	app_key(a, KEYS_ESC);
 	CHECK(app_resize(a, 120, 40) == 0);
 	app_key(a, KEYS_RESIZE);
@@ -526,9 +557,12 @@ static void test_app_mouse(void)
 				blocks[h.index]++;
 			if (h.kind == VIEWS_HIT_CELL) {
 				cells[h.row * 8 + h.col]++;
-				/* the glyph under the click is a heat shade, drawn in a heat colour */
+				/* the glyph under the click is a heat shade, drawn in a heat colour, or the diagonal's own */
 				const grid_cell *c = grid_at(&a->g, x, y);
-				CHECK(c->el >= GRID_EL_HEAT0 && c->el <= GRID_EL_HEAT4, "(%d, %d) is not a cell", x, y);
+				if (h.row == h.col)
+					CHECK(c->ch == a->g.gl->diagonal, "(%d, %d) is not the diagonal", x, y);
+				else
+					CHECK(c->el >= GRID_EL_HEAT0 && c->el <= GRID_EL_HEAT4, "(%d, %d) is not a cell", x, y);
 			}
 		}
 	for (int v = 0; v < APP_VIEW_COUNT; v++)
@@ -561,6 +595,130 @@ static void test_app_mouse(void)
 	golden_app_close(&ga);
 }
 
+/* The real commit, recording what it wrote. */
+static mrun_summary written;
+static ms_status recording_commit(const mdl_model *m, const calib *cal, const mrun_request *req, mrun_progress_fn progress,
+				  void *ctx, const atomic_int *cancel, mrun_summary *summary, ms_error *err)
+{
+	ms_status st = mrun_run(m, cal, req, progress, ctx, cancel, summary, err);
+	written = *summary;
+	return st;
+}
+
+/* Commits the current plan with the main screen's settings; the bytes the checkpoint lost. */
+static double commit_saving(app *a, const char *dir)
+{
+	memset(&written, 0, sizeof written);
+	app_key(a, 'c');
+	app_key(a, KEYS_CTRL('u'));
+	keys(a, dir);
+	for (int i = 0; i < 3; i++)
+		app_key(a, KEYS_TAB);
+	app_key(a, KEYS_RIGHT);  /* replace an existing output */
+	app_key(a, KEYS_ENTER);
+	app_wait_idle(a);
+	CHECK(a->mode == APP_MODE_MESSAGE && !a->dlg.is_error, "%s", a->dlg.text);
+	app_key(a, KEYS_ENTER);
+	return (double)written.bytes_before - (double)written.bytes_after;
+}
+
+/* The header's saving is what the commit writes, for each layout and format: its sizes are computed from the plan
+ * (and, for factors, the measured ranks) while the commit's come from the tensors it wrote. */
+static void test_totals_equal_commit(void)
+{
+	golden_app ga;
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 128, .commit = recording_commit,
+						.commit_defaults = mrun_request_defaults()}) != 0) {
+		CHECK(0, "golden case unavailable");
+		golden_app_close(&ga);
+		return;
+	}
+	app *a = &ga.a;
+	CHECK(a->n_blocks == 3, "the cases below are written for three blocks");
+	char dir[] = "/tmp/moescope-totals-XXXXXX", out[96];
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(out, sizeof out, "%s/out", dir);
+	struct {
+		const char *keys;  /* pressed before the commit, after the previous case's */
+		int saves;         /* whether anything is saved (-1: either) */
+	} cases[] = {
+		{"--", 0},             /* block 0 at G 6, the others 8: split back up to 8 */
+		{"Kj--j--", 1},        /* every block (three) at G 6 */
+		{"L", 0},              /* aliased: every member stores its group's merge */
+		{"Lr[[[F", -1},        /* compact, energy 0.7, factors: the measured ranks decide */
+		{"L", 1},              /* aliased, factors: each member's copy in factors */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		keys(a, cases[i].keys);
+		app_wait_idle(a);
+		const app_totals t = app_plan_totals(a);
+		CHECK(t.sized == t.blocks && t.evaluated == t.merged, "case %zu: every block in (%d/%d sized)", i, t.sized,
+		      t.blocks);
+		const double header = t.size.bytes_before - t.size.bytes_after;
+		const double commit = commit_saving(a, out);
+		CHECK(header == commit, "case %zu: header %.0f bytes, commit %.0f", i, header, commit);
+		CHECK(cases[i].saves < 0 || (header > 0) == cases[i].saves, "case %zu: %.0f bytes saved", i, header);
+	}
+	CHECK(a->format == MRUN_FORMAT_FACTORS && a->mo.layout == PIPE_LAYOUT_ALIASED);
+	char cmd[160];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+	golden_app_close(&ga);
+}
+
+/* Keys that change something say so; the command line sets G in one step or says what it wants. */
+static void test_feedback_and_command(void)
+{
+	golden_app ga;
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64}) != 0) {
+		CHECK(0, "golden case unavailable");
+		golden_app_close(&ga);
+		return;
+	}
+	app *a = &ga.a;
+	keys(a, "----");
+	app_wait_idle(a);
+	app_key(a, '4');
+	int e = -1;
+	for (int x = 0; x < a->E && e < 0; x++)
+		if (a->cur.p.group[x] >= 0 && !a->cur.p.dominant[x])
+			e = x;
+	a->expert = e;
+	app_key(a, 'd');
+	char want[64];
+	snprintf(want, sizeof want, "e%d is now the dominant of group %d", e, a->cur.p.group[e]);
+	CHECK(strstr(a->message, want) && a->cur.p.dominant[e], "'%s'", a->message);
+	app_key(a, 'd');
+	CHECK(strstr(a->message, "already the dominant"), "'%s'", a->message);
+	app_key(a, 'u');
+	CHECK(strstr(a->message, "undone") && !a->cur.p.dominant[e], "'%s'", a->message);
+	app_key(a, 'U');
+	CHECK(strstr(a->message, "redone") && a->cur.p.dominant[e], "'%s'", a->message);
+	app_key(a, ':');
+	keys(a, "3");
+	app_key(a, KEYS_ENTER);
+	app_wait_idle(a);
+	CHECK(a->mode == APP_MODE_NORMAL && a->cur.groups[0] == 3 && plan_groups(&a->cur.p, 0) == 3, "G %d",
+	      a->cur.groups[0]);
+	app_key(a, ':');
+	keys(a, "g 2");
+	app_key(a, KEYS_ENTER);
+	app_wait_idle(a);
+	int sum = 0;
+	for (int b = 0; b < a->n_blocks; b++)
+		sum += a->cur.groups[b];
+	CHECK(sum == 2 * a->n_blocks && strstr(a->message, "average G 2"), "sum %d: '%s'", sum, a->message);
+	app_key(a, ':');
+	keys(a, "b 2");
+	app_key(a, KEYS_ENTER);
+	CHECK(a->block == 1);
+	app_key(a, ':');
+	keys(a, "g 99");
+	app_key(a, KEYS_ENTER);
+	CHECK(a->message_error && strstr(a->message, "want N"), "'%s'", a->message);
+	golden_app_close(&ga);
+}
+
 int main(void)
 {
 	setenv("OPENBLAS_NUM_THREADS", "1", 0);
@@ -579,5 +737,7 @@ int main(void)
 	RUN(test_app_stale_evaluation);
 	RUN(test_app_views_fit);
 	RUN(test_app_mouse);
+	RUN(test_totals_equal_commit);
+	RUN(test_feedback_and_command);
 	return test_summary();
 }

@@ -32,7 +32,9 @@
 	  "view 3: stable ranks before and after the merge") \
 	X(APP_VIEW_GROUPS, "Groups", views_groups, '4', "view-groups", "view 4: groups, merge weights, moving experts") \
 	X(APP_VIEW_COMPRESS, "Compression", views_compress, '5', "view-compression", \
-	  "view 5: compression of the merged experts")
+	  "view 5: compression of the merged experts") \
+	X(APP_VIEW_COMPARE, "Compare", views_compare, '6', "view-compare", \
+	  "view 6: this block's error under each layout and router, and pruning, at its G")
 
 typedef enum {
 #define APP_VIEW_ENUM(id, title, draw, key, name, help) id,
@@ -54,7 +56,9 @@ typedef enum {
 	APP_MODE_RESTORE,   /* "an unsaved plan ... was found: restore it? (y/n)" (tui/app_restore.c) */
 } app_mode;
 
-typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT } app_prompt;
+/* APP_PROMPT_COMMAND is the `:` line (vim's, htop's numeric entry): `:16` sets this block's G, `:g 16` the
+ * average G over all blocks, `:b 3` selects block 3. */
+typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT, APP_PROMPT_COMMAND } app_prompt;
 
 /* Commit dialog fields, in focus order. */
 enum { APP_COMMIT_DIR, APP_COMMIT_LAYOUT, APP_COMMIT_ROUTER, APP_COMMIT_FORCE, APP_COMMIT_FIELDS };
@@ -70,6 +74,7 @@ typedef struct {
 	int is_error;            /* message: an error (drawn as such) */
 	char title[64];
 	char text[1536];         /* message: lines separated by '\n' */
+	app_mode back;           /* message: the dialog a failure returns to (APP_MODE_NORMAL: none), its text kept */
 } app_dialog;
 
 /* The plan and what produced it: an undo step restores all of it. */
@@ -98,6 +103,36 @@ typedef struct {
 	cmp_result *compression; /* [groups, MDL_NMAT] when compressing, else NULL */
 	char error[1024];
 } app_eval;
+
+/* The comparison view's variants (tui/app_compare.c): block b's current grouping merged under each layout and
+ * router, and pruning by usage at the same G; X(value, label, layout, router (-1: the current one), prune). */
+#define APP_CMP_TABLE(X) \
+	X(APP_CMP_COMPACT_LSE, "compact, lse-fit", PIPE_LAYOUT_COMPACT, RFIT_LSE_FIT, 0) \
+	X(APP_CMP_COMPACT_MEAN, "compact, mean", PIPE_LAYOUT_COMPACT, RFIT_MEAN, 0) \
+	X(APP_CMP_COMPACT_DOM, "compact, dominant", PIPE_LAYOUT_COMPACT, RFIT_DOMINANT, 0) \
+	X(APP_CMP_COMPACT_AUTO, "compact, auto", PIPE_LAYOUT_COMPACT, RFIT_AUTO, 0) \
+	X(APP_CMP_ALIASED, "aliased (router kept)", PIPE_LAYOUT_ALIASED, -1, 0) \
+	X(APP_CMP_PRUNE, "prune-frequency, same G", -1, -1, 1)
+
+typedef enum {
+#define APP_CMP_ENUM(id, label, layout, router, prune) id,
+	APP_CMP_TABLE(APP_CMP_ENUM)
+#undef APP_CMP_ENUM
+	APP_CMP_COUNT
+} app_cmp_variant;
+extern const char *const app_cmp_labels[APP_CMP_COUNT];
+
+typedef struct {
+	app_eval_state state;
+	unsigned gen;
+	blk_eval_result r;
+	char error[256];
+} app_cmp_cell;
+
+typedef struct {
+	int block;               /* the block compared; -1 when nothing is (asked again when the view shows) */
+	app_cmp_cell cell[APP_CMP_COUNT];
+} app_compare;
 
 /* What the model-level line of the header shows (tui/app_model.c). */
 typedef enum {
@@ -195,7 +230,8 @@ typedef struct app {
 	int n_undo, n_redo;
 	plan saved;              /* the plan as last exported, imported or committed: dirty when they differ */
 	grp_linkage linkage;
-	pipe_merge_options mo;   /* weighting, alignment, compression of the evaluation and the commit */
+	pipe_merge_options mo;   /* layout, router, weighting, alignment, compression of the evaluation and the commit */
+	mrun_format format;      /* how the commit stores a compressed matrix: dense or factors */
 	int rank_step;           /* index into the threshold steps of mo.compress.mode */
 
 	/* evaluations */
@@ -211,6 +247,9 @@ typedef struct app {
 	int usage_by_index;      /* usage bars in index order instead of usage order */
 	int heat_by_group;       /* heatmap ordered by group instead of by index */
 	int help_top;            /* first help line shown */
+	char export_path[1024];  /* the last path typed into the export or import prompt, offered again */
+	char commit_dir[1024];   /* the last output directory typed into the commit dialog ("" before the first) */
+	int lock_fd;             /* the autosave's lock, held while the application runs (-1: none) */
 	app_mode mode;
 	app_dialog dlg;
 	char message[1280];       /* one line in the status bar until the next key */
@@ -223,6 +262,7 @@ typedef struct app {
 	unsigned commit_gen;     /* the commit job in flight */
 	app_model model;         /* perplexity and KL of the plan's merged model (with --tokens) */
 	app_search search;       /* the per-block budget search (with --tokens) */
+	app_compare cmp;         /* the comparison view's side evaluations */
 
 	/* the autosave (tui/app_restore.c) */
 	char autosave_path[AUTOSAVE_PATH_MAX]; /* "" when off */
@@ -266,6 +306,18 @@ int app_run_script(app *a, const char *script_path, FILE *dump, char *msg, size_
 /* Runs the application on the terminal (tui/app_curses.c) until the user quits; dump (may be NULL) receives the
  * last screen. Returns 0, or 1 with a message when the terminal cannot be used. */
 int app_run_terminal(app *a, int mono_flag, FILE *dump, char *msg, size_t len);
+
+/* The comparison view (tui/app_compare.c): when it shows, posts the selected block's variants as side evaluations
+ * (once per block and plan); app_compare_landed takes an answer (1) or leaves it to the block's own (0);
+ * app_compare_forget drops what was compared for block b (its plan or the merge options changed). */
+void app_compare_update(app *a);
+int app_compare_landed(app *a, const work_result *r);
+void app_compare_forget(app *a, int b);
+/* Posts a side evaluation of block b under plan p and options mo (tui/app_plan.c: the same slots as the block's
+ * own evaluation); returns its generation, 0 when it could not be posted. */
+unsigned app_post_side_eval(app *a, int b, const plan *p, const pipe_merge_options *mo);
+/* A copy of the current plan with block b regrouped by method at its G; 0 or -1. */
+int app_plan_block_as(const app *a, int b, grp_method method, plan *out);
 
 /* Plan state (tui/app_plan.c). */
 int app_plan_state_copy(app_plan_state *dst, const app_plan_state *src, int n_blocks);
@@ -319,16 +371,29 @@ void app_search_free(app *a);
 /* Applies the answer of a search job; one for a search since cancelled is dropped. */
 void app_search_landed(app *a, const work_result *r);
 
-/* Plan totals for the header. */
+/* Expert and router tensors of a block as they are and as the commit writes them; after < 0 when not known. */
 typedef struct {
-	int kept, experts;       /* experts kept over all blocks / all experts */
+	double bytes_before, bytes_after;
+	double params_before, params_after;  /* a residual entry counts as an index and a value (analysis/compress.h) */
+} app_size;
+
+/* Plan totals for the header: the sizes are what a commit writes for the expert and router tensors (the
+ * other tensors are copied unchanged), computed from the plan, the layout and the format, so they are exact
+ * without an evaluation, except the factors format's, which needs each block's measured ranks. */
+typedef struct {
+	int kept, experts;       /* groups kept over all blocks / all experts */
+	int planned, blocks;     /* blocks whose plan is made (the others wait for their statistics) / all */
 	int evaluated, merged;   /* merged blocks evaluated / merged blocks */
-	int64_t params_saved;
-	double bytes_saved;
-	double mean_error;       /* over the evaluated and the unmerged blocks (error 0); NAN when no merged block is
-				  * evaluated */
+	int sized;               /* blocks whose written size is known (all but factors blocks not yet evaluated) */
+	app_size size;           /* over the sized blocks */
+	double mean_error;       /* mean output error over the evaluated merged blocks; NAN when none is */
 } app_totals;
 app_totals app_plan_totals(const app *a);
+/* Experts the commit writes for block b: E' (the largest G; compact splits smaller blocks' groups up to it), E
+ * (aliased: every member stores its group's merge). */
+int app_written_experts(const app *a, int b);
+/* Block b's size as the commit writes it: after is -1 when the factors format's size is not measured yet. */
+app_size app_block_size(const app *a, int b);
 
 /* Compression threshold steps (tui/app_actions.c): the value of step i of a mode, and how many steps it has. */
 int app_rank_steps(cmp_rank_mode mode);
@@ -345,6 +410,10 @@ void app_autosave_update(app *a);
 /* At a clean point (export, commit, quitting, a script's end): removes the file; nothing is unsaved. Keeps it
  * while the restore dialog has not been answered. */
 void app_autosave_clean(app *a);
+/* The settings the user chose (method, base, merge options, layout, router, format) as the autosave and an
+ * exported plan's sidecar keep them, and back. */
+autosave_settings app_settings(const app *a);
+void app_settings_apply(app *a, const autosave_settings *s);
 /* The restore dialog: y restores the autosave (undoable), n or Esc discards it; other keys are ignored. */
 unsigned app_restore_key(app *a, int key);
 
@@ -371,6 +440,18 @@ APP_VIEW_TABLE(APP_VIEW_ACTION_DECL)
 unsigned app_act_expert_next(app *a);
 unsigned app_act_expert_prev(app *a);
 unsigned app_act_heat_up(app *a);
+unsigned app_act_page_down(app *a);
+unsigned app_act_page_up(app *a);
+unsigned app_act_list_first(app *a);
+unsigned app_act_list_last(app *a);
+unsigned app_act_layout(app *a);
+unsigned app_act_router(app *a);
+unsigned app_act_format(app *a);
+unsigned app_act_command(app *a);
+/* Runs a `:` command line (see APP_PROMPT_COMMAND); a bad one is reported in the status line. */
+unsigned app_command(app *a, const char *text);
+/* The cursor on the first row of the current view's list (after a block change, or when the usage lands). */
+void app_cursor_top(app *a);
 unsigned app_act_heat_down(app *a);
 unsigned app_act_order(app *a);
 unsigned app_act_groups_up(app *a);

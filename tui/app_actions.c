@@ -13,13 +13,26 @@ static void note(app *a, const char *text)
 	a->message_error = 0;
 }
 
+/* The cursor at the top of the current view's list: another block's list starts from its first row (its most
+ * used expert in the usage order), as a file manager entering a directory does. */
+void app_cursor_top(app *a)
+{
+	int order[a->E];
+	app_expert_order(a, a->block, app_view_order(a), order);
+	a->expert = order[0];
+	a->heat_row = order[0];
+}
+
 static unsigned select_block(app *a, int b)
 {
 	if (b < 0)
 		b = 0;
 	if (b >= a->n_blocks)
 		b = a->n_blocks - 1;
-	a->block = b;
+	if (b != a->block) {
+		a->block = b;
+		app_cursor_top(a);
+	}
 	return KEYS_REDRAW;
 }
 
@@ -28,9 +41,15 @@ unsigned app_act_block_prev(app *a) { return select_block(a, a->block - 1); }
 unsigned app_act_block_first(app *a) { return select_block(a, 0); }
 unsigned app_act_block_last(app *a) { return select_block(a, a->n_blocks - 1); }
 
+/* A view opens at the top of its list (the groups view at group 0, not inside whichever group holds the expert
+ * the last view's cursor was on). */
 static unsigned select_view(app *a, int v)
 {
-	a->view = (app_view)((v + APP_VIEW_COUNT) % APP_VIEW_COUNT);
+	v = (v + APP_VIEW_COUNT) % APP_VIEW_COUNT;
+	if (v != (int)a->view) {
+		a->view = (app_view)v;
+		app_cursor_top(a);
+	}
 	return KEYS_REDRAW;
 }
 
@@ -52,6 +71,25 @@ static int step_expert(const app *a, int e, int delta)
 	return order[pos < 0 ? 0 : pos >= a->E ? a->E - 1 : pos];
 }
 
+/* Rows a page of the view's list moves: the body's height less its title lines. */
+static int page_rows(const app *a)
+{
+	const int rows = a->g.h - views_header_rows(a, a->g.w) - 5;
+	return rows > 1 ? rows : 1;
+}
+
+/* Moves the list cursor of the current view (the heatmap's row cursor there) by delta rows. */
+static unsigned move_cursor(app *a, int delta)
+{
+	int *cur = a->view == APP_VIEW_HEATMAP ? &a->heat_row : &a->expert;
+	*cur = step_expert(a, *cur, delta);
+	return KEYS_REDRAW;
+}
+
+unsigned app_act_page_down(app *a) { return move_cursor(a, page_rows(a)); }
+unsigned app_act_page_up(app *a) { return move_cursor(a, -page_rows(a)); }
+unsigned app_act_list_first(app *a) { return move_cursor(a, -a->E); }
+unsigned app_act_list_last(app *a) { return move_cursor(a, a->E); }
 unsigned app_act_expert_next(app *a) { a->expert = step_expert(a, a->expert, +1); return KEYS_REDRAW; }
 unsigned app_act_expert_prev(app *a) { a->expert = step_expert(a, a->expert, -1); return KEYS_REDRAW; }
 unsigned app_act_heat_down(app *a) { a->heat_row = step_expert(a, a->heat_row, +1); return KEYS_REDRAW; }
@@ -102,11 +140,25 @@ static int average_groups(const app *a)
 	return (int)lround(sum / a->n_blocks);
 }
 
+/* The global allocation gives each block its own G around the average (MC-SMoE): the message says what each got,
+ * so that a jump in the selected block's G is explained. */
 static unsigned global_groups(app *a, int avg)
 {
-	if (!can_plan_at_all(a) || avg < 1 || avg > a->E)
+	if (!can_plan_at_all(a))
 		return 0;
-	return app_plan_global(a, avg) == 0 ? KEYS_REDRAW : 0;
+	if (avg < 1 || avg > a->E) {
+		snprintf(a->message, sizeof a->message, "average G must be 1..%d", a->E);
+		a->message_error = 1;
+		return 0;
+	}
+	if (app_plan_global(a, avg) != 0)
+		return 0;
+	int n = snprintf(a->message, sizeof a->message, "average G %d (MC-SMoE allocation by usage and similarity): G =",
+			 avg);
+	for (int b = 0; b < a->n_blocks && n > 0 && (size_t)n < sizeof a->message - 8; b++)
+		n += snprintf(a->message + n, sizeof a->message - (size_t)n, " %d", a->cur.groups[b]);
+	a->message_error = 0;
+	return KEYS_REDRAW;
 }
 
 unsigned app_act_global_up(app *a) { return global_groups(a, average_groups(a) + 1); }
@@ -157,6 +209,79 @@ unsigned app_act_weighting(app *a)
 {
 	a->mo.weighting = (merge_weighting)((a->mo.weighting + 1) % MERGE_WEIGHTING_COUNT);
 	return KEYS_REEVAL;
+}
+
+unsigned app_act_layout(app *a)
+{
+	a->mo.layout = (pipe_layout)((a->mo.layout + 1) % PIPE_LAYOUT_COUNT);
+	note(a, a->mo.layout == PIPE_LAYOUT_COMPACT ? "layout compact: E' experts per block, router rows rewritten"
+						    : "layout aliased: members store their group's merge; size unchanged");
+	return KEYS_REEVAL;
+}
+
+/* Without calibration lse-fit has no tokens to fit on. */
+unsigned app_act_router(app *a)
+{
+	do
+		a->mo.router = (rfit_method)((a->mo.router + 1) % RFIT_METHOD_COUNT);
+	while (!a->cal && a->mo.router == RFIT_LSE_FIT);
+	char text[160];
+	snprintf(text, sizeof text, "router %s: %s", rfit_method_name(a->mo.router), rfit_method_help[a->mo.router]);
+	note(a, text);
+	return KEYS_REEVAL;
+}
+
+unsigned app_act_format(app *a)
+{
+	a->format = (mrun_format)((a->format + 1) % MRUN_FORMAT_COUNT);
+	note(a, a->format == MRUN_FORMAT_DENSE ? "format dense: compressed matrices written full size (loads anywhere)"
+					       : "format factors: U, V and a sparse residual (smaller; needs a loader)");
+	return KEYS_REDRAW;
+}
+
+unsigned app_act_command(app *a)
+{
+	app_open_prompt(a, APP_PROMPT_COMMAND, "");
+	return KEYS_REDRAW;
+}
+
+/* Reads a whole decimal number 1..max from s; -1 for anything else. */
+static int whole_number(const char *s, int max)
+{
+	while (*s == ' ')
+		s++;
+	long v = 0;
+	int digits = 0;
+	for (; *s >= '0' && *s <= '9' && v <= max; s++, digits++)
+		v = v * 10 + (*s - '0');
+	while (*s == ' ')
+		s++;
+	return digits && !*s && v >= 1 && v <= max ? (int)v : -1;
+}
+
+unsigned app_command(app *a, const char *text)
+{
+	while (*text == ' ')
+		text++;
+	const char cmd = *text >= '0' && *text <= '9' ? 0 : *text;
+	const char *arg = cmd ? text + 1 : text;
+	unsigned flags = 0;
+	int v;
+	if (cmd == 0 && (v = whole_number(arg, a->E)) > 0) {
+		flags = set_groups(a, v);
+		if (flags)
+			snprintf(a->message, sizeof a->message, "block %s: G %d", a->m->blocks[a->block].label, v);
+	} else if (cmd == 'g' && (v = whole_number(arg, a->E)) > 0) {
+		flags = global_groups(a, v);
+	} else if (cmd == 'b' && (v = whole_number(arg, a->n_blocks)) > 0) {
+		flags = select_block(a, v - 1);
+	} else {
+		snprintf(a->message, sizeof a->message,
+			 "':%s': want N (this block's G, 1..%d), g N (average G) or b N (block N, 1..%d)", text, a->E,
+			 a->n_blocks);
+		a->message_error = 1;
+	}
+	return flags | KEYS_REDRAW;
 }
 
 unsigned app_act_align(app *a)
@@ -255,8 +380,23 @@ unsigned app_act_move_next(app *a) { return move_expert(a, +1); }
 
 unsigned app_act_dominant(app *a)
 {
-	if (!can_plan_at_all(a) || app_make_dominant(a, a->block, a->expert) != 0)
+	if (!can_plan_at_all(a))
 		return 0;
+	const int g = a->cur.p.group[(size_t)a->block * a->E + a->expert];
+	char text[96];
+	if (g < 0) {
+		note(a, "this expert is dropped by pruning");
+		return 0;
+	}
+	if (a->cur.p.dominant[(size_t)a->block * a->E + a->expert]) {
+		snprintf(text, sizeof text, "e%d is already the dominant of group %d", a->expert, g);
+		note(a, text);
+		return 0;
+	}
+	if (app_make_dominant(a, a->block, a->expert) != 0)
+		return 0;
+	snprintf(text, sizeof text, "e%d is now the dominant of group %d", a->expert, g);
+	note(a, text);
 	return KEYS_REDRAW;
 }
 
@@ -266,6 +406,9 @@ unsigned app_act_undo(app *a)
 		note(a, "nothing to undo");
 		return 0;
 	}
+	char text[96];
+	snprintf(text, sizeof text, "undone (%d more to undo, %d to redo)", a->n_undo, a->n_redo);
+	note(a, text);
 	return KEYS_REDRAW;
 }
 
@@ -275,18 +418,21 @@ unsigned app_act_redo(app *a)
 		note(a, "nothing to redo");
 		return 0;
 	}
+	char text[96];
+	snprintf(text, sizeof text, "redone (%d more to redo)", a->n_redo);
+	note(a, text);
 	return KEYS_REDRAW;
 }
 
 unsigned app_act_export(app *a)
 {
-	app_open_prompt(a, APP_PROMPT_EXPORT, "moescope_plan.csv");
+	app_open_prompt(a, APP_PROMPT_EXPORT, a->export_path[0] ? a->export_path : "moescope_plan.csv");
 	return KEYS_REDRAW;
 }
 
 unsigned app_act_import(app *a)
 {
-	app_open_prompt(a, APP_PROMPT_IMPORT, "moescope_plan.csv");
+	app_open_prompt(a, APP_PROMPT_IMPORT, a->export_path[0] ? a->export_path : "moescope_plan.csv");
 	return KEYS_REDRAW;
 }
 

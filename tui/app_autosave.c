@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -175,15 +177,23 @@ static int write_list(FILE *f, const char *key, const int *vi, const unsigned ch
 	return bad | (fputc('\n', f) == EOF);
 }
 
+static int write_settings(FILE *f, const autosave_settings *s)
+{
+	return fprintf(f, "method %s\nbase %s\nweighting %s\nalign %s\nrank_mode %s\nrank_step %d\nlayout %s\n"
+			  "router %s\nformat %s\n",
+		       grp_method_name(s->method), sim_base_name(s->base), merge_weighting_name(s->weighting),
+		       align_ref_name(s->align), cmp_rank_mode_name(s->rank_mode), s->rank_step,
+		       pipe_layout_name(s->layout), rfit_method_name(s->router),
+		       (unsigned)s->format < MRUN_FORMAT_COUNT ? mrun_format_names[s->format] : "?") < 0;
+}
+
 static int write_header(FILE *f, const autosave_record *r, size_t csv_len, uint64_t sum)
 {
 	const autosave_identity *id = &r->id;
 	const autosave_settings *s = &r->s;
 	int bad = fprintf(f, "%s\nmodel %s\nconfig %lld %lld %lld\ncalib %s\nsaved %lld\n", AUTOSAVE_MAGIC, id->model,
 			  id->config_size, id->config_mtime_s, id->config_mtime_ns, r->calib, r->saved) < 0;
-	bad |= fprintf(f, "method %s\nbase %s\nweighting %s\nalign %s\nrank_mode %s\nrank_step %d\n",
-		       grp_method_name(s->method), sim_base_name(s->base), merge_weighting_name(s->weighting),
-		       align_ref_name(s->align), cmp_rank_mode_name(s->rank_mode), s->rank_step) < 0;
+	bad |= write_settings(f, s);
 	bad |= write_list(f, "groups", r->groups, NULL, r->p.n_blocks);
 	bad |= write_list(f, "edited", NULL, r->edited, r->p.n_blocks);
 	return bad | (fprintf(f, "plan %zu %016llx\n", csv_len, (unsigned long long)sum) < 0);
@@ -197,7 +207,9 @@ static ms_status check_record(const char *path, const autosave_record *r, ms_err
 		return ms_fail(err, MS_ERR_ARG, "%s: a path with a line break cannot be autosaved", path);
 	if (!strcmp(grp_method_name(s->method), "?") || !strcmp(sim_base_name(s->base), "?") ||
 	    !strcmp(merge_weighting_name(s->weighting), "?") || !strcmp(align_ref_name(s->align), "?") ||
-	    !strcmp(cmp_rank_mode_name(s->rank_mode), "?") || s->rank_step < 0)
+	    !strcmp(cmp_rank_mode_name(s->rank_mode), "?") || s->rank_step < 0 ||
+	    !strcmp(pipe_layout_name(s->layout), "?") || !strcmp(rfit_method_name(s->router), "?") ||
+	    (unsigned)s->format >= MRUN_FORMAT_COUNT)
 		return ms_fail(err, MS_ERR_ARG, "%s: a setting out of range", path);
 	for (int b = 0; b < r->p.n_blocks; b++)
 		if (r->groups[b] < 1 || r->groups[b] > r->p.n_experts || r->edited[b] > 1)
@@ -401,6 +413,23 @@ static ms_status take_blocks(hdr *h, const char *key, int n_blocks, long long lo
 	return parse_list(h, key, s, v, n_blocks, lo, hi);
 }
 
+static int format_parse(const char *name)
+{
+	for (int i = 0; i < MRUN_FORMAT_COUNT; i++)
+		if (!strcmp(name, mrun_format_names[i]))
+			return i;
+	return -1;
+}
+
+/* A "KEY NAME" line that files from before it was added lack: *out keeps its default then. */
+static ms_status take_optional_name(hdr *h, const char *key, int (*parse)(const char *), int *out)
+{
+	const size_t k = strlen(key);
+	if (h->len - h->pos <= k || strncmp(h->buf + h->pos, key, k) != 0 || h->buf[h->pos + k] != ' ')
+		return MS_OK;
+	return take_name(h, key, parse, out);
+}
+
 static ms_status take_settings(hdr *h, autosave_settings *s)
 {
 	int k[5];
@@ -416,10 +445,18 @@ static ms_status take_settings(hdr *h, autosave_settings *s)
 		st = take_name(h, "rank_mode", cmp_rank_mode_parse, &k[4]);
 	if (!st)
 		st = take_numbers(h, "rank_step", &step, 1, 0, 1000);
+	int layout = PIPE_LAYOUT_COMPACT, router = RFIT_AUTO, format = MRUN_FORMAT_DENSE;  /* pipe_merge_defaults */
+	if (!st)
+		st = take_optional_name(h, "layout", pipe_layout_parse, &layout);
+	if (!st)
+		st = take_optional_name(h, "router", rfit_method_parse, &router);
+	if (!st)
+		st = take_optional_name(h, "format", format_parse, &format);
 	if (st)
 		return st;
 	*s = (autosave_settings){(grp_method)k[0], (sim_base)k[1], (merge_weighting)k[2], (align_ref)k[3],
-				 (cmp_rank_mode)k[4], (int)step};
+				 (cmp_rank_mode)k[4], (int)step, (pipe_layout)layout, (rfit_method)router,
+				 (mrun_format)format};
 	return MS_OK;
 }
 
@@ -578,4 +615,119 @@ void autosave_format_time(long long t, char *buf, size_t len)
 	struct tm tm;
 	if (!localtime_r(&tt, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm) == 0)
 		snprintf(buf, len, "%lld (Unix time)", t);
+}
+
+/* ---- the settings beside an exported plan ---- */
+
+#define SETTINGS_MAGIC "moescope-settings 1"
+
+ms_status autosave_settings_path(const char *csv_path, char *buf, size_t len, ms_error *err)
+{
+	int n = snprintf(buf, len, "%s.settings", csv_path);
+	if (n < 0 || (size_t)n >= len)
+		return ms_fail(err, MS_ERR_ARG, "%s: path too long", csv_path);
+	return MS_OK;
+}
+
+ms_status autosave_settings_write(const char *path, const autosave_settings *s, ms_error *err)
+{
+	char file[AUTOSAVE_PATH_MAX + 16];
+	ms_status st = autosave_settings_path(path, file, sizeof file, err);
+	if (st)
+		return st;
+	FILE *f = fopen(file, "w");
+	if (!f)
+		return ms_fail(err, MS_ERR_IO, "%s: cannot create: %s", file, strerror(errno));
+	int bad = fprintf(f, "%s\n", SETTINGS_MAGIC) < 0;
+	bad |= write_settings(f, s);
+	bad |= ferror(f);
+	if (fclose(f) != 0 || bad) {
+		remove(file);
+		return ms_fail(err, MS_ERR_IO, "%s: cannot write: %s", file, strerror(errno));
+	}
+	return MS_OK;
+}
+
+ms_status autosave_settings_read(const char *path, autosave_settings *s, int *found, ms_error *err)
+{
+	char file[AUTOSAVE_PATH_MAX + 16];
+	*found = 0;
+	ms_status st = autosave_settings_path(path, file, sizeof file, err);
+	if (st)
+		return st;
+	struct stat sb;
+	if (stat(file, &sb) != 0 && errno == ENOENT)
+		return MS_OK;
+	hdr h = {.path = file, .err = err};
+	st = slurp(file, &h.buf, &h.len, err);
+	char *line;
+	if (!st)
+		st = take_line(&h, &line);
+	if (!st && strcmp(line, SETTINGS_MAGIC) != 0)
+		st = hdr_fail(&h, MS_ERR_IO, "not a moescope settings file (expected '%s')", SETTINGS_MAGIC);
+	if (!st)
+		st = take_settings(&h, s);
+	if (!st && h.pos != h.len)
+		st = hdr_fail(&h, MS_ERR_IO, "unexpected text after the settings");
+	free(h.buf);
+	*found = st == MS_OK;
+	return st;
+}
+
+/* ---- one instance per model ---- */
+
+static int lock_name(const char *path, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s.lock", path);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int autosave_lock(const char *path, long *holder)
+{
+	char name[AUTOSAVE_PATH_MAX + 8];
+	*holder = 0;
+	if (lock_name(path, name, sizeof name) != 0) {
+		errno = ENAMETOOLONG;
+		return -2;
+	}
+	for (int tries = 0; tries < 8; tries++) {
+		int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -2;
+		if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+			const int busy = errno == EWOULDBLOCK;
+			char text[32] = "";
+			ssize_t n = busy ? pread(fd, text, sizeof text - 1, 0) : -1;
+			if (n > 0) {
+				text[n] = '\0';
+				*holder = strtol(text, NULL, 10);
+			}
+			close(fd);
+			return busy ? -1 : -2;
+		}
+		/* the holder may have unlinked the file between our open and flock: then lock the new one */
+		struct stat at_fd, at_path;
+		if (fstat(fd, &at_fd) == 0 && stat(name, &at_path) == 0 && at_fd.st_ino == at_path.st_ino &&
+		    at_fd.st_dev == at_path.st_dev) {
+			char text[32];
+			int n = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+			if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n) {
+				/* the pid is only for the other instance's message */
+			}
+			return fd;
+		}
+		close(fd);
+	}
+	errno = EAGAIN;
+	return -2;
+}
+
+void autosave_unlock(const char *path, int fd)
+{
+	char name[AUTOSAVE_PATH_MAX + 8];
+	if (fd < 0)
+		return;
+	if (lock_name(path, name, sizeof name) == 0)
+		unlink(name);  /* while still holding it, so nobody takes a lock on a file about to go */
+	close(fd);
 }

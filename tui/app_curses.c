@@ -71,6 +71,24 @@ static int translate(int r, wint_t ch)
 	return -1;
 }
 
+/* After an Esc: the bytes that arrived with it belong to an escape sequence curses did not know (keypad mode
+ * turns the known ones into KEY_ codes). They are read up to the sequence's end (CSI and SS3: a final byte in
+ * 0x40..0x7E) and dropped, so that "ESC [ 1 ; 5 P" does not act as the keys '[', '1', ';', '5', 'P'. Returns 1
+ * when a sequence was dropped, 0 for a lone Esc. */
+static int swallow_escape_sequence(void)
+{
+	wint_t c;
+	timeout(0);
+	int r = get_wch(&c);
+	const int sequence = r != ERR;
+	if (r == OK && (c == '[' || c == 'O'))
+		for (int i = 0; i < 64 && (r = get_wch(&c)) != ERR; i++)
+			if (r == OK && c >= 0x40 && c <= 0x7E)
+				break;
+	timeout(100);
+	return sequence;
+}
+
 static int start_curses(app *a, int mono_flag, char *msg, size_t len)
 {
 	if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
@@ -136,6 +154,12 @@ int app_run_terminal(app *a, int mono_flag, FILE *dump, char *msg, size_t len)
 			continue;
 		}
 		int key = translate(r, ch);
+		if (key == KEYS_ESC && swallow_escape_sequence()) {
+			snprintf(a->message, sizeof a->message, "unknown key sequence ignored");
+			a->message_error = 0;
+			redraw = 1;
+			continue;
+		}
 		if (key == KEYS_RESIZE && resize_to_terminal(a) != 0)
 			rc = 1;
 		if (key >= 0) {

@@ -16,14 +16,25 @@ void app_show_message(app *a, const char *title, int is_error, const char *fmt, 
 	va_end(ap);
 	snprintf(a->dlg.title, sizeof a->dlg.title, "%s", title);
 	a->dlg.is_error = is_error;
+	a->dlg.back = APP_MODE_NORMAL;
 	a->mode = APP_MODE_MESSAGE;
+}
+
+/* A failure in a dialog: the message, and closing it goes back to the dialog with what was typed. */
+static void show_failure(app *a, const char *title, const char *text)
+{
+	const app_mode back = a->mode;
+	app_show_message(a, title, 1, "%s", text);
+	a->dlg.back = back;
 }
 
 void app_open_prompt(app *a, app_prompt which, const char *initial)
 {
 	a->dlg.prompt = which;
 	snprintf(a->dlg.input, sizeof a->dlg.input, "%s", initial);
-	snprintf(a->dlg.title, sizeof a->dlg.title, "%s", which == APP_PROMPT_EXPORT ? "Export plan" : "Import plan");
+	static const char *const titles[] = {[APP_PROMPT_EXPORT] = "Export plan", [APP_PROMPT_IMPORT] = "Import plan",
+					     [APP_PROMPT_COMMAND] = "Command"};
+	snprintf(a->dlg.title, sizeof a->dlg.title, "%s", titles[which]);
 	a->mode = APP_MODE_PROMPT;
 }
 
@@ -37,6 +48,8 @@ void app_open_commit(app *a)
 		n--;
 	snprintf(a->dlg.input, sizeof a->dlg.input, "%.*s-merged", (int)n, dir);
 	free(abs);
+	if (a->commit_dir[0])  /* what was typed last time, also after a failure */
+		snprintf(a->dlg.input, sizeof a->dlg.input, "%s", a->commit_dir);
 	snprintf(a->dlg.title, sizeof a->dlg.title, "Commit plan");
 	a->dlg.field = APP_COMMIT_DIR;
 	a->dlg.layout = a->mo.layout;
@@ -85,7 +98,12 @@ static void do_export(app *a, const char *path)
 {
 	ms_error err = {0};
 	if (plan_write_csv(path, &a->cur.p, &err) != MS_OK) {
-		app_show_message(a, "Export failed", 1, "%s", err.msg);
+		show_failure(a, "Export failed", err.msg);
+		return;
+	}
+	const autosave_settings set = app_settings(a);
+	if (autosave_settings_write(path, &set, &err) != MS_OK) {
+		show_failure(a, "Export failed", err.msg);
 		return;
 	}
 	remember_saved(a);
@@ -103,10 +121,20 @@ static void do_import(app *a, const char *path)
 			      : ms_fail(&err, MS_ERR_NOMEM, "out of memory");
 	free(labels);
 	if (st != MS_OK) {
-		app_show_message(a, "Import failed", 1, "%s", err.msg);
+		show_failure(a, "Import failed", err.msg);
+		return;
+	}
+	/* the settings sidecar, when the plan has one: read before anything changes, so a bad one changes nothing */
+	autosave_settings set;
+	int found = 0;
+	if (autosave_settings_read(path, &set, &found, &err) != MS_OK) {
+		plan_free(&p);
+		show_failure(a, "Import failed", err.msg);
 		return;
 	}
 	app_push_undo(a);
+	if (found)
+		app_settings_apply(a, &set);
 	plan before = a->cur.p;
 	a->cur.p = p;
 	for (int b = 0; b < a->n_blocks; b++) {
@@ -117,7 +145,7 @@ static void do_import(app *a, const char *path)
 	app_schedule_evals(a, &before, 0);
 	plan_free(&before);
 	a->mode = APP_MODE_NORMAL;
-	snprintf(a->message, sizeof a->message, "plan imported from %s", path);
+	snprintf(a->message, sizeof a->message, "plan imported from %s%s", path, found ? " with its settings" : "");
 }
 
 static unsigned prompt_key(app *a, int key)
@@ -127,12 +155,18 @@ static unsigned prompt_key(app *a, int key)
 	} else if (key == KEYS_ENTER || key == '\r') {
 		char path[sizeof a->dlg.input];
 		snprintf(path, sizeof path, "%s", a->dlg.input);
+		if (a->dlg.prompt == APP_PROMPT_COMMAND) {
+			a->mode = APP_MODE_NORMAL;
+			return app_command(a, path);
+		}
 		if (!path[0])
 			return KEYS_REDRAW;
+		snprintf(a->export_path, sizeof a->export_path, "%s", path);
 		if (a->dlg.prompt == APP_PROMPT_EXPORT)
 			do_export(a, path);
 		else
 			do_import(a, path);
+		return KEYS_REEVAL * (a->dlg.prompt == APP_PROMPT_IMPORT && a->mode == APP_MODE_NORMAL) | KEYS_REDRAW;
 	} else {
 		edit_text(a->dlg.input, sizeof a->dlg.input, key);
 	}
@@ -144,8 +178,9 @@ static unsigned start_commit(app *a)
 {
 	if (!a->dlg.input[0])
 		return KEYS_REDRAW;
+	snprintf(a->commit_dir, sizeof a->commit_dir, "%s", a->dlg.input);
 	if (a->dlg.router == RFIT_LSE_FIT && !a->cal) {
-		app_show_message(a, "Commit", 1, "the lse-fit router needs a calibration set: choose mean or dominant");
+		show_failure(a, "Commit", "the lse-fit router needs a calibration set: choose mean or dominant");
 		return KEYS_REDRAW;
 	}
 	unsigned flags = KEYS_REDRAW;
@@ -157,6 +192,7 @@ static unsigned start_commit(app *a)
 	j.req = a->cfg.commit_defaults;
 	j.req.opts = a->mo;
 	j.req.force = a->dlg.force;
+	j.req.format = a->format;
 	j.req.eval_tokens = a->cfg.eval_tokens;
 	snprintf(j.out_dir, sizeof j.out_dir, "%s", a->dlg.input);
 	if (plan_copy(&j.p, &a->cur.p) != 0 || worker_post(a->w, &j) != 0) {
@@ -205,8 +241,14 @@ static unsigned commit_key(app *a, int key)
 void app_commit_done(app *a, const work_result *r)
 {
 	if (r->status != MS_OK) {
-		app_show_message(a, r->status == MS_ERR_INTERRUPTED ? "Commit cancelled" : "Commit failed", 1, "%s",
-				 r->err.msg);
+		/* the command line's advice names its flag; here the dialog's field does the same */
+		char text[sizeof r->err.msg + 64];
+		snprintf(text, sizeof text, "%s", r->err.msg);
+		char *flag = strstr(text, "use --force to replace it");
+		if (flag)
+			snprintf(flag, sizeof text - (size_t)(flag - text), "set Replace existing to yes to replace it)");
+		a->mode = APP_MODE_COMMIT;
+		show_failure(a, r->status == MS_ERR_INTERRUPTED ? "Commit cancelled" : "Commit failed", text);
 		return;
 	}
 	remember_saved(a);
@@ -215,11 +257,12 @@ void app_commit_done(app *a, const work_result *r)
 	char before[32], after[32];
 	views_format_bytes((double)s->bytes_before, before, sizeof before);
 	views_format_bytes((double)s->bytes_after, after, sizeof after);
-	app_show_message(a, "Commit done", 0,
-			 "wrote %s\n%d blocks, experts per block %d -> %d\ncheckpoint %s -> %s\nmean output error "
-			 "%.4f",
-			 a->dlg.input, s->blocks, s->experts_before, s->experts_after, before, after,
-			 s->mean_rel_error);
+	char err[96] = "not measured (no calibration set)";
+	if (a->cal)
+		snprintf(err, sizeof err, "%.4f (over all %d blocks, unmerged ones 0)", s->mean_rel_error, s->blocks);
+	app_show_message(a, "Commit done", 0, "wrote %s\n%d blocks, experts per block %d -> %d\ncheckpoint %s -> %s\n"
+			 "mean output error %s",
+			 a->dlg.input, s->blocks, s->experts_before, s->experts_after, before, after, err);
 }
 
 static unsigned help_key(app *a, int key)
@@ -250,7 +293,8 @@ unsigned app_dialog_key(app *a, int key)
 			worker_cancel(a->w);
 		return KEYS_REDRAW;
 	case APP_MODE_MESSAGE:
-		a->mode = APP_MODE_NORMAL;
+		a->mode = a->dlg.back;  /* a failed dialog opens again with what was typed */
+		a->dlg.back = APP_MODE_NORMAL;
 		return KEYS_REDRAW;
 	case APP_MODE_RESTORE: return app_restore_key(a, key);
 	case APP_MODE_CONFIRM:

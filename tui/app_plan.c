@@ -211,6 +211,30 @@ static ms_status plan_block(app *a, int b, ms_error *err)
 	return st;
 }
 
+int app_plan_block_as(const app *a, int b, grp_method method, plan *out)
+{
+	plan one;
+	const char *label = a->m->blocks[b].label;
+	if (plan_copy(out, &a->cur.p) != 0)
+		return -1;
+	if (plan_init(&one, 1, a->E, &label) != 0) {
+		plan_free(out);
+		return -1;
+	}
+	pipe_plan_options o = plan_options(a);
+	o.method = method;
+	o.groups = plan_groups(&a->cur.p, b);
+	o.block_groups = &o.groups;
+	ms_error err = {0};
+	const ms_status st = pipe_make_plan(&a->stats[b], 1, &o, &one, &err);
+	if (st == MS_OK)
+		copy_block_rows(out, b, &one, 0);
+	plan_free(&one);
+	if (st != MS_OK)
+		plan_free(out);
+	return st == MS_OK ? 0 : -1;
+}
+
 void app_replan(app *a, int b)
 {
 	for (int i = b < 0 ? 0 : b; i < (b < 0 ? a->n_blocks : b + 1); i++) {
@@ -363,24 +387,30 @@ static void eval_reset(app_eval *ev)
 	ev->gen = gen;
 }
 
+/* A WORK_EVAL job for block b of plan p under mo, the block as a commit writes it: a compact block split up to E'
+ * (pipe_fill_groups), as the model line and `moescope eval --plan` see it, rather than padded with copies. */
+static ms_status eval_job(app *a, int b, const plan *p, const pipe_merge_options *mo, work_job *j, ms_error *err)
+{
+	*j = (work_job){.kind = WORK_EVAL, .block = b, .gen = ++a->eval_gen, .eval_tokens = a->cfg.eval_tokens};
+	j->mo = *mo;
+	j->mo.slots = mo->layout == PIPE_LAYOUT_COMPACT ? a->eval_slots : 0;
+	if (plan_copy(&j->p, p) != 0)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	ms_status st = MS_OK;
+	if (mo->layout == PIPE_LAYOUT_COMPACT && plan_groups(&j->p, b) > 0)
+		st = pipe_fill_groups(&j->p, b, a->eval_slots, err);
+	if (st != MS_OK)
+		work_job_free(j);
+	return st;
+}
+
 static void post_eval(app *a, int b)
 {
-	work_job j = {.kind = WORK_EVAL, .block = b, .gen = ++a->eval_gen, .eval_tokens = a->cfg.eval_tokens};
-	j.mo = a->mo;
-	j.mo.slots = a->mo.layout == PIPE_LAYOUT_COMPACT ? a->eval_slots : 0;
-	a->eval[b].gen = j.gen;
-	if (plan_copy(&j.p, &a->cur.p) != 0) {
-		work_job_free(&j);
-		a->eval[b].state = APP_EVAL_FAILED;
-		snprintf(a->eval[b].error, sizeof a->eval[b].error, "out of memory");
-		return;
-	}
-	/* The block as a commit writes it: split up to the compact E' (pipe_fill_plan), as the model line and
-	 * `moescope eval --plan` see it, rather than padded with copies. */
+	work_job j;
 	ms_error err = {0};
-	if (j.mo.layout == PIPE_LAYOUT_COMPACT && plan_groups(&j.p, b) > 0 &&
-	    pipe_fill_groups(&j.p, b, a->eval_slots, &err) != MS_OK) {
-		work_job_free(&j);
+	const ms_status st = eval_job(a, b, &a->cur.p, &a->mo, &j, &err);
+	a->eval[b].gen = j.gen;
+	if (st != MS_OK) {
 		a->eval[b].state = APP_EVAL_FAILED;
 		snprintf(a->eval[b].error, sizeof a->eval[b].error, "%s", err.msg);
 		return;
@@ -394,6 +424,20 @@ static void post_eval(app *a, int b)
 	a->eval[b].state = APP_EVAL_PENDING;
 }
 
+unsigned app_post_side_eval(app *a, int b, const plan *p, const pipe_merge_options *mo)
+{
+	work_job j;
+	if (eval_job(a, b, p, mo, &j, NULL) != MS_OK)
+		return 0;
+	j.side = 1;
+	const unsigned gen = j.gen;  /* worker_post clears the job */
+	if (worker_post(a->w, &j) != 0) {
+		work_job_free(&j);
+		return 0;
+	}
+	return gen;
+}
+
 void app_schedule_evals(app *a, const plan *before, int all)
 {
 	const int slots = pipe_plan_slots(&a->cur.p);
@@ -405,18 +449,90 @@ void app_schedule_evals(app *a, const plan *before, int all)
 			continue;
 		eval_reset(&a->eval[b]);
 		a->eval[b].gen = ++a->eval_gen;  /* whatever is in flight for b is stale now */
+		app_compare_forget(a, b);
 		if (a->cal && !app_plan_is_identity(&a->cur.p, b))
 			post_eval(a, b);
 	}
 }
 
+int app_written_experts(const app *a, int b)
+{
+	(void)b;  /* every block of a checkpoint has the same count */
+	return a->mo.layout == PIPE_LAYOUT_COMPACT ? pipe_plan_slots(&a->cur.p) : a->E;
+}
+
+/* Bytes one merged expert's matrix takes in the factors format, from its measured compression: the factors and
+ * the residual's values in the matrix's dtype, each residual index an I32 (pipeline/merge_run.c). */
+static double factor_bytes(const cmp_result *c, size_t elem)
+{
+	if (!c->compressed)
+		return (double)c->params_before * (double)elem;
+	return (double)(c->params_after - 2 * c->nnz) * (double)elem + (double)c->nnz * ((double)elem + 4.0);
+}
+
+app_size app_block_size(const app *a, int b)
+{
+	const mdl_block *blk = &a->m->blocks[b];
+	const int E = a->E, n_out = app_written_experts(a, b);
+	const int merged = !app_plan_is_identity(&a->cur.p, b);
+	double expert = 0.0, expert_params = 0.0;
+	for (int mat = 0; mat < MDL_NMAT; mat++)
+		if (blk->experts[mat]) {
+			expert += (double)blk->experts[mat]->nbytes;
+			expert_params += (double)blk->experts[mat]->nbytes / st_dtype_size(blk->experts[mat]->dtype);
+		}
+	const double row = (double)blk->router->nbytes / E, row_params = a->m->hidden;
+	const int rows = a->mo.layout == PIPE_LAYOUT_COMPACT ? n_out : E;
+	app_size z = {
+		.bytes_before = E * (expert + row), .params_before = E * (expert_params + row_params),
+		.bytes_after = n_out * expert + rows * row, .params_after = n_out * expert_params + rows * row_params,
+	};
+	const int factors = a->format == MRUN_FORMAT_FACTORS && a->mo.compress.mode != CMP_RANK_NONE && merged;
+	if (!factors)
+		return z;  /* the dense format writes every compressed matrix at its full size */
+	const app_eval *ev = &a->eval[b];
+	const int G = plan_groups(&a->cur.p, b);
+	/* the evaluation measured each group's matrices; a compact block whose groups are split up to E' writes
+	 * other merges than the ones measured */
+	if (ev->state != APP_EVAL_DONE || !ev->compression || ev->groups != G ||
+	    (a->mo.layout == PIPE_LAYOUT_COMPACT && n_out != G)) {
+		z.bytes_after = z.params_after = -1.0;
+		return z;
+	}
+	z.bytes_after = rows * row;
+	z.params_after = rows * row_params;
+	for (int s = 0; s < n_out; s++) {
+		int g = s;
+		if (a->mo.layout == PIPE_LAYOUT_ALIASED && (g = a->cur.p.group[(size_t)b * E + s]) < 0) {
+			z.bytes_after += expert;  /* a dropped expert keeps its slot, written as it was */
+			z.params_after += expert_params;
+			continue;
+		}
+		for (int mat = 0; mat < MDL_NMAT; mat++)
+			if (blk->experts[mat]) {
+				const cmp_result *c = &ev->compression[(size_t)g * MDL_NMAT + mat];
+				z.bytes_after += factor_bytes(c, st_dtype_size(blk->experts[mat]->dtype));
+				z.params_after += (double)c->params_after;
+			}
+	}
+	return z;
+}
+
 app_totals app_plan_totals(const app *a)
 {
-	app_totals t = {.experts = a->n_blocks * a->E, .mean_error = NAN};
+	app_totals t = {.experts = a->n_blocks * a->E, .blocks = a->n_blocks, .mean_error = NAN};
 	double err_sum = 0.0;
-	const size_t elem = st_dtype_size(a->m->expert_dtype);
 	for (int b = 0; b < a->n_blocks; b++) {
 		t.kept += plan_groups(&a->cur.p, b);
+		t.planned += a->cur.edited[b] || plan_groups(&a->cur.p, b) == a->cur.groups[b];
+		const app_size z = app_block_size(a, b);
+		if (z.bytes_after >= 0) {
+			t.sized++;
+			t.size.bytes_before += z.bytes_before;
+			t.size.bytes_after += z.bytes_after;
+			t.size.params_before += z.params_before;
+			t.size.params_after += z.params_after;
+		}
 		if (app_plan_is_identity(&a->cur.p, b))
 			continue;
 		t.merged++;
@@ -424,13 +540,10 @@ app_totals app_plan_totals(const app *a)
 		if (ev->state != APP_EVAL_DONE)
 			continue;
 		t.evaluated++;
-		t.params_saved += ev->r.params_before - ev->r.params_after;
 		err_sum += ev->r.rel_error;
 	}
-	t.bytes_saved = (double)t.params_saved * (double)elem;
-	/* over every block, the unmerged ones with their error of 0, as the commit's summary counts it */
 	if (t.evaluated > 0)
-		t.mean_error = err_sum / (t.evaluated + a->n_blocks - t.merged);
+		t.mean_error = err_sum / t.evaluated;
 	return t;
 }
 

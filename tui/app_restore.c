@@ -16,21 +16,38 @@
 
 #include "tui/app.h"
 
-static autosave_settings current_settings(const app *a)
+autosave_settings app_settings(const app *a)
 {
 	autosave_settings s = {
 		.method = a->cur.method, .base = a->cur.base, .weighting = a->mo.weighting, .align = a->mo.align,
-		.rank_mode = a->mo.compress.mode, .rank_step = a->rank_step,
+		.rank_mode = a->mo.compress.mode, .rank_step = a->rank_step, .layout = a->mo.layout,
+		.router = a->mo.router, .format = a->format,
 	};
 	return s;
+}
+
+void app_settings_apply(app *a, const autosave_settings *s)
+{
+	a->cur.method = s->method;
+	a->cur.base = s->base;
+	a->mo.weighting = s->weighting;
+	a->mo.align = s->align;
+	a->mo.compress = cmp_options_none();
+	a->mo.compress.mode = s->rank_mode;
+	a->rank_step = s->rank_step;
+	app_apply_rank_step(a);
+	a->mo.layout = s->layout;
+	/* lse-fit fits on calibration tokens: without them the router falls back as on opening */
+	a->mo.router = !a->cal && s->router == RFIT_LSE_FIT ? RFIT_MEAN : s->router;
+	a->format = s->format;
 }
 
 /* A fingerprint of what the user chose. */
 static uint64_t user_print(const app *a)
 {
-	const autosave_settings s = current_settings(a);
+	const autosave_settings s = app_settings(a);
 	const int fields[] = {(int)s.method, (int)s.base, (int)s.weighting, (int)s.align, (int)s.rank_mode,
-			      s.rank_step};
+			      s.rank_step, (int)s.layout, (int)s.router, (int)s.format};
 	const int n = a->n_blocks, E = a->E;
 	uint64_t h = autosave_fnv1a(AUTOSAVE_FNV_BASIS, fields, sizeof fields);
 	h = autosave_fnv1a(h, a->cur.groups, (size_t)n * sizeof *a->cur.groups);
@@ -69,7 +86,7 @@ static void write_now(app *a)
 {
 	/* the record lends the application's arrays: never freed here */
 	autosave_record r = {
-		.id = a->autosave_id, .saved = (long long)time(NULL), .s = current_settings(a),
+		.id = a->autosave_id, .saved = (long long)time(NULL), .s = app_settings(a),
 		.groups = a->cur.groups, .edited = a->cur.edited, .p = a->cur.p,
 	};
 	calib_real(a, r.calib, sizeof r.calib);
@@ -173,6 +190,22 @@ void app_autosave_open(app *a)
 		a->message_error = 1;
 		return;
 	}
+	long holder = 0;
+	a->lock_fd = autosave_lock(a->autosave_path, &holder);
+	if (a->lock_fd < 0) {
+		if (a->lock_fd == -1 && holder > 0)
+			snprintf(a->message, sizeof a->message,
+				 "autosave off: another moescope (pid %ld) has this model open and keeps its own", holder);
+		else if (a->lock_fd == -1)
+			snprintf(a->message, sizeof a->message,
+				 "autosave off: another moescope has this model open and keeps its own");
+		else
+			snprintf(a->message, sizeof a->message, "autosave off: %.200s.lock: %s", a->autosave_path, strerror(errno));
+		a->message_error = 1;
+		a->autosave_path[0] = '\0';
+		a->lock_fd = -1;
+		return;
+	}
 	a->clean_print = user_print(a);
 	a->autosave_print = 0;
 	offer(a);
@@ -192,14 +225,7 @@ static void restore(app *a, autosave_record *r)
 		/* a grouping set by hand has the G it has; the others are remade with the G chosen */
 		a->cur.groups[b] = r->edited[b] ? plan_groups(&a->cur.p, b) : r->groups[b];
 	}
-	a->cur.method = r->s.method;
-	a->cur.base = r->s.base;
-	a->mo.weighting = r->s.weighting;
-	a->mo.align = r->s.align;
-	a->mo.compress = cmp_options_none();
-	a->mo.compress.mode = r->s.rank_mode;
-	a->rank_step = r->s.rank_step;
-	app_apply_rank_step(a);
+	app_settings_apply(a, &r->s);
 	app_request_stats(a, -1);
 	app_replan(a, -1);
 	app_schedule_evals(a, &before, 1);

@@ -49,6 +49,8 @@ int app_init(app *a, const mdl_model *m, const calib *cal, const app_config *cfg
 	a->m = m;
 	a->cal = cal;
 	a->cfg = *cfg;
+	a->lock_fd = -1;
+	a->cmp.block = -1;
 	if (a->cfg.eval_tokens <= 0)
 		a->cfg.eval_tokens = 2048;
 	a->n_blocks = m->n_blocks;
@@ -106,6 +108,7 @@ void app_free(app *a)
 	for (int i = 0; i < a->n_redo; i++)
 		app_plan_state_free(&a->redo[i]);
 	plan_free(&a->saved);
+	autosave_unlock(a->autosave_path, a->lock_fd);
 	if (a->restore)
 		autosave_record_free(a->restore);
 	free(a->restore);
@@ -172,7 +175,10 @@ static void stats_landed(app *a, work_result *r)
 		snprintf(a->stats_error[b], sizeof a->stats_error[b], "%s", r->err.msg);
 		return;
 	}
-	a->have[b] |= merge_stats(&a->stats[b], r);
+	const unsigned got = merge_stats(&a->stats[b], r);
+	a->have[b] |= got;
+	if ((got & APP_HAVE_ROUTING) && b == a->block)
+		app_cursor_top(a);  /* the list is in usage order now: its first row is the most used expert */
 	if (a->cur.edited[b] || !app_can_plan(a, b))
 		return;
 	plan before;
@@ -185,6 +191,8 @@ static void stats_landed(app *a, work_result *r)
 
 static void eval_landed(app *a, work_result *r)
 {
+	if (app_compare_landed(a, r))
+		return;
 	app_eval *ev = &a->eval[r->block];
 	if (r->gen != ev->gen)
 		return;  /* an answer for a plan that has changed since */
@@ -219,6 +227,7 @@ int app_poll(app *a)
 		changed = 1;
 	}
 	if (changed) {
+		app_compare_update(a);   /* the block's own evaluation landed: the variants beside it */
 		app_autosave_update(a);  /* statistics landing may remake a block whose G the user changed */
 		app_model_update(a);     /* the plan may have settled */
 	}
@@ -276,6 +285,7 @@ unsigned app_key(app *a, int key)
 		flags = kb ? kb->action(a) : 0;
 	}
 	react(a, flags);
+	app_compare_update(a);
 	app_model_update(a);
 	if (a->quit)
 		app_autosave_clean(a);  /* quitting by a key is a clean exit; a signal or a crash keeps the file */

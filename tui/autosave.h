@@ -20,6 +20,9 @@
  *   align dominant
  *   rank_mode none
  *   rank_step 0
+ *   layout compact                        the commit's layout, router and format (optional when reading)
+ *   router lse-fit
+ *   format dense
  *   groups 8 6 8                          per block: the G the user chose
  *   edited 0 0 1                          per block: 1 when the grouping was set by hand or imported
  *   plan 2345 89abcdef01234567            the bytes that follow and their FNV-1a
@@ -41,6 +44,7 @@
 #include "analysis/similarity.h"
 #include "io/error.h"
 #include "io/plan.h"
+#include "pipeline/merge_run.h"
 
 #define AUTOSAVE_PATH_MAX 4096
 /* FNV-1a, 64 bits (Fowler, Noll, Vo; the parameters of draft-eastlake-fnv): start from the offset basis, then
@@ -64,6 +68,9 @@ typedef struct {
 	align_ref align;
 	cmp_rank_mode rank_mode;
 	int rank_step;                  /* index into the threshold steps of rank_mode (tui/app.h) */
+	pipe_layout layout;             /* the commit's layout, router and compressed-matrix format: they decide the */
+	rfit_method router;             /* error as much as the plan (lines an older file lacks take the defaults: */
+	mrun_format format;             /* compact, auto, dense) */
 } autosave_settings;
 
 typedef struct {
@@ -110,6 +117,24 @@ ms_status autosave_read(const char *path, const autosave_identity *expect, int n
 
 /* Frees what autosave_read allocated (not for a record whose arrays the caller lent to autosave_write). */
 void autosave_record_free(autosave_record *r);
+
+/* The settings beside an exported plan: PATH.settings for the plan CSV at PATH, "moescope-settings 1" then the
+ * settings lines of the autosave header. The CSV stays a plain table (pandas.read_csv reads it as before). */
+ms_status autosave_settings_write(const char *path, const autosave_settings *s, ms_error *err);
+/* Reads it: *found 0 (and MS_OK) when there is none; an error names the file and the line. */
+ms_status autosave_settings_read(const char *path, autosave_settings *s, int *found, ms_error *err);
+/* "PATH.settings" for PATH; MS_ERR_ARG when it does not fit len. */
+ms_status autosave_settings_path(const char *csv_path, char *buf, size_t len, ms_error *err);
+
+/* Two instances on one model: the first holds an exclusive flock on PATH.lock (its pid written in it) for as long
+ * as it runs; a second one finds it held and runs without an autosave, so it can neither discard nor overwrite
+ * the first one's live file. Returns the lock's descriptor; -1 when another process holds it (*holder its pid, 0
+ * when unreadable); -2 when the lock file cannot be used (errno set). A lock taken on a file that was unlinked
+ * meanwhile (by its holder's autosave_unlock) is taken again on the new one. */
+int autosave_lock(const char *path, long *holder);
+/* Removes PATH.lock and releases the lock (on a clean exit or not: a killed process's lock is released by the
+ * kernel and the file left behind is taken over by the next one). */
+void autosave_unlock(const char *path, int fd);
 
 /* Removes the file; 0 also when there was none, -1 (errno set) when it could not be removed. */
 int autosave_remove(const char *path);

@@ -88,6 +88,7 @@ const grid_glyphs grid_glyphs_utf8 = {
 	{0x258F, 0x258E, 0x258D, 0x258C, 0x258B, 0x258A, 0x2589, 0x2588},
 	0x2500, 0x2502, 0x250C, 0x2510, 0x2514, 0x2518,
 	0x2605, 0x25B8, 0x2588, 0x2591, 0x2026,
+	0x25B2, 0x25BC, 0x2572,
 };
 
 const grid_glyphs grid_glyphs_ascii = {
@@ -97,6 +98,7 @@ const grid_glyphs grid_glyphs_ascii = {
 	{'-', '-', '-', '-', '=', '=', '#', '#'},
 	'-', '|', '+', '+', '+', '+',
 	'*', '>', '#', '.', '~',
+	'^', 'v', '\\',
 };
 
 #define GRID_MAX_SIDE 4096

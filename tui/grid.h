@@ -90,6 +90,8 @@ typedef struct {
 	uint32_t pointer;               /* marks the selected row */
 	uint32_t fill, empty;           /* progress bar */
 	uint32_t ellipsis;              /* text cut short */
+	uint32_t more_up, more_down;    /* a list has rows above / below the ones shown */
+	uint32_t diagonal;              /* a heatmap's diagonal (an expert with itself), apart from the data's shades */
 } grid_glyphs;
 
 extern const grid_glyphs grid_glyphs_utf8, grid_glyphs_ascii;

@@ -15,8 +15,8 @@ const keys_binding keys_table[] = {
 	{KEYS_DOWN, "block-next", "next block in the layer list", app_act_block_next, 0},
 	{'k', "block-prev", "previous block in the layer list", app_act_block_prev, 0},
 	{KEYS_UP, "block-prev", "previous block in the layer list", app_act_block_prev, 0},
-	{KEYS_HOME, "block-first", "first block", app_act_block_first, 0},
-	{KEYS_END, "block-last", "last block", app_act_block_last, 0},
+	{'K', "block-first", "first block", app_act_block_first, 0},
+	{'J', "block-last", "last block", app_act_block_last, 0},
 	{KEYS_TAB, "view-next", "next view", app_act_view_next, 0},
 	{KEYS_BTAB, "view-prev", "previous view", app_act_view_prev, 0},
 #define VIEW_KEY(id, title, draw, key, name, help) {key, name, help, app_act_##draw, 0},
@@ -28,12 +28,20 @@ const keys_binding keys_table[] = {
 	{KEYS_LEFT, "expert-prev", "previous expert (heatmap: cursor left)", app_act_expert_prev, 0},
 	{KEYS_DOWN, "heat-down", "heatmap cursor down", app_act_heat_down, HEATMAP},
 	{KEYS_UP, "heat-up", "heatmap cursor up", app_act_heat_up, HEATMAP},
+	{KEYS_PGDN, "page-down", "list cursor a page down (heatmap: row cursor)", app_act_page_down, 0},
+	{KEYS_PGUP, "page-up", "list cursor a page up (heatmap: row cursor)", app_act_page_up, 0},
+	{KEYS_HOME, "list-first", "list cursor to the first row (heatmap: row cursor)", app_act_list_first, 0},
+	{KEYS_END, "list-last", "list cursor to the last row (heatmap: row cursor)", app_act_list_last, 0},
 	{'o', "order", "order: usage bars by usage/index, heatmap by index/group", app_act_order, 0},
 	{'+', "groups-up", "one group more in this block (G + 1)", app_act_groups_up, 0},
 	{'=', "groups-up", "one group more in this block (G + 1)", app_act_groups_up, 0},
 	{'-', "groups-down", "one group fewer in this block (G - 1)", app_act_groups_down, 0},
 	{'G', "global-up", "average G + 1 over all blocks (MC-SMoE global allocation)", app_act_global_up, 0},
 	{'g', "global-down", "average G - 1 over all blocks (MC-SMoE global allocation)", app_act_global_down, 0},
+	{':', "command", "command line: N sets this block's G, g N the average G, b N selects block N", app_act_command,
+	 0},
+	{'L', "layout", "layout: compact (E' experts, router rewritten), aliased (size unchanged)", app_act_layout, 0},
+	{'R', "router", "router rows: lse-fit, mean, dominant, auto", app_act_router, 0},
 	{'m', "method", "grouping method: msmoe, hc, prune-frequency, prune-reap", app_act_method, 0},
 	{'b', "base", "similarity base: router-logits, router-weight, weight, expert-output", app_act_base, 0},
 	{'w', "weighting", "merge weighting: frequency, uniform, dominant", app_act_weighting, 0},
@@ -41,6 +49,7 @@ const keys_binding keys_table[] = {
 	{'r', "rank-mode", "compression: none, energy, stable rank, fixed rank", app_act_rank_mode, 0},
 	{']', "rank-up", "compression threshold up (keep more)", app_act_rank_up, 0},
 	{'[', "rank-down", "compression threshold down (keep less)", app_act_rank_down, 0},
+	{'F', "format", "compressed matrices stored dense (size unchanged) or as factors", app_act_format, 0},
 	{'<', "move-prev", "move the expert under the cursor to the previous group", app_act_move_prev, 0},
 	{'>', "move-next", "move the expert under the cursor to the next (or a new) group", app_act_move_next, 0},
 	{'d', "dominant", "make the expert under the cursor its group's dominant", app_act_dominant, 0},
@@ -60,6 +69,32 @@ const keys_binding keys_table[] = {
 	{'q', "quit", "quit (asks first when the plan is not saved)", app_act_quit, 0},
 };
 const int keys_count = (int)(sizeof keys_table / sizeof keys_table[0]);
+
+/* Every number the screen shows, defined once: the help lists these under the keys. */
+const keys_term keys_legend[] = {
+	{"usage", "share of the routing slots an expert gets: its top-k selections / (tokens x k); 0..100%, sums to 100%"},
+	{"entropy", "of the usage, -sum p log2 p in bits; 0 (one expert) .. log2 E (all used alike)"},
+	{"cv", "coefficient of variation of the usage, std / mean; 0 (balanced) .. sqrt(E - 1)"},
+	{"similarity", "cosine of two experts in the chosen base, mapped (1 + cos) / 2; 0..1, 0.5 = orthogonal"},
+	{"scale", "heatmap shades split the off-diagonal min..max into 5 bands; the diagonal has its own glyph"},
+	{"stable rnk", "stable rank |W|_F^2 / |W|_2^2 of a matrix; 1 .. min(rows, cols) (its ceiling is shown)"},
+	{"G", "groups the block keeps (1..E); dim while the block's plan waits for its statistics"},
+	{"out", "experts the commit writes per block: E' (compact: the largest G, smaller blocks' groups split up "
+		"to it) or E (aliased); + when more than G"},
+	{"error", "output error of the merged block on calibration tokens, |y - y'|_F / |y|_F; 0 = identical, 1 = "
+		  "as far as a zero output"},
+	{"mean err", "header: mean of the block errors over the evaluated merged blocks (unmerged blocks have 0); "
+		     "partial until all are in"},
+	{"saves", "parameters and bytes of the expert and router tensors the commit writes, before - after; "
+		  "exact for the dense format"},
+	{"agreement", "routing agreement: share of tokens whose set of selected groups is unchanged; 0..1"},
+	{"weight", "merge weight of a member in its group's average (frequency, uniform or dominant); sums to 1"},
+	{"energy", "share of a matrix's squared singular values the kept rank holds; 0..1"},
+	{"FLOPs", "multiply-adds x 2 per token: router plus the k selected experts"},
+	{"ppl, KL", "model line: perplexity exp(mean NLL); KL(original || merged) per token, mean and p99; top-1 "
+		    "agreement of the next-token argmax"},
+};
+const int keys_legend_count = (int)(sizeof keys_legend / sizeof keys_legend[0]);
 
 const keys_binding *keys_lookup(int key, int view)
 {
@@ -232,8 +267,16 @@ char *keys_help_text(void)
 		if (keys_table[i].flags && !place_seen(i))
 			rc = help_section(&s, &n, &cap, keys_table[i].flags);
 	if (rc == 0)
-		rc = append(&s, &n, &cap, "In a dialog: type to edit, <Tab>/<Up>/<Down> move between fields, <Left>/<Right>/"
-					  "<Space> change a choice, <Enter> confirms, <Esc> cancels.\n");
+		rc = append(&s, &n, &cap, "In a dialog: type to edit, <C-u> clears the text, <Tab>/<Up>/<Down> move between "
+					  "fields, <Left>/<Right>/<Space> change a choice, <Enter> confirms, <Esc> cancels.\n");
+	for (int i = 0; rc == 0 && i < keys_legend_count; i++) {
+		char line[512];
+		if (i == 0)
+			rc = append(&s, &n, &cap, "\nThe numbers on screen\n");
+		snprintf(line, sizeof line, "  %-10s %s\n", keys_legend[i].name, keys_legend[i].meaning);
+		if (rc == 0)
+			rc = append(&s, &n, &cap, line);
+	}
 	if (rc != 0) {
 		free(s);
 		return NULL;

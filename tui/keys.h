@@ -56,6 +56,14 @@ typedef struct {
 extern const keys_binding keys_table[];
 extern const int keys_count;
 
+/* The legend: what each number on screen means, its formula and range (one line each in the help). */
+typedef struct {
+	const char *name;
+	const char *meaning;
+} keys_term;
+extern const keys_term keys_legend[];
+extern const int keys_legend_count;
+
 /* The binding of key in view, or NULL. */
 const keys_binding *keys_lookup(int key, int view);
 

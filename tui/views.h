@@ -17,8 +17,9 @@ void views_draw(const app *a, grid *g);
 
 /* The parts, each inside its rectangle (tui/views_frame.c). */
 void views_header(const app *a, grid *g, grid_rect r);
-/* Lines the header takes: 3, or 4 with the model line of a token file. */
-int views_header_rows(const app *a);
+/* Lines the header takes on a screen w wide: the model, the totals, the model line of a token file, and the
+ * settings on one line or, when they do not fit, two. */
+int views_header_rows(const app *a, int w);
 /* The model line's figures as text: "ppl 25.31 -> 26.02  KL 0.0123 (p99 0.21)  top-1 97.3%", "ppl -" before the
  * first result. */
 void views_format_verdict(const app *a, char *buf, size_t len);
@@ -65,5 +66,8 @@ const char *views_waiting(const app *a, int b, unsigned need);
 grid_rect views_title(grid *g, grid_rect r, const char *text);
 /* The first row of a list of n rows shown in `rows` lines so that row `cursor` is visible. */
 int views_scroll(int n, int rows, int cursor);
+/* A list's scroll indicator at the right end of its title line, when it does not fit: " 19-36 of 64 ▲▼", ▲ when
+ * rows are above, ▼ when rows are below. */
+void views_scroll_marks(grid *g, grid_rect title, int first, int shown, int n);
 
 #endif

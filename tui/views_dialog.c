@@ -95,9 +95,13 @@ static void text_field(grid *g, int x, int y, int w, const char *text, int focus
 static void prompt_dialog(const app *a, grid *g, grid_rect r)
 {
 	grid_rect in = box(g, r, 64, 6, a->dlg.title, GRID_EL_FRAME);
-	grid_text(g, in.x, in.y, in.w, "Path:", GRID_EL_DIALOG, 0);
-	text_field(g, in.x + 6, in.y, in.w - 6, a->dlg.input, 1);
-	grid_text(g, in.x, in.y + 2, in.w, "Enter confirms, Esc cancels", GRID_EL_DIM, 0);
+	const int command = a->dlg.prompt == APP_PROMPT_COMMAND;
+	grid_text(g, in.x, in.y, in.w, command ? ":" : "Path:", GRID_EL_DIALOG, 0);
+	const int x = command ? 2 : 6;
+	text_field(g, in.x + x, in.y, in.w - x, a->dlg.input, 1);
+	grid_text(g, in.x, in.y + 2, in.w,
+		  command ? "N: this block's G   g N: average G   b N: block N" : "Enter confirms, Esc cancels", GRID_EL_DIM,
+		  0);
 }
 
 static void choice_field(grid *g, grid_rect in, int y, const char *label, const char *value, int focused)
@@ -118,6 +122,12 @@ static void commit_dialog(const app *a, grid *g, grid_rect r)
 	grid_printf(g, in.x, in.y + 5, in.w, GRID_EL_DIM, 0, "%d of %d experts kept; weighting %s, align %s",
 		    app_plan_totals(a).kept, a->n_blocks * a->E, merge_weighting_name(a->mo.weighting),
 		    align_ref_name(a->mo.align));
+	const cmp_options *c = &a->mo.compress;
+	if (c->mode == CMP_RANK_NONE)
+		grid_text(g, in.x, in.y + 6, in.w, "no compression (r on the main screen)", GRID_EL_DIM, 0);
+	else
+		grid_printf(g, in.x, in.y + 6, in.w, GRID_EL_DIM, 0, "compression %s, stored %s (F on the main screen)",
+			    cmp_rank_mode_name(c->mode), mrun_format_names[a->format]);
 	grid_text(g, in.x, in.y + 7, in.w, "Enter commits, Tab next field, Left/Right change, Esc cancels", GRID_EL_DIM, 0);
 }
 
@@ -136,8 +146,15 @@ static void text_dialog(const app *a, grid *g, grid_rect r, const char *hint)
 {
 	const int w = r.w < 72 ? r.w : 72;
 	const int h = text_lines(NULL, (grid_rect){0, 0, w - 4, 1}, 0, a->dlg.text, 0, GRID_EL_DIALOG) + 4;
+	if (h > r.h)  /* a small screen: over the header too, rather than cut */
+		r = (grid_rect){r.x, 0, r.w, r.y + r.h};
 	grid_rect in = box(g, r, w, h, a->dlg.title, a->dlg.is_error ? GRID_EL_ERROR : GRID_EL_FRAME);
-	text_lines(g, in, in.y, a->dlg.text, 0, GRID_EL_DIALOG);
+	/* the text above the hint's line: on a small screen it is cut there, never written over the hint or frame */
+	grid_rect text = {in.x, in.y, in.w, in.h - 1 > 0 ? in.h - 1 : 1};
+	text_lines(g, text, in.y, a->dlg.text, 0, GRID_EL_DIALOG);
+	if (text_lines(NULL, text, in.y, a->dlg.text, 0, GRID_EL_DIALOG) > text.h && in.w > 0)
+		grid_put(g, in.x + in.w - 1, text.y + text.h - 1, g->gl->ellipsis, GRID_EL_DIM, 0);
+	grid_fill(g, (grid_rect){in.x, in.y + in.h - 1, in.w, 1}, ' ', GRID_EL_DIALOG, 0);
 	grid_text(g, in.x, in.y + in.h - 1, in.w, hint, GRID_EL_DIM, 0);
 }
 

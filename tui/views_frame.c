@@ -106,35 +106,98 @@ static void header_model(const app *a, grid *g, grid_rect r)
 		    m->inter, tokens);
 }
 
+/* " plan  28/32 experts  saves 393K params (768 KiB)  error 0.0238 (mean of 1 merged)": the sizes as the commit
+ * writes them, the error over the evaluated merged blocks; "partial" until every block is planned and evaluated. */
 static void header_totals(const app *a, grid *g, grid_rect r)
 {
 	app_totals t = app_plan_totals(a);
-	char params[32], bytes[32], err[32] = "-", pending[64] = "";
-	views_format_count((double)t.params_saved, params, sizeof params);
-	views_format_bytes(t.bytes_saved, bytes, sizeof bytes);
-	if (!isnan(t.mean_error))
-		snprintf(err, sizeof err, "%.4f", t.mean_error);
-	if (t.evaluated < t.merged)
-		snprintf(pending, sizeof pending, " (%d/%d blocks)", t.evaluated, t.merged);
-	grid_printf(g, r.x, r.y, r.w, GRID_EL_HEADER, 0,
-		    " plan  %d/%d experts  saves %s params (%s)  mean error %s%s", t.kept, t.experts, params,
-		    bytes, err, pending);
+	char text[320], params[32], bytes[32];
+	int n = snprintf(text, sizeof text, " plan %d/%d experts", t.kept, t.experts);
+	const double saved = t.size.params_before - t.size.params_after;
+	views_format_count(fabs(saved), params, sizeof params);
+	views_format_bytes(fabs(t.size.bytes_before - t.size.bytes_after), bytes, sizeof bytes);
+	const int grows = saved < 0;
+	if (t.sized < t.blocks)
+		n += snprintf(text + n, sizeof text - (size_t)n, "  saves ? (factors: %d/%d measured)", t.sized, t.blocks);
+	else
+		n += snprintf(text + n, sizeof text - (size_t)n, "  %s %s params (%s)", grows ? "GROWS" : "saves", params,
+			      bytes);
+	if (t.planned < t.blocks)
+		n += snprintf(text + n, sizeof text - (size_t)n, " partial: %d/%d planned", t.planned, t.blocks);
+	if (t.merged == 0)
+		snprintf(text + n, sizeof text - (size_t)n, "  error -");
+	else if (t.evaluated == 0)
+		snprintf(text + n, sizeof text - (size_t)n, "  error ... (0/%d merged)", t.merged);
+	else if (t.evaluated < t.merged)
+		snprintf(text + n, sizeof text - (size_t)n, "  error %.4f partial %d/%d", t.mean_error, t.evaluated,
+			 t.merged);
+	else
+		snprintf(text + n, sizeof text - (size_t)n, "  error %.4f (%d merged)", t.mean_error, t.merged);
+	grid_text(g, r.x, r.y, r.w, text, grows ? GRID_EL_WARN : GRID_EL_HEADER, 0);
+}
+
+/* The settings line's items: the key that changes each, then its value, the layout and router first (they weigh
+ * most on the error). Returns the count; each item is "K value". */
+static int settings_items(const app *a, char items[][48])
+{
+	const cmp_options *c = &a->mo.compress;
+	int n = 0;
+	snprintf(items[n++], 48, "L %s", pipe_layout_name(a->mo.layout));
+	snprintf(items[n++], 48, "R %s", rfit_method_name(a->mo.router));
+	snprintf(items[n++], 48, "m %s", grp_method_name(a->cur.method));
+	snprintf(items[n++], 48, "b %s", sim_base_name(a->cur.base));
+	snprintf(items[n++], 48, "w %s", merge_weighting_name(a->mo.weighting));
+	snprintf(items[n++], 48, "a %s", align_ref_name(a->mo.align));
+	switch (c->mode) {
+	case CMP_RANK_ENERGY: snprintf(items[n++], 48, "r energy %.3g", c->energy); break;
+	case CMP_RANK_STABLE: snprintf(items[n++], 48, "r stable x%.3g", c->stable_k); break;
+	case CMP_RANK_FIXED: snprintf(items[n++], 48, "r rank %d", c->rank); break;
+	default: snprintf(items[n++], 48, "r none"); break;
+	}
+	if (c->mode != CMP_RANK_NONE)
+		snprintf(items[n++], 48, "F %s", mrun_format_names[a->format]);
+	return n;
+}
+
+/* The items that fit on the first settings line of width w (the rest go on a second). */
+static int settings_split(const app *a, int w, char items[][48], int *n)
+{
+	*n = settings_items(a, items);
+	int x = 1, k = 0;
+	while (k < *n && x + grid_text_width(items[k]) <= w) {
+		x += grid_text_width(items[k]) + 2;
+		k++;
+	}
+	return k;
+}
+
+static int settings_rows(const app *a, int w)
+{
+	char items[10][48];
+	int n;
+	return settings_split(a, w, items, &n) < n ? 2 : 1;
+}
+
+/* One item: its key letter bold, its value plain. */
+static int settings_item(grid *g, int x, int y, int w, const char *item)
+{
+	grid_text(g, x, y, w, (char[2]){item[0], 0}, GRID_EL_HEADER, GRID_BOLD);
+	return grid_text(g, x + 1, y, w - 1, item + 1, GRID_EL_HEADER, 0) + 1;
 }
 
 static void header_settings(const app *a, grid *g, grid_rect r)
 {
-	const cmp_options *c = &a->mo.compress;
-	char rank[48];
-	switch (c->mode) {
-	case CMP_RANK_ENERGY: snprintf(rank, sizeof rank, "energy %.3g", c->energy); break;
-	case CMP_RANK_STABLE: snprintf(rank, sizeof rank, "stable x%.3g", c->stable_k); break;
-	case CMP_RANK_FIXED: snprintf(rank, sizeof rank, "rank %d", c->rank); break;
-	default: snprintf(rank, sizeof rank, "none"); break;
+	char items[10][48];
+	int n;
+	const int first = settings_split(a, r.w, items, &n);
+	int x = r.x + 1, y = r.y;
+	for (int k = 0; k < n; k++) {
+		if (k == first && k > 0) {
+			x = r.x + 1;
+			y++;
+		}
+		x += settings_item(g, x, y, r.x + r.w - x, items[k]) + 2;
 	}
-	grid_printf(g, r.x, r.y, r.w, GRID_EL_HEADER, 0,
-		    " method %s  base %s  weights %s  align %s  rank %s  %s %s",
-		    grp_method_name(a->cur.method), sim_base_name(a->cur.base), merge_weighting_name(a->mo.weighting),
-		    align_ref_name(a->mo.align), rank, pipe_layout_names[a->mo.layout], rfit_method_name(a->mo.router));
 }
 
 /* The model-level verdict, under the plan's totals: the original's perplexity, the merged model's, KL(original ||
@@ -164,9 +227,9 @@ void views_format_verdict(const app *a, char *buf, size_t len)
 		snprintf(buf, len, "ppl -");
 }
 
-int views_header_rows(const app *a)
+int views_header_rows(const app *a, int w)
 {
-	return a->model.enabled ? 4 : 3;
+	return (a->model.enabled ? 3 : 2) + settings_rows(a, w);
 }
 
 void views_header(const app *a, grid *g, grid_rect r)
@@ -177,7 +240,7 @@ void views_header(const app *a, grid *g, grid_rect r)
 	int y = r.y + 2;
 	if (a->model.enabled)
 		header_verdict(a, g, (grid_rect){r.x, y++, r.w, 1});
-	header_settings(a, g, (grid_rect){r.x, y, r.w, 1});
+	header_settings(a, g, (grid_rect){r.x, y, r.w, r.y + r.h - y});
 }
 
 /* Where tab v starts on the tab row and how wide it is. */
@@ -228,8 +291,8 @@ static int spark_width(const app *a, int w)
 
 int views_layers_width(const app *a, int w)
 {
-	/* pointer, label, spark, G (3), error (7), with a space between each */
-	return 1 + label_width(a) + 1 + spark_width(a, w) + 1 + 3 + 1 + 7;
+	/* pointer, label, spark, G (3), written (4), error (7), with a space between each */
+	return 1 + label_width(a) + 1 + spark_width(a, w) + 1 + 3 + 1 + 4 + 1 + 7;
 }
 
 /* The block's usage as a sparkline of n cells: experts in the usage view's order, several per cell (their
@@ -280,20 +343,48 @@ static void layer_row(const app *a, grid *g, grid_rect r, int b, int y)
 	eval_cell(a, b, err, sizeof err);
 	const int pending = !a->cur.edited[b] && plan_groups(&a->cur.p, b) != a->cur.groups[b];
 	grid_printf(g, x, y, 3, pending ? GRID_EL_DIM : GRID_EL_DEFAULT, 0, "%3d", a->cur.groups[b]);
+	/* what the commit writes; '+' when more than the block's G (split up to E', or aliased copies) */
+	const int out = app_written_experts(a, b), G = plan_groups(&a->cur.p, b);
+	grid_printf(g, x + 4, y, 4, out > G ? GRID_EL_WARN : GRID_EL_DIM, 0, "%3d%s", out, out > G ? "+" : " ");
+	x += 5;
 	grid_printf(g, x + 4, y, 7, a->eval[b].state == APP_EVAL_FAILED ? GRID_EL_ERROR : GRID_EL_DEFAULT, 0, "%7s",
 		    err);
 	if (sel)
 		grid_paint(g, (grid_rect){r.x + 1, y, lw, 1}, GRID_EL_SELECTED, 0);
 }
 
+/* The layer list's marks: in the pointer column of its first and last rows when blocks are above or below. */
+static void layer_marks(const app *a, grid *g, grid_rect r, int top, int rows)
+{
+	if (top > 0 && top != a->block)
+		grid_put(g, r.x, r.y + 1, g->gl->more_up, GRID_EL_WARN, GRID_BOLD);
+	if (top + rows < a->n_blocks && top + rows - 1 != a->block)
+		grid_put(g, r.x, r.y + rows, g->gl->more_down, GRID_EL_WARN, GRID_BOLD);
+}
+
 void views_layers(const app *a, grid *g, grid_rect r)
 {
 	const int lw = label_width(a), sw = spark_width(a, g->w);
-	grid_printf(g, r.x + 1, r.y, r.w - 1, GRID_EL_TITLE, 0, "%-*s %-*s %3s %7s", lw, "L", sw, "usage", "G", "error");
+	grid_printf(g, r.x + 1, r.y, r.w - 1, GRID_EL_TITLE, 0, "%-*s %-*s %3s %4s %7s", lw, "L", sw, "usage", "G", "out",
+		    "error");
 	const int rows = r.h - 1;
 	const int top = views_scroll(a->n_blocks, rows, a->block);
 	for (int i = 0; i < rows && top + i < a->n_blocks; i++)
 		layer_row(a, g, r, top + i, r.y + 1 + i);
+	layer_marks(a, g, r, top, rows);
+}
+
+void views_scroll_marks(grid *g, grid_rect title, int first, int shown, int n)
+{
+	if (shown >= n || title.w <= 0)
+		return;
+	char text[64];
+	const int last = first + shown < n ? first + shown : n;
+	const int w = snprintf(text, sizeof text, " %d-%d of %d ", first + 1, last, n);
+	const int x = title.x + title.w - w - 2;
+	grid_text(g, x, title.y, w, text, GRID_EL_WARN, 0);
+	grid_put(g, x + w, title.y, first > 0 ? g->gl->more_up : ' ', GRID_EL_WARN, GRID_BOLD);
+	grid_put(g, x + w + 1, title.y, last < n ? g->gl->more_down : ' ', GRID_EL_WARN, GRID_BOLD);
 }
 
 /* The worker's progress bar at the right end of the status line; returns the column it starts at (r.x + r.w
@@ -323,7 +414,7 @@ static int status_progress(const app *a, grid *g, grid_rect r)
 
 /* Key hints for the status line: the keys a newcomer needs first. */
 static const char *const hints[][2] = {
-	{"?", "help"}, {"+/-", "G"}, {"Tab", "view"}, {"m", "method"}, {"b", "base"},
+	{"?", "help"}, {"+/-", "G"}, {":", "G="}, {"Tab", "view"}, {"L", "layout"}, {"R", "router"},
 	{"e", "export"}, {"c", "commit"}, {"q", "quit"},
 };
 
@@ -367,7 +458,7 @@ static int layout(const app *a, int W, int H, screen_layout *l)
 {
 	if (W < 20 || H < 8)
 		return -1;
-	const int top = views_header_rows(a) + 1;
+	const int top = views_header_rows(a, W) + 1;
 	l->body = (grid_rect){0, top, W, H - top - 1};
 	int lw = views_layers_width(a, W);
 	if (lw > W / 2)
@@ -383,7 +474,7 @@ views_hit views_hit_test(const app *a, int w, int h, int x, int y)
 	screen_layout l;
 	if (layout(a, w, h, &l) != 0 || x < 0 || y < 0 || x >= w || y >= h)
 		return hit;
-	for (int v = 0; y == views_header_rows(a) && v < APP_VIEW_COUNT; v++) {
+	for (int v = 0; y == views_header_rows(a, w) && v < APP_VIEW_COUNT; v++) {
 		int tw, tx = tab_span(v, &tw);
 		if (x >= tx && x < tx + tw)
 			return (views_hit){VIEWS_HIT_TAB, v, -1, -1};
@@ -409,7 +500,7 @@ void views_draw(const app *a, grid *g)
 		return;
 	}
 	const grid_rect body = l.body;
-	const int rows = views_header_rows(a);
+	const int rows = views_header_rows(a, W);
 	views_header(a, g, (grid_rect){0, 0, W, rows});
 	views_tabs(a, g, (grid_rect){0, rows, W, 1});
 	grid_clip(g, l.layers);

@@ -118,6 +118,7 @@ void views_groups(const app *a, grid *g, grid_rect r)
 		else
 			member_line(a, g, body, body.y + i, l->group, l->expert, order);
 	}
+	views_scroll_marks(g, r, first, rows, n);
 	grid_text(g, body.x, body.y + body.h - 1, body.w, "< > move to another group, d makes dominant",
 		  GRID_EL_DIM, 0);
 }

@@ -37,13 +37,38 @@ static int position(const int *order, int E, int e)
 	return 0;
 }
 
+/* Digits of the largest expert index. */
+static int label_digits(int E)
+{
+	int d = 1;
+	for (int v = E - 1; v >= 10; v /= 10)
+		d++;
+	return d;
+}
+
+/* Column labels: whole expert numbers on every k-th column, k such that a label and a space fit (so 64 experts
+ * in one-cell columns read "0  3  6" rather than a run of last digits); the cursor's column always has its label. */
 static void axis_labels(const app *a, grid *g, grid_rect r, const heat_layout *h, const int *order)
 {
-	for (int j = 0; j < h->cols; j++) {
-		int e = order[h->col0 + j];
-		grid_printf(g, r.x + 4 + j * h->cw, r.y, h->cw, e == a->expert ? GRID_EL_CURSOR : GRID_EL_DIM, 0, "%*d", h->cw,
-			    h->cw >= 2 ? e % 100 : e % 10);
+	const int digits = label_digits(a->E);
+	const int k = (digits + 1 + h->cw - 1) / h->cw;
+	int cx = -1, clen = 0;  /* the cursor's label: where it starts and how wide it is */
+	for (int j = 0; j < h->cols; j++)
+		if (order[h->col0 + j] == a->expert) {
+			char t[16];
+			cx = r.x + 4 + j * h->cw;
+			clen = snprintf(t, sizeof t, "%d", a->expert);
+		}
+	for (int j = 0; j < h->cols; j += k) {
+		const int x = r.x + 4 + j * h->cw, e = order[h->col0 + j];
+		char t[16];
+		const int len = snprintf(t, sizeof t, "%d", e);
+		if (cx >= 0 && x <= cx + clen && x + len >= cx)
+			continue;  /* it would run into the cursor's label */
+		grid_text(g, x, r.y, r.x + r.w - x, t, GRID_EL_DIM, 0);
 	}
+	if (cx >= 0)
+		grid_printf(g, cx, r.y, r.x + r.w - cx, GRID_EL_CURSOR, 0, "%d", a->expert);
 	for (int i = 0; i < h->rows; i++) {
 		int e = order[h->row0 + i];
 		grid_printf(g, r.x, r.y + 1 + i, 3, e == a->heat_row ? GRID_EL_CURSOR : GRID_EL_DIM, 0, "%3d", e);
@@ -60,26 +85,38 @@ static void cells(const app *a, grid *g, grid_rect r, const heat_layout *h, cons
 			const int ej = order[h->col0 + j];
 			const double v = h->sim[(size_t)ei * E + ej];
 			const int level = grid_heat_level(v, h->lo, h->hi);
+			const int diag = ei == ej;  /* always 1: its own glyph, so the scale is the data's alone */
 			const int cursor = ei == a->heat_row && ej == a->expert;
 			/* same-group cells of the by-group order carry a mark so groups read as blocks in mono too */
 			unsigned attr = cursor ? GRID_REVERSE : grp[ei] >= 0 && grp[ei] == grp[ej] && a->heat_by_group ? GRID_BOLD : 0;
 			for (int c = 0; c < h->cw; c++)
-				grid_put(g, r.x + 4 + j * h->cw + c, r.y + 1 + i, g->gl->shade[level],
-					 (grid_element)(GRID_EL_HEAT0 + level), attr);
+				grid_put(g, r.x + 4 + j * h->cw + c, r.y + 1 + i, diag ? g->gl->diagonal : g->gl->shade[level],
+					 diag ? GRID_EL_DIM : (grid_element)(GRID_EL_HEAT0 + level), attr);
 		}
 	}
 }
 
-/* "scale . <0.712 : >=0.712 ...": each shade with the lower edge of its band (the first with its upper). */
+/* "scale 0.545 ·░▒▓█ 1.000 (off-diagonal min..max, 5 bands)  ╲ self": the shades split the range the block's
+ * off-diagonal values span into equal bands; the diagonal has its own glyph. */
 static void legend(grid *g, int x, int y, int w, const heat_layout *h)
 {
-	const double step = (h->hi - h->lo) / GRID_HEAT_LEVELS;
-	int used = grid_text(g, x, y, w, "scale ", GRID_EL_DIM, 0);
-	for (int l = 0; l < GRID_HEAT_LEVELS && used < w; l++) {
-		grid_put(g, x + used, y, g->gl->shade[l], (grid_element)(GRID_EL_HEAT0 + l), 0);
-		used += 1 + grid_printf(g, x + used + 1, y, w - used - 1, GRID_EL_DIM, 0, "%s%.3f ", l ? ">=" : "<",
-					h->lo + step * (l ? l : 1));
+	int used = grid_printf(g, x, y, w, GRID_EL_DIM, 0, "scale %.3f ", h->lo);
+	for (int l = 0; l < GRID_HEAT_LEVELS && used < w; l++)
+		grid_put(g, x + used++, y, g->gl->shade[l], (grid_element)(GRID_EL_HEAT0 + l), 0);
+	used += grid_printf(g, x + used, y, w - used, GRID_EL_DIM, 0, " %.3f off-diagonal min..max  ", h->hi);
+	if (used < w) {
+		grid_put(g, x + used, y, g->gl->diagonal, GRID_EL_DIM, 0);
+		grid_text(g, x + used + 1, y, w - used - 1, " self", GRID_EL_DIM, 0);
 	}
+}
+
+/* What part of the matrix is shown when it does not fit: said, not silently cut. */
+static void clipped_note(const app *a, grid *g, int x, int y, int w, const heat_layout *h)
+{
+	if (h->cols >= a->E && h->rows >= a->E)
+		return;
+	grid_printf(g, x, y, w, GRID_EL_WARN, 0, "clipped: cols %d-%d, rows %d-%d of %d; h/l, Up/Dn scroll",
+		    h->col0 + 1, h->col0 + h->cols, h->row0 + 1, h->row0 + h->rows, a->E);
 }
 
 static void explain(const app *a, grid *g, int x, int y, int w, const heat_layout *h)
@@ -133,6 +170,7 @@ void views_heatmap(const app *a, grid *g, grid_rect r)
 	off_diagonal_range(h.sim, E, &h.lo, &h.hi);
 	axis_labels(a, g, body, &h, order);
 	cells(a, g, body, &h, order);
+	clipped_note(a, g, body.x, body.y + 1 + h.rows, body.w, &h);
 	legend(g, body.x, body.y + 2 + h.rows, body.w, &h);
 	explain(a, g, body.x, body.y + 3 + h.rows, body.w, &h);
 }

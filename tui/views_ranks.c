@@ -71,8 +71,20 @@ static void rank_summary(const app *a, grid *g, grid_rect r, int y, const double
 		len += snprintf(line + len, sizeof line - (size_t)len, " %6s", cell);
 	}
 	grid_text(g, r.x + 1, y, r.w - 1, line, GRID_EL_TITLE, 0);
+	/* a stable rank lies in 1..min(rows, cols): its ceiling says how far from full rank a value is */
+	len = snprintf(line, sizeof line, "%-10s", "ceiling");
+	for (int m = 0; m < MDL_NMAT; m++) {
+		const st_tensor *t = a->m->blocks[a->block].experts[m];
+		if (t && t->ndim == 2)
+			len += snprintf(line + len, sizeof line - (size_t)len, " %6lld",
+					(long long)(t->shape[0] < t->shape[1] ? t->shape[0] : t->shape[1]));
+		else
+			len += snprintf(line + len, sizeof line - (size_t)len, " %6s", "-");
+	}
+	snprintf(line + len, sizeof line - (size_t)len, "   = min(rows, cols)");
+	grid_text(g, r.x + 1, y + 1, r.w - 1, line, GRID_EL_DIM, 0);
 	if (a->eval[a->block].state == APP_EVAL_PENDING)
-		grid_text(g, r.x + 1, y + 1, r.w - 1, "after: evaluating the merge...", GRID_EL_DIM, 0);
+		grid_text(g, r.x + 1, y + 2, r.w - 1, "after: evaluating the merge...", GRID_EL_DIM, 0);
 }
 
 void views_ranks(const app *a, grid *g, grid_rect r)
@@ -92,10 +104,11 @@ void views_ranks(const app *a, grid *g, grid_rect r)
 	snprintf(head, sizeof head, "expert grp %6s %6s %6s   %6s %6s %6s", "gate", "up", "down", "gate'", "up'",
 		 "down'");
 	grid_text(g, body.x + 1, body.y, body.w - 1, head, GRID_EL_LABEL, GRID_UNDERLINE);
-	const int rows = body.h - 3;
+	const int rows = body.h - 4;
 	const int first = views_scroll(E, rows, a->expert);
 	for (int i = 0; i < rows && first + i < E; i++)
 		rank_row(a, g, body, first + i, body.y + 1 + i, before);
+	views_scroll_marks(g, r, first, rows, E);
 	const int shown = rows < E ? rows : E;
 	rank_summary(a, g, body, body.y + 1 + (shown > 0 ? shown : 0), before);
 }

@@ -4,6 +4,8 @@
 
 #include "tui/views.h"
 
+/* One expert: pointer, name, bar, "42.58% g10" right-aligned before the dominant's column, which nothing else
+ * writes into (at 40 columns a bar has no room and the text must not run under the mark). */
 static void usage_row(const app *a, grid *g, grid_rect r, int e, int y, double top)
 {
 	const int b = a->block, E = a->E;
@@ -11,19 +13,41 @@ static void usage_row(const app *a, grid *g, grid_rect r, int e, int y, double t
 	const int grp = a->cur.p.group[(size_t)b * E + e];
 	const int dom = a->cur.p.dominant[(size_t)b * E + e];
 	const int sel = e == a->expert;
-	char tail[48];
-	if (grp < 0)
-		snprintf(tail, sizeof tail, "%6.2f%% dropped", 100.0 * f);
-	else
-		snprintf(tail, sizeof tail, "%6.2f%% g%-3d", 100.0 * f, grp);
+	int gw = 1;
+	for (int v = E - 1; v >= 10 && gw < 4; v /= 10)
+		gw++;
+	const int star = r.x + r.w - 1, room = star - 1 - (r.x + 6);
+	/* aligned columns when they fit, else the same figures without padding, else fewer decimals */
+	char tail[64];
+	for (int form = 0; form < 3; form++) {
+		const double pct = 100.0 * f;
+		if (grp < 0)
+			snprintf(tail, sizeof tail, form == 0 ? "%6.2f%% dropped" : form == 1 ? "%.2f%% dropped" : "%.0f%% drop",
+				 pct);
+		else if (form == 0) {
+			int n = snprintf(tail, sizeof tail, "%6.2f%% g%d", pct, grp % 10000);
+			for (int v = grp, d = 1; n > 0 && n < (int)sizeof tail - 1; d++, v /= 10)
+				if (v < 10 && d >= gw)
+					break;
+				else if (v < 10)
+					tail[n++] = ' ', tail[n] = '\0';  /* pads "g3" to the width of "g63" */
+		} else
+			snprintf(tail, sizeof tail, form == 1 ? "%.2f%% g%d" : "%.0f%% g%d", pct, grp % 10000);
+		if (grid_text_width(tail) <= room)
+			break;
+	}
 	const int tw = grid_text_width(tail);
-	const int bar_w = r.w - 6 - tw - 3;
+	int tx = star - 1 - tw;
+	if (tx < r.x + 6)
+		tx = r.x + 6;
+	const int bar_w = tx - 1 - (r.x + 6);
 	grid_put(g, r.x, y, sel ? g->gl->pointer : ' ', GRID_EL_DEFAULT, 0);
 	grid_printf(g, r.x + 1, y, 4, sel ? GRID_EL_SELECTED : GRID_EL_LABEL, 0, "e%-3d", e);
-	grid_hbar(g, r.x + 6, y, bar_w, top > 0 ? f / top : 0, grid_group_element(grp));
-	grid_text(g, r.x + 6 + (bar_w > 0 ? bar_w : 0) + 1, y, tw, tail, grp < 0 ? GRID_EL_DIM : GRID_EL_DEFAULT, 0);
+	if (bar_w > 0)
+		grid_hbar(g, r.x + 6, y, bar_w, top > 0 ? f / top : 0, grid_group_element(grp));
+	grid_text(g, tx, y, star - 1 - tx, tail, grp < 0 ? GRID_EL_DIM : GRID_EL_DEFAULT, 0);
 	if (dom)
-		grid_put(g, r.x + r.w - 1, y, g->gl->dominant, grid_group_element(grp), GRID_BOLD);
+		grid_put(g, star, y, g->gl->dominant, grid_group_element(grp), GRID_BOLD);
 }
 
 void views_usage(const app *a, grid *g, grid_rect r)
@@ -55,4 +79,5 @@ void views_usage(const app *a, grid *g, grid_rect r)
 	const int first = views_scroll(E, rows, pos);
 	for (int i = 0; i < rows && first + i < E; i++)
 		usage_row(a, g, body, order[first + i], body.y + 1 + i, top);
+	views_scroll_marks(g, r, first, rows, E);
 }

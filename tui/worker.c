@@ -30,6 +30,7 @@ struct worker {
 	int running, stop;
 	work_kind running_kind;
 	int running_block;
+	int running_side;
 	int done, total;
 	int step, steps;          /* the running job's own progress, when it reports one */
 	char label[128];
@@ -71,7 +72,7 @@ static int priority(work_kind k)
 	switch (k) {
 	case WORK_COMMIT: return 0;
 	case WORK_EVAL: return 1;
-	case WORK_STATS: return 2;
+	case WORK_STATS: return 2;  /* and side evaluations */
 	default: return 3;
 	}
 }
@@ -302,6 +303,7 @@ static void *worker_main(void *arg)
 		w->running = 1;
 		w->running_kind = n->job.kind;
 		w->running_block = n->job.block;
+		w->running_side = n->job.side;
 		w->step = w->steps = 0;
 		atomic_store(&w->cancel, 0);  /* a cancel was meant for the job before */
 		pthread_mutex_unlock(&w->mu);
@@ -388,7 +390,7 @@ static void drop_jobs_of(worker *w, work_kind kind, int block)
 {
 	for (job_node **pp = &w->jobs; *pp;) {
 		job_node *n = *pp;
-		if (superseded(n->job.kind, n->job.block, kind, block)) {
+		if (!n->job.side && superseded(n->job.kind, n->job.block, kind, block)) {
 			*pp = n->next;
 			free_node(n);
 			w->total--;
@@ -396,7 +398,7 @@ static void drop_jobs_of(worker *w, work_kind kind, int block)
 			pp = &n->next;
 		}
 	}
-	if (w->running && superseded(w->running_kind, w->running_block, kind, block))
+	if (w->running && !w->running_side && superseded(w->running_kind, w->running_block, kind, block))
 		atomic_store(&w->cancel, 1);
 	if (!w->jobs && !w->running)
 		pthread_cond_broadcast(&w->idle);
@@ -427,10 +429,11 @@ int worker_post(worker *w, work_job *job)
 	pthread_mutex_lock(&w->mu);
 	if (!w->jobs && !w->running)
 		w->done = w->total = 0;  /* a new burst of work: the progress bar starts over */
-	if (n->job.kind == WORK_EVAL)  /* a new evaluation of a block replaces the older one */
+	if (n->job.kind == WORK_EVAL && !n->job.side)  /* a new evaluation of a block replaces the older one */
 		drop_jobs_of(w, WORK_EVAL, n->job.block);
 	job_node **pp = &w->jobs;
-	while (*pp && priority((*pp)->job.kind) <= priority(n->job.kind))
+	const int prio = n->job.side ? priority(WORK_STATS) : priority(n->job.kind);
+	while (*pp && ((*pp)->job.side ? priority(WORK_STATS) : priority((*pp)->job.kind)) <= prio)
 		pp = &(*pp)->next;
 	n->next = *pp;
 	*pp = n;

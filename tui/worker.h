@@ -46,6 +46,8 @@ typedef struct {
 	srch_cache *search_cache; /* SEARCH (with arch and tok): the caller's cache, touched only by the worker while
 				   * the job runs and kept until the worker stops */
 	srch_options search;      /* SEARCH: progress and cancel are the worker's */
+	int side;                 /* EVAL: a side evaluation (the comparison view's variants): it neither replaces the
+				   * block's own evaluation nor is replaced by it, and waits behind the statistics */
 } work_job;
 
 typedef struct {

@@ -63,7 +63,8 @@ $(screen_text "$1")"
 }
 autosave() { ls "$DIR"/mixtral-tiny-*.autosave 2>/dev/null | head -n 1; }
 autosave_has() { local f; f=$(autosave) && [ -n "$f" ] && grep -qE -- "$1" "$f"; }
-no_autosave() { [ -z "$(ls "$DIR" 2>/dev/null)" ]; }
+# A running instance holds NAME.autosave.lock (tui/autosave.h); it goes when the instance ends.
+no_autosave() { [ -z "$(ls "$DIR" 2>/dev/null | grep -v '\.autosave\.lock$')" ]; }
 exited() { [ -f "$TMP/rc.$1" ]; }
 
 # ---- a kill loses nothing ----
@@ -75,6 +76,12 @@ text 1 -
 text 1 -
 poll "G 6 in block 1 autosaved" 60 autosave_has "^groups 8 6 8 8$" ||
 	fail "G 6 in block 1 autosaved" "$(ls -la "$DIR" 2>&1; cat "$(autosave)" 2>/dev/null | head -n 14)"
+# the layout and router decide the error as much as G: they are kept too
+keys 1 L
+keys 1 R
+poll "layout and router autosaved" 60 autosave_has "^layout aliased$" ||
+	fail "layout and router autosaved" "$(cat "$(autosave)" 2>/dev/null | head -n 16)"
+poll "the router autosaved" 60 autosave_has "^router lse-fit$" || fail "the router autosaved" "$(grep router "$(autosave)")"
 kill -9 "$(cat "$TMP/pid.1")"
 poll "killed" 20 exited 1 || fail "killed" "no exit status"
 if [ "$(cat "$TMP/rc.1" 2>/dev/null)" = 137 ]; then pass "SIGKILL ended it"; else fail "SIGKILL ended it" "status $(cat "$TMP/rc.1" 2>/dev/null)"; fi
@@ -82,7 +89,7 @@ f=$(autosave)
 if [ -n "$f" ] && cp "$f" "$TMP/saved.autosave"; then pass "the autosave outlives the kill"; else fail "the autosave outlives the kill" "$(ls -la "$DIR" 2>&1)"; fi
 expect_grep "its header names the model" "^model $MT$" "$TMP/saved.autosave"
 expect_grep "and the calibration set" "^calib $MT/calib.safetensors$" "$TMP/saved.autosave"
-if [ -z "$(ls "$DIR" | grep -v '\.autosave$')" ]; then pass "no scratch file left"; else fail "no scratch file left" "$(ls "$DIR")"; fi
+if [ -z "$(ls "$DIR" | grep -v '\.autosave$' | grep -v '\.autosave\.lock$')" ]; then pass "no scratch file left"; else fail "no scratch file left" "$(ls "$DIR")"; fi
 
 # ---- opened again: the dialog, y ----
 start 2
@@ -90,7 +97,8 @@ wait_for 2 "restore dialog" "An unsaved plan from [0-9-]+ [0-9:]+ was found"
 wait_for 2 "restore question" "Restore it\? \(y/n\)"
 keys 2 y
 wait_for 2 "restored" "plan restored from the autosave"
-wait_for 2 "block 1 back at G 6 and evaluated" "1 [^ ]+ +6  0\.[0-9]{4}"
+wait_for 2 "layout and router restored" "L aliased  R lse-fit"
+wait_for 2 "block 1 back at G 6 and evaluated" "1 [^ ]+ +6 +8\+ +0\.[0-9]{4}"
 keys 2 e
 wait_for 2 "export prompt" "Export plan"
 keys 2 C-u
@@ -138,7 +146,7 @@ gone() { if no_autosave; then pass "$1: discarded"; else fail "$1: discarded" "$
 
 plant "$TMP/saved.autosave"
 script restore_y wait y wait dump
-expect_grep "restore_y: block 1 at G 6" "^.1 [^ ]+ +6  0\.[0-9]{4}" "$TMP/restore_y.txt"
+expect_grep "restore_y: block 1 at G 6" "^.1 [^ ]+ +6 +8\+ +0\.[0-9]{4}" "$TMP/restore_y.txt"
 gone "restore_y: the script's end is a clean exit, and the file"
 
 plant "$TMP/saved.autosave"

@@ -38,6 +38,26 @@ $(head -n 40 "$TMP/diff")"
 	fi
 }
 
+# screen_om NAME [ARGS...]: the same on olmoe-mini (64 experts, top-8).
+screen_om() {
+	local name=$1
+	shift
+	(cd "$TMP" && "$BIN" tui "$OM" "$OM/calib.safetensors" --script "$SCRIPTS/$name.keys" \
+		--dump "$TMP/$name.txt" "$@") >"$TMP/out" 2>"$TMP/err"
+	local rc=$?
+	if [ "$rc" -ne 0 ]; then
+		fail "$name" "exit $rc: $(head -c 400 "$TMP/err")"
+	elif [ "${UPDATE:-0}" = 1 ]; then
+		cp "$TMP/$name.txt" "$EXPECTED/$name.txt"
+		pass "$name (updated)"
+	elif diff -u "$EXPECTED/$name.txt" "$TMP/$name.txt" >"$TMP/diff"; then
+		pass "$name"
+	else
+		fail "$name" "screen differs:
+$(head -n 40 "$TMP/diff")"
+	fi
+}
+
 screen opening
 screen heatmap_by_group
 screen help --size 100x60
@@ -48,6 +68,82 @@ expect_grep "commit wrote an aliased checkpoint that opens" "experts +8 per bloc
 printf 'layer,expert,group,dominant,frequency\n0,0,0,1,0.5\n7,0,0,1,0.5\n' >"$TMP/bad_plan.csv"
 screen import_error
 screen small_screen --size 80x24
+
+# The settings that decide the error are on the main screen, and the totals are what the commit writes.
+screen layout_router --size 80x24
+expect_grep "layout_router: compact splits block 0 up to E' (out 8+), saving nothing" \
+	"^ plan 28/32 experts  saves 0 params \(0 B\)  error 0\.[0-9]{4} \(1 merged\)" "$TMP/layout_router.txt"
+expect_grep "layout_router: the written count beside G" "^.0 [^ ]+ +4 +8\+ +0\.[0-9]{4}" "$TMP/layout_router.txt"
+expect_grep "layout_router: layout and router on the settings line" "^ L aliased  R lse-fit  m msmoe" \
+	"$TMP/layout_router.txt"
+if grep -q "…$" <(grep "^ L " "$TMP/layout_router.txt"); then
+	fail "layout_router: the settings line is not cut at 80 columns" "$(grep '^ L ' "$TMP/layout_router.txt")"
+else
+	pass "layout_router: the settings line is not cut at 80 columns"
+fi
+screen compare --size 80x24
+for v in "compact, lse-fit" "compact, mean" "compact, dominant" "compact, auto" "aliased \(router kept\)" \
+	"prune-frequency, same G"; do
+	expect_grep "compare: $v measured" "$v +[01]\.[0-9]{4} +[01]\.[0-9]{4}" "$TMP/compare.txt"
+done
+# the marked row's error is the block's own in the layer list
+own=$(grep -E "^.0 " "$TMP/compare.txt" | head -n 1 | awk -F'│' '{print $1}' | awk '{print $NF}')
+marked=$(grep -E "compact, auto" "$TMP/compare.txt" | awk '{print $(NF-1)}')
+if [ -n "$own" ] && [ "$own" = "$marked" ]; then pass "compare: the current row equals the block's error"; else
+	fail "compare: the current row equals the block's error" "layer list $own, compare $marked"; fi
+
+# 64 experts: navigation, scroll indicators, heatmap labels and clipping, :g N.
+screen_om olmoe_nav --size 80x24
+awk '/^----- screen/{n++} {print > ("'"$TMP"'/nav" n ".txt")}' "$TMP/olmoe_nav.txt"
+top=$(grep -oE "▸e[0-9]+ +[^ ]+ +[0-9.]+%" "$TMP/nav1.txt" | grep -oE "[0-9.]+%$")
+max=$(grep -oE "[0-9.]+% g" "$TMP/nav1.txt" | grep -oE "[0-9.]+" | sort -g | tail -n 1)
+if [ -n "$top" ] && [ "$top" = "$max%" ]; then pass "olmoe_nav: the cursor opens on the most used expert"; else
+	fail "olmoe_nav: the cursor opens on the most used expert" "cursor $top, most $max"; fi
+expect_grep "olmoe_nav: a scroll indicator" "1-[0-9]+ of 64 +▼" "$TMP/nav1.txt"
+expect_grep "olmoe_nav: PgDn scrolls, both ways marked" "[0-9]+-[0-9]+ of 64 ▲▼" "$TMP/nav2.txt"
+expect_grep "olmoe_nav: End reaches the last expert" "[0-9]+-64 of 64 ▲" "$TMP/nav3.txt"
+expect_grep "olmoe_nav: heatmap labels every third column" "│     [0-9]+  +[0-9]+  +[0-9]+  " "$TMP/nav4.txt"
+expect_grep "olmoe_nav: the heatmap says it is clipped" "clipped: cols 1-[0-9]+, rows [0-9]+-[0-9]+ of 64" "$TMP/nav4.txt"
+expect_grep "olmoe_nav: the scale states the data's range" "scale 0\.[0-9]{3} .* [01]\.[0-9]{3} off-diagonal min\.\.max" \
+	"$TMP/nav4.txt"
+expect_grep "olmoe_nav: the command prompt" "│ : g 16 " "$TMP/nav5.txt"
+expect_grep "olmoe_nav: :g 16 in one step, explained" "average G 16 .*: G = [0-9]+ [0-9]+ [0-9]+ [0-9]+" "$TMP/nav6.txt"
+screen_om narrow --size 40x12
+expect_grep "narrow: two-digit group labels whole before the dominant mark" "g1[0-9] ★" "$TMP/narrow.txt"
+if grep -qE "g1★" "$TMP/narrow.txt"; then fail "narrow: no cut label" "$(grep 'g1★' "$TMP/narrow.txt")"; else pass "narrow: no cut label"; fi
+screen help_legend --size 100x60
+for term in usage entropy cv similarity "stable rnk" out error saves agreement; do
+	expect_grep "help_legend: defines $term" "^│ +$term +[a-z(]" "$TMP/help_legend.txt"
+done
+expect_grep "help_legend: the dialog's C-u" "<C-u> clears the text" "$TMP/help_legend.txt"
+
+# The header's saving is what the commit writes: committed at an average G of 2, the checkpoint shrinks by
+# the header's bytes.
+printf 'wait
+:
+type:g 2
+<Enter>
+wait
+dump
+c
+<C-u>
+type:%s
+<Enter>
+wait
+dump
+' "$TMP/saved_g2" >"$TMP/saves.keys"
+(cd "$TMP" && "$BIN" tui "$MT" "$MT/calib.safetensors" --script "$TMP/saves.keys" --dump "$TMP/saves.txt") \
+	>"$TMP/out" 2>"$TMP/err" || fail "saves run" "$(head -c 400 "$TMP/err")"
+mib() { grep -oE "$1" "$TMP/saves.txt" | head -n 1 | grep -oE "[0-9.]+ MiB" | head -n "$2" | tail -n 1 | cut -d' ' -f1; }
+header=$(mib "saves [0-9.]+[KMG]? params \([0-9.]+ MiB\)" 1)
+before=$(mib "checkpoint [0-9.]+ MiB -> [0-9.]+ MiB" 1)
+after=$(mib "checkpoint [0-9.]+ MiB -> [0-9.]+ MiB" 2)
+if [ -n "$header" ] && [ -n "$after" ] && awk -v h="$header" -v b="$before" -v a="$after" \
+	'BEGIN { d = b - a - h; exit !(d < 0.011 && d > -0.011) }'; then
+	pass "the header's saving equals the commit's ($header MiB)"
+else
+	fail "the header's saving equals the commit's" "header '$header', checkpoint '$before' -> '$after'"
+fi
 NO_COLOR=1 screen ascii_mono --ascii
 if LC_ALL=C grep -q '[^ -~]' "$TMP/ascii_mono.txt"; then
 	fail "ascii run writes ASCII only" "$(LC_ALL=C grep -n '[^ -~]' "$TMP/ascii_mono.txt" | head -3)"
@@ -126,6 +222,19 @@ expect_status "no calibration set" 0 "$BIN" tui "$MT" --script "$TMP/nocal.keys"
 expect_grep "no calibration: usage unknown" "usage unknown: no calibration set" "$TMP/nocal.txt"
 expect_grep "no calibration: planning refused" "planning needs a calibration set" "$TMP/nocal.txt"
 expect_grep "no calibration: router-weight heatmap" "Similarity \(router-weight\) of block 0" "$TMP/nocal.txt"
+# a commit without calibration does not claim an error it never measured
+printf 'wait
+c
+<C-u>
+type:%s
+<Enter>
+wait
+dump
+' "$TMP/nocal_out" >"$TMP/nocal_commit.keys"
+expect_status "no calibration: commit" 0 "$BIN" tui "$MT" --script "$TMP/nocal_commit.keys" --dump "$TMP/nocal_commit.txt"
+tr -d '\n│' <"$TMP/nocal_commit.txt" | tr -s ' ' >"$TMP/nocal_commit.flat"
+expect_grep "no calibration: the commit's error is not measured" "mean output error not measured \(no calibration set\)" \
+	"$TMP/nocal_commit.flat"
 
 # Bad scripts and no terminal are errors, with the line named.
 printf 'wait\n<Nope>\n' >"$TMP/bad.keys"
