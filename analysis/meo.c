@@ -46,6 +46,8 @@ static void state_free(meo_state *s)
 static ms_status check_shapes(const blk_config *cfg, ms_error *err)
 {
 	const expert_weights *e0 = &cfg->experts[0];
+	if (e0->act == MDL_ACT_CLAMPED_SWIGLU || e0->gate_bias || e0->up_bias || e0->down_bias)
+		return ms_fail(err, MS_ERR_ARG, "MEO: mixing covers SiLU-GLU and ReLU experts without biases");
 	for (int s = 1; s < cfg->n_slots; s++) {
 		const expert_weights *e = &cfg->experts[s];
 		if (e->f != e0->f || e->act != e0->act)

@@ -13,6 +13,7 @@
 static const char *const act_text[] = {
 	[MDL_ACT_SILU_GLU] = "SiLU GLU: down(silu(gate x) * up x)",
 	[MDL_ACT_RELU] = "ReLU: down relu(up x), no gate",
+	[MDL_ACT_CLAMPED_SWIGLU] = "clamped SwiGLU with biases: down((clamp(up x) + 1) * swish_1.702(min(gate x, 7)))",
 };
 
 /* "1.50 GiB" / "12.3 M": a size people can read beside the exact count. */

@@ -3,7 +3,8 @@
 #include <math.h>
 
 /* The --json names of mdl_act. */
-static const char *const act_names[] = {[MDL_ACT_SILU_GLU] = "silu_glu", [MDL_ACT_RELU] = "relu"};
+static const char *const act_names[] = {[MDL_ACT_SILU_GLU] = "silu_glu", [MDL_ACT_RELU] = "relu",
+						      [MDL_ACT_CLAMPED_SWIGLU] = "clamped_swiglu"};
 
 void report_add_array(cJSON *obj, const char *key, const double *v, int n, int stride)
 {
