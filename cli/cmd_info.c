@@ -96,8 +96,12 @@ static void print_human(const mdl_model *m)
 	printf("%-14s%s\n", "activation", act_text[m->act]);
 	printf("%-14s%s\n", "routing", routing);
 	printf("%-14s%s\n", "expert dtype", st_dtype_name(m->expert_dtype));
-	printf("%-14s%s\n", "expert layout", m->layout == MDL_LAYOUT_FUSED ? "fused 3-D tensors (gate_up_proj, down_proj)"
-									  : "one tensor per expert and matrix");
+	static const char *const layouts[] = {
+		[MDL_LAYOUT_PER_EXPERT] = "one tensor per expert and matrix",
+		[MDL_LAYOUT_FUSED] = "fused 3-D tensors (gate_up_proj, down_proj)",
+		[MDL_LAYOUT_INTERLEAVED] = "interleaved 3-D tensors [in, out] with biases (gate_up_proj, down_proj)",
+	};
+	printf("%-14s%s\n", "expert layout", layouts[m->layout]);
 	print_amount("experts", m->params_experts, m->bytes_experts);
 	print_amount("total", m->params_total, m->bytes_total);
 }

@@ -62,7 +62,9 @@ cJSON *report_model(const mdl_model *m)
 	cJSON_AddStringToObject(routing, "score", m->routing.score == MDL_SCORE_SIGMOID ? "sigmoid" : "softmax");
 	cJSON_AddNumberToObject(routing, "n_group", m->routing.n_group);
 	cJSON_AddNumberToObject(routing, "topk_group", m->routing.topk_group);
-	cJSON_AddStringToObject(j, "expert_layout", m->layout == MDL_LAYOUT_FUSED ? "fused" : "per_expert");
+	static const char *const layouts[] = {[MDL_LAYOUT_PER_EXPERT] = "per_expert", [MDL_LAYOUT_FUSED] = "fused",
+					      [MDL_LAYOUT_INTERLEAVED] = "interleaved"};
+	cJSON_AddStringToObject(j, "expert_layout", layouts[m->layout]);
 	cJSON_AddStringToObject(j, "expert_dtype", st_dtype_name(m->expert_dtype));
 	cJSON_AddItemToObject(j, "params", pair(m->params_experts, m->params_total));
 	cJSON_AddItemToObject(j, "bytes", pair(m->bytes_experts, m->bytes_total));
