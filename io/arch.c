@@ -20,6 +20,7 @@ struct arch_family {
 	const char *head_dim_field;        /* NULL: hidden_size / num_attention_heads whatever the config says */
 	int qkv_bias;                      /* 1 or 0 fixed, -1: config field attention_bias */
 	int o_bias;                        /* same */
+	int attention_bias_default;        /* attention_bias when config.json has none */
 	arch_qk qk_norm;
 	const char *clip_field;            /* clip_qkv, or NULL */
 	const char *window_field;          /* sliding_window, or NULL */
@@ -39,6 +40,10 @@ struct arch_family {
 	const char *qk_norm_field;         /* config bool switching qk_norm on (glm4_moe use_qk_norm), or NULL */
 	double partial_rotary_default;     /* partial_rotary_factor when config.json has none (0: the field is not
 					    * read, every head dimension rotates) */
+	const char *layer_types_field;     /* layer_types (gpt_oss): "sliding_attention" layers take the window,
+					    * "full_attention" ones do not; absent: even layers slide. NULL otherwise */
+	int window_default;                /* sliding_window when config.json has none */
+	int sinks;                         /* self_attn.sinks */
 	const char *names[ARCH_T_COUNT];   /* NULL where the family has no such weight */
 };
 
@@ -117,6 +122,13 @@ static const arch_family families[] = {
 		   [ARCH_T_SHARED_GATE] = LAYER "mlp.shared_experts.gate_proj.weight",
 		   [ARCH_T_SHARED_UP] = LAYER "mlp.shared_experts.up_proj.weight",
 		   [ARCH_T_SHARED_DOWN] = LAYER "mlp.shared_experts.down_proj.weight"}},
+	/* GptOssAttention: q/k/v/o biases (attention_bias, default true), a learned sink logit per head, sliding and
+	 * full attention layers by layer_types, yarn RoPE (rotate_half) by default; RMSNorm; every layer MoE. */
+	{.model_type = "gpt_oss", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-5,
+	 .theta_default = 150000.0, .max_position_default = 131072, .head_dim_field = "head_dim", .qkv_bias = -1,
+	 .o_bias = -1, .attention_bias_default = 1, .qk_norm = ARCH_QK_NONE, .window_field = "sliding_window", .window_default = 128,
+	 .layer_types_field = "layer_types", .sinks = 1,
+	 .names = {ENDS_AND_NORMS, GQA_NAMES, [ARCH_T_SINKS] = LAYER "self_attn.sinks"}},
 	/* DeepseekV3Attention is DeepSeek-V2's latent attention; rope_interleave (default true) picks the rotation */
 	{.model_type = "deepseek_v3", .attn = ARCH_ATTN_MLA, .norm = ARCH_NORM_RMS, .eps_default = 1e-6,
 	 .theta_default = 10000.0, .max_position_default = 2048, .qkv_bias = -1, .o_bias = -1,
@@ -307,7 +319,7 @@ static ms_status read_attention(const reader *r, arch_model *a)
 			     a->head_dim);
 	int bias = 0;
 	if (st == MS_OK && (f->qkv_bias < 0 || f->o_bias < 0))
-		st = get_bool(r, "attention_bias", 0, &bias);
+		st = get_bool(r, "attention_bias", f->attention_bias_default, &bias);
 	a->qkv_bias = f->qkv_bias < 0 ? bias : f->qkv_bias;
 	a->o_bias = f->o_bias < 0 ? bias : f->o_bias;
 	a->qk_norm = f->qk_norm;
@@ -330,6 +342,32 @@ static ms_status read_attention(const reader *r, arch_model *a)
 	return st;
 }
 
+/* GptOssConfig's layer_types: one "sliding_attention" or "full_attention" per layer; when absent, layer i slides
+ * when i is even. */
+static ms_status read_layer_types(const reader *r, arch_model *a)
+{
+	const char *name = a->family->layer_types_field;
+	const cJSON *types = cJSON_GetObjectItemCaseSensitive(r->cfg, name);
+	if (!types || cJSON_IsNull(types)) {
+		for (int i = 0; i < a->n_layers; i++)
+			a->layer_window[i] = i % 2 == 0 ? a->sliding_window : 0;
+		return MS_OK;
+	}
+	if (!cJSON_IsArray(types) || cJSON_GetArraySize(types) != a->n_layers)
+		return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s' must be a list of %d layer types", r->where,
+			       name, a->n_layers);
+	int i = 0;
+	const cJSON *v;
+	cJSON_ArrayForEach(v, types) {
+		const char *t = cJSON_IsString(v) ? v->valuestring : "";
+		if (strcmp(t, "sliding_attention") != 0 && strcmp(t, "full_attention") != 0)
+			return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: field '%s': entry %d must be \"sliding_attention\" or "
+				       "\"full_attention\"", r->where, name, i);
+		a->layer_window[i++] = strcmp(t, "sliding_attention") == 0 ? a->sliding_window : 0;
+	}
+	return MS_OK;
+}
+
 static ms_status read_window(const reader *r, arch_model *a)
 {
 	const arch_family *f = a->family;
@@ -338,11 +376,18 @@ static ms_status read_window(const reader *r, arch_model *a)
 	if (f->window_switch_field)
 		st = get_bool(r, f->window_switch_field, 0, &on);
 	if (st == MS_OK && on && f->window_field)
-		st = get_int(r, f->window_field, 1, 1 << 30, 0, 0, &a->sliding_window);
+		st = get_int(r, f->window_field, 1, 1 << 30, 0, f->window_default, &a->sliding_window);
 	if (st == MS_OK && f->window_layers_field)
 		st = get_int(r, f->window_layers_field, 0, 1 << 30, 0, f->window_layers_default, &a->window_from_layer);
 	if (!on)
 		a->sliding_window = 0;
+	a->layer_window = calloc((size_t)a->n_layers, sizeof *a->layer_window);
+	if (st == MS_OK && !a->layer_window)
+		return ms_fail(r->err, MS_ERR_NOMEM, "%s: out of memory", r->where);
+	for (int i = 0; st == MS_OK && i < a->n_layers; i++)
+		a->layer_window[i] = i >= a->window_from_layer ? a->sliding_window : 0;
+	if (st == MS_OK && f->layer_types_field)
+		st = read_layer_types(r, a);
 	return st;
 }
 
@@ -392,6 +437,7 @@ static ms_status read_arch(const reader *r, arch_model *a)
 	if (st == MS_OK)
 		st = get_real(r, "rope_theta", 1e-6, 1e30, f->theta_default, &a->rope.theta);
 	a->rope.interleaved = f->rope_interleaved;
+	a->sinks = f->sinks;
 	if (st == MS_OK && f->rope_interleave_field)
 		st = get_bool(r, f->rope_interleave_field, f->rope_interleaved, &a->rope.interleaved);
 	if (st == MS_OK)
@@ -425,7 +471,7 @@ ms_status arch_open(const mdl_model *m, arch_model **out, ms_error *err)
 	if (!f)
 		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s/config.json: model_type '%s': the forward pass covers the "
 			       "decoder-only families (mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3, "
-			       "glm4_moe)",
+			       "glm4_moe, gpt_oss)",
 			       m->dir, m->model_type);
 	arch_model *a = calloc(1, sizeof *a);
 	int *layers = a ? malloc((size_t)m->n_layers * sizeof *layers) : NULL;
@@ -458,6 +504,7 @@ void arch_close(arch_model *a)
 	if (!a)
 		return;
 	free(a->block_of_layer);
+	free(a->layer_window);
 	free(a);
 }
 
@@ -482,6 +529,7 @@ int arch_has(const arch_model *a, arch_tensor t, int layer)
 	case ARCH_T_MLP_GATE: case ARCH_T_MLP_UP: case ARCH_T_MLP_DOWN: return !moe;
 	case ARCH_T_SHARED_GATE: case ARCH_T_SHARED_UP: case ARCH_T_SHARED_DOWN: return moe && a->shared_inter > 0;
 	case ARCH_T_SHARED_EXPERT_GATE: return moe && a->shared_gated;
+	case ARCH_T_SINKS: return a->sinks;
 	default: return 0;
 	}
 }

@@ -40,6 +40,7 @@ typedef enum {
 	ARCH_T_Q_A, ARCH_T_Q_A_NORM, ARCH_T_Q_B, ARCH_T_KV_A, ARCH_T_KV_A_NORM, ARCH_T_KV_B,
 	ARCH_T_MLP_GATE, ARCH_T_MLP_UP, ARCH_T_MLP_DOWN,
 	ARCH_T_SHARED_GATE, ARCH_T_SHARED_UP, ARCH_T_SHARED_DOWN, ARCH_T_SHARED_EXPERT_GATE,
+	ARCH_T_SINKS,
 	ARCH_T_COUNT
 } arch_tensor;
 
@@ -63,6 +64,9 @@ typedef struct {
 	double clip_qkv;                   /* 0: none */
 	int sliding_window;                /* 0: none */
 	int window_from_layer;             /* the window applies to layers >= this (qwen's max_window_layers) */
+	int *layer_window;                 /* [n_layers]: the window of each layer (0: full attention), from the two
+					    * above or from gpt_oss's layer_types */
+	int sinks;                         /* attention sinks: self_attn.sinks [heads] per layer (gpt_oss) */
 	arch_rope rope;
 	int tied;                          /* lm_head is the embedding */
 	int dense_inter;                   /* intermediate size of dense layers (0: the family has none) */
