@@ -197,13 +197,22 @@ if [ $rc -eq 1 ] && [ "$(wc -l <"$TMP/bad.err")" -eq 1 ] && grep -q "fused 3-D t
 else
 	fail "gpt_oss: factors of interleaved experts refused" "exit $rc: $(head -c 300 "$TMP/bad.err")"
 fi
-"$MOESCOPE" perplexity "$G" --tokens "$TOK" >"$TMP/bad.out" 2>"$TMP/bad.err"
-rc=$?
-if [ $rc -eq 1 ] && [ "$(wc -l <"$TMP/bad.err")" -eq 1 ] && grep -q "model_type 'gpt_oss': the forward pass covers" "$TMP/bad.err"; then
-	pass "gpt_oss: the forward pass is refused in one line (not implemented yet)"
-else
-	fail "gpt_oss: the forward pass is refused in one line" "exit $rc: $(head -c 300 "$TMP/bad.err")"
-fi
+# the forward pass: a merge fitted on the captured block inputs gives, written, the NLL perplexity --plan computes in
+# memory
+expect_status "gpt_oss: capture" 0 "$MOESCOPE" capture "$G" --tokens "$TOK" --out "$TMP/oss.cap.safetensors"
+expect_status "gpt_oss: merge on the captured set" 0 "$MOESCOPE" merge "$G" --calib "$TMP/oss.cap.safetensors" \
+	--plan "$TMP/oss.6/moescope_plan.csv" --out "$TMP/oss.cap.merged"
+expect_status "gpt_oss: perplexity --plan" 0 "$MOESCOPE" perplexity "$G" --tokens "$TOK" \
+	--plan "$TMP/oss.6/moescope_plan.csv" --json "$TMP/oss.inmem.json"
+expect_status "gpt_oss: perplexity of the merge" 0 "$MOESCOPE" perplexity "$TMP/oss.cap.merged" --tokens "$TOK" \
+	--json "$TMP/oss.written.ppl.json"
+py "gpt_oss: merged NLL in memory = written" "$TMP/oss.inmem.json" "$TMP/oss.written.ppl.json" <<'PY'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+x, y = a["merged"]["nll"], b["nll"]
+assert abs(x - y) <= 1e-6 * max(1, abs(y)), (x, y)
+assert abs(a["original"]["nll"] - x) > 1e-6, "the merge changes the model"
+PY
 
 # Refusals: one line, exit 1, nothing written.
 out=$TMP/factors
