@@ -44,7 +44,8 @@ static void routing_text(const mdl_model *m, char *buf, size_t len)
 	const mdl_routing *r = &m->routing;
 	int n = r->score == MDL_SCORE_SIGMOID
 			? snprintf(buf, len, "sigmoid scores of %d experts, top-%d by score + bias", m->n_experts, r->top_k)
-			: snprintf(buf, len, "softmax over %d experts, top-%d", m->n_experts, r->top_k);
+			: snprintf(buf, len, "softmax over %d experts%s, top-%d", m->n_experts,
+				   m->n_blocks > 0 && m->blocks[0].router_bias ? " (logits + router bias)" : "", r->top_k);
 	if (n >= 0 && (size_t)n < len && r->n_group > 1 && r->topk_group < r->n_group)
 		n += snprintf(buf + n, len - (size_t)n, " within the best %d of %d groups", r->topk_group, r->n_group);
 	if (n < 0 || (size_t)n >= len)

@@ -86,6 +86,15 @@ cp -r "$S/olmoe-mini" "$TMP/nobias"
 sed -i 's/"attention_bias":[[:space:]]*false/"attention_bias": true/' "$TMP/nobias/config.json"
 cp -r "$M" "$TMP/longrope"
 sed -i 's/"rope_scaling":[[:space:]]*null/"rope_scaling": {"rope_type": "longrope", "factor": 2}/' "$TMP/longrope/config.json"
+cp -r "$S/gptoss-tiny" "$TMP/osstypes"
+sed -i 's/"full_attention"/"chunked_attention"/' "$TMP/osstypes/config.json"
+cp -r "$S/gptoss-tiny" "$TMP/osssinks"
+python3 - "$TMP/osssinks/model.safetensors" <<'PY'
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+open(p, "wb").write(b.replace(b"model.layers.2.self_attn.sinks", b"model.layers.2.self_attn.sonks"))
+PY
 # bad NAME REGEX ARGS...: capture and perplexity both refuse
 bad() {
 	local name=$1 regex=$2
@@ -119,6 +128,9 @@ bad "attention shape disagrees with config.json" "k_proj.weight': shape \[64, 12
 bad "attention bias missing" "tensor 'model.layers.0.self_attn.q_proj.bias' missing" "$TMP/nobias" --tokens "$TOK"
 bad "unsupported rope scaling" "config.json: field 'rope_scaling': type 'longrope' is not supported" \
 	"$TMP/longrope" --tokens "$TOK"
+bad "gpt_oss layer type unknown" "config.json: field 'layer_types': entry 1 must be \"sliding_attention\" or" \
+	"$TMP/osstypes" --tokens "$TOK"
+bad "gpt_oss attention sinks missing" "tensor 'model.layers.2.self_attn.sinks' missing" "$TMP/osssinks" --tokens "$TOK"
 bad "switch has no forward here" "switch_transformers.*decoder-only families" "$S/switch-tiny" --tokens "$TOK"
 
 # --text: the model's tokenizer.json gives the ids, with its special tokens, then the same path as --tokens. A
