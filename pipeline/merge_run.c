@@ -459,17 +459,16 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 /* Mean residual of each router method on the calibration tokens, so the report shows which fits best. */
 static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, int b)
 {
-	const int E = blk->E, G = plan_groups(p, b);
+	const int G = plan_groups(p, b);
 	float *rows = malloc((size_t)G * blk->d * sizeof *rows);
+	float *bias = malloc((size_t)G * sizeof *bias);
 	double *res = malloc((size_t)G * sizeof *res);
 	cJSON *o = cJSON_AddObjectToObject(jb, "router_fit_residual");
 	const char *best = NULL;
 	double best_v = INFINITY;
-	for (int meth = 0; rows && res && meth < RFIT_ROW_METHODS; meth++) {
+	for (int meth = 0; rows && bias && res && meth < RFIT_ROW_METHODS; meth++) {
 		ms_error e2 = {0};
-		if (rfit_rows((rfit_method)meth, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
-			      p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows,
-			      res, &e2) != MS_OK)
+		if (pipe_router_fit(blk, p, b, (rfit_method)meth, rows, bias, res, &e2) != MS_OK)
 			continue;
 		double mean = 0.0;
 		for (int g = 0; g < G; g++)
@@ -483,6 +482,7 @@ static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, i
 	if (best)
 		cJSON_AddStringToObject(o, "best", best);
 	free(rows);
+	free(bias);
 	free(res);
 }
 

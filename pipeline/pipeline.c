@@ -816,18 +816,16 @@ static ms_status merged_score_bias(const pipe_block *blk, const plan *p, int b, 
 /* A router with a logit bias b_e routes on x W_e^T + b_e: the bias is one more router column whose input is always
  * 1. The row method runs on that extended router and inputs [x, 1], so a merged row and its bias come from the
  * same rule (the dominant's pair, the frequency-weighted mean of the pairs, or the lse-fit of both), and the
- * extended rows are split back into mg->router [G, d] and mg->router_bias [G]. */
-static ms_status biased_rows(const pipe_block *blk, const plan *p, int b, rfit_method method, pipe_merged *mg,
-			     ms_error *err)
+ * extended rows are split back into rows [G, d] and bias [G]. */
+static ms_status biased_rows(const pipe_block *blk, const plan *p, int b, rfit_method method, float *out,
+			     float *bias, double *residual, ms_error *err)
 {
-	const int E = blk->E, d = blk->d, G = mg->groups, d1 = d + 1;
+	const int E = blk->E, d = blk->d, G = plan_groups(p, b), d1 = d + 1;
 	const int64_t T = blk->T;
 	float *router = malloc((size_t)E * d1 * sizeof *router);
 	float *rows = malloc((size_t)(G > 0 ? G : 1) * d1 * sizeof *rows);
 	float *x = T > 0 ? malloc((size_t)(T * d1) * sizeof *x) : NULL;
-	if (!mg->router_bias)
-		mg->router_bias = malloc((size_t)mg->n_router * sizeof *mg->router_bias);
-	ms_status st = router && rows && (T == 0 || x) && mg->router_bias ? MS_OK
+	ms_status st = router && rows && (T == 0 || x) ? MS_OK
 		: ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for the router's bias column", p->labels[b]);
 	for (int e = 0; st == MS_OK && e < E; e++) {
 		memcpy(router + (size_t)e * d1, blk->router + (size_t)e * d, (size_t)d * sizeof *router);
@@ -839,16 +837,28 @@ static ms_status biased_rows(const pipe_block *blk, const plan *p, int b, rfit_m
 	}
 	if (st == MS_OK)
 		st = rfit_rows(method, x, T, d1, router, E, p->group + (size_t)b * E, p->dominant + (size_t)b * E,
-			       p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows,
-			       T > 0 ? mg->router_residual : NULL, err);
+			       p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows, residual, err);
 	for (int g = 0; st == MS_OK && g < G; g++) {
-		memcpy(mg->router + (size_t)g * d, rows + (size_t)g * d1, (size_t)d * sizeof *rows);
-		mg->router_bias[g] = rows[(size_t)g * d1 + d];
+		memcpy(out + (size_t)g * d, rows + (size_t)g * d1, (size_t)d * sizeof *rows);
+		bias[g] = rows[(size_t)g * d1 + d];
 	}
 	free(router);
 	free(rows);
 	free(x);
 	return st;
+}
+
+ms_status pipe_router_fit(const pipe_block *blk, const plan *p, int b, rfit_method method, float *rows,
+			  float *bias, double *residual, ms_error *err)
+{
+	const int E = blk->E;
+	if (blk->router_bias)
+		return bias ? biased_rows(blk, p, b, method, rows, bias, residual, err)
+			    : ms_fail(err, MS_ERR_ARG, "block %s: the router has a bias: its merged bias needs room",
+				      p->labels[b]);
+	return rfit_rows(method, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
+			 p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, plan_groups(p, b),
+			 RFIT_LAMBDA_DEFAULT, rows, residual, err);
 }
 
 /* The compact router rows of one method into mg->router (padding slots repeat their group's row), rounded to the
@@ -863,11 +873,11 @@ static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_m
 			       p->labels[b]);
 	for (int g = 0; g < G; g++)
 		mg->router_residual[g] = NAN;
-	ms_status st = blk->router_bias ? biased_rows(blk, p, b, method, mg, err)
-				       : rfit_rows(method, blk->x, blk->T, d, blk->router, E, group,
-						   p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, G,
-						   RFIT_LAMBDA_DEFAULT, mg->router, blk->T > 0 ? mg->router_residual : NULL,
-						   err);
+	if (blk->router_bias && !mg->router_bias &&
+	    !(mg->router_bias = malloc((size_t)mg->n_router * sizeof *mg->router_bias)))
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", p->labels[b]);
+	ms_status st = pipe_router_fit(blk, p, b, method, mg->router, mg->router_bias,
+				       blk->T > 0 ? mg->router_residual : NULL, err);
 	if (st != MS_OK)
 		return st;
 	keep_singleton_rows(blk, group, G, mg);

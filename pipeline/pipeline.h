@@ -151,6 +151,12 @@ int pipe_plan_slots(const plan *p);
  * `eval --plan`, `perplexity --plan` and the application's model line all use it). *slots (may be NULL) gets E'. */
 ms_status pipe_fill_plan(plan *p, int *slots, ms_error *err);
 
+/* The compact router rows [G, d] of one row method for block b of plan p (rfit_rows), and with a router logit bias
+ * (gpt_oss) each group's bias [G] by the same rule (docs/design.md §4.3; bias may be NULL only without one);
+ * residual [G] may be NULL (needs calibration tokens). */
+ms_status pipe_router_fit(const pipe_block *blk, const plan *p, int b, rfit_method method, float *rows,
+			  float *bias, double *residual, ms_error *err);
+
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert. */
 blk_config pipe_block_config(const pipe_block *blk);
 
