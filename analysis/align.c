@@ -24,7 +24,7 @@ int align_ref_parse(const char *name)
 
 static int has_gate(const expert_weights *w)
 {
-	return w->act == MDL_ACT_SILU_GLU;
+	return mdl_act_gated(w->act);
 }
 
 static int expert_ok(const expert_weights *w)
@@ -188,4 +188,26 @@ ms_status align_apply_into(const int *perm, const expert_weights *src, float *ga
 			out[i] = in[perm[i]];
 	}
 	return MS_OK;
+}
+
+ms_status align_apply_biases(const int *perm, int f, float *gate_bias, float *up_bias)
+{
+	if (!perm || f <= 0)
+		return MS_ERR_ARG;
+	float *scratch = malloc((size_t)f * sizeof *scratch);
+	unsigned char *seen = malloc((size_t)f);
+	ms_status st = scratch && seen ? MS_OK : MS_ERR_NOMEM;
+	if (st == MS_OK && !is_permutation(perm, f, seen))
+		st = MS_ERR_ARG;
+	float *const vec[2] = {gate_bias, up_bias};
+	for (int k = 0; st == MS_OK && k < 2; k++) {
+		if (!vec[k])
+			continue;
+		for (int i = 0; i < f; i++)
+			scratch[i] = vec[k][perm[i]];
+		memcpy(vec[k], scratch, (size_t)f * sizeof *scratch);
+	}
+	free(scratch);
+	free(seen);
+	return st;
 }

@@ -48,4 +48,9 @@ ms_status align_apply(const int *perm, float *gate, float *up, float *down, int 
  * no gate), up [f, d], down [d, f], which must not overlap src's. */
 ms_status align_apply_into(const int *perm, const expert_weights *src, float *gate, float *up, float *down);
 
+/* Permutes the intermediate-axis biases gate_bias [f] and up_bias [f] (either may be NULL) in place as align_apply
+ * permutes the rows of gate and up: afterwards bias[i] is the old bias[perm[i]]. A down bias lies on the d axis and
+ * is not permuted. MS_ERR_ARG when perm is not a permutation. */
+ms_status align_apply_biases(const int *perm, int f, float *gate_bias, float *up_bias);
+
 #endif

@@ -36,9 +36,9 @@ static ms_status check_expert(const expert_weights *w, int d, int s, ms_error *e
 		return ms_fail(err, MS_ERR_ARG, "expert slot %d: width %d, intermediate size %d, up %s, down %s "
 			       "(the block's width is %d)", s, w->d, w->f, w->up ? "present" : "missing",
 			       w->down ? "present" : "missing", d);
-	if (w->act != MDL_ACT_SILU_GLU && w->act != MDL_ACT_RELU)
+	if ((int)w->act < 0 || (int)w->act >= MDL_ACT_COUNT)
 		return ms_fail(err, MS_ERR_ARG, "expert slot %d: unknown activation %d", s, (int)w->act);
-	if (w->act == MDL_ACT_SILU_GLU && !w->gate)
+	if (mdl_act_gated(w->act) && !w->gate)
 		return ms_fail(err, MS_ERR_ARG, "expert slot %d: gated expert without its gate matrix", s);
 	return MS_OK;
 }
@@ -132,7 +132,7 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 	mdl_routing r = cfg->routing;
 	r.top_k = r.top_k < n_active ? r.top_k : n_active;
 	const int k = r.top_k;
-	float *bias = NULL;
+	float *bias = NULL, *logit_bias = NULL;
 	if (n_active < cfg->n_router && r.n_group > 1 && r.topk_group < r.n_group)
 		return ms_fail(err, MS_ERR_ARG, "block routing: group-limited routing over %d of %d router rows: dropped "
 			       "experts would break the groups", n_active, cfg->n_router);
@@ -142,10 +142,18 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 			bias[i] = r.score_bias[rows[i]];
 		r.score_bias = bias;
 	}
+	if (n_active < cfg->n_router && r.logit_bias) {   /* likewise the router's logit bias */
+		logit_bias = alloc_array(n_active, sizeof(float));
+		for (int i = 0; logit_bias && i < n_active; i++)
+			logit_bias[i] = r.logit_bias[rows[i]];
+		r.logit_bias = logit_bias;
+	}
 	float *z = alloc_array((int64_t)(T < ROUTE_CHUNK ? T : ROUTE_CHUNK) * n_active, sizeof(float));
-	if (!z || (cfg->routing.score_bias && !bias && n_active < cfg->n_router)) {
+	if (!z || (cfg->routing.score_bias && !bias && n_active < cfg->n_router) ||
+	    (cfg->routing.logit_bias && !logit_bias && n_active < cfg->n_router)) {
 		free(z);
 		free(bias);
+		free(logit_bias);
 		return ms_fail(err, MS_ERR_NOMEM, "block routing: out of memory for the router logits");
 	}
 	ms_status st = MS_OK;
@@ -155,6 +163,7 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 			st = ms_fail(err, MS_ERR_ARG, "block routing: router logits of %d rows failed", n_active);
 			break;
 		}
+		route_add_bias(z, n, n_active, r.logit_bias);
 		st = check_logits(z, n, n_active, t0, rows, err);
 		if (st != MS_OK)
 			break;
@@ -170,6 +179,7 @@ static ms_status route_chunks(const blk_config *cfg, const float *router, const 
 	}
 	free(z);
 	free(bias);
+	free(logit_bias);
 	return st;
 }
 
@@ -557,7 +567,8 @@ int64_t blk_expert_params(const expert_weights *w)
 {
 	if (!w || w->d <= 0 || w->f <= 0)
 		return 0;
-	return (int64_t)w->d * w->f * (w->act == MDL_ACT_SILU_GLU ? 3 : 2);
+	return (int64_t)w->d * w->f * (mdl_act_gated(w->act) ? 3 : 2) +
+	       (w->down_bias ? w->d : 0) + (w->gate_bias ? w->f : 0) + (w->up_bias ? w->f : 0);
 }
 
 /* 1 when slot s uses the same weight arrays as an earlier slot. */

@@ -7,7 +7,7 @@
 int64_t expert_work_floats(const expert_weights *w, int64_t T)
 {
 	/* h [T, f] plus, for gated experts, the gate projection [T, f]. */
-	return T * (int64_t)w->f * (w->act == MDL_ACT_SILU_GLU ? 2 : 1);
+	return T * (int64_t)w->f * (mdl_act_gated(w->act) ? 2 : 1);
 }
 
 /* c [T, n] = alpha a [T, k] b^T + beta c, with b [n, k]. BLAS takes int sizes, so a batch of more than INT_MAX
@@ -26,6 +26,24 @@ static float silu(float v)
 	return v / (1.0f + expf(-v));
 }
 
+/* GptOssExperts: the gate clamped from above, up clamped both ways and shifted by one. */
+static float clamped_swiglu(float gate, float up)
+{
+	const float g = gate < MDL_SWIGLU_LIMIT ? gate : MDL_SWIGLU_LIMIT;
+	const float u = up < -MDL_SWIGLU_LIMIT ? -MDL_SWIGLU_LIMIT : up > MDL_SWIGLU_LIMIT ? MDL_SWIGLU_LIMIT : up;
+	return (u + 1.0f) * (g / (1.0f + expf(-MDL_SWIGLU_ALPHA * g)));
+}
+
+/* Adds bias [n] to every row of a [T, n]. */
+static void add_rows(float *a, int64_t T, int n, const float *bias)
+{
+	if (!bias)
+		return;
+	for (int64_t t = 0; t < T; t++)
+		for (int i = 0; i < n; i++)
+			a[t * n + i] += bias[i];
+}
+
 ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, float *h, float *work)
 {
 	if (!w || !x || !h || T < 0 || w->d <= 0 || w->f <= 0 || !w->up)
@@ -35,6 +53,7 @@ ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, floa
 	const int d = w->d, f = w->f;
 	/* h = x up^T: [T, d] x [d, f] */
 	gemm_rows(T, f, d, 1.0f, x, w->up, 0.0f, h);
+	add_rows(h, T, f, w->up_bias);
 	const int64_t n = T * (int64_t)f;
 	if (w->act == MDL_ACT_RELU) {
 		for (int64_t i = 0; i < n; i++)
@@ -45,6 +64,12 @@ ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, floa
 		return MS_ERR_ARG;
 	float *g = work; /* [T, f] */
 	gemm_rows(T, f, d, 1.0f, x, w->gate, 0.0f, g);
+	add_rows(g, T, f, w->gate_bias);
+	if (w->act == MDL_ACT_CLAMPED_SWIGLU) {
+		for (int64_t i = 0; i < n; i++)
+			h[i] = clamped_swiglu(g[i], h[i]);
+		return MS_OK;
+	}
 	for (int64_t i = 0; i < n; i++)
 		h[i] *= silu(g[i]);
 	return MS_OK;
@@ -64,5 +89,9 @@ ms_status expert_forward(const expert_weights *w, const float *x, int64_t T, flo
 		return st;
 	/* y = alpha h down^T (+ y): [T, f] x [f, d] */
 	gemm_rows(T, w->d, w->f, alpha, h, w->down, accumulate ? 1.0f : 0.0f, y);
+	if (w->down_bias)
+		for (int64_t t = 0; t < T; t++)
+			for (int i = 0; i < w->d; i++)
+				y[t * w->d + i] += alpha * w->down_bias[i];
 	return MS_OK;
 }

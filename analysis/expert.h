@@ -11,6 +11,9 @@ typedef struct {
 	const float *gate;  /* [f, d], NULL for MDL_ACT_RELU */
 	const float *up;    /* [f, d] */
 	const float *down;  /* [d, f] */
+	const float *gate_bias; /* [f] or NULL (no bias): added to gate x */
+	const float *up_bias;   /* [f] or NULL: added to up x */
+	const float *down_bias; /* [d] or NULL: added to the output (before alpha scales it) */
 	int d, f;
 	mdl_act act;
 } expert_weights;
@@ -23,7 +26,8 @@ int64_t expert_work_floats(const expert_weights *w, int64_t T);
 ms_status expert_forward(const expert_weights *w, const float *x, int64_t T, float alpha, int accumulate,
 			 float *y, float *work);
 
-/* Hidden activations h [T, f] = act(gate x) * (up x) (or relu(up x)), the input of down. */
+/* Hidden activations h [T, f] = act(gate x) * (up x) (or relu(up x), or the clamped SwiGLU of io/model.h), biases
+ * included, the input of down. */
 ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, float *h, float *work);
 
 #endif

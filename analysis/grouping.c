@@ -332,7 +332,7 @@ static ms_status reap_check_experts(const expert_weights *experts, int E, int64_
 	for (int e = 0; e < E; e++) {
 		const expert_weights *w = &experts[e];
 		if (w->d != experts[0].d || w->d <= 0 || w->f <= 0 || !w->up || !w->down ||
-		    (w->act == MDL_ACT_SILU_GLU && !w->gate))
+		    (mdl_act_gated(w->act) && !w->gate))
 			return MS_ERR_ARG;
 		const int64_t need = expert_work_floats(w, GRP_REAP_CHUNK);
 		if (need > *work_floats)

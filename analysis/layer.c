@@ -180,12 +180,13 @@ typedef struct {
 	float *out;
 } attn_job;
 
-static void softmax_row(float *row, int64_t n_keys, int64_t first_valid, int64_t last_valid)
+/* sink: a logit without a value that joins the maximum and the sum (NULL: none). */
+static void softmax_row(float *row, int64_t n_keys, int64_t first_valid, int64_t last_valid, const float *sink)
 {
-	float mx = -INFINITY;
+	float mx = sink ? *sink : -INFINITY;
 	for (int64_t j = first_valid; j <= last_valid; j++)
 		mx = row[j] > mx ? row[j] : mx;
-	double sum = 0.0;
+	double sum = sink ? (double)expf(*sink - mx) : 0.0;
 	for (int64_t j = 0; j < n_keys; j++) {
 		const int valid = j >= first_valid && j <= last_valid;
 		row[j] = valid ? expf(row[j] - mx) : 0.0f;
@@ -216,7 +217,7 @@ static ms_status attn_task(void *ctx, int64_t task, ms_error *err)
 		    j->k + (base + klo) * s->ldk + (int64_t)kvh * s->dqk, (int)s->ldk, 0.0f, sc, (int)nk);
 	for (int64_t i = i0; i < i1; i++) {
 		const int64_t first = s->window > 0 && i - s->window + 1 > klo ? i - s->window + 1 : klo;
-		softmax_row(sc + (i - i0) * nk, nk, first - klo, i - klo);
+		softmax_row(sc + (i - i0) * nk, nk, first - klo, i - klo, s->sinks ? s->sinks + h : NULL);
 	}
 	const int64_t ldo = (int64_t)s->H * s->dv;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(i1 - i0), s->dv, (int)nk, 1.0f, sc, (int)nk,

@@ -47,12 +47,15 @@ void lyr_rope_apply(float *x, int64_t T, int n_heads, int head_stride, int offse
  * h / (H / Hkv)). q [T, H * dqk], k [T, Hkv * dqk], v [T, Hkv * dv] (rows ldq, ldk, ldv floats apart), out
  * [T, H * dv]. Sequences are seq_start [n_seq + 1] token ranges; a token attends to the tokens of its sequence at
  * or before it, and within `window` positions of it when window > 0 (i - j < window). Scores are scaled by
- * `scale`; softmax in float32 with its running maximum, sums in double. */
+ * `scale`; softmax in float32 with its running maximum, sums in double; with sinks, head h's sink logit takes
+ * part in the maximum and the sum (GptOssAttention's eager_attention_forward). */
 typedef struct {
 	int H, Hkv, dqk, dv;
 	int64_t ldq, ldk, ldv;
 	float scale;
 	int window;
+	const float *sinks;   /* [H] or NULL: gpt-oss's attention sinks, one logit per head that joins every softmax's
+			       * denominator (and its maximum) without a value: probabilities sum to less than 1 */
 } lyr_attn_shape;
 
 ms_status lyr_attention(const lyr_attn_shape *s, const float *q, const float *k, const float *v,

@@ -42,10 +42,18 @@ static void state_free(meo_state *s)
 	free(s->w);
 }
 
+int meo_applies(const blk_config *cfg)
+{
+	const expert_weights *e0 = cfg && cfg->n_slots > 0 ? &cfg->experts[0] : NULL;
+	return e0 && e0->act != MDL_ACT_CLAMPED_SWIGLU && !e0->gate_bias && !e0->up_bias && !e0->down_bias;
+}
+
 /* MEO mixes matrices element by element, so every slot must hold an expert of the same shape and activation. */
 static ms_status check_shapes(const blk_config *cfg, ms_error *err)
 {
 	const expert_weights *e0 = &cfg->experts[0];
+	if (!meo_applies(cfg))
+		return ms_fail(err, MS_ERR_ARG, "MEO: mixing covers SiLU-GLU and ReLU experts without biases");
 	for (int s = 1; s < cfg->n_slots; s++) {
 		const expert_weights *e = &cfg->experts[s];
 		if (e->f != e0->f || e->act != e0->act)

@@ -60,4 +60,8 @@ typedef struct {
 ms_status meo_analyze(const blk_config *cfg, const float *x, int64_t T, const int32_t *segment_ids,
 		      int64_t max_tokens, meo_result *out, ms_error *err);
 
+/* Whether MEO's mixing covers cfg's experts: SiLU-GLU or ReLU without biases (the mixing of gpt_oss's clamped,
+ * biased experts is not implemented). */
+int meo_applies(const blk_config *cfg);
+
 #endif

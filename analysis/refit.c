@@ -223,6 +223,35 @@ static ms_status check_args(const blk_config *cfg, float *const *down, const flo
 	return MS_OK;
 }
 
+/* The target less the held down biases, y(t) - sum_{s in S(t)} g_s(t) b_s, for slots with a down bias (the
+ * refit fits the matrices only; the bias stays the merge's). Summed in dispatch order. NULL when no slot has one. */
+static float *bias_free_target(const refit_job *j, int *failed)
+{
+	int any = 0;
+	*failed = 0;
+	for (int s = 0; s < j->cfg->n_slots; s++)
+		any |= j->cfg->experts[s].down_bias != NULL;
+	if (!any)
+		return NULL;
+	const int64_t d = j->d;
+	float *t = alloc_n(j->n * d, sizeof(float));
+	if (!t) {
+		*failed = 1;
+		return NULL;
+	}
+	memcpy(t, j->target, (size_t)(j->n * d) * sizeof *t);
+	for (int s = 0; s < j->cfg->n_slots; s++) {
+		const float *bias = j->cfg->experts[s].down_bias;
+		for (int64_t r = j->dp.start[s]; bias && r < j->dp.start[s + 1]; r++) {
+			float *row = t + (int64_t)j->dp.token[r] * d;
+			const float g = (float)j->dp.weight[r];
+			for (int64_t i = 0; i < d; i++)
+				row[i] -= g * bias[i];
+		}
+	}
+	return t;
+}
+
 ms_status rft_down(const blk_config *cfg, float *const *down, const float *x, int64_t n, const float *target,
 		   const rft_options *o, ms_error *err)
 {
@@ -248,10 +277,17 @@ ms_status rft_down(const blk_config *cfg, float *const *down, const float *x, in
 		st = blk_dispatch_build(&routed, sel, w, n, k, &j.dp, err);
 	free(sel);
 	free(w);
+	int failed = 0;
+	float *held = st == MS_OK ? bias_free_target(&j, &failed) : NULL;
+	if (failed)
+		st = ms_fail(err, MS_ERR_NOMEM, "refit: out of memory for %lld tokens", (long long)n);
+	if (held)
+		j.target = held;
 	if (st == MS_OK)
 		st = par_for(S, factor_task, &j, err);
 	if (st == MS_OK)
 		st = par_for((cfg->d + RFT_STRIP - 1) / RFT_STRIP, strip_task, &j, err);
+	free(held);
 	job_free(&j);
 	return st;
 }

@@ -53,6 +53,7 @@ rft_options rft_defaults(void);
  * same arrays cfg->experts[s].down views (the slots must not share storage); they are read as the prior M_s and
  * overwritten with the solution. x [n, d] the fit tokens, target [n, d] the original block's routed output on them
  * (without any shared expert). cfg's shared expert, if any, takes no part (it is the same before and after).
+ * A slot's down bias b_s (expert_weights.down_bias) is held: the matrices are fitted to y(t) - sum g_s(t) b_s.
  * MS_ERR_ARG for bad arguments, MS_ERR_NUMERIC when a system is not positive definite, MS_ERR_NOMEM. */
 ms_status rft_down(const blk_config *cfg, float *const *down, const float *x, int64_t n, const float *target,
 		   const rft_options *o, ms_error *err);

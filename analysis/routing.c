@@ -36,6 +36,15 @@ ms_status route_logits(const float *x, int64_t T, int d, const float *router, in
 	return par_for((T + ROUTE_TASK_TOKENS - 1) / ROUTE_TASK_TOKENS, logits_task, &j, NULL);
 }
 
+void route_add_bias(float *z, int64_t T, int E, const float *bias)
+{
+	if (!bias)
+		return;
+	for (int64_t t = 0; t < T; t++)
+		for (int e = 0; e < E; e++)
+			z[t * E + e] += bias[e];
+}
+
 /* Inserts expert e with logit v into the descending top list (length k, filled n); ties keep the lower index
  * first because experts arrive in index order and only a strictly larger logit moves ahead. */
 static void topk_insert(int *top, const float *row, int k, int *n, int e)

@@ -10,6 +10,10 @@
 /* z [T, E] = x [T, d] router^T, router [E, d]; one GEMM. */
 ms_status route_logits(const float *x, int64_t T, int d, const float *router, int E, float *z);
 
+/* z [T, E] += bias [E] on every row (the router's logit bias, mdl_routing.logit_bias); nothing when bias is NULL.
+ * route_topk takes logits with the bias already added. */
+void route_add_bias(float *z, int64_t T, int E, const float *bias);
+
 /* For every row of z [T, E]: the top-k experts (k = r->top_k) in descending logit order (descending choice value
  * when r has a score bias, sigmoid scores or groups: io/model.h mdl_routing), ties to the lower index,
  * into idx [T, k]; their routing weights into weight [T, k] (may be NULL): softmax over all E logits (each logit's

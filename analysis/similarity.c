@@ -307,7 +307,7 @@ static int experts_agree(const expert_weights *x, int E)
 	for (int e = 0; e < E; e++) {
 		const expert_weights *w = &x[e];
 		if (w->d != x[0].d || w->f != x[0].f || w->act != x[0].act || w->d <= 0 || w->f <= 0 || !w->up ||
-		    !w->down || (w->act == MDL_ACT_SILU_GLU && !w->gate))
+		    !w->down || (mdl_act_gated(w->act) && !w->gate))
 			return 0;
 	}
 	return 1;
@@ -327,7 +327,7 @@ ms_status sim_weight(const expert_weights *experts, int E, double *out)
 	gram_acc g;
 	ms_status st = gram_init(&g, E);
 	for (int mat = 0; mat < MDL_NMAT && st == MS_OK; mat++) {
-		if (mat == MDL_GATE && experts[0].act != MDL_ACT_SILU_GLU)
+		if (mat == MDL_GATE && !mdl_act_gated(experts[0].act))
 			continue;
 		for (int e = 0; e < E; e++)
 			src[e] = mat == MDL_GATE ? experts[e].gate : mat == MDL_UP ? experts[e].up : experts[e].down;

@@ -14,6 +14,7 @@
 static const char *const act_text[] = {
 	[MDL_ACT_SILU_GLU] = "SiLU GLU: down(silu(gate x) * up x)",
 	[MDL_ACT_RELU] = "ReLU: down relu(up x), no gate",
+	[MDL_ACT_CLAMPED_SWIGLU] = "clamped SwiGLU with biases: down((clamp(up x) + 1) * swish_1.702(min(gate x, 7)))",
 };
 
 /* "1.50 GiB" / "12.3 M": a size people can read beside the exact count. */
@@ -44,7 +45,8 @@ static void routing_text(const mdl_model *m, char *buf, size_t len)
 	const mdl_routing *r = &m->routing;
 	int n = r->score == MDL_SCORE_SIGMOID
 			? snprintf(buf, len, "sigmoid scores of %d experts, top-%d by score + bias", m->n_experts, r->top_k)
-			: snprintf(buf, len, "softmax over %d experts, top-%d", m->n_experts, r->top_k);
+			: snprintf(buf, len, "softmax over %d experts%s, top-%d", m->n_experts,
+				   m->n_blocks > 0 && m->blocks[0].router_bias ? " (logits + router bias)" : "", r->top_k);
 	if (n >= 0 && (size_t)n < len && r->n_group > 1 && r->topk_group < r->n_group)
 		n += snprintf(buf + n, len - (size_t)n, " within the best %d of %d groups", r->topk_group, r->n_group);
 	if (n < 0 || (size_t)n >= len)
@@ -96,8 +98,12 @@ static void print_human(const mdl_model *m)
 	printf("%-14s%s\n", "activation", act_text[m->act]);
 	printf("%-14s%s\n", "routing", routing);
 	printf("%-14s%s\n", "expert dtype", st_dtype_name(m->expert_dtype));
-	printf("%-14s%s\n", "expert layout", m->layout == MDL_LAYOUT_FUSED ? "fused 3-D tensors (gate_up_proj, down_proj)"
-									  : "one tensor per expert and matrix");
+	static const char *const layouts[] = {
+		[MDL_LAYOUT_PER_EXPERT] = "one tensor per expert and matrix",
+		[MDL_LAYOUT_FUSED] = "fused 3-D tensors (gate_up_proj, down_proj)",
+		[MDL_LAYOUT_INTERLEAVED] = "interleaved 3-D tensors [in, out] with biases (gate_up_proj, down_proj)",
+	};
+	printf("%-14s%s\n", "expert layout", layouts[m->layout]);
 	if (m->quant.scheme == QT_FP8)
 		printf("%-14sfp8: F8_E4M3 times weight_scale_inv per %d x %d block\n", "quantization", m->quant.block[0],
 		       m->quant.block[1]);

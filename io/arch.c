@@ -20,12 +20,14 @@ struct arch_family {
 	const char *head_dim_field;        /* NULL: hidden_size / num_attention_heads whatever the config says */
 	int qkv_bias;                      /* 1 or 0 fixed, -1: config field attention_bias */
 	int o_bias;                        /* same */
+	int attention_bias_default;        /* attention_bias when config.json has none */
 	arch_qk qk_norm;
 	const char *clip_field;            /* clip_qkv, or NULL */
 	const char *window_field;          /* sliding_window, or NULL */
 	const char *window_switch_field;   /* use_sliding_window (qwen): the window needs it true, or NULL */
 	int window_default;                /* the config class's sliding_window when the field is absent (0: none) */
-	const char *layer_types_field;     /* layer_types (qwen2_moe): which layers have the window, or NULL for all */
+	const char *layer_types_field;     /* layer_types (qwen2_moe, gpt_oss): which layers have the window, or NULL
+					    * for all */
 	const char *qkv_bias_field;        /* qkv_bias (qwen2_moe in transformers 5), or NULL */
 	const char *layer_freq_field;      /* moe_layer_freq (deepseek_v2): only 1 is computed alike everywhere */
 	const char *dense_inter_field;     /* intermediate_size of dense layers, or NULL */
@@ -41,6 +43,8 @@ struct arch_family {
 	const char *qk_norm_field;         /* config bool switching qk_norm on (glm4_moe use_qk_norm), or NULL */
 	double partial_rotary_default;     /* partial_rotary_factor when config.json has none (0: the field is not
 					    * read, every head dimension rotates) */
+	int even_layers_slide;             /* without layer_types, the even layers take the window (gpt_oss) */
+	int sinks;                         /* self_attn.sinks */
 	const char *names[ARCH_T_COUNT];   /* NULL where the family has no such weight */
 };
 
@@ -121,6 +125,13 @@ static const arch_family families[] = {
 		   [ARCH_T_SHARED_GATE] = LAYER "mlp.shared_experts.gate_proj.weight",
 		   [ARCH_T_SHARED_UP] = LAYER "mlp.shared_experts.up_proj.weight",
 		   [ARCH_T_SHARED_DOWN] = LAYER "mlp.shared_experts.down_proj.weight"}},
+	/* GptOssAttention: q/k/v/o biases (attention_bias, default true), a learned sink logit per head, sliding and
+	 * full attention layers by layer_types, yarn RoPE (rotate_half) by default; RMSNorm; every layer MoE. */
+	{.model_type = "gpt_oss", .attn = ARCH_ATTN_GQA, .norm = ARCH_NORM_RMS, .eps_default = 1e-5,
+	 .theta_default = 150000.0, .max_position_default = 131072, .head_dim_field = "head_dim", .qkv_bias = -1,
+	 .o_bias = -1, .attention_bias_default = 1, .qk_norm = ARCH_QK_NONE, .window_field = "sliding_window", .window_default = 128,
+	 .layer_types_field = "layer_types", .even_layers_slide = 1, .sinks = 1,
+	 .names = {ENDS_AND_NORMS, GQA_NAMES, [ARCH_T_SINKS] = LAYER "self_attn.sinks"}},
 	/* DeepseekV3Attention is DeepSeek-V2's latent attention; rope_interleave (default true) picks the rotation */
 	{.model_type = "deepseek_v3", .attn = ARCH_ATTN_MLA, .norm = ARCH_NORM_RMS, .eps_default = 1e-6,
 	 .theta_default = 10000.0, .max_position_default = 2048, .qkv_bias = -1, .o_bias = -1,
@@ -386,7 +397,7 @@ static ms_status read_attention(const reader *r, arch_model *a)
 			     a->head_dim);
 	int bias = 0;
 	if (st == MS_OK && (f->qkv_bias < 0 || f->o_bias < 0))
-		st = get_bool(r, "attention_bias", 0, &bias);
+		st = get_bool(r, "attention_bias", f->attention_bias_default, &bias);
 	a->qkv_bias = f->qkv_bias < 0 ? bias : f->qkv_bias;
 	if (st == MS_OK && f->qkv_bias_field)
 		st = get_bool(r, f->qkv_bias_field, a->qkv_bias, &a->qkv_bias);
@@ -414,7 +425,8 @@ static ms_status read_attention(const reader *r, arch_model *a)
 /* Which layers attend through a sliding window, and how wide. Mixtral and PhiMoE: every layer, when
  * sliding_window is set. Qwen3-MoE: every layer, with use_sliding_window. Qwen2-MoE: the layers layer_types marks
  * "sliding_attention", with use_sliding_window; without layer_types the transformers versions disagree (4.x puts
- * the window on the layers from max_window_layers on, 5.x on the even layers below it), so that is refused. */
+ * the window on the layers from max_window_layers on, 5.x on the even layers below it), so that is refused.
+ * gpt_oss: the layers layer_types marks "sliding_attention", or without it the even layers (GptOssConfig). */
 static ms_status read_window(const reader *r, arch_model *a)
 {
 	const arch_family *f = a->family;
@@ -433,9 +445,9 @@ static ms_status read_window(const reader *r, arch_model *a)
 		width = 0;
 	const cJSON *types = f->layer_types_field ? field(r, f->layer_types_field) : NULL;
 	for (int L = 0; L < a->n_layers; L++)
-		a->window[L] = types ? 0 : width;
+		a->window[L] = types || (f->even_layers_slide && L % 2) ? 0 : width;
 	if (!types) {
-		if (f->layer_types_field && width > 0)
+		if (f->layer_types_field && !f->even_layers_slide && width > 0)
 			return ms_fail(r->err, MS_ERR_CFG_FIELD, "%s: use_sliding_window without 'layer_types': transformers "
 				       "4 and 5 put the window on different layers; add layer_types to config.json",
 				       r->where);
@@ -519,6 +531,7 @@ static ms_status read_arch(const reader *r, arch_model *a)
 	a->norm_eps = eps;
 	if (st == MS_OK)
 		st = read_rope(r, a);
+	a->sinks = f->sinks;
 	if (st == MS_OK && f->rope_interleave_field)
 		st = get_bool(r, f->rope_interleave_field, f->rope_interleaved, &a->rope.interleaved);
 	/* DeepseekV3Attention: with a scaled RoPE and mscale_all_dim, scaling *= yarn_get_mscale(factor,
@@ -560,7 +573,7 @@ ms_status arch_open(const mdl_model *m, arch_model **out, ms_error *err)
 	if (!f)
 		return ms_fail(err, MS_ERR_CFG_FAMILY, "%s/config.json: model_type '%s': the forward pass covers the "
 			       "decoder-only families (mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3, "
-			       "glm4_moe)",
+			       "glm4_moe, gpt_oss)",
 			       m->dir, m->model_type);
 	arch_model *a = calloc(1, sizeof *a);
 	int *layers = a ? malloc((size_t)m->n_layers * sizeof *layers) : NULL;
@@ -623,6 +636,7 @@ int arch_has(const arch_model *a, arch_tensor t, int layer)
 	case ARCH_T_MLP_GATE: case ARCH_T_MLP_UP: case ARCH_T_MLP_DOWN: return !moe;
 	case ARCH_T_SHARED_GATE: case ARCH_T_SHARED_UP: case ARCH_T_SHARED_DOWN: return moe && a->shared_inter > 0;
 	case ARCH_T_SHARED_EXPERT_GATE: return moe && a->shared_gated;
+	case ARCH_T_SINKS: return a->sinks;
 	default: return 0;
 	}
 }

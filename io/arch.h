@@ -42,6 +42,7 @@ typedef enum {
 	ARCH_T_KV_B,
 	ARCH_T_MLP_GATE, ARCH_T_MLP_UP, ARCH_T_MLP_DOWN,
 	ARCH_T_SHARED_GATE, ARCH_T_SHARED_UP, ARCH_T_SHARED_DOWN, ARCH_T_SHARED_EXPERT_GATE,
+	ARCH_T_SINKS,
 	ARCH_T_COUNT
 } arch_tensor;
 
@@ -64,6 +65,7 @@ typedef struct {
 	arch_qk qk_norm;
 	double clip_qkv;                   /* 0: none */
 	int *window;                       /* [n_layers]: layer L attends to the last window[L] positions (0: all) */
+	int sinks;                         /* attention sinks: self_attn.sinks [heads] per layer (gpt_oss) */
 	arch_rope rope;
 	int tied;                          /* lm_head is the embedding */
 	int dense_inter;                   /* intermediate size of dense layers (0: the family has none) */

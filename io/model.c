@@ -52,6 +52,8 @@ struct mdl_family {
 	const char *scale_field;     /* config field multiplying the routing weights, or NULL */
 	mdl_score score;             /* how logits become routing scores */
 	const char *bias_suffix;     /* block prefix + this = the block's e_score_correction_bias [E], or NULL */
+	const char *router_bias_suffix; /* block prefix + this = the router's logit bias [E], or NULL */
+	int interleaved;             /* experts in the interleaved layout (io/model.h), with biases */
 	int n_group_default;         /* group-limited routing: defaults of n_group and topk_group when config.json */
 	int topk_group_default;      /* leaves them out (0: the family has no group-limited routing) */
 	const char *fused_tail;      /* the stack tail of the block prefix in the fused layout when it differs
@@ -294,6 +296,14 @@ static const mdl_family families[] = {
 	 .scale_field = "routed_scaling_factor", .score = MDL_SCORE_SIGMOID,
 	 .bias_suffix = ".gate.e_score_correction_bias", .n_group_default = 1, .topk_group_default = 1,
 	 .moe_layers = first_dense_layers},
+	/* GptOssTopKRouter: logits x W^T + b, top-k of the logits, softmax over the k selected (the same weights as
+	 * the softmax over all E renormalised over the selected); GptOssExperts: interleaved, biases, clamped SwiGLU.
+	 * Every layer is an MoE block. */
+	{.model_type = "gpt_oss", .experts_field = "num_local_experts", .topk_field = "num_experts_per_tok",
+	 .hidden_field = "hidden_size", .inter_field = "intermediate_size", DECODER(".mlp"),
+	 .router_suffix = ".router.weight", .router_bias_suffix = ".router.bias", .expert_infix = ".experts.",
+	 .mats = MLP_MATS, .act = MDL_ACT_CLAMPED_SWIGLU, .renormalize = 1, .interleaved = 1,
+	 .moe_layers = every_layer},
 	/* Top-1 (no top-k field), an encoder and a decoder stack, no gate matrix, ReLU. */
 	{.model_type = "switch_transformers", .experts_field = "num_experts",
 	 .hidden_field = "d_model", .inter_field = "d_ff",
@@ -698,6 +708,54 @@ static ms_status check_fused_block(mdl_model *m, int b, ms_error *err)
 	return MS_OK;
 }
 
+/* The interleaved layout (GptOssExperts): gate_up_proj [E, d, 2f], gate_up_proj_bias [E, 2f], down_proj [E, f, d],
+ * down_proj_bias [E, d]. Expert e's matrices are views of its slabs: its whole [d, 2f] slab of gate_up_proj (in
+ * the gate slot; gate and up are its even and odd columns, gathered by mdl_load_expert) and its [f, d] slab of
+ * down_proj. */
+static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
+{
+	mdl_block *blk = &m->blocks[b];
+	const mdl_family *fam = m->family;
+	const int64_t E = m->n_experts, f = m->inter, d = m->hidden;
+	char twice[96];
+	snprintf(twice, sizeof twice, "2 x %s", fam->inter_field);
+	const dim ex = {E, fam->experts_field}, dd = {d, fam->hidden_field}, ff = {f, fam->inter_field};
+	const dim f2 = {2 * f, twice};
+	const dim gate_up[3] = {ex, dd, f2}, down[3] = {ex, ff, dd}, gate_up_bias[2] = {ex, f2}, down_bias[2] = {ex, dd};
+	char name[256], what[96];
+	snprintf(what, sizeof what, "experts of layer %s", blk->label);
+	mdl_fused_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name);
+	ms_status st = expect_tensor(m, name, 3, gate_up, what, &blk->fused[MDL_FUSED_GATE_UP], err);
+	if (st == MS_OK && mdl_fused_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 3, down, what, &blk->fused[MDL_FUSED_DOWN], err);
+	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 2, gate_up_bias, what, &blk->fused_bias[MDL_FUSED_GATE_UP], err);
+	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
+	if (st != MS_OK)
+		return st;
+	const size_t n = (size_t)E * MDL_NMAT;
+	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
+	if (!blk->views)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
+			       blk->label);
+	char *names = (char *)(blk->views + n);
+	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
+	for (int64_t e = 0; e < E; e++) {
+		st_tensor *v = blk->views + e * MDL_NMAT;
+		char *vn = names + (size_t)e * MDL_NMAT * VIEW_NAME, slice[64];
+		snprintf(slice, sizeof slice, "[%lld]", (long long)e);
+		make_view(&v[MDL_GATE], vn + MDL_GATE * VIEW_NAME, tgu, (uint64_t)(2 * f * d) * (uint64_t)e, d, 2 * f,
+			  slice);
+		make_view(&v[MDL_DOWN], vn + MDL_DOWN * VIEW_NAME, tdn, (uint64_t)(f * d) * (uint64_t)e, f, d, slice);
+		blk->experts[e * MDL_NMAT + MDL_GATE] = &v[MDL_GATE];
+		blk->experts[e * MDL_NMAT + MDL_DOWN] = &v[MDL_DOWN];
+		count_expert(m, &v[MDL_GATE], b == 0 && e == 0);
+		count_expert(m, &v[MDL_DOWN], 0);
+	}
+	return MS_OK;
+}
+
 /* e_score_correction_bias [E]: transformers registers it as a persistent buffer, so a checkpoint of the family
  * always has one; without it the selection cannot be reproduced. */
 static ms_status check_score_bias(mdl_model *m, int b, ms_error *err)
@@ -728,8 +786,12 @@ static ms_status check_block(mdl_model *m, int b, ms_error *err)
 	ms_status st = expect_matrix(m, name, E, d, what, &blk->router, err);
 	if (st == MS_OK && fam->bias_suffix)
 		st = check_score_bias(m, b, err);
+	if (st == MS_OK && fam->router_bias_suffix && mdl_router_bias_name(m, b, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 1, &E, what, &blk->router_bias, err);
 	if (st == MS_OK && m->layout == MDL_LAYOUT_FUSED)
 		return check_fused_block(m, b, err);
+	if (st == MS_OK && m->layout == MDL_LAYOUT_INTERLEAVED)
+		return check_interleaved_block(m, b, err);
 	for (int e = 0; st == MS_OK && e < m->n_experts; e++) {
 		snprintf(what, sizeof what, "expert %d of layer %s", e, blk->label);
 		for (int k = 0; st == MS_OK && k < MDL_NMAT; k++) {
@@ -753,6 +815,11 @@ static void detect_layout(mdl_model *m)
 	const mdl_family *fam = m->family;
 	char name[256];
 	m->layout = MDL_LAYOUT_PER_EXPERT;
+	m->expert_bias = fam->interleaved;
+	if (fam->interleaved) {   /* the family's only form: no per-expert tensors to look for */
+		m->layout = MDL_LAYOUT_INTERLEAVED;
+		return;
+	}
 	if (fam->no_fused || fam->n_stacks != 1 || m->n_blocks == 0 ||
 	    (mdl_expert_name(m, 0, 0, MDL_UP, name, sizeof name) == 0 && st_find(m->st, name)))
 		return;
@@ -978,11 +1045,37 @@ int mdl_expert_name(const mdl_model *m, int b, int e, int mat, char *buf, size_t
 
 int mdl_fused_name(const mdl_model *m, int b, int which, char *buf, size_t len)
 {
-	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || m->layout != MDL_LAYOUT_FUSED || which < 0 ||
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || m->layout == MDL_LAYOUT_PER_EXPERT || which < 0 ||
 	    which >= MDL_NFUSED)
 		return -1;
 	static const char *const names[MDL_NFUSED] = {"gate_up_proj", "down_proj"};
 	return fits(snprintf(buf, len, "%s.experts.%s", m->blocks[b].prefix, names[which]), len) ? 0 : -1;
+}
+
+int mdl_fused_bias_name(const mdl_model *m, int b, int which, char *buf, size_t len)
+{
+	if (!m || m->layout != MDL_LAYOUT_INTERLEAVED || mdl_fused_name(m, b, which, buf, len) != 0)
+		return -1;
+	size_t used = strlen(buf);
+	return fits(snprintf(buf + used, len - used, "_bias"), len - used) ? 0 : -1;
+}
+
+int mdl_router_bias_name(const mdl_model *m, int b, char *buf, size_t len)
+{
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || !m->family->router_bias_suffix)
+		return -1;
+	return fits(snprintf(buf, len, "%s%s", m->blocks[b].prefix, m->family->router_bias_suffix), len) ? 0 : -1;
+}
+
+ms_status mdl_load_router_bias(const mdl_model *m, int b, float *bias, ms_error *err)
+{
+	if (!m || !bias || b < 0 || b >= m->n_blocks)
+		return ms_fail(err, MS_ERR_ARG, "mdl_load_router_bias: block %d out of range", b);
+	if (!m->blocks[b].router_bias) {
+		memset(bias, 0, (size_t)m->n_experts * sizeof *bias);
+		return MS_OK;
+	}
+	return st_read_f32(m->blocks[b].router_bias, bias, err);
 }
 
 int mdl_score_bias_name(const mdl_model *m, int b, char *buf, size_t len)
@@ -1010,10 +1103,83 @@ ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *er
 	return st_read_f32(m->blocks[b].router, router, err);
 }
 
+/* Expert e's matrices from the interleaved layout. Each slab is decoded whole to float32 (st_read_f32: the one
+ * place a quantized slab would be decoded instead), then gathered: gate[i, j] = slab[j, 2i], up[i, j] =
+ * slab[j, 2i + 1], down[r, i] = down slab[i, r]. */
+static ms_status load_interleaved(const mdl_model *m, int b, int e, float *gate, float *up, float *down,
+				  ms_error *err)
+{
+	const int64_t d = m->hidden, f = m->inter;
+	const st_tensor *const *t = &m->blocks[b].experts[e * MDL_NMAT];
+	float *slab = malloc((size_t)(2 * f * d) * sizeof *slab);
+	if (!slab)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory loading expert %d of layer %s", m->dir, e,
+			       m->blocks[b].label);
+	ms_status st = gate || up ? st_read_f32(t[MDL_GATE], slab, err) : MS_OK;
+	for (int64_t j = 0; st == MS_OK && (gate || up) && j < d; j++) {
+		const float *row = slab + j * 2 * f;
+		for (int64_t i = 0; i < f; i++) {
+			if (gate)
+				gate[i * d + j] = row[2 * i];
+			if (up)
+				up[i * d + j] = row[2 * i + 1];
+		}
+	}
+	if (st == MS_OK && down)
+		st = st_read_f32(t[MDL_DOWN], slab, err);
+	for (int64_t i = 0; st == MS_OK && down && i < f; i++)
+		for (int64_t r = 0; r < d; r++)
+			down[r * f + i] = slab[i * d + r];
+	free(slab);
+	return st;
+}
+
+ms_status mdl_load_expert_bias(const mdl_model *m, int b, int e, float *gate, float *up, float *down,
+			       ms_error *err)
+{
+	if (!m || b < 0 || b >= m->n_blocks || e < 0 || e >= m->n_experts)
+		return ms_fail(err, MS_ERR_ARG, "mdl_load_expert_bias: block %d expert %d out of range", b, e);
+	const int64_t d = m->hidden, f = m->inter;
+	const mdl_block *blk = &m->blocks[b];
+	if (!m->expert_bias) {
+		if (gate)
+			memset(gate, 0, (size_t)f * sizeof *gate);
+		if (up)
+			memset(up, 0, (size_t)f * sizeof *up);
+		if (down)
+			memset(down, 0, (size_t)d * sizeof *down);
+		return MS_OK;
+	}
+	float *pair = malloc((size_t)(2 * f) * sizeof *pair);
+	if (!pair)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory loading expert %d of layer %s", m->dir, e,
+			       blk->label);
+	st_tensor row;
+	char name[VIEW_NAME], slice[32];
+	snprintf(slice, sizeof slice, "[%d]", e);
+	const st_tensor *tgu = blk->fused_bias[MDL_FUSED_GATE_UP], *tdn = blk->fused_bias[MDL_FUSED_DOWN];
+	make_view(&row, name, tgu, (uint64_t)(2 * f) * (uint64_t)e, 1, 2 * f, slice);
+	ms_status st = st_read_f32(&row, pair, err);
+	for (int64_t i = 0; st == MS_OK && i < f; i++) {
+		if (gate)
+			gate[i] = pair[2 * i];
+		if (up)
+			up[i] = pair[2 * i + 1];
+	}
+	free(pair);
+	if (st == MS_OK && down) {
+		make_view(&row, name, tdn, (uint64_t)d * (uint64_t)e, 1, d, slice);
+		st = st_read_f32(&row, down, err);
+	}
+	return st;
+}
+
 ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *up, float *down, ms_error *err)
 {
 	if (!m || b < 0 || b >= m->n_blocks || e < 0 || e >= m->n_experts)
 		return ms_fail(err, MS_ERR_ARG, "mdl_load_expert: block %d expert %d out of range", b, e);
+	if (m->layout == MDL_LAYOUT_INTERLEAVED)
+		return load_interleaved(m, b, e, gate, up, down, err);
 	float *dst[MDL_NMAT] = {gate, up, down};
 	const st_tensor **t = &m->blocks[b].experts[e * MDL_NMAT];
 	for (int k = 0; k < MDL_NMAT; k++) {

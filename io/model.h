@@ -13,10 +13,23 @@
 #include "io/quant.h"
 #include "io/safetensors.h"
 
-/* How an expert computes its output y from input x (weights are [out, in]):
- * MDL_ACT_SILU_GLU: y = down (silu(gate x) * (up x))        (mixtral, qwen, olmoe, deepseek)
- * MDL_ACT_RELU:     y = down relu(up x), there is no gate   (switch_transformers: up = wi, down = wo) */
-typedef enum { MDL_ACT_SILU_GLU, MDL_ACT_RELU } mdl_act;
+/* How an expert computes its output y from input x (weights are [out, in]; b_* are biases, zero for the families
+ * without them):
+ * MDL_ACT_SILU_GLU:       y = down (silu(gate x) * (up x))        (mixtral, qwen, olmoe, deepseek)
+ * MDL_ACT_RELU:           y = down relu(up x), there is no gate   (switch_transformers: up = wi, down = wo)
+ * MDL_ACT_CLAMPED_SWIGLU: with g = min(gate x + b_g, L) and u = clamp(up x + b_u, -L, L),
+ *                         y = down ((u + 1) * g * sigmoid(MDL_SWIGLU_ALPHA g)) + b_down, L = MDL_SWIGLU_LIMIT
+ *                         (gpt_oss: GptOssExperts, whose alpha and limit are constants of the module) */
+typedef enum { MDL_ACT_SILU_GLU, MDL_ACT_RELU, MDL_ACT_CLAMPED_SWIGLU } mdl_act;
+#define MDL_ACT_COUNT 3
+#define MDL_SWIGLU_ALPHA 1.702f
+#define MDL_SWIGLU_LIMIT 7.0f
+
+/* Whether an expert of this activation has a gate matrix. */
+static inline int mdl_act_gated(mdl_act act)
+{
+	return act != MDL_ACT_RELU;
+}
 
 /* How a router logit z_e becomes the score s_e that weights expert e: softmax over all E logits (every family
  * but deepseek_v3 / glm4_moe), or sigmoid(z_e) of each logit alone (DeepseekV3TopkRouter). */
@@ -45,13 +58,19 @@ typedef struct {
 				  * mdl_open (a model's routing holds NULL) */
 	int capacity;       /* > 0: switch expert_capacity: in each sequence, in token order, a router row takes at
 			     * most this many tokens and the later ones are dropped (routed output 0); 0: none */
+	const float *logit_bias; /* [E] the router's own bias (gpt_oss router.bias), added to every logit before
+				  * anything else (route_add_bias); per block like score_bias, NULL otherwise */
 } mdl_routing;
 
 /* How a block stores its experts (docs/design.md §2.2):
  * MDL_LAYOUT_PER_EXPERT: one tensor per expert and matrix ("mlp.experts.3.gate_proj.weight");
  * MDL_LAYOUT_FUSED:      transformers v5's 3-D parameters, "mlp.experts.gate_up_proj" [E, 2f, d] (gate rows
- *                        first, then up) and "mlp.experts.down_proj" [E, d, f]. */
-typedef enum { MDL_LAYOUT_PER_EXPERT, MDL_LAYOUT_FUSED } mdl_layout;
+ *                        first, then up) and "mlp.experts.down_proj" [E, d, f];
+ * MDL_LAYOUT_INTERLEAVED: gpt_oss's 3-D parameters, stored [in, out]: "mlp.experts.gate_up_proj" [E, d, 2f]
+ *                        whose even columns are the gate and odd columns the up projection, "down_proj" [E, f, d],
+ *                        with biases "gate_up_proj_bias" [E, 2f] (interleaved the same way) and "down_proj_bias"
+ *                        [E, d]. A view cannot express a matrix of it, so mdl_load_expert gathers. */
+typedef enum { MDL_LAYOUT_PER_EXPERT, MDL_LAYOUT_FUSED, MDL_LAYOUT_INTERLEAVED } mdl_layout;
 enum { MDL_FUSED_GATE_UP, MDL_FUSED_DOWN, MDL_NFUSED };
 
 /* The three matrices of an expert; gate is NULL when the family has none (MDL_ACT_RELU). */
@@ -69,7 +88,12 @@ typedef struct {
 	const st_tensor *fused[MDL_NFUSED]; /* the fused layout's gate_up_proj [E, 2f, d] and down_proj [E, d, f];
 					     * NULL per expert */
 	const st_tensor *score_bias; /* [E] gate.e_score_correction_bias (deepseek_v3, glm4_moe), or NULL */
-	st_tensor *views;            /* [E * MDL_NMAT] storage of the fused layout's views, or NULL */
+	const st_tensor *router_bias; /* [E] router.bias (gpt_oss), or NULL */
+	const st_tensor *fused_bias[MDL_NFUSED]; /* the interleaved layout's gate_up_proj_bias [E, 2f] and
+						  * down_proj_bias [E, d]; NULL otherwise */
+	st_tensor *views;            /* [E * MDL_NMAT] storage of the fused layout's views, or NULL. In the
+				      * interleaved layout experts[e * MDL_NMAT + MDL_GATE] views expert e's whole
+				      * [d, 2f] slab of gate_up_proj, MDL_UP is NULL and MDL_DOWN views its [f, d] */
 	const st_tensor **scales;    /* [E * MDL_NMAT]: the weight_scale_inv of an F8_E4M3 expert matrix, else NULL */
 } mdl_block;
 
@@ -92,6 +116,7 @@ typedef struct {
 	mdl_layout layout;           /* the same for every block */
 	st_dtype expert_dtype;       /* F8_E4M3 for FP8 experts (their scales are in blocks[b].scales) */
 	qt_config quant;             /* config.json's quantization_config (scheme QT_NONE without one) */
+	int expert_bias;             /* experts carry biases (gate [f], up [f], down [d]): the interleaved layout */
 	uint64_t bytes_total;        /* all tensors */
 	uint64_t bytes_experts;      /* routed expert matrices */
 	uint64_t params_total;
@@ -133,9 +158,22 @@ ms_status mdl_load_score_bias(const mdl_model *m, int b, float *bias, ms_error *
 
 /* Loads the router [E, d] of block b as float32. */
 ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *err);
+/* Loads block b's router bias [E] as float32 (zeros when the block has none). */
+ms_status mdl_load_router_bias(const mdl_model *m, int b, float *bias, ms_error *err);
+/* The name of block b's router bias; -1 when the family has none or buf is too small. */
+int mdl_router_bias_name(const mdl_model *m, int b, char *buf, size_t len);
+
 /* Loads the matrices of expert e of block b as float32: gate [f, d] (skipped when the family has no gate or
- * gate is NULL), up [f, d], down [d, f]. */
+ * gate is NULL), up [f, d], down [d, f]. The interleaved layout's [in, out] storage is transposed and split here,
+ * so every caller sees [out, in] matrices. */
 ms_status mdl_load_expert(const mdl_model *m, int b, int e, float *gate, float *up, float *down, ms_error *err);
+/* Loads the biases of expert e of block b as float32: gate [f], up [f], down [d] (any may be NULL: skipped).
+ * Zeros when the model's experts have no biases. */
+ms_status mdl_load_expert_bias(const mdl_model *m, int b, int e, float *gate, float *up, float *down,
+			       ms_error *err);
+/* The interleaved layout's bias tensor `which` (MDL_FUSED_GATE_UP, MDL_FUSED_DOWN) of block b:
+ * "<prefix>.experts.gate_up_proj_bias". Returns 0, or -1 when buf is too small or the model has none. */
+int mdl_fused_bias_name(const mdl_model *m, int b, int which, char *buf, size_t len);
 
 /* Any 2-D weight of the checkpoint as a matrix to read as float32: a float tensor as it is, an F8_E4M3 one with
  * its weight_scale_inv (checked when the model was opened). */

@@ -50,6 +50,7 @@ static void weight_shape(const arch_model *a, arch_tensor t, int64_t *rows, int6
 	case ARCH_T_SHARED_GATE: case ARCH_T_SHARED_UP: *rows = a->shared_inter; *cols = d; break;
 	case ARCH_T_SHARED_DOWN: *cols = a->shared_inter; break;
 	case ARCH_T_SHARED_EXPERT_GATE: *rows = 1; *cols = d; break;
+	case ARCH_T_SINKS: *rows = H; break;
 	default: break;   /* the norms and o_proj's bias: [d] */
 	}
 }
@@ -252,7 +253,8 @@ static ms_status attention_gqa(fwd_state *s, int L, const float *xn, float *out)
 	lyr_rope_apply(s->q, T, H, hd, 0, s->rope_dim, s->pos, s->inv_freq, s->rope_scaling, a->rope.interleaved);
 	lyr_rope_apply(s->k, T, Hkv, hd, 0, s->rope_dim, s->pos, s->inv_freq, s->rope_scaling, a->rope.interleaved);
 	lyr_attn_shape sh = {.H = H, .Hkv = Hkv, .dqk = hd, .dv = hd, .ldq = qd, .ldk = kd, .ldv = kd,
-			     .scale = (float)(1.0 / sqrt((double)hd)), .window = layer_window(s, L)};
+			     .scale = (float)(1.0 / sqrt((double)hd)), .window = layer_window(s, L),
+			     .sinks = w[ARCH_T_SINKS]};
 	st = lyr_attention(&sh, s->q, s->k, s->v, s->tok->seq_start, s->tok->n_seq, s->att, s->err);
 	if (st == MS_OK)
 		st = lyr_linear(s->att, qd, T, qd, w[ARCH_T_O], w[ARCH_T_O_BIAS], d, out, d, s->err);

@@ -68,7 +68,7 @@ static ms_status interrupted(const mrun_ctx *c, ms_error *err)
 static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 {
 	const mdl_model *m = c->m;
-	size_t n = (size_t)m->n_blocks * (2 + MDL_NFUSED + 2 * (size_t)m->n_experts * MDL_NMAT), k = 0;
+	size_t n = (size_t)m->n_blocks * (3 + 2 * MDL_NFUSED + 2 * (size_t)m->n_experts * MDL_NMAT), k = 0;
 	c->block_tensors = malloc(n * sizeof *c->block_tensors);
 	if (!c->block_tensors)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
@@ -80,9 +80,14 @@ static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 			if (m->blocks[b].scales[i])   /* an FP8 expert's scales are rewritten with it */
 				c->block_tensors[k++] = m->blocks[b].scales[i];
 		}
-		for (int i = 0; i < MDL_NFUSED; i++)
+		for (int i = 0; i < MDL_NFUSED; i++) {
 			if (m->blocks[b].fused[i])
 				c->block_tensors[k++] = m->blocks[b].fused[i];
+			if (m->blocks[b].fused_bias[i])
+				c->block_tensors[k++] = m->blocks[b].fused_bias[i];
+		}
+		if (m->blocks[b].router_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
+			c->block_tensors[k++] = m->blocks[b].router_bias;
 		/* the selection bias follows the router: rewritten in the compact layout, copied in the aliased one */
 		if (m->blocks[b].score_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
 			c->block_tensors[k++] = m->blocks[b].score_bias;
@@ -152,6 +157,12 @@ static ms_status declare_fused(mrun_ctx *c, int b, ms_error *err)
 		int64_t shape[3] = {c->n_out, src->shape[1], src->shape[2]};
 		st = declare(c, src->name, "", src->dtype, 3, shape, err);
 	}
+	for (int i = 0; st == MS_OK && i < MDL_NFUSED; i++) {   /* the interleaved layout's biases */
+		const st_tensor *src = blk->fused_bias[i];
+		int64_t shape[2] = {c->n_out, src ? src->shape[1] : 0};
+		if (src)
+			st = declare(c, src->name, "", src->dtype, 2, shape, err);
+	}
 	return st;
 }
 
@@ -177,7 +188,9 @@ static ms_status declare_block(mrun_ctx *c, int b, ms_error *err)
 	ms_status st = declare(c, blk->router->name, "", blk->router->dtype, 2, shape, err);
 	if (st == MS_OK && blk->score_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
 		st = declare(c, blk->score_bias->name, "", blk->score_bias->dtype, 1, shape, err);
-	if (c->m->layout == MDL_LAYOUT_FUSED)
+	if (st == MS_OK && blk->router_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
+		st = declare(c, blk->router_bias->name, "", blk->router_bias->dtype, 1, shape, err);
+	if (c->m->layout != MDL_LAYOUT_PER_EXPERT)
 		return st == MS_OK ? declare_fused(c, b, err) : st;
 	char name[512];
 	for (int s = 0; st == MS_OK && s < c->n_out; s++) {
@@ -374,6 +387,80 @@ static ms_status write_fused(mrun_ctx *c, int b, const pipe_merged *mg, const in
 	return st;
 }
 
+/* Fills one expert's slab of an output tensor from its merged weights. */
+typedef void (*slab_fn)(const expert_weights *w, float *buf);
+
+/* Writes each output expert's slab of tensor t (n floats, rows of row_len), through one buffer. */
+
+static ms_status write_slabs(mrun_ctx *c, int b, const pipe_merged *mg, const int *slot_of, const st_tensor *t,
+			     int64_t n, int64_t row_len, slab_fn fill, ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	float *buf = malloc((size_t)n * sizeof *buf);
+	ms_status st = buf ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", blk->label);
+	for (int e = 0; st == MS_OK && e < c->n_out; e++) {
+		mrun_dest dest = {.label = blk->label, .dtype = t->dtype};
+		snprintf(dest.name, sizeof dest.name, "%s[%d]", t->name, e);
+		fill(&mg->experts[slot_of ? slot_of[e] : e], buf);
+		st = write_floats(c, buf, n, row_len, &dest, "", err);
+	}
+	free(buf);
+	return st;
+}
+
+/* gate_up_proj's slab [d, 2f]: column 2i is gate row i, column 2i + 1 up row i. */
+static void fill_gate_up(const expert_weights *w, float *buf)
+{
+	const int64_t d = w->d, f = w->f;
+	for (int64_t j = 0; j < d; j++)
+		for (int64_t i = 0; i < f; i++) {
+			buf[j * 2 * f + 2 * i] = w->gate[i * d + j];
+			buf[j * 2 * f + 2 * i + 1] = w->up[i * d + j];
+		}
+}
+
+/* down_proj's slab [f, d]: down [d, f] transposed. */
+static void fill_down(const expert_weights *w, float *buf)
+{
+	const int64_t d = w->d, f = w->f;
+	for (int64_t i = 0; i < f; i++)
+		for (int64_t r = 0; r < d; r++)
+			buf[i * d + r] = w->down[r * f + i];
+}
+
+static void fill_gate_up_bias(const expert_weights *w, float *buf)
+{
+	for (int i = 0; i < w->f; i++) {
+		buf[2 * i] = w->gate_bias[i];
+		buf[2 * i + 1] = w->up_bias[i];
+	}
+}
+
+static void fill_down_bias(const expert_weights *w, float *buf)
+{
+	memcpy(buf, w->down_bias, (size_t)w->d * sizeof *buf);
+}
+
+/* The interleaved layout's four tensors in file order (as declare_fused declared them), each with n_out experts
+ * along its first axis: output expert e holds slot e, or slot slot_of[e] (aliased). */
+static ms_status write_interleaved(mrun_ctx *c, int b, const pipe_merged *mg, const int *slot_of, ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	const int64_t d = c->m->hidden, f = c->m->inter;
+	if (!mg->experts[0].gate_bias)
+		return ms_fail(err, MS_ERR_ARG, "block %s: the merged experts have no biases", blk->label);
+	ms_status st = write_slabs(c, b, mg, slot_of, blk->fused[MDL_FUSED_GATE_UP], d * 2 * f, 2 * f, fill_gate_up,
+				   err);
+	if (st == MS_OK)
+		st = write_slabs(c, b, mg, slot_of, blk->fused[MDL_FUSED_DOWN], f * d, d, fill_down, err);
+	if (st == MS_OK)
+		st = write_slabs(c, b, mg, slot_of, blk->fused_bias[MDL_FUSED_GATE_UP], 2 * f, 2 * f, fill_gate_up_bias,
+				 err);
+	if (st == MS_OK)
+		st = write_slabs(c, b, mg, slot_of, blk->fused_bias[MDL_FUSED_DOWN], d, d, fill_down_bias, err);
+	return st;
+}
+
 static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
@@ -384,6 +471,8 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 		st = st_writer_write(c->w, blk->router->data, blk->router->nbytes, err);
 		if (c->m->layout == MDL_LAYOUT_FUSED)
 			return st == MS_OK ? write_fused(c, b, mg, p->group + (size_t)b * c->m->n_experts, err) : st;
+		if (c->m->layout == MDL_LAYOUT_INTERLEAVED)
+			return st == MS_OK ? write_interleaved(c, b, mg, p->group + (size_t)b * c->m->n_experts, err) : st;
 		for (int e = 0; st == MS_OK && e < c->m->n_experts; e++)
 			st = write_slot(c, b, mg, p->group[(size_t)b * c->m->n_experts + e], e, err);
 		return st;
@@ -397,8 +486,16 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 		st = mg->score_bias ? write_floats(c, mg->score_bias, mg->n_router, mg->n_router, &bias, "", err)
 				    : ms_fail(err, MS_ERR_ARG, "block %s: no merged routing bias", blk->label);
 	}
+	if (st == MS_OK && blk->router_bias) {
+		mrun_dest bias = {.label = blk->label, .dtype = blk->router_bias->dtype};
+		snprintf(bias.name, sizeof bias.name, "%s", blk->router_bias->name);
+		st = mg->router_bias ? write_floats(c, mg->router_bias, mg->n_router, mg->n_router, &bias, "", err)
+				     : ms_fail(err, MS_ERR_ARG, "block %s: no merged router bias", blk->label);
+	}
 	if (c->m->layout == MDL_LAYOUT_FUSED)
 		return st == MS_OK ? write_fused(c, b, mg, NULL, err) : st;
+	if (c->m->layout == MDL_LAYOUT_INTERLEAVED)
+		return st == MS_OK ? write_interleaved(c, b, mg, NULL, err) : st;
 	for (int s = 0; st == MS_OK && s < mg->n_slots; s++)
 		st = write_slot(c, b, mg, s, s, err);
 	return st;
@@ -407,17 +504,16 @@ static ms_status write_block(mrun_ctx *c, int b, const pipe_merged *mg, ms_error
 /* Mean residual of each router method on the calibration tokens, so the report shows which fits best. */
 static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, int b)
 {
-	const int E = blk->E, G = plan_groups(p, b);
+	const int G = plan_groups(p, b);
 	float *rows = malloc((size_t)G * blk->d * sizeof *rows);
+	float *bias = malloc((size_t)G * sizeof *bias);
 	double *res = malloc((size_t)G * sizeof *res);
 	cJSON *o = cJSON_AddObjectToObject(jb, "router_fit_residual");
 	const char *best = NULL;
 	double best_v = INFINITY;
-	for (int meth = 0; rows && res && meth < RFIT_ROW_METHODS; meth++) {
+	for (int meth = 0; rows && bias && res && meth < RFIT_ROW_METHODS; meth++) {
 		ms_error e2 = {0};
-		if (rfit_rows((rfit_method)meth, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
-			      p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows,
-			      res, &e2) != MS_OK)
+		if (pipe_router_fit(blk, p, b, (rfit_method)meth, rows, bias, res, &e2) != MS_OK)
 			continue;
 		double mean = 0.0;
 		for (int g = 0; g < G; g++)
@@ -431,6 +527,7 @@ static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, i
 	if (best)
 		cJSON_AddStringToObject(o, "best", best);
 	free(rows);
+	free(bias);
 	free(res);
 }
 
@@ -715,7 +812,7 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	ms_status st = plan_validate(p, err);
 	if (st != MS_OK)
 		return st;
-	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->layout == MDL_LAYOUT_FUSED)
+	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->layout != MDL_LAYOUT_PER_EXPERT)
 		return ms_fail(err, MS_ERR_ARG, "%s: the experts are fused 3-D tensors; --compress-format factors stores "
 			       "per-expert matrices, use --compress-format dense", c->m->dir);
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->expert_dtype == ST_F8_E4M3)

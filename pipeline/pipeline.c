@@ -13,22 +13,30 @@
 #include "io/arch.h"
 #include "io/pages.h"
 
-/* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f]. */
-static int64_t expert_floats(mdl_act act, int d, int f)
+/* Floats of one expert: gate and up [f, d] each (no gate for MDL_ACT_RELU) and down [d, f], then with biases
+ * gate bias [f], up bias [f] and down bias [d]. Biases sit in the same span as the matrices so that every
+ * element-wise pass over an expert (the merge's weighted sum, copies, rounding) treats them alike. */
+static int64_t expert_floats(mdl_act act, int bias, int d, int f)
 {
-	return (int64_t)d * f * (act == MDL_ACT_SILU_GLU ? 3 : 2);
+	return (int64_t)d * f * (mdl_act_gated(act) ? 3 : 2) + (bias ? 2 * (int64_t)f + d : 0);
 }
 
-/* Pointers to the three matrices of an expert stored at base (gate absent without a gate). */
+/* Pointers to the matrices (and biases) of an expert stored at base (gate absent without a gate). */
 static void expert_view(const pipe_block *blk, float *base, expert_weights *w)
 {
 	const int64_t fd = (int64_t)blk->f * blk->d;
 	w->d = blk->d;
 	w->f = blk->f;
 	w->act = blk->act;
-	w->gate = blk->act == MDL_ACT_SILU_GLU ? base : NULL;
-	w->up = base + (blk->act == MDL_ACT_SILU_GLU ? fd : 0);
+	w->gate = mdl_act_gated(blk->act) ? base : NULL;
+	w->up = base + (mdl_act_gated(blk->act) ? fd : 0);
 	w->down = w->up + fd;
+	w->gate_bias = w->up_bias = w->down_bias = NULL;
+	if (blk->expert_bias) {
+		w->gate_bias = w->down + fd;
+		w->up_bias = w->gate_bias + blk->f;
+		w->down_bias = w->up_bias + blk->f;
+	}
 }
 
 static void bind_experts(pipe_block *blk)
@@ -59,6 +67,9 @@ static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
 	only[k] = mat[k];
 	pages_populate(mat[k], (size_t)w->d * (size_t)w->f * sizeof(float)); /* every matrix is d x f floats */
 	ms_status st = mdl_load_expert(j->m, j->b, e, only[MDL_GATE], only[MDL_UP], only[MDL_DOWN], err);
+	if (st == MS_OK && k == MDL_DOWN && j->blk->expert_bias)   /* the biases ride with the down matrix's task */
+		st = mdl_load_expert_bias(j->m, j->b, e, (float *)w->gate_bias, (float *)w->up_bias, (float *)w->down_bias,
+					  err);
 	if (st == MS_OK)
 		pages_release_tensor(j->m->blocks[j->b].experts[e * MDL_NMAT + k]);
 	return st;
@@ -286,7 +297,8 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->f = m->inter;
 	out->act = m->act;
 	out->routing = m->routing;
-	out->per_expert = expert_floats(m->act, out->d, out->f);
+	out->expert_bias = m->expert_bias;
+	out->per_expert = expert_floats(m->act, out->expert_bias, out->d, out->f);
 	out->expert_dtype = m->expert_dtype;
 	out->router_dtype = m->blocks[b].router->dtype;
 	out->quant_block[0] = m->quant.block[0];
@@ -318,6 +330,13 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 				     : ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", m->blocks[b].label);
 		out->routing.score_bias = out->score_bias;
 	}
+	if (st == MS_OK && m->blocks[b].router_bias) {
+		out->router_bias = malloc((size_t)out->E * sizeof *out->router_bias);
+		out->router_bias_dtype = m->blocks[b].router_bias->dtype;
+		st = out->router_bias ? mdl_load_router_bias(m, b, out->router_bias, err)
+				      : ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", m->blocks[b].label);
+		out->routing.logit_bias = out->router_bias;
+	}
 	if (st == MS_OK)
 		st = load_experts(m, b, out, err);
 	if (st == MS_OK)
@@ -337,6 +356,7 @@ void pipe_free_block(pipe_block *blk)
 		return;
 	free(blk->router);
 	free(blk->score_bias);
+	free(blk->router_bias);
 	give_weights(blk->weights, (size_t)(blk->E * blk->per_expert));
 	free(blk->experts);
 	free(blk->x);
@@ -478,6 +498,7 @@ void pipe_free_merged(pipe_merged *mg)
 	free(mg->slot_group);
 	free(mg->router);
 	free(mg->score_bias);
+	free(mg->router_bias);
 	free(mg->slot);
 	free(mg->router_residual);
 	free(mg->compression);
@@ -634,12 +655,20 @@ static ms_status member_weights(merge_work *w, int e, const float **src)
 		float *at = w->weights + (int64_t)e * blk->per_expert;
 		expert_weights v;
 		expert_view(blk, at, &v);
-		return align_apply(perm, (float *)v.gate, (float *)v.up, (float *)v.down, blk->d, blk->f);
+		ms_status st = align_apply(perm, (float *)v.gate, (float *)v.up, (float *)v.down, blk->d, blk->f);
+		if (st == MS_OK && blk->expert_bias)
+			st = align_apply_biases(perm, blk->f, (float *)v.gate_bias, (float *)v.up_bias);
+		return st;
 	}
 	expert_weights dst;
 	expert_view(blk, w->tmp, &dst);
 	*src = w->tmp;
-	return align_apply_into(perm, &blk->experts[e], (float *)dst.gate, (float *)dst.up, (float *)dst.down);
+	ms_status st = align_apply_into(perm, &blk->experts[e], (float *)dst.gate, (float *)dst.up, (float *)dst.down);
+	if (st == MS_OK && blk->expert_bias) {   /* the down bias lies on the d axis: it is not permuted */
+		memcpy((float *)dst.gate_bias, blk->experts[e].gate_bias, (size_t)(2 * blk->f + blk->d) * sizeof(float));
+		st = align_apply_biases(perm, blk->f, (float *)dst.gate_bias, (float *)dst.up_bias);
+	}
+	return st;
 }
 
 typedef struct {
@@ -818,6 +847,8 @@ static void keep_singleton_rows(const pipe_block *blk, const int *group, int G, 
 		if (count == 1) {
 			memcpy(mg->router + (size_t)g * blk->d, blk->router + (size_t)member * blk->d,
 			       (size_t)blk->d * sizeof(float));
+			if (blk->router_bias)
+				mg->router_bias[g] = blk->router_bias[member];
 			mg->router_residual[g] = 0.0;
 		}
 	}
@@ -845,6 +876,54 @@ static ms_status merged_score_bias(const pipe_block *blk, const plan *p, int b, 
 	return MS_OK;
 }
 
+/* A router with a logit bias b_e routes on x W_e^T + b_e: the bias is one more router column whose input is always
+ * 1. The row method runs on that extended router and inputs [x, 1], so a merged row and its bias come from the
+ * same rule (the dominant's pair, the frequency-weighted mean of the pairs, or the lse-fit of both), and the
+ * extended rows are split back into rows [G, d] and bias [G]. */
+static ms_status biased_rows(const pipe_block *blk, const plan *p, int b, rfit_method method, float *out,
+			     float *bias, double *residual, ms_error *err)
+{
+	const int E = blk->E, d = blk->d, G = plan_groups(p, b), d1 = d + 1;
+	const int64_t T = blk->T;
+	float *router = malloc((size_t)E * d1 * sizeof *router);
+	float *rows = malloc((size_t)(G > 0 ? G : 1) * d1 * sizeof *rows);
+	float *x = T > 0 ? malloc((size_t)(T * d1) * sizeof *x) : NULL;
+	ms_status st = router && rows && (T == 0 || x) ? MS_OK
+		: ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory for the router's bias column", p->labels[b]);
+	for (int e = 0; st == MS_OK && e < E; e++) {
+		memcpy(router + (size_t)e * d1, blk->router + (size_t)e * d, (size_t)d * sizeof *router);
+		router[(size_t)e * d1 + d] = blk->router_bias[e];
+	}
+	for (int64_t t = 0; st == MS_OK && t < T; t++) {
+		memcpy(x + t * d1, blk->x + t * d, (size_t)d * sizeof *x);
+		x[t * d1 + d] = 1.0f;
+	}
+	if (st == MS_OK)
+		st = rfit_rows(method, x, T, d1, router, E, p->group + (size_t)b * E, p->dominant + (size_t)b * E,
+			       p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, rows, residual, err);
+	for (int g = 0; st == MS_OK && g < G; g++) {
+		memcpy(out + (size_t)g * d, rows + (size_t)g * d1, (size_t)d * sizeof *rows);
+		bias[g] = rows[(size_t)g * d1 + d];
+	}
+	free(router);
+	free(rows);
+	free(x);
+	return st;
+}
+
+ms_status pipe_router_fit(const pipe_block *blk, const plan *p, int b, rfit_method method, float *rows,
+			  float *bias, double *residual, ms_error *err)
+{
+	const int E = blk->E;
+	if (blk->router_bias)
+		return bias ? biased_rows(blk, p, b, method, rows, bias, residual, err)
+			    : ms_fail(err, MS_ERR_ARG, "block %s: the router has a bias: its merged bias needs room",
+				      p->labels[b]);
+	return rfit_rows(method, blk->x, blk->T, blk->d, blk->router, E, p->group + (size_t)b * E,
+			 p->dominant + (size_t)b * E, p->frequency + (size_t)b * E, plan_groups(p, b),
+			 RFIT_LAMBDA_DEFAULT, rows, residual, err);
+}
+
 /* The compact router rows of one method into mg->router (padding slots repeat their group's row), rounded to the
  * router's dtype as they will be written. */
 static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_method method, pipe_merged *mg,
@@ -857,12 +936,19 @@ static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_m
 			       p->labels[b]);
 	for (int g = 0; g < G; g++)
 		mg->router_residual[g] = NAN;
-	ms_status st = rfit_rows(method, blk->x, blk->T, d, blk->router, E, group, p->dominant + (size_t)b * E,
-				 p->frequency + (size_t)b * E, G, RFIT_LAMBDA_DEFAULT, mg->router,
-				 blk->T > 0 ? mg->router_residual : NULL, err);
+	if (blk->router_bias && !mg->router_bias &&
+	    !(mg->router_bias = malloc((size_t)mg->n_router * sizeof *mg->router_bias)))
+		return ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", p->labels[b]);
+	ms_status st = pipe_router_fit(blk, p, b, method, mg->router, mg->router_bias,
+				       blk->T > 0 ? mg->router_residual : NULL, err);
 	if (st != MS_OK)
 		return st;
 	keep_singleton_rows(blk, group, G, mg);
+	if (blk->router_bias) {
+		for (int s = G; s < mg->n_slots; s++)
+			mg->router_bias[s] = mg->router_bias[mg->slot_group[s]];
+		round_to_dtype(blk->router_bias_dtype, mg->router_bias, mg->n_router);
+	}
 	for (int s = G; s < mg->n_slots; s++)
 		memcpy(mg->router + (size_t)s * d, mg->router + (size_t)mg->slot_group[s] * d, (size_t)d * sizeof(float));
 	for (int s = 0; s < mg->n_slots; s++)
@@ -917,6 +1003,7 @@ static blk_config merged_config(const pipe_block *blk, const pipe_merged *mg, in
 		c.routing.top_k = mg->n_slots;
 	if (compact) {   /* merged slots belong to no original group: the written config drops the limit */
 		c.routing.score_bias = mg->score_bias;
+		c.routing.logit_bias = mg->router_bias;
 		c.routing.n_group = c.routing.topk_group = 1;
 	}
 	if (compact && c.routing.capacity > 0)   /* the block's total capacity kept (mdl_config_set_experts) */
@@ -1339,6 +1426,8 @@ static ms_status block_routing(const pipe_block *blk, pipe_stats *out, float **z
 	ms_status st = route_logits(blk->x, T, blk->d, blk->router, blk->E, *z);
 	if (st == MS_OK && blk->sparsemixer_eps > 0 && (k != 2 || blk->E < 2))
 		st = MS_ERR_ARG;   /* the model reader refuses these: sparsemixer picks 2 of at least 2 experts */
+	if (st == MS_OK)
+		route_add_bias(*z, T, blk->E, blk->routing.logit_bias);
 	if (st == MS_OK && blk->sparsemixer_eps > 0)   /* usage as the family routes: PhiMoE's sparsemixer */
 		blk_sparsemixer(*z, T, blk->E, blk->sparsemixer_eps, *idx, *w);
 	else if (st == MS_OK)

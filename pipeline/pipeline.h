@@ -56,7 +56,11 @@ typedef struct {
 	float *router;           /* [E, d] */
 	float *score_bias;       /* [E] e_score_correction_bias (routing.score_bias points here), or NULL */
 	st_dtype score_bias_dtype;
-	float *weights;          /* [E, per_expert]: gate [f, d] (absent without a gate), up [f, d], down [d, f] */
+	float *router_bias;      /* [E] the router's logit bias (routing.logit_bias points here), or NULL */
+	st_dtype router_bias_dtype;
+	int expert_bias;         /* experts carry biases, stored after their matrices (expert_weights' *_bias) */
+	float *weights;          /* [E, per_expert]: gate [f, d] (absent without a gate), up [f, d], down [d, f],
+				  * then with expert_bias gate bias [f], up bias [f], down bias [d] */
 	int64_t per_expert;      /* floats per expert in weights */
 	expert_weights *experts; /* [E]: views into weights */
 	float *x;                /* [T, d] calibration inputs, NULL when T == 0 */
@@ -157,6 +161,12 @@ int pipe_plan_slots(const plan *p);
  * `eval --plan`, `perplexity --plan` and the application's model line all use it). *slots (may be NULL) gets E'. */
 ms_status pipe_fill_plan(plan *p, int *slots, ms_error *err);
 
+/* The compact router rows [G, d] of one row method for block b of plan p (rfit_rows), and with a router logit bias
+ * (gpt_oss) each group's bias [G] by the same rule (docs/design.md §4.3; bias may be NULL only without one);
+ * residual [G] may be NULL (needs calibration tokens). */
+ms_status pipe_router_fit(const pipe_block *blk, const plan *p, int b, rfit_method method, float *rows,
+			  float *bias, double *residual, ms_error *err);
+
 /* The block as analysis/block.h sees it: every router row dispatching to its own expert, with the family's shared
  * expert and routing. */
 blk_config pipe_block_config(const pipe_block *blk);
@@ -221,6 +231,9 @@ typedef struct {
 	float *router;            /* [n_router, d]: compact: fitted rows; aliased: the original router */
 	float *score_bias;        /* [n_router] compact layout of a block with a score bias: each slot's group's
 				   * dominant's bias (docs/design.md §4.3); NULL otherwise (aliased keeps the block's) */
+	float *router_bias;       /* [n_router] compact layout of a block with a router bias: each slot's bias, made by
+				   * the row method as if it were one more router column fed a constant 1 (docs/design.md
+				   * §4.3); NULL otherwise (aliased keeps the block's) */
 	int *slot;                /* [n_router]: slot each router row dispatches to, -1 for a dropped expert */
 	int groups;               /* G of the block */
 	double *router_residual;  /* [groups]: compact router fit residual on the calibration tokens (NAN if none) */

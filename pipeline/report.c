@@ -3,7 +3,8 @@
 #include <math.h>
 
 /* The --json names of mdl_act. */
-static const char *const act_names[] = {[MDL_ACT_SILU_GLU] = "silu_glu", [MDL_ACT_RELU] = "relu"};
+static const char *const act_names[] = {[MDL_ACT_SILU_GLU] = "silu_glu", [MDL_ACT_RELU] = "relu",
+						      [MDL_ACT_CLAMPED_SWIGLU] = "clamped_swiglu"};
 
 void report_add_array(cJSON *obj, const char *key, const double *v, int n, int stride)
 {
@@ -61,7 +62,9 @@ cJSON *report_model(const mdl_model *m)
 	cJSON_AddStringToObject(routing, "score", m->routing.score == MDL_SCORE_SIGMOID ? "sigmoid" : "softmax");
 	cJSON_AddNumberToObject(routing, "n_group", m->routing.n_group);
 	cJSON_AddNumberToObject(routing, "topk_group", m->routing.topk_group);
-	cJSON_AddStringToObject(j, "expert_layout", m->layout == MDL_LAYOUT_FUSED ? "fused" : "per_expert");
+	static const char *const layouts[] = {[MDL_LAYOUT_PER_EXPERT] = "per_expert", [MDL_LAYOUT_FUSED] = "fused",
+					      [MDL_LAYOUT_INTERLEAVED] = "interleaved"};
+	cJSON_AddStringToObject(j, "expert_layout", layouts[m->layout]);
 	cJSON_AddStringToObject(j, "expert_dtype", st_dtype_name(m->expert_dtype));
 	if (m->quant.scheme != QT_NONE)
 		cJSON_AddStringToObject(j, "quantization", qt_scheme_names[m->quant.scheme]);

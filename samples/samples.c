@@ -47,6 +47,7 @@
 #define SMALL_STD 0.02      /* attention, embedding and dense weights */
 #define BIAS_LEAD 0.15      /* deepseek_v3 selection bias: how much the lead experts are held back */
 #define BIAS_NOISE 0.03     /* and the spread of every expert's bias */
+#define EXPERT_BIAS_STD 0.1 /* gpt_oss expert biases: a prototype's bias vectors, permuted like its rows */
 
 enum { MAT_GATE, MAT_UP, MAT_DOWN, N_MAT };
 
@@ -123,8 +124,11 @@ static void shuffle(rng *r, int *v, int n)
 /* ---- the tensor list of a model ---------------------------------------------------------------------------- */
 
 /* FILL_FUSED: a 3-D fused expert tensor (mat MAT_GATE: gate_up_proj, MAT_DOWN: down_proj) holding every expert's
- * planted matrices; FILL_BIAS: a block's e_score_correction_bias. */
-typedef enum { FILL_NORM, FILL_SMALL, FILL_ROUTER, FILL_EXPERT, FILL_FUSED, FILL_BIAS } fill_kind;
+ * planted matrices; FILL_BIAS: a block's e_score_correction_bias (or gpt_oss's router bias, planted alike);
+ * FILL_INTERLEAVED: gpt_oss's [in, out] gate_up_proj [E, d, 2f] (gate and up columns alternating) or down_proj
+ * [E, f, d]; FILL_EXPERT_BIAS: gpt_oss's gate_up_proj_bias [E, 2f] (interleaved) or down_proj_bias [E, d]. */
+typedef enum { FILL_NORM, FILL_SMALL, FILL_ROUTER, FILL_EXPERT, FILL_FUSED, FILL_BIAS, FILL_INTERLEAVED,
+	       FILL_EXPERT_BIAS } fill_kind;
 
 typedef struct {
 	char name[160];
@@ -205,6 +209,7 @@ typedef struct {
 static const moe_naming naming_mixtral = {".gate.weight", ".experts.", {"w1", "w3", "w2"}};
 static const moe_naming naming_mlp = {".gate.weight", ".experts.", {"gate_proj", "up_proj", "down_proj"}};
 static const moe_naming naming_switch = {".router.classifier.weight", ".experts.expert_", {NULL, "wi", "wo"}};
+static const moe_naming naming_gptoss = {".router.weight", ".experts.", {"gate_proj", "up_proj", "down_proj"}};
 
 typedef struct sample_spec sample_spec;
 typedef struct sample_ctx sample_ctx;
@@ -220,6 +225,7 @@ struct sample_spec {
 	int dense_layers;    /* qwen2_moe: the first dense_layers layers are mlp_only_layers */
 	int sparse_step;     /* switch: block i is sparse when i % sparse_step == 1 */
 	int fused;           /* experts stored as transformers v5's 3-D gate_up_proj and down_proj */
+	int interleaved;     /* gpt_oss: experts stored [in, out] with gate/up interleaved, with biases; router bias */
 	int n_group, topk_group; /* deepseek_v3: group-limited routing */
 	int kv_lora, q_lora, qk_nope, qk_rope, v_head; /* deepseek_v3 latent attention (q_lora 0: a plain q_proj) */
 	int heads, kv_heads, head_dim;
@@ -283,6 +289,24 @@ static void add_moe_block(sample_ctx *c, const moe_naming *nm, const char *label
 	if (s->n_group && (t = tl_add(&c->tensors, FILL_BIAS, s->n_experts, 0, "%s.gate.e_score_correction_bias",
 				      prefix)))
 		t->block = b;
+	if (s->interleaved) {   /* router.bias [E]; gate_up_proj [E, d, 2f], down_proj [E, f, d] and their biases */
+		if ((t = tl_add(&c->tensors, FILL_BIAS, s->n_experts, 0, "%s.router.bias", prefix)))
+			t->block = b;
+		const int64_t shape[4][3] = {{s->n_experts, s->hidden, 2 * s->inter}, {s->n_experts, s->inter, s->hidden},
+					     {s->n_experts, 2 * s->inter, 0}, {s->n_experts, s->hidden, 0}};
+		static const char *const names[4] = {"gate_up_proj", "down_proj", "gate_up_proj_bias", "down_proj_bias"};
+		for (int i = 0; i < 4; i++) {
+			t = tl_add(&c->tensors, i < 2 ? FILL_INTERLEAVED : FILL_EXPERT_BIAS, shape[i][0], shape[i][1],
+				   "%s.experts.%s", prefix, names[i]);
+			if (t) {
+				t->ndim = i < 2 ? 3 : 2;
+				t->shape[2] = shape[i][2];
+				t->block = b;
+				t->mat = i % 2 ? MAT_DOWN : MAT_GATE;
+			}
+		}
+		return;
+	}
 	if (s->fused) {   /* gate_up_proj [E, 2f, d] (gate rows, then up rows), down_proj [E, d, f] */
 		t = tl_add(&c->tensors, FILL_FUSED, s->n_experts, 2 * s->inter, "%s.experts.gate_up_proj", prefix);
 		if (t) {
@@ -457,6 +481,19 @@ static void switch_layout(sample_ctx *c)
 
 /* DeepseekV3DecoderLayer: latent attention (q through a low-rank q_a/q_b pair, keys and values through the
  * compressed kv_a/kv_b), dense MLPs in the first dense_layers layers, then MoE blocks with shared experts. */
+/* GptOssDecoderLayer: attention with q/k/v/o biases and one sink logit per head, every layer an MoE block. */
+static void gptoss_layout(sample_ctx *c)
+{
+	const sample_spec *s = c->spec;
+	decoder_ends(c);
+	for (int i = 0; i < s->layers; i++) {
+		decoder_attention(c, i, 1, 0);
+		tl_add(&c->tensors, FILL_SMALL, s->hidden, 0, "model.layers.%d.self_attn.o_proj.bias", i);
+		tl_add(&c->tensors, FILL_SMALL, s->heads, 0, "model.layers.%d.self_attn.sinks", i);
+		moe_decoder_layer(c, i, &naming_gptoss, "mlp");
+	}
+}
+
 static void deepseek3_attention(sample_ctx *c, int i)
 {
 	const sample_spec *s = c->spec;
@@ -612,6 +649,36 @@ static cJSON *deepseek3_config(const sample_spec *s)
 	return j;
 }
 
+/* GptOssConfig as the released checkpoints write it: yarn RoPE, sliding and full attention layers alternating. */
+static cJSON *gptoss_config(const sample_spec *s)
+{
+	cJSON *j = config_decoder(s);
+	if (!j)
+		return NULL;
+	cJSON_AddNumberToObject(j, "intermediate_size", s->inter);
+	cJSON_AddNumberToObject(j, "num_local_experts", s->n_experts);
+	cJSON_AddNumberToObject(j, "rms_norm_eps", 1e-5);
+	cJSON_AddBoolToObject(j, "attention_bias", 1);
+	cJSON_AddNumberToObject(j, "sliding_window", 16);
+	cJSON_AddNumberToObject(j, "swiglu_limit", 7.0);
+	cJSON_AddNumberToObject(j, "router_aux_loss_coef", 0.9);
+	cJSON_ReplaceItemInObjectCaseSensitive(j, "rope_theta", cJSON_CreateNumber(150000.0));
+	cJSON *rope = cJSON_CreateObject();
+	if (rope) {
+		cJSON_AddStringToObject(rope, "rope_type", "yarn");
+		cJSON_AddNumberToObject(rope, "factor", 32.0);
+		cJSON_AddNumberToObject(rope, "beta_fast", 32.0);
+		cJSON_AddNumberToObject(rope, "beta_slow", 1.0);
+		cJSON_AddBoolToObject(rope, "truncate", 0);
+		cJSON_AddNumberToObject(rope, "original_max_position_embeddings", 128);
+		cJSON_ReplaceItemInObjectCaseSensitive(j, "rope_scaling", rope);
+	}
+	cJSON *types = cJSON_AddArrayToObject(j, "layer_types");
+	for (int i = 0; types && i < s->layers; i++)
+		cJSON_AddItemToArray(types, cJSON_CreateString(i % 2 ? "full_attention" : "sliding_attention"));
+	return j;
+}
+
 static cJSON *switch_config(const sample_spec *s)
 {
 	cJSON *j = config_common(s);
@@ -662,6 +729,8 @@ const samples_entry samples_table[] = {
 	{"deepseek3-tiny", "DeepseekV3ForCausalLM, 1 dense + 3 MoE layers, 16 experts top-4 in 4 groups (2 eligible), "
 			   "selection bias, d=128"},
 	{"mixtral-fp8", "mixtral-tiny's weights stored FP8 E4M3 in 64 x 32 blocks with weight_scale_inv (as DeepSeek-V3)"},
+	{"gptoss-tiny", "GptOssForCausalLM, 4 MoE layers, 16 experts top-4, interleaved [in, out] experts with biases, "
+			"router bias, clamped SwiGLU, d=128, f=64"},
 };
 const int samples_count = (int)(sizeof samples_table / sizeof samples_table[0]);
 
@@ -709,6 +778,11 @@ static const sample_spec sample_specs[] = {
 	 .tokens = 512, .shards = 1, .group_size = {4, 2, 2},
 	 .popularity = 0.4, .min_active = 1, .full_share = 0.65,
 	 .seed = 0x6d69787472616cULL, .fp8_block = {64, 32}, .layout = mixtral_layout, .config = mixtral_config},
+	{.model_type = "gpt_oss", .architecture = "GptOssForCausalLM", .layers = 4, .n_experts = 16, .top_k = 4,
+	 .n_proto = 4, .hidden = 128, .inter = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
+	 .tokens = 512, .shards = 1, .group_size = {6, 4, 3, 3}, .interleaved = 1,
+	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
+	 .seed = 0x6770742d6f7373ULL, .layout = gptoss_layout, .config = gptoss_config},
 };
 
 _Static_assert(sizeof sample_specs / sizeof sample_specs[0] == sizeof samples_table / sizeof samples_table[0],
@@ -988,12 +1062,66 @@ static void fill_bias(const moe_block *b, float *out)
 		out[b->lead[p]] -= (float)BIAS_LEAD;
 }
 
-static void fill_tensor(const sample_ctx *c, const tensor_spec *t, float *out)
+/* Bias `m` (MAT_GATE, MAT_UP: [f]; MAT_DOWN: [d]) of expert e: its prototype's bias vector from a stream of the
+ * block, gate and up in the expert's neuron order like its rows, plus noise from the expert's own stream. */
+static void expert_bias(const moe_block *b, int e, int m, float *out)
+{
+	rng pr, er;
+	rng_init(&pr, derive_seed(b->seed, 0xb1a5000 + (uint64_t)b->prototype[e] * N_MAT + (uint64_t)m));
+	rng_init(&er, derive_seed(b->seed, 0xe0b1a5000 + (uint64_t)e * N_MAT + (uint64_t)m));
+	const int n = m == MAT_DOWN ? b->d : b->f;
+	float proto[1024];
+	gauss_fill(&pr, proto, (size_t)n, EXPERT_BIAS_STD);
+	for (int i = 0; i < n; i++)
+		out[i] = proto[m == MAT_DOWN ? i : b->perm[(size_t)e * b->f + i]] +
+			 (float)(EXPERT_NOISE * EXPERT_BIAS_STD * rng_gauss(&er));
+}
+
+/* gpt_oss's expert tensors, expert by expert: the planted [out, in] matrices transposed (gate_up_proj's column 2i
+ * is gate row i, column 2i + 1 up row i), the biases interleaved alike. scratch holds 2 f d floats. */
+static void fill_interleaved(const moe_block *b, const tensor_spec *t, float *out, float *scratch)
+{
+	const size_t d = (size_t)b->d, f = (size_t)b->f, fd = mat_floats(b);
+	for (int e = 0; e < b->E; e++) {
+		if (t->kind == FILL_EXPERT_BIAS && t->mat == MAT_DOWN) {
+			expert_bias(b, e, MAT_DOWN, out + e * d);
+			continue;
+		}
+		if (t->kind == FILL_EXPERT_BIAS) {
+			expert_bias(b, e, MAT_GATE, scratch);
+			expert_bias(b, e, MAT_UP, scratch + f);
+			for (size_t i = 0; i < f; i++) {
+				out[e * 2 * f + 2 * i] = scratch[i];
+				out[e * 2 * f + 2 * i + 1] = scratch[f + i];
+			}
+			continue;
+		}
+		if (t->mat == MAT_DOWN) {   /* [d, f] -> [f, d] */
+			expert_matrix(b, e, MAT_DOWN, scratch);
+			for (size_t i = 0; i < f; i++)
+				for (size_t r = 0; r < d; r++)
+					out[e * fd + i * d + r] = scratch[r * f + i];
+			continue;
+		}
+		expert_matrix(b, e, MAT_GATE, scratch);
+		expert_matrix(b, e, MAT_UP, scratch + fd);
+		for (size_t j = 0; j < d; j++)
+			for (size_t i = 0; i < f; i++) {
+				out[e * 2 * fd + j * 2 * f + 2 * i] = scratch[i * d + j];
+				out[e * 2 * fd + j * 2 * f + 2 * i + 1] = scratch[fd + i * d + j];
+			}
+	}
+}
+
+static void fill_tensor(const sample_ctx *c, const tensor_spec *t, float *out, float *scratch)
 {
 	const moe_block *b = t->kind == FILL_ROUTER || t->kind == FILL_EXPERT || t->kind == FILL_FUSED ||
-			     t->kind == FILL_BIAS ? &c->blocks[t->block] : NULL;
+			     t->kind == FILL_BIAS || t->kind == FILL_INTERLEAVED || t->kind == FILL_EXPERT_BIAS
+			     ? &c->blocks[t->block] : NULL;
 	const size_t fd = b ? mat_floats(b) : 0;
-	if (t->kind == FILL_ROUTER)
+	if (t->kind == FILL_INTERLEAVED || t->kind == FILL_EXPERT_BIAS)
+		fill_interleaved(b, t, out, scratch);
+	else if (t->kind == FILL_ROUTER)
 		memcpy(out, b->router, (size_t)b->E * b->d * sizeof *out);
 	else if (t->kind == FILL_EXPERT)
 		expert_matrix(b, t->expert, t->mat, out);
@@ -1082,12 +1210,12 @@ static ms_status model_tensors(const sample_ctx *c, st_writer *w, ms_error *err)
 		if (tensor_numel(t) > most)
 			most = tensor_numel(t);
 	}
-	float *buf = malloc((size_t)most * sizeof *buf);
+	float *buf = malloc(2 * (size_t)most * sizeof *buf);   /* a tensor, then scratch for fill_interleaved */
 	if (!buf)
 		return ms_fail(err, MS_ERR_NOMEM, "samples: out of memory");
 	ms_status st = MS_OK;
 	for (size_t i = 0; i < c->tensors.n && !st; i++) {
-		fill_tensor(c, &c->tensors.v[i], buf);
+		fill_tensor(c, &c->tensors.v[i], buf, buf + most);
 		st = write_tensor(c->spec, &c->tensors.v[i], buf, w, err);
 	}
 	free(buf);
@@ -1248,6 +1376,7 @@ static int spec_valid(const sample_spec *s)
 	for (int p = 0; p < s->n_proto && p < MAX_PROTO; p++)
 		sum += s->group_size[p];
 	return s->n_proto >= 1 && s->n_proto <= MAX_PROTO && s->n_experts <= 256 && sum == s->n_experts &&
+	       s->hidden <= 1024 && s->inter <= 1024 &&   /* expert_bias's prototype vector */
 	       s->top_k >= 1 && s->top_k <= s->n_experts && s->min_active >= 1;
 }
 

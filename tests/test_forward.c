@@ -277,6 +277,14 @@ static void test_glm4_matches_reference(void)
 	check_tiny("glm4-tiny");
 }
 
+/* gpt-oss: q/k/v/o biases, attention sinks, a sliding layer (window 8, shorter than the sequences) then a full one,
+ * yarn RoPE with truncate false, a router bias, interleaved [in, out] experts with biases and the clamped SwiGLU
+ * with both clamps active. */
+static void test_gptoss_matches_reference(void)
+{
+	check_tiny("gptoss-tiny");
+}
+
 /* qwen2moe-fused holds qwen2moe-tiny's weights in transformers v5's fused tensors: the same golden values. */
 static void test_fused_sample_matches_reference(void)
 {
@@ -426,6 +434,7 @@ int main(void)
 	RUN(test_deepseek_matches_reference);
 	RUN(test_deepseek3_matches_reference);
 	RUN(test_glm4_matches_reference);
+	RUN(test_gptoss_matches_reference);
 	RUN(test_fused_sample_matches_reference);
 	RUN(test_qwen2moe_window_matches_reference);
 	RUN(test_deepseek_bias_matches_reference);

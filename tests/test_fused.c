@@ -6,11 +6,18 @@
  *   biased sigmoid scores among the topk_group best groups, group score = sum of its two best, weights from the
  *   unbiased scores), on random tokens and on tokens built with exact ties between groups at the cut.
  * - A compact merge gives each slot its dominant's selection bias.
- * - Malformed fused and DeepSeek-V3 checkpoints: one message naming the tensor or the field. */
+ * - Malformed fused and DeepSeek-V3 checkpoints: one message naming the tensor or the field.
+ * - gpt_oss (gptoss-tiny): the interleaved [in, out] experts as loaded against the file's values indexed by hand,
+ *   the clamped SwiGLU with biases against a scalar evaluation of GptOssExperts' formula, the router's logit bias
+ *   against a brute-force GptOssTopKRouter, alignment leaving an expert's function unchanged, merged biases equal
+ *   to the members' biases weighted by the merge coefficients, and malformed gpt_oss checkpoints. */
 #include "io/calib.h"
 #include "io/model.h"
 #include "io/plan.h"
 #include "io/safetensors.h"
+#include "analysis/align.h"
+#include "analysis/expert.h"
+#include "analysis/merge.h"
 #include "analysis/routing.h"
 #include "pipeline/pipeline.h"
 #include "samples/samples.h"
@@ -432,13 +439,42 @@ static int write_case(const char *sub, const char *config, const tdesc *t, int n
 
 typedef struct {
 	const char *name, *config;
-	tdesc t[4];
+	tdesc t[6];
 	int n;
 	ms_status want;
 	const char *msg[3];
 } bad_case;
 
+#define OSS_CFG \
+	"{\"model_type\":\"gpt_oss\",\"num_local_experts\":4,\"num_experts_per_tok\":2,\"hidden_size\":8," \
+	"\"intermediate_size\":6,\"num_hidden_layers\":1}"
+#define OSS_ROUTER {"model.layers.0.mlp.router.weight", 2, {4, 8}}, {"model.layers.0.mlp.router.bias", 1, {4}}
+#define OSS_GU {"model.layers.0.mlp.experts.gate_up_proj", 3, {4, 8, 12}}
+#define OSS_GUB {"model.layers.0.mlp.experts.gate_up_proj_bias", 2, {4, 12}}
+#define OSS_DN {"model.layers.0.mlp.experts.down_proj", 3, {4, 6, 8}}
+#define OSS_DNB {"model.layers.0.mlp.experts.down_proj_bias", 2, {4, 8}}
+
 static const bad_case bad_cases[] = {
+	{"gpt_oss router bias missing", OSS_CFG,
+	 {{"model.layers.0.mlp.router.weight", 2, {4, 8}}, OSS_GU, OSS_GUB, OSS_DN, OSS_DNB}, 5, MS_ERR_MODEL_TENSOR,
+	 {"'model.layers.0.mlp.router.bias' missing", "router of layer 0"}},
+	{"gpt_oss gate_up_proj_bias missing", OSS_CFG, {OSS_ROUTER, OSS_GU, OSS_DN, OSS_DNB}, 5, MS_ERR_MODEL_TENSOR,
+	 {"'model.layers.0.mlp.experts.gate_up_proj_bias' missing", "experts of layer 0"}},
+	{"gpt_oss down_proj_bias missing", OSS_CFG, {OSS_ROUTER, OSS_GU, OSS_GUB, OSS_DN}, 5, MS_ERR_MODEL_TENSOR,
+	 {"'model.layers.0.mlp.experts.down_proj_bias' missing"}},
+	{"gpt_oss gate_up_proj in the [E, 2f, d] orientation", OSS_CFG,
+	 {OSS_ROUTER, {"model.layers.0.mlp.experts.gate_up_proj", 3, {4, 12, 8}}, OSS_GUB, OSS_DN, OSS_DNB}, 6,
+	 MS_ERR_MODEL_SHAPE, {"gate_up_proj", "shape [4, 12, 8], expected [4, 8, 12]",
+			      "num_local_experts x hidden_size x 2 x intermediate_size"}},
+	{"gpt_oss down_proj in the [E, d, f] orientation", OSS_CFG,
+	 {OSS_ROUTER, OSS_GU, OSS_GUB, {"model.layers.0.mlp.experts.down_proj", 3, {4, 8, 6}}, OSS_DNB}, 6,
+	 MS_ERR_MODEL_SHAPE, {"down_proj", "shape [4, 8, 6], expected [4, 6, 8]"}},
+	{"gpt_oss gate_up_proj_bias of f, not 2f", OSS_CFG,
+	 {OSS_ROUTER, OSS_GU, {"model.layers.0.mlp.experts.gate_up_proj_bias", 2, {4, 6}}, OSS_DN, OSS_DNB}, 6,
+	 MS_ERR_MODEL_SHAPE, {"gate_up_proj_bias", "shape [4, 6], expected [4, 12]"}},
+	{"gpt_oss router bias of the wrong length", OSS_CFG,
+	 {{"model.layers.0.mlp.router.weight", 2, {4, 8}}, {"model.layers.0.mlp.router.bias", 1, {5}}, OSS_GU, OSS_GUB,
+	  OSS_DN, OSS_DNB}, 6, MS_ERR_MODEL_SHAPE, {"router.bias", "shape [5], expected [4]"}},
 	{"gate_up without the up half", QWEN_CFG(4),
 	 {{"model.layers.0.mlp.gate.weight", 2, {4, 8}}, {"model.layers.0.mlp.experts.gate_up_proj", 3, {4, 6, 8}},
 	  {"model.layers.0.mlp.experts.down_proj", 3, {4, 8, 6}}}, 3, MS_ERR_MODEL_SHAPE,
@@ -524,14 +560,326 @@ static void test_fused_mixtral_prefix(void)
 	mdl_close(m);
 }
 
+/* ---- gpt_oss ------------------------------------------------------------------------------------------------- */
+
+/* Every expert's matrices and biases as loaded equal the file's values picked out by hand: gate_up_proj [E, d, 2f]
+ * has gate[i, j] at [e, j, 2i] and up[i, j] at [e, j, 2i + 1]; down_proj [E, f, d] has down[r, i] at [e, i, r]. */
+static void test_gptoss_loader(void)
+{
+	opened o;
+	if (open_sample("gptoss-tiny", &o))
+		return;
+	const mdl_model *m = o.m;
+	const int E = m->n_experts, d = m->hidden, f = m->inter;
+	CHECK(m->layout == MDL_LAYOUT_INTERLEAVED && m->expert_bias && m->act == MDL_ACT_CLAMPED_SWIGLU &&
+	      m->routing.renormalize && m->routing.score == MDL_SCORE_SOFTMAX, "layout %d bias %d act %d", m->layout,
+	      m->expert_bias, m->act);
+	CHECK(m->params_experts == (uint64_t)m->n_blocks * E * 3 * d * f, "expert params %llu",
+	      (unsigned long long)m->params_experts);
+	const mdl_block *blk = &m->blocks[2];
+	CHECK(blk->router_bias && blk->fused_bias[MDL_FUSED_GATE_UP] && blk->fused_bias[MDL_FUSED_DOWN]);
+	float *gu = malloc((size_t)E * d * 2 * f * sizeof *gu), *dn = malloc((size_t)E * f * d * sizeof *dn);
+	float *gub = malloc((size_t)E * 2 * f * sizeof *gub), *dnb = malloc((size_t)E * d * sizeof *dnb);
+	float *gate = malloc((size_t)f * d * sizeof *gate), *up = malloc((size_t)f * d * sizeof *up);
+	float *down = malloc((size_t)d * f * sizeof *down), *bias = malloc((size_t)(2 * f + d) * sizeof *bias);
+	ms_error err = {0};
+	if (!gu || !dn || !gub || !dnb || !gate || !up || !down || !bias ||
+	    st_read_f32(blk->fused[MDL_FUSED_GATE_UP], gu, &err) != MS_OK ||
+	    st_read_f32(blk->fused[MDL_FUSED_DOWN], dn, &err) != MS_OK ||
+	    st_read_f32(blk->fused_bias[MDL_FUSED_GATE_UP], gub, &err) != MS_OK ||
+	    st_read_f32(blk->fused_bias[MDL_FUSED_DOWN], dnb, &err) != MS_OK) {
+		CHECK(0, "reading the fused tensors: %s", err.msg);
+		goto out;
+	}
+	int bad = 0;
+	for (int e = 0; e < E; e++) {
+		CHECK(mdl_load_expert(m, 2, e, gate, up, down, &err) == MS_OK, "%s", err.msg);
+		CHECK(mdl_load_expert_bias(m, 2, e, bias, bias + f, bias + 2 * f, &err) == MS_OK, "%s", err.msg);
+		const float *slab = gu + (size_t)e * d * 2 * f;
+		for (int i = 0; i < f; i++)
+			for (int j = 0; j < d; j++)
+				bad += gate[i * d + j] != slab[j * 2 * f + 2 * i] || up[i * d + j] != slab[j * 2 * f + 2 * i + 1];
+		for (int r = 0; r < d; r++)
+			for (int i = 0; i < f; i++)
+				bad += down[r * f + i] != dn[(size_t)e * f * d + (size_t)i * d + r];
+		for (int i = 0; i < f; i++)
+			bad += bias[i] != gub[e * 2 * f + 2 * i] || bias[f + i] != gub[e * 2 * f + 2 * i + 1];
+		for (int r = 0; r < d; r++)
+			bad += bias[2 * f + r] != dnb[e * d + r];
+	}
+	CHECK(bad == 0, "%d values differ from the file's", bad);
+out:
+	free(gu);
+	free(dn);
+	free(gub);
+	free(dnb);
+	free(gate);
+	free(up);
+	free(down);
+	free(bias);
+	close_sample(&o);
+}
+
+/* GptOssExperts.forward, one scalar at a time in double: gate_up = x W + b, gate = min(gate, 7), up = clamp(up, -7,
+ * 7), out = ((up + 1) * gate * sigmoid(1.702 gate)) down + b_down. Weights are scaled so both clamps act. */
+static void test_clamped_swiglu_brute_force(void)
+{
+	enum { d = 5, f = 7, T = 9 };
+	float gate[f * d], up[f * d], down[d * f], gb[f], ub[f], db[d], x[T * d], y[T * d];
+	uint64_t state = 12345;
+	for (int i = 0; i < f * d; i++) {
+		state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+		gate[i] = (float)((int)(state >> 40) % 2001 - 1000) / 250.0f;
+		state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+		up[i] = (float)((int)(state >> 40) % 2001 - 1000) / 250.0f;
+		state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+		down[i] = (float)((int)(state >> 40) % 2001 - 1000) / 1000.0f;
+	}
+	for (int i = 0; i < T * d; i++) {
+		state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+		x[i] = (float)((int)(state >> 40) % 2001 - 1000) / 500.0f;
+	}
+	for (int i = 0; i < f; i++) {
+		gb[i] = 0.3f * (float)(i - 3);
+		ub[i] = -0.2f * (float)(i - 2);
+	}
+	for (int i = 0; i < d; i++)
+		db[i] = 0.1f * (float)(i + 1);
+	const expert_weights w = {.gate = gate, .up = up, .down = down, .gate_bias = gb, .up_bias = ub, .down_bias = db,
+				  .d = d, .f = f, .act = MDL_ACT_CLAMPED_SWIGLU};
+	float work[2 * T * f];
+	CHECK(expert_work_floats(&w, T) <= 2 * T * f);
+	CHECK(expert_forward(&w, x, T, 0.5f, 0, y, work) == MS_OK);
+	int gate_clamped = 0, up_low = 0, up_high = 0;
+	double worst = 0.0;
+	for (int t = 0; t < T; t++) {
+		double h[f];
+		for (int i = 0; i < f; i++) {
+			double g = gb[i], u = ub[i];
+			for (int j = 0; j < d; j++) {
+				g += (double)gate[i * d + j] * x[t * d + j];
+				u += (double)up[i * d + j] * x[t * d + j];
+			}
+			gate_clamped += g > 7.0;
+			up_low += u < -7.0;
+			up_high += u > 7.0;
+			g = g < 7.0 ? g : 7.0;
+			u = u < -7.0 ? -7.0 : u > 7.0 ? 7.0 : u;
+			h[i] = (u + 1.0) * g / (1.0 + exp(-1.702 * g));
+		}
+		for (int r = 0; r < d; r++) {
+			double v = db[r];
+			for (int i = 0; i < f; i++)
+				v += (double)down[r * f + i] * h[i];
+			const double diff = fabs(0.5 * v - (double)y[t * d + r]) / fmax(1.0, fabs(0.5 * v));
+			worst = diff > worst ? diff : worst;
+		}
+	}
+	CHECK(gate_clamped > 0 && up_low > 0 && up_high > 0, "clamps exercised: gate %d, up low %d, up high %d",
+	      gate_clamped, up_low, up_high);
+	CHECK(worst <= 1e-5, "worst relative difference %g", worst);
+}
+
+/* GptOssTopKRouter: logits x W^T + b, top-k of the logits, softmax over the k selected. blk_route on a gptoss-tiny
+ * block against that, written out per token. */
+static void test_gptoss_router_brute_force(void)
+{
+	opened o;
+	if (open_sample("gptoss-tiny", &o))
+		return;
+	pipe_block blk;
+	ms_error err = {0};
+	if (pipe_load_block(o.m, o.cal, 1, &blk, &err) != MS_OK) {
+		CHECK(0, "%s", err.msg);
+		close_sample(&o);
+		return;
+	}
+	CHECK(blk.router_bias && blk.routing.logit_bias == blk.router_bias);
+	const int E = blk.E, d = blk.d, k = blk.routing.top_k;
+	const int64_t T = blk.T;
+	int *sel = malloc((size_t)(T * k) * sizeof *sel);
+	float *w = malloc((size_t)(T * k) * sizeof *w);
+	blk_config cfg = pipe_block_config(&blk);
+	CHECK(sel && w && blk_route(&cfg, blk.x, T, sel, w, &err) == MS_OK, "%s", err.msg);
+	int wrong = 0, moved = 0;
+	double worst = 0.0;
+	for (int64_t t = 0; sel && w && t < T; t++) {
+		double z[64], plain[64];
+		for (int e = 0; e < E; e++) {
+			plain[e] = 0.0;
+			for (int j = 0; j < d; j++)
+				plain[e] += (double)blk.router[e * d + j] * blk.x[t * d + j];
+			z[e] = plain[e] + blk.router_bias[e];
+		}
+		int top[8];
+		for (int i = 0; i < k; i++) {   /* selection sort: the largest, the lower index on ties */
+			int best = -1;
+			for (int e = 0; e < E; e++) {
+				int taken = 0;
+				for (int q = 0; q < i; q++)
+					taken |= top[q] == e;
+				if (!taken && (best < 0 || z[e] > z[best]))
+					best = e;
+			}
+			top[i] = best;
+		}
+		double sum = 0.0;
+		for (int i = 0; i < k; i++)
+			sum += exp(z[top[i]] - z[top[0]]);
+		for (int i = 0; i < k; i++) {
+			wrong += sel[t * k + i] != top[i];
+			const double want = exp(z[top[i]] - z[top[0]]) / sum;
+			worst = fmax(worst, fabs(want - (double)w[t * k + i]));
+		}
+		/* does the bias matter here: would the unbiased logits pick a different set? */
+		int best = 0;
+		for (int e = 1; e < E; e++)
+			best = plain[e] > plain[best] ? e : best;
+		moved += best != top[0];
+	}
+	CHECK(wrong == 0, "%d of %lld selections differ", wrong, (long long)(T * k));
+	CHECK(worst <= 1e-5, "worst weight difference %g", worst);
+	CHECK(moved > 0, "the router bias changes some token's first choice (%d)", moved);
+	free(sel);
+	free(w);
+	pipe_free_block(&blk);
+	close_sample(&o);
+}
+
+/* Permuting an expert's intermediate axis (gate and up rows, their biases, down columns) leaves its function
+ * unchanged; the down bias is not permuted. */
+static void test_gptoss_alignment_keeps_function(void)
+{
+	opened o;
+	if (open_sample("gptoss-tiny", &o))
+		return;
+	pipe_block blk;
+	ms_error err = {0};
+	if (pipe_load_block(o.m, o.cal, 0, &blk, &err) != MS_OK) {
+		CHECK(0, "%s", err.msg);
+		close_sample(&o);
+		return;
+	}
+	const int d = blk.d, f = blk.f;
+	const int64_t T = 64;
+	const expert_weights *src = &blk.experts[3];
+	float *copy = malloc((size_t)blk.per_expert * sizeof *copy);
+	int *perm = malloc((size_t)f * sizeof *perm);
+	float *y0 = malloc((size_t)(T * d) * sizeof *y0), *y1 = malloc((size_t)(T * d) * sizeof *y1);
+	float *work = malloc((size_t)expert_work_floats(src, T) * sizeof *work);
+	if (!copy || !perm || !y0 || !y1 || !work) {
+		CHECK(0, "out of memory");
+		goto out;
+	}
+	memcpy(copy, src->gate, (size_t)blk.per_expert * sizeof *copy);
+	expert_weights w = *src;
+	w.gate = copy;
+	w.up = copy + (size_t)f * d;
+	w.down = w.up + (size_t)f * d;
+	w.gate_bias = w.down + (size_t)f * d;
+	w.up_bias = w.gate_bias + f;
+	w.down_bias = w.up_bias + f;
+	for (int i = 0; i < f; i++)
+		perm[i] = (i * 5 + 3) % f;   /* f = 64: 5 is odd, so i -> 5i + 3 is a bijection */
+	CHECK(align_apply(perm, (float *)w.gate, (float *)w.up, (float *)w.down, d, f) == MS_OK);
+	CHECK(align_apply_biases(perm, f, (float *)w.gate_bias, (float *)w.up_bias) == MS_OK);
+	CHECK(w.gate_bias[1] == src->gate_bias[perm[1]] && w.up_bias[2] == src->up_bias[perm[2]] &&
+	      memcmp(w.down_bias, src->down_bias, (size_t)d * sizeof(float)) == 0);
+	CHECK(expert_forward(src, blk.x, T, 1.0f, 0, y0, work) == MS_OK);
+	CHECK(expert_forward(&w, blk.x, T, 1.0f, 0, y1, work) == MS_OK);
+	double worst = 0.0;
+	for (int64_t i = 0; i < T * d; i++)
+		worst = fmax(worst, fabs((double)y0[i] - y1[i]) / fmax(1.0, fabs((double)y0[i])));
+	CHECK(worst <= 1e-4, "permuted expert differs by %g", worst);
+	int bad_perm[4] = {0, 0, 1, 2};
+	CHECK(align_apply_biases(bad_perm, 4, (float *)w.gate_bias, NULL) == MS_ERR_ARG);
+out:
+	free(copy);
+	free(perm);
+	free(y0);
+	free(y1);
+	free(work);
+	pipe_free_block(&blk);
+	close_sample(&o);
+}
+
+/* A merge without alignment and with the mean router: each slot's expert biases are its members' weighted by the
+ * merge coefficients (rounded to BF16 like the matrices), its router bias the frequency-weighted mean of theirs, and
+ * a group of one keeps its expert's router bias exactly. */
+static void test_gptoss_merged_biases(void)
+{
+	opened o;
+	if (open_sample("gptoss-tiny", &o))
+		return;
+	const mdl_model *m = o.m;
+	static run_result r;
+	ms_error err = {0};
+	for (int b = 0; b < m->n_blocks; b++) {
+		pipe_block blk;
+		CHECK(pipe_load_block(m, o.cal, b, &blk, &err) == MS_OK, "%s", err.msg);
+		CHECK(pipe_analyze_block(&blk, &analysis, &r.stats[b], &err) == MS_OK, "%s", err.msg);
+		pipe_free_block(&blk);
+	}
+	const char **labels = mdl_block_labels(m);
+	CHECK(plan_init(&r.p, m->n_blocks, m->n_experts, labels) == 0);
+	free(labels);
+	pipe_plan_options po = {.method = GRP_MSMOE, .base = SIM_ROUTER_LOGITS, .groups = 6};
+	CHECK(pipe_make_plan(r.stats, m->n_blocks, &po, &r.p, &err) == MS_OK, "%s", err.msg);
+	const int E = m->n_experts, b = 1;
+	pipe_block blk;
+	pipe_merged mg;
+	pipe_merge_options mo = pipe_merge_defaults();
+	mo.align = ALIGN_NONE;
+	mo.router = RFIT_MEAN;
+	mo.refit = PIPE_REFIT_NONE;
+	CHECK(pipe_load_block(m, o.cal, b, &blk, &err) == MS_OK, "%s", err.msg);
+	CHECK(pipe_merge_block(&blk, &r.p, b, &mo, &mg, &err) == MS_OK, "%s", err.msg);
+	CHECK(mg.router_bias && mg.cfg.routing.logit_bias == mg.router_bias);
+	int checked = 0, multi = 0;
+	double worst = 0.0, worst_router = 0.0;
+	for (int s = 0; mg.router_bias && s < mg.groups; s++) {
+		int members[64], n = 0;
+		double freq[64], coef[64];
+		for (int e = 0; e < E; e++)
+			if (r.p.group[b * E + e] == mg.slot_group[s]) {
+				members[n] = e;
+				freq[n++] = r.p.frequency[b * E + e];
+			}
+		CHECK(merge_coefficients(n, freq, 0, MERGE_FREQUENCY, coef) == MS_OK);
+		const expert_weights *w = &mg.experts[s];
+		for (int i = 0; i < 2 * blk.f + blk.d; i++) {
+			double want = 0.0;
+			for (int q = 0; q < n; q++)
+				want += coef[q] * blk.experts[members[q]].gate_bias[i];
+			/* BF16 rounding of the merge: 2^-8 relative, plus float sums */
+			worst = fmax(worst, fabs(want - w->gate_bias[i]) / fmax(fabs(want), 1e-2));
+		}
+		double want = 0.0;
+		for (int q = 0; q < n; q++)
+			want += coef[q] * blk.router_bias[members[q]];
+		if (n == 1)
+			CHECK(mg.router_bias[s] == blk.router_bias[members[0]], "slot %d: a group of one keeps its bias", s);
+		worst_router = fmax(worst_router, fabs(want - mg.router_bias[s]) / fmax(fabs(want), 1e-2));
+		multi += n > 1;
+		checked++;
+	}
+	CHECK(checked == mg.groups && multi > 0, "%d groups checked, %d of several members", checked, multi);
+	CHECK(worst <= 8e-3, "expert biases: worst relative difference %g", worst);
+	CHECK(worst_router <= 8e-3, "router bias: worst relative difference %g", worst_router);
+	pipe_free_merged(&mg);
+	pipe_free_block(&blk);
+	free_run(&r, m->n_blocks);
+	close_sample(&o);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "%s/moescope-fused-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(dir))
 		return 1;
 	ms_error err = {0};
-	static const char *const needed[] = {"qwen2moe-tiny", "qwen2moe-fused", "deepseek3-tiny"};
-	for (int i = 0; i < 3; i++)
+	static const char *const needed[] = {"qwen2moe-tiny", "qwen2moe-fused", "deepseek3-tiny", "gptoss-tiny"};
+	for (int i = 0; i < 4; i++)
 		if (samples_write(dir, needed[i], &err) != MS_OK) {
 			fprintf(stderr, "samples: %s\n", err.msg);
 			return 1;
@@ -543,6 +891,11 @@ int main(void)
 	RUN(test_merged_bias_is_the_dominants);
 	RUN(test_bad_checkpoints);
 	RUN(test_fused_mixtral_prefix);
+	RUN(test_gptoss_loader);
+	RUN(test_clamped_swiglu_brute_force);
+	RUN(test_gptoss_router_brute_force);
+	RUN(test_gptoss_alignment_keeps_function);
+	RUN(test_gptoss_merged_biases);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

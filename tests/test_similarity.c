@@ -170,8 +170,8 @@ static expert_set make_experts(int E, int d, int f, mdl_act act, unsigned long l
 	s.w = calloc((size_t)E, sizeof *s.w);
 	for (int e = 0; e < E; e++) {
 		float *base = s.mem + per * e;
-		s.w[e] = (expert_weights){ act == MDL_ACT_SILU_GLU ? base : NULL, base + (size_t)d * f,
-					   base + (size_t)2 * d * f, d, f, act };
+		s.w[e] = (expert_weights){.gate = act == MDL_ACT_SILU_GLU ? base : NULL, .up = base + (size_t)d * f,
+					  .down = base + (size_t)2 * d * f, .d = d, .f = f, .act = act};
 	}
 	return s;
 }

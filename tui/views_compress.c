@@ -67,7 +67,7 @@ static void matrix_rows(const app *a, grid *g, grid_rect r, int y)
 	if (ev->state != APP_EVAL_DONE || !ev->compression)
 		return;
 	grid_text(g, r.x, y++, r.w, "grp mat  rank energy params bef->aft  error", GRID_EL_LABEL, GRID_UNDERLINE);
-	const int per = a->m->act == MDL_ACT_SILU_GLU ? MDL_NMAT : MDL_NMAT - 1, skip = MDL_NMAT - per;
+	const int per = mdl_act_gated(a->m->act) ? MDL_NMAT : MDL_NMAT - 1, skip = MDL_NMAT - per;
 	const int n = ev->groups * per, rows = r.y + r.h - y;
 	const int cursor_group = a->cur.p.group[(size_t)a->block * a->E + a->expert];
 	const int first = views_scroll(n, rows, cursor_group > 0 ? cursor_group * per : 0);

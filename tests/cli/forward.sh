@@ -104,6 +104,15 @@ cfg_variant qwnotypes "$TINY/qwen2moe-window" 'del c["layer_types"]'
 cfg_variant qwbadtype "$TINY/qwen2moe-window" 'c["layer_types"] = ["sliding_attention", "chunked_attention"]'
 cfg_variant qwshort "$TINY/qwen2moe-window" 'c["layer_types"] = ["full_attention"]'
 cfg_variant dsfreq "$TINY/deepseek-bias" 'c["moe_layer_freq"] = 2'
+cp -r "$S/gptoss-tiny" "$TMP/osstypes"
+sed -i 's/"full_attention"/"chunked_attention"/' "$TMP/osstypes/config.json"
+cp -r "$S/gptoss-tiny" "$TMP/osssinks"
+python3 - "$TMP/osssinks/model.safetensors" <<'PY'
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+open(p, "wb").write(b.replace(b"model.layers.2.self_attn.sinks", b"model.layers.2.self_attn.sonks"))
+PY
 # bad NAME REGEX ARGS...: capture and perplexity both refuse
 bad() {
 	local name=$1 regex=$2
@@ -151,6 +160,9 @@ bad "layer_types of the wrong length" "field 'layer_types' must list one type fo
 	"$TMP/qwshort" --tokens tests/data/forward/tokens64.txt
 bad "deepseek moe_layer_freq 2" "field 'moe_layer_freq' 2: transformers 5 makes every layer from first_k_dense_replace" \
 	"$TMP/dsfreq" --tokens tests/data/forward/tokens64.txt
+bad "gpt_oss layer type unknown" "config.json: field 'layer_types\[1\]' must be \"full_attention\" or" \
+	"$TMP/osstypes" --tokens "$TOK"
+bad "gpt_oss attention sinks missing" "tensor 'model.layers.2.self_attn.sinks' missing" "$TMP/osssinks" --tokens "$TOK"
 bad "switch has no forward here" "switch_transformers.*decoder-only families" "$S/switch-tiny" --tokens "$TOK"
 
 # --text: the model's tokenizer.json gives the ids, with its special tokens, then the same path as --tokens. A

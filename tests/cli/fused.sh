@@ -127,6 +127,93 @@ x, y = a["merged"]["nll"], b["nll"]
 assert abs(x - y) <= 1e-6 * max(1, abs(y)), (x, y)
 PY
 
+# gpt_oss: the merge keeps the interleaved [in, out] tensors and their biases with E' experts along the first axis and
+# rewrites num_local_experts; a plan of 16 singleton groups (no refit) writes every expert's slabs, biases, router
+# row and router bias back bit for bit at its group's index; the written merge evaluates as previewed.
+G=$S/gptoss-tiny
+C=$G/calib.safetensors
+expect_status "gpt_oss: plan" 0 "$MOESCOPE" plan "$G" --calib "$C" --groups 6 --out "$TMP/oss.csv"
+expect_status "gpt_oss: compact merge" 0 "$MOESCOPE" merge "$G" --calib "$C" --plan "$TMP/oss.csv" --out "$TMP/oss.6"
+expect_status "gpt_oss: aliased merge" 0 "$MOESCOPE" merge "$G" --calib "$C" --plan "$TMP/oss.csv" --layout aliased \
+	--out "$TMP/oss.al"
+expect_status "gpt_oss: singleton plan" 0 "$MOESCOPE" plan "$G" --calib "$C" --groups 16 --out "$TMP/oss16.csv"
+expect_status "gpt_oss: singleton merge" 0 "$MOESCOPE" merge "$G" --calib "$C" --plan "$TMP/oss16.csv" --refit none \
+	--out "$TMP/oss.16"
+expect_status "gpt_oss: info of the merge" 0 "$MOESCOPE" info "$TMP/oss.6"
+expect_grep "gpt_oss: merged layout" "expert layout +interleaved" "$TMP/out"
+"$MOESCOPE" eval "$G" --calib "$C" --plan "$TMP/oss.csv" --json "$TMP/oss.preview.json" >/dev/null 2>&1
+"$MOESCOPE" eval "$TMP/oss.6" --calib "$C" --json "$TMP/oss.written.json" >/dev/null 2>&1
+py "gpt_oss: interleaved layout with E' experts, config, singletons bit for bit, eval = preview" "$G" "$TMP/oss.6" \
+	"$TMP/oss.al" "$TMP/oss.16" "$TMP/oss16.csv" "$TMP/oss.preview.json" "$TMP/oss.written.json" <<'PY'
+import csv, json, struct, sys
+src, m6, al, m16, plan16, pre, got = sys.argv[1:8]
+def tensors(d):  # name -> (shape, raw BF16 bytes)
+    b = open(d + "/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return {k: (v["shape"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in json.loads(b[8:8 + n]).items() if k != "__metadata__"}
+a = tensors(src)
+d, f = 128, 64
+for out, E in ((m6, 6), (al, 16), (m16, 16)):
+    b = tensors(out)
+    assert set(a) == set(b), (out, set(a) ^ set(b))
+    for i in range(4):
+        p = "model.layers.%d.mlp" % i
+        want = {".experts.gate_up_proj": [E, d, 2 * f], ".experts.down_proj": [E, f, d],
+                ".experts.gate_up_proj_bias": [E, 2 * f], ".experts.down_proj_bias": [E, d],
+                ".router.weight": [E, d], ".router.bias": [E]}
+        for k, shape in want.items():
+            assert b[p + k][0] == shape, (out, p + k, b[p + k][0], shape)
+    for k in a:
+        if ".mlp." not in k:
+            assert a[k] == b[k], (out, k)
+    cfg, cfg0 = json.load(open(out + "/config.json")), json.load(open(src + "/config.json"))
+    assert cfg["num_local_experts"] == E, (out, cfg["num_local_experts"])
+    cfg0["num_local_experts"] = E
+    assert cfg == cfg0, out
+b = tensors(m16)
+slot = {}
+for r in csv.DictReader(open(plan16)):
+    slot[(r["layer"], int(r["expert"]))] = int(r["group"])
+for (layer, e), g in slot.items():
+    p = "model.layers.%s.mlp" % layer
+    for k, n in ((".experts.gate_up_proj", d * 2 * f), (".experts.down_proj", f * d), (".experts.gate_up_proj_bias", 2 * f),
+                 (".experts.down_proj_bias", d), (".router.weight", d), (".router.bias", 1)):
+        x, y = a[p + k][1][2 * n * e:2 * n * (e + 1)], b[p + k][1][2 * n * g:2 * n * (g + 1)]
+        assert x == y, (layer, e, g, k)
+assert len(slot) == 64, len(slot)
+p, g = json.load(open(pre)), json.load(open(got))
+assert len(p["blocks"]) == len(g["blocks"]) == 4
+for x, y in zip(p["blocks"], g["blocks"]):
+    assert abs(x["output_norm"] - y["output_norm"]) <= 1e-4 * x["output_norm"], (x["label"], x["output_norm"], y["output_norm"])
+PY
+out=$TMP/oss.factors
+"$MOESCOPE" merge "$G" --plan "$TMP/oss.csv" --rank 8 --compress-format factors --router mean --out "$out" \
+	>"$TMP/bad.out" 2>"$TMP/bad.err"
+rc=$?
+if [ $rc -eq 1 ] && [ "$(wc -l <"$TMP/bad.err")" -eq 1 ] && grep -q "fused 3-D tensors; --compress-format factors" "$TMP/bad.err" &&
+	[ ! -e "$out" ]; then
+	pass "gpt_oss: factors of interleaved experts refused"
+else
+	fail "gpt_oss: factors of interleaved experts refused" "exit $rc: $(head -c 300 "$TMP/bad.err")"
+fi
+# the forward pass: a merge fitted on the captured block inputs gives, written, the NLL perplexity --plan computes in
+# memory
+expect_status "gpt_oss: capture" 0 "$MOESCOPE" capture "$G" --tokens "$TOK" --out "$TMP/oss.cap.safetensors"
+expect_status "gpt_oss: merge on the captured set" 0 "$MOESCOPE" merge "$G" --calib "$TMP/oss.cap.safetensors" \
+	--plan "$TMP/oss.6/moescope_plan.csv" --out "$TMP/oss.cap.merged"
+expect_status "gpt_oss: perplexity --plan" 0 "$MOESCOPE" perplexity "$G" --tokens "$TOK" \
+	--plan "$TMP/oss.6/moescope_plan.csv" --json "$TMP/oss.inmem.json"
+expect_status "gpt_oss: perplexity of the merge" 0 "$MOESCOPE" perplexity "$TMP/oss.cap.merged" --tokens "$TOK" \
+	--json "$TMP/oss.written.ppl.json"
+py "gpt_oss: merged NLL in memory = written" "$TMP/oss.inmem.json" "$TMP/oss.written.ppl.json" <<'PY'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+x, y = a["merged"]["nll"], b["nll"]
+assert abs(x - y) <= 1e-6 * max(1, abs(y)), (x, y)
+assert abs(a["original"]["nll"] - x) > 1e-6, "the merge changes the model"
+PY
+
 # Refusals: one line, exit 1, nothing written.
 out=$TMP/factors
 "$MOESCOPE" merge "$S/qwen2moe-fused" --plan "$TMP/qwen2moe-fused.csv" --rank 8 --compress-format factors \

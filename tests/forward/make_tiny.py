@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the tiny checkpoints of tests/data/forward/models/: one per family variant the bundled samples do not
-cover (qwen3_moe, phimoe, deepseek_v2 with plain and group-limited routing, deepseek_v3, glm4_moe) or cover only
-weakly (mixtral with a sliding window, olmoe with clip_qkv).
+cover (qwen3_moe, phimoe, deepseek_v2 with plain and group-limited routing, deepseek_v3, glm4_moe, gpt_oss) or
+cover only weakly (mixtral with a sliding window, olmoe with clip_qkv).
 Weights are drawn at full scale (std 1/sqrt(fan-in)), so attention, norms and routing all matter in the output.
 Tensor names and config fields follow the transformers classes. Run once; the files are committed.
 
@@ -308,10 +308,37 @@ def deepseek_groups():
     return g, c
 
 
+def gptoss():
+    """gpt-oss: q/k/v/o biases, a sink logit per head, a sliding first layer (window 8) and a full second one,
+    yarn RoPE with truncate false, router bias, experts stored [in, out] with gate and up interleaved and biases,
+    the clamped SwiGLU (gate_up drawn at 4x scale so that both clamps act)."""
+    g = Gen(8)
+    g.ends()
+    hd = 16
+    for i in range(L):
+        g.norms(i)
+        g.gqa(i, hd=hd, bias=True, o_bias=True)
+        g.vec("model.layers.%d.self_attn.sinks" % i, H, 0.0, 1.0)
+        p = "model.layers.%d.mlp" % i
+        g.mat(p + ".router.weight", E, D, 3.0)
+        g.vec(p + ".router.bias", E, 0.0, 0.5)
+        g.t[p + ".experts.gate_up_proj"] = g.r.standard_normal((E, D, 2 * F)) * 4.0 / np.sqrt(D)
+        g.vec(p + ".experts.gate_up_proj_bias", (E, 2 * F), 0.0, 0.3)
+        g.t[p + ".experts.down_proj"] = g.r.standard_normal((E, F, D)) / np.sqrt(F)
+        g.vec(p + ".experts.down_proj_bias", (E, D), 0.0, 0.1)
+    c = base_config("gpt_oss", "GptOssForCausalLM")
+    c.update({"intermediate_size": F, "num_local_experts": E, "head_dim": hd, "rms_norm_eps": 1e-5,
+              "attention_bias": True, "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"],
+              "rope_theta": 150000.0, "swiglu_limit": 7.0,
+              "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                               "truncate": False, "original_max_position_embeddings": 128}})
+    return g, c
+
+
 MODELS = (("mixtral-window", mixtral_window), ("olmoe-clip", olmoe_clip), ("qwen3-tiny", qwen3),
           ("phimoe-tiny", phimoe), ("deepseek-tiny", deepseek), ("qwen2moe-window", qwen2moe_window),
           ("deepseek-bias", deepseek_bias), ("deepseek3-tiny", deepseek3), ("glm4-tiny", glm4),
-          ("deepseek-groups", deepseek_groups))
+          ("deepseek-groups", deepseek_groups), ("gptoss-tiny", gptoss))
 
 
 def main():

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """An independent forward pass in numpy (float64), written from the transformers modeling files
 (src/transformers/models/<family>/modeling_<family>.py): mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe,
-deepseek_v2 (greedy and group_limited_greedy routing), deepseek_v3, glm4_moe. It reads a checkpoint directory and a
-token file and writes the golden values that
+deepseek_v2 (greedy and group_limited_greedy routing), deepseek_v3, glm4_moe, gpt_oss. It reads a checkpoint
+directory and a token file and writes the golden values that
 tests/test_forward.c compares moescope's C forward with.
 
     python3 tests/forward/reference.py MODEL_DIR TOKENS.txt OUT.json
@@ -189,8 +189,9 @@ def rope(x, pos, inv, scaling, interleaved):
     return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
 
 
-def attend(q, k, v, scale, window):
-    """One sequence: q [T, H, dq], k [T, Hkv, dq], v [T, Hkv, dv] -> [T, H * dv], causal (and windowed)."""
+def attend(q, k, v, scale, window, sinks=None):
+    """One sequence: q [T, H, dq], k [T, Hkv, dq], v [T, Hkv, dv] -> [T, H * dv], causal (and windowed). sinks [H]
+    (gpt_oss): one more logit per head, concatenated to every row before the softmax and dropped after it."""
     T, H = q.shape[0], q.shape[1]
     rep = H // k.shape[1]
     k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
@@ -200,7 +201,20 @@ def attend(q, k, v, scale, window):
     if window:
         mask |= (i - j) >= window
     s = np.where(mask[None], -np.inf, s)
-    return np.einsum("htu,uhd->thd", softmax(s), v).reshape(T, -1)
+    if sinks is not None:
+        s = np.concatenate([s, np.broadcast_to(sinks[:, None, None], (H, T, 1))], axis=-1)
+        p = softmax(s)[..., :-1]
+    else:
+        p = softmax(s)
+    return np.einsum("htu,uhd->thd", p, v).reshape(T, -1)
+
+
+def gptoss_glu(x, gate_up, gate_up_bias, down, down_bias):
+    """GptOssExperts for one expert: gate_up [d, 2f] and down [f, d] stored [in, out], gate the even columns."""
+    gu = x @ gate_up + gate_up_bias
+    gate, up = np.minimum(gu[:, 0::2], 7.0), np.clip(gu[:, 1::2], -7.0, 7.0)
+    glu_ = gate / (1.0 + np.exp(-1.702 * gate))
+    return ((up + 1.0) * glu_) @ down + down_bias
 
 
 # ---- families ---------------------------------------------------------------------------------------------------
@@ -255,13 +269,17 @@ class Model:
             return c.get("sliding_window") if i >= c.get("max_window_layers", 28) else 0
         if self.type in ("mixtral", "phimoe"):
             return c.get("sliding_window") or 0
+        if self.type == "gpt_oss":   # GptOssConfig: layer_types, by default even layers slide
+            types = c.get("layer_types") or ["sliding_attention" if (l + 1) % 2 else "full_attention"
+                                             for l in range(self.L)]
+            return (c.get("sliding_window") or 128) if types[i] == "sliding_attention" else 0
         return 0
 
     def attention(self, x, i, pos, seqs):
         c, t = self.cfg, self.type
         if t in ("deepseek_v2", "deepseek_v3"):
             return self.mla(x, i, pos, seqs)
-        bias = c.get("qkv_bias", True) if t == "qwen2_moe" else (t != "mixtral" and c.get("attention_bias", False))
+        bias = c.get("qkv_bias", True) if t == "qwen2_moe" else (t != "mixtral" and c.get("attention_bias", t == "gpt_oss"))
         q = self.lin(x, "self_attn.q_proj", i, bias)
         k = self.lin(x, "self_attn.k_proj", i, bias)
         v = self.lin(x, "self_attn.v_proj", i, bias)
@@ -282,8 +300,10 @@ class Model:
         inv, sc = rope_inv_freq(c, rd)   # Glm4MoeAttention: rotate_half on the first rd dimensions, the rest pass
         q = np.concatenate([rope(q[..., :rd], pos, inv, sc, False), q[..., rd:]], axis=-1)
         k = np.concatenate([rope(k[..., :rd], pos, inv, sc, False), k[..., rd:]], axis=-1)
-        out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], self.hd ** -0.5, self.window(i)) for a, b in seqs])
-        o_bias = t not in ("mixtral", "qwen2_moe", "glm4_moe") and c.get("attention_bias", False)
+        sinks = self.W("model.layers.%d.self_attn.sinks", i) if t == "gpt_oss" else None
+        out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], self.hd ** -0.5, self.window(i), sinks)
+                              for a, b in seqs])
+        o_bias = t not in ("mixtral", "qwen2_moe", "glm4_moe") and c.get("attention_bias", t == "gpt_oss")
         return self.lin(out, "self_attn.o_proj", i, o_bias)
 
     def mla(self, x, i, pos, seqs):
@@ -327,6 +347,9 @@ class Model:
             return sparsemixer(z, c.get("router_jitter_noise", 0.01))
         if t in ("deepseek_v3", "glm4_moe"):
             return self.route_v3(z, k)
+        if t == "gpt_oss":   # GptOssTopKRouter: top-k of the (biased) logits, softmax over the k selected
+            sel = np.argsort(-z, axis=-1, kind="stable")[:, :k]
+            return sel, softmax(np.take_along_axis(z, sel, axis=-1))
         p = softmax(z)
         if t == "deepseek_v2" and c.get("topk_method") == "group_limited_greedy":
             # modeling_deepseek_v2: groups scored by their best probability, the topk_group best kept (the lower
@@ -368,8 +391,22 @@ class Model:
             w = w / (w.sum(-1, keepdims=True) + 1e-20)
         return sel, w * (c.get("routed_scaling_factor") or 1.0)
 
+    def moe_gptoss(self, x, i):
+        p = "model.layers.%d.mlp" % i
+        z = x @ self.w[p + ".router.weight"].T + self.w[p + ".router.bias"]
+        sel, w = self.route(z)
+        y = np.zeros_like(x)
+        ex = [self.w[p + ".experts." + n] for n in ("gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias")]
+        for e in range(z.shape[1]):
+            rows, slot = np.nonzero(sel == e)
+            if len(rows):
+                y[rows] += w[rows, slot][:, None] * gptoss_glu(x[rows], *[t[e] for t in ex])
+        return y, sel
+
     def moe(self, x, i):
         t = self.type
+        if t == "gpt_oss":
+            return self.moe_gptoss(x, i)
         p = "model.layers.%d." % i + ("block_sparse_moe" if t in ("mixtral", "phimoe") else "mlp")
         names = ("w1", "w3", "w2") if t in ("mixtral", "phimoe") else ("gate_proj", "up_proj", "down_proj")
         if t in ("deepseek_v3", "glm4_moe"):

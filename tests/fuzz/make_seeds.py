@@ -147,6 +147,10 @@ def config_seeds():
     put("config", "deepseek_v3_grouped.json", json.dumps(v3))
     put("config", "glm4_moe.json", json.dumps(dict(v3, model_type="glm4_moe", n_group=1, topk_group=1)))
     put("config", "bad_groups.json", json.dumps(dict(v3, n_group=3)))
+    put("config", "gpt_oss.json", json.dumps({"model_type": "gpt_oss", "hidden_size": 4, "intermediate_size": 4,
+                                              "num_hidden_layers": 1, "num_local_experts": 2,
+                                              "num_experts_per_tok": 1, "sliding_window": 4,
+                                              "layer_types": ["sliding_attention"]}))
     put("config", "golden_mixtral.json", open(os.path.join(GOLDEN, "model/config.json"), "rb").read())
     put("config", "bad_type.json", '{"model_type": "llama", "hidden_size": 4}')
     put("config", "bad_negative.json", json.dumps(dict(configs["mixtral"], num_local_experts=-2)))
