@@ -1060,40 +1060,44 @@ int mdl_fused_bias_name(const mdl_model *m, int b, int which, char *buf, size_t 
 	return fits(snprintf(buf + used, len - used, "_bias"), len - used) ? 0 : -1;
 }
 
+/* Block b's prefix followed by suffix (a family's bias tensor): 0, or -1 when there is none or buf is too small. */
+static int block_tensor_name(const mdl_model *m, int b, const char *suffix, char *buf, size_t len)
+{
+	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || !suffix)
+		return -1;
+	return fits(snprintf(buf, len, "%s%s", m->blocks[b].prefix, suffix), len) ? 0 : -1;
+}
+
+/* A per-expert vector [E] of block b as float32: the tensor t, or zeros when the block has none. */
+static ms_status load_expert_vector(const mdl_model *m, int b, const st_tensor *t, float *out, ms_error *err)
+{
+	if (!m || !out || b < 0 || b >= m->n_blocks)
+		return ms_fail(err, MS_ERR_ARG, "loading a router vector: block %d out of range", b);
+	if (!t) {
+		memset(out, 0, (size_t)m->n_experts * sizeof *out);
+		return MS_OK;
+	}
+	return st_read_f32(t, out, err);
+}
+
 int mdl_router_bias_name(const mdl_model *m, int b, char *buf, size_t len)
 {
-	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || !m->family->router_bias_suffix)
-		return -1;
-	return fits(snprintf(buf, len, "%s%s", m->blocks[b].prefix, m->family->router_bias_suffix), len) ? 0 : -1;
+	return m ? block_tensor_name(m, b, m->family->router_bias_suffix, buf, len) : -1;
 }
 
 ms_status mdl_load_router_bias(const mdl_model *m, int b, float *bias, ms_error *err)
 {
-	if (!m || !bias || b < 0 || b >= m->n_blocks)
-		return ms_fail(err, MS_ERR_ARG, "mdl_load_router_bias: block %d out of range", b);
-	if (!m->blocks[b].router_bias) {
-		memset(bias, 0, (size_t)m->n_experts * sizeof *bias);
-		return MS_OK;
-	}
-	return st_read_f32(m->blocks[b].router_bias, bias, err);
+	return load_expert_vector(m, b, m && b >= 0 && b < m->n_blocks ? m->blocks[b].router_bias : NULL, bias, err);
 }
 
 int mdl_score_bias_name(const mdl_model *m, int b, char *buf, size_t len)
 {
-	if (!m || !buf || len == 0 || b < 0 || b >= m->n_blocks || !m->family->bias_suffix)
-		return -1;
-	return fits(snprintf(buf, len, "%s%s", m->blocks[b].prefix, m->family->bias_suffix), len) ? 0 : -1;
+	return m ? block_tensor_name(m, b, m->family->bias_suffix, buf, len) : -1;
 }
 
 ms_status mdl_load_score_bias(const mdl_model *m, int b, float *bias, ms_error *err)
 {
-	if (!m || !bias || b < 0 || b >= m->n_blocks)
-		return ms_fail(err, MS_ERR_ARG, "mdl_load_score_bias: block %d out of range", b);
-	if (!m->blocks[b].score_bias) {
-		memset(bias, 0, (size_t)m->n_experts * sizeof *bias);
-		return MS_OK;
-	}
-	return st_read_f32(m->blocks[b].score_bias, bias, err);
+	return load_expert_vector(m, b, m && b >= 0 && b < m->n_blocks ? m->blocks[b].score_bias : NULL, bias, err);
 }
 
 ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *err)

@@ -213,3 +213,43 @@ ms_status outdir_make_dirs(const char *dir, unsigned mode, ms_error *err)
 		return ms_fail(err, MS_ERR_IO, "%s: not a directory", dir);
 	return MS_OK;
 }
+
+/* Files a rewritten checkpoint must not inherit: weights in any format and, with skip_reports, moescope's own. */
+static int skip_aux_file(const char *name, int skip_reports)
+{
+	static const char *const suffixes[] = {
+		".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".h5",
+		".msgpack", ".gguf",
+	};
+	if (name[0] == '.' || strcmp(name, "config.json") == 0)
+		return 1;
+	if (skip_reports && (strcmp(name, "moescope_plan.csv") == 0 || strcmp(name, "moescope_report.json") == 0))
+		return 1;
+	size_t n = strlen(name);
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		size_t k = strlen(suffixes[i]);
+		if (n >= k && strcmp(name + n - k, suffixes[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+ms_status outdir_copy_aux(const outdir *o, const char *in_dir, int skip_reports, ms_error *err)
+{
+	DIR *d = opendir(in_dir);
+	if (!d)
+		return MS_OK;
+	ms_status st = MS_OK;
+	struct dirent *ent;
+	char src[PATH_MAX];
+	while (st == MS_OK && (ent = readdir(d)) != NULL) {
+		struct stat sb;
+		if (skip_aux_file(ent->d_name, skip_reports) ||
+		    snprintf(src, sizeof src, "%s/%s", in_dir, ent->d_name) >= (int)sizeof src ||
+		    lstat(src, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (256 << 20))
+			continue;
+		st = outdir_copy_file(o, src, ent->d_name, err);
+	}
+	closedir(d);
+	return st;
+}

@@ -20,6 +20,11 @@ const char *outdir_tmp_path(const outdir *o);
 int outdir_file(const outdir *o, const char *name, char *buf, size_t len);
 /* Copies src (a regular file) into the temporary directory as name, checking every write, syncing and closing. */
 ms_status outdir_copy_file(const outdir *o, const char *src, const char *name, ms_error *err);
+/* Copies the files beside a checkpoint's weights (tokenizer, generation config, ...) from in_dir into the temporary
+ * directory, so the output is as usable as the input: regular files up to 256 MB, not hidden, not config.json
+ * (the writer makes its own) and not weights in any format (stale after a rewrite); with skip_reports, not
+ * moescope_plan.csv and moescope_report.json either (a new merge writes its own). */
+ms_status outdir_copy_aux(const outdir *o, const char *in_dir, int skip_reports, ms_error *err);
 /* Syncs the temporary directory, renames it to the final name (an existing one, with force, is moved aside and
  * removed after the rename), syncs the parent directory and frees o. Every file written into the temporary
  * directory must have been closed with dur_fclose. On a failure before the rename the temporary directory is

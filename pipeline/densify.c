@@ -1,13 +1,11 @@
 /* A factored checkpoint back to a dense one (pipeline/densify.h). */
 #include "pipeline/densify.h"
 
-#include <dirent.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "analysis/compress.h"
 #include "io/factors.h"
@@ -230,33 +228,6 @@ static ms_status write_all(dens_ctx *c, ms_error *err)
 
 /* Everything beside the weights and config.json (tokenizer, generation config, the merge's plan and report),
  * copied as it is. */
-static ms_status copy_aux_files(dens_ctx *c, ms_error *err)
-{
-	static const char *const skip_suffixes[] = {".safetensors", ".safetensors.index.json"};
-	DIR *d = opendir(c->req->in_dir);
-	if (!d)
-		return MS_OK;
-	ms_status st = MS_OK;
-	struct dirent *ent;
-	char src[PATH_MAX];
-	while (st == MS_OK && (ent = readdir(d)) != NULL) {
-		const char *name = ent->d_name;
-		const size_t n = strlen(name);
-		int skip = name[0] == '.' || strcmp(name, "config.json") == 0;
-		for (size_t k = 0; k < 2 && !skip; k++) {
-			const size_t s = strlen(skip_suffixes[k]);
-			skip = n >= s && strcmp(name + n - s, skip_suffixes[k]) == 0;
-		}
-		struct stat sb;
-		if (skip || snprintf(src, sizeof src, "%s/%s", c->req->in_dir, name) >= (int)sizeof src ||
-		    lstat(src, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (256 << 20))
-			continue;
-		st = outdir_copy_file(c->od, src, name, err);
-	}
-	closedir(d);
-	return st;
-}
-
 static ms_status read_config(dens_ctx *c, ms_error *err)
 {
 	char path[PATH_MAX], *text = NULL;
@@ -332,7 +303,7 @@ static ms_status run(dens_ctx *c, ms_error *err)
 	if (st == MS_OK)
 		st = write_config(c, err);
 	if (st == MS_OK)
-		st = copy_aux_files(c, err);
+		st = outdir_copy_aux(c->od, c->req->in_dir, 0, err);
 	if (st == MS_OK)
 		st = validate(c, err);
 	if (st == MS_OK)

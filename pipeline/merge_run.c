@@ -1,12 +1,10 @@
 #include "pipeline/merge_run.h"
 
-#include <dirent.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <cjson/cJSON.h>
 
 #include "io/factors.h"
@@ -712,46 +710,6 @@ static ms_status write_config(mrun_ctx *c, ms_error *err)
 	return st;
 }
 
-/* Files the output must not inherit: weights (stale after the merge) and moescope's own outputs. */
-static int skip_aux_file(const char *name)
-{
-	static const char *const suffixes[] = {
-		".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".h5",
-		".msgpack", ".gguf",
-	};
-	if (name[0] == '.' || strcmp(name, "config.json") == 0 || strcmp(name, "moescope_plan.csv") == 0 ||
-	    strcmp(name, "moescope_report.json") == 0)
-		return 1;
-	size_t n = strlen(name);
-	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-		size_t k = strlen(suffixes[i]);
-		if (n >= k && strcmp(name + n - k, suffixes[i]) == 0)
-			return 1;
-	}
-	return 0;
-}
-
-/* Tokenizer and generation files beside the weights, so the output is as usable as the input. */
-static ms_status copy_aux_files(mrun_ctx *c, ms_error *err)
-{
-	DIR *d = opendir(c->m->dir);
-	if (!d)
-		return MS_OK;
-	ms_status st = MS_OK;
-	struct dirent *ent;
-	char src[PATH_MAX];
-	while (st == MS_OK && (ent = readdir(d)) != NULL) {
-		struct stat sb;
-		if (skip_aux_file(ent->d_name) ||
-		    snprintf(src, sizeof src, "%s/%s", c->m->dir, ent->d_name) >= (int)sizeof src ||
-		    lstat(src, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (256 << 20))
-			continue;
-		st = outdir_copy_file(c->od, src, ent->d_name, err);
-	}
-	closedir(d);
-	return st;
-}
-
 /* Re-opens the output as a model: every shard's header and offsets, and every block's shapes against the new
  * config.json. */
 static ms_status validate_factored(mrun_ctx *c, ms_error *err)
@@ -869,7 +827,7 @@ static ms_status run(mrun_ctx *c, ms_error *err)
 	if (st == MS_OK)
 		st = write_sidecars(c, err);
 	if (st == MS_OK)
-		st = copy_aux_files(c, err);
+		st = outdir_copy_aux(c->od, c->m->dir, 1, err);
 	if (st == MS_OK && c->progress)
 		c->progress(c->ctx, "validate", 0, 1);
 	if (st == MS_OK)
