@@ -818,6 +818,9 @@ static ms_status check_request(mrun_ctx *c, ms_error *err)
 	if (c->req->format == MRUN_FORMAT_FACTORS && c->m->expert_dtype == ST_F8_E4M3)
 		return ms_fail(err, MS_ERR_ARG, "--compress-format factors cannot store FP8 experts (their factors would "
 			       "need scales of their own); use --compress-format dense");
+	if (c->m->expert_dtype == ST_U8)
+		return ms_fail(err, MS_ERR_ARG, "%s: writing MXFP4 experts back is not supported yet (the checkpoint can "
+			       "be analysed, not merged)", c->m->dir);
 	/* config.json is rewritten last, in place (io/jsonedit.h): a file it cannot edit is refused before the work */
 	size_t len;
 	const char *text = mdl_config_text(c->m, &len);
