@@ -17,14 +17,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "analysis/par.h"
 #include "io/model.h"
+#include "io/plan.h"
 #include "io/quant.h"
 #include "io/safetensors.h"
+#include "pipeline/merge_run.h"
+#include "pipeline/pipeline.h"
 #include "samples/samples.h"
 #include "tests/test.h"
 
 static char base[256];
 static mdl_model *mx, *bf16;
+static plan pairs;   /* experts merged in pairs, the even one dominant */
 
 static void setup(void)
 {
@@ -39,6 +46,16 @@ static void setup(void)
 	CHECK(mdl_open(path, &mx, &err) == MS_OK, "%s", err.msg);
 	snprintf(path, sizeof path, "%s/gptoss-tiny", base);
 	CHECK(mdl_open(path, &bf16, &err) == MS_OK, "%s", err.msg);
+	if (!mx)
+		return;
+	const char **labels = mdl_block_labels(mx);
+	CHECK(plan_init(&pairs, mx->n_blocks, mx->n_experts, labels) == 0);
+	free(labels);
+	for (int b = 0; b < mx->n_blocks; b++)
+		for (int e = 0; e < mx->n_experts; e++) {
+			pairs.group[b * mx->n_experts + e] = e / 2;
+			pairs.dominant[b * mx->n_experts + e] = e % 2 == 0;
+		}
 }
 
 static void test_opens_as_interleaved_mxfp4(void)
@@ -137,6 +154,122 @@ static void test_experts_match_bytes_and_bf16_twin(void)
 	free(a);
 	free(b);
 	free(ab);
+}
+
+/* ---- merging ---- */
+
+static ms_status merge_to(const char *name, int threads, mrun_request *req, ms_error *err)
+{
+	static char out[PATH_MAX];
+	snprintf(out, sizeof out, "%s/%s", base, name);
+	*req = mrun_request_defaults();
+	req->out_dir = out;
+	req->plan = &pairs;
+	req->opts.router = RFIT_MEAN;
+	par_set_threads(threads);
+	ms_status st = mrun_run(mx, NULL, req, NULL, NULL, NULL, NULL, err);
+	par_set_threads(1);
+	return st;
+}
+
+/* A merge writes MXFP4 back: _blocks and _scales with E / 2 experts, the values the pipeline evaluated (its
+ * rounding to MXFP4 and the writer's quantization agree exactly: power-of-two scales leave nothing to round),
+ * quantization_config kept, every tensor outside the MoE blocks byte for byte, the re-quantization error in the
+ * report. */
+static void test_merge_writes_mxfp4(void)
+{
+	if (!mx)
+		return;
+	mrun_request req;
+	ms_error err = {0};
+	CHECK(merge_to("merged", 1, &req, &err) == MS_OK, "%s", err.msg);
+	mdl_model *mo = NULL;
+	CHECK(mdl_open(req.out_dir, &mo, &err) == MS_OK, "%s", err.msg);
+	if (!mo)
+		return;
+	const cJSON *qi = cJSON_GetObjectItem(mdl_config_json(mx), "quantization_config");
+	const cJSON *qo = cJSON_GetObjectItem(mdl_config_json(mo), "quantization_config");
+	EXPECT(qi && qo && cJSON_Compare(qi, qo, 1));
+	EXPECT(mo->quant.scheme == QT_MXFP4 && mo->expert_dtype == ST_U8 && mo->n_experts == mx->n_experts / 2);
+	EXPECT(mo->blocks[0].fused[MDL_FUSED_GATE_UP]->shape[0] == mo->n_experts &&
+	       mo->blocks[0].fused_scales[MDL_FUSED_DOWN]->shape[0] == mo->n_experts);
+	int copied = 0;
+	for (size_t i = 0; i < st_count(mx->st); i++) {
+		const st_tensor *t = st_get(mx->st, i), *u = st_find(mo->st, t->name);
+		if (strstr(t->name, ".mlp."))
+			continue;
+		CHECK(u && u->dtype == t->dtype && u->nbytes == t->nbytes && memcmp(u->data, t->data, t->nbytes) == 0,
+		      "%s changed", t->name);
+		copied++;
+	}
+	EXPECT(copied > 4 * mx->n_blocks);
+	const int64_t d = mx->hidden, f = mx->inter;
+	const size_t fd = (size_t)(f * d);
+	float *w = malloc((3 * fd + 2 * (size_t)f + (size_t)d) * sizeof *w);
+	int64_t differ = 0;
+	for (int b = 0; b < mx->n_blocks; b++) {
+		pipe_block blk;
+		pipe_merged mg;
+		CHECK(pipe_load_block(mx, NULL, b, &blk, &err) == MS_OK, "%s", err.msg);
+		CHECK(pipe_merge_block(&blk, &pairs, b, &req.opts, &mg, &err) == MS_OK, "%s", err.msg);
+		for (int s = 0; err.code == MS_OK && s < mg.n_slots; s++) {
+			CHECK(mdl_load_expert(mo, b, s, w, w + fd, w + 2 * fd, &err) == MS_OK, "%s", err.msg);
+			CHECK(mdl_load_expert_bias(mo, b, s, w + 3 * fd, w + 3 * fd + f, w + 3 * fd + 2 * f, &err) == MS_OK, "%s",
+			      err.msg);
+			const expert_weights *x = &mg.experts[s];
+			const float *mats[6] = {x->gate, x->up, x->down, x->gate_bias, x->up_bias, x->down_bias};
+			const size_t off[6] = {0, fd, 2 * fd, 3 * fd, 3 * fd + f, 3 * fd + 2 * f};
+			const size_t len[6] = {fd, fd, fd, (size_t)f, (size_t)f, (size_t)d};
+			for (int k = 0; k < 6; k++)
+				for (size_t i = 0; i < len[k]; i++)
+					differ += w[off[k] + i] != mats[k][i];
+		}
+		qt_error all = {0};
+		for (int k = 0; k < MDL_NMAT; k++)
+			qt_error_add(&all, &mg.requant[k]);
+		const double rel = qt_error_rel(&all);
+		/* the merge moved values off the grid: rounding back costs MXFP4's error (about 10 % on these weights,
+		 * see the BF16 comparison), and no 32-value block by more than a third of its largest value */
+		CHECK(rel > 0.01 && rel < 0.25 && all.max_block_rel >= rel && all.max_block_rel < 1.0 / 3,
+		      "block %d: requantization error %g, worst block %g", b, rel, all.max_block_rel);
+		printf("  block %d: requantization error %.4f, worst block %.4f\n", b, rel, all.max_block_rel);
+		pipe_free_merged(&mg);
+		pipe_free_block(&blk);
+	}
+	CHECK(differ == 0, "%lld written values differ from the merged ones", (long long)differ);
+	free(w);
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof path, "%s/moescope_report.json", req.out_dir);
+	FILE *fp = fopen(path, "rb");
+	char *text = calloc(1, 1 << 20);
+	size_t n = fp ? fread(text, 1, (1 << 20) - 1, fp) : 0;
+	if (fp)
+		fclose(fp);
+	cJSON *rep = cJSON_ParseWithLength(text, n);
+	const cJSON *blocks = cJSON_GetObjectItem(rep, "blocks"), *jb;
+	EXPECT(cJSON_GetArraySize(blocks) == mx->n_blocks);
+	cJSON_ArrayForEach(jb, blocks) {
+		const cJSON *q = cJSON_GetObjectItem(jb, "requantization");
+		const double rel = cJSON_GetNumberValue(cJSON_GetObjectItem(q, "rel_error"));
+		CHECK(q && rel > 0.01 && rel < 0.25, "report: %g", rel);
+		EXPECT(q && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(q, "scheme")), "mxfp4") == 0);
+	}
+	cJSON_Delete(rep);
+	free(text);
+	mdl_close(mo);
+}
+
+static void test_merge_same_bytes_1_and_3_threads(void)
+{
+	if (!mx)
+		return;
+	mrun_request req;
+	ms_error err = {0};
+	CHECK(merge_to("merged-t1", 1, &req, &err) == MS_OK, "%s", err.msg);
+	CHECK(merge_to("merged-t3", 3, &req, &err) == MS_OK, "%s", err.msg);
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof cmd, "cmp -s '%s/merged-t1/model.safetensors' '%s/merged-t3/model.safetensors'", base, base);
+	CHECK(system(cmd) == 0, "the merges with 1 and 3 threads differ");
 }
 
 /* ---- hostile forms ---- */
@@ -262,7 +395,10 @@ int main(void)
 	setup();
 	RUN(test_opens_as_interleaved_mxfp4);
 	RUN(test_experts_match_bytes_and_bf16_twin);
+	RUN(test_merge_writes_mxfp4);
+	RUN(test_merge_same_bytes_1_and_3_threads);
 	RUN(test_hostile);
+	plan_free(&pairs);
 	mdl_close(mx);
 	mdl_close(bf16);
 	char cmd[PATH_MAX];
