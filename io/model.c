@@ -1000,6 +1000,11 @@ static void count_totals(mdl_model *m)
 		m->params_total += t->numel;
 		m->bytes_total += t->nbytes;
 	}
+	/* MXFP4 experts: a byte of _blocks holds two weights, and _scales hold none */
+	for (int b = 0; b < m->n_blocks; b++)
+		for (int w = 0; w < MDL_NFUSED; w++)
+			if (m->blocks[b].fused_scales[w])
+				m->params_total += m->blocks[b].fused[w]->numel - m->blocks[b].fused_scales[w]->numel;
 }
 
 /* ---- public -------------------------------------------------------------------------------------------------- */

@@ -74,7 +74,7 @@ static void test_opens_as_interleaved_mxfp4(void)
 		EXPECT(blk->fused_bias[MDL_FUSED_GATE_UP] && blk->fused_bias[MDL_FUSED_DOWN]);
 	}
 	/* 4.25 bits a weight: half a byte plus a byte per 32 */
-	EXPECT(mx->params_experts == bf16->params_experts);
+	EXPECT(mx->params_experts == bf16->params_experts && mx->params_total == bf16->params_total);
 	EXPECT(mx->bytes_experts * 64 == bf16->bytes_experts * 17);
 }
 
