@@ -103,7 +103,11 @@ static void print_human(const mdl_model *m)
 		[MDL_LAYOUT_FUSED] = "fused 3-D tensors (gate_up_proj, down_proj)",
 		[MDL_LAYOUT_INTERLEAVED] = "interleaved 3-D tensors [in, out] with biases (gate_up_proj, down_proj)",
 	};
-	printf("%-14s%s\n", "expert layout", layouts[m->layout]);
+	if (m->expert_dtype == ST_U8)   /* gpt-oss's MXFP4 release stores its interleaved experts transposed */
+		printf("%-14s%s\n", "expert layout", "interleaved 3-D tensors [out, in] with biases (gate_up_proj_blocks, "
+		       "down_proj_blocks and their _scales)");
+	else
+		printf("%-14s%s\n", "expert layout", layouts[m->layout]);
 	if (m->quant.scheme == QT_FP8)
 		printf("%-14sfp8: F8_E4M3 times weight_scale_inv per %d x %d block\n", "quantization", m->quant.block[0],
 		       m->quant.block[1]);

@@ -612,14 +612,15 @@ static void count_expert(mdl_model *m, const st_tensor *t, int first)
 	m->bytes_experts += t->nbytes;
 }
 
-/* The tensor `name` must exist, hold floats and have shape `want` (ndim dimensions, each from a config field). */
-static ms_status expect_tensor(const mdl_model *m, const char *name, int ndim, const dim *want, const char *what,
-			       const st_tensor **out, ms_error *err)
+/* The tensor `name` must exist, have shape `want` (ndim <= 4 dimensions, each from a config field) and hold floats
+ * (u8 0) or bytes (u8 1: MXFP4 blocks and scales). */
+static ms_status expect_typed(const mdl_model *m, const char *name, int ndim, const dim *want, const char *what,
+			      int u8, const st_tensor **out, ms_error *err)
 {
 	const st_tensor *t = st_find(m->st, name);
 	if (!t)
 		return ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' missing (%s)", m->dir, name, what);
-	int64_t shape[3];
+	int64_t shape[4];
 	char fields[160];
 	size_t used = 0;
 	int same = t->ndim == ndim;
@@ -636,11 +637,20 @@ static ms_status expect_tensor(const mdl_model *m, const char *name, int ndim, c
 		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s' (%s): shape %s, expected %s (%s in config.json)",
 			       m->dir, name, what, found, expected, fields);
 	}
-	if (!st_dtype_is_float(t->dtype))
+	if (u8 && t->dtype != ST_U8)
+		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (%s): dtype %s, expected U8 (MXFP4)", m->dir, name,
+			       what, st_dtype_name(t->dtype));
+	if (!u8 && !st_dtype_is_float(t->dtype))
 		return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' (%s): dtype %s, expected F32, F16 or BF16", m->dir,
 			       name, what, st_dtype_name(t->dtype));
 	*out = t;
 	return MS_OK;
+}
+
+static ms_status expect_tensor(const mdl_model *m, const char *name, int ndim, const dim *want, const char *what,
+			       const st_tensor **out, ms_error *err)
+{
+	return expect_typed(m, name, ndim, want, what, 0, out, err);
 }
 
 #define VIEW_NAME 192   /* bytes of each view's name */
@@ -712,6 +722,8 @@ static ms_status check_fused_block(mdl_model *m, int b, ms_error *err)
  * down_proj_bias [E, d]. Expert e's matrices are views of its slabs: its whole [d, 2f] slab of gate_up_proj (in
  * the gate slot; gate and up are its even and odd columns, gathered by mdl_load_expert) and its [f, d] slab of
  * down_proj. */
+static ms_status check_mxfp4_block(mdl_model *m, int b, ms_error *err);
+
 static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
 {
 	mdl_block *blk = &m->blocks[b];
@@ -722,9 +734,15 @@ static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
 	const dim ex = {E, fam->experts_field}, dd = {d, fam->hidden_field}, ff = {f, fam->inter_field};
 	const dim f2 = {2 * f, twice};
 	const dim gate_up[3] = {ex, dd, f2}, down[3] = {ex, ff, dd}, gate_up_bias[2] = {ex, f2}, down_bias[2] = {ex, dd};
-	char name[256], what[96];
+	char name[256], what[96], packed[300];
 	snprintf(what, sizeof what, "experts of layer %s", blk->label);
 	mdl_fused_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name);
+	snprintf(packed, sizeof packed, "%s_blocks", name);
+	if (m->quant.scheme == QT_MXFP4 && !st_find(m->st, name))
+		return check_mxfp4_block(m, b, err);
+	if (!st_find(m->st, name) && st_find(m->st, packed))
+		return ms_fail(err, MS_ERR_MODEL_TENSOR, "%s: tensor '%s' holds MXFP4 experts but config.json has no "
+			       "quantization_config with quant_method \"mxfp4\"", st_find(m->st, packed)->path, packed);
 	ms_status st = expect_tensor(m, name, 3, gate_up, what, &blk->fused[MDL_FUSED_GATE_UP], err);
 	if (st == MS_OK && mdl_fused_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
 		st = expect_tensor(m, name, 3, down, what, &blk->fused[MDL_FUSED_DOWN], err);
@@ -753,6 +771,77 @@ static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
 		count_expert(m, &v[MDL_GATE], b == 0 && e == 0);
 		count_expert(m, &v[MDL_DOWN], 0);
 	}
+	return MS_OK;
+}
+
+/* The interleaved layout in gpt-oss's released MXFP4 form (transformers' integrations/mxfp4.py dequantizes
+ * `_blocks` with `_scales` and transposes the last two axes into the BF16 layout): gate_up_proj_blocks U8
+ * [E, 2f, d / 32, 16] with gate_up_proj_scales U8 [E, 2f, d / 32], down_proj_blocks [E, d, f / 32, 16] with
+ * down_proj_scales [E, d, f / 32]; the biases stay float as in BF16. Each [E, out, in / 32, 16] tensor reads as
+ * E * out rows of `in` values, so expert e's [out, in] matrix is rows [e out, (e + 1) out) (mdl_block.mx). */
+static ms_status check_mxfp4_block(mdl_model *m, int b, ms_error *err)
+{
+	mdl_block *blk = &m->blocks[b];
+	const mdl_family *fam = m->family;
+	const int64_t E = m->n_experts, f = m->inter, d = m->hidden;
+	char twice[96], gd[96], gf[96], name[256], part[300], what[96];
+	snprintf(what, sizeof what, "MXFP4 experts of layer %s", blk->label);
+	if (d % QT_MX_BLOCK || f % QT_MX_BLOCK)
+		return ms_fail(err, MS_ERR_CFG_FIELD, "%s/config.json: %s %lld and %s %lld must be multiples of %d for "
+			       "MXFP4 experts (one scale per %d values)", m->dir, fam->hidden_field, (long long)d,
+			       fam->inter_field, (long long)f, QT_MX_BLOCK, QT_MX_BLOCK);
+	snprintf(twice, sizeof twice, "2 x %s", fam->inter_field);
+	snprintf(gd, sizeof gd, "%s / 32", fam->hidden_field);
+	snprintf(gf, sizeof gf, "%s / 32", fam->inter_field);
+	const dim ex = {E, fam->experts_field}, dd = {d, fam->hidden_field}, f2 = {2 * f, twice};
+	const dim nd = {d / QT_MX_BLOCK, gd}, nf = {f / QT_MX_BLOCK, gf}, sixteen = {16, "16 bytes a block"};
+	const dim want[MDL_NFUSED][4] = {{ex, f2, nd, sixteen}, {ex, dd, nf, sixteen}};
+	const dim gate_up_bias[2] = {ex, f2}, down_bias[2] = {ex, dd};
+	ms_status st = MS_OK;
+	for (int w = 0; st == MS_OK && w < MDL_NFUSED; w++) {
+		mdl_fused_name(m, b, w, name, sizeof name);
+		if (st_find(m->st, name) && !qt_not_converted(&m->quant, name))
+			return ms_fail(err, MS_ERR_ST_DTYPE, "%s: tensor '%s' is %s but config.json's quantization_config says "
+				       "mxfp4 (and modules_to_not_convert does not list it)", st_find(m->st, name)->path, name,
+				       st_dtype_name(st_find(m->st, name)->dtype));
+		snprintf(part, sizeof part, "%s_blocks", name);
+		st = expect_typed(m, part, 4, want[w], what, 1, &blk->fused[w], err);
+		snprintf(part, sizeof part, "%s_scales", name);
+		if (st == MS_OK)
+			st = expect_typed(m, part, 3, want[w], what, 1, &blk->fused_scales[w], err);
+		if (st == MS_OK)
+			st = qt_bind_mxfp4(blk->fused[w], blk->fused_scales[w], &blk->mx[w], err);
+	}
+	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 2, gate_up_bias, what, &blk->fused_bias[MDL_FUSED_GATE_UP], err);
+	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
+	if (st != MS_OK)
+		return st;
+	const size_t n = (size_t)E * MDL_NMAT;
+	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
+	if (!blk->views)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
+			       blk->label);
+	char *names = (char *)(blk->views + n);
+	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
+	if (b == 0)
+		m->expert_dtype = ST_U8;
+	for (int64_t e = 0; e < E; e++) {
+		st_tensor *v = blk->views + e * MDL_NMAT;
+		char *vn = names + (size_t)e * MDL_NMAT * VIEW_NAME, slice[64];
+		snprintf(slice, sizeof slice, "[%lld]", (long long)e);
+		/* the slabs' bytes: two E2M1 codes a byte */
+		make_view(&v[MDL_GATE], vn + MDL_GATE * VIEW_NAME, tgu, (uint64_t)(f * d) * (uint64_t)e, 2 * f, d / 2,
+			  slice);
+		make_view(&v[MDL_DOWN], vn + MDL_DOWN * VIEW_NAME, tdn, (uint64_t)(f * d / 2) * (uint64_t)e, d, f / 2,
+			  slice);
+		blk->experts[e * MDL_NMAT + MDL_GATE] = &v[MDL_GATE];
+		blk->experts[e * MDL_NMAT + MDL_DOWN] = &v[MDL_DOWN];
+	}
+	/* two values a byte, and the scales */
+	m->params_experts += 2 * (tgu->numel + tdn->numel);
+	m->bytes_experts += tgu->nbytes + tdn->nbytes + blk->fused_scales[0]->nbytes + blk->fused_scales[1]->nbytes;
 	return MS_OK;
 }
 
@@ -880,7 +969,7 @@ static ms_status check_quant(mdl_model *m, ms_error *err)
 	}
 	for (int b = 0; st == MS_OK && b < m->n_blocks; b++) {
 		mdl_block *blk = &m->blocks[b];
-		for (int i = 0; st == MS_OK && i < m->n_experts * MDL_NMAT; i++) {
+		for (int i = 0; st == MS_OK && !blk->mx[0].codes && i < m->n_experts * MDL_NMAT; i++) {
 			const st_tensor *t = blk->experts[i];
 			qt_matrix q;
 			if (!t)
@@ -911,6 +1000,11 @@ static void count_totals(mdl_model *m)
 		m->params_total += t->numel;
 		m->bytes_total += t->nbytes;
 	}
+	/* MXFP4 experts: a byte of _blocks holds two weights, and _scales hold none */
+	for (int b = 0; b < m->n_blocks; b++)
+		for (int w = 0; w < MDL_NFUSED; w++)
+			if (m->blocks[b].fused_scales[w])
+				m->params_total += m->blocks[b].fused[w]->numel - m->blocks[b].fused_scales[w]->numel;
 }
 
 /* ---- public -------------------------------------------------------------------------------------------------- */
@@ -1107,18 +1201,32 @@ ms_status mdl_load_router(const mdl_model *m, int b, float *router, ms_error *er
 	return st_read_f32(m->blocks[b].router, router, err);
 }
 
-/* Expert e's matrices from the interleaved layout. Each slab is decoded whole to float32 (st_read_f32: the one
- * place a quantized slab would be decoded instead), then gathered: gate[i, j] = slab[j, 2i], up[i, j] =
+/* Expert e's matrices from the interleaved layout. Each slab is decoded whole to float32 (st_read_f32, or its
+ * rows of the MXFP4 matrices through qt_read_rows_f32), then gathered: gate[i, j] = slab[j, 2i], up[i, j] =
  * slab[j, 2i + 1], down[r, i] = down slab[i, r]. */
 static ms_status load_interleaved(const mdl_model *m, int b, int e, float *gate, float *up, float *down,
 				  ms_error *err)
 {
 	const int64_t d = m->hidden, f = m->inter;
 	const st_tensor *const *t = &m->blocks[b].experts[e * MDL_NMAT];
+	const qt_matrix *mx = m->blocks[b].mx;
 	float *slab = malloc((size_t)(2 * f * d) * sizeof *slab);
 	if (!slab)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory loading expert %d of layer %s", m->dir, e,
 			       m->blocks[b].label);
+	if (mx[0].codes) {   /* MXFP4: already [out, in]; gate and up are the even and odd rows */
+		ms_status st = gate || up ? qt_read_rows_f32(&mx[MDL_FUSED_GATE_UP], 2 * f * e, 2 * f, slab, err) : MS_OK;
+		for (int64_t i = 0; st == MS_OK && (gate || up) && i < f; i++) {
+			if (gate)
+				memcpy(gate + i * d, slab + 2 * i * d, (size_t)d * sizeof *gate);
+			if (up)
+				memcpy(up + i * d, slab + (2 * i + 1) * d, (size_t)d * sizeof *up);
+		}
+		if (st == MS_OK && down)
+			st = qt_read_rows_f32(&mx[MDL_FUSED_DOWN], d * e, d, down, err);
+		free(slab);
+		return st;
+	}
 	ms_status st = gate || up ? st_read_f32(t[MDL_GATE], slab, err) : MS_OK;
 	for (int64_t j = 0; st == MS_OK && (gate || up) && j < d; j++) {
 		const float *row = slab + j * 2 * f;

@@ -95,6 +95,13 @@ typedef struct {
 				      * interleaved layout experts[e * MDL_NMAT + MDL_GATE] views expert e's whole
 				      * [d, 2f] slab of gate_up_proj, MDL_UP is NULL and MDL_DOWN views its [f, d] */
 	const st_tensor **scales;    /* [E * MDL_NMAT]: the weight_scale_inv of an F8_E4M3 expert matrix, else NULL */
+	/* MXFP4 experts (interleaved layout under quant_method "mxfp4"): fused[] are then "<name>_blocks" U8
+	 * [E, out, in / 32, 16], fused_scales[] "<name>_scales" U8 [E, out, in / 32] and mx[] the two bound together,
+	 * E * out rows of `in` values (gate_up: out = 2f with the gate in even rows; down: out = d). The released
+	 * checkpoints store [out, in], the transpose of the BF16 [E, in, out]. The views then are U8 slabs of the
+	 * blocks. NULL / zero otherwise. */
+	const st_tensor *fused_scales[MDL_NFUSED];
+	qt_matrix mx[MDL_NFUSED];
 } mdl_block;
 
 typedef struct mdl_family mdl_family;  /* a row of model.c's table */
@@ -114,7 +121,8 @@ typedef struct {
 	int n_blocks;                /* MoE blocks */
 	mdl_block *blocks;
 	mdl_layout layout;           /* the same for every block */
-	st_dtype expert_dtype;       /* F8_E4M3 for FP8 experts (their scales are in blocks[b].scales) */
+	st_dtype expert_dtype;       /* F8_E4M3 for FP8 experts (their scales are in blocks[b].scales), U8 for MXFP4
+				      * experts (blocks[b].mx) */
 	qt_config quant;             /* config.json's quantization_config (scheme QT_NONE without one) */
 	int expert_bias;             /* experts carry biases (gate [f], up [f], down [d]): the interleaved layout */
 	uint64_t bytes_total;        /* all tensors */

@@ -66,7 +66,7 @@ static ms_status interrupted(const mrun_ctx *c, ms_error *err)
 static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 {
 	const mdl_model *m = c->m;
-	size_t n = (size_t)m->n_blocks * (3 + 2 * MDL_NFUSED + 2 * (size_t)m->n_experts * MDL_NMAT), k = 0;
+	size_t n = (size_t)m->n_blocks * (3 + 3 * MDL_NFUSED + 2 * (size_t)m->n_experts * MDL_NMAT), k = 0;
 	c->block_tensors = malloc(n * sizeof *c->block_tensors);
 	if (!c->block_tensors)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
@@ -83,6 +83,8 @@ static ms_status collect_block_tensors(mrun_ctx *c, ms_error *err)
 				c->block_tensors[k++] = m->blocks[b].fused[i];
 			if (m->blocks[b].fused_bias[i])
 				c->block_tensors[k++] = m->blocks[b].fused_bias[i];
+			if (m->blocks[b].fused_scales[i])   /* MXFP4: the scales are rewritten with their blocks */
+				c->block_tensors[k++] = m->blocks[b].fused_scales[i];
 		}
 		if (m->blocks[b].router_bias && c->opts.layout == PIPE_LAYOUT_COMPACT)
 			c->block_tensors[k++] = m->blocks[b].router_bias;
@@ -145,15 +147,22 @@ static ms_status declare_factors(mrun_ctx *c, const char *name, const st_tensor 
 	return st;
 }
 
-/* The fused layout keeps its two 3-D tensors, with n_out experts along the first axis. */
+/* The fused layout keeps its two 3-D tensors, with n_out experts along the first axis; MXFP4 experts their
+ * _blocks [n_out, out, in / 32, 16] each followed by its _scales [n_out, out, in / 32]. */
 static ms_status declare_fused(mrun_ctx *c, int b, ms_error *err)
 {
 	const mdl_block *blk = &c->m->blocks[b];
 	ms_status st = MS_OK;
 	for (int i = 0; st == MS_OK && i < MDL_NFUSED; i++) {
-		const st_tensor *src = blk->fused[i];
-		int64_t shape[3] = {c->n_out, src->shape[1], src->shape[2]};
-		st = declare(c, src->name, "", src->dtype, 3, shape, err);
+		for (int part = 0; st == MS_OK && part < 2; part++) {
+			const st_tensor *src = part ? blk->fused_scales[i] : blk->fused[i];
+			if (!src)
+				continue;
+			int64_t shape[4] = {c->n_out, 0, 0, 0};
+			for (int k = 1; k < src->ndim && k < 4; k++)
+				shape[k] = src->shape[k];
+			st = declare(c, src->name, "", src->dtype, src->ndim, shape, err);
+		}
 	}
 	for (int i = 0; st == MS_OK && i < MDL_NFUSED; i++) {   /* the interleaved layout's biases */
 		const st_tensor *src = blk->fused_bias[i];
@@ -439,6 +448,51 @@ static void fill_down_bias(const expert_weights *w, float *buf)
 	memcpy(buf, w->down_bias, (size_t)w->d * sizeof *buf);
 }
 
+/* MXFP4 experts: each output expert's [out, in] matrix (fill: gate and up rows interleaved, or down as it is)
+ * quantized in blocks of 32 along `in`, its blocks written as they come and its scales kept until every expert's
+ * blocks are out (the _scales tensor follows the _blocks one). The merged values are already on their blocks' grid
+ * (the pipeline rounded them so), so quantizing them again gives those values back. */
+static ms_status write_mx(mrun_ctx *c, int b, const pipe_merged *mg, const int *slot_of, int which, slab_fn fill,
+			  ms_error *err)
+{
+	const mdl_block *blk = &c->m->blocks[b];
+	const int64_t rows = blk->mx[which].rows / c->m->n_experts, cols = blk->mx[which].cols;
+	const int64_t n = rows * cols, ns = n / QT_MX_BLOCK;
+	float *buf = malloc((size_t)n * sizeof *buf);
+	uint8_t *blocks = malloc((size_t)(n / 2)), *scales = malloc((size_t)(ns * c->n_out));
+	ms_status st = buf && blocks && scales ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "block %s: out of memory", blk->label);
+	for (int e = 0; st == MS_OK && e < c->n_out; e++) {
+		fill(&mg->experts[slot_of ? slot_of[e] : e], buf);
+		if (qt_mxfp4_quantize(buf, rows, cols, blocks, scales + ns * e, NULL, NULL) != 0)
+			st = ms_fail(err, MS_ERR_NONFINITE, "block %s: tensor '%s[%d]': NaN or infinity", blk->label,
+				     blk->fused[which]->name, e);
+		if (st == MS_OK)
+			st = st_writer_write(c->w, blocks, (uint64_t)(n / 2), err);
+	}
+	if (st == MS_OK)
+		st = st_writer_write(c->w, scales, (uint64_t)(ns * c->n_out), err);
+	free(buf);
+	free(blocks);
+	free(scales);
+	return st;
+}
+
+/* gate_up_proj's MXFP4 rows [2f, d]: row 2i is gate row i, row 2i + 1 up row i. */
+static void fill_gate_up_rows(const expert_weights *w, float *buf)
+{
+	const int64_t d = w->d;
+	for (int64_t i = 0; i < w->f; i++) {
+		memcpy(buf + 2 * i * d, w->gate + i * d, (size_t)d * sizeof *buf);
+		memcpy(buf + (2 * i + 1) * d, w->up + i * d, (size_t)d * sizeof *buf);
+	}
+}
+
+/* down_proj's MXFP4 rows [d, f]: down itself. */
+static void fill_down_rows(const expert_weights *w, float *buf)
+{
+	memcpy(buf, w->down, (size_t)w->d * (size_t)w->f * sizeof *buf);
+}
+
 /* The interleaved layout's four tensors in file order (as declare_fused declared them), each with n_out experts
  * along its first axis: output expert e holds slot e, or slot slot_of[e] (aliased). */
 static ms_status write_interleaved(mrun_ctx *c, int b, const pipe_merged *mg, const int *slot_of, ms_error *err)
@@ -447,10 +501,16 @@ static ms_status write_interleaved(mrun_ctx *c, int b, const pipe_merged *mg, co
 	const int64_t d = c->m->hidden, f = c->m->inter;
 	if (!mg->experts[0].gate_bias)
 		return ms_fail(err, MS_ERR_ARG, "block %s: the merged experts have no biases", blk->label);
-	ms_status st = write_slabs(c, b, mg, slot_of, blk->fused[MDL_FUSED_GATE_UP], d * 2 * f, 2 * f, fill_gate_up,
-				   err);
-	if (st == MS_OK)
-		st = write_slabs(c, b, mg, slot_of, blk->fused[MDL_FUSED_DOWN], f * d, d, fill_down, err);
+	ms_status st;
+	if (blk->mx[0].codes) {
+		st = write_mx(c, b, mg, slot_of, MDL_FUSED_GATE_UP, fill_gate_up_rows, err);
+		if (st == MS_OK)
+			st = write_mx(c, b, mg, slot_of, MDL_FUSED_DOWN, fill_down_rows, err);
+	} else {
+		st = write_slabs(c, b, mg, slot_of, blk->fused[MDL_FUSED_GATE_UP], d * 2 * f, 2 * f, fill_gate_up, err);
+		if (st == MS_OK)
+			st = write_slabs(c, b, mg, slot_of, blk->fused[MDL_FUSED_DOWN], f * d, d, fill_down, err);
+	}
 	if (st == MS_OK)
 		st = write_slabs(c, b, mg, slot_of, blk->fused_bias[MDL_FUSED_GATE_UP], 2 * f, 2 * f, fill_gate_up_bias,
 				 err);
@@ -547,17 +607,22 @@ static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_
 		if (blk->scales[mat])
 			expert += blk->scales[mat]->nbytes;
 	}
+	for (int i = 0; i < MDL_NFUSED; i++)   /* MXFP4: each expert's share of the scales */
+		if (blk->fused_scales[i]) {
+			*before += blk->fused_scales[i]->nbytes;
+			expert += blk->fused_scales[i]->nbytes / (uint64_t)c->m->n_experts;
+		}
 	*after = (uint64_t)c->n_out * expert +
 		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);
 }
 
-/* How far rounding the merged experts to FP8 blocks moved them: the relative Frobenius error of each kind of
- * matrix and of all of them, and the worst single block. */
-static void report_requant(cJSON *jb, const pipe_merged *mg)
+/* How far rounding the merged experts to FP8 or MXFP4 blocks moved them: the relative Frobenius error of each
+ * kind of matrix and of all of them, and the worst single block. */
+static void report_requant(cJSON *jb, const pipe_merged *mg, const char *scheme)
 {
 	static const char *const names[MDL_NMAT] = {"gate", "up", "down"};
 	cJSON *o = cJSON_AddObjectToObject(jb, "requantization");
-	cJSON_AddStringToObject(o, "scheme", "fp8");
+	cJSON_AddStringToObject(o, "scheme", scheme);
 	qt_error all = {0};
 	for (int mat = 0; mat < MDL_NMAT; mat++) {
 		if (mg->requant[mat].norm2 == 0 && mg->requant[mat].err2 == 0)
@@ -579,8 +644,8 @@ static ms_status report_block_merge(mrun_ctx *c, int b, const pipe_block *blk, c
 	cJSON_AddNumberToObject(jb, "experts_out", c->n_out);
 	cJSON_AddNumberToObject(jb, "bytes_before", (double)before);
 	cJSON_AddNumberToObject(jb, "bytes_after", (double)after);
-	if (blk->expert_dtype == ST_F8_E4M3)
-		report_requant(jb, mg);
+	if (blk->expert_dtype == ST_F8_E4M3 || blk->expert_dtype == ST_U8)
+		report_requant(jb, mg, blk->expert_dtype == ST_U8 ? "mxfp4" : "fp8");
 	int64_t cmp_before, cmp_after;
 	pipe_compressed_params(mg, &cmp_before, &cmp_after);
 	if (cmp_before > 0) {

@@ -307,6 +307,7 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 		const st_tensor *s = m->blocks[b].scales[k];   /* expert 0's, as the writer declares them */
 		out->quant_scale_dtype[k] = s ? s->dtype : ST_F32;
 	}
+	out->expert_bias_dtype = m->blocks[b].fused_bias[0] ? m->blocks[b].fused_bias[0]->dtype : m->expert_dtype;
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
 	out->weights = take_weights((size_t)(out->E * out->per_expert));
@@ -732,7 +733,7 @@ static void matrix_shape(const pipe_block *blk, int mat, int *rows, int *cols)
 {
 	*rows = mat == MDL_DOWN ? blk->d : blk->f;
 	*cols = mat == MDL_DOWN ? blk->f : blk->d;
-	if (mat == MDL_GATE && blk->act != MDL_ACT_SILU_GLU)
+	if (mat == MDL_GATE && !mdl_act_gated(blk->act))   /* gpt_oss's clamped SwiGLU has a gate too */
 		*rows = 0;
 }
 
@@ -1126,10 +1127,65 @@ static ms_status round_matrix_fp8(const pipe_block *blk, int mat, float *x, int 
 	return st;
 }
 
-/* Rounds one merged expert to the checkpoint's storage: F16 or BF16 value by value, FP8 block by block (the
- * error going into acc [MDL_NMAT]). */
+/* MXFP4 experts: each row of a merged [out, in] matrix is quantized in blocks of 32 values along `in`, as the
+ * checkpoint stores it (gate and up rows interleaved into one tensor keep their own blocks), and back. One task
+ * per strip of MX_STRIP rows; the strips' errors are added in order. */
+#define MX_STRIP 64
+typedef struct {
+	float *x;
+	int64_t rows, cols;
+	qt_error *errs;
+} mx_job;
+
+static ms_status mx_strip(void *ctx, int64_t i, ms_error *err)
+{
+	const mx_job *j = ctx;
+	const int64_t r0 = i * MX_STRIP, n = j->rows - r0 < MX_STRIP ? j->rows - r0 : MX_STRIP;
+	uint8_t *blocks = malloc((size_t)(n * j->cols / 2)), *scales = malloc((size_t)(n * j->cols / QT_MX_BLOCK));
+	ms_status st = MS_OK;
+	if (!blocks || !scales)
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to MXFP4");
+	else if (qt_mxfp4_quantize(j->x + r0 * j->cols, n, j->cols, blocks, scales, j->x + r0 * j->cols, &j->errs[i]))
+		st = ms_fail(err, MS_ERR_NONFINITE, "a merged matrix holds NaN or infinity in rows %lld to %lld, which "
+			     "MXFP4 cannot store", (long long)r0, (long long)(r0 + n - 1));
+	free(blocks);
+	free(scales);
+	return st;
+}
+
+static ms_status round_matrix_mxfp4(float *x, int rows, int cols, qt_error *acc, ms_error *err)
+{
+	mx_job j = {.x = x, .rows = rows, .cols = cols};
+	const int64_t strips = (rows + MX_STRIP - 1) / MX_STRIP;
+	if (strips == 0)
+		return MS_OK;
+	j.errs = calloc((size_t)strips, sizeof *j.errs);
+	if (!j.errs)
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to MXFP4");
+	ms_status st = par_for(strips, mx_strip, &j, err);
+	for (int64_t i = 0; st == MS_OK && i < strips; i++)
+		qt_error_add(acc, &j.errs[i]);
+	free(j.errs);
+	return st;
+}
+
+/* Rounds one merged expert to the checkpoint's storage: F16 or BF16 value by value, FP8 block by block, MXFP4
+ * row block by row block with its biases to their float dtype (the error going into acc [MDL_NMAT]). */
 static ms_status round_expert(const pipe_block *blk, const expert_weights *w, qt_error *acc, ms_error *err)
 {
+	if (blk->expert_dtype == ST_U8) {
+		const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
+		ms_status st = MS_OK;
+		for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
+			int rows, cols;
+			matrix_shape(blk, mat, &rows, &cols);
+			if (rows && mats[mat])
+				st = round_matrix_mxfp4((float *)mats[mat], rows, cols, &acc[mat], err);
+		}
+		if (w->gate_bias)
+			round_to_dtype(blk->expert_bias_dtype, (float *)w->gate_bias, 2 * (int64_t)blk->f + blk->d);
+		return st;
+	}
 	if (blk->expert_dtype != ST_F8_E4M3) {
 		round_to_dtype(blk->expert_dtype, (float *)(w->gate ? w->gate : w->up), blk->per_expert);
 		return MS_OK;
@@ -1217,10 +1273,12 @@ static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merg
 	ms_status st = rft_routed_error(&c, fr->x, fr->n, fr->y, &mg->fit_error_merged, err);
 	if (st == MS_OK)
 		st = rft_down(&c, down, fr->x, fr->n, fr->y, &ro, err);
-	if (st == MS_OK && blk->expert_dtype == ST_F8_E4M3)
+	if (st == MS_OK && (blk->expert_dtype == ST_F8_E4M3 || blk->expert_dtype == ST_U8))
 		memset(&mg->requant[MDL_DOWN], 0, sizeof mg->requant[MDL_DOWN]);   /* measured again on the refit */
 	for (int s = 0; st == MS_OK && s < mg->n_slots; s++) {
-		if (blk->expert_dtype == ST_F8_E4M3)
+		if (blk->expert_dtype == ST_U8)
+			st = round_matrix_mxfp4(down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
+		else if (blk->expert_dtype == ST_F8_E4M3)
 			st = round_matrix_fp8(blk, MDL_DOWN, down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
 		else
 			round_to_dtype(blk->expert_dtype, down[s], (int64_t)blk->d * blk->f);

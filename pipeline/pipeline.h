@@ -69,6 +69,7 @@ typedef struct {
 	st_dtype router_dtype;   /* these, so a preview computes exactly what a written checkpoint will */
 	int quant_block[2];      /* F8_E4M3 experts: the weight_block_size their merged matrices are quantized in, */
 	st_dtype quant_scale_dtype[MDL_NMAT]; /* and the dtype of gate, up and down's weight_scale_inv */
+	st_dtype expert_bias_dtype; /* U8 (MXFP4) experts: the dtype of their biases, which stay float */
 	/* The calibration tokens split in two (pipe_split_tokens): fits (router choice, refit) use the fit tokens,
 	 * evaluation the held-out ones, so the reported error is measured on tokens no fit has seen. */
 	int64_t n_fit, n_held;
@@ -250,7 +251,7 @@ typedef struct {
 	cmp_factors *factors;     /* [groups * MDL_NMAT] with keep_factors: buffers owned here, sized to the rank and
 				   * residual chosen; u and v NULL where a matrix was not compressed */
 	blk_config cfg;           /* ready for blk_forward / blk_eval */
-	qt_error requant[MDL_NMAT]; /* F8_E4M3 experts: how far rounding the merged gate, up and down matrices to
+	qt_error requant[MDL_NMAT]; /* F8_E4M3 and MXFP4 (U8) experts: how far rounding the merged gate, up and down matrices to
 				     * FP8 blocks moved them (over the groups, and the slots for a refitted down) */
 } pipe_merged;
 

@@ -239,6 +239,8 @@ struct sample_spec {
 	uint64_t seed;
 	int fp8_block[2];    /* nonzero: projection weights stored F8_E4M3 with an F32 weight_scale_inv per block of
 			      * this size, as DeepSeek-V3 stores them (io/quant.h); embeddings, routers and norms stay */
+	int mxfp4;           /* gpt_oss: experts stored as the released MXFP4 checkpoints store them (io/quant.h):
+			      * NAME_blocks U8 [E, out, in / 32, 16] and NAME_scales U8 [E, out, in / 32] */
 	void (*layout)(sample_ctx *c);          /* lists every tensor, calling add_moe_block for MoE blocks */
 	cJSON *(*config)(const sample_spec *s); /* config.json */
 };
@@ -731,6 +733,8 @@ const samples_entry samples_table[] = {
 	{"mixtral-fp8", "mixtral-tiny's weights stored FP8 E4M3 in 64 x 32 blocks with weight_scale_inv (as DeepSeek-V3)"},
 	{"gptoss-tiny", "GptOssForCausalLM, 4 MoE layers, 16 experts top-4, interleaved [in, out] experts with biases, "
 			"router bias, clamped SwiGLU, d=128, f=64"},
+	{"gptoss-mxfp4", "gptoss-tiny's weights with the experts stored MXFP4 ([out, in] _blocks and _scales, as "
+			 "openai/gpt-oss-20b)"},
 };
 const int samples_count = (int)(sizeof samples_table / sizeof samples_table[0]);
 
@@ -781,6 +785,12 @@ static const sample_spec sample_specs[] = {
 	{.model_type = "gpt_oss", .architecture = "GptOssForCausalLM", .layers = 4, .n_experts = 16, .top_k = 4,
 	 .n_proto = 4, .hidden = 128, .inter = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
 	 .tokens = 512, .shards = 1, .group_size = {6, 4, 3, 3}, .interleaved = 1,
+	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
+	 .seed = 0x6770742d6f7373ULL, .layout = gptoss_layout, .config = gptoss_config},
+	/* gptoss-tiny's row (same seed: the same values before quantization) */
+	{.model_type = "gpt_oss", .architecture = "GptOssForCausalLM", .layers = 4, .n_experts = 16, .top_k = 4,
+	 .n_proto = 4, .hidden = 128, .inter = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
+	 .tokens = 512, .shards = 1, .group_size = {6, 4, 3, 3}, .interleaved = 1, .mxfp4 = 1,
 	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
 	 .seed = 0x6770742d6f7373ULL, .layout = gptoss_layout, .config = gptoss_config},
 };
@@ -1163,8 +1173,57 @@ static void fp8_scale_shape(const sample_spec *s, const tensor_spec *t, int64_t 
 	shape[1] = (t->shape[1] + s->fp8_block[1] - 1) / s->fp8_block[1];
 }
 
+/* In an MXFP4 sample, the interleaved expert matrices [E, in, out] are stored transposed, [E, out, in], in blocks
+ * of 32 values along `in`; *e, *out, *in get the three sizes. */
+static int stored_mxfp4(const sample_spec *s, const tensor_spec *t, int64_t *e, int64_t *out, int64_t *in)
+{
+	if (!s->mxfp4 || t->kind != FILL_INTERLEAVED)
+		return 0;
+	*e = t->shape[0];
+	*in = t->shape[1];
+	*out = t->shape[2];
+	return 1;
+}
+
+static ms_status declare_mxfp4(const tensor_spec *t, int64_t e, int64_t out, int64_t in, st_writer *w,
+			       ms_error *err)
+{
+	char name[200];
+	const int64_t shape[4] = {e, out, in / QT_MX_BLOCK, 16};
+	snprintf(name, sizeof name, "%s_blocks", t->name);
+	ms_status st = st_writer_declare(w, name, ST_U8, 4, shape, err);
+	snprintf(name, sizeof name, "%s_scales", t->name);
+	return st ? st : st_writer_declare(w, name, ST_U8, 3, shape, err);
+}
+
+/* x [E, in, out] transposed to [E, out, in], then quantized as E out rows of `in` values. */
+static ms_status write_mxfp4(const float *x, int64_t e, int64_t out, int64_t in, st_writer *w, ms_error *err)
+{
+	const int64_t rows = e * out, n = rows * in;
+	float *xt = malloc((size_t)n * sizeof *xt);
+	uint8_t *blocks = malloc((size_t)(n / 2)), *scales = malloc((size_t)(n / QT_MX_BLOCK));
+	ms_status st = xt && blocks && scales ? MS_OK : ms_fail(err, MS_ERR_NOMEM, "samples: out of memory");
+	for (int64_t k = 0; !st && k < e; k++)
+		for (int64_t i = 0; i < in; i++)
+			for (int64_t o = 0; o < out; o++)
+				xt[(k * out + o) * in + i] = x[(k * in + i) * out + o];
+	if (!st && qt_mxfp4_quantize(xt, rows, in, blocks, scales, NULL, NULL) != 0)
+		st = ms_fail(err, MS_ERR_ARG, "samples: a non-finite expert weight");
+	if (!st)
+		st = st_writer_write(w, blocks, (uint64_t)(n / 2), err);
+	if (!st)
+		st = st_writer_write(w, scales, (uint64_t)(n / QT_MX_BLOCK), err);
+	free(xt);
+	free(blocks);
+	free(scales);
+	return st;
+}
+
 static ms_status declare_tensor(const sample_spec *s, const tensor_spec *t, st_writer *w, ms_error *err)
 {
+	int64_t e, out, in;
+	if (stored_mxfp4(s, t, &e, &out, &in))
+		return declare_mxfp4(t, e, out, in, w, err);
 	if (!stored_fp8(s, t))
 		return st_writer_declare(w, t->name, ST_BF16, t->ndim, t->shape, err);
 	char scale[200];
@@ -1180,6 +1239,9 @@ static ms_status declare_tensor(const sample_spec *s, const tensor_spec *t, st_w
 static ms_status write_tensor(const sample_spec *s, const tensor_spec *t, const float *x, st_writer *w,
 			      ms_error *err)
 {
+	int64_t e, out, in;
+	if (stored_mxfp4(s, t, &e, &out, &in))
+		return write_mxfp4(x, e, out, in, w, err);
 	if (!stored_fp8(s, t))
 		return st_writer_write_f32(w, x, (uint64_t)tensor_numel(t), err);
 	int64_t shape[2];
@@ -1405,6 +1467,14 @@ static ms_status ctx_build(sample_ctx *c, const sample_spec *s, ms_error *err)
 /* config.json of an FP8 sample carries DeepSeek-V3's quantization_config. */
 static cJSON *with_quant(const sample_spec *s, cJSON *j)
 {
+	if (j && s->mxfp4) {   /* openai/gpt-oss-20b's quantization_config */
+		cJSON *q = cJSON_AddObjectToObject(j, "quantization_config");
+		static const char *const keep[] = {"model.layers.*.self_attn", "model.layers.*.mlp.router",
+						   "model.embed_tokens", "lm_head"};
+		cJSON_AddItemToObject(q, "modules_to_not_convert", cJSON_CreateStringArray(keep, 4));
+		cJSON_AddStringToObject(q, "quant_method", "mxfp4");
+		return j;
+	}
 	if (!j || !s->fp8_block[0])
 		return j;
 	cJSON *q = cJSON_AddObjectToObject(j, "quantization_config");

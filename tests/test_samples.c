@@ -226,7 +226,8 @@ static void test_write_twice_same_bytes(void)
 	ready = s1 == MS_OK && s2 == MS_OK;
 	char l1[2048], l2[2048], path1[512], path2[512];
 	list_dir(dir1, l1, sizeof l1);
-	CHECK(strcmp(l1, "deepseek3-tiny\ngptoss-tiny\nmixtral-fp8\nmixtral-tiny\nolmoe-mini\nqwen2moe-fused\nqwen2moe-tiny\n"
+	CHECK(strcmp(l1, "deepseek3-tiny\ngptoss-mxfp4\ngptoss-tiny\nmixtral-fp8\nmixtral-tiny\nolmoe-mini\n"
+			 "qwen2moe-fused\nqwen2moe-tiny\n"
 			 "switch-tiny\n") == 0,
 	      "DIR holds:\n%s", l1);
 	for (int i = 0; i < N_KNOWN; i++) {

@@ -668,6 +668,88 @@ def quant_cases():
          fp8(config=fp8_config(fmt="e5m2")))
 
 
+# gpt-oss in its released MXFP4 form: one MoE layer, E = 4, d = f = 32 (MXFP4 needs multiples of 32)
+OSS_D, OSS_F = 32, 32
+OSS = "model.layers.0.mlp.experts."
+OSS_CONFIG = {
+    "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": OSS_D,
+    "intermediate_size": OSS_F, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "head_dim": 16, "vocab_size": VOCAB, "num_local_experts": E, "num_experts_per_tok": TOPK, "rms_norm_eps": 1e-5,
+    "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                       "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+}
+
+
+def oss_model(drop=None, shapes=None, dtypes=None, float_experts=False):
+    """The MXFP4 gpt_oss model: _blocks [E, out, in / 32, 16] (codes 0x00 to 0x77, never NaN) with _scales
+    [E, out, in / 32] (2^-7 to 2^0); drop leaves a tensor out, shapes and dtypes change one tensor's header (its
+    bytes cut or padded to fit); float_experts stores the float layout's [E, in, out] tensors (F16) instead."""
+    ts = [tensor("model.embed_tokens.weight", [VOCAB, OSS_D], 1),
+          tensor("model.layers.0.mlp.router.weight", [E, OSS_D], 100), tensor("model.layers.0.mlp.router.bias", [E], 101)]
+    mats = (("gate_up_proj", 2 * OSS_F, OSS_D), ("down_proj", OSS_D, OSS_F))
+    for k, (name, out, inn) in enumerate(mats):
+        if float_experts:
+            ts.append(tensor(OSS + name, [E, inn, out], 200 + k, dtype="F16"))
+        else:
+            r = Rand(300 + k)
+            n = E * out * inn // 2
+            ts.append([OSS + name + "_blocks", "U8", [E, out, inn // 32, 16],
+                       bytes(int((r.uniform() + 1) * 59.5) & 0x77 for _ in range(n))])
+            ts.append([OSS + name + "_scales", "U8", [E, out, inn // 32],
+                       bytes(120 + (i % 8) for i in range(E * out * inn // 32))])
+        ts.append(tensor(OSS + name + "_bias", [E, out], 400 + k))
+    ts.append(tensor("model.norm.weight", [OSS_D], 2))
+    ts.append(tensor("lm_head.weight", [VOCAB, OSS_D], 3))
+    res = []
+    for name, dtype, shape, vals in ts:
+        if name == drop:
+            continue
+        if shapes and name in shapes:
+            shape = shapes[name]
+            size = numel(shape) * (1 if dtype == "U8" else 4)
+            blob = pack(dtype, vals)
+            vals = (blob + bytes(size))[:size]
+        if dtypes and name in dtypes:
+            dtype = dtypes[name]
+        res.append([name, dtype, shape, vals])
+    return res
+
+
+def mxfp4_cases():
+    def oss(config=OSS_CONFIG, **kw):
+        return lambda d: write_model(d, config=config, tensors=oss_model(**kw))
+
+    no_quant = {k: v for k, v in OSS_CONFIG.items() if k != "quantization_config"}
+    gu, dn = OSS + "gate_up_proj", OSS + "down_proj"
+    case("mxfp4-scales-missing", INFO, 1,
+         r"tensor '%s_scales' missing \(MXFP4 experts of layer 0\)" % re_esc(dn), oss(drop=dn + "_scales"))
+    case("mxfp4-blocks-missing", INFO, 1,
+         r"tensor '%s_blocks' missing \(MXFP4 experts of layer 0\)" % re_esc(gu), oss(drop=gu + "_blocks"))
+    case("mxfp4-scales-wrong-shape", INFO, 1,
+         r"tensor '%s_scales' \(MXFP4 experts of layer 0\): shape \[4, 64, 2\], expected \[4, 64, 1\]" % re_esc(gu),
+         oss(shapes={gu + "_scales": [E, 2 * OSS_F, 2]}))
+    case("mxfp4-blocks-not-split", INFO, 1,
+         r"tensor '%s_blocks' \(MXFP4 experts of layer 0\): shape \[4, 32, 16\], expected \[4, 32, 1, 16\]"
+         % re_esc(dn), oss(shapes={dn + "_blocks": [E, OSS_D, 16]}))
+    case("mxfp4-blocks-bf16-layout", INFO, 1,
+         r"tensor '%s_blocks' \(MXFP4 experts of layer 0\): shape \[4, 32, 2, 16\], expected \[4, 64, 1, 16\]"
+         % re_esc(gu), oss(shapes={gu + "_blocks": [E, OSS_D, 2, 16]}))
+    case("mxfp4-blocks-int8", INFO, 1,
+         r"tensor '%s_blocks' \(MXFP4 experts of layer 0\): dtype I8, expected U8" % re_esc(gu),
+         oss(dtypes={gu + "_blocks": "I8"}))
+    case("mxfp4-bias-missing", INFO, 1, r"tensor '%s_bias' missing" % re_esc(dn), oss(drop=dn + "_bias"))
+    case("mxfp4-weights-without-config", INFO, 1,
+         r"model\.safetensors: tensor '%s_blocks' holds MXFP4 experts but config\.json has no quantization_config "
+         r"with quant_method \"mxfp4\"" % re_esc(gu), oss(config=no_quant))
+    case("mxfp4-config-but-float-experts", INFO, 1,
+         r"model\.safetensors: tensor '%s\[0\]' is F16 but config\.json's quantization_config says mxfp4"
+         % re_esc(gu),
+         oss(float_experts=True))
+    case("mxfp4-inter-not-multiple-of-32", INFO, 1,
+         r"config\.json: hidden_size 32 and intermediate_size 48 must be multiples of 32 for MXFP4 experts",
+         oss(config=dict(OSS_CONFIG, intermediate_size=48)))
+
+
 def output_cases():
     case("merge-output-is-input", "$MOESCOPE merge $BASE --plan $BASE/plan.csv --calib $BASE/calib.safetensors "
          "--out $BASE --force", 1, r"tests/bad/base: the output would replace or sit inside the input model", None)
@@ -688,6 +770,7 @@ def main():
     calib_cases()
     plan_cases()
     quant_cases()
+    mxfp4_cases()
     output_cases()
     with open(os.path.join(ROOT, "cases.tsv"), "w") as f:
         f.write("# name\tcommand\tstatus\tstderr regex (written by tests/bad/make.py; run by tests/cli/bad.sh)\n")

@@ -2,11 +2,11 @@
 # 64 x 32 blocks): info names the scheme; plan finds the same groups as on mixtral-tiny (one planted structure,
 # FP8 noise on top); the merged checkpoint is FP8 again, keeps quantization_config, reports its re-quantization
 # error, evaluates in memory as it does once written, and its bytes do not depend on the thread count; the
-# application opens it and commits a merge.
+# application opens it and commits a merge. Then gpt-oss's MXFP4 form, on the gptoss-mxfp4 sample.
 . "$(dirname "$0")/lib.sh"
 TOK=tests/data/forward/tokens.txt
 S=${SAMPLES:-}
-if [ -z "$S" ] || [ ! -f "$S/mixtral-fp8/config.json" ]; then
+if [ -z "$S" ] || [ ! -f "$S/mixtral-fp8/config.json" ] || [ ! -f "$S/gptoss-mxfp4/config.json" ]; then
 	S=$TMP/samples
 	"$MOESCOPE" samples "$S" >/dev/null
 fi
@@ -108,4 +108,56 @@ expect_status "tui: commit a merge of the FP8 sample" 0 bash -c 'cd "$1" && LC_A
 	"$3/calib.safetensors" --script commit.keys --dump tui.txt' _ "$TMP" "$BIN" "$Q"
 expect_status "tui: the committed merge opens" 0 "$MOESCOPE" info "$TMP/merged_tui"
 expect_grep "tui: the committed merge is FP8" "expert dtype +F8_E4M3" "$TMP/out"
+
+# gpt-oss's released MXFP4 form (the gptoss-mxfp4 sample): info says so; a merge writes _blocks and _scales with E'
+# experts, keeps quantization_config and every tensor outside the MoE blocks, reports the re-quantization, and the
+# written merge evaluates as previewed
+py() { # py NAME ARGS... < script : a check written in Python
+	local name=$1
+	shift
+	if python3 - "$@" >"$TMP/py" 2>&1; then pass "$name"; else fail "$name" "$(tail -3 "$TMP/py")"; fi
+}
+X=$S/gptoss-mxfp4
+XC=$X/calib.safetensors
+expect_status "mxfp4: info" 0 "$MOESCOPE" info "$X"
+expect_grep "mxfp4: scheme" "quantization +mxfp4" "$TMP/out"
+expect_grep "mxfp4: layout" "expert layout +interleaved 3-D tensors \\[out, in\\]" "$TMP/out"
+expect_status "mxfp4: plan" 0 "$MOESCOPE" plan "$X" --calib "$XC" --groups 6 --out "$TMP/mx.csv"
+expect_status "mxfp4: merge" 0 "$MOESCOPE" merge "$X" --calib "$XC" --plan "$TMP/mx.csv" --out "$TMP/mx.6"
+expect_status "mxfp4: the merge opens" 0 "$MOESCOPE" info "$TMP/mx.6"
+expect_grep "mxfp4: the merge is MXFP4" "expert dtype +U8" "$TMP/out"
+"$MOESCOPE" eval "$X" --calib "$XC" --plan "$TMP/mx.csv" --json "$TMP/mx.preview.json" >/dev/null 2>&1
+"$MOESCOPE" eval "$TMP/mx.6" --calib "$XC" --json "$TMP/mx.written.json" >/dev/null 2>&1
+py "mxfp4: tensors, config, requantization, eval = preview" "$X" "$TMP/mx.6" "$TMP/mx.preview.json" \
+	"$TMP/mx.written.json" <<'PY'
+import json, struct, sys
+src, out, pre, got = sys.argv[1:5]
+def tensors(d):
+    b = open(d + "/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return {k: (v["dtype"], v["shape"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in json.loads(b[8:8 + n]).items() if k != "__metadata__"}
+a, b = tensors(src), tensors(out)
+assert set(a) == set(b), set(a) ^ set(b)
+for k in a:
+    if ".mlp." not in k:
+        assert a[k] == b[k], k
+d, f = 128, 64
+for i in range(4):
+    p = "model.layers.%d.mlp.experts." % i
+    want = {"gate_up_proj_blocks": [6, 2 * f, d // 32, 16], "gate_up_proj_scales": [6, 2 * f, d // 32],
+            "down_proj_blocks": [6, d, f // 32, 16], "down_proj_scales": [6, d, f // 32]}
+    for k, shape in want.items():
+        assert b[p + k][:2] == ("U8", shape), (p + k, b[p + k][:2])
+c0, c1 = json.load(open(src + "/config.json")), json.load(open(out + "/config.json"))
+assert c1["quantization_config"] == c0["quantization_config"]
+rep = json.load(open(out + "/moescope_report.json"))
+for blk in rep["blocks"]:
+    q = blk["requantization"]
+    assert q["scheme"] == "mxfp4" and 0.01 < q["rel_error"] < 0.25, q
+p, g = json.load(open(pre)), json.load(open(got))
+assert len(p["blocks"]) == len(g["blocks"]) == 4
+for x, y in zip(p["blocks"], g["blocks"]):
+    assert abs(x["output_norm"] - y["output_norm"]) <= 1e-4 * x["output_norm"], (x["label"], x["output_norm"], y["output_norm"])
+PY
 finish
