@@ -673,6 +673,15 @@ static void make_view(st_tensor *v, char *name, const st_tensor *t, uint64_t at,
 	v->file_offset = t->file_offset + at * es;
 }
 
+/* Storage for a fused block's E x MDL_NMAT expert views and their names (VIEW_NAME bytes each, after the views):
+ * the names, or NULL when out of memory. */
+static char *alloc_views(const mdl_model *m, mdl_block *blk)
+{
+	const size_t n = (size_t)m->n_experts * MDL_NMAT;
+	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
+	return blk->views ? (char *)(blk->views + n) : NULL;
+}
+
 /* The fused layout: gate_up_proj [E, 2f, d] holds expert e's gate in rows [0, f) of slab e and its up in rows
  * [f, 2f) (transformers concatenates gate and up along dim 1); down_proj [E, d, f]. Each expert matrix becomes a
  * view of its slice. */
@@ -693,12 +702,10 @@ static ms_status check_fused_block(mdl_model *m, int b, ms_error *err)
 		st = expect_tensor(m, name, 3, down, what, &blk->fused[MDL_FUSED_DOWN], err);
 	if (st != MS_OK)
 		return st;
-	const size_t n = (size_t)E * MDL_NMAT;
-	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
-	if (!blk->views)
+	char *names = alloc_views(m, blk);
+	if (!names)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
 			       blk->label);
-	char *names = (char *)(blk->views + n);
 	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
 	for (int64_t e = 0; e < E; e++) {
 		st_tensor *v = blk->views + e * MDL_NMAT;
@@ -752,12 +759,10 @@ static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
 		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
 	if (st != MS_OK)
 		return st;
-	const size_t n = (size_t)E * MDL_NMAT;
-	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
-	if (!blk->views)
+	char *names = alloc_views(m, blk);
+	if (!names)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
 			       blk->label);
-	char *names = (char *)(blk->views + n);
 	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
 	for (int64_t e = 0; e < E; e++) {
 		st_tensor *v = blk->views + e * MDL_NMAT;
@@ -818,12 +823,10 @@ static ms_status check_mxfp4_block(mdl_model *m, int b, ms_error *err)
 		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
 	if (st != MS_OK)
 		return st;
-	const size_t n = (size_t)E * MDL_NMAT;
-	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
-	if (!blk->views)
+	char *names = alloc_views(m, blk);
+	if (!names)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
 			       blk->label);
-	char *names = (char *)(blk->views + n);
 	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
 	if (b == 0)
 		m->expert_dtype = ST_U8;
