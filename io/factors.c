@@ -38,7 +38,11 @@ ms_status fac_mark_config(jedit *d, const char *rank_mode, double sparse_ratio, 
 		return ms_fail(err, MS_ERR_CFG_FIELD, "config.json: no model_type to mark as factored");
 	size_t a, b;
 	ms_status st = MS_OK;
-	if (jedit_find(d, key_auto_map, 1, &a, &b))
+	/* the parking place of auto_map must be free, or densify would move a key the input had back as auto_map */
+	if (jedit_find(d, key_parked_auto_map, 1, &a, &b))
+		st = ms_fail(err, MS_ERR_CFG_FIELD, "config.json: key '%s' is taken; moescope needs it to mark a factored "
+			     "checkpoint", FAC_AUTO_MAP);
+	if (st == MS_OK && jedit_find(d, key_auto_map, 1, &a, &b))
 		st = jedit_rename(d, key_auto_map, 1, FAC_AUTO_MAP, err);
 	if (st == MS_OK)
 		st = jedit_set(d, key_model_type, 1, "\"" MDL_FACTORS_MODEL_TYPE "\"", err);

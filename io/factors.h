@@ -22,7 +22,8 @@ enum { FAC_U, FAC_V, FAC_SPARSE_IDX, FAC_SPARSE_VAL, FAC_NPARTS };
 extern const char *const fac_suffix[FAC_NPARTS];
 
 /* Marks d (a stock config.json) as factored: model_type replaced, auto_map moved, the FAC_ENTRY member added with
- * the family's model_type and the compression settings given (rank_mode: cmp_rank_mode_name; layout text). */
+ * the family's model_type and the compression settings given (rank_mode: cmp_rank_mode_name; layout text).
+ * MS_ERR_CFG_FIELD when a key the marks need (moescope_auto_map, the FAC_ENTRY member) is taken already. */
 ms_status fac_mark_config(jedit *d, const char *rank_mode, double sparse_ratio, ms_error *err);
 
 /* The inverse: model_type and auto_map as they were, FAC_ENTRY removed. MS_ERR_CFG_FIELD when d is not a
