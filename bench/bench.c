@@ -30,6 +30,7 @@
 #include "analysis/routing.h"
 #include "bench/hungarian.h"
 #include "bench/synth.h"
+#include "cli/blas.h"
 #include "io/jsonfile.h"
 
 /* ---- clocks and machine limits ---- */
@@ -1178,6 +1179,7 @@ static cJSON *machine_json(const bench_limits *lim)
 
 int main(int argc, char **argv)
 {
+	cli_pin_blas(argv); /* the kernels moescope itself runs with (cli/blas.c) */
 	bench_args a = {0};
 	int rc = parse_args(argc, argv, &a);
 	if (rc)

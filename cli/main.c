@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "analysis/par.h"
+#include "cli/blas.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 
@@ -57,7 +58,8 @@ static void print_usage(FILE *out)
 	fprintf(out, "usage: moescope COMMAND [ARGS]\n       moescope MODEL [CALIB]\n\ncommands:\n");
 	for (int i = 0; i < cli_command_count; i++)
 		fprintf(out, "  %-60s\n      %s\n", cli_commands[i].synopsis, cli_commands[i].summary);
-	fprintf(out, "\n%s\n\n`moescope COMMAND --help` describes one command.\n", cli_threads_help);
+	fprintf(out, "\n%s\n\n`moescope COMMAND --help` describes one command; `moescope --version` gives the version "
+		"and the BLAS kernels in use.\n", cli_threads_help);
 }
 
 /* --threads N (or --threads=N) works with every command and the application, so it is taken out of argv here,
@@ -89,6 +91,7 @@ static int take_threads(int *argc, char **argv, int *threads, const char **bad)
 
 int main(int argc, char **argv)
 {
+	cli_pin_blas(argv); /* first: it may start the program again */
 	/* Character classification and wide output from the locale, but numbers always with a decimal point. */
 	setlocale(LC_CTYPE, "");
 	int threads = 0;
@@ -104,6 +107,10 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
 		print_usage(stdout);
+		return CLI_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		cli_print_version(stdout);
 		return CLI_OK;
 	}
 	for (int i = 0; i < cli_command_count; i++)

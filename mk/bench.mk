@@ -2,7 +2,7 @@
 # from the core objects. `make bigmodel`: peak memory of analyze, plan and merge on a generated >= 12 GB
 # Mixtral-shaped checkpoint (bench/bigmodel.sh). Neither is part of `make test`: no test asserts a time.
 
-BENCH_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,bench/synth.c bench/hungarian.c)
+BENCH_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,bench/synth.c bench/hungarian.c cli/blas.c)
 BENCH_CORE := $(patsubst %.c,$(BUILD)/obj/%.o,$(IO_SRC) $(AN_SRC) $(TXT_SRC) $(PIPE_SRC))
 BENCH_BINS := $(BUILD)/bench/bench $(BUILD)/bench/genmodel $(BUILD)/bench/tokbench
 

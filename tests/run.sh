@@ -8,6 +8,12 @@ total_fail=0
 failed_suites=()
 log_dir="$build/test-logs"
 mkdir -p "$log_dir"
+# The unit tests link OpenBLAS without moescope's main(), which pins its kernels (cli/blas.c): give them the same
+# kernels, read from the binary itself so the choice is made in one place.
+if [ -n "${MOESCOPE:-}" ] && [ -x "$MOESCOPE" ]; then
+	core=$("$MOESCOPE" --version | sed -n 's/^kernels: \([A-Za-z0-9]*\), pinned$/\1/p')
+	[ -n "$core" ] && export OPENBLAS_CORETYPE=$core
+fi
 
 run_suite() {
 	local name=$1
