@@ -502,6 +502,8 @@ static ms_status base_router_logits(const sim_inputs *in, double *sim, double *d
 		return MS_ERR_NOMEM;
 	ms_status st = in->T > 0 ? route_logits(in->x, in->T, in->d, in->router, in->E, z) : MS_OK;
 	if (st == MS_OK)
+		route_add_bias(z, in->T, in->E, in->router_bias);
+	if (st == MS_OK)
 		st = sim_cosine_columns(z, in->T, in->E, sim);
 	free(z);
 	return st;
@@ -510,9 +512,21 @@ static ms_status base_router_logits(const sim_inputs *in, double *sim, double *d
 static ms_status base_router_weight(const sim_inputs *in, double *sim, double *dist)
 {
 	(void)dist;
-	if (!in->router || in->d <= 0)
+	if (!in->router || in->d <= 0 || in->E <= 0)
 		return MS_ERR_ARG;
-	return sim_cosine_rows(in->router, in->E, in->d, sim);
+	if (!in->router_bias)
+		return sim_cosine_rows(in->router, in->E, in->d, sim);
+	const int64_t d1 = (int64_t)in->d + 1;
+	float *rows = malloc((size_t)in->E * (size_t)d1 * sizeof *rows);   /* [E, d + 1]: [R | b] */
+	if (!rows)
+		return MS_ERR_NOMEM;
+	for (int e = 0; e < in->E; e++) {
+		memcpy(rows + e * d1, in->router + (int64_t)e * in->d, (size_t)in->d * sizeof *rows);
+		rows[e * d1 + in->d] = in->router_bias[e];
+	}
+	ms_status st = sim_cosine_rows(rows, in->E, d1, sim);
+	free(rows);
+	return st;
 }
 
 static ms_status base_weight(const sim_inputs *in, double *sim, double *dist)
