@@ -5,7 +5,8 @@
  *   router-logits   column e of Z = X R^T [T, E]   (the M-SMoE default)
  *   router-weight   row e of the router R [E, d], with its logit bias b_e appended when the router has one
  *                   ([R | b] acting on [x; 1]: the bias is a router column whose input is always 1)
- *   weight          expert e's gate | up | down, each flattened row-major, concatenated (3 f d numbers)
+ *   weight          expert e's gate | up | down, each flattened row-major, concatenated (3 f d numbers), then
+ *                   its gate, up and down biases when it has them (gpt-oss)
  *   expert-output   o_e [d], the mean over all T tokens of expert e's output on X (HC-SMoE), whose clustering
  *                   distance is the Euclidean |o_i - o_j| rather than 1 - similarity.
  *
@@ -66,8 +67,9 @@ ms_status sim_cosine_rows(const float *a, int n, int64_t m, double *out);
  * (every column is then a zero vector). */
 ms_status sim_cosine_columns(const float *z, int64_t T, int E, double *out);
 
-/* out [E, E] = mapped cosine similarity of the experts' concatenated, flattened gate | up | down; experts [E] must
- * agree on d, f and activation (a family without gate concatenates up | down). Pass aligned copies to compare
+/* out [E, E] = mapped cosine similarity of the experts' concatenated, flattened gate | up | down, then the biases
+ * they have; experts [E] must agree on d, f, activation and which biases they have (a family without gate
+ * concatenates up | down). Pass aligned copies to compare
  * experts after permutation alignment. Nothing is concatenated: the Gram matrix is the sum of the gate, up and
  * down Gram matrices, and each matrix streams through a SIM_BLOCK_FLOATS buffer once (one pass over the
  * weights, E^2 3 f d SYRK flops). */

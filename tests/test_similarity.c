@@ -237,6 +237,39 @@ static void test_weight_random(void)
 	free_experts(&s);
 }
 
+/* Experts with biases (gpt-oss): the weight base appends gate, up and down biases to the flattened matrices; two
+ * experts with equal matrices but other biases are no longer identical. Brute force over the concatenation. */
+static void test_weight_biases(void)
+{
+	enum { E = 3, d = 4, f = 6 };
+	const int64_t per = 3 * f * d + 2 * f + d;
+	float *w = random_floats((size_t)(E * per), 101);
+	memcpy(w + per, w, (size_t)(3 * f * d) * sizeof *w);   /* expert 1's matrices = expert 0's, biases differ */
+	expert_weights ex[E];
+	for (int e = 0; e < E; e++) {
+		float *p = w + e * per;
+		ex[e] = (expert_weights){.gate = p, .up = p + f * d, .down = p + 2 * f * d, .gate_bias = p + 3 * f * d,
+					 .up_bias = p + 3 * f * d + f, .down_bias = p + 3 * f * d + 2 * f, .d = d, .f = f,
+					 .act = MDL_ACT_CLAMPED_SWIGLU};
+	}
+	double got[E * E];
+	EXPECT(sim_weight(ex, E, got) == MS_OK);
+	for (int i = 0; i < E; i++)
+		for (int j = 0; j < E; j++) {
+			double ab = 0, aa = 0, bb = 0;
+			for (int64_t k = 0; k < per; k++) {   /* the whole span: matrices then biases */
+				ab += (double)w[i * per + k] * w[j * per + k];
+				aa += (double)w[i * per + k] * w[i * per + k];
+				bb += (double)w[j * per + k] * w[j * per + k];
+			}
+			CHECK_CLOSE(got[i * E + j], i == j ? 1.0 : (ab / sqrt(aa * bb) + 1.0) / 2.0, 1e-6);
+		}
+	CHECK(got[1] < 0.99, "equal matrices, other biases: %g", got[1]);
+	ex[2].up_bias = NULL;   /* experts must agree on their biases */
+	EXPECT(sim_weight(ex, E, got) == MS_ERR_ARG);
+	free(w);
+}
+
 /* ---- expert-output ---- */
 
 /* o [E, d]: the mean of expert_forward over every token, accumulated in double. */
@@ -592,6 +625,7 @@ int main(void)
 	RUN(test_bad_input);
 	RUN(test_compute_dispatch);
 	RUN(test_router_bias);
+	RUN(test_weight_biases);
 	RUN(test_golden_router_logits);
 	return test_summary();
 }
