@@ -33,7 +33,9 @@ static int expert_ok(const expert_weights *w)
 }
 
 /* Rows r0..r0+m of C [f, f] into part [m, f]: the gate and up terms pair row i of ref's matrix with row j of t's;
- * the down term pairs column i of ref's down [d, f] with column j of t's, i.e. (D_r^T D_t)[i, j]. */
+ * the down term pairs column i of ref's down [d, f] with column j of t's, i.e. (D_r^T D_t)[i, j]. A gate or up
+ * bias is one more column of its matrix (its input is always 1), so it adds b_r[i] b_t[j]; the down bias lies on
+ * the d axis, belongs to no neuron and takes no part. */
 static void cost_rows(const expert_weights *r, const expert_weights *t, int r0, int m, float *part)
 {
 	const int d = r->d, f = r->f;
@@ -47,6 +49,10 @@ static void cost_rows(const expert_weights *r, const expert_weights *t, int r0, 
 		    part, f);
 	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, f, d, 1.0f, r->down + r0, f, t->down, f, 1.0f, part,
 		    f);
+	if (has_gate(r) && r->gate_bias && t->gate_bias)
+		cblas_sger(CblasRowMajor, m, f, 1.0f, r->gate_bias + r0, 1, t->gate_bias, 1, part, f);
+	if (r->up_bias && t->up_bias)
+		cblas_sger(CblasRowMajor, m, f, 1.0f, r->up_bias + r0, 1, t->up_bias, 1, part, f);
 }
 
 typedef struct {

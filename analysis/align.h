@@ -1,7 +1,8 @@
 /* Permutation alignment of experts before merging (docs/design.md §3.4; weight matching of Git Re-Basin, Ainsworth et
  * al., arXiv 2209.04836). The f intermediate neurons of an expert can be reordered without changing its function, so
  * before averaging two experts we reorder the neurons of one to best match the other: the maximum-weight assignment
- * on C = G_r G_t^T + U_r U_t^T + D_r^T D_t, solved exactly by analysis/lap. */
+ * on C = G_r G_t^T + U_r U_t^T + D_r^T D_t, solved exactly by analysis/lap. Experts with gate and up biases (gpt-oss)
+ * add bg_r bg_t^T + bu_r bu_t^T: a bias is its matrix's column for a constant input 1. */
 #ifndef ALIGN_ALIGN_H
 #define ALIGN_ALIGN_H
 
@@ -34,7 +35,8 @@ int align_ref_parse(const char *name);
 #define ALIGN_ROW_CHUNK 256
 
 /* The permutation that aligns expert t to reference ref: perm [f], neuron i of the aligned expert is neuron
- * perm[i] of t; it maximises sum_i C[i, perm[i]] (C above, without the gate term when the family has no gate).
+ * perm[i] of t; it maximises sum_i C[i, perm[i]] (C above, without the gate term when the family has no gate, a
+ * bias term only when both experts have that bias).
  * ref and t must agree on d, f and activation. Needs f * f doubles of work (allocated and freed here).
  * MS_ERR_ARG on mismatched or missing matrices, MS_ERR_NONFINITE when C holds NaN or infinity, MS_ERR_NOMEM. */
 ms_status align_permutation(const expert_weights *ref, const expert_weights *t, int *perm);

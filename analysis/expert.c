@@ -44,6 +44,20 @@ static void add_rows(float *a, int64_t T, int n, const float *bias)
 			a[t * n + i] += bias[i];
 }
 
+void expert_activate(mdl_act act, const float *g, float *h, int64_t n)
+{
+	if (act == MDL_ACT_RELU) {
+		for (int64_t i = 0; i < n; i++)
+			h[i] = h[i] > 0.0f ? h[i] : 0.0f;
+	} else if (act == MDL_ACT_CLAMPED_SWIGLU) {
+		for (int64_t i = 0; i < n; i++)
+			h[i] = clamped_swiglu(g[i], h[i]);
+	} else {
+		for (int64_t i = 0; i < n; i++)
+			h[i] *= silu(g[i]);
+	}
+}
+
 ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, float *h, float *work)
 {
 	if (!w || !x || !h || T < 0 || w->d <= 0 || w->f <= 0 || !w->up)
@@ -56,8 +70,7 @@ ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, floa
 	add_rows(h, T, f, w->up_bias);
 	const int64_t n = T * (int64_t)f;
 	if (w->act == MDL_ACT_RELU) {
-		for (int64_t i = 0; i < n; i++)
-			h[i] = h[i] > 0.0f ? h[i] : 0.0f;
+		expert_activate(w->act, NULL, h, n);
 		return MS_OK;
 	}
 	if (!w->gate || !work)
@@ -65,13 +78,7 @@ ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, floa
 	float *g = work; /* [T, f] */
 	gemm_rows(T, f, d, 1.0f, x, w->gate, 0.0f, g);
 	add_rows(g, T, f, w->gate_bias);
-	if (w->act == MDL_ACT_CLAMPED_SWIGLU) {
-		for (int64_t i = 0; i < n; i++)
-			h[i] = clamped_swiglu(g[i], h[i]);
-		return MS_OK;
-	}
-	for (int64_t i = 0; i < n; i++)
-		h[i] *= silu(g[i]);
+	expert_activate(w->act, g, h, n);
 	return MS_OK;
 }
 

@@ -26,6 +26,11 @@ int64_t expert_work_floats(const expert_weights *w, int64_t T);
 ms_status expert_forward(const expert_weights *w, const float *x, int64_t T, float alpha, int accumulate,
 			 float *y, float *work);
 
+/* The activation, element-wise over n values: h [n] holds the up projections (biases included) and receives
+ * act(g, h): silu(g) h, relu(h) (g unused, may be NULL) or the clamped SwiGLU of io/model.h, with g [n] the gate
+ * projections. The one implementation expert_hidden and the MEO analysis share. */
+void expert_activate(mdl_act act, const float *g, float *h, int64_t n);
+
 /* Hidden activations h [T, f] = act(gate x) * (up x) (or relu(up x), or the clamped SwiGLU of io/model.h), biases
  * included, the input of down. */
 ms_status expert_hidden(const expert_weights *w, const float *x, int64_t T, float *h, float *work);

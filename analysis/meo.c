@@ -17,11 +17,6 @@ static void *alloc_array(int64_t n, size_t size)
 	return malloc(n > 0 ? (size_t)n * size : 1);
 }
 
-static float silu(float v)
-{
-	return v / (1.0f + expf(-v));
-}
-
 /* Everything one analysis shares: the evaluated tokens, their routed outputs and routing. */
 typedef struct {
 	const blk_config *cfg;
@@ -42,24 +37,27 @@ static void state_free(meo_state *s)
 	free(s->w);
 }
 
-int meo_applies(const blk_config *cfg)
+/* Which biases an expert has, as bits: 1 gate, 2 up, 4 down. */
+static int bias_bits(const expert_weights *e)
 {
-	const expert_weights *e0 = cfg && cfg->n_slots > 0 ? &cfg->experts[0] : NULL;
-	return e0 && e0->act != MDL_ACT_CLAMPED_SWIGLU && !e0->gate_bias && !e0->up_bias && !e0->down_bias;
+	return (e->gate_bias ? 1 : 0) | (e->up_bias ? 2 : 0) | (e->down_bias ? 4 : 0);
 }
 
-/* MEO mixes matrices element by element, so every slot must hold an expert of the same shape and activation. */
+/* MEO mixes matrices and biases element by element, so every slot must hold an expert of the same shape,
+ * activation and biases. */
 static ms_status check_shapes(const blk_config *cfg, ms_error *err)
 {
 	const expert_weights *e0 = &cfg->experts[0];
-	if (!meo_applies(cfg))
-		return ms_fail(err, MS_ERR_ARG, "MEO: mixing covers SiLU-GLU and ReLU experts without biases");
 	for (int s = 1; s < cfg->n_slots; s++) {
 		const expert_weights *e = &cfg->experts[s];
 		if (e->f != e0->f || e->act != e0->act)
 			return ms_fail(err, MS_ERR_ARG, "MEO: expert slot %d has intermediate size %d and activation %d, "
 				       "slot 0 has %d and %d; mixing needs one shape", s, e->f, (int)e->act, e0->f,
 				       (int)e0->act);
+		if (bias_bits(e) != bias_bits(e0))
+			return ms_fail(err, MS_ERR_ARG, "MEO: expert slot %d has other biases than slot 0 (gate %s, up %s, "
+				       "down %s); mixing needs the same ones", s, e->gate_bias ? "yes" : "no",
+				       e->up_bias ? "yes" : "no", e->down_bias ? "yes" : "no");
 	}
 	return MS_OK;
 }
@@ -128,17 +126,21 @@ static ms_status token_bufs_alloc(token_bufs *b, int64_t d, int64_t f, ms_error 
 	return ms_fail(err, MS_ERR_NOMEM, "MEO: out of memory for the token-level buffers");
 }
 
-/* out [n, rows] += weight * in [n, cols] mat^T for a slot's batch, where mat is [rows, cols]: the slot's share of
- * a mixed projection, scattered back to its tokens. */
-static void project_scatter(const float *in, int64_t n, int cols, const float *mat, int rows, float *tmp,
-			    const int64_t *tokens, const float *weight, float *out)
+/* out [n, rows] += weight * (in [n, cols] mat^T + bias) for a slot's batch, where mat is [rows, cols] and bias
+ * [rows] or NULL: the slot's share of a mixed projection, scattered back to its tokens. */
+static void project_scatter(const float *in, int64_t n, int cols, const float *mat, const float *bias, int rows,
+			    float *tmp, const int64_t *tokens, const float *weight, float *out)
 {
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, rows, cols, 1.0f, in, cols, mat, cols, 0.0f, tmp,
 		    rows);
+	for (int64_t i = 0; bias && i < n; i++)
+		for (int r = 0; r < rows; r++)
+			tmp[i * rows + r] += bias[r];
 	blk_scatter_add(tmp, rows, tokens, weight, n, out);
 }
 
-/* gx, ux [nc, f] = sum over a token's slots of g_s (gate_s x), g_s (up_s x): the mixed expert's projections. */
+/* gx, ux [nc, f] = sum over a token's slots of g_s (gate_s x + bg_s), g_s (up_s x + bu_s): the mixed expert's
+ * projections, its biases included. */
 static void mixed_projections(const meo_state *s, const blk_dispatch *dp, const float *xc, int64_t nc,
 			      token_bufs *b)
 {
@@ -149,30 +151,26 @@ static void mixed_projections(const meo_state *s, const blk_dispatch *dp, const 
 		for (int64_t i = dp->start[slot]; i < dp->start[slot + 1]; i += BLK_BATCH) {
 			int64_t n = dp->start[slot + 1] - i < BLK_BATCH ? dp->start[slot + 1] - i : BLK_BATCH;
 			blk_gather(xc, s->d, dp->token + i, n, b->xg);
-			project_scatter(b->xg, n, s->d, ex[slot].up, s->f, b->tg, dp->token + i, dp->weight + i, b->ux);
-			if (ex[slot].act == MDL_ACT_SILU_GLU)
-				project_scatter(b->xg, n, s->d, ex[slot].gate, s->f, b->tg, dp->token + i,
-						dp->weight + i, b->gx);
+			project_scatter(b->xg, n, s->d, ex[slot].up, ex[slot].up_bias, s->f, b->tg, dp->token + i,
+					dp->weight + i, b->ux);
+			if (ex[slot].gate)
+				project_scatter(b->xg, n, s->d, ex[slot].gate, ex[slot].gate_bias, s->f, b->tg,
+						dp->token + i, dp->weight + i, b->gx);
 		}
 }
 
-/* ym [nc, d] = the mixed down projection of the mixed hidden activations, sum over slots of g_s down_s h. */
+/* ym [nc, d] = the mixed down projection of the mixed hidden activations (the expert's own activation, the
+ * clamped SwiGLU included), sum over slots of g_s (down_s h + bd_s). */
 static void mixed_output(const meo_state *s, const blk_dispatch *dp, int64_t nc, token_bufs *b)
 {
-	const int64_t nf = nc * s->f;
-	if (s->cfg->experts[0].act == MDL_ACT_SILU_GLU)
-		for (int64_t i = 0; i < nf; i++)
-			b->ux[i] *= silu(b->gx[i]);
-	else
-		for (int64_t i = 0; i < nf; i++)
-			b->ux[i] = b->ux[i] > 0.0f ? b->ux[i] : 0.0f;
+	expert_activate(s->cfg->experts[0].act, b->gx, b->ux, nc * s->f);
 	memset(b->ym, 0, (size_t)(nc * s->d) * sizeof(float));
 	for (int slot = 0; slot < dp->n_slots; slot++)
 		for (int64_t i = dp->start[slot]; i < dp->start[slot + 1]; i += BLK_BATCH) {
 			int64_t n = dp->start[slot + 1] - i < BLK_BATCH ? dp->start[slot + 1] - i : BLK_BATCH;
 			blk_gather(b->ux, s->f, dp->token + i, n, b->tg);
-			project_scatter(b->tg, n, s->f, s->cfg->experts[slot].down, s->d, b->og, dp->token + i,
-					dp->weight + i, b->ym);
+			project_scatter(b->tg, n, s->f, s->cfg->experts[slot].down, s->cfg->experts[slot].down_bias,
+					s->d, b->og, dp->token + i, dp->weight + i, b->ym);
 		}
 }
 
@@ -243,6 +241,7 @@ static int seg_token_cmp(const void *pa, const void *pb)
 typedef struct {
 	double *gbar;     /* [n_slots] mean routing weight of each slot over the segment */
 	float *mix;       /* [3, MEO_MIX_ROWS, d]: mixed gate rows, up rows, down columns ([d, rows]) */
+	float *mixb;      /* [2 MEO_MIX_ROWS + d]: mixed gate and up biases of those rows, then the down bias */
 	float *xseg;      /* [L_max, d] the segment's tokens */
 	float *yseg;      /* [L_max, d] their routed outputs */
 	float *ymix;      /* [L_max, d] the mixed expert's outputs */
@@ -253,6 +252,7 @@ static void seg_bufs_free(seg_bufs *b)
 {
 	free(b->gbar);
 	free(b->mix);
+	free(b->mixb);
 	free(b->xseg);
 	free(b->yseg);
 	free(b->ymix);
@@ -264,11 +264,12 @@ static ms_status seg_bufs_alloc(seg_bufs *b, const meo_state *s, int64_t L_max, 
 	const int64_t d = s->d;
 	b->gbar = alloc_array(s->cfg->n_slots, sizeof(double));
 	b->mix = alloc_array(3 * MEO_MIX_ROWS * d, sizeof(float));
+	b->mixb = alloc_array(2 * MEO_MIX_ROWS + d, sizeof(float));
 	b->xseg = alloc_array(L_max * d, sizeof(float));
 	b->yseg = alloc_array(L_max * d, sizeof(float));
 	b->ymix = alloc_array(L_max * d, sizeof(float));
 	b->work = alloc_array(L_max * MEO_MIX_ROWS * 2, sizeof(float));
-	if (b->gbar && b->mix && b->xseg && b->yseg && b->ymix && b->work)
+	if (b->gbar && b->mix && b->mixb && b->xseg && b->yseg && b->ymix && b->work)
 		return MS_OK;
 	return ms_fail(err, MS_ERR_NOMEM, "MEO: out of memory for segments of %lld tokens", (long long)L_max);
 }
@@ -291,13 +292,17 @@ static int segment_weights(const meo_state *s, const seg_token *tok, int64_t L, 
 	return used;
 }
 
-/* Mixes rows f0 .. f0 + fc of gate and up, and those columns of down, into b->mix as one small expert. */
+/* Mixes rows f0 .. f0 + fc of gate and up with their biases, and those columns of down, into b->mix and b->mixb
+ * as one small expert. The down bias lies on the d axis, not on the rows: it is mixed once (mix_down_bias). */
 static expert_weights mix_rows(const meo_state *s, const double *gbar, int f0, int fc, seg_bufs *b)
 {
 	const int d = s->d, f = s->f;
-	const int gated = s->cfg->experts[0].act == MDL_ACT_SILU_GLU;
+	const expert_weights *e0 = &s->cfg->experts[0];
+	const int gated = e0->gate != NULL;
 	float *mg = b->mix, *mu = b->mix + (int64_t)fc * d, *md = b->mix + 2 * (int64_t)fc * d;
+	float *mgb = b->mixb, *mub = b->mixb + fc;
 	memset(b->mix, 0, (size_t)(3 * (int64_t)fc * d) * sizeof(float));
+	memset(b->mixb, 0, (size_t)(2 * fc) * sizeof(float));
 	for (int e = 0; e < s->cfg->n_slots; e++) {
 		if (gbar[e] == 0.0)
 			continue;
@@ -308,13 +313,31 @@ static expert_weights mix_rows(const meo_state *s, const double *gbar, int f0, i
 		cblas_saxpy(fc * d, g, ex->up + (int64_t)f0 * d, 1, mu, 1);
 		for (int r = 0; r < d; r++)
 			cblas_saxpy(fc, g, ex->down + (int64_t)r * f + f0, 1, md + (int64_t)r * fc, 1);
+		if (ex->gate_bias)
+			cblas_saxpy(fc, g, ex->gate_bias + f0, 1, mgb, 1);
+		if (ex->up_bias)
+			cblas_saxpy(fc, g, ex->up_bias + f0, 1, mub, 1);
 	}
-	return (expert_weights){.gate = gated ? mg : NULL, .up = mu, .down = md, .d = d, .f = fc,
-				.act = s->cfg->experts[0].act};
+	return (expert_weights){.gate = gated ? mg : NULL, .up = mu, .down = md,
+				.gate_bias = e0->gate_bias ? mgb : NULL, .up_bias = e0->up_bias ? mub : NULL,
+				.d = d, .f = fc, .act = e0->act};
+}
+
+/* The mixed down bias sum_e gbar_e bd_e into b->mixb + 2 MEO_MIX_ROWS [d]; NULL when the experts have none. */
+static const float *mix_down_bias(const meo_state *s, const double *gbar, seg_bufs *b)
+{
+	if (!s->cfg->experts[0].down_bias)
+		return NULL;
+	float *mdb = b->mixb + 2 * MEO_MIX_ROWS;
+	memset(mdb, 0, (size_t)s->d * sizeof(float));
+	for (int e = 0; e < s->cfg->n_slots; e++)
+		if (gbar[e] != 0.0)
+			cblas_saxpy(s->d, (float)gbar[e], s->cfg->experts[e].down_bias, 1, mdb, 1);
+	return mdb;
 }
 
 /* One segment's error: its mixed expert applied to its tokens, MEO_MIX_ROWS intermediate rows at a time (the
- * output is a sum over intermediate rows, so the passes add up). */
+ * output is a sum over intermediate rows, so the passes add up), then its mixed down bias added once. */
 static ms_status segment_error(const meo_state *s, const seg_token *tok, int64_t L, seg_bufs *b, double *error,
 			       int *used)
 {
@@ -332,6 +355,10 @@ static ms_status segment_error(const meo_state *s, const seg_token *tok, int64_t
 		if (st != MS_OK)
 			return st;
 	}
+	const float *mdb = mix_down_bias(s, b->gbar, b);
+	for (int64_t i = 0; mdb && i < L; i++)
+		for (int c = 0; c < d; c++)
+			b->ymix[i * d + c] += mdb[c];
 	*error = rel_diff(b->ymix, b->yseg, L * d);
 	return MS_OK;
 }
@@ -422,7 +449,9 @@ ms_status meo_analyze(const blk_config *cfg, const float *x, int64_t T, const in
 	ms_status st = check_args(cfg, x, T, out, err);
 	if (st != MS_OK)
 		return st;
-	const int64_t n = blk_subsample_count(T, max_tokens);
+	/* a capacity counts over whole sequences: then every token is evaluated, as blk_eval_reference does */
+	const int capacity = cfg->seq && cfg->routing.capacity > 0;
+	const int64_t n = blk_subsample_count(T, capacity ? 0 : max_tokens);
 	if (n <= 0)
 		return ms_fail(err, MS_ERR_ARG, "MEO: %lld tokens is too many to evaluate", (long long)max_tokens);
 	meo_state s;

@@ -8,10 +8,22 @@
  * reproduces g E(x) only when g = 1 (a renormalised top-1); otherwise the error shows the scaling passing
  * through the nonlinearity, which is what MEO would compute.
  *
+ * Experts with biases (gpt_oss: gate, up and down each have one) mix them with the same coefficients as their
+ * matrices, bg = sum_j g_j bg_{s_j} and likewise bu and bd, and the mixed expert is the family's own,
+ *     E_mixed(x) = D_mixed act(G_mixed x + bg, U_mixed x + bu) + bd,
+ * act the expert's activation (for gpt_oss the clamped SwiGLU of io/model.h, applied to the mixed
+ * pre-activations, so the clamp acts on the mixture, as it would in one real expert). A bias is an extra input
+ * column of constant 1, so this is the same rule as for the matrices; with identical experts and weights
+ * summing to 1 (gpt_oss renormalises its top-k) the mixed expert is the expert itself.
+ *
  * Segment level (when segment ids are given): one expert per segment, its weights the mean over the segment's
  * tokens of their routing-weighted sums, i.e. sum_e gbar_e W_e with gbar_e the mean routing weight of slot e over
- * the segment (0 on tokens not selecting it), applied to every token of the segment; its error is
- * |Y_mixed - Y|_F / |Y|_F over the segment's tokens.
+ * the segment (0 on tokens not selecting it), biases mixed the same way, applied to every token of the segment;
+ * its error is |Y_mixed - Y|_F / |Y|_F over the segment's tokens.
+ *
+ * With Switch's expert capacity (routing.capacity > 0 and cfg->seq), routing is blk_route's: a dropped selection
+ * has weight 0, so a token dropped by every selection has routed output 0 and an all-zero mixed expert (output 0
+ * for every activation here), i.e. error 0, and it adds nothing to its segment's mean weights but its count.
  *
  * FLOPs per token (multiply-adds count 2; P = parameters of one expert, the router left out as it is the same
  * each way; element-wise work left out):
@@ -48,20 +60,18 @@ typedef struct {
 	double flops_segment_meo;   /* 0 without segment ids */
 } meo_result;
 
-/* Runs the analysis for the block cfg (the original block, as blk_forward takes it; all experts of one shape) on
- * x [T, d], with segment_ids [T] or NULL. At most max_tokens tokens are used (all when max_tokens <= 0),
- * the evenly spaced tokens floor(i T / max_tokens) as in blk_eval; a segment's mean weights and its error come
+/* Runs the analysis for the block cfg (the original block, as blk_forward takes it; all experts of one shape and
+ * with the same biases) on x [T, d], with segment_ids [T] or NULL. At most max_tokens tokens are used (all when
+ * max_tokens <= 0, and always all when a capacity applies through cfg->seq [T], which counts over whole
+ * sequences), the evenly spaced tokens floor(i T / max_tokens) as in blk_eval; a segment's mean weights and its error come
  * from its evaluated tokens. Where a routed output is zero, its error is the absolute |E_mixed(x) - y| instead.
  *
  * The token-level figure is computed without materialising a mixed expert per token: since the mixed gate and
- * up act linearly, gate_mixed x = sum_j g_j (gate_{s_j} x), and down_mixed h = sum_j g_j (down_{s_j} h), so each
+ * up act linearly, gate_mixed x + bg = sum_j g_j (gate_{s_j} x + bg_{s_j}), and down_mixed h + bd =
+ * sum_j g_j (down_{s_j} h + bd_{s_j}), so each
  * slot runs batched GEMMs over its tokens as in blk_forward. The segment level mixes whole matrices (saxpy) once
  * per segment and runs one expert over the segment's tokens. */
 ms_status meo_analyze(const blk_config *cfg, const float *x, int64_t T, const int32_t *segment_ids,
 		      int64_t max_tokens, meo_result *out, ms_error *err);
-
-/* Whether MEO's mixing covers cfg's experts: SiLU-GLU or ReLU without biases (the mixing of gpt_oss's clamped,
- * biased experts is not implemented). */
-int meo_applies(const blk_config *cfg);
 
 #endif

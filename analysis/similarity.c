@@ -309,13 +309,16 @@ static int experts_agree(const expert_weights *x, int E)
 		if (w->d != x[0].d || w->f != x[0].f || w->act != x[0].act || w->d <= 0 || w->f <= 0 || !w->up ||
 		    !w->down || (mdl_act_gated(w->act) && !w->gate))
 			return 0;
+		if (!w->gate_bias != !x[0].gate_bias || !w->up_bias != !x[0].up_bias || !w->down_bias != !x[0].down_bias)
+			return 0;
 	}
 	return 1;
 }
 
 /* The weight basis streams gate, then up, then down of every expert through the Gram accumulator: the dot
  * product of two concatenations is the sum of the three per-matrix dot products, so nothing is concatenated
- * and each weight is read once, in blocks that stay in cache between the copy and the SYRK. */
+ * and each weight is read once, in blocks that stay in cache between the copy and the SYRK. The biases, when the
+ * experts have them, follow as three more short vectors (a bias is its matrix's column for a constant input 1). */
 ms_status sim_weight(const expert_weights *experts, int E, double *out)
 {
 	if (!experts || !out || E <= 0 || !experts_agree(experts, E))
@@ -332,6 +335,15 @@ ms_status sim_weight(const expert_weights *experts, int E, double *out)
 		for (int e = 0; e < E; e++)
 			src[e] = mat == MDL_GATE ? experts[e].gate : mat == MDL_UP ? experts[e].up : experts[e].down;
 		st = gram_add_rows(&g, src, len);
+	}
+	for (int bias = 0; bias < 3 && st == MS_OK; bias++) {
+		const expert_weights *e0 = &experts[0];
+		const float *first = bias == 0 ? e0->gate_bias : bias == 1 ? e0->up_bias : e0->down_bias;
+		if (!first)
+			continue;
+		for (int e = 0; e < E; e++)
+			src[e] = bias == 0 ? experts[e].gate_bias : bias == 1 ? experts[e].up_bias : experts[e].down_bias;
+		st = gram_add_rows(&g, src, bias == 2 ? e0->d : e0->f);
 	}
 	if (st == MS_OK)
 		gram_to_similarity(&g, out);
@@ -502,6 +514,8 @@ static ms_status base_router_logits(const sim_inputs *in, double *sim, double *d
 		return MS_ERR_NOMEM;
 	ms_status st = in->T > 0 ? route_logits(in->x, in->T, in->d, in->router, in->E, z) : MS_OK;
 	if (st == MS_OK)
+		route_add_bias(z, in->T, in->E, in->router_bias);
+	if (st == MS_OK)
 		st = sim_cosine_columns(z, in->T, in->E, sim);
 	free(z);
 	return st;
@@ -510,9 +524,21 @@ static ms_status base_router_logits(const sim_inputs *in, double *sim, double *d
 static ms_status base_router_weight(const sim_inputs *in, double *sim, double *dist)
 {
 	(void)dist;
-	if (!in->router || in->d <= 0)
+	if (!in->router || in->d <= 0 || in->E <= 0)
 		return MS_ERR_ARG;
-	return sim_cosine_rows(in->router, in->E, in->d, sim);
+	if (!in->router_bias)
+		return sim_cosine_rows(in->router, in->E, in->d, sim);
+	const int64_t d1 = (int64_t)in->d + 1;
+	float *rows = malloc((size_t)in->E * (size_t)d1 * sizeof *rows);   /* [E, d + 1]: [R | b] */
+	if (!rows)
+		return MS_ERR_NOMEM;
+	for (int e = 0; e < in->E; e++) {
+		memcpy(rows + e * d1, in->router + (int64_t)e * in->d, (size_t)in->d * sizeof *rows);
+		rows[e * d1 + in->d] = in->router_bias[e];
+	}
+	ms_status st = sim_cosine_rows(rows, in->E, d1, sim);
+	free(rows);
+	return st;
 }
 
 static ms_status base_weight(const sim_inputs *in, double *sim, double *dist)

@@ -3,8 +3,10 @@
  * Every basis compares one vector per expert by cosine, mapped to [0, 1] as (cos + 1) / 2 with
  * cos = a.b / max(|a| |b|, SIM_NORM_FLOOR) (so a zero vector is 1/2 from everything), the diagonal exactly 1:
  *   router-logits   column e of Z = X R^T [T, E]   (the M-SMoE default)
- *   router-weight   row e of the router R [E, d]
- *   weight          expert e's gate | up | down, each flattened row-major, concatenated (3 f d numbers)
+ *   router-weight   row e of the router R [E, d], with its logit bias b_e appended when the router has one
+ *                   ([R | b] acting on [x; 1]: the bias is a router column whose input is always 1)
+ *   weight          expert e's gate | up | down, each flattened row-major, concatenated (3 f d numbers), then
+ *                   its gate, up and down biases when it has them (gpt-oss)
  *   expert-output   o_e [d], the mean over all T tokens of expert e's output on X (HC-SMoE), whose clustering
  *                   distance is the Euclidean |o_i - o_j| rather than 1 - similarity.
  *
@@ -65,8 +67,9 @@ ms_status sim_cosine_rows(const float *a, int n, int64_t m, double *out);
  * (every column is then a zero vector). */
 ms_status sim_cosine_columns(const float *z, int64_t T, int E, double *out);
 
-/* out [E, E] = mapped cosine similarity of the experts' concatenated, flattened gate | up | down; experts [E] must
- * agree on d, f and activation (a family without gate concatenates up | down). Pass aligned copies to compare
+/* out [E, E] = mapped cosine similarity of the experts' concatenated, flattened gate | up | down, then the biases
+ * they have; experts [E] must agree on d, f, activation and which biases they have (a family without gate
+ * concatenates up | down). Pass aligned copies to compare
  * experts after permutation alignment. Nothing is concatenated: the Gram matrix is the sum of the gate, up and
  * down Gram matrices, and each matrix streams through a SIM_BLOCK_FLOATS buffer once (one pass over the
  * weights, E^2 3 f d SYRK flops). */
@@ -92,6 +95,8 @@ typedef struct {
 	const float *z;                 /* [T, E] router logits; when NULL, router-logits computes X R^T itself */
 	const float *x;                 /* [T, d] calibration inputs (router-logits without z, expert-output) */
 	const float *router;            /* [E, d] (router-weight; router-logits without z) */
+	const float *router_bias;       /* [E] the router's logit bias (gpt-oss), or NULL: one more column of the
+					 * router for router-weight; added to X R^T by router-logits without z */
 	const expert_weights *experts;  /* [E] (weight, expert-output) */
 	int64_t chunk;                  /* expert-output tokens per chunk; <= 0 for SIM_TOKEN_CHUNK */
 } sim_inputs;

@@ -90,12 +90,7 @@ static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max
 			st = MS_OK;
 		}
 	}
-	if (st == MS_OK && !meo_applies(&cfg)) {
-		free(seg);
-		printf("block %-12s output norm %.6g  MEO n/a (experts with biases)\n", label, norm);
-		cJSON_AddNumberToObject(jb, "output_norm", norm);
-		return MS_OK;
-	}
+	cfg.seq = blk->routing.capacity > 0 ? blk->seg : NULL;   /* MEO drops the tokens the block drops */
 	if (st == MS_OK)
 		st = meo_analyze(&cfg, blk->x, blk->T, seg, max_tokens, &meo, err);
 	free(seg);

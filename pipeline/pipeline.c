@@ -960,36 +960,48 @@ static ms_status router_rows(const pipe_block *blk, const plan *p, int b, rfit_m
 }
 
 /* The original block's routed output on (at most PIPE_FIT_TOKENS of) its fit tokens: what the router choice and
- * the refit match. Taken before merging, because merging in place consumes the original experts. */
+ * the refit match. Taken before merging, because merging in place consumes the original experts. With a capacity
+ * (Switch) and the tokens' sequences, every fit token is taken (the split keeps whole sequences) with its
+ * sequence, so the original and every merged block drop the tokens they drop in evaluation (blk_route): a dropped
+ * token's target is 0 and its features are 0, so it takes no part in the fits. */
 typedef struct {
 	int64_t n;
-	float *x;   /* [n, d] */
-	float *y;   /* [n, d] */
+	float *x;       /* [n, d] */
+	float *y;       /* [n, d] */
+	int32_t *seq;   /* [n] the tokens' sequences when a capacity applies, else NULL */
 } fit_ref;
 
 static void fit_ref_free(fit_ref *fr)
 {
 	free(fr->x);
 	free(fr->y);
+	free(fr->seq);
 	memset(fr, 0, sizeof *fr);
 }
 
 static ms_status fit_reference(const pipe_block *blk, fit_ref *fr, ms_error *err)
 {
-	const int64_t n_fit = fit_count(blk), n = blk_subsample_count(n_fit, PIPE_FIT_TOKENS), d = blk->d;
+	const int capacity = blk->seg && blk->routing.capacity > 0;
+	const int64_t n_fit = fit_count(blk), n = blk_subsample_count(n_fit, capacity ? 0 : PIPE_FIT_TOKENS);
+	const int64_t d = blk->d;
 	fr->n = n;
 	fr->x = malloc((size_t)(n * d) * sizeof *fr->x);
 	fr->y = malloc((size_t)(n * d) * sizeof *fr->y);
-	if (!fr->x || !fr->y)
+	fr->seq = capacity ? malloc((size_t)(n > 0 ? n : 1) * sizeof *fr->seq) : NULL;
+	if (!fr->x || !fr->y || (capacity && !fr->seq))
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory for %lld fit tokens", (long long)n);
-	for (int64_t i = 0; i < n; i++)
-		memcpy(fr->x + i * d, blk->x + fit_token(blk, blk_subsample_index(i, n_fit, n)) * d,
-		       (size_t)d * sizeof *fr->x);
+	for (int64_t i = 0; i < n; i++) {
+		const int64_t t = fit_token(blk, blk_subsample_index(i, n_fit, n));
+		memcpy(fr->x + i * d, blk->x + t * d, (size_t)d * sizeof *fr->x);
+		if (capacity)
+			fr->seq[i] = blk->seg[t];
+	}
 	/* the routed part only: the shared expert is the same in the merged block, so what the routed experts must
 	 * give is the original's full output minus the shared one, i.e. the original's routed output */
 	blk_config orig = pipe_block_config(blk);
 	orig.shared = NULL;
 	orig.shared_gate = NULL;
+	orig.seq = fr->seq;
 	return blk_forward(&orig, fr->x, n, fr->y, NULL, NULL, err);
 }
 
@@ -1025,6 +1037,7 @@ static ms_status choose_router(const pipe_block *blk, const plan *p, int b, cons
 		if (router_rows(blk, p, b, (rfit_method)m, mg, &e2) != MS_OK)
 			continue;
 		blk_config c = merged_config(blk, mg, 1);
+		c.seq = fr->seq;
 		ms_status st = rft_routed_error(&c, fr->x, fr->n, fr->y, &mg->router_error[m], err);
 		if (st != MS_OK)
 			return st;
@@ -1264,6 +1277,7 @@ static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merg
 			     ms_error *err)
 {
 	blk_config c = merged_config(blk, mg, 1);
+	c.seq = fr->seq;   /* the refit routes (blk_route) with the capacity, as evaluation does */
 	float **down = malloc((size_t)mg->n_slots * sizeof *down);
 	if (!down)
 		return ms_fail(err, MS_ERR_NOMEM, "out of memory");
@@ -1501,7 +1515,7 @@ static ms_status block_similarities(const pipe_block *blk, unsigned bases, const
 	const size_t EE = (size_t)blk->E * blk->E;
 	sim_inputs in = {
 		.E = blk->E, .d = blk->d, .T = blk->T, .z = z, .x = blk->x, .router = blk->router,
-		.experts = blk->experts, .chunk = 0,
+		.router_bias = blk->router_bias, .experts = blk->experts, .chunk = 0,
 	};
 	for (int base = 0; base < SIM_BASE_COUNT; base++) {
 		if (!(bases & (1u << base)))

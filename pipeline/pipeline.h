@@ -204,7 +204,8 @@ extern const char *const pipe_refit_names[PIPE_REFIT_COUNT];
 extern const char *const pipe_refit_help[PIPE_REFIT_COUNT];
 const char *pipe_refit_name(pipe_refit r);  /* "?" when out of range */
 
-/* Fit tokens used at most (evenly subsampled from the block's fit tokens). */
+/* Fit tokens used at most (evenly subsampled from the block's fit tokens; all of them when a capacity counts over
+ * their sequences). */
 #define PIPE_FIT_TOKENS 4096
 
 typedef struct {

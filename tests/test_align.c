@@ -251,6 +251,54 @@ static void test_objective_is_maximal(void)
 	}
 }
 
+/* gpt-oss experts whose neurons come in pairs with equal gate and up rows and equal down columns, told apart by
+ * their gate and up biases only: the bias terms of C (a bias is its matrix's column for a constant input 1) make
+ * the planted permutation the unique optimum (the weight terms tie within a pair; the bias terms are maximal
+ * only when equal biases meet, by the rearrangement inequality). Without them each of the 8 pairs is a tie. */
+static void test_biases_decide(void)
+{
+	enum { D = 5, F = 16 };
+	unsigned long long s = 31;
+	static float w[2][3 * F * D + 2 * F];   /* gate, up, down, gate bias, up bias of ref and t */
+	float *r = w[0], *t = w[1];
+	for (int j = 0; j < F; j += 2)
+		for (int c = 0; c < D; c++) {
+			r[j * D + c] = r[(j + 1) * D + c] = test_rand_f(&s);                        /* gate */
+			r[F * D + j * D + c] = r[F * D + (j + 1) * D + c] = test_rand_f(&s);        /* up */
+			r[2 * F * D + c * F + j] = r[2 * F * D + c * F + j + 1] = test_rand_f(&s);  /* down */
+		}
+	for (int j = 0; j < 2 * F; j++)
+		r[3 * F * D + j] = test_rand_f(&s);
+	int q[F], perm[F];
+	random_permutation(q, F, &s);
+	for (int j = 0; j < F; j++) {   /* neuron j of t is neuron q[j] of ref */
+		for (int c = 0; c < D; c++) {
+			t[j * D + c] = r[q[j] * D + c];
+			t[F * D + j * D + c] = r[F * D + q[j] * D + c];
+			t[2 * F * D + c * F + j] = r[2 * F * D + c * F + q[j]];
+		}
+		t[3 * F * D + j] = r[3 * F * D + q[j]];
+		t[3 * F * D + F + j] = r[3 * F * D + F + q[j]];
+	}
+	expert_weights e[2];
+	for (int k = 0; k < 2; k++)
+		e[k] = (expert_weights){.gate = w[k], .up = w[k] + F * D, .down = w[k] + 2 * F * D,
+					.gate_bias = w[k] + 3 * F * D, .up_bias = w[k] + 3 * F * D + F, .d = D, .f = F,
+					.act = MDL_ACT_CLAMPED_SWIGLU};
+	CHECK(align_permutation(&e[0], &e[1], perm) == MS_OK, "%s", "align");
+	int wrong = 0;
+	for (int j = 0; j < F; j++)
+		wrong += perm[q[j]] != j;
+	CHECK(wrong == 0, "%d neurons misplaced", wrong);
+	/* the gate bias alone decides too */
+	e[0].up_bias = e[1].up_bias = NULL;
+	CHECK(align_permutation(&e[0], &e[1], perm) == MS_OK, "%s", "align");
+	wrong = 0;
+	for (int j = 0; j < F; j++)
+		wrong += perm[q[j]] != j;
+	CHECK(wrong == 0, "gate bias only: %d neurons misplaced", wrong);
+}
+
 static void test_bad_input(void)
 {
 	enum { D = 4, F = 3 };
@@ -304,6 +352,7 @@ int main(void)
 	RUN(test_planted_across_chunks);
 	RUN(test_function_unchanged);
 	RUN(test_objective_is_maximal);
+	RUN(test_biases_decide);
 	RUN(test_bad_input);
 	return test_summary();
 }

@@ -2,6 +2,7 @@
  * shared_expert with its sigmoid gate) is loaded with the block and added to its output in evaluation, and PhiMoE
  * routes by sparsemixer. Checked against plain loops over the checkpoint's own tensors (read here by name, not
  * through the pipeline) and against plans whose answer is known by construction. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -490,6 +491,82 @@ static void test_switch_capacity(void)
 	close_block(m, &blk, x);
 }
 
+/* |target - y|_F / |target|_F of cfg's routed output y on x [n, d] against the original block's on the same
+ * tokens, both routed by blk_route with seq [n] (NULL: no capacity). */
+static double routed_error(const blk_config *orig, const blk_config *merged, const float *x, int64_t n,
+			   const int32_t *seq)
+{
+	const int d = orig->d;
+	blk_config a = *orig, b = *merged;
+	a.seq = b.seq = seq;
+	float *ya = malloc((size_t)(n * d) * sizeof *ya), *yb = malloc((size_t)(n * d) * sizeof *yb);
+	ms_error err = {0};
+	CHECK(blk_forward(&a, x, n, ya, NULL, NULL, &err) == MS_OK, "%s", err.msg);
+	CHECK(blk_forward(&b, x, n, yb, NULL, NULL, &err) == MS_OK, "%s", err.msg);
+	double num = 0, den = 0;
+	for (int64_t i = 0; i < n * d; i++) {
+		num += ((double)ya[i] - yb[i]) * ((double)ya[i] - yb[i]);
+		den += (double)ya[i] * ya[i];
+	}
+	free(ya);
+	free(yb);
+	return sqrt(num / den);
+}
+
+/* The fits see the capacity as evaluation does: a compact merge of switch-tiny to 4 experts with a capacity of 5
+ * per sequence (48-token sequences: tokens are dropped) measures its router candidates on every fit token, with
+ * the capacity; the figure it reports for its router is recomputed here from the fit tokens, and differs from
+ * the figure without the capacity, so a fit that left the capacity out would fail. */
+static void test_switch_capacity_fits(void)
+{
+	char sw[600];
+	snprintf(sw, sizeof sw, "%s/switch-tiny", dir);
+	mdl_model *m = NULL;
+	pipe_block blk;
+	float *x;
+	if (!open_block(sw, 0, &m, &blk, &x))
+		return;
+	const int E = blk.E, T = T_TOKENS, d = blk.d;
+	int32_t *seq = malloc((size_t)T * sizeof *seq);
+	for (int t = 0; t < T; t++)
+		seq[t] = t / 48;
+	ms_error err = {0};
+	CHECK(pipe_set_tokens(&blk, x, T, seq, &err) == MS_OK, "%s", err.msg);
+	blk.routing.capacity = 5;
+	const char *label = m->blocks[0].label;
+	plan p;
+	CHECK(plan_init(&p, 1, E, &label) == 0);
+	for (int e = 0; e < E; e++) {
+		p.group[e] = e % 4;
+		p.dominant[e] = e < 4;
+		p.frequency[e] = 1.0 / E;
+	}
+	pipe_merge_options o = pipe_merge_defaults();
+	o.refit = PIPE_REFIT_NONE;   /* the experts stay as the router candidates were measured with */
+	pipe_merged mg;
+	CHECK(pipe_merge_block(&blk, &p, 0, &o, &mg, &err) == MS_OK, "%s", err.msg);
+	CHECK(mg.fit_tokens == blk.n_fit, "%lld fit tokens of %lld: a capacity needs whole sequences",
+	      (long long)mg.fit_tokens, (long long)blk.n_fit);
+	float *xf = malloc((size_t)(blk.n_fit * d) * sizeof *xf);
+	int32_t *sf = malloc((size_t)blk.n_fit * sizeof *sf);
+	for (int64_t i = 0; i < blk.n_fit; i++) {
+		memcpy(xf + i * d, x + blk.fit_idx[i] * d, (size_t)d * sizeof *xf);
+		sf[i] = seq[blk.fit_idx[i]];
+	}
+	blk_config orig = pipe_block_config(&blk);
+	const double with = routed_error(&orig, &mg.cfg, xf, blk.n_fit, sf);
+	const double without = routed_error(&orig, &mg.cfg, xf, blk.n_fit, NULL);
+	CHECK_CLOSE(mg.router_error[mg.router_used], with, 1e-6);
+	CHECK(fabs(with - without) > 1e-3, "the capacity changes nothing here (%g, %g): the case tests nothing", with,
+	      without);
+	pipe_free_merged(&mg);
+	plan_free(&p);
+	free(xf);
+	free(sf);
+	free(seq);
+	close_block(m, &blk, x);
+}
+
 int main(void)
 {
 	RUN(setup);
@@ -500,6 +577,7 @@ int main(void)
 	RUN(test_group_limited_routing_brute_force);
 	RUN(test_group_config_and_capacity);
 	RUN(test_switch_capacity);
+	RUN(test_switch_capacity_fits);
 	char cmd[600];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

@@ -237,6 +237,39 @@ static void test_weight_random(void)
 	free_experts(&s);
 }
 
+/* Experts with biases (gpt-oss): the weight base appends gate, up and down biases to the flattened matrices; two
+ * experts with equal matrices but other biases are no longer identical. Brute force over the concatenation. */
+static void test_weight_biases(void)
+{
+	enum { E = 3, d = 4, f = 6 };
+	const int64_t per = 3 * f * d + 2 * f + d;
+	float *w = random_floats((size_t)(E * per), 101);
+	memcpy(w + per, w, (size_t)(3 * f * d) * sizeof *w);   /* expert 1's matrices = expert 0's, biases differ */
+	expert_weights ex[E];
+	for (int e = 0; e < E; e++) {
+		float *p = w + e * per;
+		ex[e] = (expert_weights){.gate = p, .up = p + f * d, .down = p + 2 * f * d, .gate_bias = p + 3 * f * d,
+					 .up_bias = p + 3 * f * d + f, .down_bias = p + 3 * f * d + 2 * f, .d = d, .f = f,
+					 .act = MDL_ACT_CLAMPED_SWIGLU};
+	}
+	double got[E * E];
+	EXPECT(sim_weight(ex, E, got) == MS_OK);
+	for (int i = 0; i < E; i++)
+		for (int j = 0; j < E; j++) {
+			double ab = 0, aa = 0, bb = 0;
+			for (int64_t k = 0; k < per; k++) {   /* the whole span: matrices then biases */
+				ab += (double)w[i * per + k] * w[j * per + k];
+				aa += (double)w[i * per + k] * w[i * per + k];
+				bb += (double)w[j * per + k] * w[j * per + k];
+			}
+			CHECK_CLOSE(got[i * E + j], i == j ? 1.0 : (ab / sqrt(aa * bb) + 1.0) / 2.0, 1e-6);
+		}
+	CHECK(got[1] < 0.99, "equal matrices, other biases: %g", got[1]);
+	ex[2].up_bias = NULL;   /* experts must agree on their biases */
+	EXPECT(sim_weight(ex, E, got) == MS_ERR_ARG);
+	free(w);
+}
+
 /* ---- expert-output ---- */
 
 /* o [E, d]: the mean of expert_forward over every token, accumulated in double. */
@@ -445,6 +478,49 @@ static void test_bad_input(void)
 	EXPECT(sim_compute(SIM_WEIGHT, NULL, out, NULL) == MS_ERR_ARG);
 }
 
+/* A router with a logit bias (gpt-oss): router-weight compares the rows [r_e | b_e], the cosine computed here in
+ * double; two equal rows with opposite biases are then told apart. router-logits without z adds the bias to the
+ * logits it computes, as the z the pipeline passes already has it. */
+static void test_router_bias(void)
+{
+	enum { E = 4, d = 5, T = 30 };
+	float *router = random_floats((size_t)E * d, 91), *x = random_floats((size_t)T * d, 92);
+	float bias[E] = {0.8f, -0.8f, 0.3f, -1.5f};
+	memcpy(router + d, router, d * sizeof *router);   /* rows 0 and 1 equal */
+	double got[E * E], want[E * E];
+	sim_inputs in = {.E = E, .d = d, .T = T, .x = x, .router = router};
+	EXPECT(sim_compute(SIM_ROUTER_WEIGHT, &in, got, NULL) == MS_OK);
+	CHECK(got[1] == 1.0 && got[E] == 1.0, "equal rows without bias: %g", got[1]);
+	in.router_bias = bias;
+	EXPECT(sim_compute(SIM_ROUTER_WEIGHT, &in, got, NULL) == MS_OK);
+	for (int i = 0; i < E; i++)
+		for (int j = 0; j < E; j++) {
+			double ab = (double)bias[i] * bias[j], aa = (double)bias[i] * bias[i], bb = (double)bias[j] * bias[j];
+			for (int c = 0; c < d; c++) {
+				ab += (double)router[i * d + c] * router[j * d + c];
+				aa += (double)router[i * d + c] * router[i * d + c];
+				bb += (double)router[j * d + c] * router[j * d + c];
+			}
+			want[i * E + j] = i == j ? 1.0 : (ab / sqrt(aa * bb) + 1.0) / 2.0;
+			CHECK_CLOSE(got[i * E + j], want[i * E + j], 1e-6);
+		}
+	CHECK(got[1] < 0.99, "equal rows, opposite biases: %g", got[1]);
+	float z[T * E];
+	for (int t = 0; t < T; t++)
+		for (int e = 0; e < E; e++) {
+			double v = bias[e];
+			for (int c = 0; c < d; c++)
+				v += (double)x[t * d + c] * router[e * d + c];
+			z[t * E + e] = (float)v;
+		}
+	EXPECT(sim_cosine_columns(z, T, E, want) == MS_OK);
+	EXPECT(sim_compute(SIM_ROUTER_LOGITS, &in, got, NULL) == MS_OK);
+	for (int k = 0; k < E * E; k++)
+		CHECK_CLOSE(got[k], want[k], 1e-5);
+	free(router);
+	free(x);
+}
+
 /* ---- dispatch ---- */
 
 static void test_compute_dispatch(void)
@@ -548,6 +624,8 @@ int main(void)
 	RUN(test_zero_and_floor);
 	RUN(test_bad_input);
 	RUN(test_compute_dispatch);
+	RUN(test_router_bias);
+	RUN(test_weight_biases);
 	RUN(test_golden_router_logits);
 	return test_summary();
 }
