@@ -60,7 +60,7 @@ $(head -n 40 "$TMP/diff")"
 
 screen opening
 screen heatmap_by_group
-screen help --size 100x60
+screen help --size 100x62
 screen commit_dialog
 "$BIN" info "$TMP/merged" >"$TMP/info.txt" 2>&1
 expect_grep "commit wrote an aliased checkpoint that opens" "experts +8 per block" "$TMP/info.txt"
