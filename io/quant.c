@@ -383,6 +383,26 @@ uint64_t qt_matrix_bytes(const qt_matrix *q)
 	return (q->codes ? q->codes->nbytes : 0) + (q->scales ? q->scales->nbytes : 0);
 }
 
+void qt_fp8_scale_shape(int64_t rows, int64_t cols, int br, int bc, int64_t shape[2])
+{
+	shape[0] = (rows + br - 1) / br;
+	shape[1] = (cols + bc - 1) / bc;
+}
+
+uint64_t qt_stored_bytes(qt_scheme scheme, int64_t rows, int64_t cols, st_dtype dtype, int br, int bc)
+{
+	const uint64_t values = (uint64_t)rows * (uint64_t)cols;
+	switch (scheme) {
+	case QT_FP8: {
+		int64_t shape[2];
+		qt_fp8_scale_shape(rows, cols, br, bc, shape);
+		return values + (uint64_t)shape[0] * (uint64_t)shape[1] * st_dtype_size(dtype);
+	}
+	case QT_MXFP4: return values / 2 + values / QT_MX_BLOCK;
+	default: return values * st_dtype_size(dtype);
+	}
+}
+
 /* ---- quantizing ---- */
 
 static void block_error(qt_error *e, double err2, double norm2)

@@ -90,6 +90,13 @@ ms_status qt_read_f32(const qt_matrix *q, float *out, ms_error *err);
 int qt_fp8_scale_name(const char *weight, char *buf, size_t len);
 /* Bytes the stored matrix takes, codes and scales. */
 uint64_t qt_matrix_bytes(const qt_matrix *q);
+/* The shape of the weight_scale_inv of an FP8 [rows, cols] matrix in br x bc blocks: [ceil(rows/br),
+ * ceil(cols/bc)] (a partial block at an edge has a scale of its own). */
+void qt_fp8_scale_shape(int64_t rows, int64_t cols, int br, int bc, int64_t shape[2]);
+/* Bytes a [rows, cols] matrix takes stored under scheme, codes and scales, as the writers write it: QT_NONE rows *
+ * cols values of dtype; QT_FP8 a byte a value and a scale of dtype (the scales' dtype) per br x bc block; QT_MXFP4
+ * (cols a multiple of 32) half a byte a value and an E8M0 byte per 32 values. */
+uint64_t qt_stored_bytes(qt_scheme scheme, int64_t rows, int64_t cols, st_dtype dtype, int br, int bc);
 
 /* ---- quantizing (the writers) ---- */
 

@@ -181,8 +181,8 @@ static ms_status declare_fp8_scales(mrun_ctx *c, const char *name, const st_tens
 	char scale[600];
 	if (qt_fp8_scale_name(name, scale, sizeof scale) != 0)
 		return ms_fail(err, MS_ERR_ARG, "tensor name too long: %s", name);
-	const int *bs = c->m->quant.block;
-	const int64_t shape[2] = {(src->shape[0] + bs[0] - 1) / bs[0], (src->shape[1] + bs[1] - 1) / bs[1]};
+	int64_t shape[2];
+	qt_fp8_scale_shape(src->shape[0], src->shape[1], c->m->quant.block[0], c->m->quant.block[1], shape);
 	return declare(c, scale, "", dtype, 2, shape, err);
 }
 
@@ -308,7 +308,9 @@ static ms_status write_floats(mrun_ctx *c, const float *v, int64_t n, int64_t ro
 static ms_status write_fp8(mrun_ctx *c, const float *v, int rows, int cols, st_dtype scale_dtype, ms_error *err)
 {
 	const int br = c->m->quant.block[0], bc = c->m->quant.block[1];
-	const int64_t n_scales = (int64_t)((rows + br - 1) / br) * ((cols + bc - 1) / bc);
+	int64_t shape[2];
+	qt_fp8_scale_shape(rows, cols, br, bc, shape);
+	const int64_t n_scales = shape[0] * shape[1];
 	uint8_t *codes = malloc((size_t)rows * (size_t)cols);
 	float *inv = malloc((size_t)n_scales * sizeof *inv);
 	ms_status st = MS_OK;

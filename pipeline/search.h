@@ -117,6 +117,11 @@ void srch_result_free(srch_result *r);
  * cache; call after a srch_run on it). p is plan_init'ed for the model. */
 ms_status srch_make_plan(srch_cache *c, const srch_options *o, const int *groups, plan *p, ms_error *err);
 
+/* The figure of a search: held-out KL against experts kept for every confirmed allocation, one marker colour per
+ * kind, the returned one ringed (pipeline/search_svg.c). Reads keep, n_blocks, n_experts, best and each candidate's
+ * kind, kept, confirmed and kl. Returns malloc'd SVG text, or NULL when out of memory. */
+char *srch_chart_svg(const srch_result *r);
+
 /* Spearman's rank correlation of x and y [n] (average ranks for ties); NAN when n < 2 or a side is constant. */
 double srch_spearman(const double *x, const double *y, int n);
 

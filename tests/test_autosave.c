@@ -571,6 +571,59 @@ static void test_app_writes_and_removes(void)
 	unsetenv("XDG_STATE_HOME");
 }
 
+/* Layout, router and format (L, R, F) are steps of the same undo history as plan edits: u takes them back one at a
+ * time, in order with the plan's, U brings them again, and the autosave follows each step (gone when undone to the
+ * opening state). */
+static void test_app_undoes_settings(void)
+{
+	char state[512];
+	fresh_dir(state, sizeof state, "app-state-undo");
+	setenv("XDG_STATE_HOME", state, 1);
+	golden_app ga;
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
+		CHECK(0, "golden model");
+		return;
+	}
+	app *a = &ga.a;
+	char path[AUTOSAVE_PATH_MAX];
+	snprintf(path, sizeof path, "%s", a->autosave_path);
+	const pipe_layout layout0 = a->mo.layout;
+	const rfit_method router0 = a->mo.router;
+	const mrun_format format0 = a->format;
+	CHECK(layout0 == PIPE_LAYOUT_COMPACT && format0 == MRUN_FORMAT_DENSE, "the defaults this test starts from");
+	press(a, "-");  /* block 0 at G 7: a merged block whose evaluation depends on layout and router */
+	const app_totals t0 = app_plan_totals(a);
+	const double err0 = a->eval[0].r.rel_error;
+	press(a, "LRF");
+	CHECK(a->mo.layout == PIPE_LAYOUT_ALIASED && a->mo.router != router0 && a->format == MRUN_FORMAT_FACTORS);
+	CHECK(file_has(path, "\nlayout aliased\n") && file_has(path, "\nformat factors\n"), "the settings autosaved");
+	press(a, "u");
+	CHECK(a->format == format0 && a->mo.layout == PIPE_LAYOUT_ALIASED && a->mo.router != router0,
+	      "u takes back the format alone");
+	CHECK(file_has(path, "\nformat dense\n") && file_has(path, "\nlayout aliased\n"), "the autosave follows");
+	press(a, "u");
+	CHECK(a->mo.router == router0 && a->mo.layout == PIPE_LAYOUT_ALIASED, "then the router");
+	press(a, "u");
+	CHECK(a->mo.layout == layout0 && a->cur.groups[0] == 7, "then the layout, the plan edit still there");
+	CHECK(file_has(path, "\nlayout compact\n") && file_has(path, "\ngroups 7 8 8\n"));
+	/* the block is evaluated again under the layout and router that came back: the same error and totals */
+	const app_totals t1 = app_plan_totals(a);
+	CHECK(a->eval[0].state == APP_EVAL_DONE && a->eval[0].r.rel_error == err0, "error %g, before %g",
+	      a->eval[0].r.rel_error, err0);
+	CHECK(t1.size.bytes_after == t0.size.bytes_after && t1.evaluated == t0.evaluated);
+	press(a, "u");
+	CHECK(a->cur.groups[0] == 8 && !exists(path), "undone to the opening state: the file goes");
+	press(a, "UU");
+	CHECK(a->cur.groups[0] == 7 && a->mo.layout == PIPE_LAYOUT_ALIASED && a->mo.router == router0,
+	      "redo brings the plan edit, then the layout");
+	CHECK(file_has(path, "\nlayout aliased\n"), "and the autosave with them");
+	press(a, "-");  /* a new change clears what was left to redo */
+	press(a, "U");
+	CHECK(a->mo.router == router0 && strstr(a->message, "nothing to redo"), "%s", a->message);
+	golden_app_close(&ga);
+	unsetenv("XDG_STATE_HOME");
+}
+
 /* G lowered before the block's statistics are in: the file first holds the new G with the old grouping, then,
  * once the statistics land and remake the block, the new grouping. (When the statistics win the race the file
  * has it at once; either way it ends up with it.) */
@@ -779,6 +832,7 @@ int main(void)
 	RUN(test_app_writes_and_removes);
 	RUN(test_app_rewrites_when_statistics_land);
 	RUN(test_app_restores);
+	RUN(test_app_undoes_settings);
 	RUN(test_settings_sidecar);
 	RUN(test_two_instances);
 	RUN(test_app_without_state_dir);

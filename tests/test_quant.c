@@ -448,9 +448,25 @@ static void test_config(void)
 		      strstr(err.msg, bad[i].needle), "%s: %s", bad[i].text, err.msg);
 }
 
+/* Stored sizes from the formats' definitions, worked by hand: FP8 a byte a value plus one scale per block, the
+ * edge blocks partial; MXFP4 16 bytes of codes and one scale byte per 32 values. */
+static void test_stored_bytes(void)
+{
+	int64_t shape[2];
+	qt_fp8_scale_shape(130, 256, 128, 128, shape);
+	CHECK(shape[0] == 2 && shape[1] == 2, "%lld x %lld", (long long)shape[0], (long long)shape[1]);
+	qt_fp8_scale_shape(64, 96, 64, 32, shape);
+	CHECK(shape[0] == 1 && shape[1] == 3);
+	CHECK(qt_stored_bytes(QT_FP8, 130, 256, ST_F32, 128, 128) == 130 * 256 + 4 * 4);
+	CHECK(qt_stored_bytes(QT_FP8, 130, 256, ST_BF16, 128, 128) == 130 * 256 + 4 * 2);
+	CHECK(qt_stored_bytes(QT_MXFP4, 3, 64, ST_U8, 0, 0) == 3 * 2 * (16 + 1));
+	CHECK(qt_stored_bytes(QT_NONE, 3, 5, ST_BF16, 0, 0) == 30);
+}
+
 int main(void)
 {
 	RUN(test_e4m3_every_code);
+	RUN(test_stored_bytes);
 	RUN(test_e4m3_encoder);
 	RUN(test_e2m1_every_code);
 	RUN(test_e8m0_every_code);

@@ -58,7 +58,7 @@ typedef enum {
 
 /* APP_PROMPT_COMMAND is the `:` line (vim's, htop's numeric entry): `:16` sets this block's G, `:g 16` the
  * average G over all blocks, `:b 3` selects block 3. */
-typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT, APP_PROMPT_COMMAND } app_prompt;
+typedef enum { APP_PROMPT_EXPORT, APP_PROMPT_IMPORT, APP_PROMPT_COMMAND, APP_PROMPT_SEARCH_SVG } app_prompt;
 
 /* Commit dialog fields, in focus order. */
 enum { APP_COMMIT_DIR, APP_COMMIT_LAYOUT, APP_COMMIT_ROUTER, APP_COMMIT_FORCE, APP_COMMIT_FIELDS };
@@ -85,6 +85,11 @@ typedef struct {
 				  * statistics do not remake it */
 	grp_method method;
 	sim_base base;
+	/* The main screen's commit settings (keys L, R, F) when the step was taken. Meaningful in the undo and redo
+	 * stacks only: the live values are app.mo.layout, app.mo.router and app.format. */
+	pipe_layout layout;
+	rfit_method router;
+	mrun_format format;
 } app_plan_state;
 
 /* Statistics a block has (bits of app.have). */
@@ -193,6 +198,8 @@ typedef struct {
 	int kept_uniform, kept_global;
 	app_search_point points[APP_SEARCH_POINTS];  /* by budget, ascending */
 	int n_points;
+	srch_result chart;       /* the last result's figure for the SVG export (pipeline/search.h's srch_chart_svg):
+				  * its scalars and cand [n_cand] without their groups; cand NULL before the first */
 	char error[1024];
 } app_search;
 
@@ -477,6 +484,9 @@ unsigned app_act_search(app *a);
 unsigned app_act_search_apply(app *a);
 unsigned app_act_search_apply_all(app *a);
 unsigned app_act_search_panel(app *a);
+unsigned app_act_search_svg(app *a);
+/* Writes the last search's figure to path as `moescope search --svg` does; 0, or -1 with the reason in err. */
+int app_search_write_svg(const app *a, const char *path, ms_error *err);
 unsigned app_act_help(app *a);
 unsigned app_act_quit(app *a);
 

@@ -211,8 +211,11 @@ unsigned app_act_weighting(app *a)
 	return KEYS_REEVAL;
 }
 
+/* Layout, router and format are undoable like a plan change: they decide what the commit writes and what the
+ * header's totals say. */
 unsigned app_act_layout(app *a)
 {
+	app_push_undo(a);
 	a->mo.layout = (pipe_layout)((a->mo.layout + 1) % PIPE_LAYOUT_COUNT);
 	note(a, a->mo.layout == PIPE_LAYOUT_COMPACT ? "layout compact: E' experts per block, router rows rewritten"
 						    : "layout aliased: members store their group's merge; size unchanged");
@@ -222,6 +225,7 @@ unsigned app_act_layout(app *a)
 /* Without calibration lse-fit has no tokens to fit on. */
 unsigned app_act_router(app *a)
 {
+	app_push_undo(a);
 	do
 		a->mo.router = (rfit_method)((a->mo.router + 1) % RFIT_METHOD_COUNT);
 	while (!a->cal && a->mo.router == RFIT_LSE_FIT);
@@ -233,6 +237,7 @@ unsigned app_act_router(app *a)
 
 unsigned app_act_format(app *a)
 {
+	app_push_undo(a);
 	a->format = (mrun_format)((a->format + 1) % MRUN_FORMAT_COUNT);
 	note(a, a->format == MRUN_FORMAT_DENSE ? "format dense: compressed matrices written full size (loads anywhere)"
 					       : "format factors: U, V and a sparse residual (smaller; needs a loader)");

@@ -33,7 +33,7 @@ void app_open_prompt(app *a, app_prompt which, const char *initial)
 	a->dlg.prompt = which;
 	snprintf(a->dlg.input, sizeof a->dlg.input, "%s", initial);
 	static const char *const titles[] = {[APP_PROMPT_EXPORT] = "Export plan", [APP_PROMPT_IMPORT] = "Import plan",
-					     [APP_PROMPT_COMMAND] = "Command"};
+					     [APP_PROMPT_COMMAND] = "Command", [APP_PROMPT_SEARCH_SVG] = "Search figure (SVG)"};
 	snprintf(a->dlg.title, sizeof a->dlg.title, "%s", titles[which]);
 	a->mode = APP_MODE_PROMPT;
 }
@@ -148,6 +148,17 @@ static void do_import(app *a, const char *path)
 	snprintf(a->message, sizeof a->message, "plan imported from %s%s", path, found ? " with its settings" : "");
 }
 
+static void do_search_svg(app *a, const char *path)
+{
+	ms_error err = {0};
+	if (app_search_write_svg(a, path, &err) != 0) {
+		show_failure(a, "Export failed", err.msg);
+		return;
+	}
+	a->mode = APP_MODE_NORMAL;
+	snprintf(a->message, sizeof a->message, "search figure written to %s", path);
+}
+
 static unsigned prompt_key(app *a, int key)
 {
 	if (key == KEYS_ESC) {
@@ -161,6 +172,10 @@ static unsigned prompt_key(app *a, int key)
 		}
 		if (!path[0])
 			return KEYS_REDRAW;
+		if (a->dlg.prompt == APP_PROMPT_SEARCH_SVG) {
+			do_search_svg(a, path);
+			return KEYS_REDRAW;
+		}
 		snprintf(a->export_path, sizeof a->export_path, "%s", path);
 		if (a->dlg.prompt == APP_PROMPT_EXPORT)
 			do_export(a, path);

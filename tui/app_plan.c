@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/quant.h"
 #include "tui/app.h"
 
 int app_plan_state_copy(app_plan_state *dst, const app_plan_state *src, int n_blocks)
@@ -19,6 +20,9 @@ int app_plan_state_copy(app_plan_state *dst, const app_plan_state *src, int n_bl
 	memcpy(dst->edited, src->edited, (size_t)n_blocks);
 	dst->method = src->method;
 	dst->base = src->base;
+	dst->layout = src->layout;
+	dst->router = src->router;
+	dst->format = src->format;
 	return 0;
 }
 
@@ -78,11 +82,20 @@ static void stack_clear(app_plan_state *stack, int *n)
 		app_plan_state_free(&stack[--(*n)]);
 }
 
+/* The live commit settings into s, for the stacks. */
+static void record_settings(const app *a, app_plan_state *s)
+{
+	s->layout = a->mo.layout;
+	s->router = a->mo.router;
+	s->format = a->format;
+}
+
 void app_push_undo(app *a)
 {
 	app_plan_state s;
 	if (app_plan_state_copy(&s, &a->cur, a->n_blocks) != 0)
 		return;  /* out of memory: the change still happens, only without an undo step */
+	record_settings(a, &s);
 	stack_push(a->undo, &a->n_undo, &s);
 	stack_clear(a->redo, &a->n_redo);
 }
@@ -96,12 +109,18 @@ static int swap_state(app *a, app_plan_state *from, int *n_from, app_plan_state 
 	if (plan_copy(&before, &a->cur.p) != 0)
 		return -1;
 	app_plan_state cur = a->cur;
+	record_settings(a, &cur);
 	stack_push(to, n_to, &cur);
 	a->cur = from[--(*n_from)];
 	memset(&from[*n_from], 0, sizeof from[*n_from]);
+	/* a layout or router coming back changes every merged block's evaluation, as the L and R keys do */
+	const int remerge = a->cur.layout != a->mo.layout || a->cur.router != a->mo.router;
+	a->mo.layout = a->cur.layout;
+	a->mo.router = a->cur.router;
+	a->format = a->cur.format;
 	app_request_stats(a, -1);
 	app_replan(a, -1);
-	app_schedule_evals(a, &before, 0);
+	app_schedule_evals(a, &before, remerge);
 	plan_free(&before);
 	return 0;
 }
@@ -470,18 +489,53 @@ static double factor_bytes(const cmp_result *c, size_t elem)
 	return (double)(c->params_after - 2 * c->nnz) * (double)elem + (double)c->nnz * ((double)elem + 4.0);
 }
 
+/* One expert of blk as a checkpoint stores it: its matrices, codes and scales (io/quant.h: FP8's weight_scale_inv
+ * per block, MXFP4's E8M0 byte per 32 values), into *matrix, and its biases (the interleaved layout) into *bias;
+ * the parameters count each value once, whatever its storage. */
+static void expert_size(const app *a, const mdl_block *blk, app_size *matrix, app_size *bias)
+{
+	const mdl_model *m = a->m;
+	const int *bs = m->quant.block;
+	*matrix = *bias = (app_size){0};
+	for (int i = 0; i < MDL_NFUSED; i++) {
+		if (blk->mx[i].codes) {  /* MXFP4: E * out rows of `in` values */
+			const int64_t rows = blk->mx[i].rows / a->E, cols = blk->mx[i].cols;
+			matrix->bytes_before += (double)qt_stored_bytes(QT_MXFP4, rows, cols, ST_U8, 0, 0);
+			matrix->params_before += (double)rows * (double)cols;
+		}
+		if (blk->fused_bias[i]) {
+			bias->bytes_before += (double)blk->fused_bias[i]->nbytes / a->E;
+			bias->params_before += (double)blk->fused_bias[i]->numel / a->E;
+		}
+	}
+	for (int mat = 0; mat < MDL_NMAT && !blk->mx[0].codes; mat++) {
+		const st_tensor *t = blk->experts[mat], *scale = blk->scales[mat];
+		if (!t)
+			continue;
+		const int64_t rows = t->shape[0], cols = (int64_t)(t->numel / (uint64_t)rows);
+		matrix->bytes_before += (double)qt_stored_bytes(scale ? QT_FP8 : QT_NONE, rows, cols,
+							      scale ? scale->dtype : t->dtype, bs[0], bs[1]);
+		matrix->params_before += (double)rows * (double)cols;
+	}
+}
+
 app_size app_block_size(const app *a, int b)
 {
 	const mdl_block *blk = &a->m->blocks[b];
 	const int E = a->E, n_out = app_written_experts(a, b);
 	const int merged = !app_plan_is_identity(&a->cur.p, b);
-	double expert = 0.0, expert_params = 0.0;
-	for (int mat = 0; mat < MDL_NMAT; mat++)
-		if (blk->experts[mat]) {
-			expert += (double)blk->experts[mat]->nbytes;
-			expert_params += (double)blk->experts[mat]->nbytes / st_dtype_size(blk->experts[mat]->dtype);
+	app_size mats, bias;
+	expert_size(a, blk, &mats, &bias);
+	const double expert = mats.bytes_before + bias.bytes_before;
+	const double expert_params = mats.params_before + bias.params_before;
+	/* a router row with its entry of the selection bias or the router's bias, which compact rewrites with it */
+	double row = (double)blk->router->nbytes / E, row_params = a->m->hidden;
+	const st_tensor *row_bias[2] = {blk->score_bias, blk->router_bias};
+	for (int i = 0; i < 2; i++)
+		if (row_bias[i]) {
+			row += (double)row_bias[i]->nbytes / E;
+			row_params += 1.0;
 		}
-	const double row = (double)blk->router->nbytes / E, row_params = a->m->hidden;
 	const int rows = a->mo.layout == PIPE_LAYOUT_COMPACT ? n_out : E;
 	app_size z = {
 		.bytes_before = E * (expert + row), .params_before = E * (expert_params + row_params),
@@ -499,13 +553,13 @@ app_size app_block_size(const app *a, int b)
 		z.bytes_after = z.params_after = -1.0;
 		return z;
 	}
-	z.bytes_after = rows * row;
-	z.params_after = rows * row_params;
+	z.bytes_after = rows * row + n_out * bias.bytes_before;  /* a merged expert's biases are written whole */
+	z.params_after = rows * row_params + n_out * bias.params_before;
 	for (int s = 0; s < n_out; s++) {
 		int g = s;
 		if (a->mo.layout == PIPE_LAYOUT_ALIASED && (g = a->cur.p.group[(size_t)b * E + s]) < 0) {
-			z.bytes_after += expert;  /* a dropped expert keeps its slot, written as it was */
-			z.params_after += expert_params;
+			z.bytes_after += mats.bytes_before;  /* a dropped expert keeps its slot, written as it was */
+			z.params_after += mats.params_before;
 			continue;
 		}
 		for (int mat = 0; mat < MDL_NMAT; mat++)

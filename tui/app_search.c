@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/jsonfile.h"
 #include "tui/app.h"
 
 static void say(app *a, int is_error, const char *text)
@@ -26,6 +27,7 @@ void app_search_free(app *a)
 	srch_cache_free(s->cache);
 	plan_free(&s->p);
 	free(s->groups);
+	free(s->chart.cand);
 	memset(s, 0, sizeof *s);
 }
 
@@ -80,6 +82,24 @@ unsigned app_act_search(app *a)
 	s->error[0] = '\0';
 	say(a, 0, "search started (S again cancels)");
 	return KEYS_REDRAW;
+}
+
+/* Keeps what the figure of res needs: the scalars and the candidates without their groups (srch_chart_svg does not
+ * read them). 0, or -1 when out of memory (the previous figure stays). */
+static int keep_chart(app_search *s, const srch_result *res)
+{
+	srch_candidate *cand = malloc((size_t)(res->n_cand > 0 ? res->n_cand : 1) * sizeof *cand);
+	if (!cand)
+		return -1;
+	for (int i = 0; i < res->n_cand; i++) {
+		cand[i] = res->cand[i];
+		cand[i].groups = NULL;
+	}
+	free(s->chart.cand);
+	s->chart = (srch_result){.n_blocks = res->n_blocks, .n_experts = res->n_experts, .keep = res->keep,
+				 .n_cand = res->n_cand, .cand = cand, .best = res->best, .uniform = res->uniform,
+				 .global = res->global};
+	return 0;
 }
 
 /* Records the search's figures at its budget in the chart (replacing an earlier point of the same budget). */
@@ -144,7 +164,34 @@ void app_search_landed(app *a, const work_result *r)
 	add_point(s, (app_search_point){.keep = res->keep, .kl = s->kl, .kl_uniform = s->kl_uniform,
 					.kl_global = s->kl_global});
 	s->shown = 1;
-	say(a, 0, "search done: p applies the suggestion to this block, P to every block");
+	if (keep_chart(s, res) != 0) {
+		say(a, 1, "search done, but out of memory keeping its figure");
+		return;
+	}
+	say(a, 0, "search done: p applies the suggestion to this block, P to every block, v writes the figure");
+}
+
+unsigned app_act_search_svg(app *a)
+{
+	if (!a->search.chart.cand) {
+		say(a, 1, a->search.in_flight ? "search: still running, no figure yet"
+					      : "search: no figure yet (S starts a search)");
+		return KEYS_REDRAW;
+	}
+	app_open_prompt(a, APP_PROMPT_SEARCH_SVG, "moescope_search.svg");
+	return KEYS_REDRAW;
+}
+
+int app_search_write_svg(const app *a, const char *path, ms_error *err)
+{
+	if (!a->search.chart.cand) {
+		ms_fail(err, MS_ERR_ARG, "no search figure yet");
+		return -1;
+	}
+	char *svg = srch_chart_svg(&a->search.chart);
+	ms_status st = svg ? jsonf_write_text(path, svg, err) : ms_fail(err, MS_ERR_NOMEM, "out of memory");
+	free(svg);
+	return st == MS_OK ? 0 : -1;
 }
 
 /* Whether block b of the plan already has the suggestion's grouping. */

@@ -58,7 +58,9 @@ const keys_binding keys_table[] = {
 	{'p', "search-apply", "apply the search's suggested grouping to this block", app_act_search_apply, 0},
 	{'P', "search-apply-all", "apply the search's suggested grouping to every block", app_act_search_apply_all, 0},
 	{'x', "search-panel", "show or hide the search panel", app_act_search_panel, 0},
-	{'u', "undo", "undo the last plan change", app_act_undo, 0},
+	{'v', "search-svg", "write the search's figure as SVG, as search --svg does (asks for a path)",
+	 app_act_search_svg, 0},
+	{'u', "undo", "undo the last change to the plan, layout, router or format", app_act_undo, 0},
 	{'U', "redo", "redo", app_act_redo, 0},
 	{KEYS_CTRL('r'), "redo", "redo", app_act_redo, 0},
 	{'e', "export", "export the plan CSV (asks for a path)", app_act_export, 0},
@@ -73,6 +75,8 @@ const int keys_count = (int)(sizeof keys_table / sizeof keys_table[0]);
 /* Every number the screen shows, defined once: the help lists these under the keys. */
 const keys_term keys_legend[] = {
 	{"usage", "share of the routing slots an expert gets: its top-k selections / (tokens x k); 0..100%, sums to 100%"},
+	{"usage/K", "layer list sparkline: K experts a cell (the most used of them), in the usage view's order; K is "
+		    "1 when the terminal is wide enough for every expert"},
 	{"entropy", "of the usage, -sum p log2 p in bits; 0 (one expert) .. log2 E (all used alike)"},
 	{"cv", "coefficient of variation of the usage, std / mean; 0 (balanced) .. sqrt(E - 1)"},
 	{"similarity", "cosine of two experts in the chosen base, mapped (1 + cos) / 2; 0..1, 0.5 = orthogonal"},

@@ -283,10 +283,20 @@ static int label_width(const app *a)
 	return w > 12 ? 12 : w;
 }
 
+/* Experts per sparkline cell at screen width w: the sparkline gets 8 cells below 100 columns, 16 at 100 and a
+ * cell more for every 4 columns beyond, and the experts are split into as few equal buckets as fit (the last may
+ * hold fewer). */
+static int spark_bucket(const app *a, int w)
+{
+	const int cells = w < 100 ? 8 : 16 + (w - 100) / 4;
+	return (a->E + cells - 1) / cells;
+}
+
 static int spark_width(const app *a, int w)
 {
-	int s = w >= 100 ? 16 : 8;
-	return a->E < s ? a->E : s;
+	const int k = spark_bucket(a, w);
+	const int n = (a->E + k - 1) / k;
+	return k > 1 && n < 8 ? 8 : n;  /* room for the column's title, "usage/k" */
 }
 
 int views_layers_width(const app *a, int w)
@@ -295,11 +305,12 @@ int views_layers_width(const app *a, int w)
 	return 1 + label_width(a) + 1 + spark_width(a, w) + 1 + 3 + 1 + 4 + 1 + 7;
 }
 
-/* The block's usage as a sparkline of n cells: experts in the usage view's order, several per cell (their
- * maximum) when E > n, heights relative to the most used expert. */
-static void sparkline(const app *a, grid *g, int b, int x, int y, int n)
+/* The block's usage as a sparkline: experts in the usage view's order, k to a cell (the highest of them shown),
+ * heights relative to the most used expert. */
+static void sparkline(const app *a, grid *g, int b, int x, int y, int k)
 {
 	const double *f = a->stats[b].frequency;
+	const int n = (a->E + k - 1) / k;
 	if (!f) {
 		for (int i = 0; i < n; i++)
 			grid_put(g, x + i, y, '.', GRID_EL_DIM, 0);
@@ -312,7 +323,7 @@ static void sparkline(const app *a, grid *g, int b, int x, int y, int n)
 		top = f[e] > top ? f[e] : top;
 	for (int i = 0; i < n; i++) {
 		double v = 0;
-		for (int j = i * a->E / n; j < (i + 1) * a->E / n; j++)
+		for (int j = i * k; j < (i + 1) * k && j < a->E; j++)
 			v = f[order[j]] > v ? f[order[j]] : v;
 		grid_put(g, x + i, y, grid_spark(g, top > 0 ? v / top : 0), GRID_EL_SPARK, 0);
 	}
@@ -337,7 +348,7 @@ static void layer_row(const app *a, grid *g, grid_rect r, int b, int y)
 	grid_put(g, x, y, sel ? g->gl->pointer : ' ', GRID_EL_DEFAULT, 0);
 	grid_text(g, x + 1, y, lw, a->m->blocks[b].label, GRID_EL_LABEL, 0);
 	x += 2 + lw;
-	sparkline(a, g, b, x, y, sw);
+	sparkline(a, g, b, x, y, spark_bucket(a, g->w));
 	x += sw + 1;
 	char err[16];
 	eval_cell(a, b, err, sizeof err);
@@ -364,8 +375,12 @@ static void layer_marks(const app *a, grid *g, grid_rect r, int top, int rows)
 
 void views_layers(const app *a, grid *g, grid_rect r)
 {
-	const int lw = label_width(a), sw = spark_width(a, g->w);
-	grid_printf(g, r.x + 1, r.y, r.w - 1, GRID_EL_TITLE, 0, "%-*s %-*s %3s %4s %7s", lw, "L", sw, "usage", "G", "out",
+	const int lw = label_width(a), sw = spark_width(a, g->w), k = spark_bucket(a, g->w);
+	/* "usage/4": four experts to a sparkline cell */
+	char usage[24] = "usage";
+	if (k > 1)
+		snprintf(usage, sizeof usage, "usage/%d", k);
+	grid_printf(g, r.x + 1, r.y, r.w - 1, GRID_EL_TITLE, 0, "%-*s %-*s %3s %4s %7s", lw, "L", sw, usage, "G", "out",
 		    "error");
 	const int rows = r.h - 1;
 	const int top = views_scroll(a->n_blocks, rows, a->block);

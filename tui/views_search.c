@@ -85,7 +85,7 @@ void views_search(const app *a, grid *g, grid_rect r)
 		const int b = a->block;
 		grid_printf(g, x, y++, w, GRID_EL_SELECTED, 0, "block %s: G %d now, %d suggested", a->m->blocks[b].label,
 			    a->cur.groups[b], s->groups[b]);
-		grid_text(g, x, y++, w, "p: apply to this block  P: to every block  u: undo  x: hide", GRID_EL_STATUS_KEY,
+		grid_text(g, x, y++, w, "p: apply to this block  P: every block  u: undo  v: SVG  x: hide", GRID_EL_STATUS_KEY,
 			  0);
 	}
 	if (s->n_points > 0 && y + 1 < box.y + box.h - 1)

@@ -60,7 +60,7 @@ $(head -n 40 "$TMP/diff")"
 
 screen opening
 screen heatmap_by_group
-screen help --size 100x60
+screen help --size 100x62
 screen commit_dialog
 "$BIN" info "$TMP/merged" >"$TMP/info.txt" 2>&1
 expect_grep "commit wrote an aliased checkpoint that opens" "experts +8 per block" "$TMP/info.txt"
@@ -108,6 +108,30 @@ expect_grep "olmoe_nav: the scale states the data's range" "scale 0\.[0-9]{3} .*
 	"$TMP/nav4.txt"
 expect_grep "olmoe_nav: the command prompt" "│ : g 16 " "$TMP/nav5.txt"
 expect_grep "olmoe_nav: :g 16 in one step, explained" "average G 16 .*: G = [0-9]+ [0-9]+ [0-9]+ [0-9]+" "$TMP/nav6.txt"
+# 64 experts in the layer list's sparklines: each screen's column title says how many experts share a cell
+# ("usage/K"), every block's sparkline has ceil(64 / K) cells, at least 8 and more as the terminal widens, and the
+# list stays within half the screen.
+screen_om olmoe_spark --size 80x24
+awk '/^----- screen/{n++} {print > ("'"$TMP"'/spark" n ".txt")}' "$TMP/olmoe_spark.txt"
+prev=0
+n=0
+for width in 80 160 320; do
+	n=$((n + 1))
+	f=$TMP/spark$n.txt
+	k=$(grep -oE "^ L usage(/[0-9]+)? " "$f" | grep -oE "[0-9]+" || echo 1)
+	cells=$(grep -E "^.0 " "$f" | head -n 1 | grep -oE "[▁▂▃▄▅▆▇█]+" | head -n 1 | tr -d '\n' | wc -m)
+	want=$(((64 + k - 1) / k))
+	list=$(grep -E "^.0 " "$f" | head -n 1 | sed 's/│.*//' | tr -d '\n' | wc -m)
+	if [ -n "$cells" ] && [ "$cells" -eq "$want" ] && [ "$cells" -ge 8 ] && [ "$cells" -gt "$prev" ] &&
+		[ "$list" -le $((width / 2)) ]; then
+		pass "olmoe_spark: $width columns, $k experts a cell, $cells cells"
+	else
+		fail "olmoe_spark: $width columns" "K '$k', $cells cells (want $want, more than $prev), list $list wide"
+	fi
+	prev=${cells:-0}
+done
+expect_grep "olmoe_spark: 8 experts a cell at 80 columns" "^ L usage/8 " "$TMP/spark1.txt"
+expect_grep "olmoe_spark: one expert a cell at 320 columns" "^ L usage  " "$TMP/spark3.txt"
 screen_om narrow --size 40x12
 expect_grep "narrow: two-digit group labels whole before the dominant mark" "g1[0-9] ★" "$TMP/narrow.txt"
 if grep -qE "g1★" "$TMP/narrow.txt"; then fail "narrow: no cut label" "$(grep 'g1★' "$TMP/narrow.txt")"; else pass "narrow: no cut label"; fi

@@ -33,6 +33,25 @@ undone=$(sed -n 's/.*block 3: G \([0-9]*\) now.*/\1/p' "$TMP/s4.txt")
 	fail "p applies, u undoes" "before $before suggested $sugg after $after undone $undone"
 expect_grep "the layer list shows the applied G" "^.3 .* $sugg  " "$TMP/s3.txt"
 
+# v writes the search's figure: the same SVG, byte for byte, as `moescope search --svg` at the same budget on the
+# same tokens (one writer, pipeline/search_svg.c); before a search it says there is none, and a path that cannot be
+# written is one error line naming it.
+printf 'wait\nv\ndump\n-\nj\n-\nj\n-\nj\n-\nwait\nS\nwait\nv\n<C-u>\ntype:%s\n<Enter>\ndump\nv\n<C-u>\ntype:%s\n<Enter>\ndump\n' \
+	app.svg no/such/dir/x.svg >"$TMP/svg.keys"
+(cd "$TMP" && "$BIN" tui "$MT" "$MT/calib.safetensors" --tokens "$ROOT/tests/data/forward/tokens.txt" \
+	--script "$TMP/svg.keys" --dump "$TMP/svg.txt" --size 100x30) >"$TMP/out" 2>"$TMP/err" ||
+	fail "svg script runs" "$(head -c 400 "$TMP/err")"
+expect_grep "v before a search says there is no figure" "search: no figure yet" "$TMP/svg.txt"
+expect_grep "v says where the figure went" "search figure written to app.svg" "$TMP/svg.txt"
+expect_grep "an unwritable path is one error naming it" "no/such/dir/x.svg.*(No such file|directory)" "$TMP/svg.txt"
+"$BIN" search "$MT" --tokens "$ROOT/tests/data/forward/tokens.txt" --experts 28 --out "$TMP/cli.csv" \
+	--svg "$TMP/cli.svg" >"$TMP/out" 2>"$TMP/err" || fail "search --svg runs" "$(head -c 400 "$TMP/err")"
+if [ -s "$TMP/app.svg" ] && cmp -s "$TMP/app.svg" "$TMP/cli.svg"; then
+	pass "the application's SVG equals search --svg's"
+else
+	fail "the application's SVG equals search --svg's" "$(diff "$TMP/app.svg" "$TMP/cli.svg" 2>&1 | head -n 6)"
+fi
+
 printf 'wait\n-\nS\n' >"$TMP/notok.keys"
 (cd "$TMP" && "$BIN" tui "$MT" "$MT/calib.safetensors" --script "$TMP/notok.keys" --dump "$TMP/notok.txt") \
 	>"$TMP/out" 2>"$TMP/err"
