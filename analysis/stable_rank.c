@@ -113,13 +113,14 @@ static ms_status gram_sigma_max(const float *w, int m, int n, double *sigma)
  * c is a power of two near 1 / |W|_F, so A's eigenvalues lie in (0, 1] and nothing overflows or underflows in
  * float whatever W's magnitude. */
 
-/* Vectors per block. On 1024 x 2048 noise (6 seeds) blocks of 2, 3, 4 and 6 all reached the answer, in
- * 46-70, 57-84, 72-100 and 108-126 vector-passes (block steps x p; the cost is about proportional to it). 2 is
- * the cheapest, but a miss of the top vector needs only both start vectors to be unlucky; 4 keeps a wide margin
- * for about 1.3-1.5 times the work of 2. */
-#ifndef LZ_BLOCK
-#define LZ_BLOCK 4
-#endif
+/* Vectors per block. Measured on one core (CPU time, old single-vector code alongside): on 1024 x 2048 noise,
+ * blocks of 2, 3, 4 and 6 all reached the answer, in 46-70, 57-84, 72-100 and 108-126 vector-passes (block
+ * steps x p), and a block step costs about p single-vector steps here (the pass is bound by arithmetic while W
+ * fits in the L3 cache; on 14336 x 4096, which does not, a block of 2 cost 1.3 single steps and one of 4 cost
+ * 2.2). On matrices with a dominant direction a block of 2 took 4 steps where the single vector took 6, in the
+ * same time; 4 took twice the time. So 2: the top vector is missed only when both start vectors are unlucky
+ * (no miss in 80 small and 19 large noise matrices, where the single vector missed one), at the least cost. */
+#define LZ_BLOCK 2
 
 /* Rows of W per tile of the product: 32 rows of 4096 floats are 512 KiB, well inside a core's L2 cache. */
 #define LZ_TILE 32
@@ -328,7 +329,8 @@ static ms_status start_block(blanczos *g, double thr_rel)
 		s ^= s >> 27;
 		r[k] = (float)((double)((s * 2685821657736338717ULL) >> 11) / 9007199254740992.0 - 0.5);
 	}
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p, n, m, g->c, r, p, g->w, n, 0.0f, g->Y, n);
+	for (int a = 0; a < p; a++) /* row a of Y = c W^T r_a, r_a = column a of R; sgemv, as apply_gram_block says */
+		cblas_sgemv(CblasRowMajor, CblasTrans, m, n, g->c, g->w, n, r + a, p, 0.0f, g->Y + (size_t)a * n, 1);
 	double G[LZ_BLOCK * LZ_BLOCK], largest = 0.0;
 	gram_rows(g->Y, p, n, G);
 	for (int a = 0; a < p; a++)
@@ -400,7 +402,7 @@ static double ritz_residual(const blanczos *g, int q, int q_next, const double *
 }
 
 /* Block steps over which the top Ritz value must have moved by less than the tolerance allows (see settled). */
-#define SETTLE_WINDOW 2
+#define SETTLE_WINDOW 1
 
 /* Has the top Ritz value t1 settled? Errors are in sigma = sqrt(t1) / c, relative: an error of e in t1 is one of
  * e / (2 t1) in sigma. Both must hold:
