@@ -188,6 +188,29 @@ static void test_centred_rows(void)
 	free(w);
 }
 
+/* srank_frobenius2 against a plain double sum in the same order (eight lanes, element k into lane k % 8, lanes
+ * added in order), bit for bit, for lengths around the lane width; and against a single running sum to 1e-12. */
+static void test_frobenius_lanes(void)
+{
+	static const int lens[] = { 1, 7, 8, 9, 15, 16, 17, 1000, 4099 };
+	float *w = malloc(4099 * sizeof *w);
+	fill_random(w, 4099, 61);
+	for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+		const int len = lens[i];
+		double lane[8] = { 0 }, plain = 0.0, want = 0.0;
+		for (int k = 0; k < len; k++) {
+			lane[k % 8] += (double)w[k] * w[k];
+			plain += (double)w[k] * w[k];
+		}
+		for (int l = 0; l < 8; l++)
+			want += lane[l];
+		const double got = srank_frobenius2(w, 1, len), got_t = srank_frobenius2(w, len, 1);
+		CHECK(got == want && got_t == want, "length %d: %.17g / %.17g, expected %.17g", len, got, got_t, want);
+		CHECK_CLOSE(got, plain, 1e-12);
+	}
+	free(w);
+}
+
 static void test_zero_matrix(void)
 {
 	float w[12] = { 0 };
@@ -487,6 +510,7 @@ int main(void)
 	RUN(test_rank_one);
 	RUN(test_centred_rows);
 	RUN(test_zero_matrix);
+	RUN(test_frobenius_lanes);
 	RUN(test_all_equal);
 	RUN(test_clustered_top);
 	RUN(test_crowded_noise);
