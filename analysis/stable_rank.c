@@ -141,7 +141,7 @@ static ms_status gram_sigma_max(const float *w, int m, int n, double *sigma)
  * fits in the L3 cache; on 14336 x 4096, which does not, a block of 2 cost 1.3 single steps and one of 4 cost
  * 2.2). On matrices with a dominant direction a block of 2 took 4 steps where the single vector took 6, in the
  * same time; 4 took twice the time. So 2: the top vector is missed only when both start vectors are unlucky
- * (no miss in 80 small and 19 large noise matrices, where the single vector missed one), at the least cost. */
+ * (no miss in 80 small and 28 large noise matrices, where the single vector missed one), at the least cost. */
 #define LZ_BLOCK 2
 
 /* Rows of W per tile of the product: 32 rows of 4096 floats are 512 KiB, well inside a core's L2 cache. */
