@@ -563,15 +563,6 @@ static ms_status list_blocks(mdl_model *m, const cJSON *cfg, const char *where, 
 
 /* ---- tensor checks ------------------------------------------------------------------------------------------- */
 
-static void shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
-{
-	size_t used = (size_t)snprintf(buf, len, "[");
-	for (int i = 0; i < ndim && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (used < len)
-		snprintf(buf + used, len - used, "]");
-}
-
 /* A dimension config.json implies, with the field it comes from (for messages). */
 typedef struct {
 	int64_t n;
@@ -589,8 +580,8 @@ static ms_status expect_matrix(const mdl_model *m, const char *name, dim rows, d
 	const int64_t want[2] = {rows.n, cols.n};
 	if (t->ndim != 2 || t->shape[0] != rows.n || t->shape[1] != cols.n) {
 		char found[128], expected[64];
-		shape_text(found, sizeof found, t->shape, t->ndim);
-		shape_text(expected, sizeof expected, want, 2);
+		st_shape_text(found, sizeof found, t->shape, t->ndim);
+		st_shape_text(expected, sizeof expected, want, 2);
 		return ms_fail(err, MS_ERR_MODEL_SHAPE,
 			       "%s: tensor '%s' (%s): shape %s, expected %s (%s x %s in config.json)", m->dir, name, what,
 			       found, expected, rows.field, cols.field);
@@ -632,8 +623,8 @@ static ms_status expect_typed(const mdl_model *m, const char *name, int ndim, co
 	}
 	if (!same) {
 		char found[128], expected[96];
-		shape_text(found, sizeof found, t->shape, t->ndim);
-		shape_text(expected, sizeof expected, shape, ndim);
+		st_shape_text(found, sizeof found, t->shape, t->ndim);
+		st_shape_text(expected, sizeof expected, shape, ndim);
 		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s' (%s): shape %s, expected %s (%s in config.json)",
 			       m->dir, name, what, found, expected, fields);
 	}
