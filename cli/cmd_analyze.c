@@ -39,15 +39,6 @@ static void print_block(const mdl_model *m, int b, const pipe_stats *s, sim_base
 	}
 }
 
-/* "block L: " in front of an analysis error that does not already say which block it is about. */
-static void name_block(ms_error *err, const char *label)
-{
-	char prefix[48];
-	int n = snprintf(prefix, sizeof prefix, "block %s", label);
-	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
-		ms_error_prefix(err, prefix);
-}
-
 typedef struct {
 	const char *model, *calib, *json;
 	unsigned bases;
@@ -65,12 +56,11 @@ static int parse_args(int argc, char **argv, analyze_args *a)
 	a->shown = SIM_ROUTER_LOGITS;
 	optind = 0;
 	opterr = 0;
-	int c, base;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	int c, base, rc = 0;
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a->calib = optarg; break;
 		case 'j': a->json = optarg; break;
-		case 'h': return cli_help("analyze") - 1;
 		case 's':
 			if (strcmp(optarg, "all") == 0) {
 				a->bases = (1u << SIM_BASE_COUNT) - 1;
@@ -94,12 +84,11 @@ static int parse_args(int argc, char **argv, analyze_args *a)
 				p = end;
 			}
 			break;
-		default: return cli_usage_error("analyze", "unknown or incomplete option '%s'", argv[optind - 1]);
+		default: rc = opt_other("analyze", c, argv, NULL);
 		}
 	}
-	if (optind != argc - 1)
-		return cli_usage_error("analyze", "one MODEL expected");
-	a->model = argv[optind];
+	if (rc != 0 || (rc = opt_model("analyze", argc, argv, &a->model)) != 0)
+		return rc;
 	if (!a->calib)
 		return cli_usage_error("analyze", "--calib is required");
 	return 0;
@@ -128,7 +117,7 @@ int cmd_analyze(int argc, char **argv)
 		if (st == MS_OK) {
 			st = pipe_analyze_block(&blk, &ao, &s, &err);
 			if (st != MS_OK)
-				name_block(&err, m->blocks[b].label);
+				opt_name_block(&err, m->blocks[b].label);
 			pipe_free_block(&blk);
 		}
 		if (st != MS_OK)

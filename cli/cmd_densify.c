@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "pipeline/densify.h"
 
 /* Set by SIGINT or SIGTERM (lock-free, so the store is async-signal-safe); densify then removes its temporary
@@ -40,7 +41,7 @@ int cmd_densify(int argc, char **argv)
 			if (cli_parse_size(optarg, &req.max_shard_bytes) != 0)
 				return cli_usage_error("densify", "--max-shard-size: '%s' is not a size like 5GB", optarg);
 			break;
-		default: return cli_usage_error("densify", "unknown or incomplete option '%s'", argv[optind - 1]);
+		default: return opt_other("densify", c, argv, NULL);
 		}
 	}
 	if (optind != argc - 1)

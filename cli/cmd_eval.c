@@ -30,46 +30,25 @@ static int parse_args(int argc, char **argv, eval_args *a)
 	a->eval_tokens = 2048;
 	long long n;
 	char msg[256];
-	int c;
+	int c, rc = 0;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c >= OPT_MERGE_BASE) {
-			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->mo, msg,
-					     sizeof msg) < 0)
-				return cli_usage_error("eval", "%s", msg);
-			continue;
-		}
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a->calib = optarg; break;
 		case 'p': a->plan_path = optarg; break;
 		case 'j': a->json = optarg; break;
-		case 'h': return cli_help("eval") - 1;
-		case 't':
-			if (cli_parse_int(optarg, 1, 1LL << 31, &n) != 0)
-				return cli_usage_error("eval", "--eval-tokens: '%s' is not a whole number >= 1", optarg);
-			a->eval_tokens = n;
-			break;
-		default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+		case 't': if ((rc = opt_eval_tokens("eval", optarg, &n)) == 0) a->eval_tokens = n; break;
+		default: rc = opt_other("eval", c, argv, &a->mo);
 		}
 	}
-	if (optind != argc - 1)
-		return cli_usage_error("eval", "one MODEL expected");
-	a->model = argv[optind];
+	if (rc != 0 || (rc = opt_model("eval", argc, argv, &a->model)) != 0)
+		return rc;
 	if (!a->calib)
 		return cli_usage_error("eval", "--calib is required");
 	if (opt_merge_check(&a->mo, msg, sizeof msg) != 0)
 		return cli_usage_error("eval", "%s", msg);
 	return 0;
-}
-
-/* "block L: " in front of an analysis error that does not already say which block it is about. */
-static void name_block(ms_error *err, const char *label)
-{
-	char prefix[48];
-	int n = snprintf(prefix, sizeof prefix, "block %s", label);
-	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
-		ms_error_prefix(err, prefix);
 }
 
 /* The block with no plan: its output norm and MEO. */
@@ -223,7 +202,7 @@ int cmd_eval(int argc, char **argv)
 		st = a.plan_path ? eval_planned(&blk, &p, b, &a.mo, a.eval_tokens, jb, &err)
 				 : eval_plain(&blk, cal, a.eval_tokens, jb, m->blocks[b].label, &err);
 		if (st != MS_OK)
-			name_block(&err, m->blocks[b].label);
+			opt_name_block(&err, m->blocks[b].label);
 		pipe_free_block(&blk);
 	}
 	cli_progress("eval", m->n_blocks, m->n_blocks);

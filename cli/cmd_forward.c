@@ -36,23 +36,16 @@ static int parse_args(int argc, char **argv, fwd_args *a)
 	const int capture = strcmp(a->cmd, "capture") == 0;
 	a->mo = pipe_merge_defaults();
 	char msg[256];
-	int c;
+	int c, rc = 0;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c >= OPT_MERGE_BASE && !capture) {
-			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->mo, msg,
-					     sizeof msg) < 0)
-				return cli_usage_error(a->cmd, "%s", msg);
-			continue;
-		}
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'x': a->text = optarg; break;
 		case 'k': a->tokens = optarg; break;
-		case 'o': if (capture) { a->out = optarg; break; } goto unknown;
-		case 'p': if (!capture) { a->plan_path = optarg; break; } goto unknown;
-		case 'j': if (!capture) { a->json = optarg; break; } goto unknown;
-		case 'h': return cli_help(a->cmd) - 1;
+		case 'o': if (capture) { a->out = optarg; break; } goto other;
+		case 'p': if (!capture) { a->plan_path = optarg; break; } goto other;
+		case 'j': if (!capture) { a->json = optarg; break; } goto other;
 		case 's':
 			if (cli_parse_int(optarg, 1, 1 << 30, &a->seq_len) != 0)
 				return cli_usage_error(a->cmd, "--seq-len: '%s' is not a whole number >= 1", optarg);
@@ -62,13 +55,12 @@ static int parse_args(int argc, char **argv, fwd_args *a)
 				return cli_usage_error(a->cmd, "--max-tokens: '%s' is not a whole number >= 1", optarg);
 			break;
 		default:
-		unknown:
-			return cli_usage_error(a->cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+		other:
+			rc = opt_other(a->cmd, c, argv, capture ? NULL : &a->mo);
 		}
 	}
-	if (optind != argc - 1)
-		return cli_usage_error(a->cmd, "one MODEL expected");
-	a->model = argv[optind];
+	if (rc != 0 || (rc = opt_model(a->cmd, argc, argv, &a->model)) != 0)
+		return rc;
 	if (!a->text == !a->tokens)
 		return cli_usage_error(a->cmd, "give exactly one of --text FILE and --tokens FILE");
 	if (capture && !a->out)

@@ -117,9 +117,9 @@ static void print_human(const mdl_model *m)
 	print_amount("total", m->params_total, m->bytes_total);
 }
 
-static int print_json(const mdl_model *m)
+/* Prints j (NULL when building it ran out of memory) as JSON on stdout and deletes it. */
+static int print_json(cJSON *j)
 {
-	cJSON *j = report_model(m);
 	char *text = j ? cJSON_Print(j) : NULL;
 	cJSON_Delete(j);
 	if (!text) {
@@ -146,16 +146,7 @@ static int print_factored(const char *dir, const fac_info *f, int json)
 		cJSON_AddStringToObject(j, "rank_mode", f->rank_mode);
 		cJSON_AddNumberToObject(j, "sparse_ratio", f->sparse_ratio);
 		cJSON_AddStringToObject(j, "load", load);
-		char *text = cJSON_Print(j);
-		cJSON_Delete(j);
-		if (!text) {
-			ms_error err;
-			ms_fail(&err, MS_ERR_NOMEM, "info: out of memory writing JSON");
-			return cli_report(&err);
-		}
-		puts(text);
-		cJSON_free(text);
-		return CLI_OK;
+		return print_json(j);
 	}
 	printf("%-14s%s\n", "model", dir);
 	printf("%-14s%s\n", "format", "factors (merge --compress-format factors): W = W_u @ W_v plus a sparse residual");
@@ -191,7 +182,13 @@ int cmd_info(int argc, char **argv)
 	mdl_model *m = NULL;
 	if (!probe && mdl_open(dir, &m, &err) != MS_OK)
 		return cli_report(&err);
-	int rc = probe ? print_factored(dir, &factored, json) : json ? print_json(m) : (print_human(m), CLI_OK);
+	int rc = CLI_OK;
+	if (probe)
+		rc = print_factored(dir, &factored, json);
+	else if (json)
+		rc = print_json(report_model(m));
+	else
+		print_human(m);
 	mdl_close(m);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		ms_fail(&err, MS_ERR_IO, "info: cannot write to standard output");

@@ -52,22 +52,15 @@ static int parse_args(int argc, char **argv, merge_args *a)
 	a->req = mrun_request_defaults();
 	char msg[256];
 	long long n;
-	int c, found;
+	int c, found, rc = 0;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c >= OPT_MERGE_BASE) {
-			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->req.opts, msg,
-					     sizeof msg) < 0)
-				return cli_usage_error("merge", "%s", msg);
-			continue;
-		}
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a->calib = optarg; break;
 		case 'p': a->plan_path = optarg; break;
 		case 'o': a->req.out_dir = optarg; break;
 		case 'f': a->req.force = 1; break;
-		case 'h': return cli_help("merge") - 1;
 		case 'F':
 			if ((found = names_index(mrun_format_names, MRUN_FORMAT_COUNT, optarg)) < 0)
 				return cli_usage_error("merge", "--compress-format: '%s' is not dense or factors", optarg);
@@ -77,17 +70,12 @@ static int parse_args(int argc, char **argv, merge_args *a)
 			if (cli_parse_size(optarg, &a->req.max_shard_bytes) != 0)
 				return cli_usage_error("merge", "--max-shard-size: '%s' is not a size like 5GB", optarg);
 			break;
-		case 't':
-			if (cli_parse_int(optarg, 1, 1LL << 31, &n) != 0)
-				return cli_usage_error("merge", "--eval-tokens: '%s' is not a whole number >= 1", optarg);
-			a->req.eval_tokens = n;
-			break;
-		default: return cli_usage_error("merge", "unknown or incomplete option '%s'", argv[optind - 1]);
+		case 't': if ((rc = opt_eval_tokens("merge", optarg, &n)) == 0) a->req.eval_tokens = n; break;
+		default: rc = opt_other("merge", c, argv, &a->req.opts);
 		}
 	}
-	if (optind != argc - 1)
-		return cli_usage_error("merge", "one MODEL expected");
-	a->model = argv[optind];
+	if (rc != 0 || (rc = opt_model("merge", argc, argv, &a->model)) != 0)
+		return rc;
 	if (!a->plan_path || !a->req.out_dir)
 		return cli_usage_error("merge", "--plan and --out are required");
 	if (opt_merge_check(&a->req.opts, msg, sizeof msg) != 0)

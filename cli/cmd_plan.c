@@ -42,7 +42,6 @@ static int parse_args(int argc, char **argv, plan_args *a)
 		case 'o': a->out = optarg; break;
 		case 'L': a->layers = optarg; break;
 		case 'G': a->po.global = 1; break;
-		case 'h': return cli_help("plan") - 1;
 		case 'g':
 			if (cli_parse_int(optarg, 1, 1 << 20, &g) != 0)
 				return cli_usage_error("plan", "--groups: '%s' is not a whole number >= 1", optarg);
@@ -55,29 +54,17 @@ static int parse_args(int argc, char **argv, plan_args *a)
 			a->po.base = v;
 			a->base_given = 1;
 			break;
-		default: return cli_usage_error("plan", "unknown or incomplete option '%s'", argv[optind - 1]);
+		default: rc = opt_other("plan", c, argv, NULL);
 		}
 	}
-	if (rc != 0)
+	if (rc != 0 || (rc = opt_model("plan", argc, argv, &a->model)) != 0)
 		return rc;
-	if (optind != argc - 1)
-		return cli_usage_error("plan", "one MODEL expected");
-	a->model = argv[optind];
 	if (!a->calib || !a->out || a->po.groups <= 0)
 		return cli_usage_error("plan", "--calib, --groups and --out are required");
 	/* HC-SMoE clusters on expert outputs unless told otherwise. */
 	if (a->po.method == GRP_HC && !a->base_given)
 		a->po.base = SIM_EXPERT_OUTPUT;
 	return 0;
-}
-
-/* "block L: " in front of an analysis error that does not already say which block it is about. */
-static void name_block(ms_error *err, const char *label)
-{
-	char prefix[48];
-	int n = snprintf(prefix, sizeof prefix, "block %s", label);
-	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
-		ms_error_prefix(err, prefix);
 }
 
 /* Statistics of every block: what grouping needs (the chosen base, REAP when pruning by it, stable ranks for the
@@ -98,7 +85,7 @@ static ms_status all_stats(const mdl_model *m, const calib *cal, const pipe_plan
 			break;
 		st = pipe_analyze_block(&blk, &ao, &stats[b], err);
 		if (st != MS_OK)
-			name_block(err, m->blocks[b].label);
+			opt_name_block(err, m->blocks[b].label);
 		pipe_free_block(&blk);
 	}
 	cli_progress("plan", m->n_blocks, m->n_blocks);

@@ -62,12 +62,6 @@ static int parse_args(int argc, char **argv, search_args *a)
 	optind = 0;
 	opterr = 0;
 	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c >= OPT_MERGE_BASE) {
-			if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, &a->so.mo, msg,
-					     sizeof msg) < 0)
-				return cli_usage_error("search", "%s", msg);
-			continue;
-		}
 		switch (c) {
 		case 'x': a->text = optarg; break;
 		case 'k': a->tokens = optarg; break;
@@ -75,7 +69,6 @@ static int parse_args(int argc, char **argv, search_args *a)
 		case 'o': a->out = optarg; break;
 		case 'j': a->json = optarg; break;
 		case 'v': a->svg = optarg; break;
-		case 'h': return cli_help("search") - 1;
 		case 'b':
 			if (cli_parse_double(optarg, 1e-9, 1.0, &a->budget) != 0)
 				return cli_usage_error("search", "--budget: '%s' is not a fraction in (0, 1]", optarg);
@@ -98,14 +91,11 @@ static int parse_args(int argc, char **argv, search_args *a)
 			if (cli_parse_double(optarg, 1e-3, 1e9, &a->so.time_limit) != 0)
 				return cli_usage_error("search", "--time-limit: '%s' is not a number of seconds > 0", optarg);
 			break;
-		default: return cli_usage_error("search", "unknown or incomplete option '%s'", argv[optind - 1]);
+		default: rc = opt_other("search", c, argv, &a->so.mo);
 		}
 	}
-	if (rc != 0)
+	if (rc != 0 || (rc = opt_model("search", argc, argv, &a->model)) != 0)
 		return rc;
-	if (optind != argc - 1)
-		return cli_usage_error("search", "one MODEL expected");
-	a->model = argv[optind];
 	if (!!a->text + !!a->tokens + !!a->calib != 1)
 		return cli_usage_error("search", "give exactly one of --text FILE, --tokens FILE and --calib C");
 	if ((a->budget > 0) == (a->experts > 0))

@@ -47,10 +47,10 @@ static int parse_args(int argc, char **argv, tui_args *t)
 		{"tokens", required_argument, NULL, 'o'}, {"text", required_argument, NULL, 'x'},
 		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
-	int c;
+	int c, rc = 0;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's': t->script = optarg; break;
 		case 'd': t->dump = optarg; break;
@@ -60,18 +60,16 @@ static int parse_args(int argc, char **argv, tui_args *t)
 		case 'n': t->mono = 1; break;
 		case 'a': t->ascii = 1; break;
 		case 'k': t->list_keys = 1; break;
-		case 'h': return cli_help("tui") - 1;
 		case 'z':
 			if (parse_size(optarg, t) != 0)
 				return cli_usage_error("tui", "--size: '%s' is not WxH (at least 20x8)", optarg);
 			break;
-		case 't':
-			if (cli_parse_int(optarg, 1, 1LL << 31, &t->eval_tokens) != 0)
-				return cli_usage_error("tui", "--eval-tokens: '%s' is not a whole number >= 1", optarg);
-			break;
-		default: return cli_usage_error("tui", "unknown or incomplete option '%s'", argv[optind - 1]);
+		case 't': rc = opt_eval_tokens("tui", optarg, &t->eval_tokens); break;
+		default: rc = opt_other("tui", c, argv, NULL);
 		}
 	}
+	if (rc != 0)
+		return rc;
 	if (t->list_keys)
 		return 0;
 	if (t->text && t->tokens)

@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,4 +191,40 @@ int opt_merge_check(const pipe_merge_options *o, char *msg, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+int opt_other(const char *cmd, int c, char **argv, pipe_merge_options *mo)
+{
+	char msg[256];
+	if (mo && c >= OPT_MERGE_BASE) {
+		if (opt_merge_option(opt_merge_option_names[c - OPT_MERGE_BASE], optarg, mo, msg, sizeof msg) < 0)
+			return cli_usage_error(cmd, "%s", msg);
+		return 0;
+	}
+	if (c == 'h')
+		return cli_help(cmd) - 1;
+	return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+}
+
+int opt_model(const char *cmd, int argc, char **argv, const char **model)
+{
+	if (optind != argc - 1)
+		return cli_usage_error(cmd, "one MODEL expected");
+	*model = argv[optind];
+	return 0;
+}
+
+int opt_eval_tokens(const char *cmd, const char *value, long long *out)
+{
+	if (cli_parse_int(value, 1, 1LL << 31, out) != 0)
+		return cli_usage_error(cmd, "--eval-tokens: '%s' is not a whole number >= 1", value);
+	return 0;
+}
+
+void opt_name_block(ms_error *err, const char *label)
+{
+	char prefix[48];
+	int n = snprintf(prefix, sizeof prefix, "block %s", label);
+	if (n > 0 && (size_t)n < sizeof prefix && (strncmp(err->msg, prefix, (size_t)n) != 0 || err->msg[n] != ':'))
+		ms_error_prefix(err, prefix);
 }

@@ -45,5 +45,17 @@ extern const char *const opt_merge_option_names[];
 /* Checks the combination (one rank mode; sparse ratio in [0,1]). 0, or -1 with a message. */
 int opt_merge_check(const pipe_merge_options *o, char *msg, size_t len);
 
+/* What every command's getopt_long loop does with a value its own cases do not take: a merge option is stored in
+ * mo (when mo is not NULL), 'h' (--help) prints the command's usage, anything else is an unknown option. Returns 0
+ * to go on, -1 after --help, or CLI_USAGE after printing the error. */
+int opt_other(const char *cmd, int c, char **argv, pipe_merge_options *mo);
+/* After the options: exactly one MODEL operand, stored in *model; 0, or CLI_USAGE after printing the error. */
+int opt_model(const char *cmd, int argc, char **argv, const char **model);
+/* --eval-tokens N (a whole number >= 1); 0, or CLI_USAGE after printing the error. */
+int opt_eval_tokens(const char *cmd, const char *value, long long *out);
+
+/* "block L: " in front of an analysis error that does not already say which block it is about. */
+void opt_name_block(ms_error *err, const char *label);
+
 
 #endif

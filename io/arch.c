@@ -655,15 +655,6 @@ static const st_tensor *find(const arch_model *a, arch_tensor t, int layer, char
 	return st_find(a->m->st, name);
 }
 
-static void shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
-{
-	size_t used = (size_t)snprintf(buf, len, "[");
-	for (int i = 0; i < ndim && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (used < len)
-		snprintf(buf + used, len - used, "]");
-}
-
 static ms_status lookup(const arch_model *a, arch_tensor t, int layer, int64_t rows, int64_t cols,
 			const st_tensor **out, ms_error *err)
 {
@@ -676,8 +667,8 @@ static ms_status lookup(const arch_model *a, arch_tensor t, int layer, int64_t r
 	const int64_t want[2] = {rows, cols};
 	if (ts->ndim != ndim || ts->shape[0] != rows || (ndim == 2 && ts->shape[1] != cols)) {
 		char found[128], expected[64];
-		shape_text(found, sizeof found, ts->shape, ts->ndim);
-		shape_text(expected, sizeof expected, want, ndim);
+		st_shape_text(found, sizeof found, ts->shape, ts->ndim);
+		st_shape_text(expected, sizeof expected, want, ndim);
 		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s': shape %s, expected %s from config.json",
 			       a->m->dir, name, found, expected);
 	}

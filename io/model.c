@@ -563,15 +563,6 @@ static ms_status list_blocks(mdl_model *m, const cJSON *cfg, const char *where, 
 
 /* ---- tensor checks ------------------------------------------------------------------------------------------- */
 
-static void shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
-{
-	size_t used = (size_t)snprintf(buf, len, "[");
-	for (int i = 0; i < ndim && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (used < len)
-		snprintf(buf + used, len - used, "]");
-}
-
 /* A dimension config.json implies, with the field it comes from (for messages). */
 typedef struct {
 	int64_t n;
@@ -589,8 +580,8 @@ static ms_status expect_matrix(const mdl_model *m, const char *name, dim rows, d
 	const int64_t want[2] = {rows.n, cols.n};
 	if (t->ndim != 2 || t->shape[0] != rows.n || t->shape[1] != cols.n) {
 		char found[128], expected[64];
-		shape_text(found, sizeof found, t->shape, t->ndim);
-		shape_text(expected, sizeof expected, want, 2);
+		st_shape_text(found, sizeof found, t->shape, t->ndim);
+		st_shape_text(expected, sizeof expected, want, 2);
 		return ms_fail(err, MS_ERR_MODEL_SHAPE,
 			       "%s: tensor '%s' (%s): shape %s, expected %s (%s x %s in config.json)", m->dir, name, what,
 			       found, expected, rows.field, cols.field);
@@ -632,8 +623,8 @@ static ms_status expect_typed(const mdl_model *m, const char *name, int ndim, co
 	}
 	if (!same) {
 		char found[128], expected[96];
-		shape_text(found, sizeof found, t->shape, t->ndim);
-		shape_text(expected, sizeof expected, shape, ndim);
+		st_shape_text(found, sizeof found, t->shape, t->ndim);
+		st_shape_text(expected, sizeof expected, shape, ndim);
 		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s' (%s): shape %s, expected %s (%s in config.json)",
 			       m->dir, name, what, found, expected, fields);
 	}
@@ -673,13 +664,64 @@ static void make_view(st_tensor *v, char *name, const st_tensor *t, uint64_t at,
 	v->file_offset = t->file_offset + at * es;
 }
 
-/* Storage for a fused block's E x MDL_NMAT expert views and their names (VIEW_NAME bytes each, after the views):
- * the names, or NULL when out of memory. */
-static char *alloc_views(const mdl_model *m, mdl_block *blk)
+/* Where expert e's matrix `slot` lies in the fused tensor blk->fused[src]: rows x cols elements from element
+ * e * stride + offset. Its name is the tensor's with the slice: "[e]" for a whole slab, "[e, :rows]" and
+ * "[e, rows:]" for the first and second halves of a slab's rows. */
+typedef enum { SLICE_SLAB, SLICE_HEAD, SLICE_TAIL } slice_kind;
+typedef struct {
+	int slot, src;
+	uint64_t stride, offset;
+	int64_t rows, cols;
+	slice_kind slice;
+} view_layout;
+
+/* Makes the E x MDL_NMAT expert views of block b (and their names, VIEW_NAME bytes each, stored after the views)
+ * from its fused tensors, as lay [n] places them. `count` adds the views to the expert totals, the first of block
+ * 0's expert 0 naming the dtype. */
+static ms_status make_expert_views(mdl_model *m, int b, const view_layout *lay, int n, int count, ms_error *err)
 {
-	const size_t n = (size_t)m->n_experts * MDL_NMAT;
-	blk->views = calloc(n, sizeof *blk->views + VIEW_NAME);
-	return blk->views ? (char *)(blk->views + n) : NULL;
+	mdl_block *blk = &m->blocks[b];
+	const size_t nv = (size_t)m->n_experts * MDL_NMAT;
+	blk->views = calloc(nv, sizeof *blk->views + VIEW_NAME);
+	if (!blk->views)
+		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
+			       blk->label);
+	char *names = (char *)(blk->views + nv);
+	for (int64_t e = 0; e < m->n_experts; e++)
+		for (int i = 0; i < n; i++) {
+			const view_layout *l = &lay[i];
+			const int64_t at = e * MDL_NMAT + l->slot;
+			char slice[64];
+			if (l->slice == SLICE_HEAD)
+				snprintf(slice, sizeof slice, "[%lld, :%lld]", (long long)e, (long long)l->rows);
+			else if (l->slice == SLICE_TAIL)
+				snprintf(slice, sizeof slice, "[%lld, %lld:]", (long long)e, (long long)l->rows);
+			else
+				snprintf(slice, sizeof slice, "[%lld]", (long long)e);
+			make_view(&blk->views[at], names + (size_t)at * VIEW_NAME, blk->fused[l->src],
+				  l->stride * (uint64_t)e + l->offset, l->rows, l->cols, slice);
+			blk->experts[at] = &blk->views[at];
+			if (count)
+				count_expert(m, &blk->views[at], b == 0 && e == 0 && i == 0);
+		}
+	return MS_OK;
+}
+
+/* The float biases of the interleaved layout: gate_up_proj_bias [E, 2f] and down_proj_bias [E, d]. */
+static ms_status check_fused_biases(mdl_model *m, int b, const char *what, ms_error *err)
+{
+	mdl_block *blk = &m->blocks[b];
+	const mdl_family *fam = m->family;
+	char twice[96], name[256];
+	snprintf(twice, sizeof twice, "2 x %s", fam->inter_field);
+	const dim ex = {m->n_experts, fam->experts_field};
+	const dim gate_up_bias[2] = {ex, {2 * (int64_t)m->inter, twice}}, down_bias[2] = {ex, {m->hidden, fam->hidden_field}};
+	ms_status st = MS_OK;
+	if (mdl_fused_bias_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 2, gate_up_bias, what, &blk->fused_bias[MDL_FUSED_GATE_UP], err);
+	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
+		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
+	return st;
 }
 
 /* The fused layout: gate_up_proj [E, 2f, d] holds expert e's gate in rows [0, f) of slab e and its up in rows
@@ -702,27 +744,14 @@ static ms_status check_fused_block(mdl_model *m, int b, ms_error *err)
 		st = expect_tensor(m, name, 3, down, what, &blk->fused[MDL_FUSED_DOWN], err);
 	if (st != MS_OK)
 		return st;
-	char *names = alloc_views(m, blk);
-	if (!names)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
-			       blk->label);
-	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
-	for (int64_t e = 0; e < E; e++) {
-		st_tensor *v = blk->views + e * MDL_NMAT;
-		char *vn = names + (size_t)e * MDL_NMAT * VIEW_NAME, slice[64];
-		const uint64_t slab = (uint64_t)(2 * f * d) * (uint64_t)e, mat = (uint64_t)(f * d);
-		snprintf(slice, sizeof slice, "[%lld, :%lld]", (long long)e, (long long)f);
-		make_view(&v[MDL_GATE], vn + MDL_GATE * VIEW_NAME, tgu, slab, f, d, slice);
-		snprintf(slice, sizeof slice, "[%lld, %lld:]", (long long)e, (long long)f);
-		make_view(&v[MDL_UP], vn + MDL_UP * VIEW_NAME, tgu, slab + mat, f, d, slice);
-		snprintf(slice, sizeof slice, "[%lld]", (long long)e);
-		make_view(&v[MDL_DOWN], vn + MDL_DOWN * VIEW_NAME, tdn, mat * (uint64_t)e, d, f, slice);
-		for (int k = 0; k < MDL_NMAT; k++) {
-			blk->experts[e * MDL_NMAT + k] = &v[k];
-			count_expert(m, &v[k], b == 0 && e == 0 && k == MDL_UP);
-		}
-	}
-	return MS_OK;
+	const uint64_t mat = (uint64_t)(f * d);
+	const view_layout lay[] = {
+		{.slot = MDL_GATE, .src = MDL_FUSED_GATE_UP, .stride = 2 * mat, .rows = f, .cols = d, .slice = SLICE_HEAD},
+		{.slot = MDL_UP, .src = MDL_FUSED_GATE_UP, .stride = 2 * mat, .offset = mat, .rows = f, .cols = d,
+		 .slice = SLICE_TAIL},
+		{.slot = MDL_DOWN, .src = MDL_FUSED_DOWN, .stride = mat, .rows = d, .cols = f},
+	};
+	return make_expert_views(m, b, lay, 3, 1, err);
 }
 
 /* The interleaved layout (GptOssExperts): gate_up_proj [E, d, 2f], gate_up_proj_bias [E, 2f], down_proj [E, f, d],
@@ -740,7 +769,7 @@ static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
 	snprintf(twice, sizeof twice, "2 x %s", fam->inter_field);
 	const dim ex = {E, fam->experts_field}, dd = {d, fam->hidden_field}, ff = {f, fam->inter_field};
 	const dim f2 = {2 * f, twice};
-	const dim gate_up[3] = {ex, dd, f2}, down[3] = {ex, ff, dd}, gate_up_bias[2] = {ex, f2}, down_bias[2] = {ex, dd};
+	const dim gate_up[3] = {ex, dd, f2}, down[3] = {ex, ff, dd};
 	char name[256], what[96], packed[300];
 	snprintf(what, sizeof what, "experts of layer %s", blk->label);
 	mdl_fused_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name);
@@ -753,30 +782,16 @@ static ms_status check_interleaved_block(mdl_model *m, int b, ms_error *err)
 	ms_status st = expect_tensor(m, name, 3, gate_up, what, &blk->fused[MDL_FUSED_GATE_UP], err);
 	if (st == MS_OK && mdl_fused_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
 		st = expect_tensor(m, name, 3, down, what, &blk->fused[MDL_FUSED_DOWN], err);
-	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name) == 0)
-		st = expect_tensor(m, name, 2, gate_up_bias, what, &blk->fused_bias[MDL_FUSED_GATE_UP], err);
-	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
-		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
+	if (st == MS_OK)
+		st = check_fused_biases(m, b, what, err);
 	if (st != MS_OK)
 		return st;
-	char *names = alloc_views(m, blk);
-	if (!names)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
-			       blk->label);
-	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
-	for (int64_t e = 0; e < E; e++) {
-		st_tensor *v = blk->views + e * MDL_NMAT;
-		char *vn = names + (size_t)e * MDL_NMAT * VIEW_NAME, slice[64];
-		snprintf(slice, sizeof slice, "[%lld]", (long long)e);
-		make_view(&v[MDL_GATE], vn + MDL_GATE * VIEW_NAME, tgu, (uint64_t)(2 * f * d) * (uint64_t)e, d, 2 * f,
-			  slice);
-		make_view(&v[MDL_DOWN], vn + MDL_DOWN * VIEW_NAME, tdn, (uint64_t)(f * d) * (uint64_t)e, f, d, slice);
-		blk->experts[e * MDL_NMAT + MDL_GATE] = &v[MDL_GATE];
-		blk->experts[e * MDL_NMAT + MDL_DOWN] = &v[MDL_DOWN];
-		count_expert(m, &v[MDL_GATE], b == 0 && e == 0);
-		count_expert(m, &v[MDL_DOWN], 0);
-	}
-	return MS_OK;
+	const uint64_t mat = (uint64_t)(f * d);
+	const view_layout lay[] = {
+		{.slot = MDL_GATE, .src = MDL_FUSED_GATE_UP, .stride = 2 * mat, .rows = d, .cols = 2 * f},
+		{.slot = MDL_DOWN, .src = MDL_FUSED_DOWN, .stride = mat, .rows = f, .cols = d},
+	};
+	return make_expert_views(m, b, lay, 2, 1, err);
 }
 
 /* The interleaved layout in gpt-oss's released MXFP4 form (transformers' integrations/mxfp4.py dequantizes
@@ -801,7 +816,6 @@ static ms_status check_mxfp4_block(mdl_model *m, int b, ms_error *err)
 	const dim ex = {E, fam->experts_field}, dd = {d, fam->hidden_field}, f2 = {2 * f, twice};
 	const dim nd = {d / QT_MX_BLOCK, gd}, nf = {f / QT_MX_BLOCK, gf}, sixteen = {16, "16 bytes a block"};
 	const dim want[MDL_NFUSED][4] = {{ex, f2, nd, sixteen}, {ex, dd, nf, sixteen}};
-	const dim gate_up_bias[2] = {ex, f2}, down_bias[2] = {ex, dd};
 	ms_status st = MS_OK;
 	for (int w = 0; st == MS_OK && w < MDL_NFUSED; w++) {
 		mdl_fused_name(m, b, w, name, sizeof name);
@@ -817,31 +831,20 @@ static ms_status check_mxfp4_block(mdl_model *m, int b, ms_error *err)
 		if (st == MS_OK)
 			st = qt_bind_mxfp4(blk->fused[w], blk->fused_scales[w], &blk->mx[w], err);
 	}
-	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_GATE_UP, name, sizeof name) == 0)
-		st = expect_tensor(m, name, 2, gate_up_bias, what, &blk->fused_bias[MDL_FUSED_GATE_UP], err);
-	if (st == MS_OK && mdl_fused_bias_name(m, b, MDL_FUSED_DOWN, name, sizeof name) == 0)
-		st = expect_tensor(m, name, 2, down_bias, what, &blk->fused_bias[MDL_FUSED_DOWN], err);
+	if (st == MS_OK)
+		st = check_fused_biases(m, b, what, err);
+	/* the slabs' bytes: two E2M1 codes a byte */
+	const view_layout lay[] = {
+		{.slot = MDL_GATE, .src = MDL_FUSED_GATE_UP, .stride = (uint64_t)(f * d), .rows = 2 * f, .cols = d / 2},
+		{.slot = MDL_DOWN, .src = MDL_FUSED_DOWN, .stride = (uint64_t)(f * d / 2), .rows = d, .cols = f / 2},
+	};
+	if (st == MS_OK)
+		st = make_expert_views(m, b, lay, 2, 0, err);
 	if (st != MS_OK)
 		return st;
-	char *names = alloc_views(m, blk);
-	if (!names)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory for the %d experts of layer %s", m->dir, m->n_experts,
-			       blk->label);
 	const st_tensor *tgu = blk->fused[MDL_FUSED_GATE_UP], *tdn = blk->fused[MDL_FUSED_DOWN];
 	if (b == 0)
 		m->expert_dtype = ST_U8;
-	for (int64_t e = 0; e < E; e++) {
-		st_tensor *v = blk->views + e * MDL_NMAT;
-		char *vn = names + (size_t)e * MDL_NMAT * VIEW_NAME, slice[64];
-		snprintf(slice, sizeof slice, "[%lld]", (long long)e);
-		/* the slabs' bytes: two E2M1 codes a byte */
-		make_view(&v[MDL_GATE], vn + MDL_GATE * VIEW_NAME, tgu, (uint64_t)(f * d) * (uint64_t)e, 2 * f, d / 2,
-			  slice);
-		make_view(&v[MDL_DOWN], vn + MDL_DOWN * VIEW_NAME, tdn, (uint64_t)(f * d / 2) * (uint64_t)e, d, f / 2,
-			  slice);
-		blk->experts[e * MDL_NMAT + MDL_GATE] = &v[MDL_GATE];
-		blk->experts[e * MDL_NMAT + MDL_DOWN] = &v[MDL_DOWN];
-	}
 	/* two values a byte, and the scales */
 	m->params_experts += 2 * (tgu->numel + tdn->numel);
 	m->bytes_experts += tgu->nbytes + tdn->nbytes + blk->fused_scales[0]->nbytes + blk->fused_scales[1]->nbytes;

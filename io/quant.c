@@ -170,20 +170,11 @@ int qt_not_converted(const qt_config *q, const char *name)
 
 /* ---- matrices ---- */
 
-static void shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
-{
-	size_t used = (size_t)snprintf(buf, len, "[");
-	for (int i = 0; i < ndim && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (used < len)
-		snprintf(buf + used, len - used, "]");
-}
-
 static ms_status bad_shape(const st_tensor *t, const int64_t *want, int ndim, const char *why, ms_error *err)
 {
 	char found[128], expected[128];
-	shape_text(found, sizeof found, t->shape, t->ndim);
-	shape_text(expected, sizeof expected, want, ndim);
+	st_shape_text(found, sizeof found, t->shape, t->ndim);
+	st_shape_text(expected, sizeof expected, want, ndim);
 	return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s': shape %s, expected %s (%s)", t->path, t->name, found,
 		       expected, why);
 }
@@ -257,7 +248,7 @@ ms_status qt_bind_mxfp4(const st_tensor *blocks, const st_tensor *scales, qt_mat
 			       blocks->name, st_dtype_name(blocks->dtype));
 	if (blocks->ndim < 2 || blocks->shape[blocks->ndim - 1] != 16) {
 		char found[128];
-		shape_text(found, sizeof found, blocks->shape, blocks->ndim);
+		st_shape_text(found, sizeof found, blocks->shape, blocks->ndim);
 		return ms_fail(err, MS_ERR_MODEL_SHAPE, "%s: tensor '%s': shape %s, expected [..., G, 16] (MXFP4 blocks "
 			       "of 32 values)", blocks->path, blocks->name, found);
 	}

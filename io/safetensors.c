@@ -94,6 +94,15 @@ int st_dtype_parse(const char *name, st_dtype *out)
 	return 0;
 }
 
+void st_shape_text(char *buf, size_t len, const int64_t *shape, int ndim)
+{
+	size_t used = (size_t)snprintf(buf, len, "[");
+	for (int i = 0; i < ndim && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+	if (used < len)
+		snprintf(buf + used, len - used, "]");
+}
+
 /* ---- finiteness ---- */
 
 int64_t st_first_nonfinite_raw(st_dtype dtype, const void *bytes, uint64_t n)

@@ -31,6 +31,8 @@ const char *st_dtype_name(st_dtype t);           /* "BF16" */
 size_t st_dtype_size(st_dtype t);                /* bytes per element */
 int st_dtype_is_float(st_dtype t);               /* F32, F16 or BF16: convertible to float32 */
 int st_dtype_parse(const char *name, st_dtype *out); /* 1 when known */
+/* A shape as text for messages, "[8, 128, 256]", cut to fit buf [len]. */
+void st_shape_text(char *buf, size_t len, const int64_t *shape, int ndim);
 
 /* A tensor of an open file or shard set. Pointers stay valid until st_close. */
 typedef struct {

@@ -1094,70 +1094,58 @@ static void round_to_dtype(st_dtype dtype, float *x, int64_t n)
 		run_split(n, round_span, &job);
 }
 
-/* FP8 experts: a merged matrix goes through its block quantization and back (io/quant.h), so that evaluation sees
- * what the written checkpoint holds. One task per strip of block rows; the strips' errors are added in order. */
+/* FP8 and MXFP4 experts: a merged matrix goes through the checkpoint's quantization and back (io/quant.h), so that
+ * evaluation sees what the written checkpoint holds. The matrix is cut into strips of whole rows of quantization
+ * blocks, one task a strip; the strips' errors are added afterwards in strip order. */
 typedef struct {
 	float *x;                /* [rows, cols], rounded in place */
 	int64_t rows, cols;
-	int br, bc;
-	st_dtype scale_dtype;
+	int strip;               /* rows per strip */
+	int bc;                  /* FP8: columns per scale block */
+	st_dtype scale_dtype;    /* FP8: dtype of the stored scales */
+	const char *format;      /* "FP8" or "MXFP4", for messages */
 	qt_error *errs;          /* [strips] */
-} fp8_job;
+} strip_job;
 
+/* Rows r0 .. r0 + *n - 1 of strip i. */
+static int64_t strip_rows(const strip_job *j, int64_t i, int64_t *n)
+{
+	const int64_t r0 = i * j->strip;
+	*n = j->rows - r0 < j->strip ? j->rows - r0 : j->strip;
+	return r0;
+}
+
+/* FP8: a strip is one row of [br, bc] scale blocks. */
 static ms_status fp8_strip(void *ctx, int64_t i, ms_error *err)
 {
-	const fp8_job *j = ctx;
-	const int64_t r0 = i * j->br, n = j->rows - r0 < j->br ? j->rows - r0 : j->br;
-	const int64_t sc = (j->cols + j->bc - 1) / j->bc;
+	const strip_job *j = ctx;
+	int64_t n;
+	const int64_t r0 = strip_rows(j, i, &n), sc = (j->cols + j->bc - 1) / j->bc;
 	uint8_t *codes = malloc((size_t)(n * j->cols));
 	float *inv = malloc((size_t)sc * sizeof *inv);
 	ms_status st = MS_OK;
 	if (codes && inv)
-		qt_fp8_quantize(j->x + r0 * j->cols, n, j->cols, j->br, j->bc, j->scale_dtype, codes, inv, j->x + r0 * j->cols,
-				&j->errs[i]);
+		qt_fp8_quantize(j->x + r0 * j->cols, n, j->cols, j->strip, j->bc, j->scale_dtype, codes, inv,
+				j->x + r0 * j->cols, &j->errs[i]);
 	else
-		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to %s", j->format);
 	free(codes);
 	free(inv);
 	return st;
 }
 
-static ms_status round_matrix_fp8(const pipe_block *blk, int mat, float *x, int rows, int cols, qt_error *acc,
-				  ms_error *err)
-{
-	fp8_job j = {.x = x, .rows = rows, .cols = cols, .br = blk->quant_block[0], .bc = blk->quant_block[1],
-		     .scale_dtype = blk->quant_scale_dtype[mat]};
-	const int64_t strips = (rows + j.br - 1) / j.br;
-	if (strips == 0)
-		return MS_OK;
-	j.errs = calloc((size_t)strips, sizeof *j.errs);
-	if (!j.errs)
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to FP8");
-	ms_status st = par_for(strips, fp8_strip, &j, err);
-	for (int64_t i = 0; st == MS_OK && i < strips; i++)
-		qt_error_add(acc, &j.errs[i]);
-	free(j.errs);
-	return st;
-}
-
-/* MXFP4 experts: each row of a merged [out, in] matrix is quantized in blocks of 32 values along `in`, as the
- * checkpoint stores it (gate and up rows interleaved into one tensor keep their own blocks), and back. One task
- * per strip of MX_STRIP rows; the strips' errors are added in order. */
+/* MXFP4: each row of a merged [out, in] matrix is quantized in blocks of 32 values along `in`, as the checkpoint
+ * stores it (gate and up rows interleaved into one tensor keep their own blocks); a strip is MX_STRIP rows. */
 #define MX_STRIP 64
-typedef struct {
-	float *x;
-	int64_t rows, cols;
-	qt_error *errs;
-} mx_job;
-
 static ms_status mx_strip(void *ctx, int64_t i, ms_error *err)
 {
-	const mx_job *j = ctx;
-	const int64_t r0 = i * MX_STRIP, n = j->rows - r0 < MX_STRIP ? j->rows - r0 : MX_STRIP;
+	const strip_job *j = ctx;
+	int64_t n;
+	const int64_t r0 = strip_rows(j, i, &n);
 	uint8_t *blocks = malloc((size_t)(n * j->cols / 2)), *scales = malloc((size_t)(n * j->cols / QT_MX_BLOCK));
 	ms_status st = MS_OK;
 	if (!blocks || !scales)
-		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to MXFP4");
+		st = ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to %s", j->format);
 	else if (qt_mxfp4_quantize(j->x + r0 * j->cols, n, j->cols, blocks, scales, j->x + r0 * j->cols, &j->errs[i]))
 		st = ms_fail(err, MS_ERR_NONFINITE, "a merged matrix holds NaN or infinity in rows %lld to %lld, which "
 			     "MXFP4 cannot store", (long long)r0, (long long)(r0 + n - 1));
@@ -1166,16 +1154,21 @@ static ms_status mx_strip(void *ctx, int64_t i, ms_error *err)
 	return st;
 }
 
-static ms_status round_matrix_mxfp4(float *x, int rows, int cols, qt_error *acc, ms_error *err)
+/* Rounds matrix `mat` of a merged FP8 or MXFP4 expert, x [rows, cols], in place, adding its error to acc. */
+static ms_status round_matrix_quant(const pipe_block *blk, int mat, float *x, int rows, int cols, qt_error *acc,
+				   ms_error *err)
 {
-	mx_job j = {.x = x, .rows = rows, .cols = cols};
-	const int64_t strips = (rows + MX_STRIP - 1) / MX_STRIP;
+	const int mx = blk->expert_dtype == ST_U8;
+	strip_job j = {.x = x, .rows = rows, .cols = cols, .strip = mx ? MX_STRIP : blk->quant_block[0],
+		       .bc = blk->quant_block[1], .scale_dtype = blk->quant_scale_dtype[mat],
+		       .format = mx ? "MXFP4" : "FP8"};
+	const int64_t strips = (rows + j.strip - 1) / j.strip;
 	if (strips == 0)
 		return MS_OK;
 	j.errs = calloc((size_t)strips, sizeof *j.errs);
 	if (!j.errs)
-		return ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to MXFP4");
-	ms_status st = par_for(strips, mx_strip, &j, err);
+		return ms_fail(err, MS_ERR_NOMEM, "out of memory quantizing a merged matrix to %s", j.format);
+	ms_status st = par_for(strips, mx ? mx_strip : fp8_strip, &j, err);
 	for (int64_t i = 0; st == MS_OK && i < strips; i++)
 		qt_error_add(acc, &j.errs[i]);
 	free(j.errs);
@@ -1186,20 +1179,7 @@ static ms_status round_matrix_mxfp4(float *x, int rows, int cols, qt_error *acc,
  * row block by row block with its biases to their float dtype (the error going into acc [MDL_NMAT]). */
 static ms_status round_expert(const pipe_block *blk, const expert_weights *w, qt_error *acc, ms_error *err)
 {
-	if (blk->expert_dtype == ST_U8) {
-		const float *mats[MDL_NMAT] = {w->gate, w->up, w->down};
-		ms_status st = MS_OK;
-		for (int mat = 0; st == MS_OK && mat < MDL_NMAT; mat++) {
-			int rows, cols;
-			matrix_shape(blk, mat, &rows, &cols);
-			if (rows && mats[mat])
-				st = round_matrix_mxfp4((float *)mats[mat], rows, cols, &acc[mat], err);
-		}
-		if (w->gate_bias)
-			round_to_dtype(blk->expert_bias_dtype, (float *)w->gate_bias, 2 * (int64_t)blk->f + blk->d);
-		return st;
-	}
-	if (blk->expert_dtype != ST_F8_E4M3) {
+	if (blk->expert_dtype != ST_U8 && blk->expert_dtype != ST_F8_E4M3) {
 		round_to_dtype(blk->expert_dtype, (float *)(w->gate ? w->gate : w->up), blk->per_expert);
 		return MS_OK;
 	}
@@ -1209,8 +1189,10 @@ static ms_status round_expert(const pipe_block *blk, const expert_weights *w, qt
 		int rows, cols;
 		matrix_shape(blk, mat, &rows, &cols);
 		if (rows && mats[mat])
-			st = round_matrix_fp8(blk, mat, (float *)mats[mat], rows, cols, &acc[mat], err);
+			st = round_matrix_quant(blk, mat, (float *)mats[mat], rows, cols, &acc[mat], err);
 	}
+	if (blk->expert_dtype == ST_U8 && w->gate_bias)
+		round_to_dtype(blk->expert_bias_dtype, (float *)w->gate_bias, 2 * (int64_t)blk->f + blk->d);
 	return st;
 }
 
@@ -1290,10 +1272,8 @@ static ms_status refit_block(const pipe_block *blk, const fit_ref *fr, pipe_merg
 	if (st == MS_OK && (blk->expert_dtype == ST_F8_E4M3 || blk->expert_dtype == ST_U8))
 		memset(&mg->requant[MDL_DOWN], 0, sizeof mg->requant[MDL_DOWN]);   /* measured again on the refit */
 	for (int s = 0; st == MS_OK && s < mg->n_slots; s++) {
-		if (blk->expert_dtype == ST_U8)
-			st = round_matrix_mxfp4(down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
-		else if (blk->expert_dtype == ST_F8_E4M3)
-			st = round_matrix_fp8(blk, MDL_DOWN, down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
+		if (blk->expert_dtype == ST_U8 || blk->expert_dtype == ST_F8_E4M3)
+			st = round_matrix_quant(blk, MDL_DOWN, down[s], blk->d, blk->f, &mg->requant[MDL_DOWN], err);
 		else
 			round_to_dtype(blk->expert_dtype, down[s], (int64_t)blk->d * blk->f);
 	}

@@ -738,37 +738,44 @@ const samples_entry samples_table[] = {
 };
 const int samples_count = (int)(sizeof samples_table / sizeof samples_table[0]);
 
+/* The rows that twins share: a twin is its source's row with one option more, so with the same seed it has the
+ * same planted structure and the same values before its own storage (fusing, FP8, MXFP4). */
+#define MIXTRAL_TINY                                                                                              \
+	.model_type = "mixtral", .architecture = "MixtralForCausalLM", .layers = 4, .n_experts = 8, .top_k = 2,      \
+	.n_proto = 3, .hidden = 128, .inter = 256, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,          \
+	.tokens = 512, .shards = 1, .group_size = {4, 2, 2},                                                          \
+	.popularity = 0.4, .min_active = 1, .full_share = 0.65,                                                       \
+	.seed = 0x6d69787472616cULL, .layout = mixtral_layout, .config = mixtral_config
+#define QWEN2MOE_TINY                                                                                             \
+	.model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .layers = 4, .n_experts = 16,              \
+	.top_k = 4, .n_proto = 4, .hidden = 128, .inter = 64, .dense_inter = 256, .shared_inter = 128,               \
+	.dense_layers = 1, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256, .tokens = 512, .shards = 1,      \
+	.group_size = {6, 4, 3, 3},                                                                                   \
+	.popularity = 0.3, .min_active = 2, .full_share = 0.2,                                                        \
+	.seed = 0x7177656e326d6fULL, .layout = qwen2moe_layout, .config = qwen2moe_config
+#define GPTOSS_TINY                                                                                               \
+	.model_type = "gpt_oss", .architecture = "GptOssForCausalLM", .layers = 4, .n_experts = 16, .top_k = 4,      \
+	.n_proto = 4, .hidden = 128, .inter = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,           \
+	.tokens = 512, .shards = 1, .group_size = {6, 4, 3, 3}, .interleaved = 1,                                     \
+	.popularity = 0.3, .min_active = 2, .full_share = 0.2,                                                        \
+	.seed = 0x6770742d6f7373ULL, .layout = gptoss_layout, .config = gptoss_config
+
 /* Same order as samples_table. */
 static const sample_spec sample_specs[] = {
-	{.model_type = "mixtral", .architecture = "MixtralForCausalLM", .layers = 4, .n_experts = 8, .top_k = 2,
-	 .n_proto = 3, .hidden = 128, .inter = 256, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
-	 .tokens = 512, .shards = 1, .group_size = {4, 2, 2},
-	 .popularity = 0.4, .min_active = 1, .full_share = 0.65,
-	 .seed = 0x6d69787472616cULL, .layout = mixtral_layout, .config = mixtral_config},
+	{MIXTRAL_TINY},
 	{.model_type = "olmoe", .architecture = "OlmoeForCausalLM", .layers = 4, .n_experts = 64, .top_k = 8,
 	 .n_proto = 8, .hidden = 256, .inter = 128, .heads = 4, .kv_heads = 4, .head_dim = 64, .vocab = 256,
 	 .tokens = 1024, .shards = 2, .group_size = {14, 11, 9, 8, 7, 6, 5, 4},
 	 .popularity = 0.6, .min_active = 2, .full_share = 0.15,
 	 .seed = 0x6f6c6d6f65ULL, .layout = olmoe_layout, .config = olmoe_config},
-	{.model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .layers = 4, .n_experts = 16,
-	 .top_k = 4, .n_proto = 4, .hidden = 128, .inter = 64, .dense_inter = 256, .shared_inter = 128,
-	 .dense_layers = 1, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256, .tokens = 512, .shards = 1,
-	 .group_size = {6, 4, 3, 3},
-	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
-	 .seed = 0x7177656e326d6fULL, .layout = qwen2moe_layout, .config = qwen2moe_config},
+	{QWEN2MOE_TINY},
 	{.model_type = "switch_transformers", .architecture = "SwitchTransformersForConditionalGeneration",
 	 .layers = 4, .n_experts = 8, .top_k = 1, .n_proto = 3, .hidden = 64, .inter = 128, .dense_inter = 128,
 	 .sparse_step = 2, .heads = 4, .head_dim = 16, .vocab = 256, .tokens = 512, .shards = 1,
 	 .group_size = {3, 3, 2},
 	 .popularity = 0.45, .min_active = 1, .full_share = 1.0,
 	 .seed = 0x737769746368ULL, .layout = switch_layout, .config = switch_config},
-	/* qwen2moe-tiny with the same seed and names: the same weights and calibration, experts fused */
-	{.model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .layers = 4, .n_experts = 16,
-	 .top_k = 4, .n_proto = 4, .hidden = 128, .inter = 64, .dense_inter = 256, .shared_inter = 128,
-	 .dense_layers = 1, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256, .tokens = 512, .shards = 1,
-	 .group_size = {6, 4, 3, 3}, .fused = 1,
-	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
-	 .seed = 0x7177656e326d6fULL, .layout = qwen2moe_layout, .config = qwen2moe_config},
+	{QWEN2MOE_TINY, .fused = 1},
 	{.model_type = "deepseek_v3", .architecture = "DeepseekV3ForCausalLM", .layers = 4, .n_experts = 16,
 	 .top_k = 4, .n_proto = 4, .hidden = 128, .inter = 64, .dense_inter = 256, .shared_inter = 64,
 	 .dense_layers = 1, .heads = 4, .kv_heads = 4, .head_dim = 32, .vocab = 256, .tokens = 512, .shards = 1,
@@ -776,23 +783,9 @@ static const sample_spec sample_specs[] = {
 	 .kv_lora = 32, .q_lora = 48, .qk_nope = 16, .qk_rope = 16, .v_head = 32,
 	 .popularity = 0.35, .min_active = 2, .full_share = 0.25,
 	 .seed = 0x64656570736b33ULL, .layout = deepseek3_layout, .config = deepseek3_config},
-	/* mixtral-tiny's row (same seed, so the same planted structure and values before quantization) */
-	{.model_type = "mixtral", .architecture = "MixtralForCausalLM", .layers = 4, .n_experts = 8, .top_k = 2,
-	 .n_proto = 3, .hidden = 128, .inter = 256, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
-	 .tokens = 512, .shards = 1, .group_size = {4, 2, 2},
-	 .popularity = 0.4, .min_active = 1, .full_share = 0.65,
-	 .seed = 0x6d69787472616cULL, .fp8_block = {64, 32}, .layout = mixtral_layout, .config = mixtral_config},
-	{.model_type = "gpt_oss", .architecture = "GptOssForCausalLM", .layers = 4, .n_experts = 16, .top_k = 4,
-	 .n_proto = 4, .hidden = 128, .inter = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
-	 .tokens = 512, .shards = 1, .group_size = {6, 4, 3, 3}, .interleaved = 1,
-	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
-	 .seed = 0x6770742d6f7373ULL, .layout = gptoss_layout, .config = gptoss_config},
-	/* gptoss-tiny's row (same seed: the same values before quantization) */
-	{.model_type = "gpt_oss", .architecture = "GptOssForCausalLM", .layers = 4, .n_experts = 16, .top_k = 4,
-	 .n_proto = 4, .hidden = 128, .inter = 64, .heads = 4, .kv_heads = 2, .head_dim = 32, .vocab = 256,
-	 .tokens = 512, .shards = 1, .group_size = {6, 4, 3, 3}, .interleaved = 1, .mxfp4 = 1,
-	 .popularity = 0.3, .min_active = 2, .full_share = 0.2,
-	 .seed = 0x6770742d6f7373ULL, .layout = gptoss_layout, .config = gptoss_config},
+	{MIXTRAL_TINY, .fp8_block = {64, 32}},
+	{GPTOSS_TINY},
+	{GPTOSS_TINY, .mxfp4 = 1},
 };
 
 _Static_assert(sizeof sample_specs / sizeof sample_specs[0] == sizeof samples_table / sizeof samples_table[0],

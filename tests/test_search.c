@@ -137,6 +137,30 @@ static void planted_close(planted *p)
 	mdl_close(p->m);
 }
 
+/* The planted model and a search cache over its tokens: 0, or -1 after a failed check with everything closed. */
+static int planted_start(planted *p, srch_cache **c)
+{
+	ms_error err = {0};
+	*c = NULL;
+	if (planted_open(p) != 0) {
+		CHECK(0, "cannot build the planted model");
+		planted_close(p);
+		return -1;
+	}
+	CHECK(srch_cache_new(p->a, &p->tok, c, &err) == MS_OK, "%s", err.msg);
+	if (!*c) {
+		planted_close(p);
+		return -1;
+	}
+	return 0;
+}
+
+static void planted_stop(planted *p, srch_cache *c)
+{
+	srch_cache_free(c);
+	planted_close(p);
+}
+
 /* Small settings that keep the test quick: every count of 1..8 measured, 3 by proxy and 3 samples confirmed; the
  * aliased layout, in which the planted twins merge losslessly (tests/search_fixture.h). */
 static srch_options quick(int keep)
@@ -160,14 +184,10 @@ static const srch_candidate *kind(const srch_result *r, srch_kind k)
 static void test_planted_allocation_found(void)
 {
 	planted p;
-	if (planted_open(&p) != 0) {
-		CHECK(0, "cannot build the planted model");
-		planted_close(&p);
+	srch_cache *c;
+	if (planted_start(&p, &c) != 0)
 		return;
-	}
 	ms_error err = {0};
-	srch_cache *c = NULL;
-	CHECK(srch_cache_new(p.a, &p.tok, &c, &err) == MS_OK, "%s", err.msg);
 	const int nb = p.m->n_blocks, E = p.m->n_experts;
 	srch_options o = quick(nb * E - 2);
 	srch_result r;
@@ -195,8 +215,7 @@ static void test_planted_allocation_found(void)
 		CHECK(r.held_tokens == 2 * (SEQ_LEN - 1), "held-out tokens %lld", (long long)r.held_tokens);
 		srch_result_free(&r);
 	}
-	srch_cache_free(c);
-	planted_close(&p);
+	planted_stop(&p, c);
 }
 
 /* At budgets where uniform G is defined, the searched plan's KL is no worse than uniform's and global's, each
@@ -205,14 +224,10 @@ static void test_planted_allocation_found(void)
 static void test_planted_budgets_and_cache(void)
 {
 	planted p;
-	if (planted_open(&p) != 0) {
-		CHECK(0, "cannot build the planted model");
-		planted_close(&p);
+	srch_cache *c;
+	if (planted_start(&p, &c) != 0)
 		return;
-	}
 	ms_error err = {0};
-	srch_cache *c = NULL;
-	CHECK(srch_cache_new(p.a, &p.tok, &c, &err) == MS_OK, "%s", err.msg);
 	const int nb = p.m->n_blocks;
 	const int budgets[2] = {6 * nb, 4 * nb};
 	for (int i = 0; c && i < 2; i++) {
@@ -243,8 +258,7 @@ static void test_planted_budgets_and_cache(void)
 		}
 		srch_result_free(&r);
 	}
-	srch_cache_free(c);
-	planted_close(&p);
+	planted_stop(&p, c);
 }
 
 static void progress_cancel(void *ctx, const char *stage, int done, int total)
@@ -258,14 +272,10 @@ static void progress_cancel(void *ctx, const char *stage, int done, int total)
 static void test_bad_budget_and_cancel(void)
 {
 	planted p;
-	if (planted_open(&p) != 0) {
-		CHECK(0, "cannot build the planted model");
-		planted_close(&p);
+	srch_cache *c;
+	if (planted_start(&p, &c) != 0)
 		return;
-	}
 	ms_error err = {0};
-	srch_cache *c = NULL;
-	CHECK(srch_cache_new(p.a, &p.tok, &c, &err) == MS_OK, "%s", err.msg);
 	srch_result r;
 	const int nb = p.m->n_blocks, E = p.m->n_experts;
 	srch_options o = quick(nb - 1);
@@ -283,8 +293,7 @@ static void test_bad_budget_and_cancel(void)
 	o = quick(nb * 5);
 	o.time_limit = 1e-9;
 	CHECK(srch_run(c, &o, &r, &err) == MS_ERR_INTERRUPTED && strstr(err.msg, "time limit"), "%s", err.msg);
-	srch_cache_free(c);
-	planted_close(&p);
+	planted_stop(&p, c);
 }
 
 int main(void)

@@ -141,6 +141,58 @@ static ms_status unsupported(loader *L, const place *p, const char *type)
 	return fail(L, MS_ERR_TOK_UNSUPPORTED, p, "type \"%s\" is not supported", shown(type, b));
 }
 
+/* The "type" of a part of the pipeline (normalizer, pre-tokenizer, post-processor, decoder) at nesting depth
+ * `depth`: NULL with *rc set when it has none or Sequences nest too deeply. */
+static const char *part_type(loader *L, const cJSON *obj, const place *p, int depth, ms_status *rc)
+{
+	const char *type = type_of(L, obj, p, rc);
+	if (type && depth > 16) {
+		*rc = fail(L, MS_ERR_TOK_FIELD, p, "nested too deeply");
+		return NULL;
+	}
+	return type;
+}
+
+/* Loads one part of the pipeline from j into *item (a tk_normalizer, tk_pretok or tk_decoder; NULL for a
+ * post-processor, which adds to the tokenizer itself). */
+typedef ms_status (*part_fn)(loader *L, const cJSON *j, void *item, const place *p, int depth);
+
+/* A Sequence's member `key`: an array of parts, each loaded by fn, into a new array *items of `size`-byte items
+ * when items is not NULL (the caller stores it, failed or not). *n_items counts the items begun, so that a failure
+ * part way frees what was loaded. */
+static ms_status load_sequence(loader *L, const cJSON *j, const char *key, part_fn fn, void **items, size_t size,
+                               int *n_items, const place *p, int depth)
+{
+	const cJSON *arr = member(j, key);
+	if (!cJSON_IsArray(arr))
+		return fail(L, MS_ERR_TOK_FIELD, p, "\"%s\" is missing or not an array", key);
+	int n = cJSON_GetArraySize(arr), i = 0;
+	if (items && n && !(*items = calloc((size_t)n, size)))
+		return nomem(L);
+	for (const cJSON *e = arr->child; e; e = e->next, i++) {
+		if (n_items)
+			*n_items = i + 1;
+		place pi = at(p, ".%s[%d]", key, i);
+		ms_status rc = fn(L, e, items ? (char *)*items + (size_t)i * size : NULL, &pi, depth + 1);
+		if (rc)
+			return rc;
+	}
+	return MS_OK;
+}
+
+/* The top-level part `key` of tokenizer.json, when present and not null: loaded by fn into a new *item of `size`
+ * bytes when item is not NULL (the caller stores it, failed or not). */
+static ms_status load_part(loader *L, const cJSON *root, const char *key, part_fn fn, void **item, size_t size)
+{
+	const cJSON *j = member(root, key);
+	if (!j || cJSON_IsNull(j))
+		return MS_OK;
+	place p = at(NULL, "%s", key);
+	if (item && !(*item = calloc(1, size)))
+		return nomem(L);
+	return fn(L, j, item ? *item : NULL, &p, 0);
+}
+
 /* ---- patterns ---- */
 
 static ms_status compile_regex(loader *L, const char *src, size_t len, pcre2_code **out, const place *p)
@@ -224,34 +276,13 @@ static ms_status get_prepend_scheme(loader *L, const cJSON *obj, tk_prepend_sche
 
 /* ---- normalizers ---- */
 
-static ms_status load_normalizer(loader *L, const cJSON *j, tk_normalizer *nz, const place *p, int depth);
-
-static ms_status load_normalizer_list(loader *L, const cJSON *arr, tk_normalizer *nz, const place *p, int depth)
+static ms_status load_normalizer(loader *L, const cJSON *j, void *item, const place *p, int depth)
 {
-	if (!cJSON_IsArray(arr))
-		return fail(L, MS_ERR_TOK_FIELD, p, "\"normalizers\" is missing or not an array");
-	int n = cJSON_GetArraySize(arr);
-	if (n && !(nz->items = calloc((size_t)n, sizeof *nz->items)))
-		return nomem(L);
-	int i = 0;
-	for (const cJSON *e = arr->child; e; e = e->next, i++) {
-		nz->n_items = i + 1;
-		place pi = at(p, ".normalizers[%d]", i);
-		ms_status rc = load_normalizer(L, e, &nz->items[i], &pi, depth + 1);
-		if (rc)
-			return rc;
-	}
-	return MS_OK;
-}
-
-static ms_status load_normalizer(loader *L, const cJSON *j, tk_normalizer *nz, const place *p, int depth)
-{
+	tk_normalizer *nz = item;
 	ms_status rc;
-	const char *type = type_of(L, j, p, &rc);
+	const char *type = part_type(L, j, p, depth, &rc);
 	if (!type)
 		return rc;
-	if (depth > 16)
-		return fail(L, MS_ERR_TOK_FIELD, p, "nested too deeply");
 	static const struct {
 		const char *name;
 		tk_nz_kind kind;
@@ -264,7 +295,10 @@ static ms_status load_normalizer(loader *L, const cJSON *j, tk_normalizer *nz, c
 	const char *s;
 	if (strcmp(type, "Sequence") == 0) {
 		nz->kind = NZ_SEQUENCE;
-		return load_normalizer_list(L, member(j, "normalizers"), nz, p, depth);
+		void *items = NULL;
+		rc = load_sequence(L, j, "normalizers", load_normalizer, &items, sizeof *nz->items, &nz->n_items, p, depth);
+		nz->items = items;
+		return rc;
 	}
 	if (strcmp(type, "Replace") == 0) {
 		nz->kind = NZ_REPLACE;
@@ -292,29 +326,19 @@ static ms_status load_normalizer(loader *L, const cJSON *j, tk_normalizer *nz, c
 /* GPT-2's pre-tokenization regex, which ByteLevel applies when use_regex is true. */
 static const char gpt2_regex[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static ms_status load_pretok(loader *L, const cJSON *j, tk_pretok *pt, const place *p, int depth)
+static ms_status load_pretok(loader *L, const cJSON *j, void *item, const place *p, int depth)
 {
+	tk_pretok *pt = item;
 	ms_status rc;
-	const char *type = type_of(L, j, p, &rc), *s;
+	const char *type = part_type(L, j, p, depth, &rc), *s;
 	if (!type)
 		return rc;
-	if (depth > 16)
-		return fail(L, MS_ERR_TOK_FIELD, p, "nested too deeply");
 	if (strcmp(type, "Sequence") == 0) {
 		pt->kind = PT_SEQUENCE;
-		const cJSON *arr = member(j, "pretokenizers");
-		if (!cJSON_IsArray(arr))
-			return fail(L, MS_ERR_TOK_FIELD, p, "\"pretokenizers\" is missing or not an array");
-		int n = cJSON_GetArraySize(arr), i = 0;
-		if (n && !(pt->items = calloc((size_t)n, sizeof *pt->items)))
-			return nomem(L);
-		for (const cJSON *e = arr->child; e; e = e->next, i++) {
-			pt->n_items = i + 1;
-			place pi = at(p, ".pretokenizers[%d]", i);
-			if ((rc = load_pretok(L, e, &pt->items[i], &pi, depth + 1)))
-				return rc;
-		}
-		return MS_OK;
+		void *items = NULL;
+		rc = load_sequence(L, j, "pretokenizers", load_pretok, &items, sizeof *pt->items, &pt->n_items, p, depth);
+		pt->items = items;
+		return rc;
 	}
 	if (strcmp(type, "Split") == 0) {
 		static const struct {
@@ -606,29 +630,18 @@ static ms_status template_single(loader *L, const cJSON *j, int32_t **pre, int *
 	return seen_a ? MS_OK : fail(L, MS_ERR_TOK_FIELD, p, "\"single\" has no sequence A");
 }
 
-static ms_status load_post(loader *L, const cJSON *j, const place *p, int depth)
+static ms_status load_post(loader *L, const cJSON *j, void *item, const place *p, int depth)
 {
+	(void)item;
 	tok_tokenizer *t = L->t;
 	ms_status rc;
-	const char *type = type_of(L, j, p, &rc);
+	const char *type = part_type(L, j, p, depth, &rc);
 	if (!type)
 		return rc;
-	if (depth > 16)
-		return fail(L, MS_ERR_TOK_FIELD, p, "nested too deeply");
 	if (strcmp(type, "ByteLevel") == 0)
 		return MS_OK; /* it only trims offsets */
-	if (strcmp(type, "Sequence") == 0) {
-		const cJSON *arr = member(j, "processors");
-		if (!cJSON_IsArray(arr))
-			return fail(L, MS_ERR_TOK_FIELD, p, "\"processors\" is missing or not an array");
-		int i = 0;
-		for (const cJSON *e = arr->child; e; e = e->next, i++) {
-			place pi = at(p, ".processors[%d]", i);
-			if ((rc = load_post(L, e, &pi, depth + 1)))
-				return rc;
-		}
-		return MS_OK;
-	}
+	if (strcmp(type, "Sequence") == 0)
+		return load_sequence(L, j, "processors", load_post, NULL, 0, NULL, p, depth);
 	int32_t *pre = NULL, *post = NULL;
 	int npre = 0, npost = 0;
 	if (strcmp(type, "TemplateProcessing") == 0) {
@@ -654,14 +667,13 @@ static ms_status load_post(loader *L, const cJSON *j, const place *p, int depth)
 
 /* ---- decoders ---- */
 
-static ms_status load_decoder(loader *L, const cJSON *j, tk_decoder *d, const place *p, int depth)
+static ms_status load_decoder(loader *L, const cJSON *j, void *item, const place *p, int depth)
 {
+	tk_decoder *d = item;
 	ms_status rc;
-	const char *type = type_of(L, j, p, &rc), *s;
+	const char *type = part_type(L, j, p, depth, &rc), *s;
 	if (!type)
 		return rc;
-	if (depth > 16)
-		return fail(L, MS_ERR_TOK_FIELD, p, "nested too deeply");
 	if (strcmp(type, "ByteLevel") == 0) {
 		d->kind = DC_BYTELEVEL;
 		return MS_OK;
@@ -703,19 +715,10 @@ static ms_status load_decoder(loader *L, const cJSON *j, tk_decoder *d, const pl
 	}
 	if (strcmp(type, "Sequence") == 0) {
 		d->kind = DC_SEQUENCE;
-		const cJSON *arr = member(j, "decoders");
-		if (!cJSON_IsArray(arr))
-			return fail(L, MS_ERR_TOK_FIELD, p, "\"decoders\" is missing or not an array");
-		int n = cJSON_GetArraySize(arr), i = 0;
-		if (n && !(d->items = calloc((size_t)n, sizeof *d->items)))
-			return nomem(L);
-		for (const cJSON *e = arr->child; e; e = e->next, i++) {
-			d->n_items = i + 1;
-			place pi = at(p, ".decoders[%d]", i);
-			if ((rc = load_decoder(L, e, &d->items[i], &pi, depth + 1)))
-				return rc;
-		}
-		return MS_OK;
+		void *items = NULL;
+		rc = load_sequence(L, j, "decoders", load_decoder, &items, sizeof *d->items, &d->n_items, p, depth);
+		d->items = items;
+		return rc;
 	}
 	return unsupported(L, p, type);
 }
@@ -770,31 +773,18 @@ ms_status tk_load_json(tok_tokenizer *t, const char *json, size_t len, ms_error 
 		rc = load_model(&L, member(root, "model"));
 	if (!rc)
 		rc = load_added(&L, member(root, "added_tokens"));
-	if (!rc && (j = member(root, "normalizer")) && !cJSON_IsNull(j)) {
-		place p = at(NULL, "normalizer");
-		if (!(t->normalizer = calloc(1, sizeof *t->normalizer)))
-			rc = nomem(&L);
-		else
-			rc = load_normalizer(&L, j, t->normalizer, &p, 0);
-	}
-	if (!rc && (j = member(root, "pre_tokenizer")) && !cJSON_IsNull(j)) {
-		place p = at(NULL, "pre_tokenizer");
-		if (!(t->pretok = calloc(1, sizeof *t->pretok)))
-			rc = nomem(&L);
-		else
-			rc = load_pretok(&L, j, t->pretok, &p, 0);
-	}
-	if (!rc && (j = member(root, "post_processor")) && !cJSON_IsNull(j)) {
-		place p = at(NULL, "post_processor");
-		rc = load_post(&L, j, &p, 0);
-	}
-	if (!rc && (j = member(root, "decoder")) && !cJSON_IsNull(j)) {
-		place p = at(NULL, "decoder");
-		if (!(t->decoder = calloc(1, sizeof *t->decoder)))
-			rc = nomem(&L);
-		else
-			rc = load_decoder(&L, j, t->decoder, &p, 0);
-	}
+	void *nz = NULL, *pt = NULL, *dc = NULL;
+	if (!rc)
+		rc = load_part(&L, root, "normalizer", load_normalizer, &nz, sizeof *t->normalizer);
+	if (!rc)
+		rc = load_part(&L, root, "pre_tokenizer", load_pretok, &pt, sizeof *t->pretok);
+	if (!rc)
+		rc = load_part(&L, root, "post_processor", load_post, NULL, 0);
+	if (!rc)
+		rc = load_part(&L, root, "decoder", load_decoder, &dc, sizeof *t->decoder);
+	t->normalizer = nz;
+	t->pretok = pt;
+	t->decoder = dc;
 	if (!rc) {
 		const char *opt[] = {"truncation", "padding"};
 		for (int i = 0; i < 2 && !rc; i++)

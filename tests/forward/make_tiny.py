@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 V, D, L, H, KV, HD, E, K, F = 64, 32, 2, 4, 2, 8, 4, 2, 16
+QR, KVR, NOPE, ROPE, DV = 24, 16, 8, 4, 8   # DeepSeek's latent attention: q and kv ranks, head dims
 
 
 def bf16(a):
@@ -56,6 +57,18 @@ class Gen:
         for e in range(E_):
             self.glu("%s.experts.%d" % (prefix, e), F, names)
 
+    def shared_moe(self, i, n_experts=E, score_bias=False, first_dense=True):
+        """DeepSeek's MLP: dense in layer 0 when first_dense, else routed experts (with a selection bias when
+        score_bias) beside a shared expert."""
+        p = "model.layers.%d.mlp" % i
+        if first_dense and i == 0:
+            self.glu(p, 48)
+            return
+        self.moe(p, ("gate_proj", "up_proj", "down_proj"), n_experts)
+        if score_bias:
+            self.vec(p + ".gate.e_score_correction_bias", n_experts, 0.0, 0.3)
+        self.glu(p + ".shared_experts", F)
+
     def norms(self, i, bias=False):
         for n in ("input_layernorm", "post_attention_layernorm"):
             self.vec("model.layers.%d.%s.weight" % (i, n), D, 1.0)
@@ -80,6 +93,24 @@ class Gen:
             self.vec(p + "q_norm.weight", H * hd, 1.0)
             self.vec(p + "k_norm.weight", kv * hd, 1.0)
 
+    def mla(self, i, bias=False):
+        """DeepSeek's latent attention: q through q_a/q_b, keys and values through kv_a/kv_b (bias: on q_a_proj,
+        kv_a_proj_with_mqa and o_proj)."""
+        p = "model.layers.%d.self_attn." % i
+        self.mat(p + "q_a_proj.weight", QR, D)
+        if bias:
+            self.vec(p + "q_a_proj.bias", QR, std=0.3)
+        self.vec(p + "q_a_layernorm.weight", QR, 1.0)
+        self.mat(p + "q_b_proj.weight", H * (NOPE + ROPE), QR)
+        self.mat(p + "kv_a_proj_with_mqa.weight", KVR + ROPE, D)
+        if bias:
+            self.vec(p + "kv_a_proj_with_mqa.bias", KVR + ROPE, std=0.3)
+        self.vec(p + "kv_a_layernorm.weight", KVR, 1.0)
+        self.mat(p + "kv_b_proj.weight", H * (NOPE + DV), KVR)
+        self.mat(p + "o_proj.weight", D, H * DV)
+        if bias:
+            self.vec(p + "o_proj.bias", D)
+
     def ends(self, tied=False, norm_bias=False, head_bias=False):
         self.t["model.embed_tokens.weight"] = self.r.standard_normal((V, D))
         self.vec("model.norm.weight", D, 1.0)
@@ -89,6 +120,10 @@ class Gen:
             self.mat("lm_head.weight", V, D, 2.0)
         if head_bias:
             self.vec("lm_head.bias", V)
+
+
+MLA_CONFIG = {"q_lora_rank": QR, "kv_lora_rank": KVR, "qk_nope_head_dim": NOPE, "qk_rope_head_dim": ROPE,
+              "v_head_dim": DV}
 
 
 def base_config(model_type, arch):
@@ -161,27 +196,14 @@ def phimoe():
 def deepseek(seed=5, n_experts=E):
     g = Gen(seed)
     g.ends()
-    qr, kvr, nope, rope, dv = 24, 16, 8, 4, 8
     for i in range(L):
         g.norms(i)
-        p = "model.layers.%d.self_attn." % i
-        g.mat(p + "q_a_proj.weight", qr, D)
-        g.vec(p + "q_a_layernorm.weight", qr, 1.0)
-        g.mat(p + "q_b_proj.weight", H * (nope + rope), qr)
-        g.mat(p + "kv_a_proj_with_mqa.weight", kvr + rope, D)
-        g.vec(p + "kv_a_layernorm.weight", kvr, 1.0)
-        g.mat(p + "kv_b_proj.weight", H * (nope + dv), kvr)
-        g.mat(p + "o_proj.weight", D, H * dv)
-        if i == 0:
-            g.glu("model.layers.0.mlp", 48)
-        else:
-            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"), n_experts)
-            g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+        g.mla(i)
+        g.shared_moe(i, n_experts)
     c = base_config("deepseek_v2", "DeepseekV2ForCausalLM")
     c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": n_experts,
               "n_shared_experts": 1,
-              "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
-              "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+              "rms_norm_eps": 1e-6, **MLA_CONFIG, "first_k_dense_replace": 1, "moe_layer_freq": 1,
               "routed_scaling_factor": 1.5, "topk_method": "greedy", "norm_topk_prob": False,
               "max_position_embeddings": 128, "num_key_value_heads": H, "attention_bias": False,
               "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
@@ -215,27 +237,14 @@ def deepseek_bias():
     transformers 5's rope_parameters, whose explicit factor 2 differs from max / original positions = 4."""
     g = Gen(7)
     g.ends()
-    qr, kvr, nope, rope, dv = 24, 16, 8, 4, 8
     for i in range(L):
         g.norms(i)
-        p = "model.layers.%d.self_attn." % i
-        g.mat(p + "q_a_proj.weight", qr, D)
-        g.vec(p + "q_a_proj.bias", qr, std=0.3)
-        g.vec(p + "q_a_layernorm.weight", qr, 1.0)
-        g.mat(p + "q_b_proj.weight", H * (nope + rope), qr)
-        g.mat(p + "kv_a_proj_with_mqa.weight", kvr + rope, D)
-        g.vec(p + "kv_a_proj_with_mqa.bias", kvr + rope, std=0.3)
-        g.vec(p + "kv_a_layernorm.weight", kvr, 1.0)
-        g.mat(p + "kv_b_proj.weight", H * (nope + dv), kvr)
-        g.mat(p + "o_proj.weight", D, H * dv)
-        g.vec(p + "o_proj.bias", D)
-        g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"))
-        g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+        g.mla(i, bias=True)
+        g.shared_moe(i, first_dense=False)
     c = base_config("deepseek_v2", "DeepseekV2ForCausalLM")
     del c["rope_scaling"]
     c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E, "n_shared_experts": 1,
-              "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
-              "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 0, "moe_layer_freq": 1,
+              "rms_norm_eps": 1e-6, **MLA_CONFIG, "first_k_dense_replace": 0, "moe_layer_freq": 1,
               "routed_scaling_factor": 1.0, "topk_method": "greedy", "norm_topk_prob": False,
               "max_position_embeddings": 128, "num_key_value_heads": H, "attention_bias": True,
               "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32,
@@ -249,28 +258,15 @@ def deepseek3():
     (which DeepseekV3Attention puts on the softmax scale)."""
     g = Gen(6)
     g.ends()
-    qr, kvr, nope, rope, dv, E3 = 24, 16, 8, 4, 8, 8
+    E3 = 8
     for i in range(L):
         g.norms(i)
-        p = "model.layers.%d.self_attn." % i
-        g.mat(p + "q_a_proj.weight", qr, D)
-        g.vec(p + "q_a_layernorm.weight", qr, 1.0)
-        g.mat(p + "q_b_proj.weight", H * (nope + rope), qr)
-        g.mat(p + "kv_a_proj_with_mqa.weight", kvr + rope, D)
-        g.vec(p + "kv_a_layernorm.weight", kvr, 1.0)
-        g.mat(p + "kv_b_proj.weight", H * (nope + dv), kvr)
-        g.mat(p + "o_proj.weight", D, H * dv)
-        if i == 0:
-            g.glu("model.layers.0.mlp", 48)
-        else:
-            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"), E3)
-            g.vec("model.layers.%d.mlp.gate.e_score_correction_bias" % i, E3, 0.0, 0.3)
-            g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+        g.mla(i)
+        g.shared_moe(i, E3, score_bias=True)
     c = base_config("deepseek_v3", "DeepseekV3ForCausalLM")
     c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E3, "n_shared_experts": 1,
               "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2, "topk_method": "noaux_tc",
-              "rms_norm_eps": 1e-6, "q_lora_rank": qr, "kv_lora_rank": kvr, "qk_nope_head_dim": nope,
-              "qk_rope_head_dim": rope, "v_head_dim": dv, "first_k_dense_replace": 1,
+              "rms_norm_eps": 1e-6, **MLA_CONFIG, "first_k_dense_replace": 1,
               "routed_scaling_factor": 2.5, "norm_topk_prob": True, "rope_interleave": True,
               "max_position_embeddings": 128, "num_key_value_heads": H, "attention_bias": False,
               "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
@@ -287,12 +283,7 @@ def glm4():
     for i in range(L):
         g.norms(i)
         g.gqa(i, hd=hd, bias=True, qk="head")
-        if i == 0:
-            g.glu("model.layers.0.mlp", 48)
-        else:
-            g.moe("model.layers.%d.mlp" % i, ("gate_proj", "up_proj", "down_proj"), E4)
-            g.vec("model.layers.%d.mlp.gate.e_score_correction_bias" % i, E4, 0.0, 0.3)
-            g.glu("model.layers.%d.mlp.shared_experts" % i, F)
+        g.shared_moe(i, E4, score_bias=True)
     c = base_config("glm4_moe", "Glm4MoeForCausalLM")
     c.update({"intermediate_size": 48, "moe_intermediate_size": F, "n_routed_experts": E4, "n_shared_experts": 1,
               "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1,
