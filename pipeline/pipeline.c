@@ -54,6 +54,7 @@ typedef struct {
 	const mdl_model *m;
 	pipe_block *blk;
 	int b;
+	int fresh;   /* blk->weights is new memory, not the last block's (take_weights) */
 } load_job;
 
 static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
@@ -65,7 +66,8 @@ static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
 	if (!mat[k])
 		return MS_OK;   /* a matrix the family lacks */
 	only[k] = mat[k];
-	pages_populate(mat[k], (size_t)w->d * (size_t)w->f * sizeof(float)); /* every matrix is d x f floats */
+	if (j->fresh)   /* a reused buffer is mapped already: populating it again only walks its page tables */
+		pages_populate(mat[k], (size_t)w->d * (size_t)w->f * sizeof(float)); /* every matrix is d x f floats */
 	ms_status st = mdl_load_expert(j->m, j->b, e, only[MDL_GATE], only[MDL_UP], only[MDL_DOWN], err);
 	if (st == MS_OK && k == MDL_DOWN && j->blk->expert_bias)   /* the biases ride with the down matrix's task */
 		st = mdl_load_expert_bias(j->m, j->b, e, (float *)w->gate_bias, (float *)w->up_bias, (float *)w->down_bias,
@@ -75,9 +77,9 @@ static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
 	return st;
 }
 
-static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, ms_error *err)
+static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, int fresh, ms_error *err)
 {
-	load_job j = {.m = m, .blk = blk, .b = b};
+	load_job j = {.m = m, .blk = blk, .b = b, .fresh = fresh};
 	return par_for((int64_t)blk->E * MDL_NMAT, load_matrix_task, &j, err);
 }
 
@@ -118,7 +120,8 @@ static struct {
 	size_t floats;
 } spare = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static float *take_weights(size_t floats)
+/* *fresh is set when the buffer is new memory rather than the kept one. */
+static float *take_weights(size_t floats, int *fresh)
 {
 	pthread_mutex_lock(&spare.lock);
 	float *buf = NULL;
@@ -127,7 +130,8 @@ static float *take_weights(size_t floats)
 		spare.buf = NULL;
 	}
 	pthread_mutex_unlock(&spare.lock);
-	return buf ? buf : malloc(floats * sizeof(float)); /* load_expert_task maps fresh pages in, in parallel */
+	*fresh = !buf;
+	return buf ? buf : malloc(floats * sizeof(float)); /* load_matrix_task maps fresh pages in, in parallel */
 }
 
 static void give_weights(float *buf, size_t floats)
@@ -310,7 +314,8 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->expert_bias_dtype = m->blocks[b].fused_bias[0] ? m->blocks[b].fused_bias[0]->dtype : m->expert_dtype;
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
-	out->weights = take_weights((size_t)(out->E * out->per_expert));
+	int fresh = 0;
+	out->weights = take_weights((size_t)(out->E * out->per_expert), &fresh);
 	out->experts = calloc((size_t)out->E, sizeof *out->experts);
 	out->identity = malloc((size_t)out->E * sizeof *out->identity);
 	if (out->T > 0)
@@ -339,7 +344,7 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 		out->routing.logit_bias = out->router_bias;
 	}
 	if (st == MS_OK)
-		st = load_experts(m, b, out, err);
+		st = load_experts(m, b, out, fresh, err);
 	if (st == MS_OK)
 		st = load_extras(m, b, out, err);
 	if (st == MS_OK && out->x)
