@@ -47,9 +47,11 @@ static void bind_experts(pipe_block *blk)
 
 /* Loading a block's experts: one task per matrix (conversion of BF16 to float32 is bound by one core's memory
  * traffic, so more cores shorten it; a task per matrix rather than per expert keeps 3 E tasks for the cores, 24
- * for Mixtral's 8 experts). Each float is written by one task from the same bytes, and par_for reports the lowest
- * failing (expert, matrix), the one a serial load meets first, so neither the result nor the error depends on the
- * thread count. */
+ * for Mixtral's 8 experts). The interleaved layout stores an expert's gate and up in one slab that must be decoded
+ * whole (io/model.h), so there the gate's task loads the up matrix too and the up's task has nothing to do: the
+ * slab is decoded once, not once per matrix. Each float is written by one task from the same bytes, and par_for
+ * reports the lowest failing (expert, matrix), the one a serial load meets first, so neither the result nor the
+ * error depends on the thread count. */
 typedef struct {
 	const mdl_model *m;
 	pipe_block *blk;
@@ -63,11 +65,15 @@ static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
 	const int e = (int)(task / MDL_NMAT), k = (int)(task % MDL_NMAT);
 	const expert_weights *w = &j->blk->experts[e];
 	float *mat[MDL_NMAT] = {(float *)w->gate, (float *)w->up, (float *)w->down}, *only[MDL_NMAT] = {NULL};
-	if (!mat[k])
-		return MS_OK;   /* a matrix the family lacks */
+	const int slab = j->m->layout == MDL_LAYOUT_INTERLEAVED;
+	if (!mat[k] || (slab && k == MDL_UP))
+		return MS_OK;   /* a matrix the family lacks, or one the gate's task loads */
 	only[k] = mat[k];
-	if (j->fresh)   /* a reused buffer is mapped already: populating it again only walks its page tables */
-		pages_populate(mat[k], (size_t)w->d * (size_t)w->f * sizeof(float)); /* every matrix is d x f floats */
+	if (slab && k == MDL_GATE)
+		only[MDL_UP] = mat[MDL_UP];
+	for (int i = 0; i < MDL_NMAT && j->fresh; i++)   /* a reused buffer is mapped already: populating it again */
+		if (only[i])                                  /* would only walk its page tables */
+			pages_populate(only[i], (size_t)w->d * (size_t)w->f * sizeof(float)); /* each is d x f floats */
 	ms_status st = mdl_load_expert(j->m, j->b, e, only[MDL_GATE], only[MDL_UP], only[MDL_DOWN], err);
 	if (st == MS_OK && k == MDL_DOWN && j->blk->expert_bias)   /* the biases ride with the down matrix's task */
 		st = mdl_load_expert_bias(j->m, j->b, e, (float *)w->gate_bias, (float *)w->up_bias, (float *)w->down_bias,
