@@ -376,7 +376,7 @@ static void stage_load(bench_ctx *c)
 	r->bytes = floats * 2.0 + floats * 4.0; /* BF16 read, float32 written */
 	r->limit = LIM_MEMCPY;
 	r->limit_seconds = r->bytes / c->tb->lim->memcpy_bps;
-	snprintf(r->note, sizeof r->note, "pipe_load_block: %.2f GB mmap'd (page cache warm) -> %.2f GB float32",
+	snprintf(r->note, sizeof r->note, "pipe_load_block: %.2f GB BF16 read (page cache warm) -> %.2f GB float32",
 		 floats * 2e-9, floats * 4e-9);
 	finish_row(c->tb, r);
 }
