@@ -1312,10 +1312,10 @@ static int64_t row_count(const st_tensor *t)
 
 /* Bulk reads (those that stream, above) go through pread(2) into a small buffer, ST_CHUNK bytes of the file at a
  * time, which stays in the core's L2 cache while it is converted, rather than through the mapping: every 4 KiB page
- * of a mapping read once costs a page fault to map it and its share of the unmapping after, system time that was
- * most of a block's load. The values are the same bytes through the same conversion, so the floats are the same;
- * memory stays bounded by one buffer per reading thread. A file cut short since it was opened is reported here as
- * an error rather than a SIGBUS. */
+ * of a mapping read once costs a page fault to map it and its share of the unmapping after, system time that
+ * measured more than the kernel's copy into the buffer (docs/design.md section 7). The values are the same bytes
+ * through the same conversion, so the floats are the same; memory stays bounded by one buffer per reading thread.
+ * A file cut short since it was opened is reported here as an error rather than a SIGBUS. */
 #define ST_CHUNK ((size_t)256 << 10)
 
 /* n bytes of t's file at offset into buf, retried over short counts and interrupts. */
