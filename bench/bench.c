@@ -377,7 +377,7 @@ static void stage_load(bench_ctx *c)
 	r->bytes = floats * 2.0 + floats * 4.0; /* BF16 read, float32 written */
 	r->limit = LIM_MEMCPY;
 	r->limit_seconds = r->bytes / c->tb->lim->memcpy_bps;
-	snprintf(r->note, sizeof r->note, "pipe_load_block: %.2f GB mmap'd (page cache warm) -> %.2f GB float32",
+	snprintf(r->note, sizeof r->note, "pipe_load_block: %.2f GB BF16 read (page cache warm) -> %.2f GB float32",
 		 floats * 2e-9, floats * 4e-9);
 	finish_row(c->tb, r);
 }
@@ -1064,8 +1064,8 @@ static void refresh_limits(bench_limits *lim)
 	lim->sgemm_flops = fl > lim->sgemm_flops ? fl : lim->sgemm_flops;
 }
 
-/* --forward: only the stages the forward row needs (generate, load, forward). */
-static int forward_only;
+/* --forward: only the stages the forward row needs (generate, load, forward). --load: only the load row. */
+static int forward_only, load_only;
 
 static void run_shape(bench_table *tb, const syn_shape *s, const char *root, int groups, int align_sub,
 		      int svd_samples, int keep)
@@ -1080,8 +1080,9 @@ static void run_shape(bench_table *tb, const syn_shape *s, const char *root, int
 		       .svd_samples = svd_samples};
 	stage_generate(&c);
 	stage_load(&c);
-	stage_forward(&c);
-	if (forward_only) {
+	if (!load_only)
+		stage_forward(&c);
+	if (forward_only || load_only) {
 		pipe_free_block(&c.blk);
 		calib_close(c.cal);
 		mdl_close(c.m);
@@ -1122,10 +1123,11 @@ typedef struct {
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench [--json FILE] [--dir DIR] [--shape olmoe|mixtral] [--keep] [--small] [--forward]\n"
+	fprintf(stderr, "usage: bench [--json FILE] [--dir DIR] [--shape olmoe|mixtral] [--keep] [--small] [--forward] [--load]\n"
 			"  --dir DIR   where the synthetic checkpoints are written (removed afterwards unless --keep)\n"
 			"  --small     shapes divided by 8 (a quick check of the bench itself, not a measurement)\n"
-			"  --forward   only the forward-per-layer row (after generating and loading the block)\n");
+			"  --forward   only the forward-per-layer row (after generating and loading the block)\n"
+			"  --load      only the load+convert row (after generating the block)\n");
 }
 
 static int parse_args(int argc, char **argv, bench_args *a)
@@ -1134,7 +1136,8 @@ static int parse_args(int argc, char **argv, bench_args *a)
 		{"json", required_argument, NULL, 'j'}, {"dir", required_argument, NULL, 'd'},
 		{"shape", required_argument, NULL, 's'}, {"keep", no_argument, NULL, 'k'},
 		{"small", no_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
-		{"forward", no_argument, NULL, 'f'},     {NULL, 0, NULL, 0},
+		{"forward", no_argument, NULL, 'f'},     {"load", no_argument, NULL, 'l'},
+		{NULL, 0, NULL, 0},
 	};
 	a->json = "bench.json";
 	a->dir = "bench-data";
@@ -1147,6 +1150,7 @@ static int parse_args(int argc, char **argv, bench_args *a)
 		case 'k': a->keep = 1; break;
 		case 'm': a->small = 1; break;
 		case 'f': forward_only = 1; break;
+		case 'l': load_only = 1; break;
 		default: usage(); return ch == 'h' ? 1 : 2;
 		}
 	}

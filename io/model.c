@@ -1216,7 +1216,7 @@ static ms_status load_interleaved(const mdl_model *m, int b, int e, float *gate,
 	const int64_t d = m->hidden, f = m->inter;
 	const st_tensor *const *t = &m->blocks[b].experts[e * MDL_NMAT];
 	const qt_matrix *mx = m->blocks[b].mx;
-	float *slab = malloc((size_t)(2 * f * d) * sizeof *slab);
+	float *slab = malloc((size_t)((gate || up ? 2 * f : f) * d) * sizeof *slab);   /* [2f, d] or down's [f, d] */
 	if (!slab)
 		return ms_fail(err, MS_ERR_NOMEM, "%s: out of memory loading expert %d of layer %s", m->dir, e,
 			       m->blocks[b].label);

@@ -45,6 +45,8 @@ typedef struct {
 	const void *data;       /* inside the read-only mapping */
 	const char *path;       /* the file (shard) holding it */
 	uint64_t file_offset;   /* byte offset of data within that file */
+	int fd;                 /* > 0: that file open for reading, which large reads use (pread) in place of the
+				 * mapping; 0 for a tensor made by hand, read from data alone */
 } st_tensor;
 
 typedef struct st_file st_file;

@@ -47,13 +47,16 @@ static void bind_experts(pipe_block *blk)
 
 /* Loading a block's experts: one task per matrix (conversion of BF16 to float32 is bound by one core's memory
  * traffic, so more cores shorten it; a task per matrix rather than per expert keeps 3 E tasks for the cores, 24
- * for Mixtral's 8 experts). Each float is written by one task from the same bytes, and par_for reports the lowest
- * failing (expert, matrix), the one a serial load meets first, so neither the result nor the error depends on the
- * thread count. */
+ * for Mixtral's 8 experts). The interleaved layout stores an expert's gate and up in one slab that must be decoded
+ * whole (io/model.h), so there the gate's task loads the up matrix too and the up's task has nothing to do: the
+ * slab is decoded once, not once per matrix. Each float is written by one task from the same bytes, and par_for
+ * reports the lowest failing (expert, matrix), the one a serial load meets first, so neither the result nor the
+ * error depends on the thread count. */
 typedef struct {
 	const mdl_model *m;
 	pipe_block *blk;
 	int b;
+	int fresh;   /* blk->weights is new memory, not the last block's (take_weights) */
 } load_job;
 
 static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
@@ -62,10 +65,15 @@ static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
 	const int e = (int)(task / MDL_NMAT), k = (int)(task % MDL_NMAT);
 	const expert_weights *w = &j->blk->experts[e];
 	float *mat[MDL_NMAT] = {(float *)w->gate, (float *)w->up, (float *)w->down}, *only[MDL_NMAT] = {NULL};
-	if (!mat[k])
-		return MS_OK;   /* a matrix the family lacks */
+	const int slab = j->m->layout == MDL_LAYOUT_INTERLEAVED;
+	if (!mat[k] || (slab && k == MDL_UP))
+		return MS_OK;   /* a matrix the family lacks, or one the gate's task loads */
 	only[k] = mat[k];
-	pages_populate(mat[k], (size_t)w->d * (size_t)w->f * sizeof(float)); /* every matrix is d x f floats */
+	if (slab && k == MDL_GATE)
+		only[MDL_UP] = mat[MDL_UP];
+	for (int i = 0; i < MDL_NMAT && j->fresh; i++)   /* a reused buffer is mapped already: populating it again */
+		if (only[i])                                  /* would only walk its page tables */
+			pages_populate(only[i], (size_t)w->d * (size_t)w->f * sizeof(float)); /* each is d x f floats */
 	ms_status st = mdl_load_expert(j->m, j->b, e, only[MDL_GATE], only[MDL_UP], only[MDL_DOWN], err);
 	if (st == MS_OK && k == MDL_DOWN && j->blk->expert_bias)   /* the biases ride with the down matrix's task */
 		st = mdl_load_expert_bias(j->m, j->b, e, (float *)w->gate_bias, (float *)w->up_bias, (float *)w->down_bias,
@@ -75,9 +83,9 @@ static ms_status load_matrix_task(void *ctx, int64_t task, ms_error *err)
 	return st;
 }
 
-static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, ms_error *err)
+static ms_status load_experts(const mdl_model *m, int b, pipe_block *blk, int fresh, ms_error *err)
 {
-	load_job j = {.m = m, .blk = blk, .b = b};
+	load_job j = {.m = m, .blk = blk, .b = b, .fresh = fresh};
 	return par_for((int64_t)blk->E * MDL_NMAT, load_matrix_task, &j, err);
 }
 
@@ -118,7 +126,8 @@ static struct {
 	size_t floats;
 } spare = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static float *take_weights(size_t floats)
+/* *fresh is set when the buffer is new memory rather than the kept one. */
+static float *take_weights(size_t floats, int *fresh)
 {
 	pthread_mutex_lock(&spare.lock);
 	float *buf = NULL;
@@ -127,7 +136,8 @@ static float *take_weights(size_t floats)
 		spare.buf = NULL;
 	}
 	pthread_mutex_unlock(&spare.lock);
-	return buf ? buf : malloc(floats * sizeof(float)); /* load_expert_task maps fresh pages in, in parallel */
+	*fresh = !buf;
+	return buf ? buf : malloc(floats * sizeof(float)); /* load_matrix_task maps fresh pages in, in parallel */
 }
 
 static void give_weights(float *buf, size_t floats)
@@ -310,7 +320,8 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 	out->expert_bias_dtype = m->blocks[b].fused_bias[0] ? m->blocks[b].fused_bias[0]->dtype : m->expert_dtype;
 	out->T = cal ? calib_tokens(cal, b) : 0;
 	out->router = malloc((size_t)out->E * out->d * sizeof(float));
-	out->weights = take_weights((size_t)(out->E * out->per_expert));
+	int fresh = 0;
+	out->weights = take_weights((size_t)(out->E * out->per_expert), &fresh);
 	out->experts = calloc((size_t)out->E, sizeof *out->experts);
 	out->identity = malloc((size_t)out->E * sizeof *out->identity);
 	if (out->T > 0)
@@ -339,7 +350,7 @@ ms_status pipe_load_block(const mdl_model *m, const calib *cal, int b, pipe_bloc
 		out->routing.logit_bias = out->router_bias;
 	}
 	if (st == MS_OK)
-		st = load_experts(m, b, out, err);
+		st = load_experts(m, b, out, fresh, err);
 	if (st == MS_OK)
 		st = load_extras(m, b, out, err);
 	if (st == MS_OK && out->x)

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/load_fixture.h"
 #include "tests/test.h"
 
 static char dir[256];
@@ -608,6 +609,7 @@ static void test_gptoss_loader(void)
 			bad += bias[2 * f + r] != dnb[e * d + r];
 	}
 	CHECK(bad == 0, "%d values differ from the file's", bad);
+	check_block_load(m, 2);
 out:
 	free(gu);
 	free(dn);

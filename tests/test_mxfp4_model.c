@@ -27,6 +27,7 @@
 #include "pipeline/merge_run.h"
 #include "pipeline/pipeline.h"
 #include "samples/samples.h"
+#include "tests/load_fixture.h"
 #include "tests/test.h"
 
 static char base[256];
@@ -143,6 +144,8 @@ static void test_experts_match_bytes_and_bf16_twin(void)
 		}
 	}
 	CHECK(hand_bad == 0, "%lld loaded values differ from the bytes decoded by hand", (long long)hand_bad);
+	for (int blk = 0; blk < mx->n_blocks; blk++)
+		check_block_load(mx, blk);
 	CHECK(twin_bad == 0, "%lld blocks of 32 differ from the BF16 twin by more than a third of their largest value",
 	      (long long)twin_bad);
 	/* E2M1 keeps 1 mantissa bit: the copies differ by MXFP4's error (about 10 % in the mean square on these

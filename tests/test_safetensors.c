@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdint.h>
@@ -447,6 +448,65 @@ out:
 	free(raw);
 	free(buf);
 	free(code);
+}
+
+/* Bulk reads come from the file (pread), not the mapping. A file cut short after it was opened gives one error
+ * naming the file, the tensor and the byte where the file now ends (through the mapping this was a SIGBUS), while
+ * rows wholly before the cut still read; a read that fails (here: a descriptor that is a directory) names the file
+ * and the tensor too. */
+static void test_read_cut_short(void)
+{
+	enum { ROWS = 2048, COLS = 1024 };   /* 8 MiB of float32: a bulk read */
+	const size_t n = (size_t)ROWS * COLS;
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s", tdir("cut"));
+	ms_error err;
+	unsigned char *raw = malloc(2 * n);
+	float *out = malloc(n * sizeof *out);
+	CHECK(raw && out);
+	if (!raw || !out)
+		goto out;
+	for (size_t i = 0; i < n; i++)   /* finite BF16 codes: exponent never all ones */
+		raw[2 * i] = (unsigned char)i, raw[2 * i + 1] = (unsigned char)(i % 0x7f);
+	st_writer *w = NULL;
+	CHECK(st_writer_create(dir, "model", 0, &w, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "w", ST_BF16, 2, (int64_t[]){ROWS, COLS}, &err) == MS_OK);
+	CHECK(st_writer_write(w, raw, 2 * n, &err) == MS_OK);
+	CHECK(st_writer_finish(w, &err) == MS_OK, "%s", err.msg);
+	st_writer_free(w);
+	st_file *f = NULL;
+	CHECK(st_open(dir, &f, &err) == MS_OK, "%s", err.msg);
+	if (!f)
+		goto out;
+	const st_tensor *t = st_find(f, "w");
+	CHECK(st_read_f32(t, out, &err) == MS_OK, "%s", err.msg);
+	size_t bad = 0;
+	for (size_t i = 0; i < n; i++)
+		bad += bits(out[i]) != scalar_to_f32_bits(ST_BF16, (uint32_t)raw[2 * i] | (uint32_t)raw[2 * i + 1] << 8);
+	CHECK(bad == 0, "%zu values differ from the scalar conversion", bad);
+	const uint64_t cut = t->file_offset + (uint64_t)(3 * ROWS / 4) * COLS * 2 + 1000;
+	char path[600];
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	CHECK(truncate(path, (off_t)cut) == 0, "%s", strerror(errno));
+	char want[64];
+	snprintf(want, sizeof want, "byte %llu:", (unsigned long long)cut);
+	CHECK(st_read_f32(t, out, &err) == MS_ERR_ST_TRUNCATED && strstr(err.msg, path) && strstr(err.msg, "'w'") &&
+	      strstr(err.msg, want) && !strchr(err.msg, '\n'), "%s", err.msg);
+	CHECK(st_read_rows_f32(t, 0, ROWS / 2, out, &err) == MS_OK, "rows before the cut: %s", err.msg);
+	bad = 0;
+	for (size_t i = 0; i < n / 2; i++)
+		bad += bits(out[i]) != scalar_to_f32_bits(ST_BF16, (uint32_t)raw[2 * i] | (uint32_t)raw[2 * i + 1] << 8);
+	CHECK(bad == 0, "%zu values before the cut differ", bad);
+	st_tensor odd = *t;
+	odd.fd = open(dir, O_RDONLY | O_DIRECTORY);
+	CHECK(odd.fd > 0 && st_read_f32(&odd, out, &err) == MS_ERR_IO && strstr(err.msg, path) &&
+	      strstr(err.msg, "'w'") && strstr(err.msg, "cannot read"), "%s", err.msg);
+	if (odd.fd > 0)
+		close(odd.fd);
+	st_close(f);
+out:
+	free(raw);
+	free(out);
 }
 
 /* Float32 values that exercise every rounding path: random patterns, half subnormals and overflow, exact ties of
@@ -1160,6 +1220,7 @@ int main(void)
 	RUN(test_rows_to_f32_all_codes);
 	RUN(test_read_rows_all_codes);
 	RUN(test_read_streamed);
+	RUN(test_read_cut_short);
 	RUN(test_rows_from_f32);
 	RUN(test_roundtrip_dtypes);
 	RUN(test_read_rows_errors);
