@@ -33,18 +33,22 @@ typedef struct {
 	double lambda_rel;
 	blk_dispatch dp;
 	double **a;              /* [n_slots]: A_s [n_s, f], rows g_s(t) h_s(t) */
-	double **chol;           /* [n_slots]: Cholesky factor (lower) of A_s^T A_s + lambda_s I [f, f] */
+	double **inv;            /* [n_slots]: the inverse (both triangles) of A_s A_s^T + lambda_s I [n_s, n_s] for a
+				  * slot solved in token space, of A_s^T A_s + lambda_s I [f, f] otherwise; NULL for
+				  * a slot without tokens */
+	unsigned char *dual;     /* [n_slots]: 1 when slot s is solved in token space */
 	double *lambda;          /* [n_slots] */
 } refit_job;
 
 static void job_free(refit_job *j)
 {
-	for (int s = 0; j->a && s < j->cfg->n_slots; s++) {
+	for (int s = 0; j->a && j->inv && s < j->cfg->n_slots; s++) {
 		free(j->a[s]);
-		free(j->chol[s]);
+		free(j->inv[s]);
 	}
 	free(j->a);
-	free(j->chol);
+	free(j->inv);
+	free(j->dual);
 	free(j->lambda);
 	blk_dispatch_free(&j->dp);
 }
@@ -75,31 +79,49 @@ static ms_status slot_features(const refit_job *j, int s, int64_t ns, double *a)
 	return st;
 }
 
-/* Task: slot s's features, its ridge and the Cholesky factor of its normal matrix. */
+/* Whether slot s is solved in token space: when its n_s x n_s system costs no more memory than the f x f one
+ * with its features, n_s^2 <= n_s f + f^2 (n_s <= 1.618 f). Its per-sweep work is then 2 n_s^2 per output
+ * dimension against 4 n_s f + 2 f^2 in feature space, never more (docs/design.md, the refit). */
+static int slot_dual(int64_t ns, int64_t f)
+{
+	return ns * ns <= ns * f + f * f;
+}
+
+/* Task: slot s's features, its ridge and the explicit inverse of its regularised Gram matrix, in token space
+ * (A A^T + lambda I, n_s x n_s) or in feature space (A^T A + lambda I, f x f) as slot_dual says. The ridge is the
+ * same either way: trace(A A^T) = trace(A^T A) = |A|_F^2. */
 static ms_status factor_task(void *ctx, int64_t task, ms_error *err)
 {
 	refit_job *j = ctx;
 	const int s = (int)task, f = j->f;
 	const int64_t ns = j->dp.start[s + 1] - j->dp.start[s];
+	j->lambda[s] = 1.0;
+	if (ns == 0)   /* no tokens: the slot keeps its merge */
+		return MS_OK;
+	j->dual[s] = (unsigned char)slot_dual(ns, f);
+	const int m = j->dual[s] ? (int)ns : f;
 	j->a[s] = alloc_n(ns * f, sizeof(double));
-	j->chol[s] = alloc_n((int64_t)f * f, sizeof(double));
-	if (!j->a[s] || !j->chol[s])
+	j->inv[s] = alloc_n((int64_t)m * m, sizeof(double));
+	if (!j->a[s] || !j->inv[s])
 		return ms_fail(err, MS_ERR_NOMEM, "refit: out of memory for slot %d (%lld tokens)", s, (long long)ns);
 	ms_status st = slot_features(j, s, ns, j->a[s]);
 	if (st != MS_OK)
 		return ms_fail(err, st, "refit: slot %d: hidden activations failed", s);
-	double *g = j->chol[s];
-	memset(g, 0, (size_t)f * f * sizeof *g);
-	if (ns > 0)
-		cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, f, (int)ns, 1.0, j->a[s], f, 0.0, g, f);
+	double *g = j->inv[s];
+	memset(g, 0, (size_t)m * m * sizeof *g);
+	cblas_dsyrk(CblasRowMajor, CblasLower, j->dual[s] ? CblasNoTrans : CblasTrans, m, j->dual[s] ? f : (int)ns,
+		    1.0, j->a[s], f, 0.0, g, m);
 	double trace = 0.0;
-	for (int c = 0; c < f; c++)
-		trace += g[(size_t)c * f + c];
+	for (int c = 0; c < m; c++)
+		trace += g[(size_t)c * m + c];
 	j->lambda[s] = trace > 0.0 ? j->lambda_rel * trace / f : 1.0;
-	for (int c = 0; c < f; c++)
-		g[(size_t)c * f + c] += j->lambda[s];
-	if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', f, g, f) != 0)
+	for (int c = 0; c < m; c++)
+		g[(size_t)c * m + c] += j->lambda[s];
+	if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', m, g, m) != 0 || LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', m, g, m) != 0)
 		return ms_fail(err, MS_ERR_NUMERIC, "refit: slot %d: the normal matrix is not positive definite", s);
+	for (int r = 0; r < m; r++)   /* the upper triangle from the lower, so that products are plain dgemm */
+		for (int c = r + 1; c < m; c++)
+			g[(size_t)r * m + c] = g[(size_t)c * m + r];
 	return MS_OK;
 }
 
@@ -107,100 +129,147 @@ static ms_status factor_task(void *ctx, int64_t task, ms_error *err)
 typedef struct {
 	double *p;     /* [n, w] the merged block's current routed output */
 	double *c;     /* [routes, w] each route's current contribution (dispatch order) */
-	double *wt;    /* [n_slots, f, w] each slot's current rows, transposed */
-	double *r;     /* [max n_s, w] */
-	double *rhs;   /* [f, w] */
+	double *c0;    /* [routes, w] each route's contribution under the merge, A_s M_s^T */
+	double *u;     /* [max(max n_s, f), w] */
+	double *v;     /* [max(max n_s, f), w] */
+	double *wt;    /* [f, w] one slot's rows, transposed */
 } strip_work;
 
-/* Slot s's contribution on its tokens, c_s = A_s W_s^T, into c (its routes' rows). */
-static void slot_contribution(const refit_job *j, int s, const double *wt, int w, double *c)
+/* wt [f, w] = the prior's rows i0 .. i0 + w - 1 of slot s, transposed. */
+static void prior_rows(const refit_job *j, int s, int64_t i0, int w, double *wt)
 {
-	const int64_t ns = j->dp.start[s + 1] - j->dp.start[s];
-	if (ns > 0)
-		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ns, w, j->f, 1.0, j->a[s], j->f, wt, w, 0.0,
-			    c + j->dp.start[s] * w, w);
-}
-
-/* One Gauss-Seidel step for slot s on the strip: solve for its rows with the others held, update p and c. */
-static ms_status slot_step(const refit_job *j, int s, int64_t i0, int w, strip_work *sw)
-{
-	const int64_t b0 = j->dp.start[s], ns = j->dp.start[s + 1] - b0, f = j->f, d = j->d;
-	double *wt = sw->wt + (size_t)s * f * w;
+	const int64_t f = j->f;
 	const float *m = j->down[s];
-	/* rhs = lambda M^T (rows i0.. of M, transposed) + A^T (y - p + c_s) */
 	for (int64_t c = 0; c < f; c++)
 		for (int k = 0; k < w; k++)
-			sw->rhs[c * w + k] = j->lambda[s] * (double)m[(i0 + k) * f + c];
+			wt[c * w + k] = (double)m[(i0 + k) * f + c];
+}
+
+/* The slot's rows i0 .. i0 + w - 1 written back from wt [f, w] (float). */
+static void write_rows(const refit_job *j, int s, int64_t i0, int w, const double *wt)
+{
+	const int64_t f = j->f;
+	for (int k = 0; k < w; k++)
+		for (int64_t c = 0; c < f; c++)
+			j->down[s][(i0 + k) * f + c] = (float)wt[c * w + k];
+}
+
+/* p += cn - c on slot s's tokens, then c = cn (cn [n_s, w]). */
+static void replace_contribution(const refit_job *j, int s, int w, const double *cn, strip_work *sw)
+{
+	const int64_t b0 = j->dp.start[s], ns = j->dp.start[s + 1] - b0;
+	double *c = sw->c + b0 * w;
 	for (int64_t r = 0; r < ns; r++) {
-		const int64_t t = j->dp.token[b0 + r];
+		double *pt = sw->p + (int64_t)j->dp.token[b0 + r] * w;
 		for (int k = 0; k < w; k++)
-			sw->r[r * w + k] = (double)j->target[t * d + i0 + k] - sw->p[t * w + k] + sw->c[(b0 + r) * w + k];
+			pt[k] -= c[r * w + k];
 	}
-	if (ns > 0)
-		cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)f, w, (int)ns, 1.0, j->a[s], (int)f, sw->r, w,
-			    1.0, sw->rhs, w);
-	if (LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'L', (int)f, w, j->chol[s], (int)f, sw->rhs, w) != 0)
-		return MS_ERR_NUMERIC;
-	memcpy(wt, sw->rhs, (size_t)f * w * sizeof *wt);
-	/* p += new contribution - old, token by token */
-	for (int64_t r = 0; r < ns; r++)
+	memcpy(c, cn, (size_t)(ns * w) * sizeof *c);
+	for (int64_t r = 0; r < ns; r++) {
+		double *pt = sw->p + (int64_t)j->dp.token[b0 + r] * w;
 		for (int k = 0; k < w; k++)
-			sw->p[j->dp.token[b0 + r] * w + k] -= sw->c[(b0 + r) * w + k];
-	slot_contribution(j, s, wt, w, sw->c);
-	for (int64_t r = 0; r < ns; r++)
+			pt[k] += c[r * w + k];
+	}
+}
+
+/* One Gauss-Seidel step for slot s on the strip: its rows solved with the others held, p and c updated; on the
+ * last sweep the rows are written back. With R = y - p + c_s the slot's target on its tokens:
+ *   feature space: W^T = (A^T A + lambda I)^-1 (A^T R + lambda M^T), c_s = A W^T;
+ *   token space (the same minimiser, by (A^T A + lambda I)^-1 A^T = A^T (A A^T + lambda I)^-1):
+ *     alpha = (A A^T + lambda I)^-1 (R - A M^T), W^T = M^T + A^T alpha, c_s = A W^T = R - lambda alpha,
+ *   so a sweep needs only the n_s x n_s product, and A^T alpha is formed once, on the last sweep. */
+static void slot_step(const refit_job *j, int s, int64_t i0, int w, int last, strip_work *sw)
+{
+	const int64_t b0 = j->dp.start[s], ns = j->dp.start[s + 1] - b0, f = j->f, d = j->d;
+	const double lambda = j->lambda[s];
+	double *v = sw->v, *u = sw->u;
+	const double *c = sw->c + b0 * w, *c0 = sw->c0 + b0 * w;
+	for (int64_t r = 0; r < ns; r++) {   /* v = R (feature space) or R - A M^T (token space) */
+		const int64_t t = j->dp.token[b0 + r];
+		const float *y = j->target + t * d + i0;
+		const double *pt = sw->p + t * w;
 		for (int k = 0; k < w; k++)
-			sw->p[j->dp.token[b0 + r] * w + k] += sw->c[(b0 + r) * w + k];
-	return MS_OK;
+			v[r * w + k] = (double)y[k] - pt[k] + c[r * w + k] - (j->dual[s] ? c0[r * w + k] : 0.0);
+	}
+	if (j->dual[s]) {
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ns, w, (int)ns, 1.0, j->inv[s], (int)ns, v,
+			    w, 0.0, u, w);   /* alpha */
+		if (last) {
+			prior_rows(j, s, i0, w, sw->wt);
+			cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)f, w, (int)ns, 1.0, j->a[s], (int)f, u,
+				    w, 1.0, sw->wt, w);
+			write_rows(j, s, i0, w, sw->wt);
+		}
+		for (int64_t r = 0; r < ns; r++)   /* the new contribution R - lambda alpha, into v */
+			for (int k = 0; k < w; k++)
+				v[r * w + k] = v[r * w + k] + c0[r * w + k] - lambda * u[r * w + k];
+		replace_contribution(j, s, w, v, sw);
+		return;
+	}
+	prior_rows(j, s, i0, w, u);   /* u = lambda M^T + A^T R */
+	for (int64_t i = 0; i < f * w; i++)
+		u[i] *= lambda;
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)f, w, (int)ns, 1.0, j->a[s], (int)f, v, w, 1.0, u,
+		    w);
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)f, w, (int)f, 1.0, j->inv[s], (int)f, u, w, 0.0,
+		    sw->wt, w);
+	if (last)
+		write_rows(j, s, i0, w, sw->wt);
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ns, w, (int)f, 1.0, j->a[s], (int)f, sw->wt, w,
+		    0.0, v, w);
+	replace_contribution(j, s, w, v, sw);
 }
 
 static void strip_free(strip_work *sw)
 {
 	free(sw->p);
 	free(sw->c);
+	free(sw->c0);
+	free(sw->u);
+	free(sw->v);
 	free(sw->wt);
-	free(sw->r);
-	free(sw->rhs);
 }
 
-/* Task: every sweep over every slot for output dimensions [task RFT_STRIP, ...), then the rows written back. */
+/* Task: every sweep over every slot for output dimensions [task RFT_STRIP, ...), the rows written back on the last.
+ * A slot without tokens is skipped: its solution is its merge. */
 static ms_status strip_task(void *ctx, int64_t task, ms_error *err)
 {
 	const refit_job *j = ctx;
 	const int S = j->cfg->n_slots;
 	const int64_t i0 = task * RFT_STRIP, f = j->f, routes = j->dp.start[S];
 	const int w = (int)(j->d - i0 < RFT_STRIP ? j->d - i0 : RFT_STRIP);
-	int64_t max_ns = 0;
+	int64_t big = f;
 	for (int s = 0; s < S; s++)
-		if (j->dp.start[s + 1] - j->dp.start[s] > max_ns)
-			max_ns = j->dp.start[s + 1] - j->dp.start[s];
+		if (j->dp.start[s + 1] - j->dp.start[s] > big)
+			big = j->dp.start[s + 1] - j->dp.start[s];
 	strip_work sw = {
 		.p = calloc((size_t)j->n * w + 1, sizeof(double)), .c = alloc_n(routes * w, sizeof(double)),
-		.wt = alloc_n((int64_t)S * f * w, sizeof(double)), .r = alloc_n(max_ns * w, sizeof(double)),
-		.rhs = alloc_n(f * w, sizeof(double)),
+		.c0 = alloc_n(routes * w, sizeof(double)), .u = alloc_n(big * w, sizeof(double)),
+		.v = alloc_n(big * w, sizeof(double)), .wt = alloc_n(f * w, sizeof(double)),
 	};
-	ms_status st = sw.p && sw.c && sw.wt && sw.r && sw.rhs ? MS_OK : MS_ERR_NOMEM;
-	for (int s = 0; st == MS_OK && s < S; s++) {   /* start from the merge: p = sum of the slots' outputs */
-		double *wt = sw.wt + (size_t)s * f * w;
-		for (int64_t c = 0; c < f; c++)
-			for (int k = 0; k < w; k++)
-				wt[c * w + k] = (double)j->down[s][(i0 + k) * f + c];
-		slot_contribution(j, s, wt, w, sw.c);
-		for (int64_t r = j->dp.start[s]; r < j->dp.start[s + 1]; r++)
+	if (!sw.p || !sw.c || !sw.c0 || !sw.u || !sw.v || !sw.wt) {
+		strip_free(&sw);
+		return ms_fail(err, MS_ERR_NOMEM, "refit: output rows %lld..%lld: out of memory", (long long)i0,
+			       (long long)(i0 + w - 1));
+	}
+	for (int s = 0; s < S; s++) {   /* start from the merge: p = sum of the slots' outputs */
+		const int64_t b0 = j->dp.start[s], ns = j->dp.start[s + 1] - b0;
+		if (ns == 0)
+			continue;
+		prior_rows(j, s, i0, w, sw.wt);
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ns, w, (int)f, 1.0, j->a[s], (int)f, sw.wt,
+			    w, 0.0, sw.c + b0 * w, w);
+		memcpy(sw.c0 + b0 * w, sw.c + b0 * w, (size_t)(ns * w) * sizeof *sw.c0);
+		for (int64_t r = b0; r < b0 + ns; r++)
 			for (int k = 0; k < w; k++)
 				sw.p[j->dp.token[r] * w + k] += sw.c[r * w + k];
 	}
-	for (int sweep = 0; st == MS_OK && sweep < j->sweeps; sweep++)
-		for (int s = 0; st == MS_OK && s < S; s++)
-			st = slot_step(j, s, i0, w, &sw);
-	for (int s = 0; st == MS_OK && s < S; s++) {
-		const double *wt = sw.wt + (size_t)s * f * w;
-		for (int k = 0; k < w; k++)
-			for (int64_t c = 0; c < f; c++)
-				j->down[s][(i0 + k) * f + c] = (float)wt[c * w + k];
-	}
+	for (int sweep = 0; sweep < j->sweeps; sweep++)
+		for (int s = 0; s < S; s++)
+			if (j->dp.start[s + 1] > j->dp.start[s])
+				slot_step(j, s, i0, w, sweep == j->sweeps - 1, &sw);
 	strip_free(&sw);
-	return st == MS_OK ? MS_OK : ms_fail(err, st, "refit: output rows %lld..%lld: %s", (long long)i0,
-					     (long long)(i0 + w - 1), ms_status_text(st));
+	return MS_OK;
 }
 
 static ms_status check_args(const blk_config *cfg, float *const *down, const float *x, int64_t n,
@@ -267,9 +336,10 @@ ms_status rft_down(const blk_config *cfg, float *const *down, const float *x, in
 	int *sel = alloc_n(n * k, sizeof(int));        /* [n, k] */
 	float *w = alloc_n(n * k, sizeof(float));      /* [n, k] */
 	j.a = calloc((size_t)S, sizeof *j.a);
-	j.chol = calloc((size_t)S, sizeof *j.chol);
+	j.inv = calloc((size_t)S, sizeof *j.inv);
+	j.dual = calloc((size_t)S, sizeof *j.dual);
 	j.lambda = calloc((size_t)S, sizeof *j.lambda);
-	if (!sel || !w || !j.a || !j.chol || !j.lambda)
+	if (!sel || !w || !j.a || !j.inv || !j.dual || !j.lambda)
 		st = ms_fail(err, MS_ERR_NOMEM, "refit: out of memory for %lld tokens", (long long)n);
 	if (st == MS_OK)
 		st = blk_route(&routed, x, n, sel, w, err);
