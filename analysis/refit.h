@@ -35,7 +35,7 @@
 #include "io/error.h"
 
 /* Output dimensions per sweep task. */
-#define RFT_STRIP 32
+#define RFT_STRIP 128
 
 /* Default relative ridge: lambda_s = RFT_LAMBDA_DEFAULT x trace(A_s^T A_s) / f (scaled to the slot's own
  * activations, as the router fit's ridge is to its inputs), 1 when a slot has no tokens (it keeps its merge). */
