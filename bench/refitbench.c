@@ -1,4 +1,4 @@
-/* `build/bench/refitbench S TOPK D F N [THREADS]`: the down-projection refit (analysis/refit.h) alone on a random
+/* `build/bench/refitbench S TOPK D F N [THREADS [SWEEPS]]`: the down-projection refit (analysis/refit.h) alone on a random
  * block held in memory, for measuring rft_down's CPU time on a shared machine (CLOCK_PROCESS_CPUTIME_ID, so other
  * processes' load does not count) and its fit and held-out errors. Not part of `make bench`.
  *
@@ -84,7 +84,7 @@ static void block_free(rb_block *b)
 int main(int argc, char **argv)
 {
 	if (argc < 6) {
-		fprintf(stderr, "usage: refitbench S TOPK D F N [THREADS]\n");
+		fprintf(stderr, "usage: refitbench S TOPK D F N [THREADS [SWEEPS]]\n");
 		return 1;
 	}
 	const int S = atoi(argv[1]), k = atoi(argv[2]), d = atoi(argv[3]), f = atoi(argv[4]);
@@ -149,7 +149,9 @@ int main(int argc, char **argv)
 	free(sel);
 	free(gw);
 	free(ns);
-	const rft_options o = rft_defaults();
+	rft_options o = rft_defaults();
+	if (argc > 7)
+		o.sweeps = atoi(argv[7]);
 	const double c0 = cpu_now();
 	if (rft_down(&mg.cfg, down, x, n, y, &o, &err) != MS_OK) {
 		fprintf(stderr, "refitbench: %s\n", err.msg);
@@ -165,6 +167,7 @@ int main(int argc, char **argv)
 			memcpy(&u, &down[s][i], sizeof u);
 			sum = sum * 1000003u + u;
 		}
+	printf("sweeps %d: ", o.sweeps);
 	printf("S=%d top%d d=%d f=%d n=%lld threads=%d: rft_down %.2f cpu-s; fit error %.6f -> %.9f, held-out %.6f -> "
 	       "%.9f, checksum %016llx\n", S, k, d, f, (long long)n, par_threads(), cpu, before, after, held0, held1,
 	       (unsigned long long)sum);
