@@ -103,9 +103,11 @@ static void choose_dual(const blk_dispatch *dp, int S, int64_t f, unsigned char 
 	double used = budget;
 	for (int done = 0; done < S; done++) {
 		int best = -1;   /* the smallest slot not yet considered, lowest index first */
-		for (int s = 0; s < S; s++)
-			if (dual[s] == 0 && (best < 0 || dp->start[s + 1] - dp->start[s] < dp->start[best + 1] - dp->start[best]))
+		for (int s = 0; s < S; s++) {
+			const int64_t ns = dp->start[s + 1] - dp->start[s];
+			if (dual[s] == 0 && (best < 0 || ns < dp->start[best + 1] - dp->start[best]))
 				best = s;
+		}
 		const double ns = (double)(dp->start[best + 1] - dp->start[best]);
 		const double after = used - 2.0 * (ns * f + (double)f * f) + ns * f + ns * ns;
 		dual[best] = 2;   /* considered */
@@ -267,8 +269,9 @@ static void slot_step(const refit_job *j, int s, int64_t i0, int w, int last, st
 			    sw->vf, w, 0.0f, sw->uf, w);   /* lambda alpha */
 		if (last) {
 			prior_rows(j, s, i0, w, NULL, sw->mf);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)f, w, (int)ns, (float)(1.0 / j->lambda[s]),
-				    j->af[s], (int)f, sw->uf, w, 1.0f, sw->mf, w);
+			const float inv_lambda = (float)(1.0 / j->lambda[s]);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)f, w, (int)ns, inv_lambda, j->af[s],
+				    (int)f, sw->uf, w, 1.0f, sw->mf, w);
 			write_rows(j, s, i0, w, NULL, sw->mf);
 		}
 		for (int64_t i = 0; i < ns * w; i++)   /* the new contribution R - lambda alpha */
@@ -334,8 +337,8 @@ static ms_status strip_task(void *ctx, int64_t task, ms_error *err)
 			continue;
 		if (j->dual[s]) {
 			prior_rows(j, s, i0, w, NULL, sw.mf);
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ns, w, (int)f, 1.0f, j->af[s], (int)f,
-				    sw.mf, w, 0.0f, sw.uf, w);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ns, w, (int)f, 1.0f, j->af[s],
+				    (int)f, sw.mf, w, 0.0f, sw.uf, w);
 			for (int64_t i = 0; i < ns * w; i++)
 				c[i] = sw.c0[b0 * w + i] = (double)sw.uf[i];
 		} else {

@@ -1,13 +1,15 @@
-/* `build/bench/refitbench S TOPK D F N [THREADS [SWEEPS]]`: the down-projection refit (analysis/refit.h) alone on a random
- * block held in memory, for measuring rft_down's CPU time on a shared machine (CLOCK_PROCESS_CPUTIME_ID, so other
- * processes' load does not count) and its fit and held-out errors. Not part of `make bench`.
+/* `build/bench/refitbench S TOPK D F N [THREADS [SWEEPS]]` (built by `make build/bench/refitbench`): the
+ * down-projection refit (analysis/refit.h) alone on a random block held in memory, for measuring rft_down's CPU
+ * time on a shared machine (CLOCK_PROCESS_CPUTIME_ID: other processes' load counts only through shared caches) and
+ * its fit and held-out errors. Not part of `make bench`.
  *
- * The original block has 2 S random experts (expert 2s+1 a noisy copy of 2s; silu-GLU, gate and up scaled 1 / sqrt(D), down 1 / sqrt(F)) and a
- * router whose rows add a bias falling with the expert index on a constant feature, so usage is skewed as in
- * trained blocks. The merged block averages experts 2s and 2s+1 (matrices and router rows) into slot s, keeping
- * top-k. The target is the original block's routed output on N fit tokens; the held-out error is measured on N / 3
- * further tokens. The OLMoE shape of docs/design.md §7 merged to 16 groups is `refitbench 16 8 2048 1024 3072`.
- * It prints the CPU seconds of rft_down, the tokens per slot and a checksum of the refitted down matrices. */
+ * The original block has 2 S random experts (expert 2s+1 a noisy copy of 2s; silu-GLU, gate and up scaled
+ * 1 / sqrt(D), down 1 / sqrt(F)) and a router whose rows add a bias falling with the expert index on a constant
+ * feature, so usage is skewed as in trained blocks. The merged block averages experts 2s and 2s+1 (matrices and
+ * router rows) into slot s, keeping top-k. The target is the original block's routed output on N fit tokens; the
+ * held-out error is measured on N / 3 further tokens. The OLMoE shape of docs/design.md §7 merged to 16 groups is
+ * `refitbench 16 8 2048 1024 3072`. It prints the tokens per slot, the CPU seconds of rft_down, the errors and a
+ * checksum of the refitted down matrices (equal for any THREADS). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -101,8 +103,9 @@ int main(int argc, char **argv)
 			w[i] = 1.7f * gs * uni(&seed);
 		for (size_t i = (size_t)2 * f * d; i < per; i++)
 			w[i] = 1.7f * ds * uni(&seed);
-		for (int c = 0; c < d; c++)
-			orig.router[(size_t)e * d + c] = c == d - 1 ? 3.0f * (1.0f - (float)e / (2 * S)) : 3.0f * gs * uni(&seed);
+		for (int c = 0; c < d; c++)   /* the constant feature's bias falls with the expert index */
+			orig.router[(size_t)e * d + c] = c == d - 1 ? 3.0f * (1.0f - (float)e / (2 * S))
+								    : 3.0f * gs * uni(&seed);
 		if (e % 2 == 1)   /* expert 2s+1 is a noisy copy of 2s (0.8 copy + 0.6 noise), as merged experts are */
 			for (size_t i = 0; i < per; i++)
 				w[i] = 0.8f * w[i - per] + 0.6f * w[i];

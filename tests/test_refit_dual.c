@@ -192,8 +192,8 @@ static void check_against_joint(tblock *b, const float *x, int n, unsigned long 
 			maxdiff = fmax(maxdiff, fabs(b->down[e][i] - sol[(size_t)e * d * f + i]));
 			maxabs = fmax(maxabs, fabs(sol[(size_t)e * d * f + i]));
 		}
-	CHECK(maxdiff <= 1e-4 * maxabs, "%s: Gauss-Seidel vs LAPACK joint least squares: max difference %.3g (max %.3g)",
-	      what, maxdiff, maxabs);
+	CHECK(maxdiff <= 1e-4 * maxabs, "%s: Gauss-Seidel vs LAPACK joint least squares: max difference %.3g "
+	      "(max %.3g)", what, maxdiff, maxabs);
 	printf("     %s: max difference %.3g of max %.3g\n", what, maxdiff, maxabs);
 	tblock_free(&tgt);
 out:
