@@ -21,11 +21,20 @@
  *     (A_s^T A_s + lambda_s I) W_s^T = A_s^T R_s + lambda_s M_s^T,   R_s = y - (the other slots' outputs),
  * A_s [n_s, f] the rows a_s(t) of the tokens routed to s. Each step minimises the convex objective over one block
  * exactly, so the objective never increases and the sweeps converge to the joint minimiser; the first sweep
- * already removes most of the error. Each slot's Cholesky factor is computed once (LAPACKE_dpotrf) and reused by
- * every sweep.
+ * already removes most of the error.
  *
- * Parallelism (analysis/par.h): the factorisations are one task per slot, the sweeps one task per strip of
- * RFT_STRIP output dimensions; every sum runs in a fixed order, so the bits do not depend on the thread count. */
+ * A step is solved in one of two equivalent forms, chosen per slot by its token count (docs/design.md, the refit):
+ * in feature space, in double, with the explicit inverse of A_s^T A_s + lambda_s I (f x f), costing 4 n_s f + 2 f^2
+ * per output dimension and sweep; or in token space, where the slot's new output on its tokens is
+ *     A_s W_s^T = R_s - lambda_s (A_s A_s^T + lambda_s I)^-1 (R_s - A_s M_s^T),
+ * one n_s x n_s product (2 n_s^2) done in float (the matrix lambda (A A^T + lambda I)^-1 has eigenvalues in (0, 1],
+ * so float rounding moves the output by about float epsilon of the slot's residual; the running outputs stay in
+ * double), and W_s^T = M_s^T + A_s^T (A_s A_s^T + lambda_s I)^-1 (R_s - A_s M_s^T) formed once, on the last
+ * sweep. The inverses are computed once per slot (LAPACK dpotrf and dpotri, in double) and reused by every sweep.
+ *
+ * Parallelism (analysis/par.h): the inverses are one task per slot, the sweeps one task per strip of RFT_STRIP
+ * output dimensions; every sum runs in a fixed order and the choice of form depends on the routing alone, so the
+ * bits do not depend on the thread count. */
 #ifndef RFT_REFIT_H
 #define RFT_REFIT_H
 
@@ -34,8 +43,9 @@
 #include "analysis/block.h"
 #include "io/error.h"
 
-/* Output dimensions per sweep task. */
-#define RFT_STRIP 32
+/* Output dimensions per sweep task: wide enough for the products to run near the GEMM peak (a [1536, 1536] x
+ * [1536, 32] dgemm ran at 64% of the 128-wide one's rate here), narrow enough to give OLMoE's d = 2048 16 tasks. */
+#define RFT_STRIP 128
 
 /* Default relative ridge: lambda_s = RFT_LAMBDA_DEFAULT x trace(A_s^T A_s) / f (scaled to the slot's own
  * activations, as the router fit's ridge is to its inputs), 1 when a slot has no tokens (it keeps its merge). */
