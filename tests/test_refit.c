@@ -8,33 +8,10 @@
 
 #include "analysis/par.h"
 #include "analysis/refit.h"
+#include "tests/refit_fixture.h"
 #include "tests/test.h"
 
 enum { D = 6, F = 5, N = 300, S = 3 };
-
-static double silu(double v)
-{
-	return v / (1.0 + exp(-v));
-}
-
-/* h [F] = silu(gate x) * (up x), written apart from analysis/expert.c. */
-static void hidden(const expert_weights *w, const float *x, double *h)
-{
-	for (int i = 0; i < w->f; i++) {
-		double g = 0.0, u = 0.0;
-		for (int c = 0; c < w->d; c++) {
-			g += (double)w->gate[i * w->d + c] * x[c];
-			u += (double)w->up[i * w->d + c] * x[c];
-		}
-		h[i] = silu(g) * u;
-	}
-}
-
-static void fill(float *v, int n, float scale, unsigned long long *s)
-{
-	for (int i = 0; i < n; i++)
-		v[i] = scale * test_rand_f(s);
-}
 
 typedef struct {
 	float w[S][3 * F * D];
@@ -48,12 +25,12 @@ static void make_block(test_block *b, int top_k, int renormalize, unsigned long 
 {
 	unsigned long long s = seed;
 	for (int e = 0; e < S; e++) {
-		fill(b->w[e], 3 * F * D, 0.5f, &s);
+		ref_fill(b->w[e], 3 * F * D, 0.5f, &s);
 		b->ex[e] = (expert_weights){.gate = b->w[e], .up = b->w[e] + F * D, .down = b->w[e] + 2 * F * D, .d = D,
 					    .f = F, .act = MDL_ACT_SILU_GLU};
 		b->slot[e] = e;
 	}
-	fill(b->router, S * D, 1.0f, &s);
+	ref_fill(b->router, S * D, 1.0f, &s);
 	b->cfg = (blk_config){.n_router = S, .router = b->router, .slot = b->slot, .n_slots = S, .experts = b->ex,
 			      .routing = {.top_k = top_k, .renormalize = renormalize, .scale = 1.0f}, .d = D};
 }
@@ -114,11 +91,11 @@ static void test_planted_inflation_is_removed(void)
 		}
 		const double sum = exp(z[0]) + exp(z[1]) + exp(z[2]), pa = exp(z[0]) / sum, pb = exp(z[2]) / sum;
 		double ya[D] = {0}, yb[D] = {0};
-		hidden(&orig.ex[0], xt, h);
+		ref_hidden(&orig.ex[0], xt, h);
 		for (int c = 0; c < D; c++)
 			for (int i = 0; i < F; i++)
 				ya[c] += (double)orig.ex[0].down[c * F + i] * h[i];
-		hidden(&orig.ex[2], xt, h);
+		ref_hidden(&orig.ex[2], xt, h);
 		for (int c = 0; c < D; c++)
 			for (int i = 0; i < F; i++)
 				yb[c] += (double)orig.ex[2].down[c * F + i] * h[i];
@@ -164,7 +141,7 @@ static void joint_solution(const test_block *b, const float *x, const float *y, 
 	for (int t = 0; t < N; t++)
 		for (int j = 0; j < k; j++) {
 			const int s = b->slot[sel[t * k + j]];
-			hidden(&b->ex[s], x + t * D, h);
+			ref_hidden(&b->ex[s], x + t * D, h);
 			for (int i = 0; i < F; i++) {
 				a[(size_t)t * cols + s * F + i] += (double)w[t * k + j] * h[i];
 				trace[s] += ((double)w[t * k + j] * h[i]) * ((double)w[t * k + j] * h[i]);
@@ -220,7 +197,7 @@ static void test_matches_joint_least_squares(void)
 	CHECK(blk_forward(&target.cfg, x, N, y, NULL, NULL, &err) == MS_OK, "%s", err.msg);
 	unsigned long long s = 99;
 	for (int e = 0; e < S; e++) {      /* the block to refit: the same gates and ups, other downs, plus noise in y */
-		fill((float *)b.ex[e].down, D * F, 0.5f, &s);
+		ref_fill((float *)b.ex[e].down, D * F, 0.5f, &s);
 		memcpy(prior[e], b.ex[e].down, sizeof prior[e]);
 	}
 	for (int i = 0; i < N * D; i++)
@@ -267,7 +244,7 @@ static void test_single_slot_is_exact(void)
 	b.cfg.n_router = 1;
 	make_tokens(x, 8);
 	unsigned long long s = 4;
-	fill(y, N * D, 1.0f, &s);
+	ref_fill(y, N * D, 1.0f, &s);
 	static float prior[D * F];
 	memcpy(prior, b.ex[0].down, sizeof prior);
 	/* dgels on [A; sqrt(l) I] w = [y; sqrt(l) m] with A rows g(t) h(t) */
@@ -276,7 +253,7 @@ static void test_single_slot_is_exact(void)
 	double h[F], trace = 0.0;
 	memset(a, 0, sizeof a);
 	for (int t = 0; t < N; t++) {
-		hidden(&b.ex[0], x + t * D, h);
+		ref_hidden(&b.ex[0], x + t * D, h);
 		for (int i = 0; i < F; i++) {
 			a[t * F + i] = h[i];      /* one row, softmax over one: weight 1 */
 			trace += h[i] * h[i];
@@ -315,9 +292,9 @@ static void test_threads_agree(void)
 	if (!w || !x || !y || !ref || !router)
 		goto out;
 	unsigned long long s = 17;
-	fill(x, TN * TD, 1.0f, &s);
-	fill(y, TN * TD, 1.0f, &s);
-	fill(router, TS * TD, 1.0f, &s);
+	ref_fill(x, TN * TD, 1.0f, &s);
+	ref_fill(y, TN * TD, 1.0f, &s);
+	ref_fill(router, TS * TD, 1.0f, &s);
 	expert_weights ex[TS];
 	int slot[TS];
 	float *down[TS];
@@ -334,7 +311,7 @@ static void test_threads_agree(void)
 	for (int threads = 1; threads <= 3; threads++) {
 		par_set_threads(threads);
 		s = s0;
-		fill(w, TS * 3 * TF * TD, 0.3f, &s);
+		ref_fill(w, TS * 3 * TF * TD, 0.3f, &s);
 		rft_options o = rft_defaults();
 		ms_error err = {0};
 		CHECK(rft_down(&c, down, x, TN, y, &o, &err) == MS_OK, "%s", err.msg);

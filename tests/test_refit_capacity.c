@@ -7,15 +7,10 @@
 #include <string.h>
 
 #include "analysis/refit.h"
+#include "tests/refit_fixture.h"
 #include "tests/test.h"
 
 enum { D = 6, F = 5, N = 120, S = 3, SEQ = 20, CAP = 4 };
-
-static void fill(float *v, int n, float scale, unsigned long long *s)
-{
-	for (int i = 0; i < n; i++)
-		v[i] = scale * test_rand_f(s);
-}
 
 typedef struct {
 	float w[S][2 * F * D];
@@ -31,11 +26,11 @@ static void make_block(switch_block *b, unsigned long long seed)
 {
 	unsigned long long s = seed;
 	for (int e = 0; e < S; e++) {
-		fill(b->w[e], 2 * F * D, 0.5f, &s);
+		ref_fill(b->w[e], 2 * F * D, 0.5f, &s);
 		b->ex[e] = (expert_weights){.up = b->w[e], .down = b->w[e] + F * D, .d = D, .f = F, .act = MDL_ACT_RELU};
 		b->slot[e] = e;
 	}
-	fill(b->router, S * D, 1.0f, &s);
+	ref_fill(b->router, S * D, 1.0f, &s);
 	for (int t = 0; t < N; t++)
 		b->seq[t] = t / SEQ;
 	b->cfg = (blk_config){.n_router = S, .router = b->router, .slot = b->slot, .n_slots = S, .experts = b->ex,
@@ -82,8 +77,8 @@ static void test_dropped_tokens_take_no_part(void)
 	static float fit[S][D * F], fit_wrong[S][D * F], free_fit[S][D * F], free_wrong[S][D * F];
 	make_block(&b, 21);
 	unsigned long long s = 22;
-	fill(x, N * D, 1.0f, &s);
-	fill(y, N * D, 1.0f, &s);   /* any target: the fit need not be exact for the property to hold */
+	ref_fill(x, N * D, 1.0f, &s);
+	ref_fill(y, N * D, 1.0f, &s);   /* any target: the fit need not be exact for the property to hold */
 	int sel[N];
 	float w[N];
 	ms_error err = {0};

@@ -11,31 +11,8 @@
 
 #include "analysis/par.h"
 #include "analysis/refit.h"
+#include "tests/refit_fixture.h"
 #include "tests/test.h"
-
-static double silu(double v)
-{
-	return v / (1.0 + exp(-v));
-}
-
-/* h [f] = silu(gate x) * (up x), written apart from analysis/expert.c. */
-static void hidden(const expert_weights *w, const float *x, double *h)
-{
-	for (int i = 0; i < w->f; i++) {
-		double g = 0.0, u = 0.0;
-		for (int c = 0; c < w->d; c++) {
-			g += (double)w->gate[i * w->d + c] * x[c];
-			u += (double)w->up[i * w->d + c] * x[c];
-		}
-		h[i] = silu(g) * u;
-	}
-}
-
-static void fill(float *v, size_t n, float scale, unsigned long long *s)
-{
-	for (size_t i = 0; i < n; i++)
-		v[i] = scale * test_rand_f(s);
-}
 
 /* A block of S slots [d, f] with random weights; router row s adds bias[s] on the constant last coordinate. */
 typedef struct {
@@ -58,8 +35,8 @@ static int tblock_make(tblock *b, int S, int d, int f, int top_k, const float *b
 	b->down = malloc((size_t)S * sizeof *b->down);
 	if (!b->w || !b->router || !b->slot || !b->ex || !b->down)
 		return -1;
-	fill(b->w, (size_t)S * 3 * f * d, 0.5f, &s);
-	fill(b->router, (size_t)S * d, 1.0f, &s);
+	ref_fill(b->w, (size_t)S * 3 * f * d, 0.5f, &s);
+	ref_fill(b->router, (size_t)S * d, 1.0f, &s);
 	for (int e = 0; e < S; e++) {
 		float *base = b->w + (size_t)e * 3 * f * d;
 		b->ex[e] = (expert_weights){.gate = base, .up = base + (size_t)f * d, .down = base + (size_t)2 * f * d,
@@ -121,7 +98,7 @@ static void joint_solution(const tblock *b, const float *x, int n, const float *
 	for (int t = 0; t < n; t++)
 		for (int j = 0; j < k; j++) {
 			const int s = b->slot[sel[t * k + j]];
-			hidden(&b->ex[s], x + (size_t)t * d, h);
+			ref_hidden(&b->ex[s], x + (size_t)t * d, h);
 			for (int i = 0; i < f; i++) {
 				const double v = (double)w[t * k + j] * h[i];
 				a[(size_t)t * cols + s * f + i] += v;
@@ -173,7 +150,7 @@ static void check_against_joint(tblock *b, const float *x, int n, unsigned long 
 	memcpy(tgt.router, b->router, (size_t)S * d * sizeof *tgt.router);
 	unsigned long long s = seed + 1;
 	for (int e = 0; e < S; e++)
-		fill(tgt.down[e], (size_t)d * f, 0.5f, &s);
+		ref_fill(tgt.down[e], (size_t)d * f, 0.5f, &s);
 	ms_error err = {0};
 	CHECK(blk_forward(&tgt.cfg, x, n, y, NULL, NULL, &err) == MS_OK, "%s", err.msg);
 	for (int i = 0; i < n * d; i++)
@@ -252,7 +229,7 @@ static void test_token_space_threads_agree(void)
 		goto out;
 	make_tokens(x, N, D, 52);
 	unsigned long long s = 53;
-	fill(y, (size_t)N * D, 1.0f, &s);
+	ref_fill(y, (size_t)N * D, 1.0f, &s);
 	int ns[S];
 	slot_counts(&b, x, N, ns);
 	for (int e = 0; e < S; e++)
