@@ -591,7 +591,7 @@ static void report_router_fit(cJSON *jb, const pipe_block *blk, const plan *p, i
 	free(res);
 }
 
-/* Parameters of a block's tensors (router and experts) before and after, in bytes. */
+/* Bytes of a block's tensors (router and its vectors, experts with their scales and biases) before and after. */
 static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_t *before, uint64_t *after)
 {
 	const mdl_block *blk = &c->m->blocks[b];
@@ -609,13 +609,23 @@ static void block_bytes(const mrun_ctx *c, int b, const pipe_merged *mg, uint64_
 		if (blk->scales[mat])
 			expert += blk->scales[mat]->nbytes;
 	}
-	for (int i = 0; i < MDL_NFUSED; i++)   /* MXFP4: each expert's share of the scales */
-		if (blk->fused_scales[i]) {
-			*before += blk->fused_scales[i]->nbytes;
-			expert += blk->fused_scales[i]->nbytes / (uint64_t)c->m->n_experts;
+	const uint64_t E = (uint64_t)c->m->n_experts;
+	for (int i = 0; i < MDL_NFUSED; i++) {   /* MXFP4's scales and gpt-oss's biases: each expert's share */
+		const st_tensor *per_expert[2] = {blk->fused_scales[i], blk->fused_bias[i]};
+		for (int k = 0; k < 2; k++)
+			if (per_expert[k]) {
+				*before += per_expert[k]->nbytes;
+				expert += per_expert[k]->nbytes / E;
+			}
+	}
+	uint64_t row = blk->router->nbytes / E;   /* a router row with its entries of the router's vectors */
+	const st_tensor *row_bias[2] = {blk->score_bias, blk->router_bias};
+	for (int k = 0; k < 2; k++)
+		if (row_bias[k]) {
+			*before += row_bias[k]->nbytes;
+			row += row_bias[k]->nbytes / E;
 		}
-	*after = (uint64_t)c->n_out * expert +
-		 (uint64_t)mg->n_router * (uint64_t)c->m->hidden * st_dtype_size(blk->router->dtype);
+	*after = (uint64_t)c->n_out * expert + (uint64_t)mg->n_router * row;
 }
 
 /* How far rounding the merged experts to FP8 or MXFP4 blocks moved them: the relative Frobenius error of each
