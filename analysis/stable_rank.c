@@ -1,4 +1,5 @@
 #include "analysis/stable_rank.h"
+#include "analysis/wtw.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -135,16 +136,17 @@ static ms_status gram_sigma_max(const float *w, int m, int n, double *sigma)
  * c is a power of two near 1 / |W|_F, so A's eigenvalues lie in (0, 1] and nothing overflows or underflows in
  * float whatever W's magnitude. */
 
-/* Vectors per block. Measured on one core (CPU time, old single-vector code alongside): on 1024 x 2048 noise,
- * blocks of 2, 3, 4 and 6 all reached the answer, in 46-70, 57-84, 72-100 and 108-126 vector-passes (block
- * steps x p), and a block step costs about p single-vector steps here (the pass is bound by arithmetic while W
- * fits in the L3 cache; on 14336 x 4096, which does not, a block of 2 cost 1.3 single steps and one of 4 cost
- * 2.2). On matrices with a dominant direction a block of 2 took 4 steps where the single vector took 6, in the
- * same time; 4 took twice the time. So 2: the top vector is missed only when both start vectors are unlucky
- * (no miss in 80 small and 28 large noise matrices, where the single vector missed one), at the least cost. */
-#define LZ_BLOCK 2
+/* Vectors per block: WTW_MAX_Q, 2. Measured on one core (CPU time, old single-vector code alongside, products by
+ * sgemv then): on 1024 x 2048 noise, blocks of 2, 3, 4 and 6 all reached the answer, in 46-70, 57-84, 72-100 and
+ * 108-126 vector-passes (block steps x p), and a block step cost about p single-vector steps (the pass is bound
+ * by arithmetic while W fits in the L3 cache). On matrices with a dominant direction a block of 2 took 4 steps
+ * where the single vector took 6; 4 took twice the time. So 2: the top vector is missed only when both start
+ * vectors are unlucky (no miss in 80 small and 28 large noise matrices, where the single vector missed one), at
+ * the least cost. With analysis/wtw.c's kernel a two-vector pass costs 1.4-1.5 one-vector passes while W is in
+ * cache (0.36-0.40 ms against 0.25-0.27 ms on 1024 x 2048) and 1.1 on 14336 x 4096 (18.8 ms against 16.8 ms). */
+#define LZ_BLOCK WTW_MAX_Q
 
-/* Rows of W per tile of the product: 32 rows of 4096 floats are 512 KiB, well inside a core's L2 cache. */
+/* Rows of W per tile of the start block's product: 32 rows of 4096 floats are 512 KiB, inside a core's L2. */
 #define LZ_TILE 32
 
 typedef struct {
@@ -185,13 +187,24 @@ static void blz_free(blanczos *g)
 	free(g->B);
 }
 
+/* Memory for vectors the kernel of analysis/wtw.c streams through: on a 64-byte boundary, so that its 32-byte
+ * loads never straddle two cache lines when n is a multiple of 16 (measured: a W 16 bytes off the boundary made
+ * the pass about a quarter slower). */
+static void *alloc64(size_t bytes)
+{
+	return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
 /* Grows the basis and T to hold `cap` vectors, keeping what they hold (T is moved to its new leading
  * dimension). */
 static ms_status blz_reserve(blanczos *g, int cap)
 {
-	float *V = realloc(g->V, (size_t)cap * g->n * sizeof *V);
+	float *V = alloc64((size_t)cap * g->n * sizeof *V);
 	if (!V)
 		return MS_ERR_NOMEM;
+	if (g->V)
+		memcpy(V, g->V, (size_t)g->dim * g->n * sizeof *V);
+	free(g->V);
 	g->V = V;
 	float *coef = realloc(g->coef, (size_t)cap * g->p * sizeof *coef);
 	if (!coef)
@@ -217,29 +230,19 @@ static ms_status blz_reserve(blanczos *g, int cap)
 	return MS_OK;
 }
 
-/* Y [q, n] = c^2 (W^T W Q^T)^T for the q rows of Q, one pass over W in tiles of rows: for each vector, the
- * tile's product W_tile q [rows] and its contribution W_tile^T (W_tile q), all while the tile is in cache. Two
- * sgemv per vector rather than two skinny sgemm per tile: OpenBLAS 0.3.21 packs both operands of a GEMM, and
- * with q <= 8 columns that costs more than it saves (measured on one core, 1024 x 2048, q = 4: 1.3 ms per pass
- * by sgemv against 1.8-2.2 ms by sgemm on tiles of 32-256 rows and 2.2 ms by one sgemm over all of W; a plain
- * AVX2 kernel written for the purpose took 1.7 ms, as the pass is bound by arithmetic here, not memory). Small W (c >= 1) scales Q up before the first product, large W (c < 1) scales that product down, so
- * that W^T sees vectors of size about 1 either way. */
+/* Y [q, n] = c^2 (W^T W Q^T)^T for the q rows of Q, one pass over W by analysis/wtw.c's kernel: four rows at a
+ * time, their products with every vector of the block and then, from cache, their contributions. It replaced two
+ * sgemv per vector per tile of 32 rows, which read each element of W once per product and per vector (measured
+ * on one core, 1024 x 2048 noise, 29 block steps: see the README's performance section). Small W (c >= 1) scales
+ * Q up before the first product, large W (c < 1) scales that product down, so that W^T sees vectors of size about
+ * 1 either way. */
 static void apply_gram_block(const blanczos *g, const float *Q, int q, float *Y)
 {
 	const float c = g->c, pre = c >= 1.0f ? c : 1.0f, post = c >= 1.0f ? 1.0f : c;
 	const size_t len = (size_t)q * g->n;
 	for (size_t k = 0; k < len; k++)
 		g->X[k] = Q[k] * pre;
-	memset(Y, 0, len * sizeof *Y);
-	for (int r = 0; r < g->m; r += LZ_TILE) {
-		const int rows = g->m - r < LZ_TILE ? g->m - r : LZ_TILE;
-		const float *tile = g->w + (size_t)r * g->n; /* [rows, n] */
-		for (int a = 0; a < q; a++) {
-			const size_t at = (size_t)a * g->n;
-			cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, g->n, post, tile, g->n, g->X + at, 1, 0.0f, g->t, 1);
-			cblas_sgemv(CblasRowMajor, CblasTrans, rows, g->n, c, tile, g->n, g->t, 1, 1.0f, Y + at, 1);
-		}
-	}
+	wtw_apply(g->w, g->m, g->n, g->X, q, post, c, Y, WTW_AUTO);
 }
 
 /* Removes from the q rows of Y their components along the basis V [dim, n] by classical Gram-Schmidt, two sgemv
@@ -530,8 +533,8 @@ static ms_status lanczos_sigma_max(const float *w, int m, int n, double fro2, do
 		      .p = kmax < LZ_BLOCK ? kmax : LZ_BLOCK};
 	const int p = g.p;
 	double *history = malloc((size_t)kmax * sizeof *history);
-	g.Y = malloc((size_t)p * n * sizeof *g.Y);
-	g.X = malloc((size_t)p * n * sizeof *g.X);
+	g.Y = alloc64((size_t)p * n * sizeof *g.Y);
+	g.X = alloc64((size_t)p * n * sizeof *g.X);
 	g.t = malloc((size_t)(m > LZ_TILE ? m : LZ_TILE) * p * sizeof *g.t);
 	g.small = malloc((size_t)p * p * sizeof *g.small);
 	g.support = malloc(4 * sizeof *g.support);

@@ -2,7 +2,8 @@
  * matrix is.
  *
  * sigma_max^2 is the largest eigenvalue of W^T W, found by block Lanczos on W^T W (a block of 2 vectors, full
- * reorthogonalisation, one pass over W per step, no Gram matrix formed). The block is what keeps the answer right
+ * reorthogonalisation, one pass over W per step by the kernel of analysis/wtw.h, whose sums are fixed so that its
+ * vector and portable paths give the same bits; no Gram matrix formed). The block is what keeps the answer right
  * when the top singular values crowd together, as on pure noise, where a single start vector can miss the top
  * singular vector and settle on the second. A second method, exact to rounding, forms the Gram
  * matrix in double and takes its top eigenvalue with LAPACKE_dsyevr (the better choice for tiny matrices);

@@ -137,7 +137,10 @@ static float *take_weights(size_t floats, int *fresh)
 	}
 	pthread_mutex_unlock(&spare.lock);
 	*fresh = !buf;
-	return buf ? buf : malloc(floats * sizeof(float)); /* load_matrix_task maps fresh pages in, in parallel */
+	/* On a 64-byte boundary: the stable rank's kernel (analysis/wtw.c) runs about a quarter faster on matrices
+	 * that start on one, which every expert matrix does when d f is a multiple of 16. load_matrix_task maps fresh
+	 * pages in, in parallel. */
+	return buf ? buf : aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
 }
 
 static void give_weights(float *buf, size_t floats)
