@@ -1160,10 +1160,10 @@ static int stored_fp8(const sample_spec *s, const tensor_spec *t)
 	       !strstr(t->name, "lm_head");
 }
 
+/* The scale grid of t, as the writers of merged checkpoints size it (io/quant.h). */
 static void fp8_scale_shape(const sample_spec *s, const tensor_spec *t, int64_t *shape)
 {
-	shape[0] = (t->shape[0] + s->fp8_block[0] - 1) / s->fp8_block[0];
-	shape[1] = (t->shape[1] + s->fp8_block[1] - 1) / s->fp8_block[1];
+	qt_fp8_scale_shape(t->shape[0], t->shape[1], s->fp8_block[0], s->fp8_block[1], shape);
 }
 
 /* In an MXFP4 sample, the interleaved expert matrices [E, in, out] are stored transposed, [E, out, in], in blocks
