@@ -552,7 +552,7 @@ static void test_app_writes_and_removes(void)
 	      "a merge setting is autosaved");
 	press(a, "ww");  /* uniform, dominant, back to frequency */
 	CHECK(file_has(path, "\nweighting frequency\n"));
-	press(a, "u");   /* back to G 8 everywhere, the opening state: nothing unsaved */
+	press(a, "uuuu"); /* the three w (each an undo step), then G 8 everywhere: the opening state, nothing unsaved */
 	CHECK(!exists(path), "undone to the opening state: the file goes");
 	press(a, "U");
 	CHECK(file_has(path, "\ngroups 8 7 8\n"), "redo writes it again");
@@ -620,6 +620,55 @@ static void test_app_undoes_settings(void)
 	press(a, "-");  /* a new change clears what was left to redo */
 	press(a, "U");
 	CHECK(a->mo.router == router0 && strstr(a->message, "nothing to redo"), "%s", a->message);
+	golden_app_close(&ga);
+	unsetenv("XDG_STATE_HOME");
+}
+
+/* Weighting, alignment and compression (w, a, r, ]) are undo steps as L, R and F are: u takes each back in turn,
+ * and the block evaluated again under the settings that came back gives the same error and totals, bit for bit. */
+static void test_app_undoes_merge_settings(void)
+{
+	char state[512];
+	fresh_dir(state, sizeof state, "app-state-undo-merge");
+	setenv("XDG_STATE_HOME", state, 1);
+	golden_app ga;
+	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
+		CHECK(0, "golden model");
+		return;
+	}
+	app *a = &ga.a;
+	press(a, "-");  /* block 0 at G 7: merged, so its evaluation depends on every merge setting */
+	const pipe_merge_options mo0 = a->mo;
+	const int step0 = a->rank_step;
+	const app_totals t0 = app_plan_totals(a);
+	const double err0 = a->eval[0].r.rel_error;
+	CHECK(a->eval[0].state == APP_EVAL_DONE && mo0.compress.mode == CMP_RANK_NONE, "the state this test starts from");
+	press(a, "w");
+	const merge_weighting w1 = a->mo.weighting;
+	press(a, "a");
+	const align_ref al1 = a->mo.align;
+	press(a, "r");
+	const cmp_options c1 = a->mo.compress;
+	const int step1 = a->rank_step;
+	press(a, "]");
+	CHECK(w1 != mo0.weighting && al1 != mo0.align && c1.mode != CMP_RANK_NONE && a->rank_step == step1 + 1,
+	      "each key changed its setting");
+	CHECK(a->n_undo >= 5, "%d undo steps", a->n_undo);
+	press(a, "u");
+	CHECK(a->rank_step == step1 && a->mo.compress.mode == c1.mode && a->mo.compress.energy == c1.energy &&
+	      a->mo.compress.stable_k == c1.stable_k && a->mo.compress.rank == c1.rank, "u takes back ] alone");
+	press(a, "u");
+	CHECK(a->mo.compress.mode == CMP_RANK_NONE && a->rank_step == step0 && a->mo.align == al1, "then r");
+	press(a, "u");
+	CHECK(a->mo.align == mo0.align && a->mo.weighting == w1, "then a");
+	press(a, "u");
+	CHECK(a->mo.weighting == mo0.weighting && a->cur.groups[0] == 7, "then w, the plan edit still there");
+	const app_totals t1 = app_plan_totals(a);
+	CHECK(a->eval[0].state == APP_EVAL_DONE && a->eval[0].r.rel_error == err0, "error %g, before %g",
+	      a->eval[0].r.rel_error, err0);
+	CHECK(t1.size.bytes_after == t0.size.bytes_after && t1.evaluated == t0.evaluated);
+	press(a, "UU");
+	CHECK(a->mo.weighting == w1 && a->mo.align == al1 && a->mo.compress.mode == CMP_RANK_NONE, "redo: w, then a");
 	golden_app_close(&ga);
 	unsetenv("XDG_STATE_HOME");
 }
@@ -833,6 +882,7 @@ int main(void)
 	RUN(test_app_rewrites_when_statistics_land);
 	RUN(test_app_restores);
 	RUN(test_app_undoes_settings);
+	RUN(test_app_undoes_merge_settings);
 	RUN(test_settings_sidecar);
 	RUN(test_two_instances);
 	RUN(test_app_without_state_dir);

@@ -85,11 +85,16 @@ typedef struct {
 				  * statistics do not remake it */
 	grp_method method;
 	sim_base base;
-	/* The main screen's commit settings (keys L, R, F) when the step was taken. Meaningful in the undo and redo
-	 * stacks only: the live values are app.mo.layout, app.mo.router and app.format. */
+	/* The main screen's merge and commit settings (keys L, R, F, w, a, r, [ and ]) when the step was taken.
+	 * Meaningful in the undo and redo stacks only: the live values are app.mo's layout, router, weighting and
+	 * align, app.mo.compress.mode with app.rank_step (which fix the rest of app.mo.compress), and app.format. */
 	pipe_layout layout;
 	rfit_method router;
 	mrun_format format;
+	merge_weighting weighting;
+	align_ref align;
+	cmp_rank_mode rank_mode;
+	int rank_step;
 } app_plan_state;
 
 /* Statistics a block has (bits of app.have). */

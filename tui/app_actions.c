@@ -205,8 +205,10 @@ unsigned app_act_base(app *a)
 	return replan_setting(a, next_base);
 }
 
+/* Weighting, alignment and compression (w, a, r, [ and ]) are undoable too: they change what the commit writes. */
 unsigned app_act_weighting(app *a)
 {
+	app_push_undo(a);
 	a->mo.weighting = (merge_weighting)((a->mo.weighting + 1) % MERGE_WEIGHTING_COUNT);
 	return KEYS_REEVAL;
 }
@@ -294,6 +296,7 @@ unsigned app_act_align(app *a)
 	/* dominant (the default), first, none: the order the help names them */
 	static const align_ref next[ALIGN_COUNT] = {[ALIGN_DOMINANT] = ALIGN_FIRST, [ALIGN_FIRST] = ALIGN_NONE,
 						    [ALIGN_NONE] = ALIGN_DOMINANT};
+	app_push_undo(a);
 	a->mo.align = next[a->mo.align];
 	return KEYS_REEVAL;
 }
@@ -337,6 +340,7 @@ unsigned app_act_rank_mode(app *a)
 		[CMP_RANK_STABLE] = CMP_RANK_FIXED, [CMP_RANK_FIXED] = CMP_RANK_NONE,
 	};
 	const cmp_rank_mode old = a->mo.compress.mode;
+	app_push_undo(a);
 	a->mo.compress = cmp_options_none();
 	a->mo.compress.mode = next[old];
 	a->rank_step = app_rank_steps(a->mo.compress.mode) / 2;
@@ -354,6 +358,7 @@ static unsigned rank_step(app *a, int delta)
 	const int s = a->rank_step + delta;
 	if (s < 0 || s >= n)
 		return 0;
+	app_push_undo(a);
 	a->rank_step = s;
 	app_apply_rank_step(a);
 	return KEYS_REEVAL;

@@ -88,6 +88,10 @@ static void record_settings(const app *a, app_plan_state *s)
 	s->layout = a->mo.layout;
 	s->router = a->mo.router;
 	s->format = a->format;
+	s->weighting = a->mo.weighting;
+	s->align = a->mo.align;
+	s->rank_mode = a->mo.compress.mode;
+	s->rank_step = a->rank_step;
 }
 
 void app_push_undo(app *a)
@@ -113,11 +117,21 @@ static int swap_state(app *a, app_plan_state *from, int *n_from, app_plan_state 
 	stack_push(to, n_to, &cur);
 	a->cur = from[--(*n_from)];
 	memset(&from[*n_from], 0, sizeof from[*n_from]);
-	/* a layout or router coming back changes every merged block's evaluation, as the L and R keys do */
-	const int remerge = a->cur.layout != a->mo.layout || a->cur.router != a->mo.router;
+	/* a merge setting coming back changes every merged block's evaluation, as its key does */
+	const int rank_back = a->cur.rank_mode != a->mo.compress.mode || a->cur.rank_step != a->rank_step;
+	const int remerge = a->cur.layout != a->mo.layout || a->cur.router != a->mo.router ||
+			    a->cur.weighting != a->mo.weighting || a->cur.align != a->mo.align || rank_back;
 	a->mo.layout = a->cur.layout;
 	a->mo.router = a->cur.router;
 	a->format = a->cur.format;
+	a->mo.weighting = a->cur.weighting;
+	a->mo.align = a->cur.align;
+	if (rank_back) {   /* mode and step fix the thresholds, as r, [ and ] set them */
+		a->mo.compress = cmp_options_none();
+		a->mo.compress.mode = a->cur.rank_mode;
+		a->rank_step = a->cur.rank_step;
+		app_apply_rank_step(a);
+	}
 	app_request_stats(a, -1);
 	app_replan(a, -1);
 	app_schedule_evals(a, &before, remerge);

@@ -60,7 +60,7 @@ const keys_binding keys_table[] = {
 	{'x', "search-panel", "show or hide the search panel", app_act_search_panel, 0},
 	{'v', "search-svg", "write the search's figure as SVG, as search --svg does (asks for a path)",
 	 app_act_search_svg, 0},
-	{'u', "undo", "undo the last change to the plan, layout, router or format", app_act_undo, 0},
+	{'u', "undo", "undo the last change to the plan or a merge setting (L R F w a r [ ])", app_act_undo, 0},
 	{'U', "redo", "redo", app_act_redo, 0},
 	{KEYS_CTRL('r'), "redo", "redo", app_act_redo, 0},
 	{'e', "export", "export the plan CSV (asks for a path)", app_act_export, 0},
