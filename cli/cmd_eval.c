@@ -56,6 +56,7 @@ static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max
 			    const char *label, ms_error *err)
 {
 	blk_config cfg = pipe_block_config(blk);
+	cfg.seq = blk->routing.capacity > 0 ? blk->seg : NULL;   /* the norm and MEO drop the tokens the block drops */
 	double norm;
 	meo_result meo;
 	int32_t *seg = NULL;
@@ -69,7 +70,6 @@ static ms_status eval_plain(const pipe_block *blk, const calib *cal, int64_t max
 			st = MS_OK;
 		}
 	}
-	cfg.seq = blk->routing.capacity > 0 ? blk->seg : NULL;   /* MEO drops the tokens the block drops */
 	if (st == MS_OK)
 		st = meo_analyze(&cfg, blk->x, blk->T, seg, max_tokens, &meo, err);
 	free(seg);
@@ -128,8 +128,10 @@ static ms_status eval_planned(pipe_block *blk, const plan *p, int b, const pipe_
 	pipe_compressed_params(&mg, &cmp_before, &cmp_after);
 	st = pipe_eval_against(&ref, blk, &mg, p, b, &r, err);
 	blk_eval_ref_free(&ref);
+	blk_config merged = mg.cfg;
+	merged.seq = blk->routing.capacity > 0 ? blk->seg : NULL;   /* the merged block's own (scaled) capacity */
 	if (st == MS_OK)
-		st = pipe_output_norm(&mg.cfg, blk->x, blk->T, max_tokens, &norm, err);
+		st = pipe_output_norm(&merged, blk->x, blk->T, max_tokens, &norm, err);
 	if (st != MS_OK) {
 		pipe_free_merged(&mg);
 		return st;

@@ -1683,8 +1683,14 @@ ms_status pipe_make_plan(const pipe_stats *stats, int n_blocks, const pipe_plan_
 ms_status pipe_output_norm(const blk_config *cfg, const float *x, int64_t T, int64_t max_tokens, double *norm,
 			   ms_error *err)
 {
-	const int64_t n = blk_subsample_count(T, max_tokens);
+	/* a capacity counts over whole sequences: then every token goes through, as in MEO and blk_eval_reference;
+	 * otherwise the subsample, whose tokens the sequences no longer describe */
+	const int capacity = cfg->seq && cfg->routing.capacity > 0;
+	const int64_t n = blk_subsample_count(T, capacity ? 0 : max_tokens);
 	const int d = cfg->d;
+	blk_config c = *cfg;
+	if (!capacity)
+		c.seq = NULL;
 	float *xs = malloc((size_t)(n * d) * sizeof *xs);
 	float *y = malloc((size_t)(n * d) * sizeof *y);
 	ms_status st = MS_OK;
@@ -1693,7 +1699,7 @@ ms_status pipe_output_norm(const blk_config *cfg, const float *x, int64_t T, int
 	for (int64_t i = 0; st == MS_OK && i < n; i++)
 		memcpy(xs + i * d, x + blk_subsample_index(i, T, n) * d, (size_t)d * sizeof *xs);
 	if (st == MS_OK)
-		st = blk_forward(cfg, xs, n, y, NULL, NULL, err);
+		st = blk_forward(&c, xs, n, y, NULL, NULL, err);
 	double sum = 0.0;
 	for (int64_t i = 0; st == MS_OK && i < n * d; i++)
 		sum += (double)y[i] * y[i];

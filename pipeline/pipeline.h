@@ -284,7 +284,8 @@ ms_status pipe_eval_against(const blk_eval_ref *ref, const pipe_block *blk, cons
 			    int b, blk_eval_result *out, ms_error *err);
 
 /* |y|_F of a block configuration's output on the same deterministic subsample blk_eval uses (at most max_tokens
- * of x [T, d]): lets a merged checkpoint opened as a model be compared with the merge previewed on the original. */
+ * of x [T, d]): lets a merged checkpoint opened as a model be compared with the merge previewed on the original.
+ * With a capacity and cfg->seq (the sequence of each of the T tokens), every token goes through, with the drops. */
 ms_status pipe_output_norm(const blk_config *cfg, const float *x, int64_t T, int64_t max_tokens, double *norm,
 			   ms_error *err);
 

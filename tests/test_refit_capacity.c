@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "analysis/refit.h"
+#include "pipeline/pipeline.h"
 #include "tests/refit_fixture.h"
 #include "tests/test.h"
 
@@ -104,8 +105,43 @@ static void test_dropped_tokens_take_no_part(void)
 	CHECK(max_diff(fit, free_fit) > 1e-3, "the capacity should change the fit (%g)", max_diff(fit, free_fit));
 }
 
+/* |y| of the block's own forward pass over all N tokens, with their sequences (NULL: no capacity). */
+static double forward_norm(const switch_block *b, const float *x, const int32_t *seq)
+{
+	static float y[N * D];
+	blk_config c = b->cfg;
+	c.seq = seq;
+	ms_error err = {0};
+	CHECK(blk_forward(&c, x, N, y, NULL, NULL, &err) == MS_OK, "%s", err.msg);
+	double sum = 0.0;
+	for (int i = 0; i < N * D; i++)
+		sum += (double)y[i] * y[i];
+	return sqrt(sum);
+}
+
+/* eval's output norm under a capacity: every token goes through with the drops, whatever the token limit (a
+ * subsample's tokens are not the sequences' tokens); the same norm as the forward pass over all of them, and not
+ * the norm without drops, so the case can fail. */
+static void test_output_norm_keeps_capacity(void)
+{
+	static switch_block b;
+	make_block(&b, 0xC0FFEEULL);
+	static float x[N * D];
+	unsigned long long s = 77;
+	ref_fill(x, N * D, 1.0f, &s);
+	const double want = forward_norm(&b, x, b.seq), plain = forward_norm(&b, x, NULL);
+	CHECK(fabs(want - plain) > 1e-3 * plain, "drops change the norm: %g against %g", want, plain);
+	ms_error err = {0};
+	for (int64_t limit = 0; limit <= N; limit += 30) {
+		double got = -1.0;
+		CHECK(pipe_output_norm(&b.cfg, x, N, limit, &got, &err) == MS_OK, "%s", err.msg);
+		CHECK(got == want, "limit %lld: norm %.17g, forward with drops %.17g", (long long)limit, got, want);
+	}
+}
+
 int main(void)
 {
 	RUN(test_dropped_tokens_take_no_part);
+	RUN(test_output_norm_keeps_capacity);
 	return test_summary();
 }
