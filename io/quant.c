@@ -272,46 +272,67 @@ ms_status qt_bind_mxfp4(const st_tensor *blocks, const st_tensor *scales, qt_mat
 	return MS_OK;
 }
 
+/* Codes and scales are read from the file a chunk of rows at a time (st_read_bytes: pread into a buffer of about
+ * QT_CHUNK bytes that stays in cache while it is decoded), as st_read_rows_f32 reads BF16: no page faults on the
+ * mapping, and a file cut short after it was opened is an error naming the byte rather than a SIGBUS. */
+#define QT_CHUNK ((size_t)256 << 10)
+
+/* Rows per chunk when a row holds `bytes` bytes: at least one. */
+static int64_t chunk_rows(uint64_t bytes)
+{
+	return bytes >= QT_CHUNK ? 1 : (int64_t)(QT_CHUNK / bytes);
+}
+
 static ms_status read_fp8(const qt_matrix *q, int64_t row0, int64_t nrows, float *out, ms_error *err)
 {
 	float lut[256];
 	for (int c = 0; c < 256; c++)
 		lut[c] = qt_e4m3_to_f32((uint8_t)c);
 	const int64_t cols = q->cols, sc = q->scales->shape[1];
-	float *srow = malloc((size_t)sc * sizeof *srow);   /* [sc] the scales of the current block row */
-	if (!srow)
-		return ms_fail(err, MS_ERR_NOMEM, "%s: tensor '%s': out of memory", q->codes->path, q->codes->name);
 	const size_t ses = st_dtype_size(q->scales->dtype);
-	const unsigned char *codes = q->codes->data;
+	const int64_t per = chunk_rows((uint64_t)cols);
+	float *srow = malloc((size_t)sc * sizeof *srow);   /* [sc] the scales of the current block row */
+	unsigned char *sraw = malloc((size_t)sc * ses);    /* the same, as stored */
+	unsigned char *codes = malloc((size_t)((nrows < per ? nrows : per) * cols)); /* a chunk of rows' codes */
+	ms_status st = srow && sraw && codes ? MS_OK
+					   : ms_fail(err, MS_ERR_NOMEM, "%s: tensor '%s': out of memory", q->codes->path,
+						     q->codes->name);
 	int64_t have = -1;
-	ms_status st = MS_OK;
-	for (int64_t r = row0; st == MS_OK && r < row0 + nrows; r++) {
-		const int64_t b = r / q->br;
-		if (b != have) {
-			st_row_to_f32(q->scales->dtype, (const unsigned char *)q->scales->data + (uint64_t)(b * sc) * ses,
-				      srow, (size_t)sc);   /* finite: checked by qt_bind_fp8 */
-			have = b;
-		}
-		const unsigned char *src = codes + (uint64_t)(r * cols);
-		float *dst = out + (uint64_t)((r - row0) * cols);
-		unsigned nan = 0;
-		for (int64_t j = 0; j < sc; j++) {   /* one block column at a time: one scale, a loop that vectorises */
-			const int64_t c0 = j * q->bc, c1 = c0 + q->bc < cols ? c0 + q->bc : cols;
-			const float s = srow[j];
-			for (int64_t c = c0; c < c1; c++) {
-				nan |= (src[c] & 0x7F) == 0x7F;
-				dst[c] = lut[src[c]] * s;
+	for (int64_t c0 = row0; st == MS_OK && c0 < row0 + nrows; c0 += per) {
+		const int64_t n = row0 + nrows - c0 < per ? row0 + nrows - c0 : per;
+		st = st_read_bytes(q->codes, (uint64_t)(c0 * cols), (size_t)(n * cols), codes, err);
+		for (int64_t r = c0; st == MS_OK && r < c0 + n; r++) {
+			const int64_t b = r / q->br;
+			if (b != have) {
+				st = st_read_bytes(q->scales, (uint64_t)(b * sc) * ses, (size_t)sc * ses, sraw, err);
+				if (st != MS_OK)
+					break;
+				st_row_to_f32(q->scales->dtype, sraw, srow, (size_t)sc);   /* finite: checked by qt_bind_fp8 */
+				have = b;
 			}
+			const unsigned char *src = codes + (uint64_t)((r - c0) * cols);
+			float *dst = out + (uint64_t)((r - row0) * cols);
+			unsigned nan = 0;
+			for (int64_t j = 0; j < sc; j++) {   /* one block column at a time: one scale, a loop that vectorises */
+				const int64_t b0 = j * q->bc, b1 = b0 + q->bc < cols ? b0 + q->bc : cols;
+				const float s = srow[j];
+				for (int64_t c = b0; c < b1; c++) {
+					nan |= (src[c] & 0x7F) == 0x7F;
+					dst[c] = lut[src[c]] * s;
+				}
+			}
+			if (nan)
+				st = ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN code", q->codes->path,
+					     q->codes->name, (long long)r);
+			for (int64_t c = 0; st == MS_OK && c < cols; c++)
+				if (!isfinite(dst[c]))
+					st = ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: infinite after scaling",
+						     q->codes->path, q->codes->name, (long long)r);
 		}
-		if (nan)
-			st = ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: NaN code", q->codes->path,
-				     q->codes->name, (long long)r);
-		for (int64_t c = 0; st == MS_OK && c < cols; c++)
-			if (!isfinite(dst[c]))
-				st = ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld: infinite after scaling",
-					     q->codes->path, q->codes->name, (long long)r);
 	}
 	free(srow);
+	free(sraw);
+	free(codes);
 	return st;
 }
 
@@ -320,24 +341,37 @@ static ms_status read_mxfp4(const qt_matrix *q, int64_t row0, int64_t nrows, flo
 	float lut[16];
 	for (int c = 0; c < 16; c++)
 		lut[c] = qt_e2m1_to_f32((uint8_t)c);
-	const int64_t G = q->cols / QT_MX_BLOCK;
-	const unsigned char *blocks = q->codes->data, *scales = q->scales->data;
-	for (int64_t r = row0; r < row0 + nrows; r++) {
-		for (int64_t g = 0; g < G; g++) {
-			const uint8_t e = scales[r * G + g];
-			if (e == 0xFF)
-				return ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld, block %lld: NaN scale (0xFF)",
-					       q->scales->path, q->scales->name, (long long)r, (long long)g);
-			const float s = qt_e8m0_to_f32(e);
-			const unsigned char *src = blocks + (uint64_t)((r * G + g) * 16);
-			float *dst = out + (uint64_t)((r - row0) * q->cols + g * QT_MX_BLOCK);
-			for (int i = 0; i < 16; i++) {
-				dst[2 * i] = lut[src[i] & 15] * s;
-				dst[2 * i + 1] = lut[src[i] >> 4] * s;
+	const int64_t G = q->cols / QT_MX_BLOCK, per = chunk_rows((uint64_t)G * 16);
+	const int64_t most = nrows < per ? nrows : per;
+	unsigned char *blocks = malloc((size_t)(most * G * 16)), *scales = malloc((size_t)(most * G));
+	ms_status st = blocks && scales ? MS_OK
+					: ms_fail(err, MS_ERR_NOMEM, "%s: tensor '%s': out of memory", q->codes->path,
+						  q->codes->name);
+	for (int64_t c0 = row0; st == MS_OK && c0 < row0 + nrows; c0 += per) {
+		const int64_t n = row0 + nrows - c0 < per ? row0 + nrows - c0 : per;
+		st = st_read_bytes(q->codes, (uint64_t)(c0 * G * 16), (size_t)(n * G * 16), blocks, err);
+		if (st == MS_OK)
+			st = st_read_bytes(q->scales, (uint64_t)(c0 * G), (size_t)(n * G), scales, err);
+		for (int64_t r = c0; st == MS_OK && r < c0 + n; r++)
+			for (int64_t g = 0; g < G; g++) {
+				const uint8_t e = scales[(r - c0) * G + g];
+				if (e == 0xFF) {
+					st = ms_fail(err, MS_ERR_NONFINITE, "%s: tensor '%s': row %lld, block %lld: NaN scale "
+						     "(0xFF)", q->scales->path, q->scales->name, (long long)r, (long long)g);
+					break;
+				}
+				const float s = qt_e8m0_to_f32(e);
+				const unsigned char *src = blocks + (uint64_t)(((r - c0) * G + g) * 16);
+				float *dst = out + (uint64_t)((r - row0) * q->cols + g * QT_MX_BLOCK);
+				for (int i = 0; i < 16; i++) {
+					dst[2 * i] = lut[src[i] & 15] * s;
+					dst[2 * i + 1] = lut[src[i] >> 4] * s;
+				}
 			}
-		}
 	}
-	return MS_OK;
+	free(blocks);
+	free(scales);
+	return st;
 }
 
 ms_status qt_read_rows_f32(const qt_matrix *q, int64_t row0, int64_t nrows, float *out, ms_error *err)

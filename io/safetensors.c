@@ -1406,6 +1406,19 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 	return st;
 }
 
+ms_status st_read_bytes(const st_tensor *t, uint64_t offset, size_t n, void *buf, ms_error *err)
+{
+	if (!t || (!buf && n) || offset > t->nbytes || n > t->nbytes - offset)
+		return st_fail(err, MS_ERR_ARG, "st_read_bytes: bytes [%llu, +%zu) outside tensor '%s'",
+			       (unsigned long long)offset, n, t ? t->name : "?");
+	if (!n)
+		return MS_OK;
+	if (t->fd > 0)
+		return pread_all(t, buf, n, t->file_offset + offset, err);
+	memcpy(buf, (const unsigned char *)t->data + offset, n);
+	return MS_OK;
+}
+
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err)
 {
 	if (!t)

@@ -72,6 +72,12 @@ ms_status st_read_rows_f32(const st_tensor *t, int64_t row0, int64_t nrows, floa
 /* The whole tensor converted to float32 (numel floats). */
 ms_status st_read_f32(const st_tensor *t, float *out, ms_error *err);
 
+/* n raw bytes of t's data from byte `offset` of the tensor into buf: by pread from its file (fd > 0; a file cut
+ * short since it was opened is MS_ERR_ST_TRUNCATED naming the file, the tensor and the byte, not a SIGBUS), else
+ * from the mapping. For readers that decode bytes themselves (io/quant.c's FP8 and MXFP4); MS_ERR_ARG when the
+ * range leaves the tensor. */
+ms_status st_read_bytes(const st_tensor *t, uint64_t offset, size_t n, void *buf, ms_error *err);
+
 /* Scalar conversions. Rounding to F16/BF16 is round-to-nearest-even; NaN stays NaN. */
 /* Index of the first NaN or infinity among n elements of a float dtype's raw bytes (F32, F16, BF16, F8_E4M3; -1 for any
  * other dtype, or when all are finite), by the exponent bits alone, so that a tensor copied byte for byte is

@@ -5,7 +5,10 @@
 #include "io/quant.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/test.h"
 
@@ -463,6 +466,87 @@ static void test_stored_bytes(void)
 	CHECK(qt_stored_bytes(QT_NONE, 3, 5, ST_BF16, 0, 0) == 30);
 }
 
+/* FP8 and MXFP4 matrices in a real file: read from it by pread a chunk of rows at a time (io/quant.c), they give
+ * the same floats as the quantizer's own dequantized copy over several chunks and ranges that cut them; a file cut
+ * short after it was opened gives one error naming the file, the tensor and the byte (through the mapping this
+ * was a SIGBUS), while rows wholly before the cut still read. */
+static void test_quantized_from_file(void)
+{
+	enum { ROWS = 700, COLS = 1024, BR = 128, BC = 128 };   /* 700 KiB of FP8 codes: three chunks */
+	const int64_t sr = (ROWS + BR - 1) / BR, sc = COLS / BC, G = COLS / QT_MX_BLOCK;
+	char dir[256];
+	snprintf(dir, sizeof dir, "/tmp/moescope-test-quant-file-%d", (int)getpid());
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0 || mkdir(dir, 0700) != 0)
+		CHECK(0, "cannot make %s", dir);
+	float *x = weights(ROWS, COLS, 99), *deq8 = malloc((size_t)ROWS * COLS * sizeof *deq8);
+	float *deq4 = malloc((size_t)ROWS * COLS * sizeof *deq4), *back = malloc((size_t)ROWS * COLS * sizeof *back);
+	uint8_t *codes = malloc((size_t)ROWS * COLS), *blocks = malloc((size_t)ROWS * G * 16), *scales = malloc((size_t)ROWS * G);
+	float *inv = malloc((size_t)(sr * sc) * sizeof *inv);
+	qt_error e;
+	qt_fp8_quantize(x, ROWS, COLS, BR, BC, ST_F32, codes, inv, deq8, &e);
+	EXPECT(qt_mxfp4_quantize(x, ROWS, COLS, blocks, scales, deq4, &e) == 0);
+	ms_error err = {0};
+	st_writer *w = NULL;
+	CHECK(st_writer_create(dir, "model", 0, &w, &err) == MS_OK, "%s", err.msg);
+	/* in file order: the FP8 scales before their codes, so that a cut in the codes leaves the scales whole */
+	CHECK(st_writer_declare(w, "a.weight_scale_inv", ST_F32, 2, (int64_t[]){sr, sc}, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "a.weight", ST_F8_E4M3, 2, (int64_t[]){ROWS, COLS}, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "b_blocks", ST_U8, 3, (int64_t[]){ROWS, G, 16}, &err) == MS_OK);
+	CHECK(st_writer_declare(w, "b_scales", ST_U8, 2, (int64_t[]){ROWS, G}, &err) == MS_OK);
+	CHECK(st_writer_write(w, inv, (size_t)(sr * sc) * sizeof *inv, &err) == MS_OK);
+	CHECK(st_writer_write(w, codes, (size_t)ROWS * COLS, &err) == MS_OK);
+	CHECK(st_writer_write(w, blocks, (size_t)ROWS * G * 16, &err) == MS_OK);
+	CHECK(st_writer_write(w, scales, (size_t)ROWS * G, &err) == MS_OK);
+	CHECK(st_writer_finish(w, &err) == MS_OK, "%s", err.msg);
+	st_writer_free(w);
+	st_file *f = NULL;
+	CHECK(st_open(dir, &f, &err) == MS_OK, "%s", err.msg);
+	if (!f)
+		goto out;
+	const st_tensor *tc = st_find(f, "a.weight"), *ts = st_find(f, "a.weight_scale_inv");
+	const st_tensor *tb = st_find(f, "b_blocks"), *tx = st_find(f, "b_scales");
+	CHECK(tc && tc->fd > 0, "the codes are read from the file");
+	qt_matrix q8, q4;
+	CHECK(qt_bind_fp8(tc, ts, BR, BC, &q8, &err) == MS_OK, "%s", err.msg);
+	CHECK(qt_bind_mxfp4(tb, tx, &q4, &err) == MS_OK, "%s", err.msg);
+	const int64_t cuts[][2] = {{0, ROWS}, {0, 1}, {255, 300}, {599, 101}};
+	for (int k = 0; k < 4; k++) {
+		const int64_t r0 = cuts[k][0], n = cuts[k][1];
+		CHECK(qt_read_rows_f32(&q8, r0, n, back, &err) == MS_OK, "%s", err.msg);
+		CHECK(!memcmp(back, deq8 + r0 * COLS, (size_t)(n * COLS) * sizeof *back), "FP8 rows [%lld, +%lld)",
+		      (long long)r0, (long long)n);
+		CHECK(qt_read_rows_f32(&q4, r0, n, back, &err) == MS_OK, "%s", err.msg);
+		CHECK(!memcmp(back, deq4 + r0 * COLS, (size_t)(n * COLS) * sizeof *back), "MXFP4 rows [%lld, +%lld)",
+		      (long long)r0, (long long)n);
+	}
+	/* cut inside the FP8 codes, two thirds of the way */
+	const uint64_t cut = tc->file_offset + (uint64_t)(2 * ROWS / 3) * COLS + 100;
+	char path[300], want[64];
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	CHECK(truncate(path, (off_t)cut) == 0, "%s", strerror(errno));
+	snprintf(want, sizeof want, "byte %llu:", (unsigned long long)cut);
+	CHECK(qt_read_f32(&q8, back, &err) == MS_ERR_ST_TRUNCATED && strstr(err.msg, path) &&
+	      strstr(err.msg, "'a.weight'") && strstr(err.msg, want) && !strchr(err.msg, '\n'), "%s", err.msg);
+	CHECK(qt_read_rows_f32(&q8, 0, ROWS / 2, back, &err) == MS_OK, "rows before the cut: %s", err.msg);
+	CHECK(!memcmp(back, deq8, (size_t)(ROWS / 2 * COLS) * sizeof *back), "rows before the cut differ");
+	CHECK(qt_read_rows_f32(&q4, 0, 1, back, &err) == MS_ERR_ST_TRUNCATED && strstr(err.msg, "'b_blocks'"),
+	      "MXFP4 wholly past the cut: %s", err.msg);
+	st_close(f);
+out:
+	if (system(cmd) != 0)
+		CHECK(0, "cannot remove %s", dir);
+	free(x);
+	free(deq8);
+	free(deq4);
+	free(back);
+	free(codes);
+	free(blocks);
+	free(scales);
+	free(inv);
+}
+
 int main(void)
 {
 	RUN(test_e4m3_every_code);
@@ -475,5 +559,6 @@ int main(void)
 	RUN(test_mxfp4_layout);
 	RUN(test_mxfp4_roundtrip);
 	RUN(test_config);
+	RUN(test_quantized_from_file);
 	return test_summary();
 }
