@@ -12,6 +12,17 @@
 
 /* ---- the portable path: the definition in wtw.h, written out ---- */
 
+/* The end of a dot product, both paths: the lanes added left to right, then the tail k = n8..n-1. */
+static inline float lanes_and_tail(const float *lane, const float *w, const float *x, int n8, int n)
+{
+	float s = lane[0];
+	for (int l = 1; l < LANES; l++)
+		s += lane[l];
+	for (int k = n8; k < n; k++)
+		s = fmaf(w[k], x[k], s);
+	return s;
+}
+
 /* s of the definition for row w and vector x. */
 static float dot_portable(const float *w, const float *x, int n)
 {
@@ -20,12 +31,7 @@ static float dot_portable(const float *w, const float *x, int n)
 	for (int k = 0; k < n8; k += LANES)
 		for (int l = 0; l < LANES; l++)
 			lane[l] = fmaf(w[k + l], x[k + l], lane[l]);
-	float s = lane[0];
-	for (int l = 1; l < LANES; l++)
-		s += lane[l];
-	for (int k = n8; k < n; k++)
-		s = fmaf(w[k], x[k], s);
-	return s;
+	return lanes_and_tail(lane, w, x, n8, n);
 }
 
 /* y [n] gets the contributions of `rows` consecutive rows of w with coefficients ct, in row order. */
@@ -64,12 +70,7 @@ WTW_TARGET static inline float finish_dot(__m256 acc, const float *w, const floa
 {
 	float lane[LANES];
 	_mm256_storeu_ps(lane, acc);
-	float s = lane[0];
-	for (int l = 1; l < LANES; l++)
-		s += lane[l];
-	for (int k = n8; k < n; k++)
-		s = fmaf(w[k], x[k], s);
-	return s;
+	return lanes_and_tail(lane, w, x, n8, n);
 }
 
 /* Four rows and q vectors: 4 q accumulators, each load of W serving all q vectors. */

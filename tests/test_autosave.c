@@ -528,16 +528,25 @@ static int file_has(const char *path, const char *text)
 	return has;
 }
 
+/* A fresh state directory `name` as XDG_STATE_HOME and the golden model opened in the application with autosave
+ * on; nonzero (a failed check) when the model does not open. */
+static int open_autosaving(golden_app *ga, char *state, size_t len, const char *name)
+{
+	fresh_dir(state, len, name);
+	setenv("XDG_STATE_HOME", state, 1);
+	if (golden_app_open(ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
+		CHECK(0, "golden model");
+		return -1;
+	}
+	return 0;
+}
+
 static void test_app_writes_and_removes(void)
 {
 	char state[512];
-	fresh_dir(state, sizeof state, "app-state");
-	setenv("XDG_STATE_HOME", state, 1);
 	golden_app ga;
-	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
-		CHECK(0, "golden model");
+	if (open_autosaving(&ga, state, sizeof state, "app-state") != 0)
 		return;
-	}
 	app *a = &ga.a;
 	char path[AUTOSAVE_PATH_MAX];  /* app_free clears the application's copy */
 	snprintf(path, sizeof path, "%s", a->autosave_path);
@@ -577,13 +586,9 @@ static void test_app_writes_and_removes(void)
 static void test_app_undoes_settings(void)
 {
 	char state[512];
-	fresh_dir(state, sizeof state, "app-state-undo");
-	setenv("XDG_STATE_HOME", state, 1);
 	golden_app ga;
-	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
-		CHECK(0, "golden model");
+	if (open_autosaving(&ga, state, sizeof state, "app-state-undo") != 0)
 		return;
-	}
 	app *a = &ga.a;
 	char path[AUTOSAVE_PATH_MAX];
 	snprintf(path, sizeof path, "%s", a->autosave_path);
@@ -629,13 +634,9 @@ static void test_app_undoes_settings(void)
 static void test_app_undoes_merge_settings(void)
 {
 	char state[512];
-	fresh_dir(state, sizeof state, "app-state-undo-merge");
-	setenv("XDG_STATE_HOME", state, 1);
 	golden_app ga;
-	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
-		CHECK(0, "golden model");
+	if (open_autosaving(&ga, state, sizeof state, "app-state-undo-merge") != 0)
 		return;
-	}
 	app *a = &ga.a;
 	press(a, "-");  /* block 0 at G 7: merged, so its evaluation depends on every merge setting */
 	const pipe_merge_options mo0 = a->mo;
@@ -708,13 +709,9 @@ static void test_app_rewrites_when_statistics_land(void)
 static void test_app_restores(void)
 {
 	char state[512];
-	fresh_dir(state, sizeof state, "app-state2");
-	setenv("XDG_STATE_HOME", state, 1);
 	golden_app ga;
-	if (golden_app_open(&ga, &(app_config){.width = 100, .height = 30, .eval_tokens = 64, .autosave = 1}) != 0) {
-		CHECK(0, "golden model");
+	if (open_autosaving(&ga, state, sizeof state, "app-state2") != 0)
 		return;
-	}
 	app *a = &ga.a;
 	char path[AUTOSAVE_PATH_MAX];
 	snprintf(path, sizeof path, "%s", a->autosave_path);
