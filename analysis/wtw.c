@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <cblas.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define WTW_X86 1
@@ -57,6 +58,23 @@ static void apply_portable(const float *w, int m, int n, const float *X, int q, 
 			axpy_portable(wi, rows, n, ct, Y + (size_t)v * n);
 		}
 		i += rows;
+	}
+}
+
+/* ---- WTW_BLAS: two sgemv per vector per tile of rows, while the tile is in cache ---- */
+
+#define TILE 32
+
+static void apply_blas(const float *w, int m, int n, const float *X, int q, float post, float c, float *Y)
+{
+	float t[TILE];
+	for (int r = 0; r < m; r += TILE) {
+		const int rows = m - r < TILE ? m - r : TILE;
+		const float *tile = w + (size_t)r * n;
+		for (int v = 0; v < q; v++) {
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, n, post, tile, n, X + (size_t)v * n, 1, 0.0f, t, 1);
+			cblas_sgemv(CblasRowMajor, CblasTrans, rows, n, c, tile, n, t, 1, 1.0f, Y + (size_t)v * n, 1);
+		}
 	}
 }
 
@@ -193,18 +211,21 @@ const char *wtw_auto_path(void)
 	if (have_avx2_fma())
 		return "avx2+fma";
 #endif
-	return "portable";
+	return "sgemv";
 }
 
 void wtw_apply(const float *w, int m, int n, const float *X, int q, float post, float c, float *Y, wtw_path path)
 {
 	memset(Y, 0, (size_t)q * n * sizeof *Y);
+	if (path == WTW_PORTABLE) {
+		apply_portable(w, m, n, X, q, post, c, Y);
+		return;
+	}
 #if defined(WTW_X86)
 	if (path == WTW_AUTO && have_avx2_fma()) {
 		apply_avx(w, m, n, X, q, post, c, Y);
 		return;
 	}
 #endif
-	(void)path;
-	apply_portable(w, m, n, X, q, post, c, Y);
+	apply_blas(w, m, n, X, q, post, c, Y);
 }

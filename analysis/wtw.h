@@ -24,13 +24,17 @@
 /* Most vectors a block may hold. */
 #define WTW_MAX_Q 2
 
-typedef enum { WTW_AUTO, WTW_PORTABLE } wtw_path;
+typedef enum { WTW_AUTO, WTW_PORTABLE, WTW_BLAS } wtw_path;
 
-/* Y [q, n] = c W^T (post W X^T) for w [m, n] row-major and the q rows of X [q, n], 1 <= q <= WTW_MAX_Q, by the
- * definition above. WTW_AUTO takes the AVX2+FMA path where the processor has it; WTW_PORTABLE is for tests. */
+/* Y [q, n] = c W^T (post W X^T) for w [m, n] row-major and the q rows of X [q, n], 1 <= q <= WTW_MAX_Q. WTW_AUTO
+ * takes the AVX2+FMA path, by the definition above, where the processor has it. Elsewhere it takes WTW_BLAS:
+ * OpenBLAS's sgemv on tiles of 32 rows, the product the kernel replaced, whose sums follow OpenBLAS's kernels.
+ * Such a processor runs OpenBLAS unpinned anyway, so its last bits differ from an AVX2 machine's already (README),
+ * and the portable path there would call a library fmaf per multiply-add, some 50 times slower. WTW_PORTABLE,
+ * the definition in plain C, is for tests. */
 void wtw_apply(const float *w, int m, int n, const float *X, int q, float post, float c, float *Y, wtw_path path);
 
-/* "avx2+fma" or "portable": the path WTW_AUTO takes on this processor. */
+/* "avx2+fma" or "sgemv": the path WTW_AUTO takes on this processor. */
 const char *wtw_auto_path(void);
 
 #endif
