@@ -381,6 +381,8 @@ ms_status qt_read_rows_f32(const qt_matrix *q, int64_t row0, int64_t nrows, floa
 	if (row0 < 0 || nrows < 0 || row0 > q->rows || nrows > q->rows - row0 || (!out && nrows > 0))
 		return ms_fail(err, MS_ERR_ARG, "%s: tensor '%s': rows [%lld, +%lld) outside its %lld rows",
 			       q->codes->path, q->codes->name, (long long)row0, (long long)nrows, (long long)q->rows);
+	if (nrows == 0 || q->cols == 0)
+		return MS_OK;   /* nothing to read (and no zero-byte buffers to ask for) */
 	switch (q->scheme) {
 	case QT_FP8: return read_fp8(q, row0, nrows, out, err);
 	case QT_MXFP4: return read_mxfp4(q, row0, nrows, out, err);

@@ -521,6 +521,8 @@ static void test_quantized_from_file(void)
 		CHECK(!memcmp(back, deq4 + r0 * COLS, (size_t)(n * COLS) * sizeof *back), "MXFP4 rows [%lld, +%lld)",
 		      (long long)r0, (long long)n);
 	}
+	CHECK(qt_read_rows_f32(&q8, 5, 0, back, &err) == MS_OK && qt_read_rows_f32(&q4, ROWS, 0, back, &err) == MS_OK,
+	      "no rows: %s", err.msg);
 	/* cut inside the FP8 codes, two thirds of the way */
 	const uint64_t cut = tc->file_offset + (uint64_t)(2 * ROWS / 3) * COLS + 100;
 	char path[300], want[64];
