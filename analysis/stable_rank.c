@@ -187,19 +187,11 @@ static void blz_free(blanczos *g)
 	free(g->B);
 }
 
-/* Memory for vectors the kernel of analysis/wtw.c streams through: on a 64-byte boundary, so that its 32-byte
- * loads never straddle two cache lines when n is a multiple of 16 (measured: a W 16 bytes off the boundary made
- * the pass about a quarter slower). */
-static void *alloc64(size_t bytes)
-{
-	return aligned_alloc(64, (bytes + 63) / 64 * 64);
-}
-
 /* Grows the basis and T to hold `cap` vectors, keeping what they hold (T is moved to its new leading
  * dimension). */
 static ms_status blz_reserve(blanczos *g, int cap)
 {
-	float *V = alloc64((size_t)cap * g->n * sizeof *V);
+	float *V = wtw_alloc((size_t)cap * g->n * sizeof *V);
 	if (!V)
 		return MS_ERR_NOMEM;
 	if (g->V)
@@ -533,8 +525,8 @@ static ms_status lanczos_sigma_max(const float *w, int m, int n, double fro2, do
 		      .p = kmax < LZ_BLOCK ? kmax : LZ_BLOCK};
 	const int p = g.p;
 	double *history = malloc((size_t)kmax * sizeof *history);
-	g.Y = alloc64((size_t)p * n * sizeof *g.Y);
-	g.X = alloc64((size_t)p * n * sizeof *g.X);
+	g.Y = wtw_alloc((size_t)p * n * sizeof *g.Y);
+	g.X = wtw_alloc((size_t)p * n * sizeof *g.X);
 	g.t = malloc((size_t)(m > LZ_TILE ? m : LZ_TILE) * p * sizeof *g.t);
 	g.small = malloc((size_t)p * p * sizeof *g.small);
 	g.support = malloc(4 * sizeof *g.support);

@@ -1,6 +1,7 @@
 #include "analysis/wtw.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -204,6 +205,11 @@ static int have_avx2_fma(void)
 	return k;
 }
 #endif
+
+void *wtw_alloc(size_t bytes)
+{
+	return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
 
 const char *wtw_auto_path(void)
 {

@@ -28,6 +28,7 @@
 #include "analysis/layer.h"
 #include "pipeline/pipeline.h"
 #include "analysis/routing.h"
+#include "analysis/wtw.h"
 #include "bench/hungarian.h"
 #include "bench/synth.h"
 #include "cli/blas.h"
@@ -572,7 +573,7 @@ static void noise_matrix(bench_ctx *c, int down)
 {
 	const int m = down ? c->blk.d : c->blk.f, n = down ? c->blk.f : c->blk.d;
 	/* On a 64-byte boundary, as every expert matrix of a loaded block is (pipeline.c's take_weights). */
-	float *w = aligned_alloc(64, ((size_t)m * n * sizeof *w + 63) / 64 * 64);
+	float *w = wtw_alloc((size_t)m * n * sizeof *w);
 	if (!w)
 		die("stable rank: out of memory", NULL);
 	unsigned long long s = 0x2545F4914F6CDD1DULL;

@@ -10,6 +10,7 @@
 #include "analysis/finite.h"
 #include "analysis/par.h"
 #include "analysis/routing.h"
+#include "analysis/wtw.h"
 #include "io/arch.h"
 #include "io/pages.h"
 
@@ -137,10 +138,9 @@ static float *take_weights(size_t floats, int *fresh)
 	}
 	pthread_mutex_unlock(&spare.lock);
 	*fresh = !buf;
-	/* On a 64-byte boundary: the stable rank's kernel (analysis/wtw.c) runs about a quarter faster on matrices
-	 * that start on one, which every expert matrix does when d f is a multiple of 16. load_matrix_task maps fresh
-	 * pages in, in parallel. */
-	return buf ? buf : aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+	/* Aligned for the stable rank's kernel, which every expert matrix then is when d f is a multiple of 16.
+	 * load_matrix_task maps fresh pages in, in parallel. */
+	return buf ? buf : wtw_alloc(floats * sizeof(float));
 }
 
 static void give_weights(float *buf, size_t floats)
